@@ -1,0 +1,44 @@
+# The two commands a person needs: `make run` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+GEN    := gen
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: install proto run test bench lint clean browser
+
+install: $(VENV)/.installed $(GEN)/.built
+
+# The virtualenv, the pinned packages, and a .pth file that puts the project and its generated code
+# on the path (what an editable install would do, without a build backend).
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/$(GEN)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pushsystem.pth"
+	touch $@
+
+# Generated protobuf/gRPC code (with .pyi stubs), rebuilt from clean; never edited by hand.
+proto: $(GEN)/.built
+$(GEN)/.built: $(VENV)/.installed $(PROTOS)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	touch $@
+
+# Debian's Chromium for the page tests (Playwright drives it through executable_path).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+run: install
+	$(BIN)/python -m scripts.run_local
+
+test: install browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.guide_tests
+
+lint: install
+	$(BIN)/python -m ruff check . || true
+
+clean:
+	rm -rf $(GEN) $(VENV)

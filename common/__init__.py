@@ -1,0 +1,1 @@
+"""Pieces every service shares: gRPC server wiring, retry backoff, topic grammar, interest tables."""

@@ -1,0 +1,16 @@
+"""Brokers carry publications between push replicas. Chosen by URL: `memory://` (embedded default)."""
+
+from __future__ import annotations
+
+from .base import Broker, PublicationHandler
+from .memory import MemoryBroker
+
+
+def broker_from_url(url: str) -> Broker:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "memory":
+        return MemoryBroker()
+    raise ValueError(f"unsupported broker URL {url!r}: expected memory://")
+
+
+__all__ = ["Broker", "MemoryBroker", "PublicationHandler", "broker_from_url"]

@@ -1,0 +1,47 @@
+"""The broker contract, written before its engines.
+
+Guarantees every engine gives:
+- `publish` hands a publication to every replica subscribed to its channel (this one included),
+  at most once, in publish order per channel; it returns once the engine has accepted it and raises
+  `BrokerUnavailable` when it cannot.
+- A retained publication (`retain=True`) replaces the topic's retained state atomically with its
+  publish; `retained(topic)` returns the latest one.
+- `subscribe` / `unsubscribe` are called by the hub on the first / last local interest in a channel
+  (a topic channel `t:<topic>` or a personal channel `c:<client_id>`), never per edge or per browser.
+
+History (offsets, epochs) lands in the delivery-guarantees issue as further methods here.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+from ..core.publication import Publication
+
+PublicationHandler = Callable[[Publication], None]
+
+
+class BrokerUnavailable(Exception):
+    """The engine cannot take or deliver publications now; publishers get UNAVAILABLE and retry."""
+
+
+class Broker(abc.ABC):
+    @abc.abstractmethod
+    async def start(self, on_publication: PublicationHandler) -> None:
+        """Begin delivering publications of subscribed channels to `on_publication`."""
+
+    @abc.abstractmethod
+    async def publish(self, publication: Publication) -> None: ...
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    @abc.abstractmethod
+    async def retained(self, topic: str) -> Publication | None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

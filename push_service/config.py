@@ -1,0 +1,19 @@
+"""push_service settings, from PUSH_* environment variables, validated at start."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PushSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUSH_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    broker_url: str = "memory://"
+    batch_max_size: int = Field(10, ge=1, le=1000)
+    batch_interval: float = Field(0.1, ge=0, le=60)
+    max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
+    max_pending_batches: int = Field(10_000, ge=1)
+    log_level: str = "INFO"

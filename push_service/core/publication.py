@@ -1,0 +1,93 @@
+"""From a publisher's message to a Publication: validated once, its JSON envelope encoded once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import orjson
+
+from common.topics import topic_error
+
+MAX_TYPE_LENGTH = 64
+MAX_ID_LENGTH = 128
+MAX_CLIENT_ID_LENGTH = 128
+
+
+class InvalidPublish(ValueError):
+    """A message a publisher must fix; becomes INVALID_ARGUMENT at the gRPC edge."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A message ready for fan-out. `frame` is the complete JSON envelope sent to browsers."""
+
+    topic: str
+    client_id: str
+    id: str
+    timestamp_ms: int
+    frame: bytes
+    retain: bool = False
+
+    @property
+    def channel(self) -> str:
+        return client_channel(self.client_id) if self.client_id else topic_channel(self.topic)
+
+
+def topic_channel(topic: str) -> str:
+    return "t:" + topic
+
+
+def client_channel(client_id: str) -> str:
+    return "c:" + client_id
+
+
+def encode_envelope(*, type_: str, id_: str, timestamp_ms: int, data: bytes, topic: str) -> bytes:
+    """The guide's envelope, field order as the guide prints it; `data` spliced in as given."""
+    parts = [b'{"type":', orjson.dumps(type_), b',"id":', orjson.dumps(id_), b',"timestamp":',
+             str(timestamp_ms).encode()]
+    if data:
+        parts += [b',"data":', data]
+    if topic:
+        parts += [b',"topic":', orjson.dumps(topic)]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def make_publication(
+    *,
+    topic: str,
+    type_: str,
+    data: bytes,
+    id_: str,
+    client_id: str,
+    retain: bool,
+    now_ms: int,
+    max_data_bytes: int,
+) -> Publication:
+    """Validate a publisher's message and build its Publication; raises InvalidPublish."""
+    if client_id:
+        if len(client_id) > MAX_CLIENT_ID_LENGTH:
+            raise InvalidPublish(f"client_id is longer than {MAX_CLIENT_ID_LENGTH} characters")
+        if retain:
+            raise InvalidPublish("a personal message (client_id set) cannot be retained")
+    if topic or not client_id:
+        if (why := topic_error(topic)) is not None:
+            raise InvalidPublish(f"invalid topic: {why}")
+    if not type_:
+        raise InvalidPublish("type must not be empty")
+    if len(type_) > MAX_TYPE_LENGTH:
+        raise InvalidPublish(f"type is longer than {MAX_TYPE_LENGTH} characters")
+    if len(id_) > MAX_ID_LENGTH:
+        raise InvalidPublish(f"id is longer than {MAX_ID_LENGTH} characters")
+    if len(data) > max_data_bytes:
+        raise InvalidPublish(f"data is {len(data)} bytes; the limit is {max_data_bytes}")
+    if data:
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidPublish(f"data is not valid UTF-8 JSON: {exc}") from None
+    id_ = id_ or uuid.uuid4().hex
+    frame = encode_envelope(type_=type_, id_=id_, timestamp_ms=now_ms, data=data, topic=topic)
+    return Publication(topic=topic, client_id=client_id, id=id_, timestamp_ms=now_ms, frame=frame,
+                       retain=retain)

@@ -1,0 +1,162 @@
+"""The hub joins the broker to edge streams: who wants which channel, and each edge's batching."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+
+from common.interest import InterestTable
+from common.topics import topic_error
+
+from .broker import Broker
+from .core.batching import BatchWindow
+from .core.publication import Publication, client_channel, topic_channel
+
+log = logging.getLogger("push_service.hub")
+
+
+class EdgeTooSlow(Exception):
+    """An edge stopped reading and its pending batches reached the limit; its stream is ended."""
+
+
+class EdgeSession:
+    """One edge's stream: publications in (sync, from routing), batches out (async iterator)."""
+
+    def __init__(self, window: BatchWindow[Publication], max_pending_batches: int, name: str) -> None:
+        self.name = name
+        self._window = window
+        self._max_pending = max_pending_batches
+        self._loop = asyncio.get_running_loop()
+        self._ready: deque[list[Publication]] = deque()
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._overflowed = False
+
+    def enqueue(self, publication: Publication) -> None:
+        if self._closed:
+            return
+        batch = self._window.add(publication, self._loop.time())
+        if batch is not None:
+            self._hand_over(batch)
+        self._arm_timer()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake.set()
+
+    async def batches(self) -> AsyncIterator[list[Publication]]:
+        while True:
+            while self._ready:
+                yield self._ready.popleft()
+            if self._overflowed:
+                raise EdgeTooSlow(f"edge {self.name} has {self._max_pending} batches unread")
+            if self._closed:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _arm_timer(self) -> None:
+        deadline = self._window.deadline
+        if deadline is not None and self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        batch = self._window.flush_due(self._loop.time())
+        if batch is not None:
+            self._hand_over(batch)
+        self._arm_timer()
+
+    def _hand_over(self, batch: list[Publication]) -> None:
+        if len(self._ready) >= self._max_pending:
+            self._overflowed = True
+            self.close()
+            return
+        self._ready.append(batch)
+        self._wake.set()
+
+
+class Hub:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        batch_max_size: int = 10,
+        batch_interval: float = 0.1,
+        max_pending_batches: int = 10_000,
+    ) -> None:
+        self._broker = broker
+        self._batch_max_size = batch_max_size
+        self._batch_interval = batch_interval
+        self._max_pending = max_pending_batches
+        self._interest: InterestTable[str, EdgeSession] = InterestTable()
+        self._sessions = 0
+
+    async def start(self) -> None:
+        await self._broker.start(self._route)
+
+    async def close(self) -> None:
+        await self._broker.close()
+
+    async def publish(self, publication: Publication) -> None:
+        await self._broker.publish(publication)
+
+    def open_session(self, peer: str) -> EdgeSession:
+        self._sessions += 1
+        window: BatchWindow[Publication] = BatchWindow(self._batch_max_size, self._batch_interval)
+        return EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}")
+
+    async def close_session(self, session: EdgeSession) -> None:
+        session.close()
+        for channel in self._interest.remove_subscriber(session):
+            await self._broker.unsubscribe(channel)
+
+    async def change_interest(
+        self,
+        session: EdgeSession,
+        *,
+        add_topics: Iterable[str] = (),
+        remove_topics: Iterable[str] = (),
+        add_client_ids: Iterable[str] = (),
+        remove_client_ids: Iterable[str] = (),
+    ) -> None:
+        added_topics = []
+        for topic in add_topics:
+            if (why := topic_error(topic)) is not None:
+                log.warning("edge %s declared an invalid topic, ignored: %s", session.name, why)
+                continue
+            await self._add(topic_channel(topic), session)
+            added_topics.append(topic)
+        for client_id in add_client_ids:
+            await self._add(client_channel(client_id), session)
+        for topic in remove_topics:
+            await self._remove(topic_channel(topic), session)
+        for client_id in remove_client_ids:
+            await self._remove(client_channel(client_id), session)
+        # A new subscriber gets the topic's current state at once (e.g. the task list).
+        for topic in added_topics:
+            retained = await self._broker.retained(topic)
+            if retained is not None:
+                session.enqueue(retained)
+
+    async def _add(self, channel: str, session: EdgeSession) -> None:
+        if self._interest.add(channel, session):
+            await self._broker.subscribe(channel)
+
+    async def _remove(self, channel: str, session: EdgeSession) -> None:
+        if self._interest.remove(channel, session):
+            await self._broker.unsubscribe(channel)
+
+    def _route(self, publication: Publication) -> None:
+        for session in self._interest.subscribers(publication.channel):
+            session.enqueue(publication)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._interest)

@@ -1,0 +1,46 @@
+"""Creating the push service's gRPC server (separate from running it, so tests bind port 0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from push.v1 import push_service_pb2 as pb
+from push.v1 import push_service_pb2_grpc as pb_grpc
+
+from common.grpc_server import add_health_and_reflection, bind, mark_serving
+
+from .broker import broker_from_url
+from .config import PushSettings
+from .hub import Hub
+from .servicer import PushServicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PushService"].full_name
+
+
+@dataclass
+class RunningPushServer:
+    server: grpc.aio.Server
+    hub: Hub
+    port: int
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.server.stop(grace)
+        await self.hub.close()
+
+
+async def start_push_server(settings: PushSettings) -> RunningPushServer:
+    hub = Hub(
+        broker_from_url(settings.broker_url),
+        batch_max_size=settings.batch_max_size,
+        batch_interval=settings.batch_interval,
+        max_pending_batches=settings.max_pending_batches,
+    )
+    await hub.start()
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_data_bytes + 64 * 1024)])
+    pb_grpc.add_PushServiceServicer_to_server(PushServicer(hub, max_data_bytes=settings.max_data_bytes), server)
+    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, settings.host, settings.port)
+    await server.start()
+    await mark_serving(health_servicer, [SERVICE_NAME])
+    return RunningPushServer(server=server, hub=hub, port=port)

@@ -1,0 +1,112 @@
+"""The gRPC adapter: protobuf in, core calls, protobuf out; domain errors become statuses here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from push.v1 import push_service_pb2 as pb
+from push.v1 import push_service_pb2_grpc as pb_grpc
+
+from common.clock import now_ms
+
+from .broker.base import BrokerUnavailable
+from .core.publication import InvalidPublish, Publication, make_publication
+from .hub import EdgeSession, EdgeTooSlow, Hub
+
+log = logging.getLogger("push_service.grpc")
+
+
+class PushServicer(pb_grpc.PushServiceServicer):
+    def __init__(self, hub: Hub, *, max_data_bytes: int) -> None:
+        self._hub = hub
+        self._max_data_bytes = max_data_bytes
+
+    def _publication(self, message: pb.OutgoingMessage) -> Publication:
+        return make_publication(
+            topic=message.topic,
+            type_=message.type,
+            data=message.data,
+            id_=message.id,
+            client_id=message.client_id,
+            retain=message.retain,
+            now_ms=now_ms(),
+            max_data_bytes=self._max_data_bytes,
+        )
+
+    async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
+        try:
+            publication = self._publication(request.message)
+            await self._hub.publish(publication)
+        except InvalidPublish as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BrokerUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+        return pb.PublishResponse(id=publication.id, timestamp_ms=publication.timestamp_ms)
+
+    async def PublishStream(
+        self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PublishStreamResponse]:
+        async for request in request_iterator:
+            try:
+                publication = self._publication(request.message)
+                await self._hub.publish(publication)
+            except InvalidPublish as exc:
+                yield pb.PublishStreamResponse(
+                    sequence=request.sequence,
+                    error_code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                    error_message=str(exc),
+                )
+            except BrokerUnavailable as exc:
+                yield pb.PublishStreamResponse(
+                    sequence=request.sequence,
+                    error_code=grpc.StatusCode.UNAVAILABLE.value[0],
+                    error_message=f"broker unavailable: {exc}",
+                )
+            else:
+                yield pb.PublishStreamResponse(
+                    sequence=request.sequence, id=publication.id, timestamp_ms=publication.timestamp_ms
+                )
+
+    async def EdgeStream(
+        self, request_iterator: AsyncIterator[pb.EdgeStreamRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EdgeStreamResponse]:
+        session = self._hub.open_session(context.peer())
+        log.info("edge stream %s opened", session.name)
+        reader = asyncio.create_task(self._read_interest(request_iterator, session))
+        try:
+            async for batch in session.batches():
+                yield pb.EdgeStreamResponse(
+                    deliveries=[
+                        pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain)
+                        for p in batch
+                    ]
+                )
+        except EdgeTooSlow as exc:
+            log.warning("%s", exc)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        finally:
+            reader.cancel()
+            await self._hub.close_session(session)
+            log.info("edge stream %s closed", session.name)
+
+    async def _read_interest(
+        self, request_iterator: AsyncIterator[pb.EdgeStreamRequest], session: EdgeSession
+    ) -> None:
+        try:
+            async for change in request_iterator:
+                await self._hub.change_interest(
+                    session,
+                    add_topics=change.add_topics,
+                    remove_topics=change.remove_topics,
+                    add_client_ids=change.add_client_ids,
+                    remove_client_ids=change.remove_client_ids,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the stream broke: the edge will reconnect
+            log.debug("edge stream %s: interest reader ended", session.name, exc_info=True)
+        finally:
+            session.close()
