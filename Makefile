@@ -29,7 +29,9 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 run: install
-	$(BIN)/python -m scripts.run_local
+	@echo "Starting push_service (:$${PUSH_PORT:-50051}), task_service (:$${TASK_PORT:-50052}) and ws_edge."
+	@echo "Point a browser at http://$${EDGE_HOST:-127.0.0.1}:$${EDGE_PORT:-8000}/  (Ctrl-C stops everything)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

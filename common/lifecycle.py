@@ -1,0 +1,25 @@
+"""Running a service process until SIGINT/SIGTERM, then stopping it gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Protocol
+
+
+class Stoppable(Protocol):
+    async def stop(self, grace: float | None = ...) -> None: ...
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def run_until_signalled(running: Stoppable, grace: float = 2.0) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await running.stop(grace)

@@ -1,0 +1,215 @@
+"""Publishing over the push service's gRPC API.
+
+    client = PushClient("127.0.0.1:50051")
+    await client.queue_message({"type": "task_progress", "data": {...}}, topic="task:progress")
+    await client.send_personal_message({"type": "notification", "data": {...}}, client_id)
+
+`StreamPublisher` is for high-rate producers: `submit()` never blocks; a background task streams the
+messages over `PublishStream`, reconnecting when the push service goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import grpc
+import orjson
+from push.v1 import push_service_pb2 as pb
+from push.v1 import push_service_pb2_grpc as pb_grpc
+
+from common.backoff import Backoff
+
+log = logging.getLogger("pushclient")
+
+
+class PublishError(Exception):
+    """The push service refused a message (or could not be reached); `code` is the gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+def encode_data(data: Any) -> bytes:
+    """JSON bytes for `data`: bytes/str are taken as already-encoded JSON, anything else is encoded."""
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return orjson.dumps(data)
+
+
+def outgoing(
+    topic: str, type_: str, data: Any = None, *, id: str = "", client_id: str = "", retain: bool = False
+) -> pb.OutgoingMessage:
+    return pb.OutgoingMessage(
+        topic=topic, type=type_, data=encode_data(data), id=id or "", client_id=client_id or "", retain=retain
+    )
+
+
+class PushClient:
+    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float = 5.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(address)
+        self.stub = pb_grpc.PushServiceStub(self._channel)
+
+    async def __aenter__(self) -> PushClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def publish(
+        self, topic: str, type_: str, data: Any = None, *, id: str = "", client_id: str = "", retain: bool = False
+    ) -> pb.PublishResponse:
+        request = pb.PublishRequest(message=outgoing(topic, type_, data, id=id, client_id=client_id, retain=retain))
+        try:
+            return await self.stub.Publish(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(exc.code(), exc.details() or "") from None
+
+    async def queue_message(self, message: Mapping[str, Any], topic: str) -> str:
+        """The guide's `manager.queue_message(message, topic=...)`: to every subscriber of `topic`.
+
+        `message` is the guide's envelope (`type`, optional `id`, `data`); the push service stamps
+        the timestamp at publish. Returns the message id."""
+        reply = await self.publish(topic, message["type"], message.get("data"), id=message.get("id") or "")
+        return reply.id
+
+    async def send_personal_message(self, message: Mapping[str, Any], client_id: str) -> str:
+        """The guide's `manager.send_personal_message(message, client_id)`: to one connection."""
+        reply = await self.publish(
+            message.get("topic") or "", message["type"], message.get("data"), id=message.get("id") or "",
+            client_id=client_id,
+        )
+        return reply.id
+
+    async def tail(self, topics: Iterable[str]) -> AsyncIterator[bytes]:
+        """Every frame published on `topics` from now on (as an edge would see it), batches unpacked."""
+        request = pb.EdgeStreamRequest(add_topics=list(topics))
+
+        async def requests():  # type: ignore[no-untyped-def]
+            yield request
+            await asyncio.Event().wait()  # keep the stream open
+
+        call = self.stub.EdgeStream(requests())
+        try:
+            async for response in call:
+                for delivery in response.deliveries:
+                    yield delivery.frame
+        finally:
+            call.cancel()
+
+    def stream_publisher(self, *, max_buffer: int = 10_000) -> StreamPublisher:
+        return StreamPublisher(self.stub, max_buffer=max_buffer)
+
+
+class StreamPublisher:
+    """Publishes through one long-lived `PublishStream`; `submit()` queues and returns at once.
+
+    A message stays in the buffer until the push service has answered it, so a stream that breaks
+    loses nothing: the unanswered messages are sent again, in order, on the next stream (at least
+    once). The buffer holds at most `max_buffer` messages; when it is full the oldest is dropped and
+    counted in `dropped` with a warning in the log, never silently. Rejections (e.g. an invalid
+    topic) are counted in `rejected` and logged.
+    """
+
+    def __init__(self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000) -> None:
+        self._stub = stub
+        self._max_buffer = max_buffer
+        self._pending: deque[tuple[int, pb.OutgoingMessage]] = deque()  # oldest first, unanswered
+        self._sent = 0  # how many of `_pending` went out on the current stream
+        self._sequence = 0
+        self._has_work = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.accepted = 0
+        self.rejected = 0
+        self.dropped = 0
+        self.connected = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="stream-publisher")
+
+    async def close(self, drain_timeout: float = 2.0) -> None:
+        try:
+            await asyncio.wait_for(self.flush(), drain_timeout)
+        except TimeoutError:
+            log.warning("closing with %d messages unanswered", len(self._pending))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+    def submit(self, message: pb.OutgoingMessage) -> None:
+        if len(self._pending) >= self._max_buffer:
+            self._pending.popleft()
+            self._sent = max(0, self._sent - 1)
+            self.dropped += 1
+            log.warning("publish buffer full (%d): oldest message dropped (%d so far)", self._max_buffer, self.dropped)
+        self._sequence += 1
+        self._pending.append((self._sequence, message))
+        self._idle.clear()
+        self._has_work.set()
+
+    async def flush(self) -> None:
+        """Wait until every submitted message has been answered by the push service."""
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        backoff = Backoff(initial=0.1, maximum=2.0)
+        while True:
+            try:
+                await self._stream_once(backoff)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.warning("publish stream lost (%d unanswered): %s %s", len(self._pending), exc.code().name,
+                            exc.details())
+            except Exception:
+                log.exception("publish stream failed")
+            self.connected = False
+            self._sent = 0  # resend whatever was not answered
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _stream_once(self, backoff: Backoff) -> None:
+        async def requests():  # type: ignore[no-untyped-def]
+            while True:
+                while self._sent >= len(self._pending):
+                    self._has_work.clear()
+                    await self._has_work.wait()
+                sequence, message = self._pending[self._sent]
+                self._sent += 1
+                yield pb.PublishStreamRequest(sequence=sequence, message=message)
+
+        self._sent = 0
+        call = self._stub.PublishStream(requests())
+        await call.wait_for_connection()
+        self.connected = True
+        backoff.reset()
+        async for response in call:
+            while self._pending and self._pending[0][0] <= response.sequence:
+                self._pending.popleft()
+                self._sent = max(0, self._sent - 1)
+            if response.error_code:
+                self.rejected += 1
+                log.warning("message %d rejected: %s", response.sequence, response.error_message)
+            else:
+                self.accepted += 1
+            if not self._pending:
+                self._idle.set()

@@ -1,0 +1,25 @@
+"""`python -m task_service`: run the task service until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from common.lifecycle import configure_logging, run_until_signalled
+
+from .config import TaskSettings
+from .server import start_task_server
+
+log = logging.getLogger("task_service")
+
+
+async def main() -> None:
+    settings = TaskSettings()
+    configure_logging(settings.log_level)
+    running = await start_task_server(settings)
+    log.info("task service listening on %s:%d, publishing to %s", settings.host, running.port, settings.push_address)
+    await run_until_signalled(running)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,18 @@
+"""task_service settings, from TASK_* environment variables, validated at start."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TaskSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASK_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(50052, ge=0, le=65535)
+    push_address: str = "127.0.0.1:50051"
+    # Messages kept while the push service is unreachable; past this the oldest are dropped (logged).
+    publish_buffer: int = Field(10_000, ge=1)
+    keep_finished: int = Field(100, ge=0)
+    log_level: str = "INFO"

@@ -1,0 +1,137 @@
+"""Runs tasks as asyncio tasks and publishes what happens to them.
+
+Topics (the guide's): `task:progress` (`task_progress`), `task:status` (`task_status`) and
+`task:list` (`task_list`, retained, so a new subscriber gets the current list at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from itertools import count
+from typing import Any
+
+from pushclient import StreamPublisher
+from pushclient.client import outgoing
+
+from common.clock import now_ms
+from common.task_json import progress_json, task_json
+
+from .convert import to_proto
+from .core.tasks import Status, TaskBook, TaskRecord
+from .kinds import InvalidParams, KindRegistry
+
+log = logging.getLogger("task_service.runner")
+
+
+class UnknownKind(InvalidParams):
+    pass
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class _Context:
+    def __init__(self, runner: TaskRunner, record: TaskRecord) -> None:
+        self._runner = runner
+        self._record = record
+
+    def progress(self, *, completed: int, total: int, current: str) -> None:
+        progress = self._record.progress
+        progress.completed, progress.total, progress.current = completed, total, current
+        self._record.updated_at_ms = now_ms()
+        self._runner.publish_progress(self._record)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class TaskRunner:
+    def __init__(self, kinds: KindRegistry, publisher: StreamPublisher, *, keep_finished: int = 100) -> None:
+        self._kinds = kinds
+        self._publisher = publisher
+        self.book = TaskBook(keep_finished)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._ids = count(1)
+
+    def start(self, kind_name: str, params: dict[str, Any]) -> TaskRecord:
+        kind = self._kinds.get(kind_name)
+        if kind is None:
+            raise UnknownKind(f"unknown task kind {kind_name!r}; known: {', '.join(self._kinds.names())}")
+        config = kind.parse(params)
+        record = TaskRecord(kind=kind_name, params=params, created_at_ms=now_ms())
+        record.updated_at_ms = record.created_at_ms
+        self.book.add(record)
+        self._publish_status(record)
+        self._running[record.task_id] = asyncio.create_task(self._run(record, kind, config))
+        return record
+
+    def get(self, task_id: str) -> TaskRecord:
+        record = self.book.get(task_id)
+        if record is None:
+            raise TaskNotFound(f"no task {task_id!r}")
+        return record
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a pending or running task; raises TransitionError when it has already finished."""
+        record = self.get(task_id)
+        record.move_to(Status.CANCELLED, now_ms())
+        task = self._running.pop(task_id, None)
+        if task is not None:
+            task.cancel()
+        self._finish(record)
+        return record
+
+    async def close(self) -> None:
+        for task_id in list(self._running):
+            self.cancel(task_id)
+
+    async def _run(self, record: TaskRecord, kind: Any, config: Any) -> None:
+        try:
+            record.move_to(Status.RUNNING, now_ms())
+            self._publish_status(record)
+            await kind.run(_Context(self, record), config)
+        except asyncio.CancelledError:
+            return  # `cancel` already recorded and published it
+        except Exception as exc:
+            log.warning("task %s failed: %s", record.task_id, exc)
+            record.move_to(Status.FAILED, now_ms(), error=str(exc))
+        else:
+            record.move_to(Status.COMPLETED, now_ms())
+        self._running.pop(record.task_id, None)
+        self._finish(record)
+
+    def _finish(self, record: TaskRecord) -> None:
+        self._publish_status(record)
+        self.book.prune()
+
+    # --- publishing -----------------------------------------------------------------------------
+
+    def publish_progress(self, record: TaskRecord) -> None:
+        self._publisher.submit(
+            outgoing(
+                "task:progress",
+                "task_progress",
+                {"task_id": record.task_id, "progress": progress_json(to_proto(record).progress)},
+                id=f"progress_{record.task_id}_{next(self._ids)}",
+            )
+        )
+
+    def _publish_status(self, record: TaskRecord) -> None:
+        data: dict[str, Any] = {"task_id": record.task_id, "status": record.status.value, "kind": record.kind}
+        if record.error:
+            data["error"] = record.error
+        self._publisher.submit(
+            outgoing("task:status", "task_status", data, id=f"status_{record.task_id}_{next(self._ids)}")
+        )
+        self._publisher.submit(
+            outgoing(
+                "task:list",
+                "task_list",
+                {"tasks": [task_json(to_proto(r)) for r in self.book.all()]},
+                id=f"list_{next(self._ids)}",
+                retain=True,
+            )
+        )
+

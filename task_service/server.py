@@ -1,0 +1,48 @@
+"""Creating the task service's gRPC server (separate from running it, so tests bind port 0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from task.v1 import task_service_pb2 as pb
+from task.v1 import task_service_pb2_grpc as pb_grpc
+
+from common.grpc_server import add_health_and_reflection, bind, mark_serving
+from pushclient import PushClient, StreamPublisher
+
+from .config import TaskSettings
+from .kinds import kinds
+from .runner import TaskRunner
+from .servicer import TaskServicer
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+
+
+@dataclass
+class RunningTaskServer:
+    server: grpc.aio.Server
+    runner: TaskRunner
+    publisher: StreamPublisher
+    push: PushClient
+    port: int
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.server.stop(grace)
+        await self.runner.close()
+        await self.publisher.close()
+        await self.push.close()
+
+
+async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
+    push = PushClient(settings.push_address)
+    publisher = push.stream_publisher(max_buffer=settings.publish_buffer)
+    publisher.start()
+    runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished)
+    server = grpc.aio.server()
+    pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(runner), server)
+    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, settings.host, settings.port)
+    await server.start()
+    await mark_serving(health_servicer, [SERVICE_NAME])
+    return RunningTaskServer(server=server, runner=runner, publisher=publisher, push=push, port=port)

@@ -1,0 +1,34 @@
+"""Error codes (in `error` frames) and WebSocket close codes: documented data, stable across releases."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """`error.code` of an error frame. The connection always stays open after one."""
+
+    INVALID_JSON = "INVALID_JSON"  # the frame is not UTF-8 JSON
+    INVALID_MESSAGE = "INVALID_MESSAGE"  # JSON, but not an envelope: no/bad `type`, bad `id` or `data`
+    UNKNOWN_MESSAGE_TYPE = "UNKNOWN_MESSAGE_TYPE"  # no handler for `type` (the guide's code)
+    INVALID_TOPIC = "INVALID_TOPIC"  # a topic name outside the grammar
+    RATE_LIMITED = "RATE_LIMITED"  # over the per-client message rate; the message was dropped
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # the frame is over the inbound size limit
+    TOO_MANY_TOPICS = "TOO_MANY_TOPICS"  # over the per-connection topic limit
+    FORBIDDEN = "FORBIDDEN"  # not allowed for this connection
+    NOT_FOUND = "NOT_FOUND"  # a handler's target does not exist (e.g. an unknown task id)
+    UNAVAILABLE = "UNAVAILABLE"  # a backend (push or task service) cannot be reached; retry later
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug on our side; the message may not have been handled
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the edge uses, and what a client should do on each."""
+
+    GOING_AWAY = 1001  # the edge is shutting down: reconnect (another edge or this one, restarted)
+    HEARTBEAT_TIMEOUT = 4000  # nothing received within the client timeout: reconnect
+    SLOW_CONSUMER = 4008  # the client did not read fast enough: reconnect
+    INVALID_CLIENT_ID = 4400  # `client_id` query parameter unusable: fix it, do not retry as is
+
+
+# Close codes after which a client must not reconnect by itself.
+TERMINAL_CLOSE_CODES = frozenset({CloseCode.INVALID_CLIENT_ID})

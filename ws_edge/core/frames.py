@@ -1,0 +1,124 @@
+"""The JSON frame codec: parsing what a browser sends and building what the edge sends.
+
+Frames the push service delivers are already complete envelopes (bytes); the edge only splices
+them into batch frames. Nothing here decodes a published message's `data`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .codes import ErrorCode
+
+MAX_CLIENT_ID_LENGTH = 128
+
+
+class ProtocolError(Exception):
+    """A frame the edge must answer with an error frame; `message_id` is the offending id, if any."""
+
+    def __init__(self, code: ErrorCode, message: str, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.message_id = message_id
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    type: str
+    id: str | None
+    data: dict[str, Any]
+    topic: str | None
+
+
+def parse_client_frame(frame: str | bytes, max_bytes: int) -> ClientMessage:
+    """Parse one inbound frame into a ClientMessage, or raise ProtocolError."""
+    size = len(frame.encode()) if isinstance(frame, str) else len(frame)
+    if size > max_bytes:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"frame is {size} bytes; the limit is {max_bytes}")
+    try:
+        value = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"a message must be a JSON object, not {_kind(value)}")
+    raw_id = value.get("id")
+    if raw_id is None:
+        message_id = None
+    elif isinstance(raw_id, str) and 0 < len(raw_id) <= 128:
+        message_id = raw_id
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool) and abs(raw_id) < 2**53:
+        message_id = str(raw_id)
+    else:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`id` must be a string of 1 to 128 characters or an integer")
+    type_ = value.get("type")
+    if not isinstance(type_, str) or not type_:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`type` must be a non-empty string", message_id)
+    if len(type_) > 64:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`type` is longer than 64 characters", message_id)
+    data = value.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"`data` must be an object, not {_kind(data)}", message_id)
+    topic = value.get("topic")
+    if topic is not None and not isinstance(topic, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`topic` must be a string", message_id)
+    return ClientMessage(type=type_, id=message_id, data=data, topic=topic)
+
+
+def topics_field(message: ClientMessage) -> list[str]:
+    """`data.topics` of a subscribe/unsubscribe: a list of strings (grammar checked by the caller)."""
+    topics = message.data.get("topics")
+    if isinstance(topics, str):
+        topics = [topics]
+    if not isinstance(topics, list) or not topics:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`data.topics` must be a non-empty list of topics", message.id)
+    return topics
+
+
+def split_topics_param(value: str | None) -> list[str]:
+    """The `topics` query parameter: comma-separated, blanks ignored, order kept, duplicates dropped."""
+    if not value:
+        return []
+    return list(dict.fromkeys(t.strip() for t in value.split(",") if t.strip()))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def server_frame(type_: str, message_id: str | None, timestamp_ms: int, data: Any = None) -> str:
+    frame: dict[str, Any] = {"type": type_, "id": message_id or new_id(type_), "timestamp": timestamp_ms}
+    if data is not None:
+        frame["data"] = data
+    return orjson.dumps(frame).decode()
+
+
+def error_frame(code: ErrorCode, message: str, message_id: str | None, timestamp_ms: int) -> str:
+    """The guide's error frame: the offending message's id (a fresh one when it had none)."""
+    return orjson.dumps(
+        {
+            "type": "error",
+            "id": message_id or new_id("error"),
+            "timestamp": timestamp_ms,
+            "error": {"code": code.value, "message": message},
+        }
+    ).decode()
+
+
+def batch_frame(envelopes: list[bytes]) -> bytes:
+    """`{"type":"batch","messages":[...]}` from already-encoded envelopes; a lone one goes as itself."""
+    if len(envelopes) == 1:
+        return envelopes[0]
+    return b'{"type":"batch","messages":[' + b",".join(envelopes) + b"]}"
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

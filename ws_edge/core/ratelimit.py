@@ -1,0 +1,27 @@
+"""Token bucket for the per-client message rate; time is passed in."""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved; each message takes one."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._updated = now
+
+    def allow(self, now: float) -> bool:
+        elapsed = now - self._updated
+        if elapsed > 0:
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+            self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False

@@ -1,0 +1,177 @@
+"""The edge itself: its connections, their topics, the push link, and the browser protocol's dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+from common.clock import now_ms
+from common.topics import topic_error
+
+from .config import EdgeSettings
+from .connection import Connection
+from .core.codes import CloseCode, ErrorCode
+from .core.fanout import DeliveryLike, Fanout
+from .core.frames import ProtocolError, error_frame, parse_client_frame, server_frame, topics_field
+from .handlers import HandlerContext, HandlerError, HandlerRegistry, default_handlers
+from .push_link import PushLink
+from .task_gateway import TaskGateway
+
+log = logging.getLogger("ws_edge")
+
+
+class Edge:
+    def __init__(self, settings: EdgeSettings, handlers: HandlerRegistry | None = None) -> None:
+        self.settings = settings
+        self.handlers = handlers if handlers is not None else default_handlers()
+        self.fanout = Fanout()
+        self.connections: dict[int, Connection] = {}
+        self.push = PushLink(
+            settings.push_address,
+            self._on_deliveries,
+            self._interest_snapshot,
+            reconnect_max=settings.push_reconnect_max,
+        )
+        self.tasks = TaskGateway(settings.task_address)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.tasks.open()
+        self.push.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.connections.values()):
+            connection.close_soon(CloseCode.GOING_AWAY, "edge shutting down")
+        await asyncio.sleep(0)
+        await self.push.close()
+        await self.tasks.close()
+
+    # --- connections -------------------------------------------------------------------------
+
+    def attach(self, connection: Connection) -> None:
+        self.connections[connection.id] = connection
+        if self.fanout.client_ids.add(connection.client_id, connection):
+            self.push.change(add_client_ids=[connection.client_id])
+
+    def detach(self, connection: Connection) -> None:
+        if self.connections.pop(connection.id, None) is None:
+            return
+        emptied = self.fanout.topics.remove_subscriber(connection)
+        for topic in emptied:
+            self.fanout.forget_topic(topic)
+        if emptied:
+            self.push.change(remove_topics=emptied)
+        if self.fanout.client_ids.remove(connection.client_id, connection):
+            self.push.change(remove_client_ids=[connection.client_id])
+
+    def check_topics(self, connection: Connection, topics: Iterable[object], message_id: str | None) -> list[str]:
+        """Validate topics for `connection` to subscribe; raises ProtocolError, changes nothing."""
+        checked = []
+        for topic in topics:
+            if (why := topic_error(topic)) is not None:
+                raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message_id)
+            checked.append(topic)
+        checked = list(dict.fromkeys(checked))  # type: ignore[arg-type]
+        current = self.fanout.topics.keys_of(connection)
+        total = len(current | set(checked))
+        if total > self.settings.max_topics_per_connection:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_TOPICS,
+                f"{total} topics; a connection may hold {self.settings.max_topics_per_connection}",
+                message_id,
+            )
+        return checked  # type: ignore[return-value]
+
+    def subscribe(self, connection: Connection, topics: Sequence[str]) -> None:
+        first = []
+        for topic in topics:
+            if self.fanout.topics.add(topic, connection):
+                first.append(topic)  # the push service sends its retained state, if any
+            elif (retained := self.fanout.retained_frame(topic)) is not None:
+                connection.send(retained.decode())
+        if first:
+            self.push.change(add_topics=first)
+
+    def unsubscribe(self, connection: Connection, topics: Sequence[str]) -> None:
+        last = [t for t in topics if self.fanout.topics.remove(t, connection)]
+        for topic in last:
+            self.fanout.forget_topic(topic)
+        if last:
+            self.push.change(remove_topics=last)
+
+    # --- inbound frames ---------------------------------------------------------------------------
+
+    async def handle_frame(self, connection: Connection, frame: str | bytes, now: float) -> None:
+        connection.last_seen = now
+        message_id = None
+        try:
+            try:
+                message = parse_client_frame(frame, self.settings.max_frame_bytes)
+            finally:
+                allowed = connection.bucket.allow(now)  # malformed frames count against the rate too
+            message_id = message.id
+            if not allowed:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.settings.rate_limit:g} messages per second; message dropped",
+                    message_id,
+                )
+            await self._dispatch(connection, message)
+        except ProtocolError as exc:
+            connection.send(error_frame(exc.code, exc.message, exc.message_id, now_ms()))
+        except HandlerError as exc:
+            connection.send(error_frame(exc.code, exc.message, message_id, now_ms()))
+        except Exception:
+            log.exception("#%d: handler failed", connection.id)
+            connection.send(error_frame(ErrorCode.INTERNAL_ERROR, "internal error", message_id, now_ms()))
+
+    async def _dispatch(self, connection: Connection, message) -> None:  # type: ignore[no-untyped-def]
+        type_ = message.type
+        if type_ == "ping":
+            connection.send(server_frame("pong", message.id, now_ms()))
+        elif type_ == "subscribe":
+            topics = self.check_topics(connection, topics_field(message), message.id)
+            connection.send(server_frame("ack", message.id, now_ms(), {"type": "subscribe", "topics": topics}))
+            self.subscribe(connection, topics)
+        elif type_ == "unsubscribe":
+            topics = [t for t in topics_field(message)]
+            for topic in topics:
+                if (why := topic_error(topic)) is not None:
+                    raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message.id)
+            self.unsubscribe(connection, topics)
+            connection.send(server_frame("ack", message.id, now_ms(), {"type": "unsubscribe", "topics": topics}))
+        else:
+            handler = self.handlers.get(type_)
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"Unknown message type: {type_}", message.id)
+            result = await handler(HandlerContext(self, connection), message)
+            ack = {"type": type_} if result is None else {"type": type_, **result}
+            connection.send(server_frame("ack", message.id, now_ms(), ack))
+
+    # --- fan-out and heartbeats ---------------------------------------------------------------
+
+    def _on_deliveries(self, deliveries: Sequence[DeliveryLike]) -> None:
+        for frame, connections in self.fanout.route(deliveries):
+            for connection in connections:
+                connection.send(frame)  # type: ignore[attr-defined]
+
+    def _interest_snapshot(self) -> tuple[list[str], list[str]]:
+        return list(self.fanout.topics.keys()), list(self.fanout.client_ids.keys())
+
+    def sweep(self, now: float) -> int:
+        """Close connections silent for longer than the client timeout; returns how many."""
+        dead = [c for c in self.connections.values() if now - c.last_seen > self.settings.client_timeout]
+        for connection in dead:
+            log.info("#%d = heartbeat timeout, closing", connection.id)
+            connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+        return len(dead)
+
+    async def _sweep_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_check_interval)
+            self.sweep(loop.time())

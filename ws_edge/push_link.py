@@ -1,0 +1,127 @@
+"""The edge's one gRPC stream to the push service: interest up, batches down, reconnect with backoff.
+
+Browsers never notice a drop: the link reconnects by itself and re-declares the edge's whole interest
+(a snapshot taken at reconnect time), so changes made while it was down are not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import grpc
+from push.v1 import push_service_pb2 as pb
+from push.v1 import push_service_pb2_grpc as pb_grpc
+
+from common.backoff import Backoff
+
+log = logging.getLogger("ws_edge.push_link")
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+DeliveriesHandler = Callable[[Sequence[pb.Delivery]], None]
+SnapshotSource = Callable[[], tuple[list[str], list[str]]]
+
+
+class PushLink:
+    def __init__(
+        self,
+        address: str,
+        on_deliveries: DeliveriesHandler,
+        snapshot: SnapshotSource,
+        *,
+        reconnect_max: float = 5.0,
+    ) -> None:
+        self.address = address
+        self._on_deliveries = on_deliveries
+        self._snapshot = snapshot
+        self._backoff = Backoff(initial=0.1, maximum=reconnect_max)
+        # The channel is made in start(): gRPC binds it to the running event loop.
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.PushServiceStub | None = None
+        self._changes: asyncio.Queue[pb.EdgeStreamRequest] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    @property
+    def stub(self) -> pb_grpc.PushServiceStub:
+        """For unary calls (e.g. `send_message` publishing); shares the link's channel."""
+        assert self._stub is not None, "PushLink.start() first"
+        return self._stub
+
+    def start(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.PushServiceStub(self._channel)
+        self._task = asyncio.create_task(self._run(), name="push-link")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+
+    def change(
+        self,
+        *,
+        add_topics: Sequence[str] = (),
+        remove_topics: Sequence[str] = (),
+        add_client_ids: Sequence[str] = (),
+        remove_client_ids: Sequence[str] = (),
+    ) -> None:
+        """Forward an interest change; dropped while disconnected (the reconnect snapshot covers it)."""
+        if self._changes is None:
+            return
+        self._changes.put_nowait(
+            pb.EdgeStreamRequest(
+                add_topics=add_topics,
+                remove_topics=remove_topics,
+                add_client_ids=add_client_ids,
+                remove_client_ids=remove_client_ids,
+            )
+        )
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._stream_once()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.warning("push stream to %s lost: %s %s", self.address, exc.code().name, exc.details())
+            except Exception:
+                log.exception("push stream to %s failed", self.address)
+            finally:
+                self._changes = None
+                self.connected.clear()
+            delay = self._backoff.next_delay()
+            log.info("reconnecting to push service at %s in %.2fs", self.address, delay)
+            await asyncio.sleep(delay)
+            self.reconnects += 1
+
+    async def _stream_once(self) -> None:
+        changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
+        topics, client_ids = self._snapshot()
+        changes.put_nowait(pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids))
+        self._changes = changes
+
+        async def requests():  # type: ignore[no-untyped-def]
+            while True:
+                yield await changes.get()
+
+        call = self.stub.EdgeStream(requests())
+        await call.wait_for_connection()
+        self.connected.set()
+        self._backoff.reset()
+        log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics), len(client_ids))
+        async for response in call:
+            self._on_deliveries(response.deliveries)
+        log.warning("push stream to %s ended by the server", self.address)
