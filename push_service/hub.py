@@ -29,7 +29,8 @@ class EdgeSession:
         self._window = window
         self._max_pending = max_pending_batches
         self._loop = asyncio.get_running_loop()
-        self._ready: deque[list[Publication]] = deque()
+        # Batches to send, and interest-change sequences to acknowledge, in the order they happened.
+        self._ready: deque[list[Publication] | int] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -50,7 +51,14 @@ class EdgeSession:
             self._timer = None
         self._wake.set()
 
-    async def batches(self) -> AsyncIterator[list[Publication]]:
+    def acknowledge(self, sequence: int) -> None:
+        """An interest change is in effect; tell the edge after what is already queued."""
+        if not self._closed:
+            self._ready.append(sequence)
+            self._wake.set()
+
+    async def batches(self) -> AsyncIterator[list[Publication] | int]:
+        """Batches of publications, interleaved with acknowledged interest sequences (ints)."""
         while True:
             while self._ready:
                 yield self._ready.popleft()

@@ -78,6 +78,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
         reader = asyncio.create_task(self._read_interest(request_iterator, session))
         try:
             async for batch in session.batches():
+                if isinstance(batch, int):
+                    yield pb.EdgeStreamResponse(applied_sequence=batch)
+                    continue
                 yield pb.EdgeStreamResponse(
                     deliveries=[
                         pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain)
@@ -104,6 +107,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     add_client_ids=change.add_client_ids,
                     remove_client_ids=change.remove_client_ids,
                 )
+                if change.sequence:
+                    session.acknowledge(change.sequence)
         except asyncio.CancelledError:
             raise
         except Exception:  # the stream broke: the edge will reconnect

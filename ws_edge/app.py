@@ -109,7 +109,7 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         settings.send_queue_frames,
         now,
     )
-    edge.attach(connection)
+    waits = edge.attach(connection)
     connection.start_writer()
     try:
         try:
@@ -117,12 +117,16 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
             rejected: ProtocolError | None = None
         except ProtocolError as exc:
             topics, rejected = [], exc
+        topic_waits, retained_frames = edge.subscribe(connection, topics)
+        # `connected` means: from now on, what is published to these topics and this client_id arrives.
+        await edge.confirmed(waits + topic_waits)
         connection.send(
             server_frame("connected", None, now_ms(), {"client_id": connection.client_id, "topics": topics})
         )
+        for frame in retained_frames:
+            connection.send(frame)
         if rejected is not None:
             connection.send(error_frame(rejected.code, f"?topics= rejected: {rejected.message}", None, now_ms()))
-        edge.subscribe(connection, topics)
         log.debug("#%d = open, client_id=%s topics=%s", connection.id, connection.client_id, topics)
         while True:
             event = await websocket.receive()

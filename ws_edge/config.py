@@ -26,5 +26,7 @@ class EdgeSettings(BaseSettings):
     send_queue_frames: int = Field(1000, ge=1)
     # Topics a `/ws/task` connection gets when it names none.
     task_endpoint_topics: str = "task:progress,task:status,task:list"
+    # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
+    subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
     log_level: str = "INFO"

@@ -35,6 +35,7 @@ class Edge:
         )
         self.tasks = TaskGateway(settings.task_address)
         self._sweeper: asyncio.Task[None] | None = None
+        self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
 
     async def start(self) -> None:
         self.tasks.open()
@@ -52,10 +53,23 @@ class Edge:
 
     # --- connections -------------------------------------------------------------------------
 
-    def attach(self, connection: Connection) -> None:
+    def attach(self, connection: Connection) -> list[asyncio.Future[None]]:
+        """Register a connection; returns what to await before its personal messages can arrive."""
         self.connections[connection.id] = connection
         if self.fanout.client_ids.add(connection.client_id, connection):
-            self.push.change(add_client_ids=[connection.client_id])
+            return [self.push.change(add_client_ids=[connection.client_id])]
+        return []
+
+    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
+        """Wait until the push service has applied these interest changes (bounded: while it is
+        down the changes are re-declared on reconnect, and the browser need not wait for that)."""
+        if not waits:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), self.settings.subscribe_confirm_timeout)
+        except TimeoutError:
+            log.warning("push service did not confirm an interest change within %.1fs",
+                        self.settings.subscribe_confirm_timeout)
 
     def detach(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is None:
@@ -86,15 +100,29 @@ class Edge:
             )
         return checked  # type: ignore[return-value]
 
-    def subscribe(self, connection: Connection, topics: Sequence[str]) -> None:
-        first = []
+    def subscribe(self, connection: Connection, topics: Sequence[str]) -> tuple[list[asyncio.Future[None]], list[str]]:
+        """Add topics to `connection`. Returns what to await before acknowledging (the push service
+        applying first interests) and the retained frames to send after the acknowledgement."""
+        first, waits, retained_frames = [], [], []
         for topic in topics:
             if self.fanout.topics.add(topic, connection):
-                first.append(topic)  # the push service sends its retained state, if any
+                first.append(topic)  # the push service will send its retained state, if any
+            elif (pending := self._confirming.get(topic)) is not None:
+                waits.append(pending)  # its retained state is on the way to every subscriber
             elif (retained := self.fanout.retained_frame(topic)) is not None:
-                connection.send(retained.decode())
+                retained_frames.append(retained.decode())
         if first:
-            self.push.change(add_topics=first)
+            future = self.push.change(add_topics=first)
+            waits.append(future)
+            for topic in first:
+                self._confirming[topic] = future
+            future.add_done_callback(lambda done, topics=first: self._confirmed_topics(topics, done))
+        return waits, retained_frames
+
+    def _confirmed_topics(self, topics: list[str], future: asyncio.Future[None]) -> None:
+        for topic in topics:
+            if self._confirming.get(topic) is future:
+                del self._confirming[topic]
 
     def unsubscribe(self, connection: Connection, topics: Sequence[str]) -> None:
         last = [t for t in topics if self.fanout.topics.remove(t, connection)]
@@ -135,8 +163,11 @@ class Edge:
             connection.send(server_frame("pong", message.id, now_ms()))
         elif type_ == "subscribe":
             topics = self.check_topics(connection, topics_field(message), message.id)
+            waits, retained_frames = self.subscribe(connection, topics)
+            await self.confirmed(waits)
             connection.send(server_frame("ack", message.id, now_ms(), {"type": "subscribe", "topics": topics}))
-            self.subscribe(connection, topics)
+            for frame in retained_frames:
+                connection.send(frame)
         elif type_ == "unsubscribe":
             topics = [t for t in topics_field(message)]
             for topic in topics:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -47,6 +48,9 @@ class PushLink:
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.PushServiceStub | None = None
         self._changes: asyncio.Queue[pb.EdgeStreamRequest] | None = None
+        # Interest changes not yet confirmed by the push service, oldest first: (sequence, future).
+        self._sequence = 0
+        self._unconfirmed: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -76,18 +80,34 @@ class PushLink:
         remove_topics: Sequence[str] = (),
         add_client_ids: Sequence[str] = (),
         remove_client_ids: Sequence[str] = (),
-    ) -> None:
-        """Forward an interest change; dropped while disconnected (the reconnect snapshot covers it)."""
-        if self._changes is None:
-            return
-        self._changes.put_nowait(
-            pb.EdgeStreamRequest(
-                add_topics=add_topics,
-                remove_topics=remove_topics,
-                add_client_ids=add_client_ids,
-                remove_client_ids=remove_client_ids,
+    ) -> asyncio.Future[None]:
+        """Forward an interest change; the future resolves once the push service has applied it.
+
+        While disconnected nothing is sent: the snapshot declared on reconnect covers the change,
+        and its confirmation resolves the future."""
+        sequence = self._next_sequence()
+        if self._changes is not None:
+            self._changes.put_nowait(
+                pb.EdgeStreamRequest(
+                    add_topics=add_topics,
+                    remove_topics=remove_topics,
+                    add_client_ids=add_client_ids,
+                    remove_client_ids=remove_client_ids,
+                    sequence=sequence,
+                )
             )
-        )
+        return self._unconfirmed[-1][1]
+
+    def _next_sequence(self) -> int:
+        self._sequence += 1
+        self._unconfirmed.append((self._sequence, asyncio.get_running_loop().create_future()))
+        return self._sequence
+
+    def _confirm(self, applied: int) -> None:
+        while self._unconfirmed and self._unconfirmed[0][0] <= applied:
+            _, future = self._unconfirmed.popleft()
+            if not future.done():
+                future.set_result(None)
 
     async def _run(self) -> None:
         while True:
@@ -110,7 +130,9 @@ class PushLink:
     async def _stream_once(self) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
         topics, client_ids = self._snapshot()
-        changes.put_nowait(pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids))
+        changes.put_nowait(
+            pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=self._next_sequence())
+        )
         self._changes = changes
 
         async def requests():  # type: ignore[no-untyped-def]
@@ -123,5 +145,8 @@ class PushLink:
         self._backoff.reset()
         log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics), len(client_ids))
         async for response in call:
-            self._on_deliveries(response.deliveries)
+            if response.deliveries:
+                self._on_deliveries(response.deliveries)
+            if response.applied_sequence:
+                self._confirm(response.applied_sequence)
         log.warning("push stream to %s ended by the server", self.address)

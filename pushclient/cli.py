@@ -1,0 +1,150 @@
+"""`python -m pushclient`: publish, tail a topic, and start / list / get / cancel tasks.
+
+Errors print one line on stderr and exit non-zero (2 for bad arguments, 1 for a refused call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+import grpc
+import orjson
+from task.v1 import task_service_pb2 as task_pb
+from task.v1 import task_service_pb2_grpc as task_grpc
+
+from common.task_json import task_json
+from common.topics import topic_error
+
+from .client import PublishError, PushClient
+
+
+class CliError(Exception):
+    """A one-line error for stderr."""
+
+
+def _topic(value: str) -> str:
+    if (why := topic_error(value)) is not None:
+        raise argparse.ArgumentTypeError(why)
+    return value
+
+
+def _json(value: str) -> bytes:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    return value.encode()
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushctl", description=__doc__.splitlines()[0])
+    parser.add_argument("--push", default=os.environ.get("PUSH_ADDRESS", "127.0.0.1:50051"),
+                        help="push service address (env PUSH_ADDRESS)")
+    parser.add_argument("--tasks", default=os.environ.get("TASK_ADDRESS", "127.0.0.1:50052"),
+                        help="task service address (env TASK_ADDRESS)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    publish = commands.add_parser("publish", help="publish one message")
+    target = publish.add_mutually_exclusive_group(required=True)
+    target.add_argument("--topic", type=_topic)
+    target.add_argument("--client-id", help="a personal message to one connection")
+    publish.add_argument("--type", required=True, dest="type_")
+    publish.add_argument("--data", type=_json, default=b"", help="the envelope's data, as JSON")
+    publish.add_argument("--id", default="")
+    publish.add_argument("--retain", action="store_true", help="keep as the topic's current state")
+
+    tail = commands.add_parser("tail", help="print every message published on topics, one JSON per line")
+    tail.add_argument("topics", nargs="+", type=_topic)
+    tail.add_argument("--count", type=_positive_int, help="stop after this many messages")
+
+    task = commands.add_parser("task", help="start, list, get or cancel tasks")
+    task_commands = task.add_subparsers(dest="task_command", required=True)
+    start = task_commands.add_parser("start")
+    start.add_argument("--kind", default="data_collection")
+    start.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    start.add_argument("--interval", type=float, help="seconds per symbol")
+    start.add_argument("--params", type=_json, help="all parameters as a JSON object")
+    task_commands.add_parser("list")
+    for name in ("get", "cancel"):
+        task_commands.add_parser(name).add_argument("task_id")
+    return parser
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.command == "publish":
+        async with PushClient(args.push) as client:
+            try:
+                reply = await client.publish(args.topic or "", args.type_, args.data, id=args.id,
+                                             client_id=args.client_id or "", retain=args.retain)
+            except PublishError as exc:
+                raise CliError(f"publish refused: {exc}") from None
+        print(reply.id)
+    elif args.command == "tail":
+        async with PushClient(args.push) as client:
+            seen = 0
+            try:
+                async for frame in client.tail(args.topics):
+                    sys.stdout.write(frame.decode() + "\n")
+                    sys.stdout.flush()
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        break
+            except grpc.aio.AioRpcError as exc:
+                raise CliError(f"tail stopped: {exc.code().name}: {exc.details()}") from None
+    else:
+        await run_task_command(args)
+    return 0
+
+
+async def run_task_command(args: argparse.Namespace) -> None:
+    async with grpc.aio.insecure_channel(args.tasks) as channel:
+        stub = task_grpc.TaskServiceStub(channel)
+        try:
+            if args.task_command == "start":
+                params: dict[str, Any] = orjson.loads(args.params) if args.params else {}
+                if not isinstance(params, dict):
+                    raise CliError("--params must be a JSON object")
+                if args.symbols:
+                    params["symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
+                if args.interval is not None:
+                    params["interval"] = args.interval
+                reply = await stub.StartTask(task_pb.StartTaskRequest(kind=args.kind, params=orjson.dumps(params)))
+                _print(task_json(reply.task))
+            elif args.task_command == "list":
+                for task in (await stub.ListTasks(task_pb.ListTasksRequest())).tasks:
+                    _print(task_json(task))
+            elif args.task_command == "get":
+                _print(task_json((await stub.GetTask(task_pb.GetTaskRequest(task_id=args.task_id))).task))
+            else:
+                _print(task_json((await stub.CancelTask(task_pb.CancelTaskRequest(task_id=args.task_id))).task))
+        except grpc.aio.AioRpcError as exc:
+            raise CliError(f"task {args.task_command} refused: {exc.code().name}: {exc.details()}") from None
+
+
+def _print(value: Any) -> None:
+    print(orjson.dumps(value).decode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except CliError as exc:
+        print(f"pushctl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
