@@ -50,13 +50,20 @@ def _positive_int(value: str) -> int:
     return number
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr (no usage dump), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pushctl", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="pushctl", description=__doc__.splitlines()[0])
     parser.add_argument("--push", default=os.environ.get("PUSH_ADDRESS", "127.0.0.1:50051"),
                         help="push service address (env PUSH_ADDRESS)")
     parser.add_argument("--tasks", default=os.environ.get("TASK_ADDRESS", "127.0.0.1:50052"),
                         help="task service address (env TASK_ADDRESS)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     publish = commands.add_parser("publish", help="publish one message")
     target = publish.add_mutually_exclusive_group(required=True)
@@ -72,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=_positive_int, help="stop after this many messages")
 
     task = commands.add_parser("task", help="start, list, get or cancel tasks")
-    task_commands = task.add_subparsers(dest="task_command", required=True)
+    task_commands = task.add_subparsers(dest="task_command", required=True, parser_class=OneLineParser)
     start = task_commands.add_parser("start")
     start.add_argument("--kind", default="data_collection")
     start.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")

@@ -1,0 +1,199 @@
+"""Publish -> push_service -> edge stream -> WebSocket, against real processes over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pushclient import PushClient
+from tests.support.processes import System
+from tests.support.wsclient import unpack
+
+GUIDE_ORDER = ["type", "id", "timestamp", "data", "topic"]
+
+
+async def test_published_message_reaches_topic_subscriber_with_exact_envelope(system: System, ws, push: PushClient):
+    news = await ws(topics="news:eu,news:us")
+    other = await ws(topics="sport")
+    assert news.welcome["data"]["topics"] == ["news:eu", "news:us"]
+
+    reply = await push.publish("news:eu", "headline", {"title": "hi", "n": [1, 2.5, None]}, id="m1")
+
+    message = await news.recv()
+    assert message == {
+        "type": "headline",
+        "id": "m1",
+        "timestamp": reply.timestamp_ms,
+        "data": {"title": "hi", "n": [1, 2.5, None]},
+        "topic": "news:eu",
+    }
+    assert list(message) == GUIDE_ORDER
+    assert reply.id == "m1"
+    await other.expect_silence(0.5)
+    await news.expect_silence(0.2)
+
+
+async def test_publish_assigns_unique_ids_when_absent(system: System, ws, push: PushClient):
+    client = await ws(topics="ids")
+    first = await push.publish("ids", "t", {"i": 1})
+    second = await push.publish("ids", "t", {"i": 2})
+    received = await client.messages(2)
+    assert [m["id"] for m in received] == [first.id, second.id]
+    assert first.id != second.id and len(first.id) >= 16
+
+
+async def test_burst_of_25_arrives_in_batches_of_at_most_10_in_order(system: System, ws, push: PushClient):
+    client = await ws(topics="burst")
+    publisher = push.stream_publisher()
+    publisher.start()
+    from pushclient.client import outgoing
+
+    for i in range(25):
+        publisher.submit(outgoing("burst", "tick", {"i": i}, id=f"b{i}"))
+    await asyncio.wait_for(publisher.flush(), 10)
+    await publisher.close()
+    assert (publisher.accepted, publisher.rejected, publisher.dropped) == (25, 0, 0)
+
+    frames = await client.frames_until(25)
+    for frame in frames:
+        if frame["type"] == "batch":
+            assert list(frame) == ["type", "messages"]
+            assert 2 <= len(frame["messages"]) <= 10, "a lone message goes out as itself, batches hold <= 10"
+        else:
+            assert frame["type"] == "tick"
+    assert any(f["type"] == "batch" for f in frames), "a burst must be coalesced"
+    assert [m["data"]["i"] for m in unpack(frames)] == list(range(25))
+    assert [m["id"] for m in unpack(frames)] == [f"b{i}" for i in range(25)]
+    await client.expect_silence(0.3)
+
+
+async def test_subscribe_and_unsubscribe_change_delivery_and_are_acknowledged(system: System, ws, push: PushClient):
+    client = await ws()
+    assert client.welcome["data"]["topics"] == []
+    await push.publish("alerts", "alert", {"n": 0})
+    await client.expect_silence(0.3)
+
+    ack = await client.request({"type": "subscribe", "id": "sub_1", "data": {"topics": ["alerts", "alerts:2"]}})
+    assert ack["type"] == "ack" and ack["id"] == "sub_1"
+    assert ack["data"] == {"type": "subscribe", "topics": ["alerts", "alerts:2"]}
+    assert isinstance(ack["timestamp"], int)
+
+    await push.publish("alerts", "alert", {"n": 1}, id="a1")
+    assert (await client.recv())["id"] == "a1"
+
+    ack = await client.request({"type": "unsubscribe", "id": "unsub_1", "data": {"topics": ["alerts"]}})
+    assert ack["type"] == "ack" and ack["id"] == "unsub_1"
+    assert ack["data"] == {"type": "unsubscribe", "topics": ["alerts"]}
+    await push.publish("alerts", "alert", {"n": 2})
+    await push.publish("alerts:2", "alert", {"n": 3}, id="a3")
+    assert (await client.recv())["id"] == "a3"
+    await client.expect_silence(0.3)
+
+
+async def test_ping_gets_pong_with_the_same_id(system: System, ws):
+    client = await ws()
+    pong = await client.request({"type": "ping", "id": "p1", "timestamp": 1})
+    assert set(pong) == {"type", "id", "timestamp"}
+    assert (pong["type"], pong["id"]) == ("pong", "p1")
+
+
+def error(code: str, message_id: str | None, frame: dict) -> dict:
+    """The expected error frame, with the actual (server-chosen) timestamp and message checked apart."""
+    assert isinstance(frame.get("timestamp"), int)
+    assert isinstance(frame.get("error", {}).get("message"), str) and frame["error"]["message"]
+    expected_id = message_id if message_id is not None else frame["id"]
+    return {"type": "error", "id": expected_id, "timestamp": frame["timestamp"],
+            "error": {"code": code, "message": frame["error"]["message"]}}
+
+
+async def test_every_bad_input_gets_its_error_code_and_the_connection_keeps_working(system: System, ws, push: PushClient):
+    client = await ws(topics="still")
+    cases = [
+        ("{not json", None, "INVALID_JSON"),
+        (b"\xff\xfe binary garbage", None, "INVALID_JSON"),
+        ("[1, 2, 3]", None, "INVALID_MESSAGE"),
+        ('{"id": "x1", "data": {}}', "x1", "INVALID_MESSAGE"),
+        ('{"type": 7, "id": "x2"}', "x2", "INVALID_MESSAGE"),
+        ('{"type": "subscribe", "id": "x3", "data": {"topics": "nope nope"}}', "x3", "INVALID_TOPIC"),
+        ('{"type": "subscribe", "id": "x4", "data": {"topics": ["ok", 5]}}', "x4", "INVALID_TOPIC"),
+        ('{"type": "subscribe", "id": "x5", "data": {}}', "x5", "INVALID_MESSAGE"),
+        ('{"type": "custom_thing", "id": "x6"}', "x6", "UNKNOWN_MESSAGE_TYPE"),
+        ('{"type": "ping", "id": "x7", "data": [1]}', "x7", "INVALID_MESSAGE"),
+        ('{"type": "send_message", "id": "x8", "data": {"content": "no recipient"}}', "x8", "INVALID_MESSAGE"),
+        ('{"type": "x", "id": "' + "y" * 70_000 + '"}', None, "MESSAGE_TOO_LARGE"),
+    ]
+    for frame, message_id, code in cases:
+        await client.send_raw(frame)
+        answer = await client.recv()
+        assert answer == error(code, message_id, answer), (frame[:60], answer)
+    unknown = await client.request({"type": "custom_thing", "id": "x9"})
+    assert unknown["error"] == {"code": "UNKNOWN_MESSAGE_TYPE", "message": "Unknown message type: custom_thing"}
+
+    # The same connection still works: ping, and delivery.
+    assert (await client.request({"type": "ping", "id": "after"}))["type"] == "pong"
+    await push.publish("still", "t", {"ok": True}, id="s1")
+    assert (await client.recv())["id"] == "s1"
+
+
+async def test_rate_limit_answers_rate_limited_and_recovers(system: System, ws):
+    client = await ws()
+    for i in range(150):
+        await client.send({"type": "ping", "id": f"r{i}"})
+    answers = [await client.recv() for _ in range(150)]
+    pongs = [a for a in answers if a["type"] == "pong"]
+    limited = [a for a in answers if a["type"] == "error"]
+    assert len(pongs) + len(limited) == 150
+    assert 100 <= len(pongs) < 150, len(pongs)
+    assert all(a["error"]["code"] == "RATE_LIMITED" for a in limited)
+    assert [a["id"] for a in answers] == [f"r{i}" for i in range(150)], "every message is answered, in order"
+    await asyncio.sleep(1.1)
+    assert (await client.request({"type": "ping", "id": "later"}))["type"] == "pong"
+
+
+async def test_personal_message_reaches_that_connection_only(system: System, ws, push: PushClient):
+    alice = await ws(client_id="alice-1", topics="shared")
+    bob = await ws(client_id="bob-1", topics="shared")
+    assert alice.client_id == "alice-1"
+
+    await push.send_personal_message({"type": "notification", "id": "n1", "data": {"hello": "alice"}}, "alice-1")
+    message = await alice.recv()
+    assert message["type"] == "notification" and message["id"] == "n1"
+    assert message["data"] == {"hello": "alice"}
+    assert "topic" not in message
+    await bob.expect_silence(0.5)
+
+
+async def test_server_assigns_client_id_when_absent(system: System, ws):
+    first = await ws()
+    second = await ws()
+    assert first.client_id and second.client_id and first.client_id != second.client_id
+
+
+async def test_send_message_handler_notifies_user_topic(system: System, ws):
+    sender = await ws(client_id="carol")
+    recipient = await ws(topics="user:dave")
+    ack = await sender.request({"type": "send_message", "id": "sm1", "data": {"recipient": "dave", "content": "hi"}})
+    assert ack["type"] == "ack" and ack["id"] == "sm1"
+    assert ack["data"]["type"] == "send_message" and ack["data"]["topic"] == "user:dave"
+    notification = await recipient.recv()
+    assert notification == {
+        "type": "notification",
+        "id": ack["data"]["message_id"],
+        "timestamp": notification["timestamp"],
+        "data": {"user_id": "dave", "message": "hi", "from": "carol", "read": False},
+        "topic": "user:dave",
+    }
+
+
+async def test_task_endpoint_defaults_to_task_topics(system: System, ws):
+    client = await ws("/ws/task")
+    assert client.welcome["data"]["topics"] == ["task:progress", "task:status", "task:list"]
+    explicit = await ws("/ws/task", topics="task:status")
+    assert explicit.welcome["data"]["topics"] == ["task:status"]
+
+
+async def test_invalid_topic_in_query_is_reported_and_connection_stays(system: System, ws, push: PushClient):
+    client = await ws(topics="fine,bad topic")
+    assert client.welcome["data"]["topics"] == []
+    answer = await client.recv()
+    assert answer["type"] == "error" and answer["error"]["code"] == "INVALID_TOPIC"
+    assert (await client.request({"type": "ping", "id": "p"}))["type"] == "pong"

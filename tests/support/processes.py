@@ -1,0 +1,157 @@
+"""The system's real processes for integration tests: started with `python -m ...` on free ports,
+awaited until healthy, killable with any signal and restartable on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .timing import timeout
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], env=env, stdout=log, stderr=log, cwd=ROOT
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout(10))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout(5))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+async def wait_grpc_serving(address: str, service: ServiceProcess, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout(limit)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if service.proc is not None and service.proc.poll() is not None:
+                raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service.name} not serving at {address}:\n{service.log_tail()}")
+            await asyncio.sleep(0.05)
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+async def wait_http_ok(url: str, service: ServiceProcess, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout(limit)
+    while await asyncio.to_thread(http_status, url) != 200:
+        if service.proc is not None and service.proc.poll() is not None:
+            raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not ready:\n{service.log_tail()}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class System:
+    """push_service + task_service + ws_edge, each a real process on its own free port."""
+
+    workdir: Path
+    push_env: dict[str, str] = field(default_factory=dict)
+    task_env: dict[str, str] = field(default_factory=dict)
+    edge_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.push_port, self.task_port, self.edge_port = free_port(), free_port(), free_port()
+        self.push_address = f"127.0.0.1:{self.push_port}"
+        self.task_address = f"127.0.0.1:{self.task_port}"
+        self.http_url = f"http://127.0.0.1:{self.edge_port}"
+        self.ws_url = f"ws://127.0.0.1:{self.edge_port}"
+        self.push = ServiceProcess(
+            "push_service", "push_service",
+            {"PUSH_PORT": str(self.push_port), **self.push_env}, self.workdir / "push.log",
+        )
+        self.tasks = ServiceProcess(
+            "task_service", "task_service",
+            {"TASK_PORT": str(self.task_port), "TASK_PUSH_ADDRESS": self.push_address, **self.task_env},
+            self.workdir / "tasks.log",
+        )
+        self.edge = ServiceProcess(
+            "ws_edge", "ws_edge",
+            {
+                "EDGE_PORT": str(self.edge_port),
+                "EDGE_PUSH_ADDRESS": self.push_address,
+                "EDGE_TASK_ADDRESS": self.task_address,
+                "EDGE_PUSH_RECONNECT_MAX": "0.5",
+                **self.edge_env,
+            },
+            self.workdir / "edge.log",
+        )
+
+    async def start(self) -> None:
+        self.push.start()
+        self.tasks.start()
+        self.edge.start()
+        await self.wait_push()
+        await wait_grpc_serving(self.task_address, self.tasks)
+        await self.wait_edge_ready()
+
+    async def wait_push(self) -> None:
+        await wait_grpc_serving(self.push_address, self.push)
+
+    async def wait_edge_ready(self) -> None:
+        await wait_http_ok(self.http_url + "/readyz", self.edge)
+
+    def stop(self) -> None:
+        for service in (self.edge, self.tasks, self.push):
+            service.stop()
