@@ -130,9 +130,8 @@ class PushLink:
     async def _stream_once(self) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
         topics, client_ids = self._snapshot()
-        changes.put_nowait(
-            pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=self._next_sequence())
-        )
+        snapshot_sequence = self._next_sequence()
+        changes.put_nowait(pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence))
         self._changes = changes
 
         async def requests():  # type: ignore[no-untyped-def]
@@ -141,12 +140,15 @@ class PushLink:
 
         call = self.stub.EdgeStream(requests())
         await call.wait_for_connection()
-        self.connected.set()
-        self._backoff.reset()
-        log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics), len(client_ids))
         async for response in call:
             if response.deliveries:
                 self._on_deliveries(response.deliveries)
             if response.applied_sequence:
                 self._confirm(response.applied_sequence)
+                if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
+                    # Connected means: the push service holds this edge's whole interest again.
+                    self.connected.set()
+                    self._backoff.reset()
+                    log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics),
+                             len(client_ids))
         log.warning("push stream to %s ended by the server", self.address)

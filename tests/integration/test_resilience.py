@@ -1,0 +1,114 @@
+"""The edge outlives its push service; dead browsers are found by heartbeat; idle traffic is never held."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import urllib.request
+import time
+
+import pytest
+
+from pushclient import PushClient
+from tests.conftest import start_system
+from tests.support.processes import System, http_status
+from tests.support.timing import timeout
+from tests.support.wsclient import WsClient
+
+
+@pytest.fixture
+def own_system(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    system = start_system(tmp_path_factory, "own", **request.param)
+    yield system
+    system.stop()
+
+
+async def wait_until(predicate, limit: float, what: str) -> None:
+    deadline = time.monotonic() + timeout(limit)
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("own_system", [{}], indirect=True)
+async def test_push_service_killed_and_restarted_edge_reconnects_and_clients_stay(own_system: System):
+    system = own_system
+    clients = [await WsClient.connect(system.ws_url, topics="live") for _ in range(3)]
+    personal = await WsClient.connect(system.ws_url, client_id="pinned")
+    try:
+        async with PushClient(system.push_address) as push:
+            await push.publish("live", "t", {"n": 0}, id="before")
+        for client in clients:
+            assert (await client.recv())["id"] == "before"
+
+        system.push.kill(signal.SIGKILL)
+        await wait_until(lambda: _status(system, "/readyz", 503), 10, "edge to notice the push service is gone")
+        system.push.start()
+        await system.wait_push()
+        # Ready again means the push service confirmed the edge's re-declared interest.
+        await wait_until(lambda: _status(system, "/readyz", 200), 15, "edge to reconnect")
+
+        async with PushClient(system.push_address) as push:
+            await push.publish("live", "t", {"n": 1}, id="after")
+            await push.send_personal_message({"type": "note", "id": "p-after"}, "pinned")
+        for client in clients:
+            assert (await client.recv())["id"] == "after"
+        assert (await personal.recv())["id"] == "p-after"
+        # The very same WebSocket connections: nobody was disconnected.
+        for client in [*clients, personal]:
+            assert (await client.request({"type": "ping", "id": "still"}))["type"] == "pong"
+    finally:
+        for client in [*clients, personal]:
+            await client.close()
+
+
+async def _status(system: System, path: str, expected: int) -> bool:
+    return await asyncio.to_thread(http_status, system.http_url + path) == expected
+
+
+@pytest.mark.parametrize(
+    "own_system", [{"edge_env": {"EDGE_CLIENT_TIMEOUT": "1.0", "EDGE_HEARTBEAT_CHECK_INTERVAL": "0.2"}}],
+    indirect=True,
+)
+async def test_silent_connection_is_closed_by_heartbeat_and_released(own_system: System):
+    system = own_system
+    silent = await WsClient.connect(system.ws_url, topics="hb")
+    lively = await WsClient.connect(system.ws_url, topics="hb")
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout(3):
+            assert (await lively.request({"type": "ping", "id": "hb"}))["type"] == "pong"
+            await asyncio.sleep(0.3)
+        with pytest.raises(Exception) as closed:
+            await silent.recv(timeout(3))
+        assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 4000
+        assert closed.value.rcvd.reason == "heartbeat timeout"
+        with urllib.request.urlopen(system.http_url + "/healthz") as response:
+            assert json.loads(response.read())["connections"] == 1
+    finally:
+        await silent.close()
+        await lively.close()
+
+
+@pytest.mark.parametrize("own_system", [{"push_env": {"PUSH_BATCH_INTERVAL": "2.0"}}], indirect=True)
+async def test_lone_message_after_quiet_period_is_not_held_for_a_2s_window(own_system: System):
+    system = own_system
+    client = await WsClient.connect(system.ws_url, topics="quiet")
+    try:
+        async with PushClient(system.push_address) as push:
+            await push.publish("quiet", "t", {"n": 1}, id="q1")
+            assert (await client.recv(5))["id"] == "q1"
+            await asyncio.sleep(2.2)  # quiet for longer than the window
+            started = time.monotonic()
+            await push.publish("quiet", "t", {"n": 2}, id="q2")
+            assert (await client.recv(5))["id"] == "q2"
+            assert time.monotonic() - started < 1.0
+            # Under load the window does coalesce: a burst right after waits for it, as one batch.
+            for i in range(3):
+                await push.publish("quiet", "t", {"n": i}, id=f"load{i}")
+            frame = await client.recv(5)
+            assert frame["type"] == "batch" and [m["id"] for m in frame["messages"]] == ["load0", "load1", "load2"]
+    finally:
+        await client.close()
