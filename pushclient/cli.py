@@ -104,7 +104,10 @@ async def run(args: argparse.Namespace) -> int:
         async with PushClient(args.push) as client:
             seen = 0
             try:
-                async for frame in client.tail(args.topics):
+                def ready() -> None:
+                    print(f"pushctl: tailing {', '.join(args.topics)}", file=sys.stderr, flush=True)
+
+                async for frame in client.tail(args.topics, on_ready=ready):
                     sys.stdout.write(frame.decode() + "\n")
                     sys.stdout.flush()
                     seen += 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -95,9 +95,11 @@ class PushClient:
         )
         return reply.id
 
-    async def tail(self, topics: Iterable[str]) -> AsyncIterator[bytes]:
-        """Every frame published on `topics` from now on (as an edge would see it), batches unpacked."""
-        request = pb.EdgeStreamRequest(add_topics=list(topics))
+    async def tail(self, topics: Iterable[str], on_ready: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+        """Every frame published on `topics` from now on (as an edge would see it), batches unpacked.
+
+        `on_ready` is called once the push service has the subscription in effect."""
+        request = pb.EdgeStreamRequest(add_topics=list(topics), sequence=1)
 
         async def requests():  # type: ignore[no-untyped-def]
             yield request
@@ -106,6 +108,8 @@ class PushClient:
         call = self.stub.EdgeStream(requests())
         try:
             async for response in call:
+                if response.applied_sequence and on_ready is not None:
+                    on_ready()
                 for delivery in response.deliveries:
                     yield delivery.frame
         finally:

@@ -1,0 +1,73 @@
+"""pushctl (`python -m pushclient`): publish, tail, tasks; bad arguments get one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from tests.support.processes import ROOT, System
+from tests.support.timing import timeout
+
+
+def pushctl(system: System, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pushclient", "--push", system.push_address, "--tasks", system.task_address, *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout(30),
+    )
+
+
+async def test_publish_and_tail(system: System):
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pushclient", "--push", system.push_address, "tail", "cli:topic", "--count", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )
+    try:
+        assert tail.stderr is not None
+        ready = await asyncio.wait_for(tail.stderr.readline(), timeout(10))  # the subscription is in effect
+        assert ready.decode() == "pushctl: tailing cli:topic\n"
+        first = await asyncio.to_thread(pushctl, system, "publish", "--topic", "cli:topic", "--type", "t",
+                                        "--data", '{"a": 1}', "--id", "cli-1")
+        assert (first.returncode, first.stdout, first.stderr) == (0, "cli-1\n", "")
+        await asyncio.to_thread(pushctl, system, "publish", "--topic", "cli:topic", "--type", "t", "--id", "cli-2")
+        out, _ = await asyncio.wait_for(tail.communicate(), timeout(10))
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [m["id"] for m in lines] == ["cli-1", "cli-2"]
+    assert lines[0]["data"] == {"a": 1} and lines[0]["topic"] == "cli:topic"
+    assert tail.returncode == 0
+
+
+async def test_task_start_list_get_cancel(system: System):
+    started = await asyncio.to_thread(pushctl, system, "task", "start", "--symbols", "A,B,C", "--interval", "5")
+    assert started.returncode == 0, started.stderr
+    task = json.loads(started.stdout)
+    assert task["params"] == {"symbols": ["A", "B", "C"], "interval": 5.0}
+    listed = await asyncio.to_thread(pushctl, system, "task", "list")
+    assert task["task_id"] in [json.loads(line)["task_id"] for line in listed.stdout.splitlines()]
+    got = await asyncio.to_thread(pushctl, system, "task", "get", task["task_id"])
+    assert json.loads(got.stdout)["task_id"] == task["task_id"]
+    cancelled = await asyncio.to_thread(pushctl, system, "task", "cancel", task["task_id"])
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+
+
+async def test_bad_arguments_get_one_line_and_nonzero_exit(system: System):
+    cases = [
+        (("publish", "--topic", "bad topic", "--type", "t"), 2, "may contain only"),
+        (("publish", "--topic", "ok", "--type", "t", "--data", "{oops"), 2, "not valid JSON"),
+        (("publish", "--type", "t"), 2, "one of the arguments --topic --client-id is required"),
+        (("tail",), 2, "required"),
+        (("nonsense",), 2, "invalid choice"),
+        (("task", "cancel", "no-such-task"), 1, "NOT_FOUND"),
+        (("task", "start", "--kind", "nope"), 1, "unknown task kind"),
+    ]
+    for args, code, fragment in cases:
+        result = await asyncio.to_thread(pushctl, system, *args)
+        assert result.returncode == code, (args, result.stderr)
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert fragment in result.stderr and "error" in result.stderr

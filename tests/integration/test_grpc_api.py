@@ -1,0 +1,67 @@
+"""The gRPC API: statuses with clear messages, per-message answers on the stream, health, reflection."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from push.v1 import push_service_pb2 as pb
+
+from pushclient import PublishError, PushClient
+from tests.support.processes import System
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"topic": "bad topic", "type_": "t"}, "invalid topic"),
+        ({"topic": "", "type_": "t"}, "must not be empty"),
+        ({"topic": "x" * 129, "type_": "t"}, "the limit is 128"),
+        ({"topic": "ok", "type_": ""}, "type must not be empty"),
+        ({"topic": "ok", "type_": "t", "data": b"{not json"}, "not valid UTF-8 JSON"),
+        ({"topic": "ok", "type_": "t", "data": b'"\xff"'}, "not valid UTF-8 JSON"),
+        ({"topic": "ok", "type_": "t", "data": b'"' + b"x" * 70_000 + b'"'}, "the limit is 65536"),
+        ({"topic": "ok", "type_": "t", "retain": True, "client_id": "c"}, "cannot be retained"),
+    ],
+)
+async def test_publish_rejects_bad_messages_with_invalid_argument(push: PushClient, kwargs, fragment):
+    with pytest.raises(PublishError) as refused:
+        await push.publish(kwargs.pop("topic"), kwargs.pop("type_"), kwargs.pop("data", None), **kwargs)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in refused.value.message
+
+
+async def test_publish_stream_answers_every_message_in_order(system: System, push: PushClient):
+    async def requests():
+        yield pb.PublishStreamRequest(sequence=1, message=pb.OutgoingMessage(topic="s", type="t", data=b"1"))
+        yield pb.PublishStreamRequest(sequence=2, message=pb.OutgoingMessage(topic="bad topic", type="t"))
+        yield pb.PublishStreamRequest(sequence=3, message=pb.OutgoingMessage(topic="s", type="t", id="three"))
+
+    answers = [r async for r in push.stub.PublishStream(requests())]
+    assert [a.sequence for a in answers] == [1, 2, 3]
+    assert answers[0].id and not answers[0].error_code
+    assert answers[1].error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not answers[1].id
+    assert "invalid topic" in answers[1].error_message
+    assert answers[2].id == "three" and answers[2].timestamp_ms > 0
+
+
+@pytest.mark.parametrize("which", ["push", "tasks"])
+async def test_health_and_reflection_on_every_grpc_server(system: System, which: str):
+    address, service = {
+        "push": (system.push_address, "push.v1.PushService"),
+        "tasks": (system.task_address, "task.v1.TaskService"),
+    }[which]
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", service):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask():
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        replies = [r async for r in reflection.ServerReflectionInfo(ask())]
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert {service, "grpc.health.v1.Health"} <= names

@@ -1,0 +1,105 @@
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ws_edge.core.codes import ErrorCode
+from ws_edge.core.fanout import Fanout
+from ws_edge.core.frames import (
+    ClientMessage,
+    ProtocolError,
+    batch_frame,
+    error_frame,
+    parse_client_frame,
+    split_topics_param,
+)
+from ws_edge.core.ratelimit import TokenBucket
+
+
+def test_parses_the_guides_subscribe():
+    message = parse_client_frame('{"type":"subscribe","id":"sub_1","data":{"topics":["task:progress"]}}', 1024)
+    assert message == ClientMessage(type="subscribe", id="sub_1", data={"topics": ["task:progress"]}, topic=None)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "message_id"),
+    [
+        ("{", ErrorCode.INVALID_JSON, None),
+        (b"\xff", ErrorCode.INVALID_JSON, None),
+        ("null", ErrorCode.INVALID_MESSAGE, None),
+        ('{"type": ""}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"type": "x", "id": 5, "data": 3}', ErrorCode.INVALID_MESSAGE, "5"),
+        ('{"type": "x", "id": true}', ErrorCode.INVALID_MESSAGE, None),
+        ('{"type": "x", "topic": 1, "id": "a"}', ErrorCode.INVALID_MESSAGE, "a"),
+        ('{"type": "' + "x" * 2000 + '"}', ErrorCode.MESSAGE_TOO_LARGE, None),
+    ],
+)
+def test_bad_frames_get_their_code(frame, code, message_id):
+    with pytest.raises(ProtocolError) as refused:
+        parse_client_frame(frame, 1024)
+    assert refused.value.code == code
+    assert refused.value.message_id == message_id
+
+
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+).map(lambda v: orjson.dumps(v))))
+def test_any_frame_parses_or_gets_a_protocol_error(frame):
+    try:
+        message = parse_client_frame(frame, 256)
+    except ProtocolError as exc:
+        assert exc.code in set(ErrorCode)
+        orjson.loads(error_frame(exc.code, exc.message, exc.message_id, 1))
+    else:
+        assert isinstance(message.type, str) and message.type
+        assert isinstance(message.data, dict)
+
+
+def test_batch_frame_splices_envelopes_and_keeps_a_lone_one_as_itself():
+    assert batch_frame([b'{"a":1}']) == b'{"a":1}'
+    assert orjson.loads(batch_frame([b'{"a":1}', b'{"b":2}'])) == {"type": "batch", "messages": [{"a": 1}, {"b": 2}]}
+
+
+def test_topics_parameter():
+    assert split_topics_param("task:progress, task:status,,task:progress") == ["task:progress", "task:status"]
+    assert split_topics_param(None) == []
+
+
+def test_token_bucket_allows_burst_then_rate():
+    bucket = TokenBucket(rate=100, burst=100, now=0.0)
+    assert sum(bucket.allow(0.0) for _ in range(150)) == 100
+    assert bucket.allow(0.0) is False
+    assert sum(bucket.allow(0.1) for _ in range(20)) == 10
+
+
+class D:
+    def __init__(self, topic, frame, client_id="", retained=False):
+        self.topic, self.frame, self.client_id, self.retained = topic, frame, client_id, retained
+
+
+def test_fanout_builds_one_frame_per_distinct_selection():
+    fanout = Fanout()
+    for conn in ("a", "b"):
+        fanout.topics.add("x", conn)
+    fanout.topics.add("y", "c")
+    fanout.topics.add("x", "c")
+    fanout.client_ids.add("cid", "a")
+    routed = dict((frame, sorted(conns)) for frame, conns in fanout.route(
+        [D("x", b'{"n":1}'), D("y", b'{"n":2}'), D("", b'{"n":3}', client_id="cid")]
+    ))
+    assert routed == {
+        '{"type":"batch","messages":[{"n":1},{"n":3}]}': ["a"],
+        '{"n":1}': ["b"],
+        '{"type":"batch","messages":[{"n":1},{"n":2}]}': ["c"],
+    }
+
+
+def test_fanout_keeps_retained_state_per_topic():
+    fanout = Fanout()
+    fanout.topics.add("list", "a")
+    fanout.route([D("list", b"1", retained=True), D("list", b"2", retained=True)])
+    assert fanout.retained_frame("list") == b"2"
+    fanout.forget_topic("list")
+    assert fanout.retained_frame("list") is None
