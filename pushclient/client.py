@@ -135,6 +135,7 @@ class StreamPublisher:
         self._pending: deque[tuple[int, pb.OutgoingMessage]] = deque()  # oldest first, unanswered
         self._sent = 0  # how many of `_pending` went out on the current stream
         self._sequence = 0
+        self._generation = 0
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -192,20 +193,35 @@ class StreamPublisher:
             await asyncio.sleep(backoff.next_delay())
 
     async def _stream_once(self, backoff: Backoff) -> None:
+        # Each stream has its own request generator; gRPC may keep a broken stream's generator
+        # suspended, so a stale one must stop instead of taking messages meant for the new stream.
+        self._generation += 1
+        generation = self._generation
+
         async def requests():  # type: ignore[no-untyped-def]
             while True:
-                while self._sent >= len(self._pending):
+                while self._sent >= len(self._pending) and generation == self._generation:
                     self._has_work.clear()
                     await self._has_work.wait()
+                if generation != self._generation:
+                    return
                 sequence, message = self._pending[self._sent]
                 self._sent += 1
                 yield pb.PublishStreamRequest(sequence=sequence, message=message)
 
         self._sent = 0
         call = self._stub.PublishStream(requests())
-        await call.wait_for_connection()
-        self.connected = True
-        backoff.reset()
+        try:
+            await call.wait_for_connection()
+            self.connected = True
+            backoff.reset()
+            await self._read_answers(call)
+        finally:
+            self._generation += 1
+            self._has_work.set()  # wake the stale generator so that it ends
+            call.cancel()
+
+    async def _read_answers(self, call) -> None:  # type: ignore[no-untyped-def]
         async for response in call:
             while self._pending and self._pending[0][0] <= response.sequence:
                 self._pending.popleft()

@@ -1,0 +1,138 @@
+// The live task dashboard: built on push-client.js, no build step.
+// Updates land in `tasks` at once but reach the DOM at most once per animation frame, so a flood of
+// progress messages cannot freeze the page (the guide's "message throttling").
+import { WebSocketService } from "/static/push-client.js";
+
+const $ = (selector) => document.querySelector(selector);
+const TASK_TOPICS = ["task:progress", "task:status", "task:list"];
+const FINISHED = ["completed", "failed", "cancelled"];
+
+const tasks = new Map(); // task_id -> task (the task_list shape)
+const dirty = new Set(); // task ids whose row must be redrawn
+let frameRequested = false;
+let userTopic = null;
+
+const client = new WebSocketService({
+  topics: TASK_TOPICS,
+  reconnectInterval: 1000,
+  maxReconnectInterval: 5000,
+  maxReconnectAttempts: Infinity,
+});
+window.dashboard = { client, tasks };
+
+function upsert(taskId, patch) {
+  const task = tasks.get(taskId) || { task_id: taskId, status: "pending", progress: { percentage: 0, current: "", total: 0, completed: 0 } };
+  if (FINISHED.includes(task.status) && patch.status === undefined) {
+    return; // a late progress message must not move a finished task's bar
+  }
+  const merged = { ...task, ...patch, progress: { ...task.progress, ...(patch.progress || {}) } };
+  tasks.set(taskId, merged);
+  dirty.add(taskId);
+  scheduleRender();
+}
+
+function scheduleRender() {
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(render);
+}
+
+function render() {
+  frameRequested = false;
+  const body = $("#tasks tbody");
+  for (const taskId of dirty) {
+    const task = tasks.get(taskId);
+    let row = body.querySelector(`tr[data-task-id="${CSS.escape(taskId)}"]`);
+    if (!row) {
+      row = document.createElement("tr");
+      row.dataset.taskId = taskId;
+      row.innerHTML = `<td class="id"></td><td><span class="badge status"></span></td>
+        <td><span class="bar"><span></span></span><span class="pct"></span></td>
+        <td class="current"></td><td class="count"></td>
+        <td><button class="cancel" type="button">Cancel</button></td>`;
+      row.querySelector(".id").textContent = taskId;
+      row.querySelector("button.cancel").addEventListener("click", () => cancel(taskId));
+      body.prepend(row);
+    }
+    const { status, progress } = task;
+    const badge = row.querySelector(".status");
+    badge.textContent = status;
+    badge.className = `badge status ${status}`;
+    row.querySelector(".bar > span").style.width = `${progress.percentage}%`;
+    row.querySelector(".pct").textContent = `${progress.percentage}%`;
+    row.querySelector(".current").textContent = progress.current || "–";
+    row.querySelector(".count").textContent = `${progress.completed}/${progress.total}`;
+    row.querySelector("button.cancel").disabled = FINISHED.includes(status);
+  }
+  dirty.clear();
+  $("#no-tasks").hidden = tasks.size > 0;
+}
+
+client.on("task:list", (data) => {
+  for (const task of data.tasks) upsert(task.task_id, task);
+});
+client.on("task:status", (data) => upsert(data.task_id, { status: data.status, error: data.error }));
+client.on("task:progress", (data) => upsert(data.task_id, { progress: data.progress }));
+client.on("notification", (data, message) => {
+  const item = document.createElement("li");
+  const when = new Date(message.timestamp).toLocaleTimeString();
+  item.textContent = `${when} — ${data.from ? `${data.from}: ` : ""}${data.message}`;
+  $("#notifications").prepend(item);
+});
+client.onConnectionChange((connected) => {
+  const indicator = $("#connection");
+  indicator.dataset.state = connected ? "connected" : "disconnected";
+  indicator.textContent = connected ? "connected" : "disconnected";
+});
+
+function showError(err) {
+  const box = $("#form-error");
+  box.hidden = !err;
+  box.textContent = err ? String(err.message || err) : "";
+}
+
+$("#start-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const symbols = $("#symbols").value.split(",").map((s) => s.trim()).filter(Boolean);
+  const interval = Number($("#interval").value);
+  try {
+    const ack = await client.request({ type: "task_start", data: { params: { symbols, interval } } });
+    // Pushed updates may have overtaken the acknowledgement: it only fills in an unknown task.
+    if (!tasks.has(ack.task.task_id)) upsert(ack.task.task_id, ack.task);
+    showError(null);
+  } catch (err) {
+    showError(err);
+  }
+});
+
+async function cancel(taskId) {
+  try {
+    await client.request({ type: "task_cancel", data: { task_id: taskId } });
+    showError(null);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function watchUser() {
+  const topic = `user:${$("#user-id").value.trim()}`;
+  if (topic === userTopic) return;
+  if (userTopic) client.unsubscribe([userTopic]).catch(showError);
+  userTopic = topic;
+  client.subscribe([topic]).catch(showError);
+}
+
+$("#user-id").addEventListener("change", watchUser);
+$("#user-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  watchUser();
+  try {
+    await client.request({ type: "send_message", data: { recipient: $("#recipient").value.trim(), content: $("#message").value } });
+    showError(null);
+  } catch (err) {
+    showError(err);
+  }
+});
+
+watchUser();
+client.connect();

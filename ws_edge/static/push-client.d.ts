@@ -1,0 +1,76 @@
+// Type declarations for push-client.js (the guide's websocketService).
+
+export interface WebSocketConfig {
+  /** e.g. "ws://localhost:8000/ws/task"; defaults to this page's host, path /ws/task. */
+  url?: string;
+  /** Topics subscribed on every (re)connect. */
+  topics?: string[];
+  /** First reconnect delay, ms (3000). Later delays: full jitter up to min(maxReconnectInterval, interval * 2^n). */
+  reconnectInterval?: number;
+  /** Attempts before giving up (5); Infinity for never. */
+  maxReconnectAttempts?: number;
+  /** ms between pings (30000). */
+  pingInterval?: number;
+  /** Cap of the reconnect delay, ms (30000). */
+  maxReconnectInterval?: number;
+  /** ms to wait for a pong before the connection is declared dead (10000). */
+  pongTimeout?: number;
+  /** Default timeout of request(), ms (10000). */
+  requestTimeout?: number;
+  /** Source of randomness for the jitter (Math.random). */
+  random?: () => number;
+}
+
+/** The guide's envelope. */
+export interface Envelope<T = unknown> {
+  type: string;
+  id: string;
+  timestamp: number;
+  data?: T;
+  topic?: string;
+  error?: { code: string; message: string; details?: string };
+  /** Only on batch frames, which the client unpacks before dispatching. */
+  messages?: Envelope[];
+}
+
+export type OutgoingMessage = { type: string; id?: string; timestamp?: number; data?: unknown; topic?: string };
+export type Handler<T = any> = (data: T, message: Envelope<T>) => void;
+
+/** Close codes after which the client does not reconnect by itself. */
+export declare const TERMINAL_CLOSE_CODES: Set<number>;
+
+/** An error frame as a rejection of request(). */
+export declare class ProtocolError extends Error {
+  readonly code: string;
+  readonly frame: Envelope;
+}
+
+export declare class WebSocketService {
+  constructor(config?: WebSocketConfig);
+  readonly config: Required<WebSocketConfig>;
+  readonly connected: boolean;
+  /** The id the edge gave this connection (or the client_id query parameter). */
+  readonly clientId: string | null;
+  readonly topics: Set<string>;
+  readonly reconnectAttempts: number;
+  connect(): void;
+  disconnect(): void;
+  /** Returns the message id (filled in when absent, as is the timestamp). */
+  send(message: OutgoingMessage): string;
+  /** Resolves with the ack's data (or the pong); rejects with ProtocolError on an error frame, or on timeout. */
+  request<T = any>(message: OutgoingMessage, options?: { timeout?: number }): Promise<T>;
+  subscribe(topics: string | string[]): Promise<{ type: "subscribe"; topics: string[]; queued?: boolean }>;
+  unsubscribe(topics: string | string[]): Promise<{ type: "unsubscribe"; topics: string[]; queued?: boolean }>;
+  /**
+   * By topic ("task:progress") or type ("notification"). Lifecycle events use keys starting with "$":
+   * "$connecting", "$closed" {code, reason}, "$reconnect" {attempt, delay}, "$reconnect_failed", "$error".
+   * Returns a function that removes the handler.
+   */
+  on<T = any>(topicOrType: string, handler: Handler<T>): () => void;
+  off(topicOrType: string, handler?: Handler): void;
+  onConnectionChange(cb: (connected: boolean) => void): () => void;
+  reconnectDelay(attempt: number): number;
+}
+
+export declare function getWsService(config?: WebSocketConfig): WebSocketService;
+export default WebSocketService;
