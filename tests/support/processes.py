@@ -46,7 +46,8 @@ class ServiceProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=timeout(10))
+            if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+                self.proc.wait(timeout=timeout(10))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -231,6 +231,7 @@ export class WebSocketService {
         break;
       case "pong":
         clearTimeout(this._pongTimer);
+        this._pongTimer = null;
         this._settle(message.id, (p) => p.resolve(message));
         break;
       case "ack":
@@ -279,14 +280,15 @@ export class WebSocketService {
     this._pingTimer = setInterval(() => {
       if (!this.connected || !this.ws) return;
       this.send({ type: "ping" });
-      clearTimeout(this._pongTimer);
-      this._pongTimer = setTimeout(() => this._dead(), this.config.pongTimeout);
+      // The oldest unanswered ping sets the deadline; later pings must not push it back.
+      if (this._pongTimer === null) this._pongTimer = setTimeout(() => this._dead(), this.config.pongTimeout);
     }, this.config.pingInterval);
   }
 
   _stopHeartbeat() {
     clearInterval(this._pingTimer);
     clearTimeout(this._pongTimer);
+    this._pongTimer = null;
   }
 
   /** No pong in time: the connection is dead even if the browser has not noticed. */
