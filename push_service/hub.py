@@ -35,11 +35,14 @@ class EdgeSession:
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._overflowed = False
+        self._idle = False  # the stream's writer waits with nothing to send
 
     def enqueue(self, publication: Publication) -> None:
         if self._closed:
             return
         batch = self._window.add(publication, self._loop.time())
+        if batch is None and self._idle:
+            batch = self._window.take()  # an idle stream sends at once: no waiting for the window
         if batch is not None:
             self._hand_over(batch)
         self._arm_timer()
@@ -55,6 +58,7 @@ class EdgeSession:
         """An interest change is in effect; tell the edge after what is already queued."""
         if not self._closed:
             self._ready.append(sequence)
+            self._idle = False
             self._wake.set()
 
     async def batches(self) -> AsyncIterator[list[Publication] | int]:
@@ -66,8 +70,14 @@ class EdgeSession:
                 raise EdgeTooSlow(f"edge {self.name} has {self._max_pending} batches unread")
             if self._closed:
                 return
+            batch = self._window.take()  # everything before it is written: the open batch goes now
+            if batch is not None:
+                yield batch
+                continue
+            self._idle = True
             self._wake.clear()
             await self._wake.wait()
+            self._idle = False
 
     def _arm_timer(self) -> None:
         deadline = self._window.deadline
@@ -87,6 +97,7 @@ class EdgeSession:
             self.close()
             return
         self._ready.append(batch)
+        self._idle = False
         self._wake.set()
 
 

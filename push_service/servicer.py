@@ -17,6 +17,8 @@ from .core.publication import InvalidPublish, Publication, make_publication
 from .hub import EdgeSession, EdgeTooSlow, Hub
 
 log = logging.getLogger("push_service.grpc")
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class PushServicer(pb_grpc.PushServiceServicer):
@@ -50,25 +52,18 @@ class PushServicer(pb_grpc.PushServiceServicer):
         self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PublishStreamResponse]:
         async for request in request_iterator:
-            try:
-                publication = self._publication(request.message)
-                await self._hub.publish(publication)
-            except InvalidPublish as exc:
-                yield pb.PublishStreamResponse(
-                    sequence=request.sequence,
-                    error_code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                    error_message=str(exc),
-                )
-            except BrokerUnavailable as exc:
-                yield pb.PublishStreamResponse(
-                    sequence=request.sequence,
-                    error_code=grpc.StatusCode.UNAVAILABLE.value[0],
-                    error_message=f"broker unavailable: {exc}",
-                )
-            else:
-                yield pb.PublishStreamResponse(
-                    sequence=request.sequence, id=publication.id, timestamp_ms=publication.timestamp_ms
-                )
+            results = []
+            for message in request.messages:
+                try:
+                    publication = self._publication(message)
+                    await self._hub.publish(publication)
+                except InvalidPublish as exc:
+                    results.append(pb.PublishResult(error_code=INVALID_ARGUMENT, error_message=str(exc)))
+                except BrokerUnavailable as exc:
+                    results.append(pb.PublishResult(error_code=UNAVAILABLE, error_message=f"broker unavailable: {exc}"))
+                else:
+                    results.append(pb.PublishResult(id=publication.id, timestamp_ms=publication.timestamp_ms))
+            yield pb.PublishStreamResponse(sequence=request.sequence, results=results)
 
     async def EdgeStream(
         self, request_iterator: AsyncIterator[pb.EdgeStreamRequest], context: grpc.aio.ServicerContext

@@ -11,6 +11,7 @@ messages over `PublishStream`, reconnecting when the push service goes away.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -129,9 +130,10 @@ class StreamPublisher:
     topic) are counted in `rejected` and logged.
     """
 
-    def __init__(self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000) -> None:
+    def __init__(self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000, max_batch: int = 200) -> None:
         self._stub = stub
         self._max_buffer = max_buffer
+        self._max_batch = max_batch  # messages per request: what is waiting goes out together
         self._pending: deque[tuple[int, pb.OutgoingMessage]] = deque()  # oldest first, unanswered
         self._sent = 0  # how many of `_pending` went out on the current stream
         self._sequence = 0
@@ -205,9 +207,9 @@ class StreamPublisher:
                     await self._has_work.wait()
                 if generation != self._generation:
                     return
-                sequence, message = self._pending[self._sent]
-                self._sent += 1
-                yield pb.PublishStreamRequest(sequence=sequence, message=message)
+                batch = list(itertools.islice(self._pending, self._sent, self._sent + self._max_batch))
+                self._sent += len(batch)
+                yield pb.PublishStreamRequest(sequence=batch[-1][0], messages=[m for _, m in batch])
 
         self._sent = 0
         call = self._stub.PublishStream(requests())
@@ -226,10 +228,11 @@ class StreamPublisher:
             while self._pending and self._pending[0][0] <= response.sequence:
                 self._pending.popleft()
                 self._sent = max(0, self._sent - 1)
-            if response.error_code:
-                self.rejected += 1
-                log.warning("message %d rejected: %s", response.sequence, response.error_message)
-            else:
-                self.accepted += 1
+            for result in response.results:
+                if result.error_code:
+                    self.rejected += 1
+                    log.warning("message rejected: %s", result.error_message)
+                else:
+                    self.accepted += 1
             if not self._pending:
                 self._idle.set()

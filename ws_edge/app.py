@@ -109,8 +109,7 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         settings.send_queue_frames,
         now,
     )
-    waits = edge.attach(connection)
-    connection.start_writer()
+    waits = edge.attach(connection)  # frames routed from now on queue up until the writer starts
     try:
         try:
             topics = edge.check_topics(connection, topics, None)
@@ -120,7 +119,7 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         topic_waits, retained_frames = edge.subscribe(connection, topics)
         # `connected` means: from now on, what is published to these topics and this client_id arrives.
         await edge.confirmed(waits + topic_waits)
-        connection.send(
+        connection.start_writer(
             server_frame("connected", None, now_ms(), {"client_id": connection.client_id, "topics": topics})
         )
         for frame in retained_frames:

@@ -36,8 +36,9 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection #{self.id} client_id={self.client_id!r}>"
 
-    def start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+    def start_writer(self, first_frame: str) -> None:
+        """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""
+        self._writer = asyncio.create_task(self._write_loop(first_frame), name=f"ws-writer-{self.id}")
 
     def send(self, frame: str) -> None:
         if self._closing:
@@ -67,10 +68,11 @@ class Connection:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, first_frame: str) -> None:
         queue = self._queue
         send = self.websocket.send
         try:
+            await send({"type": "websocket.send", "text": first_frame})
             while True:
                 frame = await queue.get()
                 await send({"type": "websocket.send", "text": frame})

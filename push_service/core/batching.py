@@ -1,9 +1,12 @@
-"""The batching window: up to `max_size` items or one flush per `interval`, never delaying idle traffic.
+"""The batching window: coalesce under load, never delay idle traffic.
 
-Rule: an item is flushed at once when the previous flush is at least `interval` old (the stream has
-been idle), or when it fills the batch to `max_size`; otherwise it waits until `interval` after the
-previous flush. So a lone message is never held, and under load flushes come at most once per
-`interval` unless batches fill. Time is passed in (`now`, seconds): no clock, no timers here.
+A batch leaves as soon as one of these holds:
+- it has `max_size` items (`add` returns it);
+- the stream is idle, nothing waiting to be written (the caller asks with `take`): so a lone
+  message is never held, and the tail of a burst leaves as soon as what came before it is sent;
+- `interval` has passed since its first item (`flush_due`): the upper bound while the stream is
+  busy writing earlier batches.
+Time is passed in (`now`, seconds): no clock, no timers here.
 """
 
 from __future__ import annotations
@@ -22,31 +25,35 @@ class BatchWindow(Generic[T]):
         self.max_size = max_size
         self.interval = interval
         self._pending: list[T] = []
-        self._last_flush = float("-inf")
+        self._opened = 0.0
 
     def add(self, item: T, now: float) -> list[T] | None:
-        """Queue `item`; returns the batch to send now, if one is due."""
+        """Queue `item`; returns the batch if it is now full."""
+        if not self._pending:
+            self._opened = now
         self._pending.append(item)
-        if len(self._pending) >= self.max_size or now - self._last_flush >= self.interval:
-            return self._take(now)
+        if len(self._pending) >= self.max_size:
+            return self.take()
         return None
+
+    def take(self) -> list[T] | None:
+        """The open batch, whatever its size (the stream is idle), or None when there is none."""
+        if not self._pending:
+            return None
+        batch, self._pending = self._pending, []
+        return batch
 
     @property
     def deadline(self) -> float | None:
-        """When the pending items must leave, or None when nothing is pending."""
-        return self._last_flush + self.interval if self._pending else None
+        """When the open batch must leave at the latest, or None when nothing is pending."""
+        return self._opened + self.interval if self._pending else None
 
     def flush_due(self, now: float) -> list[T] | None:
-        """The pending batch if its deadline has passed."""
+        """The open batch if its deadline has passed."""
         deadline = self.deadline
         if deadline is not None and now >= deadline:
-            return self._take(now)
+            return self.take()
         return None
 
     def __len__(self) -> int:
         return len(self._pending)
-
-    def _take(self, now: float) -> list[T]:
-        batch, self._pending = self._pending, []
-        self._last_flush = now
-        return batch

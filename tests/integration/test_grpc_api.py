@@ -32,18 +32,22 @@ async def test_publish_rejects_bad_messages_with_invalid_argument(push: PushClie
     assert fragment in refused.value.message
 
 
-async def test_publish_stream_answers_every_message_in_order(system: System, push: PushClient):
+async def test_publish_stream_answers_every_message_of_every_request_in_order(system: System, push: PushClient):
     async def requests():
-        yield pb.PublishStreamRequest(sequence=1, message=pb.OutgoingMessage(topic="s", type="t", data=b"1"))
-        yield pb.PublishStreamRequest(sequence=2, message=pb.OutgoingMessage(topic="bad topic", type="t"))
-        yield pb.PublishStreamRequest(sequence=3, message=pb.OutgoingMessage(topic="s", type="t", id="three"))
+        yield pb.PublishStreamRequest(sequence=1, messages=[pb.OutgoingMessage(topic="s", type="t", data=b"1")])
+        yield pb.PublishStreamRequest(sequence=7, messages=[
+            pb.OutgoingMessage(topic="bad topic", type="t"),
+            pb.OutgoingMessage(topic="s", type="t", id="three"),
+        ])
 
     answers = [r async for r in push.stub.PublishStream(requests())]
-    assert [a.sequence for a in answers] == [1, 2, 3]
-    assert answers[0].id and not answers[0].error_code
-    assert answers[1].error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not answers[1].id
-    assert "invalid topic" in answers[1].error_message
-    assert answers[2].id == "three" and answers[2].timestamp_ms > 0
+    assert [a.sequence for a in answers] == [1, 7]
+    assert [len(a.results) for a in answers] == [1, 2]
+    first, (rejected, third) = answers[0].results[0], answers[1].results
+    assert first.id and not first.error_code
+    assert rejected.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not rejected.id
+    assert "invalid topic" in rejected.error_message
+    assert third.id == "three" and third.timestamp_ms > 0
 
 
 @pytest.mark.parametrize("which", ["push", "tasks"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ class WsClient:
         self.connection = connection
         self.welcome = welcome
         self.client_id: str = welcome["data"]["client_id"]
+        self._backlog: deque[dict[str, Any]] = deque()  # frames read past by request(), in order
 
     @classmethod
     async def connect(cls, base_url: str, path: str = "/ws", **params: str) -> WsClient:
@@ -37,6 +39,8 @@ class WsClient:
 
     async def recv(self, wait: float = 5.0) -> dict[str, Any]:
         """The next frame, parsed."""
+        if self._backlog:
+            return self._backlog.popleft()
         return orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout(wait)))
 
     async def frames_until(self, count: int, wait: float = 10.0) -> list[dict[str, Any]]:
@@ -54,6 +58,7 @@ class WsClient:
         return unpack(await self.frames_until(count, wait))
 
     async def expect_silence(self, seconds: float = 0.5) -> None:
+        assert not self._backlog, f"expected no frame, got {self._backlog[0]!r}"
         try:
             frame = await asyncio.wait_for(self.connection.recv(), seconds)
         except TimeoutError:
@@ -61,9 +66,14 @@ class WsClient:
         raise AssertionError(f"expected no frame, got {frame!r}")
 
     async def request(self, message: dict[str, Any], wait: float = 5.0) -> dict[str, Any]:
-        """Send and return the very next frame (the protocol answers in order)."""
+        """Send and return the answer with the same id (ack, pong or error). Published messages that
+        arrive first are kept, in order, for the next recv()."""
         await self.send(message)
-        return await self.recv(wait)
+        while True:
+            frame = orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout(wait)))
+            if frame.get("type") in ("ack", "pong", "error") and frame.get("id") == message.get("id"):
+                return frame
+            self._backlog.append(frame)
 
 
 def unpack(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
