@@ -23,6 +23,7 @@ from .core.ratelimit import TokenBucket
 from .edge import Edge
 from .handlers import HandlerRegistry
 from .task_gateway import TaskGatewayError
+from .wire import CaptureProtocol, writer_for
 
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
@@ -39,6 +40,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         await edge.close()
 
     app = FastAPI(title="ws_edge", lifespan=lifespan)
+    app.add_middleware(CaptureProtocol)
     app.state.edge = edge
     task_topics = split_topics_param(settings.task_endpoint_topics)
 
@@ -52,7 +54,12 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "connections": len(edge.connections), "push_connected": edge.push.connected.is_set()}
+        return {
+            "status": "ok",
+            "connections": len(edge.connections),
+            "fast_path_connections": sum(1 for c in edge.connections.values() if c.fast_path),
+            "push_connected": edge.push.connected.is_set(),
+        }
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -108,6 +115,7 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         TokenBucket(settings.rate_limit, settings.rate_burst, now),
         settings.send_queue_frames,
         now,
+        write=writer_for(websocket.scope),
     )
     waits = edge.attach(connection)  # frames routed from now on queue up until the writer starts
     try:

@@ -1,7 +1,9 @@
-"""One browser's WebSocket: an id, its rate limit, and a bounded send queue drained by a writer task.
+"""One browser's WebSocket: an id, its rate limit, and a non-blocking send with a bounded backlog.
 
-Fan-out never awaits a browser: it puts the shared frame on the queue (no copy) and moves on. A
-client whose queue is full is a slow consumer and is closed with 4008 so it can reconnect.
+Fan-out never awaits a browser. `send` writes the frame straight to the socket when the socket takes
+it without waiting (the common case; see `wire.py`); otherwise the frame joins a backlog that a
+writer task drains through the ordinary ASGI send. A client whose backlog reaches the limit is a slow
+consumer and is closed with 4008 so that it can reconnect.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
+from collections.abc import Callable
 from itertools import count
 
 from starlette.websockets import WebSocket
 
 from .core.codes import CloseCode
+from .core.frames import websocket_text_frame
 from .core.ratelimit import TokenBucket
 
 log = logging.getLogger("ws_edge.connection")
@@ -21,33 +26,57 @@ _ids = count(1)
 
 
 class Connection:
-    __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "_queue", "_writer", "_closing")
+    __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "_write", "_backlog", "_max_backlog",
+                 "_writer", "_open", "_closing")
 
-    def __init__(self, websocket: WebSocket, client_id: str, bucket: TokenBucket, queue_frames: int, now: float):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        client_id: str,
+        bucket: TokenBucket,
+        queue_frames: int,
+        now: float,
+        write: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
         self.websocket = websocket
         self.bucket = bucket
         self.last_seen = now
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_frames)
+        self._write = write  # the wire fast path, when the server allows it
+        self._backlog: deque[bytes] = deque()  # JSON payloads waiting for the writer task
+        self._max_backlog = queue_frames
         self._writer: asyncio.Task[None] | None = None
+        self._open = False  # frames wait in the backlog until the `connected` frame is out
         self._closing = False
 
     def __repr__(self) -> str:
         return f"<Connection #{self.id} client_id={self.client_id!r}>"
 
-    def start_writer(self, first_frame: str) -> None:
-        """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""
-        self._writer = asyncio.create_task(self._write_loop(first_frame), name=f"ws-writer-{self.id}")
+    @property
+    def fast_path(self) -> bool:
+        return self._write is not None
 
-    def send(self, frame: str) -> None:
+    def start_writer(self, first_frame: bytes) -> None:
+        """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""
+        self._backlog.appendleft(first_frame)
+        self._open = True
+        self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
+
+    def send(self, frame: bytes, wire: bytes | None = None) -> None:
+        """Send one JSON frame; `wire` is its WebSocket encoding when the caller built it already."""
         if self._closing:
             return
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            log.warning("#%d = slow consumer: %d frames unsent, closing", self.id, self._queue.qsize())
+        if self._open and not self._backlog and self._write is not None:
+            if self._write(wire if wire is not None else websocket_text_frame(frame)):
+                return
+        if len(self._backlog) >= self._max_backlog:
+            log.warning("#%d = slow consumer: %d frames unsent, closing", self.id, len(self._backlog))
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return
+        self._backlog.append(frame)
+        if self._open and self._writer is None:
+            self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
 
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing:
@@ -68,15 +97,16 @@ class Connection:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
 
-    async def _write_loop(self, first_frame: str) -> None:
-        queue = self._queue
+    async def _drain(self) -> None:
         send = self.websocket.send
         try:
-            await send({"type": "websocket.send", "text": first_frame})
-            while True:
-                frame = await queue.get()
-                await send({"type": "websocket.send", "text": frame})
+            while self._backlog:
+                await send({"type": "websocket.send", "text": self._backlog[0].decode()})
+                self._backlog.popleft()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection
             log.debug("#%d writer stopped: %r", self.id, exc)
+            self._closing = True
+        finally:
+            self._writer = None

@@ -13,7 +13,14 @@ from .config import EdgeSettings
 from .connection import Connection
 from .core.codes import CloseCode, ErrorCode
 from .core.fanout import DeliveryLike, Fanout
-from .core.frames import ProtocolError, error_frame, parse_client_frame, server_frame, topics_field
+from .core.frames import (
+    ProtocolError,
+    error_frame,
+    parse_client_frame,
+    server_frame,
+    topics_field,
+    websocket_text_frame,
+)
 from .handlers import HandlerContext, HandlerError, HandlerRegistry, default_handlers
 from .push_link import PushLink
 from .task_gateway import TaskGateway
@@ -100,7 +107,7 @@ class Edge:
             )
         return checked  # type: ignore[return-value]
 
-    def subscribe(self, connection: Connection, topics: Sequence[str]) -> tuple[list[asyncio.Future[None]], list[str]]:
+    def subscribe(self, connection: Connection, topics: Sequence[str]) -> tuple[list[asyncio.Future[None]], list[bytes]]:
         """Add topics to `connection`. Returns what to await before acknowledging (the push service
         applying first interests) and the retained frames to send after the acknowledgement."""
         first, waits, retained_frames = [], [], []
@@ -110,7 +117,7 @@ class Edge:
             elif (pending := self._confirming.get(topic)) is not None:
                 waits.append(pending)  # its retained state is on the way to every subscriber
             elif (retained := self.fanout.retained_frame(topic)) is not None:
-                retained_frames.append(retained.decode())
+                retained_frames.append(retained)
         if first:
             future = self.push.change(add_topics=first)
             waits.append(future)
@@ -187,8 +194,9 @@ class Edge:
 
     def _on_deliveries(self, deliveries: Sequence[DeliveryLike]) -> None:
         for frame, connections in self.fanout.route(deliveries):
+            wire = websocket_text_frame(frame)  # once, for every connection that receives it
             for connection in connections:
-                connection.send(frame)  # type: ignore[attr-defined]
+                connection.send(frame, wire)  # type: ignore[attr-defined]
 
     def _interest_snapshot(self) -> tuple[list[str], list[str]]:
         return list(self.fanout.topics.keys()), list(self.fanout.client_ids.keys())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 
 from pushclient import PushClient
 from tests.support.processes import System
@@ -197,3 +199,11 @@ async def test_invalid_topic_in_query_is_reported_and_connection_stays(system: S
     answer = await client.recv()
     assert answer["type"] == "error" and answer["error"]["code"] == "INVALID_TOPIC"
     assert (await client.request({"type": "ping", "id": "p"}))["type"] == "pong"
+
+
+async def test_connections_use_the_shared_frame_fast_path(system: System, ws):
+    clients = [await ws() for _ in range(3)]
+    with urllib.request.urlopen(system.http_url + "/healthz") as response:
+        health = json.loads(response.read())
+    assert health["connections"] >= len(clients)
+    assert health["fast_path_connections"] == health["connections"]

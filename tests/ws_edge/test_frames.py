@@ -12,6 +12,7 @@ from ws_edge.core.frames import (
     error_frame,
     parse_client_frame,
     split_topics_param,
+    websocket_text_frame,
 )
 from ws_edge.core.ratelimit import TokenBucket
 
@@ -32,6 +33,9 @@ def test_parses_the_guides_subscribe():
         ('{"type": "x", "id": true}', ErrorCode.INVALID_MESSAGE, None),
         ('{"type": "x", "topic": 1, "id": "a"}', ErrorCode.INVALID_MESSAGE, "a"),
         ('{"type": "' + "x" * 2000 + '"}', ErrorCode.MESSAGE_TOO_LARGE, None),
+        ('{"type": "x", "id": 1' + "0" * 30 + "}", ErrorCode.INVALID_MESSAGE, None),
+        ('{"type": "x", "id": 1e400}', ErrorCode.INVALID_JSON, None),
+        ("[" * 300 + "]" * 300, ErrorCode.INVALID_MESSAGE, None),
     ],
 )
 def test_bad_frames_get_their_code(frame, code, message_id):
@@ -42,7 +46,7 @@ def test_bad_frames_get_their_code(frame, code, message_id):
 
 
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 ).map(lambda v: orjson.dumps(v))))
@@ -55,6 +59,18 @@ def test_any_frame_parses_or_gets_a_protocol_error(frame):
     else:
         assert isinstance(message.type, str) and message.type
         assert isinstance(message.data, dict)
+
+
+def test_nesting_deeper_than_the_json_parser_allows_is_invalid_json():
+    with pytest.raises(ProtocolError) as refused:
+        parse_client_frame('{"type": "x", "data": ' + "[" * 5000 + "]" * 5000 + "}", 65536)
+    assert refused.value.code == ErrorCode.INVALID_JSON
+
+
+@pytest.mark.parametrize(("length", "header"), [(0, b"\x81\x00"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"),
+                                               (70_000, b"\x81\x7f" + (70_000).to_bytes(8, "big"))])
+def test_websocket_text_frame_header(length, header):
+    assert websocket_text_frame(b"a" * length) == header + b"a" * length
 
 
 def test_batch_frame_splices_envelopes_and_keeps_a_lone_one_as_itself():
@@ -90,9 +106,9 @@ def test_fanout_builds_one_frame_per_distinct_selection():
         [D("x", b'{"n":1}'), D("y", b'{"n":2}'), D("", b'{"n":3}', client_id="cid")]
     ))
     assert routed == {
-        '{"type":"batch","messages":[{"n":1},{"n":3}]}': ["a"],
-        '{"n":1}': ["b"],
-        '{"type":"batch","messages":[{"n":1},{"n":2}]}': ["c"],
+        b'{"type":"batch","messages":[{"n":1},{"n":3}]}': ["a"],
+        b'{"n":1}': ["b"],
+        b'{"type":"batch","messages":[{"n":1},{"n":2}]}': ["c"],
     }
 
 

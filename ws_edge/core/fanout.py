@@ -35,8 +35,8 @@ class Fanout:
         """The last local subscriber left: the retained state is no longer kept fresh."""
         self._retained.pop(topic, None)
 
-    def route(self, deliveries: Sequence[DeliveryLike]) -> list[tuple[str, list[Hashable]]]:
-        """Group connections by the text frame they should receive: [(frame, [connection, ...]), ...]."""
+    def route(self, deliveries: Sequence[DeliveryLike]) -> list[tuple[bytes, list[Hashable]]]:
+        """Group connections by the frame (JSON bytes) they should receive: [(frame, [conn, ...]), ...]."""
         wanted: dict[Hashable, list[int]] = {}
         for index, delivery in enumerate(deliveries):
             if delivery.client_id:
@@ -55,5 +55,5 @@ class Fanout:
         for connection, indexes in wanted.items():
             groups.setdefault(tuple(indexes), []).append(connection)
         return [
-            (batch_frame([deliveries[i].frame for i in key]).decode(), connections) for key, connections in groups.items()
+            (batch_frame([deliveries[i].frame for i in key]), connections) for key, connections in groups.items()
         ]

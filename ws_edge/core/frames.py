@@ -6,6 +6,7 @@ them into batch frames. Nothing here decodes a published message's `data`.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -92,14 +93,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def server_frame(type_: str, message_id: str | None, timestamp_ms: int, data: Any = None) -> str:
+def server_frame(type_: str, message_id: str | None, timestamp_ms: int, data: Any = None) -> bytes:
     frame: dict[str, Any] = {"type": type_, "id": message_id or new_id(type_), "timestamp": timestamp_ms}
     if data is not None:
         frame["data"] = data
-    return orjson.dumps(frame).decode()
+    return orjson.dumps(frame)
 
 
-def error_frame(code: ErrorCode, message: str, message_id: str | None, timestamp_ms: int) -> str:
+def error_frame(code: ErrorCode, message: str, message_id: str | None, timestamp_ms: int) -> bytes:
     """The guide's error frame: the offending message's id (a fresh one when it had none)."""
     return orjson.dumps(
         {
@@ -108,7 +109,7 @@ def error_frame(code: ErrorCode, message: str, message_id: str | None, timestamp
             "timestamp": timestamp_ms,
             "error": {"code": code.value, "message": message},
         }
-    ).decode()
+    )
 
 
 def batch_frame(envelopes: list[bytes]) -> bytes:
@@ -116,6 +117,19 @@ def batch_frame(envelopes: list[bytes]) -> bytes:
     if len(envelopes) == 1:
         return envelopes[0]
     return b'{"type":"batch","messages":[' + b",".join(envelopes) + b"]}"
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 5.2) holding UTF-8 `payload`:
+    what a server sends, identical for every client."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
 
 
 def _kind(value: object) -> str:

@@ -1,0 +1,262 @@
+"""The load process: N WebSocket clients (picows on uvloop) and one publisher, one scenario per run.
+
+    python -m bench.load --target ours --ws-url ws://127.0.0.1:8000/ws --push 127.0.0.1:50051 \
+        --clients 1000 --scenario max --seconds 5
+
+Prints one JSON object. Messages are the guide's `task_progress` (~200 B), each carrying `seq` and
+`sent_ns` (the publish call's wall clock) so receipt latency is measured on this same host. Every
+client counts messages (batch frames included, without parsing JSON); `--sample` clients also parse
+`sent_ns` for latency. Scenarios:
+- `connect`: connect the clients (at most 100 handshakes at a time) and report the time per connection.
+- `max`: publish as fast as the system delivers: closed loop, at most `--window` messages published but
+  not yet received by every client; then wait for the stragglers and count loss.
+- `rate`: publish `--rate` messages per second for `--seconds`; latency percentiles and loss.
+- `idle`: hold the connections for `--seconds`, each sending an application ping every 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import resource
+import time
+from typing import Any
+
+import orjson
+import uvloop
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+SENT = re.compile(rb'"sent_ns":(\d+)')
+SEQ = b'"seq":'
+
+
+class Client(WSListener):
+    def __init__(self, stats: Stats, sampled: bool) -> None:
+        self.stats = stats
+        self.sampled = sampled
+        self.received = 0
+        self.frames = 0
+        self.closed: int | None = None
+        self.transport: WSTransport | None = None
+        self.first_frame = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type != WSMsgType.TEXT:
+            if frame.msg_type == WSMsgType.CLOSE:
+                self.closed = frame.get_close_code()
+            return
+        payload = frame.get_payload_as_bytes()
+        if not self.first_frame.done():
+            self.first_frame.set_result(payload)
+        count = payload.count(SEQ)
+        if count:
+            self.frames += 1
+            self.received += count
+            self.stats.received += count
+            if self.sampled:
+                now = time.time_ns()
+                self.stats.latencies.extend(now - int(sent) for sent in SENT.findall(payload))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.closed is None:
+            self.closed = 1006
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.received = 0
+        self.latencies: list[int] = []
+
+
+def message_data(seq: int) -> dict[str, Any]:
+    return {
+        "task_id": "bench-task-000001",
+        "progress": {"percentage": round(seq % 1000 / 10, 1), "current": "BTCUSDT", "total": 1000,
+                     "completed": seq % 1000},
+        "seq": seq,
+        "sent_ns": time.time_ns(),
+    }
+
+
+class OursPublisher:
+    """Publishes through the push service's gRPC API: the streaming publisher, or unary calls."""
+
+    def __init__(self, address: str, unary: bool) -> None:
+        from pushclient import PushClient
+
+        self.client = PushClient(address)
+        self.unary = unary
+        self.stream = None if unary else self.client.stream_publisher(max_buffer=1_000_000)
+        if self.stream is not None:
+            self.stream.start()
+
+    async def publish(self, seq: int) -> None:
+        from pushclient.client import outgoing
+
+        data = message_data(seq)
+        if self.unary:
+            await self.client.publish("task:progress", "task_progress", data, id=f"progress_bench_{seq}")
+        else:
+            assert self.stream is not None
+            self.stream.submit(outgoing("task:progress", "task_progress", data, id=f"progress_bench_{seq}"))
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            await self.stream.close(5)
+        await self.client.close()
+
+
+class WebSocketPublisher:
+    """For the baselines: full envelopes sent as text frames to their `/publish` endpoint."""
+
+    def __init__(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    @classmethod
+    async def open(cls, url: str) -> WebSocketPublisher:
+        transport, _ = await ws_connect(WSListener, url)
+        return cls(transport)
+
+    async def publish(self, seq: int) -> None:
+        envelope = {"type": "task_progress", "id": f"progress_bench_{seq}", "timestamp": int(time.time() * 1000),
+                    "data": message_data(seq), "topic": "task:progress"}
+        self.transport.send(WSMsgType.TEXT, orjson.dumps(envelope))
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self.transport.disconnect()
+
+
+async def connect_all(url: str, count: int, sample: int, stats: Stats) -> tuple[list[Client], list[float], float]:
+    clients: list[Client] = []
+    durations: list[float] = []
+    gate = asyncio.Semaphore(100)
+
+    async def one(index: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            _, client = await ws_connect(lambda: Client(stats, index < sample), url, websocket_handshake_timeout=30)
+            durations.append(time.perf_counter() - started)
+            clients.append(client)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return clients, durations, time.perf_counter() - started
+
+
+async def wait_ready(clients: list[Client], target: str) -> None:
+    """Our edge answers `connected` once the subscription holds; the baselines hold at accept."""
+    if target == "ours":
+        await asyncio.gather(*(c.first_frame for c in clients))
+
+
+def percentile(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    stats = Stats()
+    usage_start = resource.getrusage(resource.RUSAGE_SELF)
+    wall_start = time.perf_counter()
+    url = args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
+    clients, durations, connect_wall = await connect_all(url, args.clients, args.sample, stats)
+    await wait_ready(clients, args.target)
+    result: dict[str, Any] = {
+        "target": args.target, "scenario": args.scenario, "clients": len(clients),
+        "connect_ms_per_connection": connect_wall / max(1, len(clients)) * 1000,
+        "connect_ms_mean_handshake": sum(durations) / max(1, len(durations)) * 1000,
+    }
+    if args.scenario in ("max", "rate"):
+        publisher: Any
+        if args.target == "ours":
+            publisher = OursPublisher(args.push, unary=args.unary)
+        else:
+            publisher = await WebSocketPublisher.open(args.publish_url)
+        published = 0
+        started = time.perf_counter()
+        deadline = started + args.seconds
+        n = len(clients)
+        if args.scenario == "max":
+            while time.perf_counter() < deadline:
+                if published * n - stats.received < args.window * n:
+                    await publisher.publish(published)
+                    published += 1
+                    if published % 50 == 0:
+                        await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(0.0005)
+        else:
+            interval = 1.0 / args.rate
+            next_at = started
+            while next_at < deadline:
+                await publisher.publish(published)
+                published += 1
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        publish_wall = time.perf_counter() - started
+        drain_deadline = time.perf_counter() + args.drain
+        while stats.received < published * n and time.perf_counter() < drain_deadline:
+            await asyncio.sleep(0.005)
+        delivered_wall = time.perf_counter() - started
+        await publisher.close()
+        result.update({
+            "published": published,
+            "publish_rate": published / publish_wall,
+            "expected": published * n,
+            "received": stats.received,
+            "lost": published * n - stats.received,
+            "delivered_per_s": stats.received / delivered_wall,
+            "frames": sum(c.frames for c in clients),
+            "latency_p50_ms": percentile(stats.latencies, 0.50),
+            "latency_p99_ms": percentile(stats.latencies, 0.99),
+            "latency_max_ms": percentile(stats.latencies, 1.0),
+            "closed_by_server": sum(1 for c in clients if c.closed is not None),
+        })
+    elif args.scenario == "idle":
+        print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)
+        until = time.perf_counter() + args.seconds
+        while time.perf_counter() < until:
+            if args.target == "ours":
+                ping = orjson.dumps({"type": "ping"})
+                for client in clients:
+                    if client.transport is not None and client.closed is None:
+                        client.transport.send(WSMsgType.TEXT, ping)
+            await asyncio.sleep(min(5.0, max(0.0, until - time.perf_counter())))
+        result["still_open"] = sum(1 for c in clients if c.closed is None)
+    usage_end = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.perf_counter() - wall_start
+    cpu = (usage_end.ru_utime - usage_start.ru_utime) + (usage_end.ru_stime - usage_start.ru_stime)
+    result["load_cpu_percent"] = 100 * cpu / wall
+    for client in clients:
+        if client.transport is not None:
+            client.transport.disconnect()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=["ours", "tutorial", "broadcaster"], required=True)
+    parser.add_argument("--ws-url", required=True)
+    parser.add_argument("--publish-url", help="baselines: their /publish WebSocket")
+    parser.add_argument("--push", default="127.0.0.1:50051")
+    parser.add_argument("--scenario", choices=["connect", "max", "rate", "idle"], required=True)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--sample", type=int, default=50, help="clients that measure latency")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--window", type=int, default=200, help="max messages in flight (max scenario)")
+    parser.add_argument("--drain", type=float, default=30.0)
+    parser.add_argument("--unary", action="store_true", help="ours: unary Publish instead of streaming")
+    args = parser.parse_args()
+    print(orjson.dumps(uvloop.run(run(args))).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The fast path of fan-out: the same WebSocket frame bytes written to every receiving socket.
+
+A server's frames are unmasked, so a text frame that many clients receive is identical on every
+socket: it is built once (`core.frames.websocket_text_frame`) and written with one `transport.write`
+per client, skipping the per-client frame encoding of the ASGI stack. This reaches into uvicorn's
+sans-I/O WebSocket protocol (pinned in requirements.txt;
+`/healthz` counts the connections on the fast path and a test checks it). Where the protocol is another one, or its transport is paused (a slow reader), the
+connection falls back to the ordinary ASGI send and its own backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+SCOPE_KEY = "ws_edge.protocol"
+
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]],
+                   Awaitable[None]]
+
+
+class CaptureProtocol:
+    """ASGI middleware: remembers which uvicorn protocol object serves each WebSocket."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "websocket":
+            protocol = getattr(send, "__self__", None)
+            if isinstance(protocol, WebSocketsSansIOProtocol):
+                scope[SCOPE_KEY] = protocol
+        await self.app(scope, receive, send)
+
+
+def writer_for(scope: MutableMapping[str, Any]) -> Callable[[bytes], bool] | None:
+    """`write(frame_bytes) -> bool` for this socket: False when it cannot be written at once."""
+    protocol: WebSocketsSansIOProtocol | None = scope.get(SCOPE_KEY)
+    if protocol is None:
+        return None
+    writable = protocol.writable
+    transport = protocol.transport
+
+    def write(frame: bytes) -> bool:
+        if not writable.is_set() or protocol.close_sent or protocol.disconnected or transport.is_closing():
+            return False
+        transport.write(frame)
+        return True
+
+    return write
