@@ -59,8 +59,10 @@ class Connection:
 
     def start_writer(self, first_frame: bytes) -> None:
         """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""
-        self._backlog.appendleft(first_frame)
         self._open = True
+        if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
+            return
+        self._backlog.appendleft(first_frame)
         self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
 
     def send(self, frame: bytes, wire: bytes | None = None) -> None:
@@ -77,6 +79,15 @@ class Connection:
         self._backlog.append(frame)
         if self._open and self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
+
+    def send_frames(self, frames: list[bytes], wire: bytes) -> None:
+        """Send several JSON frames; `wire` is all of them as WebSocket frames, written in one call."""
+        if self._closing:
+            return
+        if self._open and not self._backlog and self._write is not None and self._write(wire):
+            return
+        for frame in frames:
+            self.send(frame)
 
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing:

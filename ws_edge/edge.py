@@ -19,13 +19,13 @@ from .core.frames import (
     parse_client_frame,
     server_frame,
     topics_field,
-    websocket_text_frame,
 )
 from .handlers import HandlerContext, HandlerError, HandlerRegistry, default_handlers
 from .push_link import PushLink
 from .task_gateway import TaskGateway
 
 log = logging.getLogger("ws_edge")
+MAX_BATCHES_PER_FANOUT = 32
 
 
 class Edge:
@@ -43,15 +43,20 @@ class Edge:
         self.tasks = TaskGateway(settings.task_address)
         self._sweeper: asyncio.Task[None] | None = None
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
+        self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
+        self._incoming_ready = asyncio.Event()
+        self._fan_out_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.tasks.open()
         self.push.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
+        self._fan_out_task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._fan_out_task):
+            if task is not None:
+                task.cancel()
         for connection in list(self.connections.values()):
             connection.close_soon(CloseCode.GOING_AWAY, "edge shutting down")
         await asyncio.sleep(0)
@@ -70,11 +75,11 @@ class Edge:
     async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
         """Wait until the push service has applied these interest changes (bounded: while it is
         down the changes are re-declared on reconnect, and the browser need not wait for that)."""
-        if not waits:
+        pending = [w for w in waits if not w.done()]
+        if not pending:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), self.settings.subscribe_confirm_timeout)
-        except TimeoutError:
+        _, late = await asyncio.wait(pending, timeout=self.settings.subscribe_confirm_timeout)
+        if late:
             log.warning("push service did not confirm an interest change within %.1fs",
                         self.settings.subscribe_confirm_timeout)
 
@@ -193,10 +198,31 @@ class Edge:
     # --- fan-out and heartbeats ---------------------------------------------------------------
 
     def _on_deliveries(self, deliveries: Sequence[DeliveryLike]) -> None:
-        for frame, connections in self.fanout.route(deliveries):
-            wire = websocket_text_frame(frame)  # once, for every connection that receives it
+        """From the push stream's reader: queue for the fan-out task, which takes all that is queued."""
+        self._incoming.append(deliveries)
+        self._incoming_ready.set()
+
+    async def _fan_out_forever(self) -> None:
+        while True:
+            await self._incoming_ready.wait()
+            # Let the stream's reader take what gRPC has already received before fanning out, so that
+            # a busy edge writes several frames to a socket in one call (two quiet rounds: nothing more).
+            quiet = 0
+            while quiet < 2 and len(self._incoming) < MAX_BATCHES_PER_FANOUT:
+                queued = len(self._incoming)
+                await asyncio.sleep(0)
+                quiet = quiet + 1 if len(self._incoming) == queued else 0
+            batches, self._incoming = self._incoming, []
+            self._incoming_ready.clear()
+            try:
+                self.fan_out(batches)
+            except Exception:
+                log.exception("fan-out failed")
+
+    def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
+        for frames, wire, connections in self.fanout.route(batches):
             for connection in connections:
-                connection.send(frame, wire)  # type: ignore[attr-defined]
+                connection.send_frames(frames, wire)  # type: ignore[attr-defined]
 
     def _interest_snapshot(self) -> tuple[list[str], list[str]]:
         return list(self.fanout.topics.keys()), list(self.fanout.client_ids.keys())

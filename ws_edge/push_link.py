@@ -51,6 +51,8 @@ class PushLink:
         # Interest changes not yet confirmed by the push service, oldest first: (sequence, future).
         self._sequence = 0
         self._unconfirmed: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._pending: dict[tuple[str, str], bool] = {}  # (kind, key) -> add? ; sent at the end of the turn
+        self._flush_scheduled = False
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -85,18 +87,37 @@ class PushLink:
 
         While disconnected nothing is sent: the snapshot declared on reconnect covers the change,
         and its confirmation resolves the future."""
-        sequence = self._next_sequence()
+        self._next_sequence()
         if self._changes is not None:
-            self._changes.put_nowait(
-                pb.EdgeStreamRequest(
-                    add_topics=add_topics,
-                    remove_topics=remove_topics,
-                    add_client_ids=add_client_ids,
-                    remove_client_ids=remove_client_ids,
-                    sequence=sequence,
-                )
-            )
+            pending = self._pending
+            # Changes made in one turn of the event loop (a burst of connections) travel as one
+            # request. A key that changes direction within the turn sends what came before first,
+            # because the push service applies a request's additions before its removals.
+            changes = [(("t", t), True) for t in add_topics] + [(("t", t), False) for t in remove_topics]
+            changes += [(("c", c), True) for c in add_client_ids] + [(("c", c), False) for c in remove_client_ids]
+            for key, add in changes:
+                if pending.get(key, add) != add:
+                    self._flush_pending()
+                    pending = self._pending
+                pending[key] = add
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_pending)
         return self._unconfirmed[-1][1]
+
+    def _flush_pending(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._changes is None:
+            self._pending = {}
+            return
+        request = pb.EdgeStreamRequest(sequence=self._sequence)
+        for (kind, key), add in self._pending.items():
+            if kind == "t":
+                (request.add_topics if add else request.remove_topics).append(key)
+            else:
+                (request.add_client_ids if add else request.remove_client_ids).append(key)
+        self._pending = {}
+        self._changes.put_nowait(request)
 
     def _next_sequence(self) -> int:
         self._sequence += 1
@@ -130,6 +151,7 @@ class PushLink:
     async def _stream_once(self) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
         topics, client_ids = self._snapshot()
+        self._pending = {}  # covered by the snapshot
         snapshot_sequence = self._next_sequence()
         changes.put_nowait(pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence))
         self._changes = changes

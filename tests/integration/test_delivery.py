@@ -207,3 +207,23 @@ async def test_connections_use_the_shared_frame_fast_path(system: System, ws):
         health = json.loads(response.read())
     assert health["connections"] >= len(clients)
     assert health["fast_path_connections"] == health["connections"]
+
+
+def edge_connections(system: System) -> int:
+    with urllib.request.urlopen(system.http_url + "/healthz") as response:
+        return json.loads(response.read())["connections"]
+
+
+async def test_connections_closed_by_the_client_are_released(system: System, ws, push: PushClient):
+    before = edge_connections(system)
+    polite, rude, staying = await ws(topics="bye"), await ws(topics="bye"), await ws(topics="bye")
+    assert edge_connections(system) == before + 3
+    await polite.connection.close()
+    rude.connection.transport.abort()
+    for _ in range(100):
+        if edge_connections(system) == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert edge_connections(system) == before + 1
+    await push.publish("bye", "t", {}, id="after-close")  # fan-out skips the released ones cleanly
+    assert (await staying.recv())["id"] == "after-close"

@@ -102,9 +102,9 @@ def test_fanout_builds_one_frame_per_distinct_selection():
     fanout.topics.add("y", "c")
     fanout.topics.add("x", "c")
     fanout.client_ids.add("cid", "a")
-    routed = dict((frame, sorted(conns)) for frame, conns in fanout.route(
-        [D("x", b'{"n":1}'), D("y", b'{"n":2}'), D("", b'{"n":3}', client_id="cid")]
-    ))
+    routed = {frames[0]: sorted(conns) for frames, wire, conns in fanout.route(
+        [[D("x", b'{"n":1}'), D("y", b'{"n":2}'), D("", b'{"n":3}', client_id="cid")]]
+    )}
     assert routed == {
         b'{"type":"batch","messages":[{"n":1},{"n":3}]}': ["a"],
         b'{"n":1}': ["b"],
@@ -112,10 +112,23 @@ def test_fanout_builds_one_frame_per_distinct_selection():
     }
 
 
+def test_fanout_of_several_batches_keeps_their_frames_apart_and_joins_the_wire():
+    fanout = Fanout()
+    fanout.topics.add("x", "a")
+    fanout.topics.add("x", "b")
+    fanout.topics.add("y", "b")
+    batches = [[D("x", b'{"n":1}'), D("x", b'{"n":2}')], [D("y", b'{"n":3}')], [D("x", b'{"n":4}')]]
+    routed = {tuple(conns): (frames, wire) for frames, wire, conns in fanout.route(batches)}
+    first = b'{"type":"batch","messages":[{"n":1},{"n":2}]}'
+    assert routed[("a",)] == ([first, b'{"n":4}'], websocket_text_frame(first) + websocket_text_frame(b'{"n":4}'))
+    assert routed[("b",)][0] == [first, b'{"n":3}', b'{"n":4}']
+    assert routed[("b",)][1] == b"".join(websocket_text_frame(f) for f in routed[("b",)][0])
+
+
 def test_fanout_keeps_retained_state_per_topic():
     fanout = Fanout()
     fanout.topics.add("list", "a")
-    fanout.route([D("list", b"1", retained=True), D("list", b"2", retained=True)])
+    fanout.route([[D("list", b"1", retained=True), D("list", b"2", retained=True)]])
     assert fanout.retained_frame("list") == b"2"
     fanout.forget_topic("list")
     assert fanout.retained_frame("list") is None

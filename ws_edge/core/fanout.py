@@ -2,16 +2,18 @@
 
 A batch from the push service becomes, per connection, the sub-list of deliveries it subscribed
 to; connections with the same sub-list share one frame, built once (usually: everyone on a topic).
+Several batches routed together (a busy edge) become several frames, written to a socket at once.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Protocol
 
 from common.interest import InterestTable
 
-from .frames import batch_frame
+from .frames import batch_frame, websocket_text_frame
 
 class DeliveryLike(Protocol):
     topic: str
@@ -35,25 +37,67 @@ class Fanout:
         """The last local subscriber left: the retained state is no longer kept fresh."""
         self._retained.pop(topic, None)
 
-    def route(self, deliveries: Sequence[DeliveryLike]) -> list[tuple[bytes, list[Hashable]]]:
-        """Group connections by the frame (JSON bytes) they should receive: [(frame, [conn, ...]), ...]."""
-        wanted: dict[Hashable, list[int]] = {}
-        for index, delivery in enumerate(deliveries):
-            if delivery.client_id:
-                targets: Iterable[Hashable] = self.client_ids.subscribers(delivery.client_id)
-            else:
-                targets = self.topics.subscribers(delivery.topic)
-                if delivery.retained:
-                    self._retained[delivery.topic] = delivery.frame
-            for connection in targets:
-                indexes = wanted.get(connection)
-                if indexes is None:
-                    wanted[connection] = [index]
+    def route(self, batches: Sequence[Sequence[DeliveryLike]]) -> list[tuple[list[bytes], bytes, list[Hashable]]]:
+        """Group connections by what they should receive: [(frames, wire, [connection, ...]), ...].
+
+        Each batch from the push service becomes at most one JSON frame per connection (a lone
+        message as itself, several as a batch frame); `wire` is those frames as WebSocket frames,
+        concatenated, for one write per socket. Equal frames and equal wires are built once."""
+        single = self._single_topic(batches)
+        if single is not None:  # the common flood: one topic, every subscriber gets every frame
+            return self._route_to_all(batches, single)
+        wanted: dict[Hashable, list[tuple[int, int]]] = {}
+        for batch_index, deliveries in enumerate(batches):
+            for index, delivery in enumerate(deliveries):
+                if delivery.client_id:
+                    targets: Iterable[Hashable] = self.client_ids.subscribers(delivery.client_id)
                 else:
-                    indexes.append(index)
-        groups: dict[tuple[int, ...], list[Hashable]] = {}
-        for connection, indexes in wanted.items():
-            groups.setdefault(tuple(indexes), []).append(connection)
-        return [
-            (batch_frame([deliveries[i].frame for i in key]), connections) for key, connections in groups.items()
-        ]
+                    targets = self.topics.subscribers(delivery.topic)
+                    if delivery.retained:
+                        self._retained[delivery.topic] = delivery.frame
+                for connection in targets:
+                    picks = wanted.get(connection)
+                    if picks is None:
+                        wanted[connection] = [(batch_index, index)]
+                    else:
+                        picks.append((batch_index, index))
+        groups: dict[tuple[tuple[int, int], ...], list[Hashable]] = {}
+        for connection, picks in wanted.items():
+            groups.setdefault(tuple(picks), []).append(connection)
+        frames: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}  # picks of one batch -> frame
+        routed = []
+        for picks, connections in groups.items():
+            payloads, wires = [], []
+            for _, same_batch in itertools.groupby(picks, key=lambda pick: pick[0]):
+                key = tuple(same_batch)
+                built = frames.get(key)
+                if built is None:
+                    payload = batch_frame([batches[b][i].frame for b, i in key])
+                    built = frames[key] = (payload, websocket_text_frame(payload))
+                payloads.append(built[0])
+                wires.append(built[1])
+            routed.append((payloads, wires[0] if len(wires) == 1 else b"".join(wires), connections))
+        return routed
+
+    def _single_topic(self, batches: Sequence[Sequence[DeliveryLike]]) -> str | None:
+        topic = None
+        for deliveries in batches:
+            for delivery in deliveries:
+                if delivery.client_id or (topic is not None and delivery.topic != topic):
+                    return None
+                topic = delivery.topic
+        return topic
+
+    def _route_to_all(
+        self, batches: Sequence[Sequence[DeliveryLike]], topic: str
+    ) -> list[tuple[list[bytes], bytes, list[Hashable]]]:
+        subscribers = self.topics.subscribers(topic)
+        for deliveries in batches:
+            for delivery in deliveries:
+                if delivery.retained:
+                    self._retained[topic] = delivery.frame
+        if not subscribers:
+            return []
+        payloads = [batch_frame([d.frame for d in deliveries]) for deliveries in batches if deliveries]
+        wire = b"".join(websocket_text_frame(p) for p in payloads)
+        return [(payloads, wire, list(subscribers))]

@@ -1,0 +1,258 @@
+"""The end-to-end benchmark: this system beside two baseline peers, driven by one load process.
+
+    make bench-e2e        # or: .venv/bin/python -m bench.e2e [--clients 1000] [--seconds 5] [--idle 10000]
+
+For each target it starts the servers as processes, runs `bench.load` (a separate process) once per
+scenario, samples the CPU and RSS of every server process meanwhile, and prints Markdown tables
+(also written to docs/PERFORMANCE.md with --write). Targets:
+- ours: push_service + task_service + ws_edge; publishing through gRPC (streaming and unary);
+- tutorial: the FastAPI tutorial broadcast (a set of WebSockets, send_text in a loop);
+- broadcaster: FastAPI + encode/broadcaster (memory backend).
+All three run under the same uvicorn settings (uvloop, httptools, websockets-sansio, no deflate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.support.processes import ROOT, System, free_port, wait_http_ok
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+@dataclass
+class Sampler:
+    """CPU share and peak RSS of named processes while a scenario runs."""
+
+    pids: dict[str, int]
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Sampler:
+        self._cpu0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            for name, pid in self.pids.items():
+                self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss_bytes(pid))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        wall = time.perf_counter() - self._t0
+        self.cpu_percent = {n: 100 * (cpu_seconds(p) - self._cpu0[n]) / wall for n, p in self.pids.items()}
+
+
+def uvicorn_command(app: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+            "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--log-level", "warning",
+            "--no-access-log"]
+
+
+class Target:
+    name: str
+    pids: dict[str, int]
+    ws_url: str
+    publish_url: str | None = None
+    push: str | None = None
+
+    def stop(self) -> None: ...
+
+
+class Ours(Target):
+    name = "ours"
+
+    def __init__(self) -> None:
+        quiet = {"PUSH_LOG_LEVEL": "WARNING"}
+        self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
+                             task_env={"TASK_LOG_LEVEL": "WARNING"},
+                             edge_env={"EDGE_LOG_LEVEL": "WARNING", "EDGE_SEND_QUEUE_FRAMES": "100000"})
+        asyncio.run(self.system.start())
+        self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]
+        self.ws_url = self.system.ws_url + "/ws"
+        self.push = self.system.push_address
+
+    def stop(self) -> None:
+        self.system.stop()
+
+
+class Baseline(Target):
+    def __init__(self, name: str, app: str) -> None:
+        self.name = name
+        port = free_port()
+        self.log = open(Path(tempfile.mkdtemp(prefix=f"bench-{name}-")) / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(uvicorn_command(app, port), cwd=ROOT, stdout=self.log, stderr=self.log)
+        self.pids = {"server": self.proc.pid}
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+        self.publish_url = f"ws://127.0.0.1:{port}/publish"
+        wait_ok = wait_http_ok(f"http://127.0.0.1:{port}/docs", _Proc(name, self.proc))
+        asyncio.run(wait_ok)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self.log.close()
+
+
+@dataclass
+class _Proc:  # what wait_http_ok needs of a process
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    def log_tail(self) -> str:
+        return ""
+
+
+def run_load(target: Target, scenario: str, *extra: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url,
+               "--scenario", scenario, *extra]
+    if target.publish_url:
+        command += ["--publish-url", target.publish_url]
+    if target.push:
+        command += ["--push", target.push]
+    with Sampler(target.pids) as sampler:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"load process failed for {target.name}/{scenario}:\n{done.stderr[-3000:]}")
+    result = orjson.loads(done.stdout.strip().splitlines()[-1])
+    result["server_cpu_percent"] = sampler.cpu_percent
+    result["server_peak_rss_mib"] = {n: v / 2**20 for n, v in sampler.peak_rss.items()}
+    print(f"  {target.name:11} {scenario:7} {' '.join(extra)}: "
+          f"{ {k: result[k] for k in ('delivered_per_s', 'lost', 'latency_p99_ms') if k in result} }", file=sys.stderr)
+    return result
+
+
+def idle_memory(target: Ours, count: int, hold: float) -> dict[str, Any]:
+    """RSS of the edge before and after `count` idle connections that ping every 5 s."""
+    edge = target.pids["edge"]
+    before = rss_bytes(edge)
+    command = [sys.executable, "-m", "bench.load", "--target", "ours", "--ws-url", target.ws_url, "--scenario",
+               "idle", "--clients", str(count), "--seconds", str(hold), "--sample", "0"]
+    load = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert load.stdout is not None
+    first = orjson.loads(load.stdout.readline())
+    assert first["event"] == "connected"
+    time.sleep(hold / 2)
+    during = rss_bytes(edge)
+    result = orjson.loads(load.stdout.readline())
+    load.wait()
+    result.update({"edge_rss_before_mib": before / 2**20, "edge_rss_with_clients_mib": during / 2**20,
+                   "kib_per_connection": (during - before) / count / 1024})
+    return result
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def report(results: dict[str, dict[str, Any]], idle: dict[str, Any] | None, args: argparse.Namespace) -> str:
+    lines = [
+        f"Command: `python -m bench.e2e --clients {args.clients} --seconds {args.seconds} --idle {args.idle}`  ",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; the load "
+        "process (picows on uvloop) runs on the same machine.",
+        "",
+        f"### {args.clients} clients on one topic, `task_progress` messages (~200 B)",
+        "",
+        "| target | publish path | scenario | connect, ms/conn | published msg/s | delivered msg/s | ratio to "
+        "broadcaster | lost | p50 ms | p99 ms | max ms | server CPU % | server peak RSS MiB | load CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    reference = results.get("broadcaster/ws/max", {}).get("delivered_per_s")
+    for key, r in results.items():
+        target, path, scenario = key.split("/")
+        ratio = f"{r['delivered_per_s'] / reference:.1f}×" if reference and scenario == "max" else "–"
+        cpu = ", ".join(f"{n} {fmt(v, 0)}" for n, v in r["server_cpu_percent"].items())
+        rss = ", ".join(f"{n} {fmt(v, 0)}" for n, v in r["server_peak_rss_mib"].items())
+        label = "max rate" if scenario == "max" else f"{args.rate:g} msg/s"
+        lines.append(
+            f"| {target} | {path} | {label} | {fmt(r['connect_ms_per_connection'], 2)} | {fmt(r['publish_rate'], 0)} "
+            f"| {fmt(r['delivered_per_s'], 0)} | {ratio} | {r['lost']} | {fmt(r['latency_p50_ms'])} | "
+            f"{fmt(r['latency_p99_ms'])} | {fmt(r['latency_max_ms'])} | {cpu} | {rss} | "
+            f"{fmt(r['load_cpu_percent'], 0)} |"
+        )
+    if idle:
+        lines += [
+            "",
+            f"### {idle['clients']:,} idle connections on one edge process (application ping every 5 s)",
+            "",
+            "| edge RSS before | edge RSS with the clients | per connection | still open at the end | "
+            "connect, ms/conn |",
+            "| --- | --- | --- | --- | --- |",
+            f"| {fmt(idle['edge_rss_before_mib'])} MiB | {fmt(idle['edge_rss_with_clients_mib'])} MiB | "
+            f"{fmt(idle['kib_per_connection'])} KiB | {idle['still_open']:,} | "
+            f"{fmt(idle['connect_ms_per_connection'], 2)} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0 to skip)")
+    parser.add_argument("--targets", default="ours,tutorial,broadcaster")
+    parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's results")
+    args = parser.parse_args()
+    common = ["--clients", str(args.clients), "--seconds", str(args.seconds)]
+    results: dict[str, dict[str, Any]] = {}
+    idle = None
+    for name in args.targets.split(","):
+        if name == "ours":
+            target: Target = Ours()
+        else:
+            target = Baseline(name, {"tutorial": "bench.baselines.tutorial:app",
+                                     "broadcaster": "bench.baselines.broadcaster_app:app"}[name])
+        try:
+            if name == "ours":
+                results["ours/gRPC stream/max"] = run_load(target, "max", *common)
+                results["ours/gRPC unary/max"] = run_load(target, "max", *common, "--unary")
+                results["ours/gRPC stream/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate))
+                results["ours/gRPC unary/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate),
+                                                           "--unary")
+                if args.idle:
+                    idle = idle_memory(target, args.idle, hold=12.0)  # type: ignore[arg-type]
+            else:
+                results[f"{name}/ws/max"] = run_load(target, "max", *common)
+                results[f"{name}/ws/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate))
+        finally:
+            target.stop()
+    text = report(results, idle, args)
+    print(text)
+    if args.write:
+        path = ROOT / "docs" / "PERFORMANCE.md"
+        marker = "<!-- results -->"
+        current = path.read_text()
+        head = current.split(marker)[0]
+        path.write_text(head + marker + "\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
