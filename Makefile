@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test bench lint clean browser
+.PHONY: install proto run test bench bench-e2e lint clean browser
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -36,8 +36,13 @@ run: install
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The guide's two tests against this system (figures in the README).
 bench: install
 	$(BIN)/python -m bench.guide_tests
+
+# The end-to-end benchmark beside the baseline peers; writes docs/PERFORMANCE.md's results.
+bench-e2e: install
+	$(BIN)/python -m bench.e2e --write
 
 lint: install
 	$(BIN)/python -m ruff check . || true
