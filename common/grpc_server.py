@@ -26,11 +26,3 @@ def add_health_and_reflection(
 async def mark_serving(health_servicer: health.aio.HealthServicer, service_names: Iterable[str]) -> None:
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-
-def bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    """Bind an insecure port; port 0 picks a free one. Returns the bound port."""
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind gRPC server to {host}:{port}")
-    return bound

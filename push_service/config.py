@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,3 +19,8 @@ class PushSettings(BaseSettings):
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
     max_pending_batches: int = Field(10_000, ge=1)
     log_level: str = "INFO"
+    # Security (README: Security): callers must send `authorization: Bearer <token>`; TLS / mTLS.
+    auth_token: SecretStr | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None

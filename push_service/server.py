@@ -8,7 +8,8 @@ import grpc
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
-from common.grpc_server import add_health_and_reflection, bind, mark_serving
+from common.grpc_security import bind_server, server_interceptors
+from common.grpc_server import add_health_and_reflection, mark_serving
 
 from .broker import broker_from_url
 from .config import PushSettings
@@ -37,10 +38,15 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         max_pending_batches=settings.max_pending_batches,
     )
     await hub.start()
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", settings.max_data_bytes + 64 * 1024)])
+    # Requests are bounded: a publish request carries messages of at most max_data_bytes each.
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes)],
+        interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
+    )
     pb_grpc.add_PushServiceServicer_to_server(PushServicer(hub, max_data_bytes=settings.max_data_bytes), server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, settings.host, settings.port)
+    port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
+                       key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)
     await server.start()
     await mark_serving(health_servicer, [SERVICE_NAME])
     return RunningPushServer(server=server, hub=hub, port=port)

@@ -16,6 +16,7 @@ import orjson
 from task.v1 import task_service_pb2 as task_pb
 from task.v1 import task_service_pb2_grpc as task_grpc
 
+from common.grpc_security import secure_channel
 from common.task_json import task_json
 from common.topics import topic_error
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="push service address (env PUSH_ADDRESS)")
     parser.add_argument("--tasks", default=os.environ.get("TASK_ADDRESS", "127.0.0.1:50052"),
                         help="task service address (env TASK_ADDRESS)")
+    parser.add_argument("--token", default=os.environ.get("PUSH_TOKEN"),
+                        help="bearer token for the gRPC servers (env PUSH_TOKEN)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     publish = commands.add_parser("publish", help="publish one message")
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     if args.command == "publish":
-        async with PushClient(args.push) as client:
+        async with PushClient(args.push, token=args.token) as client:
             try:
                 reply = await client.publish(args.topic or "", args.type_, args.data, id=args.id,
                                              client_id=args.client_id or "", retain=args.retain)
@@ -101,7 +104,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise CliError(f"publish refused: {exc}") from None
         print(reply.id)
     elif args.command == "tail":
-        async with PushClient(args.push) as client:
+        async with PushClient(args.push, token=args.token) as client:
             seen = 0
             try:
                 def ready() -> None:
@@ -121,7 +124,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def run_task_command(args: argparse.Namespace) -> None:
-    async with grpc.aio.insecure_channel(args.tasks) as channel:
+    async with secure_channel(args.tasks, token=args.token) as channel:
         stub = task_grpc.TaskServiceStub(channel)
         try:
             if args.task_command == "start":

@@ -15,6 +15,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from common.backoff import Backoff
+from common.grpc_security import secure_channel
 
 log = logging.getLogger("pushclient")
 
@@ -56,10 +58,18 @@ def outgoing(
 
 
 class PushClient:
-    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout: float = 5.0,
+        token: str | None = None,
+        tls_ca_file: Path | None = None,
+    ) -> None:
+        """`token`: the push service's bearer token; `tls_ca_file`: its CA, for TLS."""
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = secure_channel(address, token=token, ca_file=tls_ca_file)
         self.stub = pb_grpc.PushServiceStub(self._channel)
 
     async def __aenter__(self) -> PushClient:

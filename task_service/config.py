@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,3 +18,10 @@ class TaskSettings(BaseSettings):
     publish_buffer: int = Field(10_000, ge=1)
     keep_finished: int = Field(100, ge=0)
     log_level: str = "INFO"
+    # Security (README: Security): this server's bearer token and TLS; the push service's, as a client.
+    auth_token: SecretStr | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    push_token: SecretStr | None = None
+    push_tls_ca_file: Path | None = None

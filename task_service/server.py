@@ -8,7 +8,8 @@ import grpc
 from task.v1 import task_service_pb2 as pb
 from task.v1 import task_service_pb2_grpc as pb_grpc
 
-from common.grpc_server import add_health_and_reflection, bind, mark_serving
+from common.grpc_security import bind_server, server_interceptors
+from common.grpc_server import add_health_and_reflection, mark_serving
 from pushclient import PushClient, StreamPublisher
 
 from .config import TaskSettings
@@ -35,14 +36,22 @@ class RunningTaskServer:
 
 
 async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
-    push = PushClient(settings.push_address)
+    push = PushClient(
+        settings.push_address,
+        token=settings.push_token.get_secret_value() if settings.push_token else None,
+        tls_ca_file=settings.push_tls_ca_file,
+    )
     publisher = push.stream_publisher(max_buffer=settings.publish_buffer)
     publisher.start()
     runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished)
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", 1024 * 1024)],
+        interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
+    )
     pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(runner), server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, settings.host, settings.port)
+    port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
+                       key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)
     await server.start()
     await mark_serving(health_servicer, [SERVICE_NAME])
     return RunningTaskServer(server=server, runner=runner, publisher=publisher, push=push, port=port)

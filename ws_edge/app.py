@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, HTTPException, Query, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+import jwt
+from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from common.clock import now_ms
@@ -19,7 +21,16 @@ from common.clock import now_ms
 from .config import EdgeSettings
 from .connection import Connection
 from .core.codes import CloseCode, ErrorCode
-from .core.frames import MAX_CLIENT_ID_LENGTH, ProtocolError, error_frame, server_frame, split_topics_param
+from .core.auth import ANONYMOUS, AuthError, Principal
+from .core.frames import (
+    MAX_CLIENT_ID_LENGTH,
+    ProtocolError,
+    error_frame,
+    parse_client_frame,
+    server_frame,
+    split_topics_param,
+)
+from .core.limits import origin_allowed
 from .core.ratelimit import TokenBucket
 from .edge import Edge
 from .handlers import HandlerRegistry
@@ -50,12 +61,22 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
     task_topics = split_topics_param(settings.task_endpoint_topics)
 
     @app.websocket("/ws")
-    async def ws_main(websocket: WebSocket, client_id: str | None = Query(None), topics: str | None = Query(None)):
-        await serve_socket(edge, websocket, client_id, split_topics_param(topics))
+    async def ws_main(
+        websocket: WebSocket,
+        client_id: str | None = Query(None),
+        topics: str | None = Query(None),
+        token: str | None = Query(None),
+    ) -> None:
+        await serve_socket(edge, websocket, client_id, split_topics_param(topics), token)
 
     @app.websocket("/ws/task")
-    async def ws_task(websocket: WebSocket, client_id: str | None = Query(None), topics: str | None = Query(None)):
-        await serve_socket(edge, websocket, client_id, split_topics_param(topics) if topics else task_topics)
+    async def ws_task(
+        websocket: WebSocket,
+        client_id: str | None = Query(None),
+        topics: str | None = Query(None),
+        token: str | None = Query(None),
+    ) -> None:
+        await serve_socket(edge, websocket, client_id, split_topics_param(topics) if topics else task_topics, token)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -71,12 +92,31 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         ready = edge.push.connected.is_set()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    def task_principal(authorization: str | None) -> Principal:
+        """The caller of the task API: `Authorization: Bearer <token>`, checked like a WebSocket's."""
+        if authorization is None:
+            principal = ANONYMOUS
+        elif edge.verifier is None or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "unusable Authorization header")
+        else:
+            try:
+                principal = edge.verifier.verify(authorization.removeprefix("Bearer "), time.time())
+            except AuthError as exc:
+                raise HTTPException(401, exc.message) from None
+        if not edge.may_control_tasks(principal):
+            raise HTTPException(403, "not allowed to start or cancel tasks")
+        return principal
+
     @app.get("/api/tasks")
     async def list_tasks() -> dict[str, Any]:
         return {"tasks": await _tasks_call(edge.tasks.list())}
 
     @app.post("/api/tasks", status_code=201)
-    async def start_task(body: dict[str, Any] = Body(default_factory=dict)) -> dict[str, Any]:  # noqa: B008
+    async def start_task(
+        body: dict[str, Any] = Body(default_factory=dict),  # noqa: B008
+        authorization: str | None = Header(None),
+    ) -> dict[str, Any]:
+        task_principal(authorization)
         kind = body.get("kind", "data_collection")
         params = body.get("params", {})
         if not isinstance(kind, str) or not isinstance(params, dict):
@@ -88,8 +128,17 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         return {"task": await _tasks_call(edge.tasks.get(task_id))}
 
     @app.post("/api/tasks/{task_id}/cancel")
-    async def cancel_task(task_id: str) -> dict[str, Any]:
+    async def cancel_task(task_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+        task_principal(authorization)
         return {"task": await _tasks_call(edge.tasks.cancel(task_id))}
+
+    if settings.dev_tokens:
+        @app.get("/dev/token")
+        async def dev_token(sub: str = Query(..., min_length=1, max_length=100)) -> dict[str, str]:
+            """For the local demo only (EDGE_DEV_TOKENS): a 1-hour HS256 token for any user."""
+            assert settings.jwt_hs256_secret is not None
+            claims = {"sub": sub, "exp": int(time.time()) + 3600}
+            return {"token": jwt.encode(claims, settings.jwt_hs256_secret.get_secret_value(), algorithm="HS256")}
 
     @app.get("/")
     async def dashboard() -> FileResponse:
@@ -106,13 +155,37 @@ async def _tasks_call(coro):  # type: ignore[no-untyped-def]
         raise HTTPException(exc.http_status, exc.message) from None
 
 
-async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, topics: list[str]) -> None:
+async def serve_socket(
+    edge: Edge, websocket: WebSocket, client_id: str | None, topics: list[str], token: str | None
+) -> None:
     settings = edge.settings
+    loop = asyncio.get_running_loop()
+    address = websocket.client.host if websocket.client else "unknown"
+    # Refused before the upgrade: a foreign Origin (cross-site WebSocket hijacking), too many attempts.
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), edge.origins):
+        log.info("handshake from %s refused: origin %r not allowed", address, websocket.headers.get("origin"))
+        await websocket.send_denial_response(PlainTextResponse("origin not allowed", status_code=403))
+        return
+    if not edge.attempts.allow(address, loop.time()):
+        await websocket.send_denial_response(PlainTextResponse("too many connection attempts", status_code=429))
+        return
     await websocket.accept()
     if client_id is not None and not (0 < len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()):
         await websocket.close(CloseCode.INVALID_CLIENT_ID, "invalid client_id")
         return
-    loop = asyncio.get_running_loop()
+    try:
+        principal = await authenticate(edge, websocket, token)
+    except AuthError as exc:
+        await websocket.close(exc.close_code, exc.message)
+        return
+    except WebSocketDisconnect:
+        return
+    if client_id is not None and not edge.client_id_available(client_id, principal):
+        await websocket.close(CloseCode.INVALID_CLIENT_ID, "client_id is in use by another user")
+        return
+    if not edge.acquire_slots(principal, address):
+        await websocket.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+        return
     now = loop.time()
     connection = Connection(
         websocket,
@@ -121,6 +194,8 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         settings.send_queue_frames,
         now,
         write=writer_for(websocket.scope),
+        principal=principal,
+        address=address,
     )
     waits = edge.attach(connection)  # frames routed from now on queue up until the writer starts
     try:
@@ -132,14 +207,14 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         topic_waits, retained_frames = edge.subscribe(connection, topics)
         # `connected` means: from now on, what is published to these topics and this client_id arrives.
         await edge.confirmed(waits + topic_waits)
-        connection.start_writer(
-            server_frame("connected", None, now_ms(), {"client_id": connection.client_id, "topics": topics})
-        )
+        welcome = {"client_id": connection.client_id, "topics": topics, "user": principal.user}
+        connection.start_writer(server_frame("connected", None, now_ms(), welcome))
         for frame in retained_frames:
             connection.send(frame)
         if rejected is not None:
             connection.send(error_frame(rejected.code, f"?topics= rejected: {rejected.message}", None, now_ms()))
-        log.debug("#%d = open, client_id=%s topics=%s", connection.id, connection.client_id, topics)
+        log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
+                  principal.user, topics)
         while True:
             event = await websocket.receive()
             if event["type"] == "websocket.disconnect":
@@ -154,6 +229,32 @@ async def serve_socket(edge: Edge, websocket: WebSocket, client_id: str | None, 
         edge.detach(connection)
         await connection.stop()
         log.debug("#%d = closed", connection.id)
+
+
+async def authenticate(edge: Edge, websocket: WebSocket, token: str | None) -> Principal:
+    """The connection's Principal: from `?token=`, else from a first `auth` message when anonymous
+    connections are not allowed. Raises AuthError (the close code says why)."""
+    verifier = edge.verifier
+    if token is not None:
+        if verifier is None:
+            raise AuthError(CloseCode.UNAUTHORIZED, "this edge does not accept tokens")
+        return verifier.verify(token, time.time())
+    if edge.settings.allow_anonymous:
+        return ANONYMOUS
+    assert verifier is not None  # settings validation guarantees it
+    try:
+        event = await asyncio.wait_for(websocket.receive(), edge.settings.auth_timeout)
+    except TimeoutError:
+        raise AuthError(CloseCode.UNAUTHORIZED, "no auth message in time") from None
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(event.get("code", 1000))
+    try:
+        message = parse_client_frame(event.get("text") or event.get("bytes") or b"", edge.settings.max_frame_bytes)
+    except ProtocolError as exc:
+        raise AuthError(CloseCode.UNAUTHORIZED, f"first message: {exc.message}") from None
+    if message.type != "auth":
+        raise AuthError(CloseCode.UNAUTHORIZED, "authentication required: send an `auth` message first")
+    return verifier.verify(message.data.get("token"), time.time())
 
 
 __all__ = ["ErrorCode", "create_app", "serve_socket"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .core.auth import TokenVerifier
+from .core.permissions import Access, TopicPolicy
 
 
 class EdgeSettings(BaseSettings):
@@ -30,3 +35,57 @@ class EdgeSettings(BaseSettings):
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
     log_level: str = "INFO"
+
+    # --- security (README: Security) ---------------------------------------------------------------
+    # Connections without a token. The local demo allows them; a deployment should not.
+    allow_anonymous: bool = True
+    jwt_hs256_secret: SecretStr | None = None
+    jwt_public_key_file: Path | None = None  # PEM; RS256 or ES256
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Seconds a connection without `?token=` has to send `{"type": "auth", "data": {"token": ...}}`.
+    auth_timeout: float = Field(10.0, gt=0)
+    # Browser origins allowed besides the page's own host; "*" allows any.
+    allowed_origins: str = ""
+    max_connections_per_user: int = Field(100, ge=1)
+    max_connections_per_ip: int = Field(1000, ge=1)
+    connect_rate_per_ip: float = Field(50.0, gt=0)
+    connect_burst_per_ip: int = Field(200, ge=1)
+    # JSON list of {"pattern", "subscribe", "publish"}; first match wins (see core/permissions.py).
+    topic_rules: str | None = None
+    # Who may start and cancel tasks through the edge: public, authenticated or none.
+    task_control: Access = Access.PUBLIC
+    # GET /dev/token?sub=... mints HS256 tokens: for the local demo only, never in a deployment.
+    dev_tokens: bool = False
+    # gRPC to the push and task services: a bearer token, and TLS (CA to trust; client cert for mTLS).
+    grpc_token: SecretStr | None = None
+    grpc_tls_ca_file: Path | None = None
+    grpc_tls_cert_file: Path | None = None
+    grpc_tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> EdgeSettings:
+        if not self.allow_anonymous and self.verifier is None:
+            raise ValueError("EDGE_ALLOW_ANONYMOUS=false needs EDGE_JWT_HS256_SECRET or EDGE_JWT_PUBLIC_KEY_FILE")
+        if self.dev_tokens and self.jwt_hs256_secret is None:
+            raise ValueError("EDGE_DEV_TOKENS needs EDGE_JWT_HS256_SECRET")
+        if self.task_control is Access.OWNER:
+            raise ValueError("EDGE_TASK_CONTROL must be public, authenticated or none")
+        self.policy  # noqa: B018 - parse the rules now, so a bad value stops the start
+        return self
+
+    @property
+    def verifier(self) -> TokenVerifier | None:
+        secret = self.jwt_hs256_secret.get_secret_value() if self.jwt_hs256_secret else None
+        key = self.jwt_public_key_file.read_text() if self.jwt_public_key_file else None
+        if not secret and not key:
+            return None
+        return TokenVerifier(hs256_secret=secret, public_key=key, audience=self.jwt_audience, issuer=self.jwt_issuer)
+
+    @property
+    def policy(self) -> TopicPolicy:
+        return TopicPolicy.from_json(self.topic_rules) if self.topic_rules else TopicPolicy()
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())

@@ -17,6 +17,7 @@ from itertools import count
 
 from starlette.websockets import WebSocket
 
+from .core.auth import ANONYMOUS, Principal
 from .core.codes import CloseCode
 from .core.frames import websocket_text_frame
 from .core.ratelimit import TokenBucket
@@ -26,8 +27,8 @@ _ids = count(1)
 
 
 class Connection:
-    __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "_write", "_backlog", "_max_backlog",
-                 "_writer", "_open", "_closing")
+    __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "principal", "address", "_write",
+                 "_backlog", "_max_backlog", "_writer", "_open", "_closing")
 
     def __init__(
         self,
@@ -37,12 +38,16 @@ class Connection:
         queue_frames: int,
         now: float,
         write: Callable[[bytes], bool] | None = None,
+        principal: Principal = ANONYMOUS,
+        address: str = "",
     ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
         self.websocket = websocket
         self.bucket = bucket
         self.last_seen = now
+        self.principal = principal  # who: from the verified token, never from the client's words
+        self.address = address
         self._write = write  # the wire fast path, when the server allows it
         self._backlog: deque[bytes] = deque()  # JSON payloads waiting for the writer task
         self._max_backlog = queue_frames

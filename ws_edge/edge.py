@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
+import grpc
+
 from common.clock import now_ms
+from common.grpc_security import secure_channel
 from common.topics import topic_error
 
 from .config import EdgeSettings
 from .connection import Connection
+from .core.auth import Principal
 from .core.codes import CloseCode, ErrorCode
 from .core.fanout import DeliveryLike, Fanout
+from .core.limits import AttemptLimiter, ConnectionCounter
+from .core.permissions import Access
 from .core.frames import (
     ProtocolError,
     error_frame,
@@ -21,7 +28,7 @@ from .core.frames import (
     topics_field,
 )
 from .handlers import HandlerContext, HandlerError, HandlerRegistry, default_handlers
-from .push_link import PushLink
+from .push_link import CHANNEL_OPTIONS, PushLink
 from .task_gateway import TaskGateway
 
 log = logging.getLogger("ws_edge")
@@ -36,16 +43,34 @@ class Edge:
         self.connections: dict[int, Connection] = {}
         self.push = PushLink(
             settings.push_address,
+            self._channel,
             self._on_deliveries,
             self._interest_snapshot,
             reconnect_max=settings.push_reconnect_max,
         )
-        self.tasks = TaskGateway(settings.task_address)
+        self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
+        self.verifier = settings.verifier
+        self.policy = settings.policy
+        self.origins = settings.origins
+        self.attempts = AttemptLimiter(settings.connect_rate_per_ip, settings.connect_burst_per_ip)
+        self._per_user = ConnectionCounter()
+        self._per_address = ConnectionCounter()
         self._sweeper: asyncio.Task[None] | None = None
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
         self._fan_out_task: asyncio.Task[None] | None = None
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        """A gRPC channel to a backend, with the configured bearer token and TLS."""
+        return secure_channel(
+            address,
+            token=self.settings.grpc_token.get_secret_value() if self.settings.grpc_token else None,
+            ca_file=self.settings.grpc_tls_ca_file,
+            cert_file=self.settings.grpc_tls_cert_file,
+            key_file=self.settings.grpc_tls_key_file,
+            options=CHANNEL_OPTIONS,
+        )
 
     async def start(self) -> None:
         self.tasks.open()
@@ -83,9 +108,32 @@ class Edge:
             log.warning("push service did not confirm an interest change within %.1fs",
                         self.settings.subscribe_confirm_timeout)
 
+    def acquire_slots(self, principal: Principal, address: str) -> bool:
+        """Count a new connection against its user's and its address's limits; False if over."""
+        if not self._per_address.acquire(address, self.settings.max_connections_per_ip):
+            return False
+        if principal.user is not None and not self._per_user.acquire(principal.user,
+                                                                     self.settings.max_connections_per_user):
+            self._per_address.release(address)
+            return False
+        return True
+
+    def may_control_tasks(self, principal: Principal) -> bool:
+        control = self.settings.task_control
+        return control is Access.PUBLIC or (control is Access.AUTHENTICATED and principal.authenticated)
+
+    def client_id_available(self, client_id: str, principal: Principal) -> bool:
+        """A client-chosen id held by another user's connection is refused (it would receive that
+        connection's personal messages)."""
+        holders = self.fanout.client_ids.subscribers(client_id)
+        return all(h.principal.user == principal.user for h in holders)  # type: ignore[attr-defined]
+
     def detach(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is None:
             return
+        self._per_address.release(connection.address)
+        if connection.principal.user is not None:
+            self._per_user.release(connection.principal.user)
         emptied = self.fanout.topics.remove_subscriber(connection)
         for topic in emptied:
             self.fanout.forget_topic(topic)
@@ -100,6 +148,8 @@ class Edge:
         for topic in topics:
             if (why := topic_error(topic)) is not None:
                 raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message_id)
+            if not self.policy.can_subscribe(connection.principal, topic):  # type: ignore[arg-type]
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {topic}", message_id)
             checked.append(topic)
         checked = list(dict.fromkeys(checked))  # type: ignore[arg-type]
         current = self.fanout.topics.keys_of(connection)
@@ -227,16 +277,23 @@ class Edge:
     def _interest_snapshot(self) -> tuple[list[str], list[str]]:
         return list(self.fanout.topics.keys()), list(self.fanout.client_ids.keys())
 
-    def sweep(self, now: float) -> int:
-        """Close connections silent for longer than the client timeout; returns how many."""
-        dead = [c for c in self.connections.values() if now - c.last_seen > self.settings.client_timeout]
-        for connection in dead:
-            log.info("#%d = heartbeat timeout, closing", connection.id)
-            connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-        return len(dead)
+    def sweep(self, now: float, wall: float) -> int:
+        """Close connections silent for longer than the client timeout, and those whose token has
+        expired (`wall` is the wall clock, as `exp` is); returns how many."""
+        closed = 0
+        for connection in list(self.connections.values()):
+            if now - connection.last_seen > self.settings.client_timeout:
+                log.info("#%d = heartbeat timeout, closing", connection.id)
+                connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+                closed += 1
+            elif (expires := connection.principal.expires_at) is not None and expires <= wall:
+                log.info("#%d = token expired, closing", connection.id)
+                connection.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")
+                closed += 1
+        return closed
 
     async def _sweep_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.settings.heartbeat_check_interval)
-            self.sweep(loop.time())
+            self.sweep(loop.time(), time.time())

@@ -43,6 +43,15 @@ class HandlerContext:
     edge: Edge
     connection: Connection
 
+    def require_publish(self, topic: str) -> None:
+        """Raise FORBIDDEN unless the topic rules let this connection publish on `topic`."""
+        if not self.edge.policy.can_publish(self.connection.principal, topic):
+            raise HandlerError(ErrorCode.FORBIDDEN, f"not allowed to publish on {topic}")
+
+    def require_task_control(self) -> None:
+        if not self.edge.may_control_tasks(self.connection.principal):
+            raise HandlerError(ErrorCode.FORBIDDEN, "not allowed to start or cancel tasks")
+
 
 Handler = Callable[[HandlerContext, ClientMessage], Awaitable[dict[str, Any] | None]]
 
@@ -81,6 +90,7 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
     topic = f"user:{recipient}"
     if (why := topic_error(topic)) is not None:
         raise HandlerError(ErrorCode.INVALID_TOPIC, why)
+    ctx.require_publish(topic)
     data = orjson.dumps(
         {"user_id": recipient, "message": content, "from": ctx.connection.client_id, "read": False}
     )
@@ -98,6 +108,7 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
 
 async def task_start(ctx: HandlerContext, message: ClientMessage) -> dict[str, Any]:
     """Start a task: `data = {kind?: "data_collection", params?: {symbols: [...], interval: s}}`."""
+    ctx.require_task_control()
     kind = message.data.get("kind", "data_collection")
     params = message.data.get("params", {})
     if not isinstance(kind, str) or not isinstance(params, dict):
@@ -109,6 +120,7 @@ async def task_start(ctx: HandlerContext, message: ClientMessage) -> dict[str, A
 
 
 async def task_cancel(ctx: HandlerContext, message: ClientMessage) -> dict[str, Any]:
+    ctx.require_task_control()
     task_id = _required_str(message, "task_id", 100)
     try:
         return {"task": await ctx.edge.tasks.cancel(task_id)}

@@ -35,12 +35,14 @@ class PushLink:
     def __init__(
         self,
         address: str,
+        channel_factory: Callable[[str], grpc.aio.Channel],
         on_deliveries: DeliveriesHandler,
         snapshot: SnapshotSource,
         *,
         reconnect_max: float = 5.0,
     ) -> None:
         self.address = address
+        self._channel_factory = channel_factory
         self._on_deliveries = on_deliveries
         self._snapshot = snapshot
         self._backoff = Backoff(initial=0.1, maximum=reconnect_max)
@@ -64,7 +66,7 @@ class PushLink:
         return self._stub
 
     def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._channel = self._channel_factory(self.address)
         self._stub = pb_grpc.PushServiceStub(self._channel)
         self._task = asyncio.create_task(self._run(), name="push-link")
 

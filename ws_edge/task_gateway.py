@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -32,15 +33,17 @@ _FROM_GRPC = {
 
 
 class TaskGateway:
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, timeout: float = 5.0,
+                 channel_factory: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel) -> None:
         self.address = address
+        self._channel_factory = channel_factory
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.TaskServiceStub | None = None
 
     def open(self) -> None:
         """Make the channel; inside the running event loop, which gRPC binds it to."""
-        self._channel = grpc.aio.insecure_channel(self.address)
+        self._channel = self._channel_factory(self.address)
         self._stub = pb_grpc.TaskServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ import urllib.request
 
 from pushclient import PushClient
 from tests.support.processes import System
+from tests.support.tokens import token
 from tests.support.wsclient import unpack
 
 GUIDE_ORDER = ["type", "id", "timestamp", "data", "topic"]
@@ -171,8 +172,8 @@ async def test_server_assigns_client_id_when_absent(system: System, ws):
 
 
 async def test_send_message_handler_notifies_user_topic(system: System, ws):
-    sender = await ws(client_id="carol")
-    recipient = await ws(topics="user:dave")
+    sender = await ws(client_id="carol", token=token("carol"))
+    recipient = await ws(topics="user:dave", token=token("dave"))
     ack = await sender.request({"type": "send_message", "id": "sm1", "data": {"recipient": "dave", "content": "hi"}})
     assert ack["type"] == "ack" and ack["id"] == "sm1"
     assert ack["data"]["type"] == "send_message" and ack["data"]["topic"] == "user:dave"

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .timing import timeout
+from .tokens import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,6 +135,8 @@ class System:
                 "EDGE_PUSH_ADDRESS": self.push_address,
                 "EDGE_TASK_ADDRESS": self.task_address,
                 "EDGE_PUSH_RECONNECT_MAX": "0.5",
+                "EDGE_JWT_HS256_SECRET": SECRET,
+                "EDGE_DEV_TOKENS": "true",
                 **self.edge_env,
             },
             self.workdir / "edge.log",

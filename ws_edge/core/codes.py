@@ -15,7 +15,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"  # over the per-client message rate; the message was dropped
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # the frame is over the inbound size limit
     TOO_MANY_TOPICS = "TOO_MANY_TOPICS"  # over the per-connection topic limit
-    FORBIDDEN = "FORBIDDEN"  # not allowed for this connection
+    FORBIDDEN = "FORBIDDEN"  # not allowed for this connection (topic rules, task control)
+    UNAUTHORIZED = "UNAUTHORIZED"  # the connection has not authenticated yet
     NOT_FOUND = "NOT_FOUND"  # a handler's target does not exist (e.g. an unknown task id)
     UNAVAILABLE = "UNAVAILABLE"  # a backend (push or task service) cannot be reached; retry later
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug on our side; the message may not have been handled
@@ -26,9 +27,12 @@ class CloseCode(IntEnum):
 
     GOING_AWAY = 1001  # the edge is shutting down: reconnect (another edge or this one, restarted)
     HEARTBEAT_TIMEOUT = 4000  # nothing received within the client timeout: reconnect
+    TOKEN_EXPIRED = 4001  # the token expired (at the handshake or during the session): refresh it, reconnect
+    UNAUTHORIZED = 4003  # no token, or a forged / malformed / wrongly signed one: do not retry as is
     SLOW_CONSUMER = 4008  # the client did not read fast enough: reconnect
+    TOO_MANY_CONNECTIONS = 4029  # over the per-user or per-address connection limit: retry later, with backoff
     INVALID_CLIENT_ID = 4400  # `client_id` query parameter unusable: fix it, do not retry as is
 
 
 # Close codes after which a client must not reconnect by itself.
-TERMINAL_CLOSE_CODES = frozenset({CloseCode.INVALID_CLIENT_ID})
+TERMINAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.INVALID_CLIENT_ID})

@@ -25,3 +25,7 @@ class TokenBucket:
             self._tokens -= 1
             return True
         return False
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket has refilled completely (so forgetting it changes nothing)."""
+        return self._tokens + (now - self._updated) * self.rate >= self.burst

@@ -12,8 +12,20 @@ const dirty = new Set(); // task ids whose row must be redrawn
 let frameRequested = false;
 let userTopic = null;
 
+// The local demo's edge mints tokens (EDGE_DEV_TOKENS); without it the page stays anonymous and
+// the notifications panel cannot subscribe to user topics.
+async function getToken() {
+  const response = await fetch(`/dev/token?sub=${encodeURIComponent(currentUser())}`);
+  return response.ok ? (await response.json()).token : undefined;
+}
+
+function currentUser() {
+  return $("#user-id").value.trim() || "demo";
+}
+
 const client = new WebSocketService({
   topics: TASK_TOPICS,
+  getToken,
   reconnectInterval: 1000,
   maxReconnectInterval: 5000,
   maxReconnectAttempts: Infinity,
@@ -115,14 +127,21 @@ async function cancel(taskId) {
 }
 
 function watchUser() {
-  const topic = `user:${$("#user-id").value.trim()}`;
+  const topic = `user:${currentUser()}`;
   if (topic === userTopic) return;
   if (userTopic) client.unsubscribe([userTopic]).catch(showError);
   userTopic = topic;
   client.subscribe([topic]).catch(showError);
 }
 
-$("#user-id").addEventListener("change", watchUser);
+// Another user: a token for them, so a new connection (user topics are readable by their owner only).
+$("#user-id").addEventListener("change", () => {
+  if (userTopic) client.topics.delete(userTopic);
+  userTopic = `user:${currentUser()}`;
+  client.topics.add(userTopic); // subscribed by the new connection
+  client.disconnect();
+  client.connect();
+});
 $("#user-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   watchUser();

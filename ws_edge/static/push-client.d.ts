@@ -19,6 +19,10 @@ export interface WebSocketConfig {
   requestTimeout?: number;
   /** Source of randomness for the jitter (Math.random). */
   random?: () => number;
+  /** A JWT sent as the `token` query parameter. */
+  token?: string;
+  /** Called before every (re)connect for a fresh JWT; on close 4001 (expired) the client reconnects at once. */
+  getToken?: () => string | Promise<string>;
 }
 
 /** The guide's envelope. */
@@ -38,6 +42,8 @@ export type Handler<T = any> = (data: T, message: Envelope<T>) => void;
 
 /** Close codes after which the client does not reconnect by itself. */
 export declare const TERMINAL_CLOSE_CODES: Set<number>;
+/** The close code of an expired token (4001). */
+export declare const TOKEN_EXPIRED: number;
 
 /** An error frame as a rejection of request(). */
 export declare class ProtocolError extends Error {

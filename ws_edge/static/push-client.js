@@ -14,7 +14,9 @@
 // message id, and a missing-pong timeout that declares the connection dead.
 
 /** Close codes after which reconnecting as-is cannot help (see the README's table). */
-export const TERMINAL_CLOSE_CODES = new Set([1008, 4400]);
+export const TERMINAL_CLOSE_CODES = new Set([1008, 4003, 4400]);
+/** The token expired: get a fresh one (config.getToken) and reconnect at once. */
+export const TOKEN_EXPIRED = 4001;
 
 const DEFAULTS = {
   url: undefined,
@@ -26,6 +28,8 @@ const DEFAULTS = {
   pongTimeout: 10000,
   requestTimeout: 10000,
   random: Math.random,
+  token: undefined,
+  getToken: undefined,
 };
 
 function defaultUrl() {
@@ -160,13 +164,35 @@ export class WebSocketService {
 
   // --- internals ----------------------------------------------------------------------------
 
+  async _urlWithToken() {
+    let token = this.config.token;
+    if (this.config.getToken) token = await this.config.getToken();
+    if (!token) return this.config.url;
+    const url = new URL(this.config.url, typeof location === "undefined" ? undefined : location.href);
+    url.searchParams.set("token", token);
+    return url.toString();
+  }
+
   _open() {
     this._emit("$connecting", { attempt: this.reconnectAttempts });
-    const ws = new WebSocket(this.config.url);
+    this.ws = null;
+    const opening = (this._opening = this._urlWithToken()
+      .then((url) => {
+        if (this._opening === opening && !this._stopped) this._connectTo(url);
+      })
+      .catch((err) => {
+        this._emit("$error", err);
+        if (this._opening === opening) this._closed(4003, "no token");
+      }));
+  }
+
+  _connectTo(url) {
+    const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
       if (this.ws !== ws) return;
       this.reconnectAttempts = 0;
+      this._refreshing = false;
       this._setConnected(true);
       this._startHeartbeat();
       if (this.topics.size) {
@@ -191,6 +217,13 @@ export class WebSocketService {
     this._rejectPending(new Error(`connection closed (${code})`));
     this._emit("$closed", { code, reason });
     if (this._stopped) return;
+    if (code === TOKEN_EXPIRED && this.config.getToken && !this._refreshing) {
+      this._refreshing = true; // one immediate retry with a fresh token; then the usual schedule
+      this._emit("$reconnect", { attempt: this.reconnectAttempts, delay: 0, reason: "token expired" });
+      this._reconnectTimer = setTimeout(() => this._open(), 0);
+      return;
+    }
+    this._refreshing = false;
     if (TERMINAL_CLOSE_CODES.has(code)) {
       this._stopped = true;
       this._emit("$reconnect_failed", { reason: `terminal close code ${code}` });

@@ -1,0 +1,13 @@
+"""JWTs for tests: the secret the test systems' edges are configured with."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+SECRET = "test-secret-for-hs256-which-is-long-enough"
+
+
+def token(sub: str, *, ttl: float = 3600, secret: str = SECRET, **claims: object) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time() + ttl), **claims}, secret, algorithm="HS256")

@@ -1,0 +1,89 @@
+"""Connection authentication: verifying a JWT into a Principal. No I/O; the clock is passed in.
+
+Only the algorithms configured are accepted (never `none`, never a public key used as an HMAC
+secret): HS256 with a shared secret, RS256/ES256 with a public key. `sub` is the user id; `exp`
+is required and honoured, for the handshake and (by the edge's sweeper) for the session after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jwt
+
+from .codes import CloseCode
+
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a connection is: a user (`sub`) until `expires_at`, or anonymous (user None)."""
+
+    user: str | None
+    expires_at: float | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user is not None
+
+
+ANONYMOUS = Principal(user=None)
+
+
+class AuthError(Exception):
+    """Why a token was refused, and the close code that tells the client what to do."""
+
+    def __init__(self, close_code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    hs256_secret: str | None = None
+    public_key: str | None = None  # PEM; RS256 or ES256 by its type
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.hs256_secret and not self.public_key:
+            raise ValueError("a token verifier needs an HS256 secret or a public key")
+
+    def verify(self, token: object, now: float) -> Principal:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise AuthError(CloseCode.UNAUTHORIZED, "the token must be a non-empty string")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError(CloseCode.UNAUTHORIZED, "malformed token") from None
+        algorithm = header.get("alg")
+        if algorithm == "HS256" and self.hs256_secret:
+            key: object = self.hs256_secret
+        elif algorithm in ("RS256", "ES256") and self.public_key:
+            key = self.public_key
+        else:
+            raise AuthError(CloseCode.UNAUTHORIZED, f"token algorithm {algorithm!r} is not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key,  # type: ignore[arg-type]
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(CloseCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 0 < len(subject) <= 100:
+            raise AuthError(CloseCode.UNAUTHORIZED, "`sub` must be a user id of 1 to 100 characters")
+        expires_at = float(claims["exp"])
+        if expires_at + self.leeway <= now:
+            raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
+        return Principal(user=subject, expires_at=expires_at)

@@ -1,0 +1,69 @@
+"""Connection limits: concurrent connections per key (user, address) and attempts per second per
+address. Time is passed in; the tables stay bounded."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .ratelimit import TokenBucket
+
+
+class ConnectionCounter:
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, key: str, limit: int) -> bool:
+        count = self._counts.get(key, 0)
+        if count >= limit:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._counts.get(key, 0) - 1
+        if count > 0:
+            self._counts[key] = count
+        else:
+            self._counts.pop(key, None)
+
+    def __getitem__(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+
+class AttemptLimiter:
+    """A token bucket per address; buckets that have refilled are dropped when the table is large."""
+
+    def __init__(self, rate: float, burst: int, max_addresses: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, address: str, now: float) -> bool:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._prune(now)
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, now)
+        return bucket.allow(now)
+
+    def _prune(self, now: float) -> None:
+        full = [a for a, b in self._buckets.items() if b.full(now)]
+        for address in full:
+            del self._buckets[address]
+        while len(self._buckets) >= self.max_addresses:  # still too many: forget the oldest
+            del self._buckets[next(iter(self._buckets))]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
+    """The handshake's Origin check (cross-site WebSocket hijacking): no Origin (not a browser),
+    the page's own origin (same host), or one of `allowed` ("*" allows any)."""
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
