@@ -74,8 +74,7 @@ def bind_server(server: grpc.aio.Server, address: str, *, cert_file: Path | None
     return server.add_secure_port(address, credentials)
 
 
-class _BearerMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                      grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+class _BearerMetadata:
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
 
@@ -84,17 +83,30 @@ class _BearerMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStream
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
                                           details.wait_for_ready)
 
+
+# grpc.aio files each interceptor under the first kind it is an instance of: one class per kind.
+class _UnaryUnaryBearer(_BearerMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamBearer(_BearerMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryBearer(_BearerMetadata, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
         return await continuation(self._details(details), request_iterator)
 
+
+class _StreamStreamBearer(_BearerMetadata, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
         return await continuation(self._details(details), request_iterator)
+
+
+def bearer_interceptors(token: str) -> list[_BearerMetadata]:
+    return [kind(token) for kind in (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)]
 
 
 def secure_channel(
@@ -108,7 +120,7 @@ def secure_channel(
 ) -> grpc.aio.Channel:
     """A client channel: TLS when a CA is given (mutual TLS with a client certificate), and the
     bearer token on every call when given."""
-    interceptors = [_BearerMetadata(token)] if token else None
+    interceptors = bearer_interceptors(token) if token else None
     if ca_file is None:
         return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(

@@ -34,6 +34,7 @@ from .core.limits import origin_allowed
 from .core.ratelimit import TokenBucket
 from .edge import Edge
 from .handlers import HandlerRegistry
+from .logs import redact_tokens
 from .task_gateway import TaskGatewayError
 from .wire import CaptureProtocol, writer_for
 
@@ -47,6 +48,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        redact_tokens()
         await edge.start()
         # Everything made at start-up lives forever: keep it out of the collector's full passes,
         # whose pauses would otherwise show in the delivery latency's tail.

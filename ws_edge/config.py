@@ -67,6 +67,8 @@ class EdgeSettings(BaseSettings):
     def _check_security(self) -> EdgeSettings:
         if not self.allow_anonymous and self.verifier is None:
             raise ValueError("EDGE_ALLOW_ANONYMOUS=false needs EDGE_JWT_HS256_SECRET or EDGE_JWT_PUBLIC_KEY_FILE")
+        if self.jwt_hs256_secret is not None and len(self.jwt_hs256_secret.get_secret_value().encode()) < 32:
+            raise ValueError("EDGE_JWT_HS256_SECRET must be at least 32 bytes (RFC 7518 3.2)")
         if self.dev_tokens and self.jwt_hs256_secret is None:
             raise ValueError("EDGE_DEV_TOKENS needs EDGE_JWT_HS256_SECRET")
         if self.task_control is Access.OWNER:

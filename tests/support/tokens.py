@@ -6,7 +6,7 @@ import time
 
 import jwt
 
-SECRET = "test-secret-for-hs256-which-is-long-enough"
+SECRET = "test-secret-for-hs256-and-hs512-which-is-at-least-sixty-four-bytes-long"
 
 
 def token(sub: str, *, ttl: float = 3600, secret: str = SECRET, **claims: object) -> str:

@@ -1,0 +1,225 @@
+"""Who may connect, subscribe and publish; the gRPC API's credentials; refused handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+
+import grpc
+import orjson
+import pytest
+import websockets
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from task.v1 import task_service_pb2 as task_pb
+from task.v1 import task_service_pb2_grpc as task_grpc
+
+from pushclient import PublishError, PushClient
+from tests.conftest import start_system
+from tests.support.processes import System
+from tests.support.timing import timeout
+from tests.support.tokens import SECRET, token
+from tests.support.wsclient import WsClient
+
+GRPC_TOKEN = "grpc-shared-secret"
+RULES = [
+    {"pattern": "user:admin", "subscribe": "none", "publish": "none"},
+    {"pattern": "user:*", "subscribe": "owner", "publish": "authenticated"},
+    {"pattern": "*", "subscribe": "authenticated", "publish": "none"},
+]
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(
+        tmp_path_factory, "secure",
+        push_env={"PUSH_AUTH_TOKEN": GRPC_TOKEN},
+        task_env={"TASK_AUTH_TOKEN": GRPC_TOKEN, "TASK_PUSH_TOKEN": GRPC_TOKEN},
+        edge_env={
+            "EDGE_ALLOW_ANONYMOUS": "false",
+            "EDGE_DEV_TOKENS": "false",
+            "EDGE_GRPC_TOKEN": GRPC_TOKEN,
+            "EDGE_ALLOWED_ORIGINS": "https://app.example",
+            "EDGE_MAX_CONNECTIONS_PER_USER": "2",
+            "EDGE_TASK_CONTROL": "authenticated",
+            "EDGE_TOPIC_RULES": json.dumps(RULES),
+            "EDGE_HEARTBEAT_CHECK_INTERVAL": "0.2",
+            "EDGE_AUTH_TIMEOUT": "2",
+        },
+    )
+    yield system
+    system.stop()
+
+
+async def closed_with(url: str, first_message: dict | None = None, **kwargs) -> tuple[int, str]:
+    """Connect, optionally send one message, and return the close code and reason the edge sent."""
+    async with websockets.connect(url, **kwargs) as connection:
+        if first_message is not None:
+            await connection.send(orjson.dumps(first_message).decode())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(connection.recv(), timeout(5))
+    assert closed.value.rcvd is not None, "the edge must close with a code"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def unsigned(claims: dict, alg: str = "none") -> str:
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+    return f"{part({'alg': alg, 'typ': 'JWT'})}.{part(claims)}."
+
+
+async def test_bad_tokens_are_refused_with_their_close_codes(secure: System):
+    url = secure.ws_url + "/ws?token="
+    exp = int(time.time()) + 3600
+    assert await closed_with(url + token("mallory", secret="not-the-secret-but-long-enough-for-hs256-0123456789")) == (
+        4003, "invalid token: Signature verification failed")
+    assert (await closed_with(url + token("alice", ttl=-60)))[0] == 4001
+    assert await closed_with(url + unsigned({"sub": "alice", "exp": exp})) == (
+        4003, "token algorithm 'none' is not accepted")
+    hs512 = __import__("jwt").encode({"sub": "alice", "exp": exp}, SECRET, algorithm="HS512")
+    assert (await closed_with(url + hs512))[0] == 4003
+    assert (await closed_with(url + "garbage"))[0] == 4003
+    no_sub = __import__("jwt").encode({"exp": exp}, SECRET, algorithm="HS256")
+    assert (await closed_with(url + no_sub))[0] == 4003
+    # Without ?token=, the first message must authenticate.
+    assert (await closed_with(secure.ws_url + "/ws", {"type": "ping", "id": "p"}))[0] == 4003
+    assert (await closed_with(secure.ws_url + "/ws", {"type": "auth", "data": {"token": "x.y.z"}}))[0] == 4003
+    assert (await closed_with(secure.ws_url + "/ws"))[0] == 4003  # silence: closed after EDGE_AUTH_TIMEOUT
+
+
+async def test_first_message_authentication(secure: System):
+    async with websockets.connect(secure.ws_url + "/ws") as connection:
+        await connection.send(orjson.dumps({"type": "auth", "data": {"token": token("alice")}}).decode())
+        welcome = orjson.loads(await asyncio.wait_for(connection.recv(), timeout(5)))
+    assert welcome["type"] == "connected" and welcome["data"]["user"] == "alice"
+
+
+async def test_user_topics_belong_to_their_user_and_forbidden_requests_keep_the_connection(secure: System):
+    alice = await WsClient.connect(secure.ws_url, token=token("alice"), topics="user:alice,user:bob")
+    bob = await WsClient.connect(secure.ws_url, token=token("bob"), topics="user:bob")
+    try:
+        assert alice.welcome["data"] == {"client_id": alice.client_id, "topics": [], "user": "alice"}
+        refused = await alice.recv()
+        assert refused["type"] == "error" and refused["error"]["code"] == "FORBIDDEN"
+        assert "user:bob" in refused["error"]["message"]
+
+        answer = await alice.request({"type": "subscribe", "id": "s1", "data": {"topics": ["user:bob"]}})
+        assert (answer["type"], answer["id"], answer["error"]["code"]) == ("error", "s1", "FORBIDDEN")
+        answer = await alice.request({"type": "subscribe", "id": "s2", "data": {"topics": ["user:alice"]}})
+        assert (answer["type"], answer["data"]["topics"]) == ("ack", ["user:alice"])
+
+        # Publishing through the edge follows the rules too.
+        answer = await alice.request({"type": "send_message", "id": "m1",
+                                      "data": {"recipient": "admin", "content": "hi"}})
+        assert answer["error"]["code"] == "FORBIDDEN"
+        answer = await alice.request({"type": "send_message", "id": "m2", "data": {"recipient": "bob", "content": "hi"}})
+        assert answer["type"] == "ack"
+        note = await bob.recv()
+        assert note["topic"] == "user:bob" and note["data"]["from"] == alice.client_id
+        assert (await alice.request({"type": "ping", "id": "still"}))["type"] == "pong"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_expired_session_is_closed_with_4001(secure: System):
+    code, reason = await closed_with(secure.ws_url + "/ws?token=" + token("carol", ttl=1.5))
+    assert (code, reason) == (4001, "token expired")
+
+
+async def test_connections_per_user_are_limited(secure: System):
+    first = await WsClient.connect(secure.ws_url, token=token("dora"))
+    second = await WsClient.connect(secure.ws_url, token=token("dora"))
+    try:
+        assert (await closed_with(secure.ws_url + "/ws?token=" + token("dora"))) == (4029, "too many connections")
+        other = await WsClient.connect(secure.ws_url, token=token("erin"))
+        await other.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_foreign_origin_is_refused_at_the_handshake(secure: System):
+    url = secure.ws_url + "/ws?token=" + token("alice")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    for origin in ("https://app.example", f"http://127.0.0.1:{secure.edge_port}"):
+        async with websockets.connect(url, origin=origin) as connection:
+            assert orjson.loads(await connection.recv())["type"] == "connected"
+
+
+async def test_task_control_needs_a_user_over_http(secure: System):
+    import urllib.request
+
+    def post(headers: dict) -> int:
+        request = urllib.request.Request(secure.http_url + "/api/tasks", data=b'{"params": {"interval": 0}}',
+                                         method="POST", headers={"content-type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert await asyncio.to_thread(post, {}) == 403
+    assert await asyncio.to_thread(post, {"authorization": "Bearer nonsense"}) == 401
+    assert await asyncio.to_thread(post, {"authorization": f"Bearer {token('alice')}"}) == 201
+
+
+async def test_grpc_without_credentials_is_unauthenticated(secure: System):
+    async with PushClient(secure.push_address) as anonymous:
+        with pytest.raises(PublishError) as refused:
+            await anonymous.publish("news", "t", {})
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    async with PushClient(secure.push_address, token="wrong") as wrong:
+        with pytest.raises(PublishError) as refused:
+            await wrong.publish("news", "t", {})
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    async with PushClient(secure.push_address, token=GRPC_TOKEN) as allowed:
+        assert (await allowed.publish("news", "t", {})).id
+    async with grpc.aio.insecure_channel(secure.task_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await task_grpc.TaskServiceStub(channel).ListTasks(task_pb.ListTasksRequest())
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING  # probes need no credentials
+
+
+async def test_tokens_are_never_logged(secure: System):
+    secret_token = token("logged-user")
+    client = await WsClient.connect(secure.ws_url, token=secret_token)
+    await client.close()
+    await asyncio.sleep(0.3)
+    log = secure.edge.log_path.read_text()
+    assert "token=[redacted]" in log
+    assert secret_token not in log and secret_token.split(".")[2] not in log
+
+
+@pytest.fixture
+def throttled(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "throttled",
+                          edge_env={"EDGE_CONNECT_RATE_PER_IP": "5", "EDGE_CONNECT_BURST_PER_IP": "10",
+                                    "EDGE_MAX_CONNECTIONS_PER_IP": "6"})
+    yield system
+    system.stop()
+
+
+async def test_connection_attempts_and_connections_per_address_are_limited(throttled: System):
+    url = throttled.ws_url + "/ws"
+    held = [await websockets.connect(url) for _ in range(6)]
+    try:
+        assert (await closed_with(url))[0] == 4029  # a 7th connection from the same address
+    finally:
+        for connection in held:
+            await connection.close()
+    statuses = []
+    for _ in range(10):
+        try:
+            async with websockets.connect(url):
+                statuses.append(101)
+        except websockets.InvalidStatus as exc:
+            statuses.append(exc.response.status_code)
+    assert 429 in statuses, statuses  # the burst of 10 attempts per address is spent
