@@ -12,6 +12,7 @@ from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.conftest import start_system
 from tests.support.processes import System
+from tests.support.tokens import token
 
 pytestmark = pytest.mark.browser
 
@@ -159,3 +160,33 @@ async def test_disconnect_means_no_reconnect_and_missing_pong_means_dead(own_sys
     finally:
         system.edge.kill(signal.SIGCONT)
     await wait_for(page, "() => t.client.connected", 15_000)
+
+
+@pytest.fixture
+def swept_system(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "client-token", edge_env={"EDGE_HEARTBEAT_CHECK_INTERVAL": "0.2"})
+    yield system
+    system.stop()
+
+
+async def test_expired_token_is_refreshed_through_get_token_and_the_client_reconnects(swept_system: System,
+                                                                                      page: Page):
+    system = swept_system
+    await page.goto(system.http_url + "/healthz")
+    # The first token lives 2 s; getToken is asked again after the 4001 close and gives a long one.
+    await page.evaluate("""async ([url, short, long]) => {
+      const { WebSocketService } = await import('/static/push-client.js');
+      const tokens = [short, long];
+      window.t = { asked: 0, events: [], users: [] };
+      const client = new WebSocketService({ url, reconnectInterval: 60000,
+        getToken: async () => tokens[Math.min(window.t.asked++, 1)] });
+      for (const key of ['$closed', '$reconnect']) client.on(key, (d) => window.t.events.push({ key, ...d }));
+      client.on('connected', (d) => window.t.users.push(d.user));
+      window.t.client = client;
+      client.connect();
+    }""", [system.ws_url + "/ws", token("tess", ttl=2), token("tess", ttl=3600)])
+    await wait_for(page, "() => t.users.length === 2", 15_000)
+    events = await page.evaluate("() => t.events")
+    assert events[0] == {"key": "$closed", "code": 4001, "reason": "token expired"}
+    assert events[1]["key"] == "$reconnect" and events[1]["delay"] == 0, "not the 60 s reconnectInterval"
+    assert await page.evaluate("() => [t.asked, t.users, t.client.connected]") == [2, ["tess", "tess"], True]
