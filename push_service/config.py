@@ -18,6 +18,9 @@ class PushSettings(BaseSettings):
     batch_interval: float = Field(0.1, ge=0, le=60)
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
     max_pending_batches: int = Field(10_000, ge=1)
+    # Seconds an idempotency key is remembered, and how many keys at most.
+    idempotency_window: float = Field(300.0, gt=0)
+    idempotency_max_keys: int = Field(100_000, ge=1)
     log_level: str = "INFO"
     # Security (README: Security): callers must send `authorization: Bearer <token>`; TLS / mTLS.
     auth_token: SecretStr | None = None

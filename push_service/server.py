@@ -13,6 +13,7 @@ from common.grpc_server import add_health_and_reflection, mark_serving
 
 from .broker import broker_from_url
 from .config import PushSettings
+from .core.idempotency import IdempotencyCache
 from .hub import Hub
 from .servicer import PushServicer
 
@@ -43,7 +44,11 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes)],
         interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
     )
-    pb_grpc.add_PushServiceServicer_to_server(PushServicer(hub, max_data_bytes=settings.max_data_bytes), server)
+    pb_grpc.add_PushServiceServicer_to_server(PushServicer(
+            hub,
+            max_data_bytes=settings.max_data_bytes,
+            idempotency=IdempotencyCache(settings.idempotency_window, settings.idempotency_max_keys),
+        ), server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
                        key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,18 +14,21 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 from common.clock import now_ms
 
 from .broker.base import BrokerUnavailable
+from .core.idempotency import FirstPublish, IdempotencyCache
 from .core.publication import InvalidPublish, Publication, make_publication
 from .hub import EdgeSession, EdgeTooSlow, Hub
 
 log = logging.getLogger("push_service.grpc")
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class PushServicer(pb_grpc.PushServiceServicer):
-    def __init__(self, hub: Hub, *, max_data_bytes: int) -> None:
+    def __init__(self, hub: Hub, *, max_data_bytes: int, idempotency: IdempotencyCache) -> None:
         self._hub = hub
         self._max_data_bytes = max_data_bytes
+        self._idempotency = idempotency
 
     def _publication(self, message: pb.OutgoingMessage) -> Publication:
         return make_publication(
@@ -38,15 +42,34 @@ class PushServicer(pb_grpc.PushServiceServicer):
             max_data_bytes=self._max_data_bytes,
         )
 
+    async def _publish(self, message: pb.OutgoingMessage) -> FirstPublish:
+        """Validate and publish once per idempotency key; raises InvalidPublish / BrokerUnavailable."""
+        key = message.idempotency_key
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise InvalidPublish(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        now = time.monotonic()
+        if key and (first := self._idempotency.get(key, now)) is not None:
+            return first  # a repeat: answered as the first time, not delivered again
+        publication = self._publication(message)
+        result = FirstPublish(publication.id, publication.timestamp_ms)
+        if key:
+            self._idempotency.remember(key, result, now)  # before publishing: a concurrent repeat waits
+        try:
+            await self._hub.publish(publication)
+        except BaseException:
+            if key:
+                self._idempotency.forget(key)  # not published: a retry must go through
+            raise
+        return result
+
     async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
         try:
-            publication = self._publication(request.message)
-            await self._hub.publish(publication)
+            result = await self._publish(request.message)
         except InvalidPublish as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BrokerUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
-        return pb.PublishResponse(id=publication.id, timestamp_ms=publication.timestamp_ms)
+        return pb.PublishResponse(id=result.id, timestamp_ms=result.timestamp_ms)
 
     async def PublishStream(
         self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext
@@ -55,14 +78,13 @@ class PushServicer(pb_grpc.PushServiceServicer):
             results = []
             for message in request.messages:
                 try:
-                    publication = self._publication(message)
-                    await self._hub.publish(publication)
+                    result = await self._publish(message)
                 except InvalidPublish as exc:
                     results.append(pb.PublishResult(error_code=INVALID_ARGUMENT, error_message=str(exc)))
                 except BrokerUnavailable as exc:
                     results.append(pb.PublishResult(error_code=UNAVAILABLE, error_message=f"broker unavailable: {exc}"))
                 else:
-                    results.append(pb.PublishResult(id=publication.id, timestamp_ms=publication.timestamp_ms))
+                    results.append(pb.PublishResult(id=result.id, timestamp_ms=result.timestamp_ms))
             yield pb.PublishStreamResponse(sequence=request.sequence, results=results)
 
     async def EdgeStream(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -50,10 +51,18 @@ def encode_data(data: Any) -> bytes:
 
 
 def outgoing(
-    topic: str, type_: str, data: Any = None, *, id: str = "", client_id: str = "", retain: bool = False
+    topic: str,
+    type_: str,
+    data: Any = None,
+    *,
+    id: str = "",
+    client_id: str = "",
+    retain: bool = False,
+    idempotency_key: str = "",
 ) -> pb.OutgoingMessage:
     return pb.OutgoingMessage(
-        topic=topic, type=type_, data=encode_data(data), id=id or "", client_id=client_id or "", retain=retain
+        topic=topic, type=type_, data=encode_data(data), id=id or "", client_id=client_id or "", retain=retain,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -82,9 +91,19 @@ class PushClient:
         await self._channel.close()
 
     async def publish(
-        self, topic: str, type_: str, data: Any = None, *, id: str = "", client_id: str = "", retain: bool = False
+        self,
+        topic: str,
+        type_: str,
+        data: Any = None,
+        *,
+        id: str = "",
+        client_id: str = "",
+        retain: bool = False,
+        idempotency_key: str = "",
     ) -> pb.PublishResponse:
-        request = pb.PublishRequest(message=outgoing(topic, type_, data, id=id, client_id=client_id, retain=retain))
+        """Publish one message. With `idempotency_key`, a retry (after a timeout, say) is delivered once."""
+        request = pb.PublishRequest(message=outgoing(topic, type_, data, id=id, client_id=client_id, retain=retain,
+                                                     idempotency_key=idempotency_key))
         try:
             return await self.stub.Publish(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -126,8 +145,8 @@ class PushClient:
         finally:
             call.cancel()
 
-    def stream_publisher(self, *, max_buffer: int = 10_000) -> StreamPublisher:
-        return StreamPublisher(self.stub, max_buffer=max_buffer)
+    def stream_publisher(self, *, max_buffer: int = 10_000, idempotent: bool = False) -> StreamPublisher:
+        return StreamPublisher(self.stub, max_buffer=max_buffer, idempotent=idempotent)
 
 
 class StreamPublisher:
@@ -135,13 +154,17 @@ class StreamPublisher:
 
     A message stays in the buffer until the push service has answered it, so a stream that breaks
     loses nothing: the unanswered messages are sent again, in order, on the next stream (at least
-    once). The buffer holds at most `max_buffer` messages; when it is full the oldest is dropped and
+    once; exactly once with `idempotent=True`, which gives every message an idempotency key). The buffer holds at most `max_buffer` messages; when it is full the oldest is dropped and
     counted in `dropped` with a warning in the log, never silently. Rejections (e.g. an invalid
     topic) are counted in `rejected` and logged.
     """
 
-    def __init__(self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000, max_batch: int = 200) -> None:
+    def __init__(
+        self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000, max_batch: int = 200, idempotent: bool = False
+    ) -> None:
         self._stub = stub
+        # Resent messages (after a broken stream) carry the same key, so they are delivered once.
+        self._key_prefix = f"{uuid.uuid4().hex}:" if idempotent else None
         self._max_buffer = max_buffer
         self._max_batch = max_batch  # messages per request: what is waiting goes out together
         self._pending: deque[tuple[int, pb.OutgoingMessage]] = deque()  # oldest first, unanswered
@@ -180,6 +203,8 @@ class StreamPublisher:
             self.dropped += 1
             log.warning("publish buffer full (%d): oldest message dropped (%d so far)", self._max_buffer, self.dropped)
         self._sequence += 1
+        if self._key_prefix is not None and not message.idempotency_key:
+            message.idempotency_key = f"{self._key_prefix}{self._sequence}"
         self._pending.append((self._sequence, message))
         self._idle.clear()
         self._has_work.set()

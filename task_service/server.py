@@ -41,7 +41,7 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
         token=settings.push_token.get_secret_value() if settings.push_token else None,
         tls_ca_file=settings.push_tls_ca_file,
     )
-    publisher = push.stream_publisher(max_buffer=settings.publish_buffer)
+    publisher = push.stream_publisher(max_buffer=settings.publish_buffer, idempotent=True)
     publisher.start()
     runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished)
     server = grpc.aio.server(

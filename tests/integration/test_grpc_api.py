@@ -69,3 +69,23 @@ async def test_health_and_reflection_on_every_grpc_server(system: System, which:
         replies = [r async for r in reflection.ServerReflectionInfo(ask())]
         names = {s.name for s in replies[0].list_services_response.service}
         assert {service, "grpc.health.v1.Health"} <= names
+
+
+async def test_the_same_idempotency_key_is_delivered_once(system: System, push: PushClient, ws):
+    client = await ws(topics="once")
+    first = await push.publish("once", "t", {"n": 1}, idempotency_key="order-42")
+    repeat = await push.publish("once", "t", {"n": 1}, idempotency_key="order-42")
+    assert (repeat.id, repeat.timestamp_ms) == (first.id, first.timestamp_ms)
+
+    async def requests():
+        yield pb.PublishStreamRequest(sequence=1, messages=[
+            pb.OutgoingMessage(topic="once", type="t", idempotency_key="order-42"),
+            pb.OutgoingMessage(topic="once", type="t", id="s-1", idempotency_key="order-43"),
+            pb.OutgoingMessage(topic="once", type="t", id="s-1-again", idempotency_key="order-43"),
+        ])
+
+    [answer] = [r async for r in push.stub.PublishStream(requests())]
+    assert [r.id for r in answer.results] == [first.id, "s-1", "s-1"]
+    delivered = await client.messages(2)
+    assert [m["id"] for m in delivered] == [first.id, "s-1"]
+    await client.expect_silence(0.5)
