@@ -18,6 +18,8 @@ class PushSettings(BaseSettings):
     batch_interval: float = Field(0.1, ge=0, le=60)
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
     max_pending_batches: int = Field(10_000, ge=1)
+    # History per topic pattern: JSON [{"pattern", "size", "ttl"}], first match wins; size 0 keeps none.
+    history_rules: str | None = None
     # Seconds an idempotency key is remembered, and how many keys at most.
     idempotency_window: float = Field(300.0, gt=0)
     idempotency_max_keys: int = Field(100_000, ge=1)

@@ -12,6 +12,7 @@ from common.topics import topic_error
 
 from .broker import Broker
 from .core.batching import BatchWindow
+from .core.history import HistoryRead
 from .core.publication import Publication, client_channel, topic_channel
 
 log = logging.getLogger("push_service.hub")
@@ -123,8 +124,11 @@ class Hub:
     async def close(self) -> None:
         await self._broker.close()
 
-    async def publish(self, publication: Publication) -> None:
-        await self._broker.publish(publication)
+    async def publish(self, publication: Publication) -> Publication:
+        return await self._broker.publish(publication)
+
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
+        return await self._broker.history(topic, since, epoch, limit)
 
     def open_session(self, peer: str) -> EdgeSession:
         self._sessions += 1

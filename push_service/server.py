@@ -13,6 +13,7 @@ from common.grpc_server import add_health_and_reflection, mark_serving
 
 from .broker import broker_from_url
 from .config import PushSettings
+from .core.history import HistoryPolicy
 from .core.idempotency import IdempotencyCache
 from .hub import Hub
 from .servicer import PushServicer
@@ -33,7 +34,10 @@ class RunningPushServer:
 
 async def start_push_server(settings: PushSettings) -> RunningPushServer:
     hub = Hub(
-        broker_from_url(settings.broker_url),
+        broker_from_url(
+            settings.broker_url,
+            HistoryPolicy.from_json(settings.history_rules) if settings.history_rules else HistoryPolicy(),
+        ),
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,
         max_pending_batches=settings.max_pending_batches,

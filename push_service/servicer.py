@@ -12,6 +12,7 @@ from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from common.clock import now_ms
+from common.topics import topic_error
 
 from .broker.base import BrokerUnavailable
 from .core.idempotency import FirstPublish, IdempotencyCache
@@ -55,11 +56,14 @@ class PushServicer(pb_grpc.PushServiceServicer):
         if key:
             self._idempotency.remember(key, result, now)  # before publishing: a concurrent repeat waits
         try:
-            await self._hub.publish(publication)
+            positioned = await self._hub.publish(publication)
         except BaseException:
             if key:
                 self._idempotency.forget(key)  # not published: a retry must go through
             raise
+        result = FirstPublish(result.id, result.timestamp_ms, positioned.offset, positioned.epoch)
+        if key:
+            self._idempotency.remember(key, result, now)
         return result
 
     async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
@@ -69,7 +73,21 @@ class PushServicer(pb_grpc.PushServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BrokerUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
-        return pb.PublishResponse(id=result.id, timestamp_ms=result.timestamp_ms)
+        return pb.PublishResponse(id=result.id, timestamp_ms=result.timestamp_ms, offset=result.offset,
+                                  epoch=result.epoch)
+
+    async def History(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryResponse:
+        if (why := topic_error(request.topic)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid topic: {why}")
+        since = request.since_offset if request.HasField("since_offset") else None
+        read = await self._hub.history(request.topic, since, request.epoch, request.limit)
+        return pb.HistoryResponse(
+            publications=[_delivery(p) for p in read.publications],
+            offset=read.offset,
+            epoch=read.epoch,
+            recovered=read.recovered,
+            reason=read.reason,
+        )
 
     async def PublishStream(
         self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext
@@ -98,12 +116,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
                 if isinstance(batch, int):
                     yield pb.EdgeStreamResponse(applied_sequence=batch)
                     continue
-                yield pb.EdgeStreamResponse(
-                    deliveries=[
-                        pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain)
-                        for p in batch
-                    ]
-                )
+                yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
         except EdgeTooSlow as exc:
             log.warning("%s", exc)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -132,3 +145,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
             log.debug("edge stream %s: interest reader ended", session.name, exc_info=True)
         finally:
             session.close()
+
+
+def _delivery(p: Publication) -> pb.Delivery:
+    return pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
+                       epoch=p.epoch)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from ..core.history import HistoryPolicy
 from .base import Broker, PublicationHandler
 from .memory import MemoryBroker
 
 
-def broker_from_url(url: str) -> Broker:
+def broker_from_url(url: str, history: HistoryPolicy | None = None) -> Broker:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
-        return MemoryBroker()
+        return MemoryBroker(history)
     raise ValueError(f"unsupported broker URL {url!r}: expected memory://")
 
 

@@ -9,7 +9,9 @@ Guarantees every engine gives:
 - `subscribe` / `unsubscribe` are called by the hub on the first / last local interest in a channel
   (a topic channel `t:<topic>` or a personal channel `c:<client_id>`), never per edge or per browser.
 
-History (offsets, epochs) lands in the delivery-guarantees issue as further methods here.
+- History: `publish` adds the publication to its topic's history (if the topic keeps one) and
+  returns it with its position `{offset, epoch}`, atomically with delivering it; `history` reads
+  what came after a position, or says why it cannot.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
+from ..core.history import HistoryRead
 from ..core.publication import Publication
 
 PublicationHandler = Callable[[Publication], None]
@@ -32,7 +35,10 @@ class Broker(abc.ABC):
         """Begin delivering publications of subscribed channels to `on_publication`."""
 
     @abc.abstractmethod
-    async def publish(self, publication: Publication) -> None: ...
+    async def publish(self, publication: Publication) -> Publication: ...
+
+    @abc.abstractmethod
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead: ...
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None: ...

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
+from ..core.history import HistoryPolicy, HistoryRead, HistoryStore
 from ..core.publication import Publication
 from .base import Broker, PublicationHandler
 
 
 class MemoryBroker(Broker):
-    def __init__(self) -> None:
+    def __init__(self, history: HistoryPolicy | None = None) -> None:
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._retained: dict[str, Publication] = {}
+        # One life of this process is one epoch: after a restart, old positions are refused.
+        self._history = HistoryStore(history or HistoryPolicy(), epoch=uuid.uuid4().hex[:12])
 
     async def start(self, on_publication: PublicationHandler) -> None:
         self._handler = on_publication
 
-    async def publish(self, publication: Publication) -> None:
+    async def publish(self, publication: Publication) -> Publication:
+        publication = self._history.append(publication, time.monotonic())
         if publication.retain:
             self._retained[publication.topic] = publication
         if self._handler is not None and publication.channel in self._channels:
             self._handler(publication)
+        return publication
+
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
+        return self._history.read(topic, since, epoch, time.monotonic(), limit)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 class FirstPublish:
     id: str
     timestamp_ms: int
+    offset: int = 0
+    epoch: str = ""
 
 
 class IdempotencyCache:

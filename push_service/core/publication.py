@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -28,6 +28,13 @@ class Publication:
     timestamp_ms: int
     frame: bytes
     retain: bool = False
+    offset: int = 0  # position in the topic's history; 0 when the topic keeps none
+    epoch: str = ""
+
+    def at(self, offset: int, epoch: str) -> Publication:
+        """This publication at a history position: the envelope gains `offset` and `epoch`."""
+        frame = self.frame[:-1] + b',"offset":' + str(offset).encode() + b',"epoch":' + orjson.dumps(epoch) + b"}"
+        return replace(self, frame=frame, offset=offset, epoch=epoch)
 
     @property
     def channel(self) -> str:

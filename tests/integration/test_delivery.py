@@ -28,9 +28,12 @@ async def test_published_message_reaches_topic_subscriber_with_exact_envelope(sy
         "timestamp": reply.timestamp_ms,
         "data": {"title": "hi", "n": [1, 2.5, None]},
         "topic": "news:eu",
+        "offset": 1,
+        "epoch": reply.epoch,
     }
-    assert list(message) == GUIDE_ORDER
-    assert reply.id == "m1"
+    # The guide's fields in the guide's order, then the history position (extra fields).
+    assert list(message) == [*GUIDE_ORDER, "offset", "epoch"]
+    assert (reply.id, reply.offset) == ("m1", 1) and len(reply.epoch) == 12
     await other.expect_silence(0.5)
     await news.expect_silence(0.2)
 
@@ -184,6 +187,8 @@ async def test_send_message_handler_notifies_user_topic(system: System, ws):
         "timestamp": notification["timestamp"],
         "data": {"user_id": "dave", "message": "hi", "from": "carol", "read": False},
         "topic": "user:dave",
+        "offset": 1,
+        "epoch": notification["epoch"],
     }
 
 

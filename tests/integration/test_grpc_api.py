@@ -89,3 +89,19 @@ async def test_the_same_idempotency_key_is_delivered_once(system: System, push: 
     delivered = await client.messages(2)
     assert [m["id"] for m in delivered] == [first.id, "s-1"]
     await client.expect_silence(0.5)
+
+
+async def test_history_rpc(system: System, push: PushClient):
+    replies = [await push.publish("hist:rpc", "t", {"n": n}, id=f"h{n}") for n in range(5)]
+    assert [r.offset for r in replies] == [1, 2, 3, 4, 5]
+    epoch = replies[0].epoch
+    latest = await push.stub.History(pb.HistoryRequest(topic="hist:rpc", limit=2))
+    assert [p.offset for p in latest.publications] == [4, 5] and (latest.offset, latest.epoch) == (5, epoch)
+    after = await push.stub.History(pb.HistoryRequest(topic="hist:rpc", since_offset=3, epoch=epoch))
+    assert after.recovered and [p.frame.count(b'"id":"h') for p in after.publications] == [1, 1]
+    assert [p.offset for p in after.publications] == [4, 5]
+    stale = await push.stub.History(pb.HistoryRequest(topic="hist:rpc", since_offset=3, epoch="other"))
+    assert (stale.recovered, stale.reason, list(stale.publications)) == (False, "epoch changed", [])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await push.stub.History(pb.HistoryRequest(topic="bad topic"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
