@@ -6,8 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import grpc
+from push.v1 import push_service_pb2 as push_pb
 
 from common.clock import now_ms
 from common.grpc_security import secure_channel
@@ -20,6 +22,7 @@ from .core.codes import CloseCode, ErrorCode
 from .core.fanout import DeliveryLike, Fanout
 from .core.limits import AttemptLimiter, ConnectionCounter
 from .core.permissions import Access
+from .core.recovery import Position, in_frames, positions_field, recovery_report, stitch
 from .core.frames import (
     ProtocolError,
     error_frame,
@@ -131,6 +134,7 @@ class Edge:
     def detach(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is None:
             return
+        self.fanout.release_all(connection)
         self._per_address.release(connection.address)
         if connection.principal.user is not None:
             self._per_user.release(connection.principal.user)
@@ -225,11 +229,28 @@ class Edge:
             connection.send(server_frame("pong", message.id, now_ms()))
         elif type_ == "subscribe":
             topics = self.check_topics(connection, topics_field(message), message.id)
-            waits, retained_frames = self.subscribe(connection, topics)
-            await self.confirmed(waits)
-            connection.send(server_frame("ack", message.id, now_ms(), {"type": "subscribe", "topics": topics}))
-            for frame in retained_frames:
-                connection.send(frame)
+            since = positions_field(message, topics)
+            for topic in since:
+                self.fanout.hold(connection, topic)  # live messages wait until the missed ones are out
+            try:
+                waits, retained_frames = self.subscribe(connection, topics)
+                await self.confirmed(waits)
+                reads = {topic: await self._read_history(topic, position) for topic, position in since.items()}
+                ack: dict[str, Any] = {"type": "subscribe", "topics": topics}
+                if since:
+                    ack["recovery"] = {t: recovery_report(r.recovered, r.offset, r.epoch, r.reason)
+                                       for t, r in reads.items()}
+                connection.send(server_frame("ack", message.id, now_ms(), ack))
+                for frame in retained_frames:
+                    connection.send(frame)
+                for topic, position in since.items():
+                    read = reads[topic]
+                    missed = read.publications if read.recovered else []
+                    for frame in in_frames(stitch(missed, self.fanout.release(connection, topic), position)):
+                        connection.send(frame)
+            finally:
+                for topic in since:
+                    self.fanout.release(connection, topic)
         elif type_ == "unsubscribe":
             topics = [t for t in topics_field(message)]
             for topic in topics:
@@ -246,6 +267,14 @@ class Edge:
             connection.send(server_frame("ack", message.id, now_ms(), ack))
 
     # --- fan-out and heartbeats ---------------------------------------------------------------
+
+    async def _read_history(self, topic: str, position: Position) -> Any:
+        request = push_pb.HistoryRequest(topic=topic, since_offset=position.offset, epoch=position.epoch)
+        try:
+            return await self.push.stub.History(request, timeout=5.0)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("history of %s unavailable: %s", topic, exc.details())
+            return push_pb.HistoryResponse(recovered=False, reason="history unavailable")
 
     def _on_deliveries(self, deliveries: Sequence[DeliveryLike]) -> None:
         """From the push stream's reader: queue for the fan-out task, which takes all that is queued."""

@@ -20,6 +20,8 @@ class DeliveryLike(Protocol):
     client_id: str
     frame: bytes
     retained: bool
+    offset: int
+    epoch: str
 
 
 class Fanout:
@@ -29,6 +31,25 @@ class Fanout:
         self.topics: InterestTable[str, Hashable] = InterestTable()
         self.client_ids: InterestTable[str, Hashable] = InterestTable()
         self._retained: dict[str, bytes] = {}
+        # Connections recovering a topic: its live deliveries wait for them here (see core/recovery).
+        self._holding: dict[str, set[Hashable]] = {}
+        self._held: dict[tuple[Hashable, str], list[DeliveryLike]] = {}
+
+    def hold(self, connection: Hashable, topic: str) -> None:
+        self._holding.setdefault(topic, set()).add(connection)
+        self._held.setdefault((connection, topic), [])
+
+    def release(self, connection: Hashable, topic: str) -> list[DeliveryLike]:
+        holders = self._holding.get(topic)
+        if holders is not None:
+            holders.discard(connection)
+            if not holders:
+                del self._holding[topic]
+        return self._held.pop((connection, topic), [])
+
+    def release_all(self, connection: Hashable) -> None:
+        for _, topic in [key for key in self._held if key[0] == connection]:
+            self.release(connection, topic)
 
     def retained_frame(self, topic: str) -> bytes | None:
         return self._retained.get(topic)
@@ -44,7 +65,7 @@ class Fanout:
         message as itself, several as a batch frame); `wire` is those frames as WebSocket frames,
         concatenated, for one write per socket. Equal frames and equal wires are built once."""
         single = self._single_topic(batches)
-        if single is not None:  # the common flood: one topic, every subscriber gets every frame
+        if single is not None and single not in self._holding:  # the common flood: one topic, every subscriber gets every frame
             return self._route_to_all(batches, single)
         wanted: dict[Hashable, list[tuple[int, int]]] = {}
         for batch_index, deliveries in enumerate(batches):
@@ -55,6 +76,11 @@ class Fanout:
                     targets = self.topics.subscribers(delivery.topic)
                     if delivery.retained:
                         self._retained[delivery.topic] = delivery.frame
+                    holders = self._holding.get(delivery.topic)
+                    if holders:
+                        for connection in holders:
+                            self._held[(connection, delivery.topic)].append(delivery)
+                        targets = [c for c in targets if c not in holders]
                 for connection in targets:
                     picks = wanted.get(connection)
                     if picks is None:

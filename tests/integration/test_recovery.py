@@ -1,0 +1,119 @@
+"""Positions, not hopes: a client that says where it was gets exactly what it missed, or is told why not."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from pushclient import PushClient
+from pushclient.client import outgoing
+from tests.conftest import start_system
+from tests.support.processes import System
+from tests.support.wsclient import WsClient, unpack
+
+HISTORY = '[{"pattern": "stream:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 100, "ttl": 60}]'
+
+
+@pytest.fixture(scope="module")
+def history_system(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "recovery", push_env={"PUSH_HISTORY_RULES": HISTORY},
+                          edge_env={"EDGE_PUSH_RECONNECT_MAX": "0.3"})
+    yield system
+    system.stop()
+
+
+def position(message: dict) -> dict:
+    return {"offset": message["offset"], "epoch": message["epoch"]}
+
+
+async def test_resubscribe_with_a_position_gets_exactly_the_missed_messages(history_system: System):
+    system = history_system
+    async with PushClient(system.push_address) as push:
+        first = await WsClient.connect(system.ws_url, topics="stream:a")
+        for n in range(5):
+            await push.publish("stream:a", "t", {"n": n}, id=f"a{n}")
+        seen = await first.messages(5)
+        await first.close()
+        for n in range(5, 12):
+            await push.publish("stream:a", "t", {"n": n}, id=f"a{n}")
+
+        again = await WsClient.connect(system.ws_url)
+        try:
+            ack = await again.request({"type": "subscribe", "id": "r1", "data": {
+                "topics": ["stream:a"], "since": {"stream:a": position(seen[-1])}}})
+            assert ack["data"]["recovery"] == {"stream:a": {"recovered": True, "offset": 12, "epoch": seen[0]["epoch"]}}
+            missed = await again.messages(7)
+            assert [m["id"] for m in missed] == [f"a{n}" for n in range(5, 12)]
+            assert [m["offset"] for m in missed] == list(range(6, 13))
+            await push.publish("stream:a", "t", {"n": 12}, id="a12")
+            assert (await again.recv())["id"] == "a12"  # then live, nothing twice
+            await again.expect_silence(0.3)
+
+            stale = await again.request({"type": "subscribe", "id": "r2", "data": {
+                "topics": ["stream:b"], "since": {"stream:b": {"offset": 3, "epoch": "gone"}}}})
+            assert stale["data"]["recovery"]["stream:b"]["recovered"] is False
+            assert stale["data"]["recovery"]["stream:b"]["reason"] == "epoch changed"
+            bad = await again.request({"type": "subscribe", "id": "r3", "data": {
+                "topics": ["stream:c"], "since": {"stream:c": {"offset": -1, "epoch": "x"}}}})
+            assert bad["error"]["code"] == "INVALID_MESSAGE"
+        finally:
+            await again.close()
+
+
+async def test_edge_killed_mid_stream_clients_end_with_all_5000_exactly_once(history_system: System):
+    system = history_system
+    client = await WsClient.connect(system.ws_url, topics="stream:big")
+    received: list[dict] = []
+    async with PushClient(system.push_address) as push:
+        publisher = push.stream_publisher(idempotent=True)
+        publisher.start()
+
+        async def publish_all() -> None:
+            for n in range(5000):
+                publisher.submit(outgoing("stream:big", "tick", {"n": n}, id=f"big{n}"))
+                if n % 100 == 99:
+                    await asyncio.sleep(0.02)
+            await publisher.flush()
+
+        publishing = asyncio.create_task(publish_all())
+        while len(received) < 1000:
+            received.extend(unpack([await client.recv()]))
+        system.edge.kill(signal.SIGKILL)
+        with pytest.raises(Exception):
+            while True:
+                received.extend(unpack([await client.recv(5)]))
+        system.edge.start()
+        await system.wait_edge_ready()
+        client = await WsClient.connect(system.ws_url)
+        ack = await client.request({"type": "subscribe", "id": "resume", "data": {
+            "topics": ["stream:big"], "since": {"stream:big": position(received[-1])}}})
+        assert ack["data"]["recovery"]["stream:big"]["recovered"] is True
+        await publishing
+        await publisher.close()
+        received.extend(await client.messages(5000 - len(received), wait=30))
+        await client.expect_silence(0.5)
+        await client.close()
+    assert [m["id"] for m in received] == [f"big{n}" for n in range(5000)]
+
+
+async def test_push_restart_means_a_new_epoch_and_recovered_false(history_system: System):
+    system = history_system
+    async with PushClient(system.push_address) as push:
+        await push.publish("stream:epoch", "t", {}, id="e0")
+        before = (await push.stub.History(__import__("push.v1.push_service_pb2", fromlist=["x"]).HistoryRequest(
+            topic="stream:epoch"))).epoch
+    system.push.kill(signal.SIGKILL)
+    system.push.start()
+    await system.wait_push()
+    await system.wait_edge_ready()
+    client = await WsClient.connect(system.ws_url)
+    try:
+        ack = await client.request({"type": "subscribe", "id": "e", "data": {
+            "topics": ["stream:epoch"], "since": {"stream:epoch": {"offset": 1, "epoch": before}}}})
+        report = ack["data"]["recovery"]["stream:epoch"]
+        assert (report["recovered"], report["reason"]) == (False, "epoch changed")
+        assert report["epoch"] != before
+    finally:
+        await client.close()

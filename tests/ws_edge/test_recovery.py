@@ -1,0 +1,45 @@
+import pytest
+
+from ws_edge.core.fanout import Fanout
+from ws_edge.core.frames import ClientMessage, ProtocolError
+from ws_edge.core.recovery import Position, in_frames, positions_field, stitch
+
+
+class D:
+    def __init__(self, offset, epoch="e", topic="t", client_id="", retained=False):  # type: ignore[no-untyped-def]
+        self.offset, self.epoch, self.topic, self.client_id, self.retained = offset, epoch, topic, client_id, retained
+        self.frame = f'{{"o":{offset}}}'.encode()
+
+
+def test_stitch_skips_what_history_already_gave_and_keeps_order():
+    missed = [D(3), D(4), D(5)]
+    live = [D(5), D(6), D(7)]  # 5 arrived live while history was being read
+    assert stitch(missed, live, Position(2, "e")) == [b'{"o":3}', b'{"o":4}', b'{"o":5}', b'{"o":6}', b'{"o":7}']
+
+
+def test_stitch_when_not_recovered_sends_the_live_ones():
+    assert stitch([], [D(8), D(9)], Position(2, "e")) == [b'{"o":8}', b'{"o":9}']
+    assert stitch([], [D(1, epoch="new")], Position(5, "old")) == [b'{"o":1}']
+
+
+def test_in_frames_batches_at_most_ten():
+    frames = in_frames([b"{}"] * 23)
+    assert len(frames) == 3 and frames[-1].count(b"{}") == 3
+
+
+def test_positions_field():
+    message = ClientMessage("subscribe", "s", {"since": {"a": {"offset": 3, "epoch": "e"}, "z": {}}}, None)
+    assert positions_field(message, ["a"]) == {"a": Position(3, "e")}
+    with pytest.raises(ProtocolError):
+        positions_field(ClientMessage("subscribe", "s", {"since": {"a": {"offset": "3", "epoch": "e"}}}, None), ["a"])
+
+
+def test_fanout_holds_a_recovering_connections_live_messages():
+    fanout = Fanout()
+    fanout.topics.add("t", "a")
+    fanout.topics.add("t", "b")
+    fanout.hold("a", "t")
+    routed = fanout.route([[D(1)]])
+    assert [conns for _, _, conns in routed] == [["b"]]
+    assert [d.offset for d in fanout.release("a", "t")] == [1]
+    assert [sorted(conns) for _, _, conns in fanout.route([[D(2)]])] == [["a", "b"]]
