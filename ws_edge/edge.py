@@ -50,7 +50,10 @@ class Edge:
             self._on_deliveries,
             self._interest_snapshot,
             reconnect_max=settings.push_reconnect_max,
+            on_lost=self._push_lost,
+            on_restored=self._push_restored,
         )
+        self._positions_at_loss: dict[str, tuple[int, str]] = {}
         self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
         self.verifier = settings.verifier
         self.policy = settings.policy
@@ -267,6 +270,42 @@ class Edge:
             connection.send(server_frame("ack", message.id, now_ms(), ack))
 
     # --- fan-out and heartbeats ---------------------------------------------------------------
+
+    def _push_lost(self) -> None:
+        # Where each topic was, and hold its deliveries until the gap is filled: the order stays right.
+        self._positions_at_loss = dict(self.fanout.positions)
+        for topic in self._positions_at_loss:
+            self.fanout.hold_topic(topic)
+
+    def _push_restored(self) -> None:
+        asyncio.create_task(self._fill_gaps(self._positions_at_loss))
+
+    async def _fill_gaps(self, positions: dict[str, tuple[int, str]]) -> None:
+        """After the push stream came back: per topic, what was published while it was down comes
+        from history. If the history cannot say (a new epoch: the push service restarted), every
+        subscriber is told (`recovery` with recovered false) and then gets what the new epoch holds."""
+        for topic, (offset, epoch) in positions.items():
+            try:
+                since = Position(offset, epoch)
+                read = await self._read_history(topic, since)
+                missed = list(read.publications)
+                if not read.recovered:
+                    log.warning("%s: subscribers cannot recover: %s", topic, read.reason)
+                    notice = server_frame("recovery", None, now_ms(), {
+                        "topic": topic, **recovery_report(False, read.offset, read.epoch, read.reason)})
+                    for connection in list(self.fanout.topics.subscribers(topic)):
+                        connection.send(notice)  # type: ignore[attr-defined]
+                    since = Position(0, read.epoch)
+                    if read.reason == "epoch changed":
+                        latest = await self.push.stub.History(push_pb.HistoryRequest(topic=topic), timeout=5.0)
+                        missed = list(latest.publications) if latest.epoch == read.epoch else []
+            except Exception:
+                log.exception("filling the gap of %s failed", topic)
+                missed, since = [], Position(0, "")
+            frames = in_frames(stitch(missed, self.fanout.release_topic(topic), since))
+            for connection in list(self.fanout.topics.subscribers(topic)):
+                for frame in frames:
+                    connection.send(frame)  # type: ignore[attr-defined]
 
     async def _read_history(self, topic: str, position: Position) -> Any:
         request = push_pb.HistoryRequest(topic=topic, since_offset=position.offset, epoch=position.epoch)

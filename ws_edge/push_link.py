@@ -40,6 +40,8 @@ class PushLink:
         snapshot: SnapshotSource,
         *,
         reconnect_max: float = 5.0,
+        on_lost: Callable[[], None] | None = None,
+        on_restored: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self._channel_factory = channel_factory
@@ -58,6 +60,10 @@ class PushLink:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        # The stream went down (after having been up) / came back with the whole interest re-declared.
+        self._on_lost = on_lost
+        self._on_restored = on_restored
+        self._was_up = False
 
     @property
     def stub(self) -> pb_grpc.PushServiceStub:
@@ -144,6 +150,8 @@ class PushLink:
                 log.exception("push stream to %s failed", self.address)
             finally:
                 self._changes = None
+                if self.connected.is_set() and self._on_lost is not None:
+                    self._on_lost()
                 self.connected.clear()
             delay = self._backoff.next_delay()
             log.info("reconnecting to push service at %s in %.2fs", self.address, delay)
@@ -172,6 +180,9 @@ class PushLink:
                 if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
                     # Connected means: the push service holds this edge's whole interest again.
                     self.connected.set()
+                    if self._was_up and self._on_restored is not None:
+                        self._on_restored()
+                    self._was_up = True
                     self._backoff.reset()
                     log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics),
                              len(client_ids))

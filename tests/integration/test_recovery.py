@@ -117,3 +117,57 @@ async def test_push_restart_means_a_new_epoch_and_recovered_false(history_system
         assert report["epoch"] != before
     finally:
         await client.close()
+
+
+async def test_clients_that_stayed_connected_through_a_push_restart_are_told(history_system: System):
+    system = history_system
+    client = await WsClient.connect(system.ws_url, topics="stream:told")
+    try:
+        async with PushClient(system.push_address) as push:
+            await push.publish("stream:told", "t", {}, id="t0")
+        before = await client.recv()
+        system.push.kill(signal.SIGKILL)
+        system.push.start()
+        await system.wait_push()
+        notice = await client.recv(15)
+        assert notice["type"] == "recovery"
+        assert notice["data"]["topic"] == "stream:told" and notice["data"]["recovered"] is False
+        assert notice["data"]["reason"] == "epoch changed" and notice["data"]["epoch"] != before["epoch"]
+        await system.wait_edge_ready()
+        async with PushClient(system.push_address) as push:
+            await push.publish("stream:told", "t", {}, id="t1")
+        after = await client.recv()
+        assert (after["id"], after["offset"], after["epoch"]) == ("t1", 1, notice["data"]["epoch"])
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def task_system(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "task-outage", edge_env={"EDGE_PUSH_RECONNECT_MAX": "0.3"})
+    yield system
+    system.stop()
+
+
+async def test_push_down_for_5_seconds_mid_task_subscribers_see_every_progress_step(task_system: System):
+    system = task_system
+    client = await WsClient.connect(system.ws_url, "/ws/task", topics="task:progress,task:status")
+    try:
+        ack = await client.request({"type": "task_start", "id": "go", "data": {
+            "params": {"symbols": [f"S{i}" for i in range(40)], "interval": 0.25}}})
+        task_id = ack["data"]["task"]["task_id"]
+        seen: list[dict] = []
+        while not any(m["type"] == "task_progress" and m["data"]["progress"]["completed"] >= 3 for m in seen):
+            seen.extend(unpack([await client.recv()]))
+        system.push.kill(signal.SIGKILL)
+        await asyncio.sleep(5)
+        system.push.start()
+        while not any(m["type"] == "task_status" and m["data"]["status"] == "completed" for m in seen):
+            seen.extend(unpack([await client.recv(20)]))
+        notices = [m for m in seen if m["type"] == "recovery"]
+        assert notices and all(n["data"]["recovered"] is False for n in notices)
+        steps = [m["data"]["progress"]["completed"] for m in seen
+                 if m["type"] == "task_progress" and m["data"]["task_id"] == task_id]
+        assert steps == list(range(41)), steps
+    finally:
+        await client.close()

@@ -55,6 +55,9 @@ async def test_push_service_killed_and_restarted_edge_reconnects_and_clients_sta
             await push.publish("live", "t", {"n": 1}, id="after")
             await push.send_personal_message({"type": "note", "id": "p-after"}, "pinned")
         for client in clients:
+            # Told, not left silently behind: the restarted push service is a new history epoch.
+            notice = await client.recv()
+            assert (notice["type"], notice["data"]["topic"], notice["data"]["recovered"]) == ("recovery", "live", False)
             assert (await client.recv())["id"] == "after"
         assert (await personal.recv())["id"] == "p-after"
         # The very same WebSocket connections: nobody was disconnected.

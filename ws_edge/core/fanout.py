@@ -34,6 +34,16 @@ class Fanout:
         # Connections recovering a topic: its live deliveries wait for them here (see core/recovery).
         self._holding: dict[str, set[Hashable]] = {}
         self._held: dict[tuple[Hashable, str], list[DeliveryLike]] = {}
+        # The last history position delivered per topic: where to resume after the push stream drops.
+        self.positions: dict[str, tuple[int, str]] = {}
+        # Topics whose gap (the push stream dropped) is being filled: all their deliveries wait here.
+        self._topic_holds: dict[str, list[DeliveryLike]] = {}
+
+    def hold_topic(self, topic: str) -> None:
+        self._topic_holds.setdefault(topic, [])
+
+    def release_topic(self, topic: str) -> list[DeliveryLike]:
+        return self._topic_holds.pop(topic, [])
 
     def hold(self, connection: Hashable, topic: str) -> None:
         self._holding.setdefault(topic, set()).add(connection)
@@ -55,8 +65,9 @@ class Fanout:
         return self._retained.get(topic)
 
     def forget_topic(self, topic: str) -> None:
-        """The last local subscriber left: the retained state is no longer kept fresh."""
+        """The last local subscriber left: the retained state and position are no longer kept fresh."""
         self._retained.pop(topic, None)
+        self.positions.pop(topic, None)
 
     def route(self, batches: Sequence[Sequence[DeliveryLike]]) -> list[tuple[list[bytes], bytes, list[Hashable]]]:
         """Group connections by what they should receive: [(frames, wire, [connection, ...]), ...].
@@ -65,7 +76,7 @@ class Fanout:
         message as itself, several as a batch frame); `wire` is those frames as WebSocket frames,
         concatenated, for one write per socket. Equal frames and equal wires are built once."""
         single = self._single_topic(batches)
-        if single is not None and single not in self._holding:  # the common flood: one topic, every subscriber gets every frame
+        if single is not None and single not in self._holding and single not in self._topic_holds:  # the common flood: one topic, every subscriber gets every frame
             return self._route_to_all(batches, single)
         wanted: dict[Hashable, list[tuple[int, int]]] = {}
         for batch_index, deliveries in enumerate(batches):
@@ -73,7 +84,13 @@ class Fanout:
                 if delivery.client_id:
                     targets: Iterable[Hashable] = self.client_ids.subscribers(delivery.client_id)
                 else:
+                    held = self._topic_holds.get(delivery.topic)
+                    if held is not None:
+                        held.append(delivery)
+                        continue
                     targets = self.topics.subscribers(delivery.topic)
+                    if delivery.offset:
+                        self.positions[delivery.topic] = (delivery.offset, delivery.epoch)
                     if delivery.retained:
                         self._retained[delivery.topic] = delivery.frame
                     holders = self._holding.get(delivery.topic)
@@ -122,6 +139,8 @@ class Fanout:
             for delivery in deliveries:
                 if delivery.retained:
                     self._retained[topic] = delivery.frame
+                if delivery.offset:
+                    self.positions[topic] = (delivery.offset, delivery.epoch)
         if not subscribers:
             return []
         payloads = [batch_frame([d.frame for d in deliveries]) for deliveries in batches if deliveries]

@@ -91,6 +91,17 @@ client.on("notification", (data, message) => {
   item.textContent = `${when} — ${data.from ? `${data.from}: ` : ""}${data.message}`;
   $("#notifications").prepend(item);
 });
+// Missed task updates that cannot be recovered (e.g. the push service restarted): re-sync the list.
+client.on("$recovery_failed", async ({ topic }) => {
+  if (!topic.startsWith("task:")) return;
+  try {
+    const response = await fetch("/api/tasks");
+    if (response.ok) for (const task of (await response.json()).tasks) upsert(task.task_id, task);
+  } catch (err) {
+    showError(err);
+  }
+});
+
 client.onConnectionChange((connected) => {
   const indicator = $("#connection");
   indicator.dataset.state = connected ? "connected" : "disconnected";

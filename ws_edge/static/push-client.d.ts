@@ -32,6 +32,9 @@ export interface Envelope<T = unknown> {
   timestamp: number;
   data?: T;
   topic?: string;
+  /** The message's position in its topic's history, when the topic keeps one. */
+  offset?: number;
+  epoch?: string;
   error?: { code: string; message: string; details?: string };
   /** Only on batch frames, which the client unpacks before dispatching. */
   messages?: Envelope[];
@@ -58,6 +61,8 @@ export declare class WebSocketService {
   /** The id the edge gave this connection (or the client_id query parameter). */
   readonly clientId: string | null;
   readonly topics: Set<string>;
+  /** The last history position seen per topic; sent on resubscribe to recover missed messages. */
+  readonly positions: Map<string, { offset: number; epoch: string }>;
   readonly reconnectAttempts: number;
   connect(): void;
   disconnect(): void;
@@ -69,7 +74,8 @@ export declare class WebSocketService {
   unsubscribe(topics: string | string[]): Promise<{ type: "unsubscribe"; topics: string[]; queued?: boolean }>;
   /**
    * By topic ("task:progress") or type ("notification"). Lifecycle events use keys starting with "$":
-   * "$connecting", "$closed" {code, reason}, "$reconnect" {attempt, delay}, "$reconnect_failed", "$error".
+   * "$connecting", "$closed" {code, reason}, "$reconnect" {attempt, delay}, "$reconnect_failed", "$error",
+   * "$recovered" {topic, offset, epoch}, "$recovery_failed" {topic, reason, offset, epoch} (re-sync that topic).
    * Returns a function that removes the handler.
    */
   on<T = any>(topicOrType: string, handler: Handler<T>): () => void;

@@ -11,7 +11,9 @@
 // Beyond the guide: exponential backoff with full jitter after the first interval (capped), an
 // immediate retry on the browser's `online` event, no reconnect after disconnect() or a terminal
 // close code, resubscription of every topic after a reconnect, acknowledgement Promises keyed by
-// message id, and a missing-pong timeout that declares the connection dead.
+// message id, a missing-pong timeout that declares the connection dead, and recovery: the last
+// position `{offset, epoch}` seen per topic is sent on resubscribe, so the edge delivers exactly what
+// was missed, or says it cannot (`$recovery_failed`: re-sync that topic's state).
 
 /** Close codes after which reconnecting as-is cannot help (see the README's table). */
 export const TERMINAL_CLOSE_CODES = new Set([1008, 4003, 4400]);
@@ -56,6 +58,8 @@ export class WebSocketService {
     this.connected = false;
     this.clientId = null;
     this.topics = new Set(this.config.topics);
+    /** topic -> {offset, epoch}: the last position seen, sent on resubscribe to recover what was missed. */
+    this.positions = new Map();
     this.reconnectAttempts = 0;
     this._handlers = new Map(); // topic or type -> Set of handlers
     this._connectionHandlers = new Set();
@@ -196,9 +200,13 @@ export class WebSocketService {
       this._setConnected(true);
       this._startHeartbeat();
       if (this.topics.size) {
-        this.request({ type: "subscribe", data: { topics: [...this.topics] } }).catch((err) =>
-          this._emit("$error", err),
-        );
+        const topics = [...this.topics];
+        const since = {};
+        for (const topic of topics) if (this.positions.has(topic)) since[topic] = this.positions.get(topic);
+        const data = Object.keys(since).length ? { topics, since } : { topics };
+        this.request({ type: "subscribe", data })
+          .then((ack) => this._recovered(ack && ack.recovery))
+          .catch((err) => this._emit("$error", err));
       }
       const outbox = this._outbox.splice(0);
       outbox.forEach((text) => ws.send(text));
@@ -240,6 +248,18 @@ export class WebSocketService {
     this._reconnectTimer = setTimeout(() => this._open(), delay);
   }
 
+  /** The edge's answer per topic: recovered (the missed messages follow), or not (re-sync needed). */
+  _recovered(recovery) {
+    for (const [topic, report] of Object.entries(recovery || {})) {
+      if (report.recovered) {
+        this._emit("$recovered", { topic, ...report });
+      } else {
+        this.positions.set(topic, { offset: report.offset, epoch: report.epoch });
+        this._emit("$recovery_failed", { topic, ...report });
+      }
+    }
+  }
+
   _reconnectNow() {
     clearTimeout(this._reconnectTimer);
     if (!this.ws) this._open();
@@ -270,6 +290,9 @@ export class WebSocketService {
       case "ack":
         this._settle(message.id, (p) => p.resolve(message.data));
         break;
+      case "recovery": // the edge lost its stream and cannot fill the gap: re-sync this topic
+        this._recovered({ [message.data.topic]: message.data });
+        break;
       case "error": {
         const error = message.error || {};
         this._settle(message.id, (p) => p.reject(new ProtocolError(error.code, error.message, message)));
@@ -277,6 +300,9 @@ export class WebSocketService {
       }
       default:
         break;
+    }
+    if (message.topic && typeof message.offset === "number" && message.epoch) {
+      this.positions.set(message.topic, { offset: message.offset, epoch: message.epoch });
     }
     if (message.topic) this._emit(message.topic, message.data, message);
     this._emit(message.type, message.data, message);
