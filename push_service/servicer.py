@@ -41,6 +41,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
             retain=message.retain,
             now_ms=now_ms(),
             max_data_bytes=self._max_data_bytes,
+            conflation_key=message.conflation_key,
         )
 
     async def _publish(self, message: pb.OutgoingMessage) -> FirstPublish:
@@ -149,4 +150,4 @@ class PushServicer(pb_grpc.PushServiceServicer):
 
 def _delivery(p: Publication) -> pb.Delivery:
     return pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
-                       epoch=p.epoch)
+                       epoch=p.epoch, conflation_key=p.conflation_key)

@@ -59,10 +59,11 @@ def outgoing(
     client_id: str = "",
     retain: bool = False,
     idempotency_key: str = "",
+    conflation_key: str = "",
 ) -> pb.OutgoingMessage:
     return pb.OutgoingMessage(
         topic=topic, type=type_, data=encode_data(data), id=id or "", client_id=client_id or "", retain=retain,
-        idempotency_key=idempotency_key,
+        idempotency_key=idempotency_key, conflation_key=conflation_key,
     )
 
 

@@ -115,6 +115,7 @@ class TaskRunner:
                 "task_progress",
                 {"task_id": record.task_id, "progress": progress_json(to_proto(record).progress)},
                 id=f"progress_{record.task_id}_{next(self._ids)}",
+                conflation_key=record.task_id,  # a slow client may skip to this task's latest progress
             )
         )
 

@@ -86,6 +86,8 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
             "status": "ok",
             "connections": len(edge.connections),
             "fast_path_connections": sum(1 for c in edge.connections.values() if c.fast_path),
+            "coalesced_messages": edge.stats["coalesced"] + sum(c.coalesced for c in edge.connections.values()),
+            "slow_consumer_disconnects": edge.stats["slow_consumers"],
             "push_connected": edge.push.connected.is_set(),
         }
 
@@ -193,7 +195,7 @@ async def serve_socket(
         websocket,
         client_id or uuid.uuid4().hex,
         TokenBucket(settings.rate_limit, settings.rate_burst, now),
-        settings.send_queue_frames,
+        edge.new_send_queue(),
         now,
         write=writer_for(websocket.scope),
         principal=principal,

@@ -27,8 +27,12 @@ class EdgeSettings(BaseSettings):
     # long is dead: closed with 4000 and released.
     client_timeout: float = Field(90.0, gt=0)
     heartbeat_check_interval: float = Field(5.0, gt=0)
-    # Frames waiting to be written to one client before it counts as a slow consumer.
+    # A slow client's queue: past `coalesce_mark` messages, a conflated topic's newer message replaces
+    # the queued one with its key; past `send_queue_frames` messages or `send_queue_bytes`, close 4008.
     send_queue_frames: int = Field(1000, ge=1)
+    send_queue_bytes: int = Field(1 << 20, ge=1024)
+    coalesce_mark: int = Field(100, ge=1)
+    conflate_topics: str = "task:progress"  # comma-separated patterns
     # Topics a `/ws/task` connection gets when it names none.
     task_endpoint_topics: str = "task:progress,task:status,task:list"
     # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
@@ -87,6 +91,10 @@ class EdgeSettings(BaseSettings):
     @property
     def policy(self) -> TopicPolicy:
         return TopicPolicy.from_json(self.topic_rules) if self.topic_rules else TopicPolicy()
+
+    @property
+    def conflated(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.conflate_topics.split(",") if p.strip())
 
     @property
     def origins(self) -> frozenset[str]:

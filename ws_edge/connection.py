@@ -9,33 +9,35 @@ consumer and is closed with 4008 so that it can reconnect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import count
 
 from starlette.websockets import WebSocket
 
 from .core.auth import ANONYMOUS, Principal
 from .core.codes import CloseCode
+from .core.fanout import DeliveryLike
 from .core.frames import websocket_text_frame
 from .core.ratelimit import TokenBucket
+from .core.sendqueue import SendQueue
+from .wire import aborter_for
 
 log = logging.getLogger("ws_edge.connection")
+CLOSE_TIMEOUT = 30.0
 _ids = count(1)
 
 
 class Connection:
     __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "principal", "address", "_write",
-                 "_backlog", "_max_backlog", "_writer", "_open", "_closing")
+                 "_backlog", "_writer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
         websocket: WebSocket,
         client_id: str,
         bucket: TokenBucket,
-        queue_frames: int,
+        queue: SendQueue,
         now: float,
         write: Callable[[bytes], bool] | None = None,
         principal: Principal = ANONYMOUS,
@@ -49,11 +51,11 @@ class Connection:
         self.principal = principal  # who: from the verified token, never from the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
-        self._backlog: deque[bytes] = deque()  # JSON payloads waiting for the writer task
-        self._max_backlog = queue_frames
+        self._backlog = queue  # frames waiting for the writer task: bounded, coalescing
         self._writer: asyncio.Task[None] | None = None
         self._open = False  # frames wait in the backlog until the `connected` frame is out
         self._closing = False
+        self.closed_as_slow = False
 
     def __repr__(self) -> str:
         return f"<Connection #{self.id} client_id={self.client_id!r}>"
@@ -67,7 +69,7 @@ class Connection:
         self._open = True
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
             return
-        self._backlog.appendleft(first_frame)
+        self._backlog.push_first(first_frame)
         self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
 
     def send(self, frame: bytes, wire: bytes | None = None) -> None:
@@ -77,22 +79,35 @@ class Connection:
         if self._open and not self._backlog and self._write is not None:
             if self._write(wire if wire is not None else websocket_text_frame(frame)):
                 return
-        if len(self._backlog) >= self._max_backlog:
-            log.warning("#%d = slow consumer: %d frames unsent, closing", self.id, len(self._backlog))
-            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
-            return
-        self._backlog.append(frame)
-        if self._open and self._writer is None:
-            self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
+        self._queue(frame, None, False)
 
-    def send_frames(self, frames: list[bytes], wire: bytes) -> None:
-        """Send several JSON frames; `wire` is all of them as WebSocket frames, written in one call."""
+    def send_frames(self, frames: list[bytes], wire: bytes, deliveries: Sequence[DeliveryLike],
+                    conflation_key: Callable[[DeliveryLike], str | None]) -> None:
+        """Send several JSON frames; `wire` is all of them as WebSocket frames, written in one call.
+        When they cannot be written now, the messages (`deliveries`) queue one by one, so that
+        superseded ones can be coalesced while the client is slow."""
         if self._closing:
             return
         if self._open and not self._backlog and self._write is not None and self._write(wire):
             return
-        for frame in frames:
-            self.send(frame)
+        for delivery in deliveries:
+            if not self._queue(delivery.frame, conflation_key(delivery), True):
+                return
+
+    def _queue(self, frame: bytes, key: str | None, envelope: bool) -> bool:
+        if not self._backlog.push(frame, key, envelope):
+            log.warning("#%d = slow consumer: %d messages, %d bytes unsent, closing", self.id, len(self._backlog),
+                        self._backlog.bytes)
+            self.closed_as_slow = True
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return False
+        if self._open and self._writer is None:
+            self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
+        return True
+
+    @property
+    def coalesced(self) -> int:
+        return self._backlog.coalesced
 
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing:
@@ -103,8 +118,20 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         if self._writer is not None:
             self._writer.cancel()
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code=code, reason=reason)
+        coalesced = self._backlog.coalesced
+        self._backlog = SendQueue(max_messages=0)  # nothing more will be sent: free the backlog now
+        self._backlog.coalesced = coalesced
+        try:
+            # The close frame waits behind what the socket still holds; a client that never reads
+            # it is dropped after CLOSE_TIMEOUT, so nothing stays held for it.
+            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.info("#%d = close not taken in %.0fs, dropping the socket", self.id, CLOSE_TIMEOUT)
+            abort = aborter_for(self.websocket.scope)
+            if abort is not None:
+                abort()
+        except Exception as exc:
+            log.debug("#%d close failed: %r", self.id, exc)
 
     async def stop(self) -> None:
         """The socket is gone: stop writing."""
@@ -116,9 +143,8 @@ class Connection:
     async def _drain(self) -> None:
         send = self.websocket.send
         try:
-            while self._backlog:
-                await send({"type": "websocket.send", "text": self._backlog[0].decode()})
-                self._backlog.popleft()
+            while (frame := self._backlog.pop_frame()) is not None:
+                await send({"type": "websocket.send", "text": frame.decode()})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from fnmatch import fnmatchcase
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from .core.codes import CloseCode, ErrorCode
 from .core.fanout import DeliveryLike, Fanout
 from .core.limits import AttemptLimiter, ConnectionCounter
 from .core.permissions import Access
+from .core.sendqueue import SendQueue
 from .core.recovery import Position, in_frames, positions_field, recovery_report, stitch
 from .core.frames import (
     ProtocolError,
@@ -54,6 +56,8 @@ class Edge:
             on_restored=self._push_restored,
         )
         self._positions_at_loss: dict[str, tuple[int, str]] = {}
+        self._conflated = settings.conflated
+        self.stats = {"coalesced": 0, "slow_consumers": 0}  # of connections already gone
         self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
         self.verifier = settings.verifier
         self.policy = settings.policy
@@ -138,6 +142,9 @@ class Edge:
         if self.connections.pop(connection.id, None) is None:
             return
         self.fanout.release_all(connection)
+        self.stats["coalesced"] += connection.coalesced
+        if connection.closed_as_slow:
+            self.stats["slow_consumers"] += 1
         self._per_address.release(connection.address)
         if connection.principal.user is not None:
             self._per_user.release(connection.principal.user)
@@ -338,9 +345,20 @@ class Edge:
                 log.exception("fan-out failed")
 
     def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
-        for frames, wire, connections in self.fanout.route(batches):
+        for frames, wire, connections, messages in self.fanout.route(batches):
             for connection in connections:
-                connection.send_frames(frames, wire)  # type: ignore[attr-defined]
+                connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+
+    def _conflation_key(self, delivery: DeliveryLike) -> str | None:
+        """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""
+        topic = delivery.topic
+        if not topic or not any(fnmatchcase(topic, pattern) for pattern in self._conflated):
+            return None
+        return f"{topic}\x00{getattr(delivery, 'conflation_key', '') or ''}"
+
+    def new_send_queue(self) -> SendQueue:
+        s = self.settings
+        return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes)
 
     def _interest_snapshot(self) -> tuple[list[str], list[str]]:
         return list(self.fanout.topics.keys()), list(self.fanout.client_ids.keys())

@@ -50,3 +50,9 @@ def writer_for(scope: MutableMapping[str, Any]) -> Callable[[bytes], bool] | Non
         return True
 
     return write
+
+
+def aborter_for(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:
+    """`abort()`: drop this socket at once, for a client that does not read even its close frame."""
+    protocol: WebSocketsSansIOProtocol | None = scope.get(SCOPE_KEY)
+    return protocol.transport.abort if protocol is not None else None

@@ -30,6 +30,7 @@ class Publication:
     retain: bool = False
     offset: int = 0  # position in the topic's history; 0 when the topic keeps none
     epoch: str = ""
+    conflation_key: str = ""
 
     def at(self, offset: int, epoch: str) -> Publication:
         """This publication at a history position: the envelope gains `offset` and `epoch`."""
@@ -71,6 +72,7 @@ def make_publication(
     retain: bool,
     now_ms: int,
     max_data_bytes: int,
+    conflation_key: str = "",
 ) -> Publication:
     """Validate a publisher's message and build its Publication; raises InvalidPublish."""
     if client_id:
@@ -96,5 +98,7 @@ def make_publication(
             raise InvalidPublish(f"data is not valid UTF-8 JSON: {exc}") from None
     id_ = id_ or uuid.uuid4().hex
     frame = encode_envelope(type_=type_, id_=id_, timestamp_ms=now_ms, data=data, topic=topic)
+    if len(conflation_key) > MAX_ID_LENGTH:
+        raise InvalidPublish(f"conflation_key is longer than {MAX_ID_LENGTH} characters")
     return Publication(topic=topic, client_id=client_id, id=id_, timestamp_ms=now_ms, frame=frame,
-                       retain=retain)
+                       retain=retain, conflation_key=conflation_key)

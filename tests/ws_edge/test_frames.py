@@ -103,7 +103,7 @@ def test_fanout_builds_one_frame_per_distinct_selection():
     fanout.topics.add("y", "c")
     fanout.topics.add("x", "c")
     fanout.client_ids.add("cid", "a")
-    routed = {frames[0]: sorted(conns) for frames, wire, conns in fanout.route(
+    routed = {frames[0]: sorted(conns) for frames, wire, conns, _ in fanout.route(
         [[D("x", b'{"n":1}'), D("y", b'{"n":2}'), D("", b'{"n":3}', client_id="cid")]]
     )}
     assert routed == {
@@ -119,7 +119,7 @@ def test_fanout_of_several_batches_keeps_their_frames_apart_and_joins_the_wire()
     fanout.topics.add("x", "b")
     fanout.topics.add("y", "b")
     batches = [[D("x", b'{"n":1}'), D("x", b'{"n":2}')], [D("y", b'{"n":3}')], [D("x", b'{"n":4}')]]
-    routed = {tuple(conns): (frames, wire) for frames, wire, conns in fanout.route(batches)}
+    routed = {tuple(conns): (frames, wire) for frames, wire, conns, _ in fanout.route(batches)}
     first = b'{"type":"batch","messages":[{"n":1},{"n":2}]}'
     assert routed[("a",)] == ([first, b'{"n":4}'], websocket_text_frame(first) + websocket_text_frame(b'{"n":4}'))
     assert routed[("b",)][0] == [first, b'{"n":3}', b'{"n":4}']

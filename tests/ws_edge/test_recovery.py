@@ -40,6 +40,6 @@ def test_fanout_holds_a_recovering_connections_live_messages():
     fanout.topics.add("t", "b")
     fanout.hold("a", "t")
     routed = fanout.route([[D(1)]])
-    assert [conns for _, _, conns in routed] == [["b"]]
+    assert [conns for _, _, conns, _ in routed] == [["b"]]
     assert [d.offset for d in fanout.release("a", "t")] == [1]
-    assert [sorted(conns) for _, _, conns in fanout.route([[D(2)]])] == [["a", "b"]]
+    assert [sorted(conns) for _, _, conns, _ in fanout.route([[D(2)]])] == [["a", "b"]]

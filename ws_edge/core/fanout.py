@@ -24,6 +24,9 @@ class DeliveryLike(Protocol):
     epoch: str
 
 
+Routed = tuple[list[bytes], bytes, list[Hashable], list[DeliveryLike]]
+
+
 class Fanout:
     """Topic and client-id interest of this edge's connections, and the retained state per topic."""
 
@@ -69,12 +72,13 @@ class Fanout:
         self._retained.pop(topic, None)
         self.positions.pop(topic, None)
 
-    def route(self, batches: Sequence[Sequence[DeliveryLike]]) -> list[tuple[list[bytes], bytes, list[Hashable]]]:
-        """Group connections by what they should receive: [(frames, wire, [connection, ...]), ...].
+    def route(self, batches: Sequence[Sequence[DeliveryLike]]) -> list[Routed]:
+        """Group connections by what they should receive: [(frames, wire, [connection, ...], messages)].
 
         Each batch from the push service becomes at most one JSON frame per connection (a lone
         message as itself, several as a batch frame); `wire` is those frames as WebSocket frames,
-        concatenated, for one write per socket. Equal frames and equal wires are built once."""
+        concatenated, for one write per socket; `messages` the deliveries they hold, in order (for a
+        slow connection's queue). Equal frames and equal wires are built once."""
         single = self._single_topic(batches)
         if single is not None and single not in self._holding and single not in self._topic_holds:  # the common flood: one topic, every subscriber gets every frame
             return self._route_to_all(batches, single)
@@ -108,9 +112,10 @@ class Fanout:
         for connection, picks in wanted.items():
             groups.setdefault(tuple(picks), []).append(connection)
         frames: dict[tuple[tuple[int, int], ...], tuple[bytes, bytes]] = {}  # picks of one batch -> frame
-        routed = []
+        routed: list[Routed] = []
         for picks, connections in groups.items():
             payloads, wires = [], []
+            messages = [batches[b][i] for b, i in picks]
             for _, same_batch in itertools.groupby(picks, key=lambda pick: pick[0]):
                 key = tuple(same_batch)
                 built = frames.get(key)
@@ -119,7 +124,7 @@ class Fanout:
                     built = frames[key] = (payload, websocket_text_frame(payload))
                 payloads.append(built[0])
                 wires.append(built[1])
-            routed.append((payloads, wires[0] if len(wires) == 1 else b"".join(wires), connections))
+            routed.append((payloads, wires[0] if len(wires) == 1 else b"".join(wires), connections, messages))
         return routed
 
     def _single_topic(self, batches: Sequence[Sequence[DeliveryLike]]) -> str | None:
@@ -133,7 +138,7 @@ class Fanout:
 
     def _route_to_all(
         self, batches: Sequence[Sequence[DeliveryLike]], topic: str
-    ) -> list[tuple[list[bytes], bytes, list[Hashable]]]:
+    ) -> list[Routed]:
         subscribers = self.topics.subscribers(topic)
         for deliveries in batches:
             for delivery in deliveries:
@@ -145,4 +150,4 @@ class Fanout:
             return []
         payloads = [batch_frame([d.frame for d in deliveries]) for deliveries in batches if deliveries]
         wire = b"".join(websocket_text_frame(p) for p in payloads)
-        return [(payloads, wire, list(subscribers))]
+        return [(payloads, wire, list(subscribers), [d for deliveries in batches for d in deliveries])]
