@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Protocol
+import sys
+from typing import Protocol, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class Stoppable(Protocol):
@@ -23,3 +29,12 @@ async def run_until_signalled(running: Stoppable, grace: float = 2.0) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.stop(grace)
+
+
+def load_settings(cls: type[SettingsT], service: str) -> SettingsT:
+    """The service's settings from its environment; a bad value stops it with a clear message."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        print(f"{service}: invalid configuration:\n{exc}", file=sys.stderr)
+        sys.exit(2)

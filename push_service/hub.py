@@ -55,6 +55,13 @@ class EdgeSession:
             self._timer = None
         self._wake.set()
 
+    def drain(self) -> None:
+        """Send what is pending at once, then end the stream (after the batches already queued)."""
+        batch = self._window.take()
+        if batch is not None:
+            self._hand_over(batch)
+        self.close()
+
     def acknowledge(self, sequence: int) -> None:
         """An interest change is in effect; tell the edge after what is already queued."""
         if not self._closed:
@@ -117,12 +124,17 @@ class Hub:
         self._max_pending = max_pending_batches
         self._interest: InterestTable[str, EdgeSession] = InterestTable()
         self._sessions = 0
+        self._open: set[EdgeSession] = set()
 
     async def start(self) -> None:
         await self._broker.start(self._route)
 
     async def close(self) -> None:
         await self._broker.close()
+
+    def drain(self) -> None:
+        for session in list(self._open):
+            session.drain()
 
     async def publish(self, publication: Publication) -> Publication:
         return await self._broker.publish(publication)
@@ -133,10 +145,13 @@ class Hub:
     def open_session(self, peer: str) -> EdgeSession:
         self._sessions += 1
         window: BatchWindow[Publication] = BatchWindow(self._batch_max_size, self._batch_interval)
-        return EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}")
+        session = EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}")
+        self._open.add(session)
+        return session
 
     async def close_session(self, session: EdgeSession) -> None:
         session.close()
+        self._open.discard(session)
         for channel in self._interest.remove_subscriber(session):
             await self._broker.unsubscribe(channel)
 

@@ -28,6 +28,9 @@ class RunningPushServer:
     port: int
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        """Drain: every edge stream gets its pending batches, then ends cleanly (the edges reconnect,
+        to another replica or to this one restarted); other calls get `grace` seconds."""
+        self.hub.drain()
         await self.server.stop(grace)
         await self.hub.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from common.lifecycle import configure_logging, run_until_signalled
+from common.lifecycle import configure_logging, load_settings, run_until_signalled
 
 from .config import TaskSettings
 from .server import start_task_server
@@ -14,7 +14,7 @@ log = logging.getLogger("task_service")
 
 
 async def main() -> None:
-    settings = TaskSettings()
+    settings = load_settings(TaskSettings, "task_service")
     configure_logging(settings.log_level)
     running = await start_task_server(settings)
     log.info("task service listening on %s:%d, publishing to %s", settings.host, running.port, settings.push_address)

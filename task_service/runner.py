@@ -84,8 +84,14 @@ class TaskRunner:
         return record
 
     async def close(self) -> None:
-        for task_id in list(self._running):
-            self.cancel(task_id)
+        """Shutting down: running and pending tasks are marked failed ("interrupted"), published."""
+        for task_id, task in list(self._running.items()):
+            record = self.book.get(task_id)
+            task.cancel()
+            self._running.pop(task_id, None)
+            if record is not None and not record.status.finished:
+                record.move_to(Status.FAILED, now_ms(), error="interrupted: the task service shut down")
+                self._finish(record)
 
     async def _run(self, record: TaskRecord, kind: Any, config: Any) -> None:
         try:

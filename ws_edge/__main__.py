@@ -1,19 +1,48 @@
-"""`python -m ws_edge`: run the edge under uvicorn (uvloop + httptools)."""
+"""`python -m ws_edge`: run the edge under uvicorn (uvloop + httptools).
+
+SIGTERM / SIGINT: the edge first goes away gracefully (readiness off, every client's queued frames
+flushed, then close 1001 "going away", which tells clients to reconnect and recover), and only then
+lets uvicorn stop. A second signal stops at once.
+"""
 
 from __future__ import annotations
 
-from common.lifecycle import configure_logging
+import asyncio
+from types import FrameType
 
 import uvicorn
+
+from common.lifecycle import configure_logging, load_settings
 
 from .app import create_app
 from .config import EdgeSettings
 
+GO_AWAY_TIMEOUT = 5.0
+
+
+class EdgeServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._going_away = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._going_away:
+            return super().handle_exit(sig, frame)
+        self._going_away = True
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._go_away(sig, frame)))
+
+    async def _go_away(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            await self.config.app.state.edge.go_away(GO_AWAY_TIMEOUT)  # type: ignore[attr-defined]
+        finally:
+            super().handle_exit(sig, frame)
+
 
 def main() -> None:
-    settings = EdgeSettings()
+    settings = load_settings(EdgeSettings, "ws_edge")
     configure_logging(settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -30,6 +59,7 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=3,
     )
+    EdgeServer(config).run()
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ready = edge.push.connected.is_set()
+        ready = edge.push.connected.is_set() and not edge.draining
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     def task_principal(authorization: str | None) -> Principal:
@@ -169,6 +169,9 @@ async def serve_socket(
     if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), edge.origins):
         log.info("handshake from %s refused: origin %r not allowed", address, websocket.headers.get("origin"))
         await websocket.send_denial_response(PlainTextResponse("origin not allowed", status_code=403))
+        return
+    if edge.draining:
+        await websocket.send_denial_response(PlainTextResponse("going away", status_code=503))
         return
     if not edge.attempts.allow(address, loop.time()):
         await websocket.send_denial_response(PlainTextResponse("too many connection attempts", status_code=429))

@@ -109,6 +109,15 @@ class Connection:
     def coalesced(self) -> int:
         return self._backlog.coalesced
 
+    async def flush_and_close(self, code: int, reason: str, timeout: float) -> None:
+        """Write what is queued (within `timeout`), then close with `code`."""
+        if self._closing:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._backlog or self._writer is not None) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        self.close_soon(code, reason)
+
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing:
             return

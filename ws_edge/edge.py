@@ -66,6 +66,7 @@ class Edge:
         self._per_user = ConnectionCounter()
         self._per_address = ConnectionCounter()
         self._sweeper: asyncio.Task[None] | None = None
+        self.draining = False
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
@@ -87,6 +88,16 @@ class Edge:
         self.push.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
         self._fan_out_task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
+
+    async def go_away(self, timeout: float) -> None:
+        """Graceful shutdown: not ready any more, then every client's queued frames flushed and the
+        client closed with 1001 (reconnect: another edge, or this one restarted, recovers the rest)."""
+        self.draining = True
+        log.info("going away: %d connections", len(self.connections))
+        connections = list(self.connections.values())
+        if connections:
+            await asyncio.wait([asyncio.create_task(c.flush_and_close(CloseCode.GOING_AWAY, "going away", timeout))
+                                for c in connections], timeout=timeout + 1)
 
     async def close(self) -> None:
         for task in (self._sweeper, self._fan_out_task):
