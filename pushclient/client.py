@@ -24,10 +24,16 @@ import orjson
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
+from prometheus_client import Counter, Gauge
+
 from common.backoff import Backoff
 from common.grpc_security import secure_channel
 
 log = logging.getLogger("pushclient")
+
+# A producer's buffer, visible to Prometheus (a process that serves its default registry exposes them).
+BUFFERED = Gauge("push_publisher_buffered_messages", "Messages waiting for the push service's answer")
+DROPPED = Counter("push_publisher_dropped_messages", "Messages dropped because the publish buffer was full")
 
 
 class PublishError(Exception):
@@ -202,11 +208,14 @@ class StreamPublisher:
             self._pending.popleft()
             self._sent = max(0, self._sent - 1)
             self.dropped += 1
+            DROPPED.inc()
+            BUFFERED.dec()
             log.warning("publish buffer full (%d): oldest message dropped (%d so far)", self._max_buffer, self.dropped)
         self._sequence += 1
         if self._key_prefix is not None and not message.idempotency_key:
             message.idempotency_key = f"{self._key_prefix}{self._sequence}"
         self._pending.append((self._sequence, message))
+        BUFFERED.inc()
         self._idle.clear()
         self._has_work.set()
 
@@ -264,6 +273,7 @@ class StreamPublisher:
             while self._pending and self._pending[0][0] <= response.sequence:
                 self._pending.popleft()
                 self._sent = max(0, self._sent - 1)
+                BUFFERED.dec()
             for result in response.results:
                 if result.error_code:
                     self.rejected += 1

@@ -17,6 +17,8 @@ class TaskSettings(BaseSettings):
     # Messages kept while the push service is unreachable; past this the oldest are dropped (logged).
     publish_buffer: int = Field(10_000, ge=1)
     keep_finished: int = Field(100, ge=0)
+    # Prometheus metrics over HTTP (/metrics) on this port; 0 turns them off.
+    metrics_port: int = Field(9102, ge=0, le=65535)
     log_level: str = "INFO"
     # Security (README: Security): this server's bearer token and TLS; the push service's, as a client.
     auth_token: SecretStr | None = None

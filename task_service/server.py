@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import prometheus_client
 from task.v1 import task_service_pb2 as pb
 from task.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -36,6 +37,8 @@ class RunningTaskServer:
 
 
 async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
     push = PushClient(
         settings.push_address,
         token=settings.push_token.get_secret_value() if settings.push_token else None,

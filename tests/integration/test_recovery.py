@@ -171,3 +171,30 @@ async def test_push_down_for_5_seconds_mid_task_subscribers_see_every_progress_s
         assert steps == list(range(41)), steps
     finally:
         await client.close()
+
+
+@pytest.fixture
+def small_buffer_system(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "small-buffer", task_env={"TASK_PUBLISH_BUFFER": "5"})
+    yield system
+    system.stop()
+
+
+async def test_a_full_publish_buffer_is_logged_and_counted_never_silent(small_buffer_system: System):
+    import urllib.request
+
+    system = small_buffer_system
+    system.push.kill(signal.SIGKILL)
+    async with __import__("grpc").aio.insecure_channel(system.task_address) as channel:
+        from task.v1 import task_service_pb2 as task_pb
+        from task.v1 import task_service_pb2_grpc as task_grpc
+
+        await task_grpc.TaskServiceStub(channel).StartTask(task_pb.StartTaskRequest(
+            kind="data_collection", params=b'{"symbols": ["A", "B", "C", "D", "E", "F"], "interval": 0}'))
+    await asyncio.sleep(0.5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{system.task_metrics_port}/metrics") as response:
+        metrics = response.read().decode()
+    dropped = [line for line in metrics.splitlines() if line.startswith("push_publisher_dropped_messages_total")]
+    assert dropped and float(dropped[0].split()[1]) > 0, metrics[:500]
+    assert "push_publisher_buffered_messages 5.0" in metrics
+    assert "publish buffer full (5): oldest message dropped" in system.tasks.log_path.read_text()

@@ -115,6 +115,7 @@ class System:
 
     def __post_init__(self) -> None:
         self.push_port, self.task_port, self.edge_port = free_port(), free_port(), free_port()
+        self.task_metrics_port = free_port()
         self.push_address = f"127.0.0.1:{self.push_port}"
         self.task_address = f"127.0.0.1:{self.task_port}"
         self.http_url = f"http://127.0.0.1:{self.edge_port}"
@@ -125,7 +126,8 @@ class System:
         )
         self.tasks = ServiceProcess(
             "task_service", "task_service",
-            {"TASK_PORT": str(self.task_port), "TASK_PUSH_ADDRESS": self.push_address, **self.task_env},
+            {"TASK_PORT": str(self.task_port), "TASK_PUSH_ADDRESS": self.push_address,
+             "TASK_METRICS_PORT": str(self.task_metrics_port), **self.task_env},
             self.workdir / "tasks.log",
         )
         self.edge = ServiceProcess(
