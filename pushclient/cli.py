@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="task service address (env TASK_ADDRESS)")
     parser.add_argument("--token", default=os.environ.get("PUSH_TOKEN"),
                         help="bearer token for the gRPC servers (env PUSH_TOKEN)")
+    parser.add_argument("--tls-ca", type=Path, default=os.environ.get("PUSH_TLS_CA_FILE"),
+                        help="CA certificate: talk TLS to the gRPC servers (env PUSH_TLS_CA_FILE)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     publish = commands.add_parser("publish", help="publish one message")
@@ -96,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     if args.command == "publish":
-        async with PushClient(args.push, token=args.token) as client:
+        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca) as client:
             try:
                 reply = await client.publish(args.topic or "", args.type_, args.data, id=args.id,
                                              client_id=args.client_id or "", retain=args.retain)
@@ -104,7 +107,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise CliError(f"publish refused: {exc}") from None
         print(reply.id)
     elif args.command == "tail":
-        async with PushClient(args.push, token=args.token) as client:
+        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca) as client:
             seen = 0
             try:
                 def ready() -> None:
@@ -124,7 +127,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def run_task_command(args: argparse.Namespace) -> None:
-    async with secure_channel(args.tasks, token=args.token) as channel:
+    async with secure_channel(args.tasks, token=args.token, ca_file=args.tls_ca) as channel:
         stub = task_grpc.TaskServiceStub(channel)
         try:
             if args.task_command == "start":

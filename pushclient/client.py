@@ -81,11 +81,15 @@ class PushClient:
         timeout: float = 5.0,
         token: str | None = None,
         tls_ca_file: Path | None = None,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
     ) -> None:
-        """`token`: the push service's bearer token; `tls_ca_file`: its CA, for TLS."""
+        """`token`: the push service's bearer token; `tls_ca_file`: its CA, for TLS; a client
+        certificate and key for mutual TLS."""
         self.address = address
         self.timeout = timeout
-        self._channel = secure_channel(address, token=token, ca_file=tls_ca_file)
+        self._channel = secure_channel(address, token=token, ca_file=tls_ca_file, cert_file=tls_cert_file,
+                                       key_file=tls_key_file)
         self.stub = pb_grpc.PushServiceStub(self._channel)
 
     async def __aenter__(self) -> PushClient:

@@ -27,3 +27,5 @@ class TaskSettings(BaseSettings):
     tls_client_ca_file: Path | None = None
     push_token: SecretStr | None = None
     push_tls_ca_file: Path | None = None
+    push_tls_cert_file: Path | None = None
+    push_tls_key_file: Path | None = None

@@ -43,6 +43,8 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
         settings.push_address,
         token=settings.push_token.get_secret_value() if settings.push_token else None,
         tls_ca_file=settings.push_tls_ca_file,
+        tls_cert_file=settings.push_tls_cert_file,
+        tls_key_file=settings.push_tls_key_file,
     )
     publisher = push.stream_publisher(max_buffer=settings.publish_buffer, idempotent=True)
     publisher.start()

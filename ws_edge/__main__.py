@@ -52,7 +52,7 @@ def main() -> None:
         # Frames a little over our own limit still get a MESSAGE_TOO_LARGE answer; far larger ones
         # are refused by the WebSocket layer (close 1009) before they are buffered.
         ws_max_size=settings.max_frame_bytes * 4,
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=settings.permessage_deflate,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level=settings.log_level.lower(),

@@ -49,6 +49,8 @@ class EdgeSettings(BaseSettings):
     jwt_issuer: str | None = None
     # Seconds a connection without `?token=` has to send `{"type": "auth", "data": {"token": ...}}`.
     auth_timeout: float = Field(10.0, gt=0)
+    # permessage-deflate: off (CPU per client, and compression side channels) unless enabled.
+    permessage_deflate: bool = False
     # Browser origins allowed besides the page's own host; "*" allows any.
     allowed_origins: str = ""
     max_connections_per_user: int = Field(100, ge=1)

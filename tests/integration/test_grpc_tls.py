@@ -84,6 +84,9 @@ async def test_mutual_tls_requires_a_client_certificate(pki: dict[str, Path]):
         from push.v1 import push_service_pb2_grpc as pb_grpc
 
         request = pb.PublishRequest(message=pb.OutgoingMessage(topic="mtls", type="t"))
+        async with PushClient(address, tls_ca_file=pki["ca"], tls_cert_file=pki["client_crt"],
+                              tls_key_file=pki["client_key"]) as client:
+            assert (await client.publish("mtls", "t", {})).id
         async with secure_channel(address, ca_file=pki["ca"], cert_file=pki["client_crt"],
                                   key_file=pki["client_key"]) as channel:
             assert (await pb_grpc.PushServiceStub(channel).Publish(request, timeout=5)).id
