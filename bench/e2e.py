@@ -93,7 +93,12 @@ class Ours(Target):
         quiet = {"PUSH_LOG_LEVEL": "WARNING"}
         self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
                              task_env={"TASK_LOG_LEVEL": "WARNING"},
-                             edge_env={"EDGE_LOG_LEVEL": "WARNING", "EDGE_SEND_QUEUE_FRAMES": "100000"})
+                             # One load process is one address: lift the per-address limits, and let the
+                             # closed-loop max-rate scenario queue deeply instead of cutting clients off.
+                             edge_env={"EDGE_LOG_LEVEL": "WARNING", "EDGE_SEND_QUEUE_FRAMES": "100000",
+                                       "EDGE_SEND_QUEUE_BYTES": str(256 << 20),
+                                       "EDGE_MAX_CONNECTIONS_PER_IP": "100000",
+                                       "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000"})
         asyncio.run(self.system.start())
         self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]
         self.ws_url = self.system.ws_url + "/ws"
