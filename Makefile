@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test bench bench-e2e lint clean browser
+.PHONY: install proto run test bench bench-e2e lint clean system-deps
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -24,16 +24,19 @@ $(GEN)/.built: $(VENV)/.installed $(PROTOS)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
 	touch $@
 
-# Debian's Chromium for the page tests (Playwright drives it through executable_path).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian's Chromium for the page tests (Playwright drives it through executable_path) and
+# redis-server for the Redis engine's tests (they start their own, on a free port).
+system-deps:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 run: install
 	@echo "Starting push_service (:$${PUSH_PORT:-50051}), task_service (:$${TASK_PORT:-50052}) and ws_edge."
 	@echo "Point a browser at http://$${EDGE_HOST:-127.0.0.1}:$${EDGE_PORT:-8000}/  (Ctrl-C stops everything)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
-test: install browser
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The guide's two tests against this system (figures in the README).

@@ -13,7 +13,8 @@ class PushSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
-    broker_url: str = "memory://"
+    broker_url: str = "memory://"  # or redis://host:port/db
+    redis_prefix: str = "push"  # every Redis key and channel starts with it
     batch_max_size: int = Field(10, ge=1, le=1000)
     batch_interval: float = Field(0.1, ge=0, le=60)
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)

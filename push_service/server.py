@@ -40,6 +40,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         broker_from_url(
             settings.broker_url,
             HistoryPolicy.from_json(settings.history_rules) if settings.history_rules else HistoryPolicy(),
+            prefix=settings.redis_prefix,
         ),
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,

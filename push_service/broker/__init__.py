@@ -1,4 +1,5 @@
-"""Brokers carry publications between push replicas. Chosen by URL: `memory://` (embedded default)."""
+"""Brokers carry publications between push replicas. Chosen by URL: `memory://` (embedded default)
+or `redis://host:port/db`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ from .base import Broker, PublicationHandler
 from .memory import MemoryBroker
 
 
-def broker_from_url(url: str, history: HistoryPolicy | None = None) -> Broker:
+def broker_from_url(url: str, history: HistoryPolicy | None = None, prefix: str = "push") -> Broker:
+    """`memory://` (one process) or `redis://host:port/db` (replicas sharing topics)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
         return MemoryBroker(history)
-    raise ValueError(f"unsupported broker URL {url!r}: expected memory://")
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url, history, prefix=prefix)
+    raise ValueError(f"unsupported broker URL {url!r}: expected memory:// or redis://host:port/db")
 
 
 __all__ = ["Broker", "MemoryBroker", "PublicationHandler", "broker_from_url"]

@@ -29,6 +29,11 @@ class MemoryBroker(Broker):
             self._handler(publication)
         return publication
 
+    def lose_everything(self) -> None:
+        """What a restart does to this engine (for the contract tests): a new epoch, nothing kept."""
+        self._history = HistoryStore(self._history.policy, epoch=uuid.uuid4().hex[:12])
+        self._retained.clear()
+
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
         return self._history.read(topic, since, epoch, time.monotonic(), limit)
 

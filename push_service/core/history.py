@@ -103,18 +103,27 @@ class HistoryStore:
         if stream is None:
             rule = self.policy.rule_for(topic)
             if rule is None:
-                reason = "" if since is None else "no history for this topic"
-                return HistoryRead([], 0, self.epoch, since is None, reason)
+                return no_history(since, self.epoch)
             stream = _TopicStream(rule)  # nothing published in this epoch yet (not stored: reads are free)
         stream.prune(now)
-        entries = [p for _, p in stream.entries]
-        if since is None:
-            return HistoryRead(entries[-limit:] if limit else entries, stream.offset, self.epoch, True)
-        if epoch != self.epoch:
-            return HistoryRead([], stream.offset, self.epoch, False, "epoch changed")
-        if since > stream.offset:
-            return HistoryRead([], stream.offset, self.epoch, False, "ahead of the stream")
-        oldest = entries[0].offset if entries else stream.offset + 1
-        if since + 1 < oldest:
-            return HistoryRead([], stream.offset, self.epoch, False, "too old")
-        return HistoryRead([p for p in entries if p.offset > since], stream.offset, self.epoch, True)
+        return decide([p for _, p in stream.entries], stream.offset, self.epoch, since, epoch, limit)
+
+
+def no_history(since: int | None, epoch: str) -> HistoryRead:
+    return HistoryRead([], 0, epoch, since is None, "" if since is None else "no history for this topic")
+
+
+def decide(entries: list[Publication], offset: int, current_epoch: str, since: int | None, epoch: str,
+           limit: int = 0) -> HistoryRead:
+    """What a history read answers, from what is kept (`entries`, oldest first, within their bounds)
+    and the topic's position: the same for every engine."""
+    if since is None:
+        return HistoryRead(entries[-limit:] if limit else entries, offset, current_epoch, True)
+    if epoch != current_epoch:
+        return HistoryRead([], offset, current_epoch, False, "epoch changed")
+    if since > offset:
+        return HistoryRead([], offset, current_epoch, False, "ahead of the stream")
+    oldest = entries[0].offset if entries else offset + 1
+    if since + 1 < oldest:
+        return HistoryRead([], offset, current_epoch, False, "too old")
+    return HistoryRead([p for p in entries if p.offset > since], offset, current_epoch, True)

@@ -1,0 +1,214 @@
+"""The Redis engine: several push replicas share topics through one Redis.
+
+- Publish is one Lua script per message: assign the topic's next offset (and its epoch, created on
+  first use), add the message to the topic's history stream (bounded by MAXLEN and a TTL), keep it
+  as the retained state if asked, and PUBLISH it to the channel: atomic per topic.
+- Replicas SUBSCRIBE to a channel on their first local interest and UNSUBSCRIBE on the last (the hub
+  calls `subscribe` / `unsubscribe` exactly then).
+- If Redis loses its data, the next publish on a topic creates a new epoch: clients holding old
+  positions are told `recovered: false` ("epoch changed") instead of silently missing messages.
+- While Redis is unreachable, publishes raise BrokerUnavailable (UNAVAILABLE to producers, who retry);
+  the subscriber reconnects and subscribes its channels again by itself.
+
+Every key lives under one prefix (`RedisKeys`) and has a bound: streams MAXLEN + PEXPIRE, the topic
+meta PEXPIRE (its history's TTL), the retained state 24 h.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..core.history import HistoryPolicy, HistoryRead, decide, no_history
+from ..core.publication import Publication
+from .base import Broker, BrokerUnavailable, PublicationHandler
+
+log = logging.getLogger("push_service.broker.redis")
+
+RETAINED_MS = 24 * 3600 * 1000
+
+# KEYS: history stream, topic meta, retained. ARGV: channel, header JSON, frame without its final
+# "}", history size, history ttl (ms), retain ("1"/"0"), a fresh epoch in case the topic has none.
+PUBLISH_SCRIPT = """
+local header = cjson.decode(ARGV[2])
+local frame = ARGV[3] .. '}'
+local size = tonumber(ARGV[4])
+if size > 0 then
+  local epoch = redis.call('HGET', KEYS[2], 'epoch')
+  if not epoch then
+    epoch = ARGV[7]
+    redis.call('HSET', KEYS[2], 'epoch', epoch)
+  end
+  local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+  header['o'] = offset
+  header['e'] = epoch
+  frame = ARGV[3] .. ',"offset":' .. offset .. ',"epoch":' .. cjson.encode(epoch) .. '}'
+  local payload = cjson.encode(header) .. '\\n' .. frame
+  redis.call('XADD', KEYS[1], 'MAXLEN', size, '*', 'm', payload)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+local payload = cjson.encode(header) .. '\\n' .. frame
+if ARGV[6] == '1' then
+  redis.call('SET', KEYS[3], payload, 'PX', %d)
+end
+redis.call('PUBLISH', ARGV[1], payload)
+return payload
+""" % RETAINED_MS
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Every key and channel name, under one prefix."""
+
+    prefix: str = "push"
+
+    def stream(self, topic: str) -> str:
+        return f"{self.prefix}:h:{topic}"
+
+    def meta(self, topic: str) -> str:
+        return f"{self.prefix}:m:{topic}"
+
+    def retained(self, topic: str) -> str:
+        return f"{self.prefix}:r:{topic}"
+
+    def channel(self, channel: str) -> str:
+        return f"{self.prefix}:c:{channel}"
+
+    def from_channel(self, name: str) -> str:
+        return name[len(self.prefix) + 3:]
+
+
+def encode_header(publication: Publication) -> bytes:
+    return orjson.dumps({"t": publication.topic, "c": publication.client_id, "i": publication.id,
+                         "ts": publication.timestamp_ms, "r": publication.retain, "k": publication.conflation_key})
+
+
+def decode_payload(payload: bytes) -> Publication:
+    header, frame = payload.split(b"\n", 1)
+    h = orjson.loads(header)
+    return Publication(topic=h["t"], client_id=h["c"], id=h["i"], timestamp_ms=h["ts"], frame=frame,
+                       retain=bool(h["r"]), offset=int(h.get("o", 0)), epoch=h.get("e", ""),
+                       conflation_key=h.get("k", ""))
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push") -> None:
+        self._url = url
+        self._history = history or HistoryPolicy()
+        self.keys = RedisKeys(prefix)
+        self._redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._publish = self._redis.register_script(PUBLISH_SCRIPT)
+        self._handler: PublicationHandler | None = None
+        self._channels: set[str] = set()
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    async def start(self, on_publication: PublicationHandler) -> None:
+        self._handler = on_publication
+        self._reader = asyncio.create_task(self._read_forever(), name="redis-subscriber")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    async def publish(self, publication: Publication) -> Publication:
+        rule = None if publication.client_id else self._history.rule_for(publication.topic)
+        topic = publication.topic or "-"
+        try:
+            payload = await self._publish(
+                keys=[self.keys.stream(topic), self.keys.meta(topic), self.keys.retained(topic)],
+                args=[self.keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
+                      rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
+                      "1" if publication.retain else "0", uuid.uuid4().hex[:12]],
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from None
+        return decode_payload(payload)
+
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
+        rule = self._history.rule_for(topic)
+        try:
+            meta = await self._redis.hgetall(self.keys.meta(topic))
+            if rule is None:
+                return no_history(since, "")
+            now_s, now_us = await self._redis.time()
+            oldest_ms = now_s * 1000 + now_us // 1000 - int(rule.ttl * 1000)
+            entries = await self._redis.xrange(self.keys.stream(topic), min=f"{max(0, oldest_ms)}", max="+")
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from None
+        current_epoch = meta.get(b"epoch", b"").decode()
+        offset = int(meta.get(b"offset", 0))
+        if not current_epoch:
+            # Nothing kept (never published, expired, or Redis lost it): whatever comes next starts a
+            # new epoch, so any position held now cannot be honoured.
+            return HistoryRead([], 0, "", since is None, "" if since is None else "epoch changed")
+        publications = [decode_payload(fields[b"m"]) for _, fields in entries][-rule.size:]
+        return decide(publications, offset, current_epoch, since, epoch, limit)
+
+    async def retained(self, topic: str) -> Publication | None:
+        try:
+            payload = await self._redis.get(self.keys.retained(topic))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from None
+        return decode_payload(payload) if payload else None
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        await self._apply(lambda pubsub: pubsub.subscribe(self.keys.channel(channel)))
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        await self._apply(lambda pubsub: pubsub.unsubscribe(self.keys.channel(channel)))
+
+    async def _apply(self, change) -> None:  # type: ignore[no-untyped-def]
+        if self._pubsub is None:
+            return  # the reader subscribes every channel when it (re)connects
+        try:
+            await change(self._pubsub)
+        except RedisError as exc:
+            log.warning("redis subscription change deferred to the reconnect: %s", exc)
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                # Subscribe to a private channel first so that listening works before any interest.
+                await pubsub.subscribe(self.keys.channel(f"_replica:{id(self)}"), *map(self.keys.channel, self._channels))
+                self._pubsub = pubsub
+                delay = 0.1
+                log.info("redis subscriber up (%d channels)", len(self._channels))
+                async for message in pubsub.listen():
+                    if message["type"] != "message" or self._handler is None:
+                        continue
+                    try:
+                        self._handler(decode_payload(message["data"]))
+                    except Exception:
+                        log.exception("bad message on %s", message.get("channel"))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis subscriber lost: %s; retrying in %.1fs", exc, delay)
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
