@@ -109,6 +109,19 @@ def bearer_interceptors(token: str) -> list[_BearerMetadata]:
     return [kind(token) for kind in (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)]
 
 
+def grpc_target(address: str) -> str:
+    """One `host:port` (a DNS name: all its addresses), or a comma-separated list of `ip:port`
+    (e.g. several push replicas). With round_robin, calls are balanced over the replicas that are up
+    and a stream that breaks is opened again on another."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) <= 1:
+        return address.strip()
+    return ("ipv6:" if parts[0].startswith("[") else "ipv4:") + ",".join(parts)
+
+
+BALANCING = [("grpc.lb_policy_name", "round_robin")]
+
+
 def secure_channel(
     address: str,
     *,
@@ -121,11 +134,12 @@ def secure_channel(
     """A client channel: TLS when a CA is given (mutual TLS with a client certificate), and the
     bearer token on every call when given."""
     interceptors = bearer_interceptors(token) if token else None
+    target, options = grpc_target(address), [*BALANCING, *options]
     if ca_file is None:
-        return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=ca_file.read_bytes(),
         private_key=key_file.read_bytes() if key_file else None,
         certificate_chain=cert_file.read_bytes() if cert_file else None,
     )
-    return grpc.aio.secure_channel(address, credentials, options=list(options), interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

@@ -136,8 +136,8 @@ class Hub:
         for session in list(self._open):
             session.drain()
 
-    async def publish(self, publication: Publication) -> Publication:
-        return await self._broker.publish(publication)
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
+        return await self._broker.publish(publication, idempotency_key)
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
         return await self._broker.history(topic, since, epoch, limit)

@@ -14,7 +14,6 @@ from common.grpc_server import add_health_and_reflection, mark_serving
 from .broker import broker_from_url
 from .config import PushSettings
 from .core.history import HistoryPolicy
-from .core.idempotency import IdempotencyCache
 from .hub import Hub
 from .servicer import PushServicer
 
@@ -41,6 +40,8 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
             settings.broker_url,
             HistoryPolicy.from_json(settings.history_rules) if settings.history_rules else HistoryPolicy(),
             prefix=settings.redis_prefix,
+            idempotency_window=settings.idempotency_window,
+            idempotency_max_keys=settings.idempotency_max_keys,
         ),
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,
@@ -52,11 +53,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes)],
         interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
     )
-    pb_grpc.add_PushServiceServicer_to_server(PushServicer(
-            hub,
-            max_data_bytes=settings.max_data_bytes,
-            idempotency=IdempotencyCache(settings.idempotency_window, settings.idempotency_max_keys),
-        ), server)
+    pb_grpc.add_PushServiceServicer_to_server(PushServicer(hub, max_data_bytes=settings.max_data_bytes), server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
                        key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)

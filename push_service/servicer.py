@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,7 +14,6 @@ from common.clock import now_ms
 from common.topics import topic_error
 
 from .broker.base import BrokerUnavailable
-from .core.idempotency import FirstPublish, IdempotencyCache
 from .core.publication import InvalidPublish, Publication, make_publication
 from .hub import EdgeSession, EdgeTooSlow, Hub
 
@@ -26,10 +24,9 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class PushServicer(pb_grpc.PushServiceServicer):
-    def __init__(self, hub: Hub, *, max_data_bytes: int, idempotency: IdempotencyCache) -> None:
+    def __init__(self, hub: Hub, *, max_data_bytes: int) -> None:
         self._hub = hub
         self._max_data_bytes = max_data_bytes
-        self._idempotency = idempotency
 
     def _publication(self, message: pb.OutgoingMessage) -> Publication:
         return make_publication(
@@ -44,28 +41,13 @@ class PushServicer(pb_grpc.PushServiceServicer):
             conflation_key=message.conflation_key,
         )
 
-    async def _publish(self, message: pb.OutgoingMessage) -> FirstPublish:
-        """Validate and publish once per idempotency key; raises InvalidPublish / BrokerUnavailable."""
+    async def _publish(self, message: pb.OutgoingMessage) -> Publication:
+        """Validate and publish (at most once per idempotency key); raises InvalidPublish /
+        BrokerUnavailable. Returns the publication with its position (the first one, for a repeat)."""
         key = message.idempotency_key
         if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             raise InvalidPublish(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        now = time.monotonic()
-        if key and (first := self._idempotency.get(key, now)) is not None:
-            return first  # a repeat: answered as the first time, not delivered again
-        publication = self._publication(message)
-        result = FirstPublish(publication.id, publication.timestamp_ms)
-        if key:
-            self._idempotency.remember(key, result, now)  # before publishing: a concurrent repeat waits
-        try:
-            positioned = await self._hub.publish(publication)
-        except BaseException:
-            if key:
-                self._idempotency.forget(key)  # not published: a retry must go through
-            raise
-        result = FirstPublish(result.id, result.timestamp_ms, positioned.offset, positioned.epoch)
-        if key:
-            self._idempotency.remember(key, result, now)
-        return result
+        return await self._hub.publish(self._publication(message), key)
 
     async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
         try:

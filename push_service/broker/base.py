@@ -9,6 +9,7 @@ Guarantees every engine gives:
 - `subscribe` / `unsubscribe` are called by the hub on the first / last local interest in a channel
   (a topic channel `t:<topic>` or a personal channel `c:<client_id>`), never per edge or per browser.
 
+- Idempotency: a key seen within the window is not published again (checked atomically).
 - History: `publish` adds the publication to its topic's history (if the topic keeps one) and
   returns it with its position `{offset, epoch}`, atomically with delivering it; `history` reads
   what came after a position, or says why it cannot.
@@ -35,7 +36,9 @@ class Broker(abc.ABC):
         """Begin delivering publications of subscribed channels to `on_publication`."""
 
     @abc.abstractmethod
-    async def publish(self, publication: Publication) -> Publication: ...
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
+        """Publish; with a key seen within the idempotency window, publish nothing and return the
+        first publication of that key (atomically with the check, across replicas)."""
 
     @abc.abstractmethod
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead: ...

@@ -6,12 +6,14 @@ import time
 import uuid
 
 from ..core.history import HistoryPolicy, HistoryRead, HistoryStore
+from ..core.idempotency import IdempotencyCache
 from ..core.publication import Publication
 from .base import Broker, PublicationHandler
 
 
 class MemoryBroker(Broker):
-    def __init__(self, history: HistoryPolicy | None = None) -> None:
+    def __init__(self, history: HistoryPolicy | None = None, idempotency: IdempotencyCache | None = None) -> None:
+        self._idempotency = idempotency or IdempotencyCache()
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._retained: dict[str, Publication] = {}
@@ -21,8 +23,15 @@ class MemoryBroker(Broker):
     async def start(self, on_publication: PublicationHandler) -> None:
         self._handler = on_publication
 
-    async def publish(self, publication: Publication) -> Publication:
-        publication = self._history.append(publication, time.monotonic())
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
+        now = time.monotonic()
+        if idempotency_key:
+            first = self._idempotency.get(idempotency_key, now)
+            if first is not None:
+                return first
+        publication = self._history.append(publication, now)
+        if idempotency_key:
+            self._idempotency.remember(idempotency_key, publication, now)
         if publication.retain:
             self._retained[publication.topic] = publication
         if self._handler is not None and publication.channel in self._channels:

@@ -11,7 +11,7 @@
   the subscriber reconnects and subscribes its channels again by itself.
 
 Every key lives under one prefix (`RedisKeys`) and has a bound: streams MAXLEN + PEXPIRE, the topic
-meta PEXPIRE (its history's TTL), the retained state 24 h.
+meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys their window.
 """
 
 from __future__ import annotations
@@ -36,9 +36,16 @@ log = logging.getLogger("push_service.broker.redis")
 
 RETAINED_MS = 24 * 3600 * 1000
 
-# KEYS: history stream, topic meta, retained. ARGV: channel, header JSON, frame without its final
-# "}", history size, history ttl (ms), retain ("1"/"0"), a fresh epoch in case the topic has none.
+# KEYS: history stream, topic meta, retained, idempotency key. ARGV: channel, header JSON, frame
+# without its final "}", history size, history ttl (ms), retain ("1"/"0"), a fresh epoch in case the
+# topic has none, idempotency window (ms; 0: no key).
 PUBLISH_SCRIPT = """
+if ARGV[8] ~= '0' then
+  local first = redis.call('GET', KEYS[4])
+  if first then
+    return first
+  end
+end
 local header = cjson.decode(ARGV[2])
 local frame = ARGV[3] .. '}'
 local size = tonumber(ARGV[4])
@@ -62,6 +69,9 @@ if ARGV[6] == '1' then
   redis.call('SET', KEYS[3], payload, 'PX', %d)
 end
 redis.call('PUBLISH', ARGV[1], payload)
+if ARGV[8] ~= '0' then
+  redis.call('SET', KEYS[4], payload, 'PX', ARGV[8])
+end
 return payload
 """ % RETAINED_MS
 
@@ -80,6 +90,9 @@ class RedisKeys:
 
     def retained(self, topic: str) -> str:
         return f"{self.prefix}:r:{topic}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:i:{key}"
 
     def channel(self, channel: str) -> str:
         return f"{self.prefix}:c:{channel}"
@@ -102,8 +115,10 @@ def decode_payload(payload: bytes) -> Publication:
 
 
 class RedisBroker(Broker):
-    def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push") -> None:
+    def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push",
+                 idempotency_window: float = 300.0) -> None:
         self._url = url
+        self._idempotency_ms = int(idempotency_window * 1000)
         self._history = history or HistoryPolicy()
         self.keys = RedisKeys(prefix)
         self._redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -127,15 +142,17 @@ class RedisBroker(Broker):
                 await self._pubsub.aclose()
         await self._redis.aclose()
 
-    async def publish(self, publication: Publication) -> Publication:
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
         rule = None if publication.client_id else self._history.rule_for(publication.topic)
         topic = publication.topic or "-"
         try:
             payload = await self._publish(
-                keys=[self.keys.stream(topic), self.keys.meta(topic), self.keys.retained(topic)],
+                keys=[self.keys.stream(topic), self.keys.meta(topic), self.keys.retained(topic),
+                      self.keys.idempotency(idempotency_key or "-")],
                 args=[self.keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
                       rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
-                      "1" if publication.retain else "0", uuid.uuid4().hex[:12]],
+                      "1" if publication.retain else "0", uuid.uuid4().hex[:12],
+                      self._idempotency_ms if idempotency_key else 0],
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from None

@@ -1,4 +1,5 @@
-"""Recently used idempotency keys and what their first publish answered. Time is passed in.
+"""Recently used idempotency keys and their first publication (the memory engine's; the Redis engine
+keeps them in Redis). Time is passed in.
 
 Bounded twice: entries older than `window` seconds are forgotten, and at most `max_keys` are kept
 (the oldest go first). A key forgotten early can only mean a repeat is delivered again, never that
@@ -8,29 +9,21 @@ a message is lost.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class FirstPublish:
-    id: str
-    timestamp_ms: int
-    offset: int = 0
-    epoch: str = ""
+from typing import Any
 
 
 class IdempotencyCache:
     def __init__(self, window: float = 300.0, max_keys: int = 100_000) -> None:
         self.window = window
         self.max_keys = max_keys
-        self._entries: OrderedDict[str, tuple[float, FirstPublish]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
-    def get(self, key: str, now: float) -> FirstPublish | None:
+    def get(self, key: str, now: float) -> Any | None:
         self._expire(now)
         entry = self._entries.get(key)
         return entry[1] if entry is not None else None
 
-    def remember(self, key: str, first: FirstPublish, now: float) -> None:
+    def remember(self, key: str, first: Any, now: float) -> None:
         self._entries[key] = (now, first)
         self._entries.move_to_end(key)
         self._expire(now)

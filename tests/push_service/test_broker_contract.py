@@ -141,3 +141,15 @@ async def test_redis_outage_is_unavailable_then_the_subscriber_comes_back(engine
         if engine.received:
             break
     assert engine.received and engine.received[0].id == "m2"
+
+
+async def test_idempotency_key_publishes_once(engine: Engine):
+    await engine.broker.subscribe("t:h:idem")
+    first = await engine.broker.publish(pub("h:idem", 1), "key-1")
+    repeat = await engine.broker.publish(pub("h:idem", 2), "key-1")
+    other = await engine.broker.publish(pub("h:idem", 3), "key-2")
+    assert (repeat.id, repeat.offset, repeat.frame) == (first.id, first.offset, first.frame)
+    assert other.offset == first.offset + 1
+    got = await engine.wait_for(2)
+    await asyncio.sleep(0.2)
+    assert [p.id for p in engine.received] == ["m1", "m3"] and len(got) == 2

@@ -1,0 +1,65 @@
+"""Replica A dies mid-stream: edges and the publisher move to replica B; nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from pushclient import PushClient
+from pushclient.client import outgoing
+from tests.support.processes import System
+from tests.support.redis_server import RedisServer
+from tests.support.wsclient import WsClient, unpack
+
+HISTORY = '[{"pattern": "big:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 1000, "ttl": 300}]'
+
+
+async def test_replica_killed_while_5000_messages_stream_every_client_gets_all_exactly_once(tmp_path: Path):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    env = {"PUSH_BROKER_URL": redis.url, "PUSH_HISTORY_RULES": HISTORY}
+    a = System(tmp_path / "a", push_env=env)
+    b = System(tmp_path / "b", push_env=env)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    replicas = f"{a.push_address},{b.push_address}"
+    for system in (a, b):
+        system.edge.env["EDGE_PUSH_ADDRESS"] = replicas
+        system.edge.env["EDGE_PUSH_RECONNECT_MAX"] = "0.3"
+    clients: list[WsClient] = []
+    try:
+        await a.start()
+        await b.start()
+        clients = [await WsClient.connect(s.ws_url, topics="big:stream") for s in (a, b) for _ in range(2)]
+        received: list[list[dict]] = [[] for _ in clients]
+
+        async def read(index: int) -> None:
+            while len(received[index]) < 5000:
+                received[index].extend(unpack([await clients[index].recv(30)]))
+
+        readers = [asyncio.create_task(read(i)) for i in range(len(clients))]
+        async with PushClient(replicas) as push:
+            publisher = push.stream_publisher(idempotent=True)
+            publisher.start()
+            for n in range(5000):
+                publisher.submit(outgoing("big:stream", "tick", {"n": n}, id=f"m{n}"))
+                if n % 100 == 99:
+                    await asyncio.sleep(0.03)
+                if n == 1500:
+                    a.push.kill(signal.SIGKILL)  # replica A dies mid-stream
+            await asyncio.wait_for(publisher.flush(), 60)
+            await publisher.close()
+        await asyncio.wait_for(asyncio.gather(*readers), 60)
+        for messages in received:
+            assert [m["id"] for m in messages] == [f"m{n}" for n in range(5000)]
+        for client in clients:
+            await client.expect_silence(0.3)
+    finally:
+        for client in clients:
+            await client.close()
+        a.stop()
+        b.stop()
+        redis.stop()
