@@ -30,6 +30,7 @@ from common.backoff import Backoff
 from common.grpc_security import secure_channel
 
 log = logging.getLogger("pushclient")
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 # A producer's buffer, visible to Prometheus (a process that serves its default registry exposes them).
 BUFFERED = Gauge("push_publisher_buffered_messages", "Messages waiting for the push service's answer")
@@ -237,6 +238,8 @@ class StreamPublisher:
             except grpc.aio.AioRpcError as exc:
                 log.warning("publish stream lost (%d unanswered): %s %s", len(self._pending), exc.code().name,
                             exc.details())
+            except PublishError as exc:
+                log.warning("publish stream restarting: %s", exc)
             except Exception:
                 log.exception("publish stream failed")
             self.connected = False
@@ -274,15 +277,25 @@ class StreamPublisher:
 
     async def _read_answers(self, call) -> None:  # type: ignore[no-untyped-def]
         async for response in call:
+            answered = []
             while self._pending and self._pending[0][0] <= response.sequence:
-                self._pending.popleft()
+                answered.append(self._pending.popleft())
                 self._sent = max(0, self._sent - 1)
-                BUFFERED.dec()
-            for result in response.results:
-                if result.error_code:
+            retry = []
+            for entry, result in zip(answered, response.results, strict=False):
+                if result.error_code == UNAVAILABLE:
+                    retry.append(entry)  # the push service cannot publish now (its broker is down)
+                elif result.error_code:
                     self.rejected += 1
+                    BUFFERED.dec()
                     log.warning("message rejected: %s", result.error_message)
                 else:
                     self.accepted += 1
+                    BUFFERED.dec()
+            if retry:
+                # Kept, in order, at the front: a new stream sends them again after a pause (with
+                # idempotency keys, whatever went through meanwhile is not published twice).
+                self._pending.extendleft(reversed(retry))
+                raise PublishError(grpc.StatusCode.UNAVAILABLE, f"{len(retry)} messages refused for now, retrying")
             if not self._pending:
                 self._idle.set()

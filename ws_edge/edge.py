@@ -313,14 +313,21 @@ class Edge:
                         "topic": topic, **recovery_report(False, read.offset, read.epoch, read.reason)})
                     for connection in list(self.fanout.topics.subscribers(topic)):
                         connection.send(notice)  # type: ignore[attr-defined]
-                    since = Position(0, read.epoch)
+                    since = Position(read.offset if read.reason != "epoch changed" else 0, read.epoch)
                     if read.reason == "epoch changed":
                         latest = await self.push.stub.History(push_pb.HistoryRequest(topic=topic), timeout=5.0)
                         missed = list(latest.publications) if latest.epoch == read.epoch else []
             except Exception:
                 log.exception("filling the gap of %s failed", topic)
                 missed, since = [], Position(0, "")
-            frames = in_frames(stitch(missed, self.fanout.release_topic(topic), since))
+            held = self.fanout.release_topic(topic)
+            frames = in_frames(stitch(missed, held, since))
+            positioned = [d for d in (*missed, *held) if d.offset]
+            if positioned:
+                newest = max(positioned, key=lambda d: (d.epoch == positioned[-1].epoch, d.offset))
+                self.fanout.positions[topic] = (newest.offset, newest.epoch)
+            elif since.epoch != epoch:  # a new epoch with nothing in it yet: continue from its start
+                self.fanout.positions[topic] = (since.offset, since.epoch)
             for connection in list(self.fanout.topics.subscribers(topic)):
                 for frame in frames:
                     connection.send(frame)  # type: ignore[attr-defined]
@@ -359,6 +366,9 @@ class Edge:
         for frames, wire, connections, messages in self.fanout.route(batches):
             for connection in connections:
                 connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+        if gaps := self.fanout.take_discontinuities():
+            # A message skipped offsets or began a new epoch (e.g. Redis lost its data): never silently.
+            asyncio.create_task(self._fill_gaps(gaps))
 
     def _conflation_key(self, delivery: DeliveryLike) -> str | None:
         """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""

@@ -35,6 +35,7 @@ from .base import Broker, BrokerUnavailable, PublicationHandler
 log = logging.getLogger("push_service.broker.redis")
 
 RETAINED_MS = 24 * 3600 * 1000
+CONFIRM_TIMEOUT = 2.0
 
 # KEYS: history stream, topic meta, retained, idempotency key. ARGV: channel, header JSON, frame
 # without its final "}", history size, history ttl (ms), retain ("1"/"0"), a fresh epoch in case the
@@ -127,11 +128,14 @@ class RedisBroker(Broker):
         self._channels: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
+        self._ready = asyncio.Event()  # the subscriber connection is up, with every channel subscribed
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
 
     async def start(self, on_publication: PublicationHandler) -> None:
         self._handler = on_publication
         self._reader = asyncio.create_task(self._read_forever(), name="redis-subscriber")
+        with contextlib.suppress(TimeoutError):  # Redis down at start: the subscriber keeps trying
+            await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -186,32 +190,51 @@ class RedisBroker(Broker):
         return decode_payload(payload) if payload else None
 
     async def subscribe(self, channel: str) -> None:
+        """Returns once Redis confirmed the subscription, so what is published next is delivered."""
         self._channels.add(channel)
-        await self._apply(lambda pubsub: pubsub.subscribe(self.keys.channel(channel)))
+        name = self.keys.channel(channel).encode()
+        try:
+            await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT)
+            assert self._pubsub is not None
+            confirmed = self._confirmations[name] = asyncio.get_running_loop().create_future()
+            await self._pubsub.subscribe(name)
+            await asyncio.wait_for(confirmed, CONFIRM_TIMEOUT)
+        except (TimeoutError, RedisError, OSError, AssertionError) as exc:
+            # Redis is away: the subscriber subscribes every channel again when it reconnects.
+            log.warning("subscription to %s deferred to the reconnect: %r", channel, exc)
+        finally:
+            self._confirmations.pop(name, None)
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
-        await self._apply(lambda pubsub: pubsub.unsubscribe(self.keys.channel(channel)))
-
-    async def _apply(self, change) -> None:  # type: ignore[no-untyped-def]
-        if self._pubsub is None:
-            return  # the reader subscribes every channel when it (re)connects
-        try:
-            await change(self._pubsub)
-        except RedisError as exc:
-            log.warning("redis subscription change deferred to the reconnect: %s", exc)
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(self.keys.channel(channel))
+            except (RedisError, OSError) as exc:
+                log.warning("unsubscribe from %s failed (the reconnect leaves it out): %s", channel, exc)
 
     async def _read_forever(self) -> None:
         delay = 0.1
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
-                # Subscribe to a private channel first so that listening works before any interest.
-                await pubsub.subscribe(self.keys.channel(f"_replica:{id(self)}"), *map(self.keys.channel, self._channels))
+                # A private channel first, so that listening works before any interest.
+                channels = [self.keys.channel(f"_replica:{uuid.uuid4().hex}"), *map(self.keys.channel, self._channels)]
+                await pubsub.subscribe(*channels)
                 self._pubsub = pubsub
                 delay = 0.1
-                log.info("redis subscriber up (%d channels)", len(self._channels))
+                waiting = len(channels)
                 async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        if waiting:
+                            waiting -= 1
+                            if not waiting:
+                                self._ready.set()
+                                log.info("redis subscriber up (%d channels)", len(self._channels))
+                        confirmed = self._confirmations.get(message["channel"])
+                        if confirmed is not None and not confirmed.done():
+                            confirmed.set_result(None)
+                        continue
                     if message["type"] != "message" or self._handler is None:
                         continue
                     try:
@@ -223,6 +246,7 @@ class RedisBroker(Broker):
             except (RedisError, OSError) as exc:
                 log.warning("redis subscriber lost: %s; retrying in %.1fs", exc, delay)
             finally:
+                self._ready.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

@@ -56,7 +56,6 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     broker = broker_from_url(url, POLICY, prefix=f"test-{uuid.uuid4().hex[:8]}")
     engine = Engine(broker, request.param, redis)
     await broker.start(engine.handler)
-    await asyncio.sleep(0.1)  # the Redis subscriber connects
     yield engine
     await broker.close()
 

@@ -41,6 +41,13 @@ class Fanout:
         self.positions: dict[str, tuple[int, str]] = {}
         # Topics whose gap (the push stream dropped) is being filled: all their deliveries wait here.
         self._topic_holds: dict[str, list[DeliveryLike]] = {}
+        self._discontinuities: dict[str, tuple[int, str]] = {}
+
+    def take_discontinuities(self) -> dict[str, tuple[int, str]]:
+        """Topics whose live stream skipped offsets or changed epoch since the last position (the
+        topic is held from there): the edge fills the gap from history or tells the subscribers."""
+        found, self._discontinuities = self._discontinuities, {}
+        return found
 
     def hold_topic(self, topic: str) -> None:
         self._topic_holds.setdefault(topic, [])
@@ -92,9 +99,9 @@ class Fanout:
                     if held is not None:
                         held.append(delivery)
                         continue
+                    if delivery.offset and not self._in_sequence(delivery):
+                        continue
                     targets = self.topics.subscribers(delivery.topic)
-                    if delivery.offset:
-                        self.positions[delivery.topic] = (delivery.offset, delivery.epoch)
                     if delivery.retained:
                         self._retained[delivery.topic] = delivery.frame
                     holders = self._holding.get(delivery.topic)
@@ -127,13 +134,35 @@ class Fanout:
             routed.append((payloads, wires[0] if len(wires) == 1 else b"".join(wires), connections, messages))
         return routed
 
+    def _in_sequence(self, delivery: DeliveryLike) -> bool:
+        """Track the topic's position; False (and the delivery set aside) when it must not go out now:
+        already delivered, or after a gap / in a new epoch (then the topic is held for the edge)."""
+        topic, last = delivery.topic, self.positions.get(delivery.topic)
+        if last is not None and not (delivery.epoch == last[1] and delivery.offset == last[0] + 1):
+            if delivery.epoch == last[1] and delivery.offset <= last[0]:
+                return delivery.retained  # a retained state replayed to a new subscriber goes; a repeat not
+            self._topic_holds[topic] = [delivery]
+            self._discontinuities[topic] = last
+            return False
+        self.positions[topic] = (delivery.offset, delivery.epoch)
+        return True
+
     def _single_topic(self, batches: Sequence[Sequence[DeliveryLike]]) -> str | None:
-        topic = None
+        """The one topic of these batches, if they hold only that topic, continuing its position."""
+        topic, expected = None, None
         for deliveries in batches:
             for delivery in deliveries:
                 if delivery.client_id or (topic is not None and delivery.topic != topic):
                     return None
-                topic = delivery.topic
+                if topic is None:
+                    topic = delivery.topic
+                    last = self.positions.get(topic)
+                    if last is not None:
+                        expected = (last[0] + 1, last[1])
+                if delivery.offset and expected is not None and (delivery.offset, delivery.epoch) != expected:
+                    return None  # not the next position: the careful path decides
+                if delivery.offset:
+                    expected = (delivery.offset + 1, delivery.epoch)
         return topic
 
     def _route_to_all(
@@ -145,7 +174,7 @@ class Fanout:
                 if delivery.retained:
                     self._retained[topic] = delivery.frame
                 if delivery.offset:
-                    self.positions[topic] = (delivery.offset, delivery.epoch)
+                    self.positions[topic] = (delivery.offset, delivery.epoch)  # checked by _single_topic
         if not subscribers:
             return []
         payloads = [batch_frame([d.frame for d in deliveries]) for deliveries in batches if deliveries]
