@@ -6,6 +6,7 @@ For each target it starts the servers as processes, runs `bench.load` (a separat
 scenario, samples the CPU and RSS of every server process meanwhile, and prints Markdown tables
 (also written to docs/PERFORMANCE.md with --write). Targets:
 - ours: push_service + task_service + ws_edge; publishing through gRPC (streaming and unary);
+- ours-redis: the same with the Redis engine (its own redis-server), to show the engine's cost;
 - tutorial: the FastAPI tutorial broadcast (a set of WebSockets, send_text in a loop);
 - broadcaster: FastAPI + encode/broadcaster (memory backend).
 All three run under the same uvicorn settings (uvloop, httptools, websockets-sansio, no deflate).
@@ -89,8 +90,8 @@ class Target:
 class Ours(Target):
     name = "ours"
 
-    def __init__(self) -> None:
-        quiet = {"PUSH_LOG_LEVEL": "WARNING"}
+    def __init__(self, broker_url: str = "memory://") -> None:
+        quiet = {"PUSH_LOG_LEVEL": "WARNING", "PUSH_BROKER_URL": broker_url}
         self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
                              task_env={"TASK_LOG_LEVEL": "WARNING"},
                              # One load process is one address: lift the per-address limits, and let the
@@ -133,6 +134,24 @@ class _Proc:  # what wait_http_ok needs of a process
 
     def log_tail(self) -> str:
         return ""
+
+
+class OursOnRedis(Ours):
+    """The same system with the Redis engine (a redis-server of its own, nothing on disk)."""
+
+    name = "ours"
+
+    def __init__(self) -> None:
+        from tests.support.redis_server import RedisServer
+
+        self.redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")))
+        self.redis.start()
+        super().__init__(self.redis.url)
+        self.pids["redis"] = self.redis.proc.pid  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        super().stop()
+        self.redis.stop()
 
 
 def run_load(target: Target, scenario: str, *extra: str) -> dict[str, Any]:
@@ -223,7 +242,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0 to skip)")
-    parser.add_argument("--targets", default="ours,tutorial,broadcaster")
+    parser.add_argument("--targets", default="ours,ours-redis,tutorial,broadcaster")
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's results")
     args = parser.parse_args()
     common = ["--clients", str(args.clients), "--seconds", str(args.seconds)]
@@ -232,6 +251,8 @@ def main() -> None:
     for name in args.targets.split(","):
         if name == "ours":
             target: Target = Ours()
+        elif name == "ours-redis":
+            target = OursOnRedis()
         else:
             target = Baseline(name, {"tutorial": "bench.baselines.tutorial:app",
                                      "broadcaster": "bench.baselines.broadcaster_app:app"}[name])
@@ -244,6 +265,10 @@ def main() -> None:
                                                            "--unary")
                 if args.idle:
                     idle = idle_memory(target, args.idle, hold=12.0)  # type: ignore[arg-type]
+            elif name == "ours-redis":
+                results["ours, Redis engine/gRPC stream/max"] = run_load(target, "max", *common)
+                results["ours, Redis engine/gRPC stream/rate"] = run_load(target, "rate", *common, "--rate",
+                                                                         str(args.rate))
             else:
                 results[f"{name}/ws/max"] = run_load(target, "max", *common)
                 results[f"{name}/ws/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate))
