@@ -119,7 +119,9 @@ def grpc_target(address: str) -> str:
     return ("ipv6:" if parts[0].startswith("[") else "ipv4:") + ",".join(parts)
 
 
-BALANCING = [("grpc.lb_policy_name", "round_robin")]
+# round_robin over the replicas; a channel's own subchannels, so that a new client does not inherit
+# another's connection backoff to a server that has just come back.
+BALANCING = [("grpc.lb_policy_name", "round_robin"), ("grpc.use_local_subchannel_pool", 1)]
 
 
 def secure_channel(

@@ -1,5 +1,5 @@
 """The Python client library for publishers (the guide's `queue_message` / `send_personal_message`)."""
 
-from .client import PushClient, PublishError, StreamPublisher
+from .client import PublishError, PushClient, StreamPublisher
 
 __all__ = ["PushClient", "PublishError", "StreamPublisher"]

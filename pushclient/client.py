@@ -21,10 +21,9 @@ from typing import Any
 
 import grpc
 import orjson
+from prometheus_client import Counter, Gauge
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
-
-from prometheus_client import Counter, Gauge
 
 from common.backoff import Backoff
 from common.grpc_security import secure_channel

@@ -11,11 +11,10 @@ import logging
 from itertools import count
 from typing import Any
 
-from pushclient import StreamPublisher
-from pushclient.client import outgoing
-
 from common.clock import now_ms
 from common.task_json import progress_json, task_json
+from pushclient import StreamPublisher
+from pushclient.client import outgoing
 
 from .convert import to_proto
 from .core.tasks import Status, TaskBook, TaskRecord

@@ -20,8 +20,8 @@ from common.clock import now_ms
 
 from .config import EdgeSettings
 from .connection import Connection
-from .core.codes import CloseCode, ErrorCode
 from .core.auth import ANONYMOUS, AuthError, Principal
+from .core.codes import CloseCode, ErrorCode
 from .core.frames import (
     MAX_CLIENT_ID_LENGTH,
     ProtocolError,

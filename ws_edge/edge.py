@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from fnmatch import fnmatchcase
 from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 import grpc
@@ -21,10 +21,6 @@ from .connection import Connection
 from .core.auth import Principal
 from .core.codes import CloseCode, ErrorCode
 from .core.fanout import DeliveryLike, Fanout
-from .core.limits import AttemptLimiter, ConnectionCounter
-from .core.permissions import Access
-from .core.sendqueue import SendQueue
-from .core.recovery import Position, in_frames, positions_field, recovery_report, stitch
 from .core.frames import (
     ProtocolError,
     error_frame,
@@ -32,6 +28,10 @@ from .core.frames import (
     server_frame,
     topics_field,
 )
+from .core.limits import AttemptLimiter, ConnectionCounter
+from .core.permissions import Access
+from .core.recovery import Position, in_frames, positions_field, recovery_report, stitch
+from .core.sendqueue import SendQueue
 from .handlers import HandlerContext, HandlerError, HandlerRegistry, default_handlers
 from .push_link import CHANNEL_OPTIONS, PushLink
 from .task_gateway import TaskGateway
@@ -266,9 +266,16 @@ class Edge:
                     connection.send(frame)
                 for topic, position in since.items():
                     read = reads[topic]
-                    missed = read.publications if read.recovered else []
-                    for frame in in_frames(stitch(missed, self.fanout.release(connection, topic), position)):
+                    missed = list(read.publications) if read.recovered else []
+                    held = self.fanout.release(connection, topic)
+                    for frame in in_frames(stitch(missed, held, position)):
                         connection.send(frame)
+                    # Messages older than what was just sent may still be on their way from the push
+                    # service (history was read on another call): this connection skips them.
+                    sent = [d for d in (*missed, *held) if d.offset and d.epoch == position.epoch]
+                    if sent:
+                        newest = max(sent, key=lambda d: d.offset)
+                        self.fanout.set_floor(connection, topic, newest.offset, newest.epoch)
             finally:
                 for topic in since:
                     self.fanout.release(connection, topic)

@@ -3,9 +3,9 @@
 A server's frames are unmasked, so a text frame that many clients receive is identical on every
 socket: it is built once (`core.frames.websocket_text_frame`) and written with one `transport.write`
 per client, skipping the per-client frame encoding of the ASGI stack. This reaches into uvicorn's
-sans-I/O WebSocket protocol (pinned in requirements.txt;
-`/healthz` counts the connections on the fast path and a test checks it). Where the protocol is another one, or its transport is paused (a slow reader), the
-connection falls back to the ordinary ASGI send and its own backlog.
+sans-I/O WebSocket protocol (pinned in requirements.txt; `/healthz` counts the connections on the fast
+path and a test checks it). Where the protocol is another one, or its transport is paused (a slow
+reader), the connection falls back to the ordinary ASGI send and its own backlog.
 """
 
 from __future__ import annotations

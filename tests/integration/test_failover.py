@@ -6,8 +6,6 @@ import asyncio
 import signal
 from pathlib import Path
 
-import pytest
-
 from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.support.processes import System

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import pytest
+import websockets
 
 from pushclient import PushClient
 from pushclient.client import outgoing
@@ -81,7 +82,7 @@ async def test_edge_killed_mid_stream_clients_end_with_all_5000_exactly_once(his
         while len(received) < 1000:
             received.extend(unpack([await client.recv()]))
         system.edge.kill(signal.SIGKILL)
-        with pytest.raises(Exception):
+        with pytest.raises(websockets.ConnectionClosed):  # what the edge sent before dying, then the end
             while True:
                 received.extend(unpack([await client.recv(5)]))
         system.edge.start()

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import urllib.request
 import time
+import urllib.request
 
 import pytest
 
 from pushclient import PushClient
+from pushclient.client import outgoing
 from tests.conftest import start_system
 from tests.support.processes import System, http_status
 from tests.support.timing import timeout
-from pushclient.client import outgoing
 from tests.support.wsclient import WsClient, unpack
 
 

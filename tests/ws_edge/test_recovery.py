@@ -43,3 +43,16 @@ def test_fanout_holds_a_recovering_connections_live_messages():
     assert [conns for _, _, conns, _ in routed] == [["b"]]
     assert [d.offset for d in fanout.release("a", "t")] == [1]
     assert [sorted(conns) for _, _, conns, _ in fanout.route([[D(2)]])] == [["a", "b"]]
+
+
+def test_a_floor_skips_what_history_already_gave_then_lifts():
+    fanout = Fanout()
+    fanout.topics.add("t", "a")
+    fanout.topics.add("t", "b")
+    fanout.set_floor("a", "t", 5, "e")
+    routed = fanout.route([[D(5)]])  # in flight, older than what `a` got from history
+    assert [sorted(conns) for _, _, conns, _ in routed] == [["b"]]
+    routed = fanout.route([[D(6)]])
+    assert [sorted(conns) for _, _, conns, _ in routed] == [["a", "b"]]
+    routed = fanout.route([[D(7)]])  # the floor is gone: the fast path again
+    assert [sorted(conns) for _, _, conns, _ in routed] == [["a", "b"]]

@@ -15,6 +15,7 @@ from common.interest import InterestTable
 
 from .frames import batch_frame, websocket_text_frame
 
+
 class DeliveryLike(Protocol):
     topic: str
     client_id: str
@@ -37,6 +38,8 @@ class Fanout:
         # Connections recovering a topic: its live deliveries wait for them here (see core/recovery).
         self._holding: dict[str, set[Hashable]] = {}
         self._held: dict[tuple[Hashable, str], list[DeliveryLike]] = {}
+        self._floors: dict[tuple[Hashable, str], tuple[int, str]] = {}
+        self._floor_topics: dict[str, int] = {}
         # The last history position delivered per topic: where to resume after the push stream drops.
         self.positions: dict[str, tuple[int, str]] = {}
         # Topics whose gap (the push stream dropped) is being filled: all their deliveries wait here.
@@ -59,6 +62,29 @@ class Fanout:
         self._holding.setdefault(topic, set()).add(connection)
         self._held.setdefault((connection, topic), [])
 
+    def set_floor(self, connection: Hashable, topic: str, offset: int, epoch: str) -> None:
+        """`connection` already has `topic` up to `offset` (sent from history): skip what is older
+        that is still on its way from the push service, until a newer message passes."""
+        self._floors[(connection, topic)] = (offset, epoch)
+        self._floor_topics[topic] = self._floor_topics.get(topic, 0) + 1
+
+    def _passed_floor(self, connection: Hashable, delivery: DeliveryLike) -> bool:
+        floor = self._floors.get((connection, delivery.topic))
+        if floor is None:
+            return True
+        if delivery.epoch == floor[1] and delivery.offset <= floor[0]:
+            return False
+        self._drop_floor(connection, delivery.topic)
+        return True
+
+    def _drop_floor(self, connection: Hashable, topic: str) -> None:
+        if self._floors.pop((connection, topic), None) is not None:
+            left = self._floor_topics[topic] - 1
+            if left:
+                self._floor_topics[topic] = left
+            else:
+                del self._floor_topics[topic]
+
     def release(self, connection: Hashable, topic: str) -> list[DeliveryLike]:
         holders = self._holding.get(topic)
         if holders is not None:
@@ -70,6 +96,8 @@ class Fanout:
     def release_all(self, connection: Hashable) -> None:
         for _, topic in [key for key in self._held if key[0] == connection]:
             self.release(connection, topic)
+        for _, topic in [key for key in self._floors if key[0] == connection]:
+            self._drop_floor(connection, topic)
 
     def retained_frame(self, topic: str) -> bytes | None:
         return self._retained.get(topic)
@@ -87,7 +115,8 @@ class Fanout:
         concatenated, for one write per socket; `messages` the deliveries they hold, in order (for a
         slow connection's queue). Equal frames and equal wires are built once."""
         single = self._single_topic(batches)
-        if single is not None and single not in self._holding and single not in self._topic_holds:  # the common flood: one topic, every subscriber gets every frame
+        if (single is not None and single not in self._holding and single not in self._topic_holds
+                and single not in self._floor_topics):  # the common flood: one topic, every subscriber gets every frame
             return self._route_to_all(batches, single)
         wanted: dict[Hashable, list[tuple[int, int]]] = {}
         for batch_index, deliveries in enumerate(batches):
@@ -109,6 +138,8 @@ class Fanout:
                         for connection in holders:
                             self._held[(connection, delivery.topic)].append(delivery)
                         targets = [c for c in targets if c not in holders]
+                    if delivery.topic in self._floor_topics:
+                        targets = [c for c in targets if self._passed_floor(c, delivery)]
                 for connection in targets:
                     picks = wanted.get(connection)
                     if picks is None:
