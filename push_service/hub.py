@@ -194,7 +194,3 @@ class Hub:
     def _route(self, publication: Publication) -> None:
         for session in self._interest.subscribers(publication.channel):
             session.enqueue(publication)
-
-    @property
-    def channel_count(self) -> int:
-        return len(self._interest)

@@ -6,7 +6,6 @@ Register your own with `@kinds.register("name")` on a class with `parse(params) 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -92,6 +91,3 @@ class DataCollection:
                 raise RuntimeError(f"collecting {symbol} failed")
             ctx.progress(completed=done, total=total, current=symbol)
 
-
-async def real_sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)

@@ -21,7 +21,7 @@ from common.clock import now_ms
 from .config import EdgeSettings
 from .connection import Connection
 from .core.auth import ANONYMOUS, AuthError, Principal
-from .core.codes import CloseCode, ErrorCode
+from .core.codes import CloseCode
 from .core.frames import (
     MAX_CLIENT_ID_LENGTH,
     ProtocolError,
@@ -264,4 +264,4 @@ async def authenticate(edge: Edge, websocket: WebSocket, token: str | None) -> P
     return verifier.verify(message.data.get("token"), time.time())
 
 
-__all__ = ["ErrorCode", "create_app", "serve_socket"]
+__all__ = ["create_app", "serve_socket"]

@@ -98,8 +98,6 @@ class RedisKeys:
     def channel(self, channel: str) -> str:
         return f"{self.prefix}:c:{channel}"
 
-    def from_channel(self, name: str) -> str:
-        return name[len(self.prefix) + 3:]
 
 
 def encode_header(publication: Publication) -> bytes:
@@ -118,7 +116,6 @@ def decode_payload(payload: bytes) -> Publication:
 class RedisBroker(Broker):
     def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push",
                  idempotency_window: float = 300.0) -> None:
-        self._url = url
         self._idempotency_ms = int(idempotency_window * 1000)
         self._history = history or HistoryPolicy()
         self.keys = RedisKeys(prefix)

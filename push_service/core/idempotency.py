@@ -30,9 +30,6 @@ class IdempotencyCache:
         while len(self._entries) > self.max_keys:
             self._entries.popitem(last=False)
 
-    def forget(self, key: str) -> None:
-        self._entries.pop(key, None)
-
     def _expire(self, now: float) -> None:
         while self._entries:
             key, (at, _) = next(iter(self._entries.items()))

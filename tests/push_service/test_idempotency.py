@@ -15,5 +15,3 @@ def test_at_most_max_keys_the_oldest_forgotten_first():
         cache.remember(f"k{i}", f"first{i}", now=i)
     assert cache.get("k0", now=3) is None
     assert cache.get("k1", now=3) == "first1"
-    cache.forget("k1")
-    assert cache.get("k1", now=3) is None
