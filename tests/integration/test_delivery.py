@@ -142,15 +142,19 @@ async def test_every_bad_input_gets_its_error_code_and_the_connection_keeps_work
 
 async def test_rate_limit_answers_rate_limited_and_recovers(system: System, ws):
     client = await ws()
-    for i in range(150):
+    sent = 300
+    for i in range(sent):
         await client.send({"type": "ping", "id": f"r{i}"})
-    answers = [await client.recv() for _ in range(150)]
+    answers = [await client.recv() for _ in range(sent)]
+    assert [a["id"] for a in answers] == [f"r{i}" for i in range(sent)], "every message is answered, in order"
     pongs = [a for a in answers if a["type"] == "pong"]
     limited = [a for a in answers if a["type"] == "error"]
-    assert len(pongs) + len(limited) == 150
-    assert 100 <= len(pongs) < 150, len(pongs)
     assert all(a["error"]["code"] == "RATE_LIMITED" for a in limited)
-    assert [a["id"] for a in answers] == [f"r{i}" for i in range(150)], "every message is answered, in order"
+    # A burst of 100, then 100 per second over however long the edge took to handle them (its own
+    # timestamps), so the bound holds on a loaded machine as well.
+    span = (answers[-1]["timestamp"] - answers[0]["timestamp"]) / 1000
+    assert 100 <= len(pongs) <= 100 + 100 * span + 2, (len(pongs), span)
+    assert limited, f"300 messages in {span:.2f}s must exceed 100/s"
     await asyncio.sleep(1.1)
     assert (await client.request({"type": "ping", "id": "later"}))["type"] == "pong"
 
