@@ -382,7 +382,7 @@ class Edge:
         topic = delivery.topic
         if not topic or not any(fnmatchcase(topic, pattern) for pattern in self._conflated):
             return None
-        return f"{topic}\x00{getattr(delivery, 'conflation_key', '') or ''}"
+        return f"{topic}\x00{delivery.conflation_key}"
 
     def new_send_queue(self) -> SendQueue:
         s = self.settings

@@ -93,7 +93,7 @@ def test_token_bucket_allows_burst_then_rate():
 class D:
     def __init__(self, topic, frame, client_id="", retained=False):
         self.topic, self.frame, self.client_id, self.retained = topic, frame, client_id, retained
-        self.offset, self.epoch = 0, ""
+        self.offset, self.epoch, self.conflation_key = 0, "", ""
 
 
 def test_fanout_builds_one_frame_per_distinct_selection():

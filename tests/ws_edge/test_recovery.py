@@ -9,6 +9,7 @@ class D:
     def __init__(self, offset, epoch="e", topic="t", client_id="", retained=False):  # type: ignore[no-untyped-def]
         self.offset, self.epoch, self.topic, self.client_id, self.retained = offset, epoch, topic, client_id, retained
         self.frame = f'{{"o":{offset}}}'.encode()
+        self.conflation_key = ""
 
 
 def test_stitch_skips_what_history_already_gave_and_keeps_order():

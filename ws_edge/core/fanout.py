@@ -23,6 +23,7 @@ class DeliveryLike(Protocol):
     retained: bool
     offset: int
     epoch: str
+    conflation_key: str
 
 
 Routed = tuple[list[bytes], bytes, list[Hashable], list[DeliveryLike]]
