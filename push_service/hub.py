@@ -18,6 +18,9 @@ from .core.publication import Publication, client_channel, topic_channel
 log = logging.getLogger("push_service.hub")
 
 
+RESYNC = "resync"  # a marker in an edge session's queue, beside batches and acknowledged sequences
+
+
 class EdgeTooSlow(Exception):
     """An edge stopped reading and its pending batches reached the limit; its stream is ended."""
 
@@ -31,7 +34,7 @@ class EdgeSession:
         self._max_pending = max_pending_batches
         self._loop = asyncio.get_running_loop()
         # Batches to send, and interest-change sequences to acknowledge, in the order they happened.
-        self._ready: deque[list[Publication] | int] = deque()
+        self._ready: deque[list[Publication] | int | str] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -62,6 +65,13 @@ class EdgeSession:
             self._hand_over(batch)
         self.close()
 
+    def request_resync(self) -> None:
+        """Tell the edge (after what is queued) to check its topics' positions against history."""
+        if not self._closed:
+            self._ready.append(RESYNC)
+            self._idle = False
+            self._wake.set()
+
     def acknowledge(self, sequence: int) -> None:
         """An interest change is in effect; tell the edge after what is already queued."""
         if not self._closed:
@@ -69,8 +79,8 @@ class EdgeSession:
             self._idle = False
             self._wake.set()
 
-    async def batches(self) -> AsyncIterator[list[Publication] | int]:
-        """Batches of publications, interleaved with acknowledged interest sequences (ints)."""
+    async def batches(self) -> AsyncIterator[list[Publication] | int | str]:
+        """Batches of publications, interleaved with acknowledged interest sequences (ints) and RESYNC."""
         while True:
             while self._ready:
                 yield self._ready.popleft()
@@ -127,7 +137,11 @@ class Hub:
         self._open: set[EdgeSession] = set()
 
     async def start(self) -> None:
-        await self._broker.start(self._route)
+        await self._broker.start(self._route, self._resync)
+
+    def _resync(self) -> None:
+        for session in list(self._open):
+            session.request_resync()
 
     async def close(self) -> None:
         await self._broker.close()

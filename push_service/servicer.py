@@ -15,7 +15,7 @@ from common.topics import topic_error
 
 from .broker.base import BrokerUnavailable
 from .core.publication import InvalidPublish, Publication, make_publication
-from .hub import EdgeSession, EdgeTooSlow, Hub
+from .hub import RESYNC, EdgeSession, EdgeTooSlow, Hub
 
 log = logging.getLogger("push_service.grpc")
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -98,6 +98,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
             async for batch in session.batches():
                 if isinstance(batch, int):
                     yield pb.EdgeStreamResponse(applied_sequence=batch)
+                    continue
+                if batch == RESYNC:
+                    yield pb.EdgeStreamResponse(resync=True)
                     continue
                 yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
         except EdgeTooSlow as exc:

@@ -54,6 +54,7 @@ class Edge:
             reconnect_max=settings.push_reconnect_max,
             on_lost=self._push_lost,
             on_restored=self._push_restored,
+            on_resync=self._resync,
         )
         self._positions_at_loss: dict[str, tuple[int, str]] = {}
         self._conflated = settings.conflated
@@ -301,6 +302,13 @@ class Edge:
         self._positions_at_loss = dict(self.fanout.positions)
         for topic in self._positions_at_loss:
             self.fanout.hold_topic(topic)
+
+    def _resync(self) -> None:
+        """The push service's broker reconnected: every topic is checked against history."""
+        positions = dict(self.fanout.positions)
+        for topic in positions:
+            self.fanout.hold_topic(topic)
+        asyncio.create_task(self._fill_gaps(positions))
 
     def _push_restored(self) -> None:
         asyncio.create_task(self._fill_gaps(self._positions_at_loss))

@@ -42,6 +42,7 @@ class PushLink:
         reconnect_max: float = 5.0,
         on_lost: Callable[[], None] | None = None,
         on_restored: Callable[[], None] | None = None,
+        on_resync: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
         self._channel_factory = channel_factory
@@ -63,6 +64,7 @@ class PushLink:
         # The stream went down (after having been up) / came back with the whole interest re-declared.
         self._on_lost = on_lost
         self._on_restored = on_restored
+        self._on_resync = on_resync
         self._was_up = False
 
     @property
@@ -175,6 +177,8 @@ class PushLink:
         async for response in call:
             if response.deliveries:
                 self._on_deliveries(response.deliveries)
+            if response.resync and self._on_resync is not None:
+                self._on_resync()
             if response.applied_sequence:
                 self._confirm(response.applied_sequence)
                 if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():

@@ -24,6 +24,7 @@ from ..core.history import HistoryRead
 from ..core.publication import Publication
 
 PublicationHandler = Callable[[Publication], None]
+ReconnectHandler = Callable[[], None]
 
 
 class BrokerUnavailable(Exception):
@@ -32,8 +33,9 @@ class BrokerUnavailable(Exception):
 
 class Broker(abc.ABC):
     @abc.abstractmethod
-    async def start(self, on_publication: PublicationHandler) -> None:
-        """Begin delivering publications of subscribed channels to `on_publication`."""
+    async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
+        """Begin delivering publications of subscribed channels to `on_publication`; `on_reconnect`
+        is called when delivery resumes after an interruption (publications may have been missed)."""
 
     @abc.abstractmethod
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:

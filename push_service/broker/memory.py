@@ -8,7 +8,7 @@ import uuid
 from ..core.history import HistoryPolicy, HistoryRead, HistoryStore
 from ..core.idempotency import IdempotencyCache
 from ..core.publication import Publication
-from .base import Broker, PublicationHandler
+from .base import Broker, PublicationHandler, ReconnectHandler
 
 
 class MemoryBroker(Broker):
@@ -20,7 +20,7 @@ class MemoryBroker(Broker):
         # One life of this process is one epoch: after a restart, old positions are refused.
         self._history = HistoryStore(history or HistoryPolicy(), epoch=uuid.uuid4().hex[:12])
 
-    async def start(self, on_publication: PublicationHandler) -> None:
+    async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
         self._handler = on_publication
 
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:

@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.history import HistoryPolicy, HistoryRead, decide, no_history
 from ..core.publication import Publication
-from .base import Broker, BrokerUnavailable, PublicationHandler
+from .base import Broker, BrokerUnavailable, PublicationHandler, ReconnectHandler
 
 log = logging.getLogger("push_service.broker.redis")
 
@@ -127,9 +127,12 @@ class RedisBroker(Broker):
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()  # the subscriber connection is up, with every channel subscribed
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._on_reconnect: ReconnectHandler | None = None
+        self._was_up = False
 
-    async def start(self, on_publication: PublicationHandler) -> None:
+    async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
         self._handler = on_publication
+        self._on_reconnect = on_reconnect
         self._reader = asyncio.create_task(self._read_forever(), name="redis-subscriber")
         with contextlib.suppress(TimeoutError):  # Redis down at start: the subscriber keeps trying
             await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT)
@@ -228,6 +231,9 @@ class RedisBroker(Broker):
                             if not waiting:
                                 self._ready.set()
                                 log.info("redis subscriber up (%d channels)", len(self._channels))
+                                if self._was_up and self._on_reconnect is not None:
+                                    self._on_reconnect()  # publications may have passed us by
+                                self._was_up = True
                         confirmed = self._confirmations.get(message["channel"])
                         if confirmed is not None and not confirmed.done():
                             confirmed.set_result(None)
@@ -248,5 +254,5 @@ class RedisBroker(Broker):
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
+            delay = min(1.0, delay * 2)
 

@@ -47,7 +47,11 @@ async def test_redis_restart_mid_stream(tmp_path: Path, caplog):
             await publisher.close()
             assert (publisher.rejected, publisher.dropped) == (0, 0)
         assert "refused for now, retrying" in caplog.text  # UNAVAILABLE answers were retried
-        await asyncio.sleep(1.0)
+        for _ in range(150):  # until everything arrived, or the clients were told
+            if len({m.get("id") for m in seen}) >= TOTAL or any(m["type"] == "recovery" for m in seen):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # what the edge sends along with the notice
         reader.cancel()
         ids = {m["id"] for m in seen if m["type"] == "tick"}
         notices = [m for m in seen if m["type"] == "recovery"]

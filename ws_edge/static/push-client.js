@@ -185,8 +185,9 @@ export class WebSocketService {
         if (this._opening === opening && !this._stopped) this._connectTo(url);
       })
       .catch((err) => {
+        // No token now (e.g. the server that issues it is down): a failed attempt, retried on schedule.
         this._emit("$error", err);
-        if (this._opening === opening) this._closed(4003, "no token");
+        if (this._opening === opening) this._closed(1006, "getToken failed");
       }));
   }
 
