@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from typing import Protocol, TypeVar
@@ -18,10 +17,6 @@ class Stoppable(Protocol):
     async def stop(self, grace: float | None = ...) -> None: ...
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 async def run_until_signalled(running: Stoppable, grace: float = 2.0) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -31,10 +26,15 @@ async def run_until_signalled(running: Stoppable, grace: float = 2.0) -> None:
     await running.stop(grace)
 
 
-def load_settings(cls: type[SettingsT], service: str) -> SettingsT:
-    """The service's settings from its environment; a bad value stops it with a clear message."""
+def load_settings(cls: type[SettingsT], service: str, argv: list[str] | None = None) -> SettingsT:
+    """The service's settings from its environment, overridden by command-line flags (`--port 1234`,
+    `--broker-url ...`; `--help` lists them); a bad value stops it with a clear message."""
     try:
-        return cls()
+        return cls(  # type: ignore[call-arg]
+            _cli_parse_args=sys.argv[1:] if argv is None else argv,
+            _cli_prog_name=f"python -m {service}",
+            _cli_kebab_case=True,
+        )
     except ValidationError as exc:
         print(f"{service}: invalid configuration:\n{exc}", file=sys.stderr)
         sys.exit(2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from common.lifecycle import configure_logging, load_settings, run_until_signalled
+from common.lifecycle import load_settings, run_until_signalled
+from common.logs import configure_logging
 
 from .config import PushSettings
 from .server import start_push_server
@@ -15,7 +16,7 @@ log = logging.getLogger("push_service")
 
 async def main() -> None:
     settings = load_settings(PushSettings, "push_service")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     running = await start_push_server(settings)
     log.info("push service listening on %s:%d (broker %s)", settings.host, running.port, settings.broker_url)
     await run_until_signalled(running)

@@ -7,12 +7,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import LogFormat, LogLevel
+
 
 class PushSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PUSH_", frozen=True)
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
+    # Prometheus metrics over HTTP (/metrics) on this port; 0 turns them off.
+    metrics_port: int = Field(9101, ge=0, le=65535)
     broker_url: str = "memory://"  # or redis://host:port/db
     redis_prefix: str = "push"  # every Redis key and channel starts with it
     batch_max_size: int = Field(10, ge=1, le=1000)
@@ -24,7 +28,8 @@ class PushSettings(BaseSettings):
     # Seconds an idempotency key is remembered, and how many keys at most.
     idempotency_window: float = Field(300.0, gt=0)
     idempotency_max_keys: int = Field(100_000, ge=1)
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"  # or json: one object per line
     # Security (README: Security): callers must send `authorization: Bearer <token>`; TLS / mTLS.
     auth_token: SecretStr | None = None
     tls_cert_file: Path | None = None

@@ -97,6 +97,10 @@ class EdgeSession:
             await self._wake.wait()
             self._idle = False
 
+    @property
+    def queued(self) -> int:
+        return len(self._ready)
+
     def _arm_timer(self) -> None:
         deadline = self._window.deadline
         if deadline is not None and self._timer is None:
@@ -155,6 +159,15 @@ class Hub:
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
         return await self._broker.history(topic, since, epoch, limit)
+
+    def stats(self) -> dict[str, int]:
+        channels = list(self._interest.keys())
+        return {
+            "edge_streams": len(self._open),
+            "channels": len(channels),
+            "topics": sum(1 for c in channels if c.startswith("t:")),
+            "edge_queue_batches": sum(s.queued for s in self._open),
+        }
 
     def open_session(self, peer: str) -> EdgeSession:
         self._sessions += 1

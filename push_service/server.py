@@ -15,6 +15,7 @@ from .broker import broker_from_url
 from .config import PushSettings
 from .core.history import HistoryPolicy
 from .hub import Hub
+from .metrics import HUBS, serve_metrics
 from .servicer import PushServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PushService"].full_name
@@ -48,6 +49,9 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         max_pending_batches=settings.max_pending_batches,
     )
     await hub.start()
+    HUBS.hubs.add(hub)
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port, settings.host)
     # Requests are bounded: a publish request carries messages of at most max_data_bytes each.
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes)],

@@ -11,8 +11,10 @@ from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from common.clock import now_ms
+from common.logs import connection_id
 from common.topics import topic_error
 
+from . import metrics
 from .broker.base import BrokerUnavailable
 from .core.publication import InvalidPublish, Publication, make_publication
 from .hub import RESYNC, EdgeSession, EdgeTooSlow, Hub
@@ -53,9 +55,12 @@ class PushServicer(pb_grpc.PushServiceServicer):
         try:
             result = await self._publish(request.message)
         except InvalidPublish as exc:
+            metrics.REJECTED.labels("Publish", "INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BrokerUnavailable as exc:
+            metrics.REJECTED.labels("Publish", "UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+        metrics.PUBLISHED.labels("Publish").inc()
         return pb.PublishResponse(id=result.id, timestamp_ms=result.timestamp_ms, offset=result.offset,
                                   epoch=result.epoch)
 
@@ -75,16 +80,22 @@ class PushServicer(pb_grpc.PushServiceServicer):
     async def PublishStream(
         self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PublishStreamResponse]:
+        published = metrics.PUBLISHED.labels("PublishStream")
+        invalid = metrics.REJECTED.labels("PublishStream", "INVALID_ARGUMENT")
+        unavailable = metrics.REJECTED.labels("PublishStream", "UNAVAILABLE")
         async for request in request_iterator:
             results = []
             for message in request.messages:
                 try:
                     result = await self._publish(message)
                 except InvalidPublish as exc:
+                    invalid.inc()
                     results.append(pb.PublishResult(error_code=INVALID_ARGUMENT, error_message=str(exc)))
                 except BrokerUnavailable as exc:
+                    unavailable.inc()
                     results.append(pb.PublishResult(error_code=UNAVAILABLE, error_message=f"broker unavailable: {exc}"))
                 else:
+                    published.inc()
                     results.append(pb.PublishResult(id=result.id, timestamp_ms=result.timestamp_ms))
             yield pb.PublishStreamResponse(sequence=request.sequence, results=results)
 
@@ -92,6 +103,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
         self, request_iterator: AsyncIterator[pb.EdgeStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EdgeStreamResponse]:
         session = self._hub.open_session(context.peer())
+        connection_id.set(f"edge-{session.name}")  # in every log line about this stream
+        metrics.EDGE_STREAMS_OPENED.inc()
         log.info("edge stream %s opened", session.name)
         reader = asyncio.create_task(self._read_interest(request_iterator, session))
         try:
@@ -102,8 +115,11 @@ class PushServicer(pb_grpc.PushServiceServicer):
                 if batch == RESYNC:
                     yield pb.EdgeStreamResponse(resync=True)
                     continue
+                metrics.SENT.inc(len(batch))
+                metrics.BATCH_SIZE.observe(len(batch))
                 yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
         except EdgeTooSlow as exc:
+            metrics.EDGES_TOO_SLOW.inc()
             log.warning("%s", exc)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         finally:
@@ -135,4 +151,4 @@ class PushServicer(pb_grpc.PushServiceServicer):
 
 def _delivery(p: Publication) -> pb.Delivery:
     return pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
-                       epoch=p.epoch, conflation_key=p.conflation_key)
+                       epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms)

@@ -34,6 +34,9 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 # A producer's buffer, visible to Prometheus (a process that serves its default registry exposes them).
 BUFFERED = Gauge("push_publisher_buffered_messages", "Messages waiting for the push service's answer")
 DROPPED = Counter("push_publisher_dropped_messages", "Messages dropped because the publish buffer was full")
+ACCEPTED = Counter("push_publisher_accepted_messages", "Messages the push service accepted")
+REJECTED = Counter("push_publisher_rejected_messages", "Messages the push service refused (invalid)")
+RECONNECTS = Counter("push_publisher_stream_reconnects", "Publish streams started again after one was lost")
 
 
 class PublishError(Exception):
@@ -244,6 +247,7 @@ class StreamPublisher:
             self.connected = False
             self._sent = 0  # resend whatever was not answered
             await asyncio.sleep(backoff.next_delay())
+            RECONNECTS.inc()
 
     async def _stream_once(self, backoff: Backoff) -> None:
         # Each stream has its own request generator; gRPC may keep a broken stream's generator
@@ -286,10 +290,12 @@ class StreamPublisher:
                     retry.append(entry)  # the push service cannot publish now (its broker is down)
                 elif result.error_code:
                     self.rejected += 1
+                    REJECTED.inc()
                     BUFFERED.dec()
                     log.warning("message rejected: %s", result.error_message)
                 else:
                     self.accepted += 1
+                    ACCEPTED.inc()
                     BUFFERED.dec()
             if retry:
                 # Kept, in order, at the front: a new stream sends them again after a pause (with

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from common.lifecycle import configure_logging, load_settings, run_until_signalled
+from common.lifecycle import load_settings, run_until_signalled
+from common.logs import configure_logging
 
 from .config import TaskSettings
 from .server import start_task_server
@@ -15,7 +16,7 @@ log = logging.getLogger("task_service")
 
 async def main() -> None:
     settings = load_settings(TaskSettings, "task_service")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     running = await start_task_server(settings)
     log.info("task service listening on %s:%d, publishing to %s", settings.host, running.port, settings.push_address)
     await run_until_signalled(running)

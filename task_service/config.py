@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import LogFormat, LogLevel
+
 
 class TaskSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASK_", frozen=True)
@@ -19,7 +21,8 @@ class TaskSettings(BaseSettings):
     keep_finished: int = Field(100, ge=0)
     # Prometheus metrics over HTTP (/metrics) on this port; 0 turns them off.
     metrics_port: int = Field(9102, ge=0, le=65535)
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"  # or json: one object per line
     # Security (README: Security): this server's bearer token and TLS; the push service's, as a client.
     auth_token: SecretStr | None = None
     tls_cert_file: Path | None = None

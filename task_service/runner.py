@@ -19,6 +19,7 @@ from pushclient.client import outgoing
 from .convert import to_proto
 from .core.tasks import Status, TaskBook, TaskRecord
 from .kinds import InvalidParams, KindRegistry
+from .metrics import FINISHED, STARTED
 
 log = logging.getLogger("task_service.runner")
 
@@ -62,6 +63,7 @@ class TaskRunner:
         record = TaskRecord(kind=kind_name, params=params, created_at_ms=now_ms())
         record.updated_at_ms = record.created_at_ms
         self.book.add(record)
+        STARTED.labels(kind_name).inc()
         self._publish_status(record)
         self._running[record.task_id] = asyncio.create_task(self._run(record, kind, config))
         return record
@@ -107,7 +109,12 @@ class TaskRunner:
         self._running.pop(record.task_id, None)
         self._finish(record)
 
+    @property
+    def active(self) -> int:
+        return len(self._running)
+
     def _finish(self, record: TaskRecord) -> None:
+        FINISHED.labels(record.status.value).inc()
         self._publish_status(record)
         self.book.prune()
 

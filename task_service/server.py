@@ -15,6 +15,7 @@ from pushclient import PushClient, StreamPublisher
 
 from .config import TaskSettings
 from .kinds import kinds
+from .metrics import RUNNERS
 from .runner import TaskRunner
 from .servicer import TaskServicer
 
@@ -49,6 +50,7 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
     publisher = push.stream_publisher(max_buffer=settings.publish_buffer, idempotent=True)
     publisher.start()
     runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished)
+    RUNNERS.runners.add(runner)
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 1024 * 1024)],
         interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),

@@ -8,9 +8,22 @@ import pytest
 
 from pushclient import PushClient
 from tests.support.processes import System
+from tests.support.targets import ENV_EDGE_URL, ExternalSystem, external_targets
+from tests.support.tokens import token
 from tests.support.wsclient import WsClient
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+EXTERNAL = external_targets()
+TEST_USER = "tester"  # whose token the `ws` fixture presents where the edge refuses anonymous connections
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if EXTERNAL is None:
+        return
+    skip = pytest.mark.skip(reason=f"needs processes of its own; the tests target {ENV_EDGE_URL}")
+    for item in items:
+        if "portable" not in item.keywords:
+            item.add_marker(skip)
 
 
 def start_system(tmp_path_factory: pytest.TempPathFactory, name: str, **envs: dict[str, str]) -> System:
@@ -24,8 +37,12 @@ def start_system(tmp_path_factory: pytest.TempPathFactory, name: str, **envs: di
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """The whole system with default settings, shared by a test module."""
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System | ExternalSystem]:
+    """The whole system with default settings, shared by a test module: started here, or the
+    deployment that PUSHTEST_* names (tests/support/targets.py)."""
+    if EXTERNAL is not None:
+        yield EXTERNAL
+        return
     system = start_system(tmp_path_factory, "system")
     yield system
     system.stop()
@@ -33,7 +50,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 @pytest.fixture
 async def push(system: System) -> AsyncIterator[PushClient]:
-    async with PushClient(system.push_address) as client:
+    async with PushClient(system.push_address, token=system.grpc_token) as client:
         yield client
 
 
@@ -43,6 +60,8 @@ async def ws(system: System) -> AsyncIterator:
     clients: list[WsClient] = []
 
     async def connect(path: str = "/ws", **params: str) -> WsClient:
+        if not system.anonymous_allowed and "token" not in params:
+            params["token"] = token(TEST_USER)
         client = await WsClient.connect(system.ws_url, path, **params)
         clients.append(client)
         return client

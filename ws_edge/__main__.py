@@ -12,7 +12,8 @@ from types import FrameType
 
 import uvicorn
 
-from common.lifecycle import configure_logging, load_settings
+from common.lifecycle import load_settings
+from common.logs import configure_logging
 
 from .app import create_app
 from .config import EdgeSettings
@@ -41,7 +42,7 @@ class EdgeServer(uvicorn.Server):
 
 def main() -> None:
     settings = load_settings(EdgeSettings, "ws_edge")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -56,6 +57,7 @@ def main() -> None:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (one format, connection ids, redaction)
         access_log=False,
         timeout_graceful_shutdown=3,
     )

@@ -13,10 +13,12 @@ from typing import Any
 
 import jwt
 from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from fastapi.staticfiles import StaticFiles
 
 from common.clock import now_ms
+from common.logs import connection_id
 
 from .config import EdgeSettings
 from .connection import Connection
@@ -25,13 +27,13 @@ from .core.codes import CloseCode
 from .core.frames import (
     MAX_CLIENT_ID_LENGTH,
     ProtocolError,
-    error_frame,
     parse_client_frame,
     server_frame,
     split_topics_param,
 )
 from .core.limits import origin_allowed
 from .core.ratelimit import TokenBucket
+from . import metrics
 from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
@@ -90,6 +92,10 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
             "slow_consumer_disconnects": edge.stats["slow_consumers"],
             "push_connected": edge.push.connected.is_set(),
         }
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -168,29 +174,36 @@ async def serve_socket(
     # Refused before the upgrade: a foreign Origin (cross-site WebSocket hijacking), too many attempts.
     if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), edge.origins):
         log.info("handshake from %s refused: origin %r not allowed", address, websocket.headers.get("origin"))
+        metrics.REFUSED.labels("origin").inc()
         await websocket.send_denial_response(PlainTextResponse("origin not allowed", status_code=403))
         return
     if edge.draining:
+        metrics.REFUSED.labels("draining").inc()
         await websocket.send_denial_response(PlainTextResponse("going away", status_code=503))
         return
     if not edge.attempts.allow(address, loop.time()):
+        metrics.REFUSED.labels("attempt_rate").inc()
         await websocket.send_denial_response(PlainTextResponse("too many connection attempts", status_code=429))
         return
     await websocket.accept()
     if client_id is not None and not (0 < len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()):
+        metrics.REFUSED.labels("client_id").inc()
         await websocket.close(CloseCode.INVALID_CLIENT_ID, "invalid client_id")
         return
     try:
         principal = await authenticate(edge, websocket, token)
     except AuthError as exc:
+        metrics.REFUSED.labels("auth").inc()
         await websocket.close(exc.close_code, exc.message)
         return
     except WebSocketDisconnect:
         return
     if client_id is not None and not edge.client_id_available(client_id, principal):
+        metrics.REFUSED.labels("client_id").inc()
         await websocket.close(CloseCode.INVALID_CLIENT_ID, "client_id is in use by another user")
         return
     if not edge.acquire_slots(principal, address):
+        metrics.REFUSED.labels("too_many_connections").inc()
         await websocket.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
         return
     now = loop.time()
@@ -204,6 +217,8 @@ async def serve_socket(
         principal=principal,
         address=address,
     )
+    connection_id.set(f"{connection.id}:{connection.client_id}")  # in every log line about it
+    metrics.OPENED.inc()
     waits = edge.attach(connection)  # frames routed from now on queue up until the writer starts
     try:
         try:
@@ -219,7 +234,7 @@ async def serve_socket(
         for frame in retained_frames:
             connection.send(frame)
         if rejected is not None:
-            connection.send(error_frame(rejected.code, f"?topics= rejected: {rejected.message}", None, now_ms()))
+            edge.send_error(connection, rejected.code, f"?topics= rejected: {rejected.message}", None)
         log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
                   principal.user, topics)
         while True:

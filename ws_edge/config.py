@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import LogFormat, LogLevel
+
 from .core.auth import TokenVerifier
 from .core.permissions import Access, TopicPolicy
 
@@ -38,7 +40,8 @@ class EdgeSettings(BaseSettings):
     # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"  # or json: one object per line
 
     # --- security (README: Security) ---------------------------------------------------------------
     # Connections without a token. The local demo allows them; a deployment should not.

@@ -21,6 +21,7 @@ from .core.fanout import DeliveryLike
 from .core.frames import websocket_text_frame
 from .core.ratelimit import TokenBucket
 from .core.sendqueue import SendQueue
+from .metrics import DROPPED
 from .wire import aborter_for
 
 log = logging.getLogger("ws_edge.connection")
@@ -106,6 +107,10 @@ class Connection:
         return True
 
     @property
+    def queued(self) -> int:
+        return len(self._backlog)
+
+    @property
     def coalesced(self) -> int:
         return self._backlog.coalesced
 
@@ -128,6 +133,8 @@ class Connection:
         if self._writer is not None:
             self._writer.cancel()
         coalesced = self._backlog.coalesced
+        if self._backlog:
+            DROPPED.inc(len(self._backlog))
         self._backlog = SendQueue(max_messages=0)  # nothing more will be sent: free the backlog now
         self._backlog.coalesced = coalesced
         try:

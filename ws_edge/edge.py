@@ -16,6 +16,7 @@ from common.clock import now_ms
 from common.grpc_security import secure_channel
 from common.topics import topic_error
 
+from . import metrics
 from .config import EdgeSettings
 from .connection import Connection
 from .core.auth import Principal
@@ -72,6 +73,7 @@ class Edge:
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
         self._fan_out_task: asyncio.Task[None] | None = None
+        metrics.EDGES.edges.add(self)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         """A gRPC channel to a backend, with the configured bearer token and TLS."""
@@ -223,6 +225,7 @@ class Edge:
 
     async def handle_frame(self, connection: Connection, frame: str | bytes, now: float) -> None:
         connection.last_seen = now
+        metrics.CLIENT_FRAMES.inc()
         message_id = None
         try:
             try:
@@ -238,12 +241,17 @@ class Edge:
                 )
             await self._dispatch(connection, message)
         except ProtocolError as exc:
-            connection.send(error_frame(exc.code, exc.message, exc.message_id, now_ms()))
+            self.send_error(connection, exc.code, exc.message, exc.message_id)
         except HandlerError as exc:
-            connection.send(error_frame(exc.code, exc.message, message_id, now_ms()))
+            self.send_error(connection, exc.code, exc.message, message_id)
         except Exception:
             log.exception("#%d: handler failed", connection.id)
-            connection.send(error_frame(ErrorCode.INTERNAL_ERROR, "internal error", message_id, now_ms()))
+            self.send_error(connection, ErrorCode.INTERNAL_ERROR, "internal error", message_id)
+
+    @staticmethod
+    def send_error(connection: Connection, code: str, message: str, message_id: str | None) -> None:
+        metrics.ERROR_FRAMES.labels(code).inc()
+        connection.send(error_frame(code, message, message_id, now_ms()))
 
     async def _dispatch(self, connection: Connection, message) -> None:  # type: ignore[no-untyped-def]
         type_ = message.type
@@ -357,6 +365,8 @@ class Edge:
 
     def _on_deliveries(self, deliveries: Sequence[DeliveryLike]) -> None:
         """From the push stream's reader: queue for the fan-out task, which takes all that is queued."""
+        metrics.RECEIVED.inc(len(deliveries))
+        metrics.PUSH_BATCH.observe(len(deliveries))
         self._incoming.append(deliveries)
         self._incoming_ready.set()
 
@@ -378,9 +388,18 @@ class Edge:
                 log.exception("fan-out failed")
 
     def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
+        delivered = 0
         for frames, wire, connections, messages in self.fanout.route(batches):
             for connection in connections:
                 connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+            delivered += len(connections) * len(messages)
+        metrics.DELIVERED.inc(delivered)
+        now = now_ms()
+        observe = metrics.LATENCY.observe
+        for batch in batches:
+            for delivery in batch:
+                if delivery.timestamp_ms:
+                    observe((now - delivery.timestamp_ms) / 1000)
         if gaps := self.fanout.take_discontinuities():
             # A message skipped offsets or began a new epoch (e.g. Redis lost its data): never silently.
             asyncio.create_task(self._fill_gaps(gaps))

@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.history import HistoryPolicy, HistoryRead, decide, no_history
 from ..core.publication import Publication
+from ..metrics import REDIS_ERRORS, REDIS_RECONNECTS
 from .base import Broker, BrokerUnavailable, PublicationHandler, ReconnectHandler
 
 log = logging.getLogger("push_service.broker.redis")
@@ -159,6 +160,7 @@ class RedisBroker(Broker):
                       self._idempotency_ms if idempotency_key else 0],
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            REDIS_ERRORS.labels("publish").inc()
             raise BrokerUnavailable(f"redis: {exc}") from None
         return decode_payload(payload)
 
@@ -172,6 +174,7 @@ class RedisBroker(Broker):
             oldest_ms = now_s * 1000 + now_us // 1000 - int(rule.ttl * 1000)
             entries = await self._redis.xrange(self.keys.stream(topic), min=f"{max(0, oldest_ms)}", max="+")
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            REDIS_ERRORS.labels("history").inc()
             raise BrokerUnavailable(f"redis: {exc}") from None
         current_epoch = meta.get(b"epoch", b"").decode()
         offset = int(meta.get(b"offset", 0))
@@ -186,6 +189,7 @@ class RedisBroker(Broker):
         try:
             payload = await self._redis.get(self.keys.retained(topic))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            REDIS_ERRORS.labels("retained").inc()
             raise BrokerUnavailable(f"redis: {exc}") from None
         return decode_payload(payload) if payload else None
 
@@ -200,6 +204,7 @@ class RedisBroker(Broker):
             await self._pubsub.subscribe(name)
             await asyncio.wait_for(confirmed, CONFIRM_TIMEOUT)
         except (TimeoutError, RedisError, OSError, AssertionError) as exc:
+            REDIS_ERRORS.labels("subscribe").inc()
             # Redis is away: the subscriber subscribes every channel again when it reconnects.
             log.warning("subscription to %s deferred to the reconnect: %r", channel, exc)
         finally:
@@ -211,6 +216,7 @@ class RedisBroker(Broker):
             try:
                 await self._pubsub.unsubscribe(self.keys.channel(channel))
             except (RedisError, OSError) as exc:
+                REDIS_ERRORS.labels("unsubscribe").inc()
                 log.warning("unsubscribe from %s failed (the reconnect leaves it out): %s", channel, exc)
 
     async def _read_forever(self) -> None:
@@ -231,6 +237,8 @@ class RedisBroker(Broker):
                             if not waiting:
                                 self._ready.set()
                                 log.info("redis subscriber up (%d channels)", len(self._channels))
+                                if self._was_up:
+                                    REDIS_RECONNECTS.inc()
                                 if self._was_up and self._on_reconnect is not None:
                                     self._on_reconnect()  # publications may have passed us by
                                 self._was_up = True
@@ -247,6 +255,7 @@ class RedisBroker(Broker):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                REDIS_ERRORS.labels("subscriber").inc()
                 log.warning("redis subscriber lost: %s; retrying in %.1fs", exc, delay)
             finally:
                 self._ready.clear()

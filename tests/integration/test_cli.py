@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.processes import ROOT, System
 from tests.support.timing import timeout
+
+pytestmark = pytest.mark.portable
+
+
+def cli_env(system: System) -> dict[str, str]:
+    """pushctl takes the gRPC bearer token from PUSH_TOKEN, as an operator would give it."""
+    return {**os.environ, **({"PUSH_TOKEN": system.grpc_token} if system.grpc_token else {})}
 
 
 def pushctl(system: System, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pushclient", "--push", system.push_address, "--tasks", system.task_address, *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=timeout(30),
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout(30), env=cli_env(system),
     )
 
 
 async def test_publish_and_tail(system: System):
     tail = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pushclient", "--push", system.push_address, "tail", "cli:topic", "--count", "2",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=cli_env(system),
     )
     try:
         assert tail.stderr is not None

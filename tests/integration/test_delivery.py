@@ -6,10 +6,14 @@ import asyncio
 import json
 import urllib.request
 
+import pytest
+
 from pushclient import PushClient
 from tests.support.processes import System
 from tests.support.tokens import token
 from tests.support.wsclient import unpack
+
+pytestmark = pytest.mark.portable
 
 GUIDE_ORDER = ["type", "id", "timestamp", "data", "topic"]
 

@@ -62,7 +62,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 async def test_tls_publish_works_and_plaintext_is_refused(pki: dict[str, Path]):
-    running = await start_push_server(PushSettings(host="localhost", port=0, tls_cert_file=pki["server_crt"],
+    running = await start_push_server(PushSettings(host="localhost", port=0, metrics_port=0, tls_cert_file=pki["server_crt"],
                                                    tls_key_file=pki["server_key"]))
     try:
         async with PushClient(f"localhost:{running.port}", tls_ca_file=pki["ca"], timeout=5) as client:
@@ -76,7 +76,7 @@ async def test_tls_publish_works_and_plaintext_is_refused(pki: dict[str, Path]):
 
 
 async def test_mutual_tls_requires_a_client_certificate(pki: dict[str, Path]):
-    running = await start_push_server(PushSettings(host="localhost", port=0, tls_cert_file=pki["server_crt"],
+    running = await start_push_server(PushSettings(host="localhost", port=0, metrics_port=0, tls_cert_file=pki["server_crt"],
                                                    tls_key_file=pki["server_key"], tls_client_ca_file=pki["ca"]))
     address = f"localhost:{running.port}"
     try:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
+from tests.conftest import TEST_USER
 from tests.support.processes import System
+from tests.support.tokens import token
 from tests.support.wsclient import WsClient
+
+pytestmark = pytest.mark.portable
 
 
 def listed_status(message: dict, task_id: str) -> str | None:
@@ -97,7 +103,9 @@ async def test_cancelling_mid_run_yields_cancelled_and_no_more_progress(system: 
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    # With a user's token: a deployment lets only authenticated users start and cancel tasks.
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token(TEST_USER)}"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())

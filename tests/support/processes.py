@@ -115,14 +115,20 @@ class System:
 
     def __post_init__(self) -> None:
         self.push_port, self.task_port, self.edge_port = free_port(), free_port(), free_port()
-        self.task_metrics_port = free_port()
+        self.task_metrics_port, self.push_metrics_port = free_port(), free_port()
         self.push_address = f"127.0.0.1:{self.push_port}"
         self.task_address = f"127.0.0.1:{self.task_port}"
         self.http_url = f"http://127.0.0.1:{self.edge_port}"
         self.ws_url = f"ws://127.0.0.1:{self.edge_port}"
+        self.push_metrics_urls = [f"http://127.0.0.1:{self.push_metrics_port}/metrics"]
+        self.task_metrics_url = f"http://127.0.0.1:{self.task_metrics_port}/metrics"
+        self.grpc_token: str | None = None
+        self.anonymous_allowed = True
+        self.redis_url: str | None = None
         self.push = ServiceProcess(
             "push_service", "push_service",
-            {"PUSH_PORT": str(self.push_port), **self.push_env}, self.workdir / "push.log",
+            {"PUSH_PORT": str(self.push_port), "PUSH_METRICS_PORT": str(self.push_metrics_port), **self.push_env},
+            self.workdir / "push.log",
         )
         self.tasks = ServiceProcess(
             "task_service", "task_service",

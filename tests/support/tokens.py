@@ -1,12 +1,14 @@
-"""JWTs for tests: the secret the test systems' edges are configured with."""
+"""JWTs for tests: the secret the test systems' edges are configured with (an external deployment's,
+from PUSHTEST_JWT_SECRET, when the tests target one)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import jwt
 
-SECRET = "test-secret-for-hs256-and-hs512-which-is-at-least-sixty-four-bytes-long"
+SECRET = os.environ.get("PUSHTEST_JWT_SECRET") or "test-secret-for-hs256-and-hs512-which-is-at-least-sixty-four-bytes-long"
 
 
 def token(sub: str, *, ttl: float = 3600, secret: str = SECRET, **claims: object) -> str:

@@ -24,6 +24,7 @@ class DeliveryLike(Protocol):
     offset: int
     epoch: str
     conflation_key: str
+    timestamp_ms: int  # when the push service accepted it (Unix ms)
 
 
 Routed = tuple[list[bytes], bytes, list[Hashable], list[DeliveryLike]]

@@ -1,0 +1,20 @@
+"""Setting types every service shares (validated at start, like the rest of its settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LEVELS:
+        raise ValueError(f"must be one of {', '.join(LEVELS)}")
+    return level
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+LogFormat = Literal["text", "json"]

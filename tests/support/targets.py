@@ -1,0 +1,65 @@
+"""Where the integration tests find the system: processes they start themselves (the default), or a
+running deployment named by environment variables (a compose stack, or the compose services started
+as local processes by tests/deploy):
+
+    PUSHTEST_EDGE_URL           http://host:8000            one edge (ws:// is derived)
+    PUSHTEST_PUSH_ADDRESS       host:50051                  one push replica, for publishing
+    PUSHTEST_TASK_ADDRESS       host:50052
+    PUSHTEST_PUSH_METRICS_URLS  http://host:9101/metrics,…  every push replica's /metrics
+    PUSHTEST_TASK_METRICS_URL   http://host:9102/metrics
+    PUSHTEST_REDIS_URL          redis://host:6379/0         (optional) the replicas' Redis
+    PUSHTEST_JWT_SECRET         the edges' EDGE_JWT_HS256_SECRET: tests sign their users' tokens with it
+    PUSHTEST_GRPC_TOKEN         (optional) the bearer token the gRPC servers require
+    PUSHTEST_ALLOW_ANONYMOUS    false when the edges refuse connections without a token
+
+Only the modules marked `portable` run against such targets; the others need processes of their own
+(to kill, restart or configure) and are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+ENV_EDGE_URL = "PUSHTEST_EDGE_URL"
+
+
+def external_targets() -> ExternalSystem | None:
+    edge = os.environ.get(ENV_EDGE_URL)
+    if not edge:
+        return None
+    env = os.environ
+    missing = [name for name in ("PUSHTEST_PUSH_ADDRESS", "PUSHTEST_TASK_ADDRESS", "PUSHTEST_JWT_SECRET")
+               if not env.get(name)]
+    if missing:
+        raise RuntimeError(f"{ENV_EDGE_URL} is set, so these must be too: {', '.join(missing)}")
+    http_url = edge.rstrip("/")
+    return ExternalSystem(
+        http_url=http_url,
+        ws_url="ws" + http_url.removeprefix("http"),
+        push_address=env["PUSHTEST_PUSH_ADDRESS"],
+        task_address=env["PUSHTEST_TASK_ADDRESS"],
+        push_metrics_urls=[u for u in env.get("PUSHTEST_PUSH_METRICS_URLS", "").split(",") if u],
+        task_metrics_url=env.get("PUSHTEST_TASK_METRICS_URL", ""),
+        redis_url=env.get("PUSHTEST_REDIS_URL") or None,
+        grpc_token=env.get("PUSHTEST_GRPC_TOKEN") or None,
+        anonymous_allowed=env.get("PUSHTEST_ALLOW_ANONYMOUS", "true").lower() not in ("false", "0", "no"),
+    )
+
+
+@dataclass
+class ExternalSystem:
+    """The same addresses a local System has, of a deployment the tests did not start."""
+
+    http_url: str
+    ws_url: str
+    push_address: str
+    task_address: str
+    push_metrics_urls: list[str] = field(default_factory=list)
+    task_metrics_url: str = ""
+    redis_url: str | None = None
+    grpc_token: str | None = None
+    anonymous_allowed: bool = True
+
+    def stop(self) -> None:
+        """Not ours to stop."""
