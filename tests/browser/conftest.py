@@ -6,8 +6,11 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+
+from tests.support.asyncapi import check_server_frame
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The closed network: no background services, no component updates, no QUIC probing.
@@ -21,7 +24,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make browser` installs Debian's chromium")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `make system-deps` installs Debian's chromium")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -37,10 +40,25 @@ class ConsoleWatch:
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
 
+class FrameWatch:
+    """Every WebSocket frame the page receives, checked against docs/asyncapi.yaml after the test."""
+
+    def __init__(self, page: Page) -> None:
+        self.frames: list[str | bytes] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", self.frames.append))
+
+    def check(self) -> int:
+        for raw in self.frames:
+            check_server_frame(orjson.loads(raw))
+        return len(self.frames)
+
+
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1200, "height": 800})
     page = await context.new_page()
     page.set_default_timeout(15_000)
+    frames = FrameWatch(page)
     yield page
     await context.close()
+    frames.check()

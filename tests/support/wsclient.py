@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import orjson
 import websockets
 
+from .asyncapi import check_server_frame
 from .timing import timeout
 
 
@@ -24,7 +25,7 @@ class WsClient:
     async def connect(cls, base_url: str, path: str = "/ws", **params: str) -> WsClient:
         query = f"?{urlencode(params)}" if params else ""
         connection = await websockets.connect(base_url + path + query, max_size=None)
-        welcome = orjson.loads(await asyncio.wait_for(connection.recv(), timeout(10)))
+        welcome = parse_server_frame(await asyncio.wait_for(connection.recv(), timeout(10)))
         assert welcome["type"] == "connected", welcome
         return cls(connection, welcome)
 
@@ -41,7 +42,7 @@ class WsClient:
         """The next frame, parsed."""
         if self._backlog:
             return self._backlog.popleft()
-        return orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout(wait)))
+        return parse_server_frame(await asyncio.wait_for(self.connection.recv(), timeout(wait)))
 
     async def frames_until(self, count: int, wait: float = 10.0) -> list[dict[str, Any]]:
         """Frames (batches kept whole) until they hold `count` messages in all."""
@@ -70,10 +71,17 @@ class WsClient:
         arrive first are kept, in order, for the next recv()."""
         await self.send(message)
         while True:
-            frame = orjson.loads(await asyncio.wait_for(self.connection.recv(), timeout(wait)))
+            frame = parse_server_frame(await asyncio.wait_for(self.connection.recv(), timeout(wait)))
             if frame.get("type") in ("ack", "pong", "error") and frame.get("id") == message.get("id"):
                 return frame
             self._backlog.append(frame)
+
+
+def parse_server_frame(raw: str | bytes) -> dict[str, Any]:
+    """A received frame, parsed and held to the published protocol (docs/asyncapi.yaml)."""
+    frame = orjson.loads(raw)
+    check_server_frame(frame)
+    return frame
 
 
 def unpack(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
