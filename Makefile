@@ -11,7 +11,7 @@ install: $(VENV)/.installed $(GEN)/.built
 
 # The virtualenv, the pinned packages, and a .pth file that puts the project and its generated code
 # on the path (what an editable install would do, without a build backend).
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-runtime.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/$(GEN)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pushsystem.pth"

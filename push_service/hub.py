@@ -157,6 +157,9 @@ class Hub:
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
         return await self._broker.publish(publication, idempotency_key)
 
+    async def publish_many(self, items: list[tuple[Publication, str]]) -> list[Publication]:
+        return await self._broker.publish_many(items)
+
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
         return await self._broker.history(topic, since, epoch, limit)
 

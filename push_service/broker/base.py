@@ -18,7 +18,7 @@ Guarantees every engine gives:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..core.history import HistoryRead
 from ..core.publication import Publication
@@ -41,6 +41,12 @@ class Broker(abc.ABC):
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
         """Publish; with a key seen within the idempotency window, publish nothing and return the
         first publication of that key (atomically with the check, across replicas)."""
+
+    async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Publication]:
+        """Publish (publication, idempotency key) pairs in order, as one publishing-stream request
+        brings them. An engine may send them in one round trip; if it raises BrokerUnavailable, some
+        may have been published (their idempotency keys make the retry safe)."""
+        return [await self.publish(publication, key) for publication, key in items]
 
     @abc.abstractmethod
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead: ...

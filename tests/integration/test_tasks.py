@@ -57,6 +57,8 @@ async def test_demo_task_reports_running_progress_to_100_completed_and_list(syst
         assert message["topic"] == {"task_progress": "task:progress", "task_status": "task:status"}[message["type"]]
 
     lists = [m for m in seen if m["type"] == "task_list"]
+    if lists and listed_status(lists[0], task_id) is None:
+        lists = lists[1:]  # the retained list from before this task, on a system that ran tasks already
     assert [listed_status(m, task_id) for m in lists] == ["pending", "running", "completed"]
     assert all(m["topic"] == "task:list" for m in lists)
     final = {t["task_id"]: t for t in lists[-1]["data"]["tasks"]}[task_id]

@@ -36,12 +36,19 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    argv: list[str] | None = None  # instead of `python -m module`
+    inherit_env: bool = True  # False: only PATH/HOME-like variables of ours, then `env`
+
+    def child_env(self) -> dict[str, str]:
+        base = os.environ if self.inherit_env else {
+            k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))}
+        return {**base, **self.env, "PYTHONUNBUFFERED": "1"}
 
     def start(self) -> None:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = self.child_env()
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module], env=env, stdout=log, stderr=log, cwd=ROOT
+                self.argv or [sys.executable, "-m", self.module], env=env, stdout=log, stderr=log, cwd=ROOT
             )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

@@ -1,0 +1,125 @@
+"""docker-compose.yml and the Dockerfile: the compose file is valid Compose, its services are the
+Dockerfile's stages, and every service's own command, environment and healthcheck work: started as
+local processes (tests/support/compose_local.py), they become healthy, and the portable integration
+tests pass against them given only the environment a compose stack would give."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+from tests.support.compose_local import COMPOSE_FILE, ComposeError, LocalCompose, interpolate
+from tests.support.processes import ROOT
+from tests.support.timing import timeout
+
+# The Compose Specification's JSON Schema, beside the checkout (../shared); COMPOSE_SPEC overrides.
+COMPOSE_SPEC = Path(os.environ.get("COMPOSE_SPEC", ROOT.parent / "shared" / "compose-spec.json"))
+VARIABLES = {
+    "PUSH_JWT_SECRET": "compose-test-secret-that-is-longer-than-thirty-two-bytes",
+    "PUSH_GRPC_TOKEN": "compose-test-grpc-token",
+}
+
+
+def dockerfile_stages() -> dict[str, dict[str, object]]:
+    """Per stage: its base, CMD and HEALTHCHECK command (exec forms), and USER."""
+    stages: dict[str, dict[str, object]] = {}
+    current: dict[str, object] = {}
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if match := re.match(r"FROM (\S+) AS (\S+)", line):
+            current = stages[match[2]] = {"from": match[1]}
+        elif match := re.match(r"CMD (\[.*\])", line):
+            current["cmd"] = json.loads(match[1])
+        elif match := re.match(r"HEALTHCHECK .*CMD (\[.*\])", line):
+            current["healthcheck"] = json.loads(match[1])
+        elif match := re.match(r"USER (\S+)", line):
+            current["user"] = match[1]
+    return stages
+
+
+def test_the_compose_file_validates_against_the_compose_specification():
+    assert COMPOSE_SPEC.exists(), f"the Compose schema is expected at {COMPOSE_SPEC} (set COMPOSE_SPEC)"
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in Draft7Validator(schema).iter_errors(yaml.safe_load(COMPOSE_FILE.read_text()))]
+    assert errors == []
+
+
+def test_the_compose_services_are_the_dockerfiles_stages_with_their_commands_and_healthchecks():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    stages = dockerfile_stages()
+    assert {"redis", "push-1", "push-2", "edge-1", "edge-2", "task"} == set(services)
+    for name, service in services.items():
+        assert "healthcheck" in service and service.get("restart") == "unless-stopped", name
+        if "build" not in service:
+            continue
+        stage = stages[service["build"]["target"]]
+        assert service["command"] == stage["cmd"], name
+        assert service["healthcheck"]["test"] == ["CMD", *stage["healthcheck"]], name  # type: ignore[misc]
+        assert stage["from"] == "runtime", name
+    assert stages["runtime"]["user"] == "10001:10001"  # the final stages inherit the unprivileged user
+    # A deployment: no anonymous browsers, no demo token minting, secrets without defaults.
+    edge_env = services["edge-1"]["environment"]
+    assert edge_env["EDGE_ALLOW_ANONYMOUS"] == "false" and "EDGE_DEV_TOKENS" not in edge_env
+    with pytest.raises(ComposeError, match="PUSH_JWT_SECRET"):
+        interpolate(edge_env["EDGE_JWT_HS256_SECRET"], {})
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCompose]:
+    compose = LocalCompose(tmp_path_factory.mktemp("compose"), VARIABLES)
+    import asyncio
+
+    try:
+        asyncio.run(compose.up())
+    except BaseException:
+        compose.down()
+        raise
+    yield compose
+    compose.down()
+
+
+def test_every_service_starts_with_its_compose_command_and_becomes_healthy(stack: LocalCompose):
+    assert list(stack.processes) == ["redis", "push-1", "push-2", "task", "edge-1", "edge-2"]
+    for name, process in stack.processes.items():
+        assert process.proc is not None and process.proc.poll() is None, name
+        assert stack.healthy(name), name
+    # The replicas and the task service found each other through the `push` alias: both replicas.
+    assert stack.environment("edge-1")["EDGE_PUSH_ADDRESS"] == (
+        f"127.0.0.1:{stack.local_port('push-1', 50051)},127.0.0.1:{stack.local_port('push-2', 50051)}")
+
+
+def test_the_integration_suite_passes_against_the_stack_given_only_its_environment(stack: LocalCompose):
+    def url(service: str, port: int, path: str = "") -> str:
+        return f"http://127.0.0.1:{stack.local_port(service, port)}{path}"
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))},
+        "PUSHTEST_EDGE_URL": url("edge-1", 8000),
+        "PUSHTEST_PUSH_ADDRESS": f"127.0.0.1:{stack.local_port('push-1', 50051)}",
+        "PUSHTEST_TASK_ADDRESS": f"127.0.0.1:{stack.local_port('task', 50052)}",
+        "PUSHTEST_PUSH_METRICS_URLS": f"{url('push-1', 9101, '/metrics')},{url('push-2', 9101, '/metrics')}",
+        "PUSHTEST_TASK_METRICS_URL": url("task", 9102, "/metrics"),
+        "PUSHTEST_REDIS_URL": f"redis://127.0.0.1:{stack.local_port('redis', 6379)}/0",
+        "PUSHTEST_JWT_SECRET": VARIABLES["PUSH_JWT_SECRET"],
+        "PUSHTEST_GRPC_TOKEN": VARIABLES["PUSH_GRPC_TOKEN"],
+        "PUSHTEST_ALLOW_ANONYMOUS": "false",
+    }
+    command = [sys.executable, "-m", "pytest", "-m", "portable", "-p", "no:cacheprovider", "-q", "tests/integration"]
+    collected = subprocess.run([*command, "--collect-only"], env=env, cwd=ROOT, capture_output=True, text=True,
+                               timeout=timeout(120))
+    portable = int(re.search(r"(\d+)/\d+ tests collected", collected.stdout)[1])  # type: ignore[index]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout(600))
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.match(rf"{portable} passed, \d+ deselected in ", summary), summary  # nothing skipped or failed
+    assert portable >= 30, collected.stdout[-500:]
