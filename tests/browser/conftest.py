@@ -45,7 +45,8 @@ class FrameWatch:
 
     def __init__(self, page: Page) -> None:
         self.frames: list[str | bytes] = []
-        page.on("websocket", lambda ws: ws.on("framereceived", self.frames.append))
+        # Playwright wants Python functions as listeners (not builtins such as list.append).
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: self.frames.append(payload)))
 
     def check(self) -> int:
         for raw in self.frames:
