@@ -21,8 +21,12 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [conn=%(conn)s] %(message)s"
 
 
 class ConnectionIdFilter(logging.Filter):
+    """Adds `conn`: the context's connection id, unless the call named one (`extra={"conn": ...}`,
+    for lines about a connection logged from elsewhere, e.g. the heartbeat sweeper)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.conn = connection_id.get()
+        if not hasattr(record, "conn"):
+            record.conn = connection_id.get()
         return True
 
 

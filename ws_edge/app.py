@@ -38,7 +38,7 @@ from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
 from .task_gateway import TaskGatewayError
-from .wire import CaptureProtocol, writer_for
+from .wire import CaptureProtocol, tag_frame_logs, writer_for
 
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
@@ -217,7 +217,8 @@ async def serve_socket(
         principal=principal,
         address=address,
     )
-    connection_id.set(f"{connection.id}:{connection.client_id}")  # in every log line about it
+    connection_id.set(connection.tag)  # in every line logged while serving it (and in tasks started here)
+    tag_frame_logs(websocket.scope, connection.tag)
     metrics.OPENED.inc()
     waits = edge.attach(connection)  # frames routed from now on queue up until the writer starts
     try:

@@ -58,6 +58,11 @@ class Connection:
         self._closing = False
         self.closed_as_slow = False
 
+    @property
+    def tag(self) -> str:
+        """Its id in log lines (`conn`): the edge's connection number and the client_id."""
+        return f"{self.id}:{self.client_id}"
+
     def __repr__(self) -> str:
         return f"<Connection #{self.id} client_id={self.client_id!r}>"
 
@@ -98,7 +103,7 @@ class Connection:
     def _queue(self, frame: bytes, key: str | None, envelope: bool) -> bool:
         if not self._backlog.push(frame, key, envelope):
             log.warning("#%d = slow consumer: %d messages, %d bytes unsent, closing", self.id, len(self._backlog),
-                        self._backlog.bytes)
+                        self._backlog.bytes, extra={"conn": self.tag})
             self.closed_as_slow = True
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
@@ -142,12 +147,13 @@ class Connection:
             # it is dropped after CLOSE_TIMEOUT, so nothing stays held for it.
             await asyncio.wait_for(self.websocket.close(code=code, reason=reason), CLOSE_TIMEOUT)
         except TimeoutError:
-            log.info("#%d = close not taken in %.0fs, dropping the socket", self.id, CLOSE_TIMEOUT)
+            log.info("#%d = close not taken in %.0fs, dropping the socket", self.id, CLOSE_TIMEOUT,
+                     extra={"conn": self.tag})
             abort = aborter_for(self.websocket.scope)
             if abort is not None:
                 abort()
         except Exception as exc:
-            log.debug("#%d close failed: %r", self.id, exc)
+            log.debug("#%d close failed: %r", self.id, exc, extra={"conn": self.tag})
 
     async def stop(self) -> None:
         """The socket is gone: stop writing."""
@@ -164,7 +170,7 @@ class Connection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection
-            log.debug("#%d writer stopped: %r", self.id, exc)
+            log.debug("#%d writer stopped: %r", self.id, exc, extra={"conn": self.tag})
             self._closing = True
         finally:
             self._writer = None

@@ -424,11 +424,11 @@ class Edge:
         closed = 0
         for connection in list(self.connections.values()):
             if now - connection.last_seen > self.settings.client_timeout:
-                log.info("#%d = heartbeat timeout, closing", connection.id)
+                log.info("#%d = heartbeat timeout, closing", connection.id, extra={"conn": connection.tag})
                 connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
                 closed += 1
             elif (expires := connection.principal.expires_at) is not None and expires <= wall:
-                log.info("#%d = token expired, closing", connection.id)
+                log.info("#%d = token expired, closing", connection.id, extra={"conn": connection.tag})
                 connection.close_soon(CloseCode.TOKEN_EXPIRED, "token expired")
                 closed += 1
         return closed

@@ -10,6 +10,7 @@ reader), the connection falls back to the ordinary ASGI send and its own backlog
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -50,6 +51,14 @@ def writer_for(scope: MutableMapping[str, Any]) -> Callable[[bytes], bool] | Non
         return True
 
     return write
+
+
+def tag_frame_logs(scope: MutableMapping[str, Any], tag: str) -> None:
+    """At DEBUG, the WebSocket layer logs every frame from the protocol's callbacks, outside the
+    connection's task: give its logger the connection id (`conn`). Nothing is kept otherwise."""
+    protocol: WebSocketsSansIOProtocol | None = scope.get(SCOPE_KEY)
+    if protocol is not None and protocol.conn.debug:
+        protocol.conn.logger = logging.LoggerAdapter(protocol.conn.logger, {"conn": tag})
 
 
 def aborter_for(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:

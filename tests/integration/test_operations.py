@@ -111,15 +111,22 @@ async def test_redis_errors_are_counted(own_system: System):
     assert value(samples, "push_messages_rejected_total", rpc="Publish", code="UNAVAILABLE") == 1
 
 
-@pytest.mark.parametrize("own_system", [{"edge_env": {"EDGE_LOG_FORMAT": "json", "EDGE_LOG_LEVEL": "debug"},
+@pytest.mark.parametrize("own_system", [{"edge_env": {"EDGE_LOG_FORMAT": "json", "EDGE_LOG_LEVEL": "debug",
+                                                      "EDGE_CLIENT_TIMEOUT": "1", "EDGE_HEARTBEAT_CHECK_INTERVAL": "0.2"},
                                          "push_env": {"PUSH_LOG_FORMAT": "json"}}], indirect=True)
 async def test_json_logs_carry_the_connection_id(own_system: System):
     system = own_system
+    silent = await WsClient.connect(system.ws_url, client_id="silent", token=token(TEST_USER))
     client = await WsClient.connect(system.ws_url, client_id="log-me", token=token(TEST_USER))
     await client.request({"type": "ping", "id": "p"})
     await client.close()
+    await silent.connection.wait_closed()  # closed by the heartbeat sweeper, which logs it
+    assert silent.connection.close_code == 4000
     await asyncio.sleep(0.3)
     system.stop()
+    sweeper_lines = [json.loads(line) for line in system.edge.log_path.read_text().splitlines()
+                     if "heartbeat timeout, closing" in line]
+    assert [line["conn"].split(":", 1)[1] for line in sweeper_lines] == ["silent"]
     for log_path in (system.edge.log_path, system.push.log_path):
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
         assert lines and all(set(line) >= {"ts", "level", "logger", "conn", "msg"} for line in lines)
