@@ -18,22 +18,12 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 SCOPE_KEY = "ws_edge.protocol"
 
-ASGIApp = Callable[[MutableMapping[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]],
-                   Awaitable[None]]
-
-
-class CaptureProtocol:
-    """ASGI middleware: remembers which uvicorn protocol object serves each WebSocket."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        if scope["type"] == "websocket":
-            protocol = getattr(send, "__self__", None)
-            if isinstance(protocol, WebSocketsSansIOProtocol):
-                scope[SCOPE_KEY] = protocol
-        await self.app(scope, receive, send)
+def capture_protocol(scope: MutableMapping[str, Any], send: Callable[..., Awaitable[Any]]) -> None:
+    """Remember in the scope which uvicorn protocol object serves this WebSocket (its `send` is a
+    bound method of it)."""
+    protocol = getattr(send, "__self__", None)
+    if isinstance(protocol, WebSocketsSansIOProtocol):
+        scope[SCOPE_KEY] = protocol
 
 
 def writer_for(scope: MutableMapping[str, Any]) -> Callable[[bytes], bool] | None:
