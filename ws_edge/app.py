@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-import uuid
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,7 @@ async def serve_socket(
     now = loop.time()
     connection = Connection(
         websocket,
-        client_id or uuid.uuid4().hex,
+        client_id or os.urandom(16).hex(),  # unguessable: it addresses personal messages
         TokenBucket(settings.rate_limit, settings.rate_burst, now),
         edge.new_send_queue(),
         now,

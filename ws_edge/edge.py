@@ -70,6 +70,7 @@ class Edge:
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
+        self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}  # see _gate
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
         self._fan_out_task: asyncio.Task[None] | None = None
@@ -124,13 +125,31 @@ class Edge:
     async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
         """Wait until the push service has applied these interest changes (bounded: while it is
         down the changes are re-declared on reconnect, and the browser need not wait for that)."""
-        pending = [w for w in waits if not w.done()]
-        if not pending:
-            return
-        _, late = await asyncio.wait(pending, timeout=self.settings.subscribe_confirm_timeout)
-        if late:
-            log.warning("push service did not confirm an interest change within %.1fs",
-                        self.settings.subscribe_confirm_timeout)
+        for wait in waits:
+            if not wait.done():
+                await self._gate(wait)
+
+    def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
+        """A future done when `applied` is, or after the confirm timeout: one per interest change,
+        shared by every connection of a burst that waits on it (one timer, not one each)."""
+        gate = self._gates.get(applied)
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._gates[applied] = loop.create_future()
+            timeout = self.settings.subscribe_confirm_timeout
+
+            def open_gate(late: bool) -> None:
+                if gate.done():
+                    return
+                if late:
+                    log.warning("push service did not confirm an interest change within %.1fs", timeout)
+                gate.set_result(None)
+                self._gates.pop(applied, None)
+                timer.cancel()
+
+            timer = loop.call_later(timeout, open_gate, True)
+            applied.add_done_callback(lambda _: open_gate(False))
+        return gate
 
     def acquire_slots(self, principal: Principal, address: str) -> bool:
         """Count a new connection against its user's and its address's limits; False if over."""

@@ -58,6 +58,7 @@ class PushLink:
         self._unconfirmed: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._pending: dict[tuple[str, str], bool] = {}  # (kind, key) -> add? ; sent at the end of the turn
         self._flush_scheduled = False
+        self._batch_open = False  # the newest sequence still collects changes (not sent yet)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -96,8 +97,11 @@ class PushLink:
         """Forward an interest change; the future resolves once the push service has applied it.
 
         While disconnected nothing is sent: the snapshot declared on reconnect covers the change,
-        and its confirmation resolves the future."""
-        self._next_sequence()
+        and its confirmation resolves the future. Changes that travel in one request share one
+        sequence and one future (a burst of connections waits on one future, not one each)."""
+        if not self._batch_open:
+            self._next_sequence()
+            self._batch_open = True
         if self._changes is not None:
             pending = self._pending
             # Changes made in one turn of the event loop (a burst of connections) travel as one
@@ -107,7 +111,9 @@ class PushLink:
             changes += [(("c", c), True) for c in add_client_ids] + [(("c", c), False) for c in remove_client_ids]
             for key, add in changes:
                 if pending.get(key, add) != add:
-                    self._flush_pending()
+                    self._flush_pending()  # sent under the open sequence; what follows gets a new one
+                    self._next_sequence()
+                    self._batch_open = True
                     pending = self._pending
                 pending[key] = add
             if not self._flush_scheduled:
@@ -117,6 +123,7 @@ class PushLink:
 
     def _flush_pending(self) -> None:
         self._flush_scheduled = False
+        self._batch_open = False
         if not self._pending or self._changes is None:
             self._pending = {}
             return
@@ -164,6 +171,7 @@ class PushLink:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
         topics, client_ids = self._snapshot()
         self._pending = {}  # covered by the snapshot
+        self._batch_open = False  # changes from now on are not covered by this snapshot
         snapshot_sequence = self._next_sequence()
         changes.put_nowait(pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence))
         self._changes = changes
