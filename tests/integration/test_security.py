@@ -223,3 +223,42 @@ async def test_connection_attempts_and_connections_per_address_are_limited(throt
         except websockets.InvalidStatus as exc:
             statuses.append(exc.response.status_code)
     assert 429 in statuses, statuses  # the burst of 10 attempts per address is spent
+
+
+# --- what any deployment must refuse (portable: these also run against a compose stack) ---------------
+
+
+@pytest.mark.portable
+async def test_the_system_under_test_refuses_forged_and_expired_tokens_and_foreign_user_topics(system: System):
+    url = system.ws_url + "/ws?token="
+    assert await closed_with(url + token("mallory", secret="not-the-secret-but-long-enough-for-hs256-0123456789")) == (
+        4003, "invalid token: Signature verification failed")
+    assert (await closed_with(url + token("alice", ttl=-60)))[0] == 4001
+    assert (await closed_with(url + unsigned({"sub": "alice", "exp": int(time.time()) + 3600})))[0] == 4003
+    if system.anonymous_allowed:
+        async with websockets.connect(system.ws_url + "/ws") as connection:
+            welcome = orjson.loads(await asyncio.wait_for(connection.recv(), timeout(5)))
+        assert welcome["data"]["user"] is None
+    else:  # a deployment: without a token, the first message must authenticate
+        assert await closed_with(system.ws_url + "/ws", {"type": "ping", "id": "p"}) == (
+            4003, "authentication required: send an `auth` message first")
+    alice = await WsClient.connect(system.ws_url, token=token("alice"))
+    try:
+        refused = await alice.request({"type": "subscribe", "id": "s", "data": {"topics": ["user:bob"]}})
+        assert refused["error"]["code"] == "FORBIDDEN"
+        accepted = await alice.request({"type": "subscribe", "id": "s2", "data": {"topics": ["user:alice"]}})
+        assert accepted["type"] == "ack"
+    finally:
+        await alice.close()
+
+
+@pytest.mark.portable
+async def test_the_system_under_test_grpc_credentials(system: System):
+    async with PushClient(system.push_address) as anonymous:
+        if system.grpc_token is None:
+            assert (await anonymous.publish("sec:open", "t", {})).id
+        else:
+            with pytest.raises(PublishError, match="UNAUTHENTICATED"):
+                await anonymous.publish("sec:open", "t", {})
+    async with PushClient(system.push_address, token=system.grpc_token) as publisher:
+        assert (await publisher.publish("sec:open", "t", {})).id
