@@ -39,6 +39,8 @@ from .task_gateway import TaskGateway
 
 log = logging.getLogger("ws_edge")
 MAX_BATCHES_PER_FANOUT = 32
+FAN_OUT_PAUSE_FROM = 0.001  # seconds a fan-out round takes before the next one waits to gather more
+FAN_OUT_PAUSE_MAX = 0.005
 
 
 class Edge:
@@ -401,10 +403,18 @@ class Edge:
                 quiet = quiet + 1 if len(self._incoming) == queued else 0
             batches, self._incoming = self._incoming, []
             self._incoming_ready.clear()
+            started = time.perf_counter()
             try:
                 self.fan_out(batches)
             except Exception:
                 log.exception("fan-out failed")
+            took = time.perf_counter() - started
+            if took > FAN_OUT_PAUSE_FROM:
+                # A long round (many sockets): rest as long before the next one, so that what arrives
+                # meanwhile leaves in the same writes. Every write is a system call; at this rate
+                # they are what the edge's core is spent on, and fewer, fuller writes keep it from
+                # saturating (its queue, not the wait, is what makes the tail latency).
+                await asyncio.sleep(min(took, FAN_OUT_PAUSE_MAX))
 
     def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
         delivered = 0
