@@ -48,8 +48,8 @@ class EdgeApp:
     """The edge's ASGI application. The two WebSocket endpoints are served here directly; everything
     else (HTTP API, health, metrics, static files, lifespan) by FastAPI. A WebSocket is held for hours,
     and through FastAPI's stack each one would keep a dozen middleware and routing frames, exit stacks
-    and closures alive for its whole life (about 5 KiB each, measured with tracemalloc) and pay for
-    them at every handshake."""
+    and closures alive for its whole life and pay for them at every handshake (measured with 10,000
+    idle connections: 32 KiB of RSS each through FastAPI, 22 KiB here; docs/PERFORMANCE.md)."""
 
     def __init__(self, api: FastAPI, edge: Edge, task_topics: list[str]) -> None:
         self.api = api
