@@ -131,14 +131,18 @@ def secure_channel(
     ca_file: Path | None = None,
     cert_file: Path | None = None,
     key_file: Path | None = None,
+    server_name: str | None = None,
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """A client channel: TLS when a CA is given (mutual TLS with a client certificate), and the
-    bearer token on every call when given."""
+    bearer token on every call when given. `server_name`: the name the servers' certificates carry,
+    when the address does not (a list of IP addresses of replicas, say)."""
     interceptors = bearer_interceptors(token) if token else None
     target, options = grpc_target(address), [*BALANCING, *options]
     if ca_file is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
     credentials = grpc.ssl_channel_credentials(
         root_certificates=ca_file.read_bytes(),
         private_key=key_file.read_bytes() if key_file else None,

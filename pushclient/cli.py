@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bearer token for the gRPC servers (env PUSH_TOKEN)")
     parser.add_argument("--tls-ca", type=Path, default=os.environ.get("PUSH_TLS_CA_FILE"),
                         help="CA certificate: talk TLS to the gRPC servers (env PUSH_TLS_CA_FILE)")
+    parser.add_argument("--tls-server-name", default=os.environ.get("PUSH_TLS_SERVER_NAME"),
+                        help="the name in the servers' certificates, when the address is an IP list "
+                             "(env PUSH_TLS_SERVER_NAME)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     publish = commands.add_parser("publish", help="publish one message")
@@ -99,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     if args.command == "publish":
-        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca) as client:
+        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca,
+                              tls_server_name=args.tls_server_name) as client:
             try:
                 reply = await client.publish(args.topic or "", args.type_, args.data, id=args.id,
                                              client_id=args.client_id or "", retain=args.retain)
@@ -107,7 +111,8 @@ async def run(args: argparse.Namespace) -> int:
                 raise CliError(f"publish refused: {exc}") from None
         print(reply.id)
     elif args.command == "tail":
-        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca) as client:
+        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca,
+                              tls_server_name=args.tls_server_name) as client:
             seen = 0
             try:
                 def ready() -> None:
@@ -127,7 +132,8 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def run_task_command(args: argparse.Namespace) -> None:
-    async with secure_channel(args.tasks, token=args.token, ca_file=args.tls_ca) as channel:
+    async with secure_channel(args.tasks, token=args.token, ca_file=args.tls_ca,
+                              server_name=args.tls_server_name) as channel:
         stub = task_grpc.TaskServiceStub(channel)
         try:
             if args.task_command == "start":

@@ -86,13 +86,15 @@ class PushClient:
         tls_ca_file: Path | None = None,
         tls_cert_file: Path | None = None,
         tls_key_file: Path | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         """`token`: the push service's bearer token; `tls_ca_file`: its CA, for TLS; a client
-        certificate and key for mutual TLS."""
+        certificate and key for mutual TLS; `tls_server_name`: the name in the servers' certificates
+        when `address` does not carry it (e.g. a list of replicas' IP addresses)."""
         self.address = address
         self.timeout = timeout
         self._channel = secure_channel(address, token=token, ca_file=tls_ca_file, cert_file=tls_cert_file,
-                                       key_file=tls_key_file)
+                                       key_file=tls_key_file, server_name=tls_server_name)
         self.stub = pb_grpc.PushServiceStub(self._channel)
 
     async def __aenter__(self) -> PushClient:

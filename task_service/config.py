@@ -32,3 +32,4 @@ class TaskSettings(BaseSettings):
     push_tls_ca_file: Path | None = None
     push_tls_cert_file: Path | None = None
     push_tls_key_file: Path | None = None
+    push_tls_server_name: str | None = None  # the name in the push servers' certificates, for IP lists

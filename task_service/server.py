@@ -46,6 +46,7 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
         tls_ca_file=settings.push_tls_ca_file,
         tls_cert_file=settings.push_tls_cert_file,
         tls_key_file=settings.push_tls_key_file,
+        tls_server_name=settings.push_tls_server_name,
     )
     publisher = push.stream_publisher(max_buffer=settings.publish_buffer, idempotent=True)
     publisher.start()

@@ -71,6 +71,7 @@ class EdgeSettings(BaseSettings):
     grpc_tls_ca_file: Path | None = None
     grpc_tls_cert_file: Path | None = None
     grpc_tls_key_file: Path | None = None
+    grpc_tls_server_name: str | None = None  # the name in the backends' certificates, for IP lists
 
     @model_validator(mode="after")
     def _check_security(self) -> EdgeSettings:

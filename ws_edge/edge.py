@@ -86,6 +86,7 @@ class Edge:
             ca_file=self.settings.grpc_tls_ca_file,
             cert_file=self.settings.grpc_tls_cert_file,
             key_file=self.settings.grpc_tls_key_file,
+            server_name=self.settings.grpc_tls_server_name,
             options=CHANNEL_OPTIONS,
         )
 

@@ -96,3 +96,27 @@ async def test_mutual_tls_requires_a_client_certificate(pki: dict[str, Path]):
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await running.stop(0)
+
+
+async def test_a_list_of_replica_ip_addresses_verifies_the_certificates_name(pki: dict[str, Path]):
+    """Replicas named by IP (`127.0.0.1:a,127.0.0.1:b`) present a certificate for `localhost`: the
+    client checks that name when told it (`tls_server_name`), and refuses without it."""
+    replicas = [await start_push_server(PushSettings(host="127.0.0.1", port=0, metrics_port=0,
+                                                     tls_cert_file=pki["server_crt"], tls_key_file=pki["server_key"]))
+                for _ in range(2)]
+    addresses = ",".join(f"127.0.0.1:{r.port}" for r in replicas)
+    try:
+        async with PushClient(addresses, tls_ca_file=pki["ca"], tls_server_name="localhost", timeout=5) as client:
+            for n in range(4):  # spread over the replicas by round_robin; each connection verified
+                assert (await client.publish("tls:list", "t", {"n": n})).id
+        async with PushClient(addresses, tls_ca_file=pki["ca"], timeout=2) as unnamed:
+            with pytest.raises(PublishError) as refused:
+                await unnamed.publish("tls:list", "t", {})
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        async with PushClient(addresses, tls_ca_file=pki["ca"], tls_server_name="not-localhost", timeout=2) as wrong:
+            with pytest.raises(PublishError) as refused:
+                await wrong.publish("tls:list", "t", {})
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        for replica in replicas:
+            await replica.stop(0)
