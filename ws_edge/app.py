@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 import os
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,13 @@ from typing import Any
 import jwt
 from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from common.clock import now_ms
 from common.logs import connection_id
 
+from . import metrics
 from .config import EdgeSettings
 from .connection import Connection
 from .core.auth import ANONYMOUS, AuthError, Principal
@@ -33,7 +34,6 @@ from .core.frames import (
 )
 from .core.limits import origin_allowed
 from .core.ratelimit import TokenBucket
-from . import metrics
 from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
@@ -42,6 +42,7 @@ from .wire import capture_protocol, tag_frame_logs, writer_for
 
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
+WEBSOCKET_PATHS = frozenset({"/ws", "/ws/task"})
 
 
 class EdgeApp:
@@ -63,16 +64,13 @@ class EdgeApp:
             websocket = WebSocket(scope, receive, send)
             params = websocket.query_params
             topics = params.get("topics")
-            if topics is None and scope["path"] == "/ws/task":
-                wanted = self._task_topics
+            if not topics and scope["path"] == "/ws/task":
+                wanted = self._task_topics  # `/ws/task` without topics (or with none): the task topics
             else:
                 wanted = split_topics_param(topics)
             await serve_socket(self._edge, websocket, params.get("client_id"), wanted, params.get("token"))
             return
         await self.api(scope, receive, send)
-
-
-WEBSOCKET_PATHS = frozenset({"/ws", "/ws/task"})
 
 
 def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry | None = None) -> EdgeApp:

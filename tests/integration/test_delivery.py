@@ -205,6 +205,9 @@ async def test_task_endpoint_defaults_to_task_topics(system: System, ws):
     assert client.welcome["data"]["topics"] == ["task:progress", "task:status", "task:list"]
     explicit = await ws("/ws/task", topics="task:status")
     assert explicit.welcome["data"]["topics"] == ["task:status"]
+    empty = await ws("/ws/task", topics="")  # an empty list is no list: the defaults
+    assert empty.welcome["data"]["topics"] == ["task:progress", "task:status", "task:list"]
+    assert (await ws("/ws", topics="")).welcome["data"]["topics"] == []
 
 
 async def test_invalid_topic_in_query_is_reported_and_connection_stays(system: System, ws, push: PushClient):
