@@ -13,7 +13,7 @@ from common.topics import topic_error
 from .broker import Broker
 from .core.batching import BatchWindow
 from .core.history import HistoryRead
-from .core.publication import Publication, client_channel, topic_channel
+from .core.publication import TOPIC_CHANNEL_PREFIX, Publication, client_channel, topic_channel
 
 log = logging.getLogger("push_service.hub")
 
@@ -168,7 +168,7 @@ class Hub:
         return {
             "edge_streams": len(self._open),
             "channels": len(channels),
-            "topics": sum(1 for c in channels if c.startswith("t:")),
+            "topics": sum(1 for c in channels if c.startswith(TOPIC_CHANNEL_PREFIX)),
             "edge_queue_batches": sum(s.queued for s in self._open),
         }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from weakref import WeakSet
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -45,8 +45,3 @@ class HubCollector(Collector):
 
 HUBS = HubCollector()
 REGISTRY.register(HUBS)
-
-
-def serve_metrics(port: int, host: str) -> None:
-    """/metrics over HTTP, from prometheus_client's own server thread."""
-    start_http_server(port, addr=host)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import prometheus_client
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
@@ -15,7 +16,7 @@ from .broker import broker_from_url
 from .config import PushSettings
 from .core.history import HistoryPolicy
 from .hub import Hub
-from .metrics import HUBS, serve_metrics
+from .metrics import HUBS
 from .servicer import PushServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PushService"].full_name
@@ -51,7 +52,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
     await hub.start()
     HUBS.hubs.add(hub)
     if settings.metrics_port:
-        serve_metrics(settings.metrics_port, settings.host)
+        prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)  # its own thread
     # Requests are bounded: a publish request carries messages of at most max_data_bytes each.
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes)],

@@ -42,8 +42,11 @@ class Publication:
         return client_channel(self.client_id) if self.client_id else topic_channel(self.topic)
 
 
+TOPIC_CHANNEL_PREFIX = "t:"
+
+
 def topic_channel(topic: str) -> str:
-    return "t:" + topic
+    return TOPIC_CHANNEL_PREFIX + topic
 
 
 def client_channel(client_id: str) -> str:
