@@ -5,6 +5,7 @@ tests pass against them given only the environment a compose stack would give.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -77,8 +78,6 @@ def test_the_compose_services_are_the_dockerfiles_stages_with_their_commands_and
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCompose]:
     compose = LocalCompose(tmp_path_factory.mktemp("compose"), VARIABLES)
-    import asyncio
-
     try:
         asyncio.run(compose.up())
     except BaseException:
