@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,10 +24,26 @@ from .tokens import SECRET
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_handed_out: set[int] = set()
+# Below Linux's ephemeral range (32768-60999): outgoing connections (gRPC clients, the tests' own)
+# take their local ports from that range and could take a port between picking and binding it.
+SERVICE_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port outside the ephemeral range that nothing listens on now and that this test run has not
+    handed out before (a stopped service's port may be taken again by its restart, never by another)."""
+    while True:
+        port = random.choice(SERVICE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 @dataclass
