@@ -410,12 +410,20 @@ class Edge:
             except Exception:
                 log.exception("fan-out failed")
             took = time.perf_counter() - started
-            if took > FAN_OUT_PAUSE_FROM:
-                # A long round (many sockets): rest as long before the next one, so that what arrives
-                # meanwhile leaves in the same writes. Every write is a system call; at this rate
-                # they are what the edge's core is spent on, and fewer, fuller writes keep it from
-                # saturating (its queue, not the wait, is what makes the tail latency).
+            if took > FAN_OUT_PAUSE_FROM and await self._behind():
+                # A long round (many sockets) and more arrived meanwhile: the edge is behind. Rest as
+                # long before the next round, so that what arrives meanwhile leaves in the same
+                # writes. Every write is a system call; at this rate they are what the edge's core is
+                # spent on, and fewer, fuller writes keep it from saturating (its queue, not the
+                # wait, is what makes the tail latency). An edge that keeps up never waits.
                 await asyncio.sleep(min(took, FAN_OUT_PAUSE_MAX))
+
+    async def _behind(self) -> bool:
+        """Whether deliveries came in while the last round was written (the stream's reader takes
+        what gRPC has received once the loop turns, twice: the poller's wake-up, then the read)."""
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return bool(self._incoming)
 
     def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
         delivered = 0
