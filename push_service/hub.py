@@ -182,8 +182,7 @@ class Hub:
     async def close_session(self, session: EdgeSession) -> None:
         session.close()
         self._open.discard(session)
-        for channel in self._interest.remove_subscriber(session):
-            await self._broker.unsubscribe(channel)
+        await self._broker.unsubscribe(*self._interest.remove_subscriber(session))
 
     async def change_interest(
         self,
@@ -199,27 +198,18 @@ class Hub:
             if (why := topic_error(topic)) is not None:
                 log.warning("edge %s declared an invalid topic, ignored: %s", session.name, why)
                 continue
-            await self._add(topic_channel(topic), session)
             added_topics.append(topic)
-        for client_id in add_client_ids:
-            await self._add(client_channel(client_id), session)
-        for topic in remove_topics:
-            await self._remove(topic_channel(topic), session)
-        for client_id in remove_client_ids:
-            await self._remove(client_channel(client_id), session)
+        # The engine hears of a channel's first and last local interest only, all of a request's at
+        # once (one round trip to Redis for a burst of browsers' personal channels).
+        added = [*map(topic_channel, added_topics), *map(client_channel, add_client_ids)]
+        await self._broker.subscribe(*(c for c in added if self._interest.add(c, session)))
+        removed = [*map(topic_channel, remove_topics), *map(client_channel, remove_client_ids)]
+        await self._broker.unsubscribe(*(c for c in removed if self._interest.remove(c, session)))
         # A new subscriber gets the topic's current state at once (e.g. the task list).
         for topic in added_topics:
             retained = await self._broker.retained(topic)
             if retained is not None:
                 session.enqueue(retained)
-
-    async def _add(self, channel: str, session: EdgeSession) -> None:
-        if self._interest.add(channel, session):
-            await self._broker.subscribe(channel)
-
-    async def _remove(self, channel: str, session: EdgeSession) -> None:
-        if self._interest.remove(channel, session):
-            await self._broker.unsubscribe(channel)
 
     def _route(self, publication: Publication) -> None:
         for session in self._interest.subscribers(publication.channel):

@@ -6,8 +6,9 @@ Guarantees every engine gives:
   `BrokerUnavailable` when it cannot.
 - A retained publication (`retain=True`) replaces the topic's retained state atomically with its
   publish; `retained(topic)` returns the latest one.
-- `subscribe` / `unsubscribe` are called by the hub on the first / last local interest in a channel
-  (a topic channel `t:<topic>` or a personal channel `c:<client_id>`), never per edge or per browser.
+- `subscribe` / `unsubscribe` are called by the hub on the first / last local interest in channels
+  (topic channels `t:<topic>`, personal channels `c:<client_id>`), never per edge or per browser;
+  `subscribe` returns once what is published to them next is delivered.
 
 - Idempotency: a key seen within the window is not published again (checked atomically).
 - History: `publish` adds the publication to its topic's history (if the topic keeps one) and
@@ -52,10 +53,10 @@ class Broker(abc.ABC):
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead: ...
 
     @abc.abstractmethod
-    async def subscribe(self, channel: str) -> None: ...
+    async def subscribe(self, *channels: str) -> None: ...
 
     @abc.abstractmethod
-    async def unsubscribe(self, channel: str) -> None: ...
+    async def unsubscribe(self, *channels: str) -> None: ...
 
     @abc.abstractmethod
     async def retained(self, topic: str) -> Publication | None: ...

@@ -46,11 +46,11 @@ class MemoryBroker(Broker):
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
         return self._history.read(topic, since, epoch, time.monotonic(), limit)
 
-    async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
+    async def subscribe(self, *channels: str) -> None:
+        self._channels.update(channels)
 
-    async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
+    async def unsubscribe(self, *channels: str) -> None:
+        self._channels.difference_update(channels)
 
     async def retained(self, topic: str) -> Publication | None:
         return self._retained.get(topic)

@@ -213,31 +213,39 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis: {exc}") from None
         return decode_payload(payload) if payload else None
 
-    async def subscribe(self, channel: str) -> None:
-        """Returns once Redis confirmed the subscription, so what is published next is delivered."""
-        self._channels.add(channel)
-        name = self.keys.channel(channel).encode()
+    async def subscribe(self, *channels: str) -> None:
+        """Returns once Redis confirmed the subscriptions (one command for all of them), so what is
+        published next is delivered."""
+        if not channels:
+            return
+        self._channels.update(channels)
+        names = [self.keys.channel(channel).encode() for channel in channels]
         try:
             await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT)
             assert self._pubsub is not None
-            confirmed = self._confirmations[name] = asyncio.get_running_loop().create_future()
-            await self._pubsub.subscribe(name)
-            await asyncio.wait_for(confirmed, CONFIRM_TIMEOUT)
+            loop = asyncio.get_running_loop()
+            confirmations = [self._confirmations.setdefault(name, loop.create_future()) for name in names]
+            await self._pubsub.subscribe(*names)
+            await asyncio.wait_for(asyncio.gather(*confirmations), CONFIRM_TIMEOUT)
         except (TimeoutError, RedisError, OSError, AssertionError) as exc:
             REDIS_ERRORS.labels("subscribe").inc()
             # Redis is away: the subscriber subscribes every channel again when it reconnects.
-            log.warning("subscription to %s deferred to the reconnect: %r", channel, exc)
+            log.warning("subscription to %s (%d channels) deferred to the reconnect: %r", channels[0], len(channels), exc)
         finally:
-            self._confirmations.pop(name, None)
+            for name in names:
+                self._confirmations.pop(name, None)
 
-    async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
+    async def unsubscribe(self, *channels: str) -> None:
+        if not channels:
+            return
+        self._channels.difference_update(channels)
         if self._pubsub is not None:
             try:
-                await self._pubsub.unsubscribe(self.keys.channel(channel))
+                await self._pubsub.unsubscribe(*map(self.keys.channel, channels))
             except (RedisError, OSError) as exc:
                 REDIS_ERRORS.labels("unsubscribe").inc()
-                log.warning("unsubscribe from %s failed (the reconnect leaves it out): %s", channel, exc)
+                log.warning("unsubscribe from %s (%d channels) failed (the reconnect leaves it out): %s", channels[0],
+                            len(channels), exc)
 
     async def _read_forever(self) -> None:
         delay = 0.1

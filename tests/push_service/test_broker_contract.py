@@ -80,6 +80,24 @@ async def test_delivered_only_to_subscribed_channels_in_order(engine: Engine):
     assert [p.id for p in got][3:] == ["m5"]
 
 
+async def test_many_channels_subscribed_and_unsubscribed_at_once(engine: Engine):
+    clients = [f"burst-{n}" for n in range(50)]
+    await engine.broker.subscribe("t:h:many", *(f"c:{c}" for c in clients))  # returns once all hold
+    await engine.broker.publish(pub("h:many", 0))
+    for n, client in enumerate(clients, 1):
+        await engine.broker.publish(pub("", n, client_id=client))
+    got = await engine.wait_for(51)
+    assert [p.id for p in got] == [f"m{n}" for n in range(51)]
+    await engine.broker.unsubscribe(*(f"c:{c}" for c in clients[1:]))
+    await engine.broker.subscribe()  # nothing: a no-op
+    await engine.broker.unsubscribe()
+    for n, client in enumerate(clients, 100):
+        await engine.broker.publish(pub("", n, client_id=client))
+    await engine.broker.publish(pub("h:many", 200))
+    got = await engine.wait_for(53)
+    assert [p.id for p in got][51:] == ["m100", "m200"]
+
+
 async def test_positions_and_the_frame(engine: Engine):
     first = await engine.broker.publish(pub("h:pos", 1))
     second = await engine.broker.publish(pub("h:pos", 2))
