@@ -55,7 +55,11 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)  # its own thread
     # Requests are bounded: a publish request carries messages of at most max_data_bytes each.
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes)],
+        options=[
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024 + settings.max_data_bytes),
+            ("grpc.server.max_pending_requests", settings.max_queued_calls),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_queued_calls),
+        ],
         interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
     )
     pb_grpc.add_PushServiceServicer_to_server(PushServicer(hub, max_data_bytes=settings.max_data_bytes), server)

@@ -87,12 +87,17 @@ class PushClient:
         tls_cert_file: Path | None = None,
         tls_key_file: Path | None = None,
         tls_server_name: str | None = None,
+        max_in_flight: int = 256,
     ) -> None:
         """`token`: the push service's bearer token; `tls_ca_file`: its CA, for TLS; a client
         certificate and key for mutual TLS; `tls_server_name`: the name in the servers' certificates
-        when `address` does not carry it (e.g. a list of replicas' IP addresses)."""
+        when `address` does not carry it (e.g. a list of replicas' IP addresses); `max_in_flight`:
+        unary calls on the wire at once, more wait here (`timeout` counts from when one is sent)."""
         self.address = address
         self.timeout = timeout
+        # A gRPC server cancels calls beyond its queue of unanswered ones (grpc core: 1,000 by default,
+        # without a message); thousands of publishes gathered at once wait their turn here instead.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._channel = secure_channel(address, token=token, ca_file=tls_ca_file, cert_file=tls_cert_file,
                                        key_file=tls_key_file, server_name=tls_server_name)
         self.stub = pb_grpc.PushServiceStub(self._channel)
@@ -121,7 +126,8 @@ class PushClient:
         request = pb.PublishRequest(message=outgoing(topic, type_, data, id=id, client_id=client_id, retain=retain,
                                                      idempotency_key=idempotency_key))
         try:
-            return await self.stub.Publish(request, timeout=self.timeout)
+            async with self._in_flight:
+                return await self.stub.Publish(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise PublishError(exc.code(), exc.details() or "") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,6 +52,19 @@ async def test_publish_stream_answers_every_message_of_every_request_in_order(sy
     assert rejected.error_code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and not rejected.id
     assert "invalid topic" in rejected.error_message
     assert third.id == "three" and third.timestamp_ms > 0
+
+
+async def test_a_burst_of_thousands_of_unary_publishes_is_answered_in_full(push: PushClient):
+    """gRPC's server queues 1,000 calls not yet taken up by default and cancels the rest (CANCELLED,
+    no message): the push service queues more, and PushClient keeps at most 256 on the wire."""
+    burst = 4000
+    message = pb.OutgoingMessage(topic="burst", type="t", data=b"1")
+    raw = await asyncio.gather(*(push.stub.Publish(pb.PublishRequest(message=message), timeout=60)
+                                 for _ in range(burst)), return_exceptions=True)
+    failed = [r for r in raw if isinstance(r, BaseException)]
+    assert failed == [] and len({r.id for r in raw}) == burst
+    answers = await asyncio.gather(*(push.publish("burst", "t", {"n": n}) for n in range(burst)))
+    assert len({a.id for a in answers}) == burst
 
 
 @pytest.mark.parametrize("which", ["push", "tasks"])
