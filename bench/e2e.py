@@ -4,7 +4,9 @@
 
 For each target it starts the servers as processes, runs `bench.load` (a separate process) once per
 scenario, samples the CPU and RSS of every server process meanwhile, and prints Markdown tables
-(also written to docs/PERFORMANCE.md with --write). Targets:
+(also written to docs/PERFORMANCE.md with --write): the scenarios, connecting (several rounds per
+target: one round's figure moves by a third on this shared machine), idle connections, the guide's
+own tests (`bench.guide_tests`) and each target of issue 4 with its figure. Targets:
 - ours: push_service + task_service + ws_edge; publishing through gRPC (streaming and unary);
 - ours-redis: the same with the Redis engine (its own redis-server), to show the engine's cost;
 - tutorial: the FastAPI tutorial broadcast (a set of WebSockets, send_text in a loop);
@@ -192,13 +194,63 @@ def idle_memory(target: Ours, count: int, hold: float) -> dict[str, Any]:
     return result
 
 
+def connect_rounds(target: Target, clients: int, rounds: int) -> list[float]:
+    """Milliseconds per connection for `clients` connections, `rounds` times (a load process each)."""
+    return [run_load(target, "connect", "--clients", str(clients))["connect_ms_per_connection"] for _ in range(rounds)]
+
+
+def guide_tests() -> str:
+    done = subprocess.run([sys.executable, "-m", "bench.guide_tests"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=True)
+    return done.stdout.strip()
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def targets_table(results: dict[str, dict[str, Any]], connects: dict[str, list[float]],
+                  idle: dict[str, Any] | None, args: argparse.Namespace) -> list[str]:
+    """Issue 4's targets, each with the figure of this run that decides it."""
+    lines = ["| target | figure in this run | met |", "| --- | --- | --- |"]
+
+    def row(target: str, figure: str, met: bool) -> None:
+        lines.append(f"| {target} | {figure} | {'yes' if met else '**no**'} |")
+
+    reference = results.get("broadcaster/ws/max", {}).get("delivered_per_s")
+    for key, r in results.items():
+        name, path, scenario = key.split("/")
+        if not name.startswith("ours"):
+            continue
+        if scenario == "max" and reference and path == "gRPC stream":
+            ratio = r["delivered_per_s"] / reference
+            row(f"max rate ≥ 3× broadcaster, zero loss ({name})", f"{ratio:.1f}×, {r['lost']} lost",
+                ratio >= 3 and r["lost"] == 0)
+        if scenario == "rate":
+            row(f"{args.clients:,} clients at {args.rate:g} msg/s: p99 ≤ 20 ms, zero loss ({name}, {path})",
+                f"p99 {r['latency_p99_ms']:.1f} ms, {r['lost']} lost", r["latency_p99_ms"] <= 20 and r["lost"] == 0)
+    for name, values in connects.items():
+        if name.startswith("ours"):
+            row(f"connecting {args.clients:,} clients ≤ 0.5 ms each ({name}, median of {len(values)})",
+                f"{median(values):.2f} ms", median(values) <= 0.5)
+    if idle:
+        row(f"{idle['clients']:,} idle connections held, ≤ 30 KiB each",
+            f"{idle['kib_per_connection']:.1f} KiB, {idle['still_open']:,} open",
+            idle["kib_per_connection"] <= 30 and idle["still_open"] == idle["clients"])
+    return lines
+
+
 def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def report(results: dict[str, dict[str, Any]], idle: dict[str, Any] | None, args: argparse.Namespace) -> str:
+def report(results: dict[str, dict[str, Any]], connects: dict[str, list[float]], idle: dict[str, Any] | None,
+           guide: str | None, args: argparse.Namespace) -> str:
     lines = [
-        f"Command: `python -m bench.e2e --clients {args.clients} --seconds {args.seconds} --idle {args.idle}`  ",
+        f"Command: `python -m bench.e2e --clients {args.clients} --seconds {args.seconds} --idle {args.idle} "
+        f"--connect-rounds {args.connect_rounds}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; the load "
         "process (picows on uvloop) runs on the same machine.",
         "",
@@ -221,6 +273,18 @@ def report(results: dict[str, dict[str, Any]], idle: dict[str, Any] | None, args
             f"{fmt(r['latency_p99_ms'])} | {fmt(r['latency_max_ms'])} | {cpu} | {rss} | "
             f"{fmt(r['load_cpu_percent'], 0)} |"
         )
+    if connects:
+        tutorial = median(connects["tutorial"]) if connects.get("tutorial") else None
+        lines += [
+            "",
+            f"### Connecting {args.clients:,} clients ({args.connect_rounds} rounds per target, a load process each)",
+            "",
+            "| target | ms per connection: median | min | max | median, ratio to tutorial |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, values in connects.items():
+            ratio = f"{median(values) / tutorial:.2f}×" if tutorial else "–"
+            lines.append(f"| {name} | {median(values):.2f} | {min(values):.2f} | {max(values):.2f} | {ratio} |")
     if idle:
         lines += [
             "",
@@ -233,6 +297,9 @@ def report(results: dict[str, dict[str, Any]], idle: dict[str, Any] | None, args
             f"{fmt(idle['kib_per_connection'])} KiB | {idle['still_open']:,} | "
             f"{fmt(idle['connect_ms_per_connection'], 2)} |",
         ]
+    if guide:
+        lines += ["", "### The guide's own tests (`make bench`, `python -m bench.guide_tests`)", "", guide]
+    lines += ["", "### Issue 4's targets", "", *targets_table(results, connects, idle, args)]
     return "\n".join(lines) + "\n"
 
 
@@ -242,11 +309,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0 to skip)")
+    parser.add_argument("--connect-rounds", type=int, default=5, help="rounds of connecting per target")
+    parser.add_argument("--no-guide", action="store_true", help="skip the guide's own tests")
     parser.add_argument("--targets", default="ours,ours-redis,tutorial,broadcaster")
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's results")
     args = parser.parse_args()
     common = ["--clients", str(args.clients), "--seconds", str(args.seconds)]
     results: dict[str, dict[str, Any]] = {}
+    connects: dict[str, list[float]] = {}
     idle = None
     for name in args.targets.split(","):
         if name == "ours":
@@ -257,6 +327,9 @@ def main() -> None:
             target = Baseline(name, {"tutorial": "bench.baselines.tutorial:app",
                                      "broadcaster": "bench.baselines.broadcaster_app:app"}[name])
         try:
+            if args.connect_rounds:
+                connects[{"ours-redis": "ours, Redis engine"}.get(name, name)] = connect_rounds(
+                    target, args.clients, args.connect_rounds)
             if name == "ours":
                 results["ours/gRPC stream/max"] = run_load(target, "max", *common)
                 results["ours/gRPC unary/max"] = run_load(target, "max", *common, "--unary")
@@ -274,7 +347,8 @@ def main() -> None:
                 results[f"{name}/ws/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate))
         finally:
             target.stop()
-    text = report(results, idle, args)
+    guide = None if args.no_guide else guide_tests()
+    text = report(results, connects, idle, guide, args)
     print(text)
     if args.write:
         path = ROOT / "docs" / "PERFORMANCE.md"
