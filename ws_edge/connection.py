@@ -31,7 +31,7 @@ _ids = count(1)
 
 class Connection:
     __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "principal", "address", "_write",
-                 "_backlog", "_writer", "_open", "_closing", "closed_as_slow")
+                 "direct", "_backlog", "_writer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
@@ -52,6 +52,9 @@ class Connection:
         self.principal = principal  # who: from the verified token, never from the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
+        # `_write` while frames may go straight to the socket (open, nothing queued, not closing),
+        # else None: fan-out calls it for each of a thousand sockets without the checks of `send`.
+        self.direct: Callable[[bytes], bool] | None = None
         self._backlog = queue  # frames waiting for the writer task: bounded, coalescing
         self._writer: asyncio.Task[None] | None = None
         self._open = False  # frames wait in the backlog until the `connected` frame is out
@@ -74,6 +77,7 @@ class Connection:
         """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""
         self._open = True
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
+            self.direct = self._write
             return
         self._backlog.push_first(first_frame)
         self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
@@ -101,6 +105,7 @@ class Connection:
                 return
 
     def _queue(self, frame: bytes, key: str | None, envelope: bool) -> bool:
+        self.direct = None  # what follows goes behind the backlog, until the writer has drained it
         if not self._backlog.push(frame, key, envelope):
             log.warning("#%d = slow consumer: %d messages, %d bytes unsent, closing", self.id, len(self._backlog),
                         self._backlog.bytes, extra={"conn": self.tag})
@@ -132,6 +137,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
+        self.direct = None
         asyncio.create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -158,6 +164,7 @@ class Connection:
     async def stop(self) -> None:
         """The socket is gone: stop writing."""
         self._closing = True
+        self.direct = None
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -174,3 +181,5 @@ class Connection:
             self._closing = True
         finally:
             self._writer = None
+            if not self._backlog and not self._closing:
+                self.direct = self._write

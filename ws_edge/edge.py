@@ -429,7 +429,9 @@ class Edge:
         delivered = 0
         for frames, wire, connections, messages in self.fanout.route(batches):
             for connection in connections:
-                connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+                direct = connection.direct  # type: ignore[attr-defined]
+                if direct is None or not direct(wire):
+                    connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
             delivered += len(connections) * len(messages)
         metrics.DELIVERED.inc(delivered)
         now = now_ms()

@@ -1,0 +1,71 @@
+"""A connection's send paths without a network: the direct write that fan-out uses is offered only
+while nothing waits in the backlog, so a message never overtakes one queued before it."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from ws_edge.connection import Connection
+from ws_edge.core.frames import websocket_text_frame
+from ws_edge.core.ratelimit import TokenBucket
+from ws_edge.core.sendqueue import SendQueue
+
+
+class RecordingWebSocket:
+    """What the backlog's writer task sends through (the ASGI send) and how the connection closes."""
+
+    scope: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed: int | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message["text"])
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = code
+
+
+class Wire:
+    """The socket's direct write: takes frames while `open`, refuses them (a paused transport) otherwise."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.frames: list[bytes] = []
+
+    def __call__(self, frame: bytes) -> bool:
+        if self.open:
+            self.frames.append(frame)
+        return self.open
+
+
+async def test_direct_write_only_while_nothing_is_queued():
+    websocket, wire = RecordingWebSocket(), Wire()
+    connection = Connection(websocket, "c1", TokenBucket(10, 10, 0.0), SendQueue(), 0.0, write=wire)  # type: ignore[arg-type]
+    assert connection.direct is None  # not before the `connected` frame is out
+    connection.start_writer(b'{"type":"connected"}')
+    assert connection.direct is wire and wire.frames == [websocket_text_frame(b'{"type":"connected"}')]
+
+    wire.open = False  # the client stops reading: the message queues, and so must what follows it
+    first = SimpleNamespace(frame=b'{"n":1}')
+    connection.send_frames([first.frame], websocket_text_frame(first.frame), [first], lambda d: None)  # type: ignore[list-item]
+    assert connection.direct is None and connection.queued == 1
+    wire.open = True
+    connection.send(b'{"n":2}')  # behind the backlog, not past it on the wire
+    assert wire.frames == [websocket_text_frame(b'{"type":"connected"}')]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert websocket.sent == ['{"n":1}', '{"n":2}']  # in order, through the writer task
+    assert connection.queued == 0 and connection.direct is wire  # drained: straight to the wire again
+    third = SimpleNamespace(frame=b'{"n":3}')
+    connection.send_frames([third.frame], websocket_text_frame(third.frame), [third], lambda d: None)  # type: ignore[list-item]
+    assert wire.frames[-1] == websocket_text_frame(b'{"n":3}') and len(websocket.sent) == 2
+
+    connection.close_soon(1000, "bye")
+    assert connection.direct is None
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert websocket.closed == 1000
