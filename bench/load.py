@@ -12,6 +12,11 @@ client counts messages (batch frames included, without parsing JSON); `--sample`
   not yet received by every client; then wait for the stragglers and count loss.
 - `rate`: publish `--rate` messages per second for `--seconds`; latency percentiles and loss.
 - `idle`: hold the connections for `--seconds`, each sending an application ping every 5 s.
+
+With `--processes K` the clients are spread over K processes (this one publishes and samples latency;
+the others only count, sharing their counts through shared memory so that the closed loop and the loss
+count cover every client): one process reading a million messages a second is what bounds the max-rate
+scenario against our edge, and a second core's worth of client shows what the servers do.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import multiprocessing
 import re
 import resource
 import time
@@ -157,6 +163,66 @@ async def wait_ready(clients: list[Client], target: str) -> None:
         await asyncio.gather(*(c.first_frame for c in clients))
 
 
+class Helpers:
+    """The other load processes: each connects its share of the clients and counts what they receive."""
+
+    def __init__(self, args: argparse.Namespace, shares: list[int]) -> None:
+        context = multiprocessing.get_context("fork")  # before this process starts its event loop
+        self.stop = context.Event()
+        self.results = context.Queue()
+        self.counts = [context.Value("q", 0, lock=False) for _ in shares]
+        self.ready = [context.Event() for _ in shares]
+        self.processes = [
+            context.Process(target=_helper_main, args=(args, share, count, ready, self.stop, self.results), daemon=True)
+            for share, count, ready in zip(shares, self.counts, self.ready)
+        ]
+        for process in self.processes:
+            process.start()
+
+    @property
+    def received(self) -> int:
+        return sum(count.value for count in self.counts)
+
+    async def wait_ready(self) -> None:
+        while not all(ready.is_set() for ready in self.ready):
+            await asyncio.sleep(0.01)
+
+    async def finish(self) -> list[dict[str, Any]]:
+        self.stop.set()
+        results = [await asyncio.to_thread(self.results.get, True, 30) for _ in self.processes]
+        for process in self.processes:
+            process.join(10)
+        return results
+
+
+def _helper_main(args: argparse.Namespace, clients: int, count: Any, ready: Any, stop: Any, results: Any) -> None:
+    results.put(uvloop.run(_helper(args, clients, count, ready, stop)))
+
+
+async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any, stop: Any) -> dict[str, Any]:
+    stats = Stats()
+    url = args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
+    clients, _, _ = await connect_all(url, count, 0, stats, args.connect_concurrency)
+    await wait_ready(clients, args.target)
+    gc.collect()
+    gc.freeze()
+    usage_start = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    ready.set()
+    while not stop.is_set():
+        shared.value = stats.received  # read by the publishing process's closed loop (at most 1 ms old)
+        await asyncio.sleep(0.001)
+    shared.value = stats.received
+    usage_end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage_end.ru_utime - usage_start.ru_utime) + (usage_end.ru_stime - usage_start.ru_stime)
+    closed = sum(1 for c in clients if c.closed is not None)
+    for client in clients:
+        if client.transport is not None:
+            client.transport.disconnect()
+    return {"received": stats.received, "frames": sum(c.frames for c in clients), "closed_by_server": closed,
+            "cpu_percent": 100 * cpu / (time.perf_counter() - started)}
+
+
 def percentile(values: list[int], q: float) -> float:
     if not values:
         return float("nan")
@@ -164,19 +230,27 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> dict[str, Any]:
     stats = Stats()
     usage_start = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.perf_counter()
     url = args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
-    clients, durations, connect_wall = await connect_all(url, args.clients, args.sample, stats, args.connect_concurrency)
+    clients, durations, connect_wall = await connect_all(url, own, args.sample, stats, args.connect_concurrency)
     await wait_ready(clients, args.target)
+    if helpers is not None:
+        await helpers.wait_ready()
+        connect_wall = time.perf_counter() - wall_start  # every process's clients, connected at once
     # The load process must not be what is measured: no full collections of its many long-lived objects.
     gc.collect()
     gc.freeze()
+    total_clients = args.clients
+
+    def received() -> int:
+        return stats.received + (helpers.received if helpers is not None else 0)
+
     result: dict[str, Any] = {
-        "target": args.target, "scenario": args.scenario, "clients": len(clients),
-        "connect_ms_per_connection": connect_wall / max(1, len(clients)) * 1000,
+        "target": args.target, "scenario": args.scenario, "clients": total_clients, "processes": args.processes,
+        "connect_ms_per_connection": connect_wall / max(1, total_clients) * 1000,
         "connect_ms_mean_handshake": sum(durations) / max(1, len(durations)) * 1000,
     }
     if args.scenario in ("max", "rate"):
@@ -188,10 +262,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         published = 0
         started = time.perf_counter()
         deadline = started + args.seconds
-        n = len(clients)
+        n = total_clients
         if args.scenario == "max":
             while time.perf_counter() < deadline:
-                if published * n - stats.received < args.window * n:
+                if published * n - received() < args.window * n:
                     await publisher.publish(published)
                     published += 1
                     if published % 50 == 0:
@@ -208,22 +282,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         publish_wall = time.perf_counter() - started
         drain_deadline = time.perf_counter() + args.drain
-        while stats.received < published * n and time.perf_counter() < drain_deadline:
+        while received() < published * n and time.perf_counter() < drain_deadline:
             await asyncio.sleep(0.005)
         delivered_wall = time.perf_counter() - started
+        total = received()
         await publisher.close()
+        helper_results = await helpers.finish() if helpers is not None else []
         result.update({
             "published": published,
             "publish_rate": published / publish_wall,
             "expected": published * n,
-            "received": stats.received,
-            "lost": published * n - stats.received,
-            "delivered_per_s": stats.received / delivered_wall,
-            "frames": sum(c.frames for c in clients),
+            "received": total,
+            "lost": published * n - total,
+            "delivered_per_s": total / delivered_wall,
+            "frames": sum(c.frames for c in clients) + sum(h["frames"] for h in helper_results),
             "latency_p50_ms": percentile(stats.latencies, 0.50),
             "latency_p99_ms": percentile(stats.latencies, 0.99),
             "latency_max_ms": percentile(stats.latencies, 1.0),
-            "closed_by_server": sum(1 for c in clients if c.closed is not None),
+            "closed_by_server": sum(1 for c in clients if c.closed is not None)
+            + sum(h["closed_by_server"] for h in helper_results),
+            "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
         })
     elif args.scenario == "idle":
         print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)
@@ -261,8 +339,15 @@ def main() -> None:
     parser.add_argument("--connect-concurrency", type=int, default=500, help="handshakes in flight at once")
     parser.add_argument("--drain", type=float, default=30.0)
     parser.add_argument("--unary", action="store_true", help="ours: unary Publish instead of streaming")
+    parser.add_argument("--processes", type=int, default=1, help="load processes the clients are spread over "
+                        "(max and rate scenarios)")
     args = parser.parse_args()
-    print(orjson.dumps(uvloop.run(run(args))).decode(), flush=True)
+    if args.processes < 1 or (args.processes > 1 and args.scenario not in ("max", "rate")):
+        parser.error("--processes: at least 1, and more only for the max and rate scenarios")
+    share, extra = divmod(args.clients, args.processes)
+    shares = [share + (1 if i < extra else 0) for i in range(args.processes)]
+    helpers = Helpers(args, shares[1:]) if args.processes > 1 else None
+    print(orjson.dumps(uvloop.run(run(args, helpers, shares[0]))).decode(), flush=True)
 
 
 if __name__ == "__main__":
