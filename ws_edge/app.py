@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from common.client_ids import assign_client_id, chosen_client_id_error
 from common.clock import now_ms
 from common.logs import connection_id
 
@@ -196,9 +196,9 @@ async def serve_socket(
         await websocket.send_denial_response(PlainTextResponse("too many connection attempts", status_code=429))
         return
     await websocket.accept()
-    if client_id is not None and not (0 < len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()):
+    if client_id is not None and (why := chosen_client_id_error(client_id, MAX_CLIENT_ID_LENGTH)) is not None:
         metrics.REFUSED.labels("client_id").inc()
-        await websocket.close(CloseCode.INVALID_CLIENT_ID, "invalid client_id")
+        await websocket.close(CloseCode.INVALID_CLIENT_ID, why)
         return
     try:
         principal = await authenticate(edge, websocket, token)
@@ -219,7 +219,7 @@ async def serve_socket(
     now = loop.time()
     connection = Connection(
         websocket,
-        client_id or os.urandom(16).hex(),  # unguessable: it addresses personal messages
+        client_id or assign_client_id(edge.client_id_mark),
         TokenBucket(settings.rate_limit, settings.rate_burst, now),
         edge.new_send_queue(),
         now,

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from push.v1 import push_service_pb2 as push_pb
 
+from common.client_ids import new_edge_mark, route_key
 from common.clock import now_ms
 from common.grpc_security import secure_channel
 from common.topics import topic_error
@@ -49,6 +50,8 @@ class Edge:
         self.handlers = handlers if handlers is not None else default_handlers()
         self.fanout = Fanout()
         self.connections: dict[int, Connection] = {}
+        # The ids this edge assigns are routed to it by this mark: one interest for all of them.
+        self.client_id_mark = new_edge_mark()
         self.push = PushLink(
             settings.push_address,
             self._channel,
@@ -121,9 +124,10 @@ class Edge:
     def attach(self, connection: Connection) -> list[asyncio.Future[None]]:
         """Register a connection; returns what to await before its personal messages can arrive."""
         self.connections[connection.id] = connection
-        if self.fanout.client_ids.add(connection.client_id, connection):
-            return [self.push.change(add_client_ids=[connection.client_id])]
-        return []
+        client_id = connection.client_id
+        if self.fanout.client_ids.add(client_id, connection) and route_key(client_id) == client_id:
+            return [self.push.change(add_client_ids=[client_id])]
+        return []  # already wanted, or an id this edge assigned (its mark has been declared since the start)
 
     async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
         """Wait until the push service has applied these interest changes (bounded: while it is
@@ -189,8 +193,9 @@ class Edge:
             self.fanout.forget_topic(topic)
         if emptied:
             self.push.change(remove_topics=emptied)
-        if self.fanout.client_ids.remove(connection.client_id, connection):
-            self.push.change(remove_client_ids=[connection.client_id])
+        client_id = connection.client_id
+        if self.fanout.client_ids.remove(client_id, connection) and route_key(client_id) == client_id:
+            self.push.change(remove_client_ids=[client_id])
 
     def check_topics(self, connection: Connection, topics: Iterable[object], message_id: str | None) -> list[str]:
         """Validate topics for `connection` to subscribe; raises ProtocolError, changes nothing."""
@@ -456,7 +461,8 @@ class Edge:
         return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes)
 
     def _interest_snapshot(self) -> tuple[list[str], list[str]]:
-        return list(self.fanout.topics.keys()), list(self.fanout.client_ids.keys())
+        chosen = [client_id for client_id in self.fanout.client_ids.keys() if route_key(client_id) == client_id]
+        return list(self.fanout.topics.keys()), [self.client_id_mark, *chosen]
 
     def sweep(self, now: float, wall: float) -> int:
         """Close connections silent for longer than the client timeout, and those whose token has

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 
+from common.client_ids import route_key
 from common.topics import topic_error
 
 MAX_TYPE_LENGTH = 64
@@ -39,7 +40,7 @@ class Publication:
 
     @property
     def channel(self) -> str:
-        return client_channel(self.client_id) if self.client_id else topic_channel(self.topic)
+        return client_channel(route_key(self.client_id)) if self.client_id else topic_channel(self.topic)
 
 
 TOPIC_CHANNEL_PREFIX = "t:"

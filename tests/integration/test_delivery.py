@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.request
 
 import pytest
+import websockets
 
 from pushclient import PushClient
 from tests.support.processes import System
+from tests.support.timing import timeout
 from tests.support.tokens import token
 from tests.support.wsclient import unpack
 
@@ -180,6 +183,28 @@ async def test_server_assigns_client_id_when_absent(system: System, ws):
     first = await ws()
     second = await ws()
     assert first.client_id and second.client_id and first.client_id != second.client_id
+
+
+async def test_personal_message_to_an_assigned_client_id_reaches_that_connection_only(ws, push: PushClient):
+    first, second = await ws(), await ws()
+    # `~<edge mark>.<random>`: routed to the edge by its mark, to the connection by the whole id.
+    assert re.fullmatch(r"~[0-9a-f]{12}\.[0-9a-f]{32}", first.client_id)
+    assert first.client_id.partition(".")[0] == second.client_id.partition(".")[0]
+    await push.send_personal_message({"type": "notification", "id": "to-first", "data": {}}, first.client_id)
+    assert (await first.recv())["id"] == "to-first"
+    await second.expect_silence(0.5)
+    sibling = first.client_id.partition(".")[0] + "." + "0" * 32  # the same edge, nobody's id
+    await push.send_personal_message({"type": "notification", "id": "nobody", "data": {}}, sibling)
+    await first.expect_silence(0.5)
+
+
+async def test_a_chosen_client_id_may_not_take_the_assigned_form(system: System):
+    async with websockets.connect(system.ws_url + "/ws?client_id=~0a1b2c3d4e5f.spoof") as connection:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(connection.recv(), timeout(5))
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        4400, "a client_id may not begin with '~' (kept for the ids the server assigns)")
 
 
 async def test_send_message_handler_notifies_user_topic(system: System, ws):

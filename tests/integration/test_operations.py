@@ -26,6 +26,30 @@ def edge_metrics(system: System) -> str:
     return system.http_url + "/metrics"
 
 
+async def settled(urls: list[str], name: str) -> float:
+    """The gauge once two reads 0.2 s apart agree (earlier tests' connections may still be leaving)."""
+    last = value(scrape(*urls), name)
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        now = value(scrape(*urls), name)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"{name} did not settle")
+
+
+@portable
+async def test_assigned_client_ids_cost_the_push_service_no_interest_each(system: System, ws):
+    """An edge declares one channel for every client_id it assigns (its mark); a chosen id is one each."""
+    channels = await settled(system.push_metrics_urls, "push_channels")
+    assigned = [await ws() for _ in range(20)]
+    assert len({client.client_id.partition(".")[0] for client in assigned}) == 1
+    assert value(scrape(*system.push_metrics_urls), "push_channels") == channels
+    chosen = [await ws(client_id=f"ops-chosen-{n}") for n in range(3)]
+    # `connected` follows the push service applying the interest: the gauge shows it already.
+    assert value(scrape(*system.push_metrics_urls), "push_channels") == channels + len(chosen)
+
+
 @portable
 async def test_metrics_move_on_every_service(system: System, ws, push: PushClient):
     readers = [await ws(topics="ops:metrics") for _ in range(2)]

@@ -46,6 +46,18 @@ async def test_published_on_one_replica_reaches_clients_of_the_other(replicas, d
         await client.close()
 
 
+async def test_personal_message_to_an_assigned_client_id_crosses_replicas(replicas):
+    a, b, _ = replicas
+    client = await WsClient.connect(b.ws_url)  # an id assigned by b's edge, routed by its mark
+    try:
+        async with PushClient(a.push_address) as push:
+            await push.publish("", "note", {"to": "assigned"}, id="p-assigned", client_id=client.client_id)
+        personal = await client.recv()
+        assert (personal["id"], personal["data"]) == ("p-assigned", {"to": "assigned"})
+    finally:
+        await client.close()
+
+
 async def test_history_is_shared_between_replicas(replicas):
     a, b, _ = replicas
     async with PushClient(a.push_address) as push_a:

@@ -32,6 +32,8 @@ def test_personal_message_routes_by_client_id():
     publication = publish(topic="", client_id="c1")
     assert publication.channel == "c:c1"
     assert "topic" not in orjson.loads(publication.frame)
+    # An id an edge assigned routes to that edge's one channel (common/client_ids.py).
+    assert publish(topic="", client_id="~0a1b2c3d4e5f." + "f" * 32).channel == "c:~0a1b2c3d4e5f"
 
 
 def test_missing_id_is_assigned():
