@@ -42,6 +42,7 @@ log = logging.getLogger("ws_edge")
 MAX_BATCHES_PER_FANOUT = 32
 FAN_OUT_PAUSE_FROM = 0.001  # seconds a fan-out round takes before the next one waits to gather more
 FAN_OUT_PAUSE_MAX = 0.005
+FAN_OUT_BUSY = 0.75  # the share of time spent fanning out above which an edge that is behind rests
 
 
 class Edge:
@@ -398,6 +399,8 @@ class Edge:
         self._incoming_ready.set()
 
     async def _fan_out_forever(self) -> None:
+        busy = 0.0  # the share of time spent fanning out, rests aside (moving average over rounds)
+        resumed = time.perf_counter()  # when the previous round (and its rest) ended
         while True:
             await self._incoming_ready.wait()
             # Let the stream's reader take what gRPC has already received before fanning out, so that
@@ -414,14 +417,18 @@ class Edge:
                 self.fan_out(batches)
             except Exception:
                 log.exception("fan-out failed")
-            took = time.perf_counter() - started
-            if took > FAN_OUT_PAUSE_FROM and await self._behind():
-                # A long round (many sockets) and more arrived meanwhile: the edge is behind. Rest as
-                # long before the next round, so that what arrives meanwhile leaves in the same
-                # writes. Every write is a system call; at this rate they are what the edge's core is
-                # spent on, and fewer, fuller writes keep it from saturating (its queue, not the
-                # wait, is what makes the tail latency). An edge that keeps up never waits.
+            ended = time.perf_counter()
+            took = ended - started
+            busy = 0.7 * busy + 0.3 * took / max(ended - resumed, 1e-9)
+            if took > FAN_OUT_PAUSE_FROM and busy > FAN_OUT_BUSY and await self._behind():
+                # A long round (many sockets), an edge busy most of the time, and more arrived while
+                # it wrote: it is behind. Rest as long before the next round, so that what arrives
+                # meanwhile leaves in the same writes. Every write is a system call; at this rate they
+                # are what the edge's core is spent on, and fewer, fuller writes keep it from
+                # saturating (its queue, not the wait, is what makes the tail latency). An edge that
+                # keeps up never waits: a rest would only delay the next message.
                 await asyncio.sleep(min(took, FAN_OUT_PAUSE_MAX))
+            resumed = time.perf_counter()
 
     async def _behind(self) -> bool:
         """Whether deliveries came in while the last round was written (the stream's reader takes
