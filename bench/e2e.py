@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from tests.support.processes import ROOT, System, die_with_parent, free_port, wait_http_ok
+from tests.support.processes import ROOT, System, free_port, wait_http_ok
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -116,8 +116,7 @@ class Baseline(Target):
         self.name = name
         port = free_port()
         self.log = open(Path(tempfile.mkdtemp(prefix=f"bench-{name}-")) / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(uvicorn_command(app, port), cwd=ROOT, stdout=self.log, stderr=self.log,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(uvicorn_command(app, port), cwd=ROOT, stdout=self.log, stderr=self.log)
         self.pids = {"server": self.proc.pid}
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
         self.publish_url = f"ws://127.0.0.1:{port}/publish"

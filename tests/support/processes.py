@@ -4,7 +4,6 @@ awaited until healthy, killable with any signal and restartable on the same port
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import random
 import signal
@@ -21,14 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .timing import timeout
 from .tokens import SECRET
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Run in a child before it starts: it gets SIGTERM when the process that started it dies (Linux),
-    so that a test run or benchmark killed without cleaning up leaves no servers running."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +65,7 @@ class ServiceProcess:
         env = self.child_env()
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                self.argv or [sys.executable, "-m", self.module], env=env, stdout=log, stderr=log, cwd=ROOT,
-                preexec_fn=die_with_parent,
+                self.argv or [sys.executable, "-m", self.module], env=env, stdout=log, stderr=log, cwd=ROOT
             )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .processes import die_with_parent, free_port
+from .processes import free_port
 from .timing import timeout
 
 
@@ -26,7 +26,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout(10)
         while True:
