@@ -31,6 +31,7 @@ from .core.frames import (
     topics_field,
 )
 from .core.limits import AttemptLimiter, ConnectionCounter
+from .core.pacing import FanoutPacing
 from .core.permissions import Access
 from .core.recovery import Position, in_frames, positions_field, recovery_report, stitch
 from .core.sendqueue import SendQueue
@@ -40,9 +41,6 @@ from .task_gateway import TaskGateway
 
 log = logging.getLogger("ws_edge")
 MAX_BATCHES_PER_FANOUT = 32
-FAN_OUT_PAUSE_FROM = 0.001  # seconds a fan-out round takes before the next one waits to gather more
-FAN_OUT_PAUSE_MAX = 0.005
-FAN_OUT_BUSY = 0.75  # the share of time spent fanning out above which an edge that is behind rests
 
 
 class Edge:
@@ -399,7 +397,7 @@ class Edge:
         self._incoming_ready.set()
 
     async def _fan_out_forever(self) -> None:
-        busy = 0.0  # the share of time spent fanning out, rests aside (moving average over rounds)
+        pacing = FanoutPacing()
         resumed = time.perf_counter()  # when the previous round (and its rest) ended
         while True:
             await self._incoming_ready.wait()
@@ -418,16 +416,9 @@ class Edge:
             except Exception:
                 log.exception("fan-out failed")
             ended = time.perf_counter()
-            took = ended - started
-            busy = 0.7 * busy + 0.3 * took / max(ended - resumed, 1e-9)
-            if took > FAN_OUT_PAUSE_FROM and busy > FAN_OUT_BUSY and await self._behind():
-                # A long round (many sockets), an edge busy most of the time, and more arrived while
-                # it wrote: it is behind. Rest as long before the next round, so that what arrives
-                # meanwhile leaves in the same writes. Every write is a system call; at this rate they
-                # are what the edge's core is spent on, and fewer, fuller writes keep it from
-                # saturating (its queue, not the wait, is what makes the tail latency). An edge that
-                # keeps up never waits: a rest would only delay the next message.
-                await asyncio.sleep(min(took, FAN_OUT_PAUSE_MAX))
+            rest = pacing.after_round(ended - started, ended - resumed)
+            if rest and await self._behind():  # see core/pacing.py
+                await asyncio.sleep(rest)
             resumed = time.perf_counter()
 
     async def _behind(self) -> bool:
