@@ -45,6 +45,7 @@ class PushLink:
         snapshot: SnapshotSource,
         *,
         reconnect_max: float = 5.0,
+        flush_interval: float = INTEREST_FLUSH_INTERVAL,
         on_lost: Callable[[], None] | None = None,
         on_restored: Callable[[], None] | None = None,
         on_resync: Callable[[], None] | None = None,
@@ -54,6 +55,7 @@ class PushLink:
         self._on_deliveries = on_deliveries
         self._snapshot = snapshot
         self._backoff = Backoff(initial=0.1, maximum=reconnect_max)
+        self._flush_interval = flush_interval
         # The channel is made in start(): gRPC binds it to the running event loop.
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.PushServiceStub | None = None
@@ -110,7 +112,7 @@ class PushLink:
             self._batch_open = True
         if self._changes is not None:
             pending = self._pending
-            # Changes made until the flush (the end of this loop turn, or INTEREST_FLUSH_INTERVAL
+            # Changes made until the flush (the end of this loop turn, or the flush interval
             # after the previous request) travel as one request. A key that changes direction
             # meanwhile sends what came before first,
             # because the push service applies a request's additions before its removals.
@@ -125,7 +127,7 @@ class PushLink:
                 pending[key] = add
             if self._flush_handle is None:
                 loop = asyncio.get_running_loop()
-                delay = self._last_flush + INTEREST_FLUSH_INTERVAL - loop.time()
+                delay = self._last_flush + self._flush_interval - loop.time()
                 self._flush_handle = (loop.call_later(delay, self._flush_pending) if delay > 0
                                       else loop.call_soon(self._flush_pending))
         return self._unconfirmed[-1][1]
