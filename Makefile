@@ -25,10 +25,12 @@ $(GEN)/.built: $(VENV)/.installed $(PROTOS)
 	touch $@
 
 # Debian's Chromium for the page tests (Playwright drives it through executable_path) and
-# redis-server for the Redis engine's tests (they start their own, on a free port).
+# redis-server for the Redis engine's tests (they start their own, on a free port), and redis-cli,
+# the compose file's Redis healthcheck.
 system-deps:
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 run: install

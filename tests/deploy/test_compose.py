@@ -75,6 +75,16 @@ def test_the_compose_services_are_the_dockerfiles_stages_with_their_commands_and
         interpolate(edge_env["EDGE_JWT_HS256_SECRET"], {})
 
 
+def test_a_third_party_healthcheck_asks_the_local_port_of_its_own_service(tmp_path):
+    # `redis-cli ping -p N` would send `PING -p N` to 6379: healthy whenever any Redis runs there (as on
+    # a developer's machine), never where none does (as in CI).
+    compose = LocalCompose(tmp_path, VARIABLES)
+    port = compose.local_port("redis", 6379)
+    assert compose.healthcheck("redis") == ["redis-cli", "-p", str(port), "ping"]
+    nothing_listening = subprocess.run(compose.healthcheck("redis"), capture_output=True, timeout=timeout(30))
+    assert nothing_listening.returncode != 0, nothing_listening
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCompose]:
     compose = LocalCompose(tmp_path_factory.mktemp("compose"), VARIABLES)

@@ -104,8 +104,12 @@ class LocalCompose:
             raise ComposeError(f"{service}: healthcheck must be the exec form [CMD, ...]")
         if self.ours(service):
             return self.local_command(service, test[1:])
+        # A third-party image's check is a client that takes its port as an option, which must come
+        # before the command (`redis-cli -p N ping`: after `ping`, `-p N` would be PING's arguments,
+        # sent to the default port 6379).
         (port,) = [p for (s, p) in self.ports if s == service]
-        return [*test[1:], "-p", str(self.local_port(service, port))]
+        program, *arguments = test[1:]
+        return [program, "-p", str(self.local_port(service, port)), *arguments]
 
     # --- running -------------------------------------------------------------------------------
 
