@@ -5,7 +5,7 @@
 Starts push_service, task_service and ws_edge as processes on free ports, then from this (separate)
 load process: (1) opens N concurrent WebSocket connections and times each until the edge's
 `connected` frame; (2) publishes a burst of M messages through the gRPC API (streaming publish,
-then unary) and times it until a subscribed client has received all of them. Prints Markdown.
+then unary calls one at a time, then unary calls all made at once) and times it until a subscribed client has received all of them. Prints Markdown.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ async def count_messages(connection: websockets.ClientConnection, expected: int)
         seen += len(frame["messages"]) if frame["type"] == "batch" else 1
 
 
-async def burst(system: System, messages: int, streaming: bool) -> dict[str, float]:
+async def burst(system: System, messages: int, streaming: bool, concurrent: bool = False) -> dict[str, float]:
     _, connection = await connect_one(system.ws_url + "/ws?topics=task:progress")
     data = {"task_id": "bench", "progress": {"percentage": 50, "current": "BTCUSDT", "total": 100, "completed": 50}}
     async with PushClient(system.push_address) as push:
@@ -71,7 +71,11 @@ async def burst(system: System, messages: int, streaming: bool) -> dict[str, flo
             await publisher.flush()
             await publisher.close()
             accepted = publisher.accepted
-        else:
+        elif concurrent:  # every call made before any answer is awaited (PushClient keeps 256 in flight)
+            await asyncio.gather(*(push.publish("task:progress", "task_progress", data, id=f"progress_bench_{i}")
+                                   for i in range(messages)))
+            accepted = messages
+        else:  # one call at a time: each waits for the previous answer
             for i in range(messages):
                 await push.publish("task:progress", "task_progress", data, id=f"progress_bench_{i}")
             accepted = messages
@@ -90,6 +94,7 @@ async def main(args: argparse.Namespace) -> None:
         conns = await concurrent_connections(system, args.clients)
         stream = await burst(system, args.messages, streaming=True)
         unary = await burst(system, args.messages, streaming=False)
+        unary_at_once = await burst(system, args.messages, streaming=False, concurrent=True)
         big = await burst(system, args.messages * 100, streaming=True)
     finally:
         system.stop()
@@ -101,7 +106,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"| ... time per connection (mean / max) | {GUIDE['conn_seconds']} s | "
           f"{conns['mean'] * 1000:.1f} ms / {conns['max'] * 1000:.1f} ms |")
     print(f"| ... all connections | {GUIDE['conn_total']} s | {conns['total'] * 1000:.1f} ms |")
-    for name, result in (("streaming publish", stream), ("unary Publish", unary), ("streaming publish", big)):
+    for name, result in (("streaming publish", stream), ("unary Publish, one call at a time", unary),
+                         ("unary Publish, all calls at once", unary_at_once), ("streaming publish", big)):
         print(f"| {result['messages']} messages, {name}, publish to last receipt | "
               f"{'0.02 s, 5,860 msg/s' if result['messages'] == 100 else '-'} | "
               f"{result['seconds'] * 1000:.1f} ms, {result['rate']:,.0f} msg/s, {result['success']:.0%} |")

@@ -92,7 +92,7 @@ def message_data(seq: int) -> dict[str, Any]:
 class OursPublisher:
     """Publishes through the push service's gRPC API: the streaming publisher, or unary calls."""
 
-    def __init__(self, address: str, unary: bool) -> None:
+    def __init__(self, address: str, unary: bool, unary_concurrency: int = 1) -> None:
         from pushclient import PushClient
 
         self.client = PushClient(address)
@@ -100,18 +100,36 @@ class OursPublisher:
         self.stream = None if unary else self.client.stream_publisher(max_buffer=1_000_000)
         if self.stream is not None:
             self.stream.start()
+        # Unary calls in flight at once: a service publishing as fast as it can does not wait for one
+        # answer before it makes the next call (1 = one call at a time).
+        self.unary_slots = asyncio.Semaphore(unary_concurrency)
+        self.unary_calls: set[asyncio.Task[None]] = set()
+        self.failed = 0
 
     async def publish(self, seq: int) -> None:
         from pushclient.client import outgoing
 
         data = message_data(seq)
         if self.unary:
-            await self.client.publish("task:progress", "task_progress", data, id=f"progress_bench_{seq}")
+            await self.unary_slots.acquire()
+            call = asyncio.create_task(self._unary(data, seq))
+            self.unary_calls.add(call)
+            call.add_done_callback(self.unary_calls.discard)
         else:
             assert self.stream is not None
             self.stream.submit(outgoing("task:progress", "task_progress", data, id=f"progress_bench_{seq}"))
 
+    async def _unary(self, data: dict[str, Any], seq: int) -> None:
+        try:
+            await self.client.publish("task:progress", "task_progress", data, id=f"progress_bench_{seq}")
+        except Exception:  # counted and reported: a failed publish shows as loss, not as a crash
+            self.failed += 1
+        finally:
+            self.unary_slots.release()
+
     async def close(self) -> None:
+        if self.unary_calls:
+            await asyncio.gather(*self.unary_calls)
         if self.stream is not None:
             await self.stream.close(5)
         await self.client.close()
@@ -256,7 +274,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
     if args.scenario in ("max", "rate"):
         publisher: Any
         if args.target == "ours":
-            publisher = OursPublisher(args.push, unary=args.unary)
+            publisher = OursPublisher(args.push, unary=args.unary, unary_concurrency=args.unary_concurrency)
         else:
             publisher = await WebSocketPublisher.open(args.publish_url)
         published = 0
@@ -302,6 +320,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
             "closed_by_server": sum(1 for c in clients if c.closed is not None)
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
+            "publish_failed": getattr(publisher, "failed", 0),
         })
     elif args.scenario == "idle":
         print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)
@@ -339,6 +358,7 @@ def main() -> None:
     parser.add_argument("--connect-concurrency", type=int, default=500, help="handshakes in flight at once")
     parser.add_argument("--drain", type=float, default=30.0)
     parser.add_argument("--unary", action="store_true", help="ours: unary Publish instead of streaming")
+    parser.add_argument("--unary-concurrency", type=int, default=32, help="ours: unary calls in flight at once")
     parser.add_argument("--processes", type=int, default=1, help="load processes the clients are spread over "
                         "(max and rate scenarios)")
     args = parser.parse_args()
