@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -54,7 +54,7 @@ class Sampler:
     peak_rss: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._cpu0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._sample, daemon=True)

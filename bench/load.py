@@ -192,7 +192,7 @@ class Helpers:
         self.ready = [context.Event() for _ in shares]
         self.processes = [
             context.Process(target=_helper_main, args=(args, share, count, ready, self.stop, self.results), daemon=True)
-            for share, count, ready in zip(shares, self.counts, self.ready)
+            for share, count, ready in zip(shares, self.counts, self.ready, strict=True)
         ]
         for process in self.processes:
             process.start()

@@ -19,7 +19,7 @@ TIMEOUT = 3.0
 
 
 def _local(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - a bind address, not a target
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 def grpc_serving(host: str, port: int, tls: bool) -> bool:
@@ -41,7 +41,7 @@ def grpc_serving(host: str, port: int, tls: bool) -> bool:
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -2,4 +2,4 @@
 
 from .client import PublishError, PushClient, StreamPublisher
 
-__all__ = ["PushClient", "PublishError", "StreamPublisher"]
+__all__ = ["PublishError", "PushClient", "StreamPublisher"]

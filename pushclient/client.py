@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import orjson
@@ -102,7 +102,7 @@ class PushClient:
                                        key_file=tls_key_file, server_name=tls_server_name)
         self.stub = pb_grpc.PushServiceStub(self._channel)
 
-    async def __aenter__(self) -> PushClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

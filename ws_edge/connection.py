@@ -31,7 +31,7 @@ _ids = count(1)
 
 class Connection:
     __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "principal", "address", "_write",
-                 "direct", "_backlog", "_writer", "_open", "_closing", "closed_as_slow")
+                 "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class Connection:
         self.direct: Callable[[bytes], bool] | None = None
         self._backlog = queue  # frames waiting for the writer task: bounded, coalescing
         self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
         self._open = False  # frames wait in the backlog until the `connected` frame is out
         self._closing = False
         self.closed_as_slow = False
@@ -86,9 +87,9 @@ class Connection:
         """Send one JSON frame; `wire` is its WebSocket encoding when the caller built it already."""
         if self._closing:
             return
-        if self._open and not self._backlog and self._write is not None:
-            if self._write(wire if wire is not None else websocket_text_frame(frame)):
-                return
+        if (self._open and not self._backlog and self._write is not None
+                and self._write(wire if wire is not None else websocket_text_frame(frame))):
+            return
         self._queue(frame, None, False)
 
     def send_frames(self, frames: list[bytes], wire: bytes, deliveries: Sequence[DeliveryLike],
@@ -138,7 +139,7 @@ class Connection:
             return
         self._closing = True
         self.direct = None
-        asyncio.create_task(self._close(code, reason))
+        self._closer = asyncio.create_task(self._close(code, reason), name=f"ws-close-{self.id}")
 
     async def _close(self, code: int, reason: str) -> None:
         if self._writer is not None:

@@ -78,6 +78,7 @@ class Edge:
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
         self._fan_out_task: asyncio.Task[None] | None = None
+        self._gap_fills: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
         metrics.EDGES.edges.add(self)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -315,7 +316,7 @@ class Edge:
                 for topic in since:
                     self.fanout.release(connection, topic)
         elif type_ == "unsubscribe":
-            topics = [t for t in topics_field(message)]
+            topics = list(topics_field(message))
             for topic in topics:
                 if (why := topic_error(topic)) is not None:
                     raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message.id)
@@ -342,10 +343,15 @@ class Edge:
         positions = dict(self.fanout.positions)
         for topic in positions:
             self.fanout.hold_topic(topic)
-        asyncio.create_task(self._fill_gaps(positions))
+        self._fill_gaps_soon(positions)
 
     def _push_restored(self) -> None:
-        asyncio.create_task(self._fill_gaps(self._positions_at_loss))
+        self._fill_gaps_soon(self._positions_at_loss)
+
+    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]]) -> None:
+        task = asyncio.create_task(self._fill_gaps(positions), name="fill-gaps")
+        self._gap_fills.add(task)
+        task.add_done_callback(self._gap_fills.discard)
 
     async def _fill_gaps(self, positions: dict[str, tuple[int, str]]) -> None:
         """After the push stream came back: per topic, what was published while it was down comes
@@ -445,7 +451,7 @@ class Edge:
                     observe((now - delivery.timestamp_ms) / 1000)
         if gaps := self.fanout.take_discontinuities():
             # A message skipped offsets or began a new epoch (e.g. Redis lost its data): never silently.
-            asyncio.create_task(self._fill_gaps(gaps))
+            self._fill_gaps_soon(gaps)
 
     def _conflation_key(self, delivery: DeliveryLike) -> str | None:
         """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""

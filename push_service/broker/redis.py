@@ -76,7 +76,7 @@ if ARGV[8] ~= '0' then
   redis.call('SET', KEYS[4], payload, 'PX', ARGV[8])
 end
 return payload
-""" % RETAINED_MS
+""" % RETAINED_MS  # noqa: UP031 (the Lua source is full of braces; a format string would double them)
 
 
 @dataclass(frozen=True)

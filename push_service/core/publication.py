@@ -84,9 +84,8 @@ def make_publication(
             raise InvalidPublish(f"client_id is longer than {MAX_CLIENT_ID_LENGTH} characters")
         if retain:
             raise InvalidPublish("a personal message (client_id set) cannot be retained")
-    if topic or not client_id:
-        if (why := topic_error(topic)) is not None:
-            raise InvalidPublish(f"invalid topic: {why}")
+    if (topic or not client_id) and (why := topic_error(topic)) is not None:
+        raise InvalidPublish(f"invalid topic: {why}")
     if not type_:
         raise InvalidPublish("type must not be empty")
     if len(type_) > MAX_TYPE_LENGTH:

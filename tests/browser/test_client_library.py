@@ -125,7 +125,7 @@ async def test_reconnect_schedule_stops_after_max_attempts(own_system: System, p
     assert delays[0] == 300, "the first retry waits reconnectInterval"
     assert 0 <= delays[1] <= 600 and 0 <= delays[2] <= 1000, "then full jitter under min(cap, interval * 2^n)"
     # Each attempt really waited its delay (timer resolution aside).
-    for scheduled, attempt in zip(reconnects, [e for e in events if e["key"] == "$connecting"][1:]):
+    for scheduled, attempt in zip(reconnects, [e for e in events if e["key"] == "$connecting"][1:], strict=True):
         assert attempt["at"] - scheduled["at"] >= scheduled["delay"] - 5
     assert events[-1]["reason"] == "maxReconnectAttempts reached"
     assert await page.evaluate("() => t.log.status") == [True, False]

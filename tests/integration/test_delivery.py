@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import urllib.request
 
 import pytest
 import websockets
 
 from pushclient import PushClient
-from tests.support.processes import System
+from tests.support.processes import System, read_url
 from tests.support.timing import timeout
 from tests.support.tokens import token
 from tests.support.wsclient import unpack
@@ -245,15 +244,13 @@ async def test_invalid_topic_in_query_is_reported_and_connection_stays(system: S
 
 async def test_connections_use_the_shared_frame_fast_path(system: System, ws):
     clients = [await ws() for _ in range(3)]
-    with urllib.request.urlopen(system.http_url + "/healthz") as response:
-        health = json.loads(response.read())
+    health = json.loads(await asyncio.to_thread(read_url, system.http_url + "/healthz"))
     assert health["connections"] >= len(clients)
     assert health["fast_path_connections"] == health["connections"]
 
 
 def edge_connections(system: System) -> int:
-    with urllib.request.urlopen(system.http_url + "/healthz") as response:
-        return json.loads(response.read())["connections"]
+    return json.loads(read_url(system.http_url + "/healthz"))["connections"]
 
 
 async def test_connections_closed_by_the_client_are_released(system: System, ws, push: PushClient):

@@ -11,7 +11,7 @@ import websockets
 from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.conftest import start_system
-from tests.support.processes import System
+from tests.support.processes import System, read_url
 from tests.support.wsclient import WsClient, unpack
 
 HISTORY = '[{"pattern": "stream:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 100, "ttl": 60}]'
@@ -182,8 +182,6 @@ def small_buffer_system(tmp_path_factory: pytest.TempPathFactory):
 
 
 async def test_a_full_publish_buffer_is_logged_and_counted_never_silent(small_buffer_system: System):
-    import urllib.request
-
     system = small_buffer_system
     system.push.kill(signal.SIGKILL)
     async with __import__("grpc").aio.insecure_channel(system.task_address) as channel:
@@ -193,8 +191,7 @@ async def test_a_full_publish_buffer_is_logged_and_counted_never_silent(small_bu
         await task_grpc.TaskServiceStub(channel).StartTask(task_pb.StartTaskRequest(
             kind="data_collection", params=b'{"symbols": ["A", "B", "C", "D", "E", "F"], "interval": 0}'))
     await asyncio.sleep(0.5)
-    with urllib.request.urlopen(f"http://127.0.0.1:{system.task_metrics_port}/metrics") as response:
-        metrics = response.read().decode()
+    metrics = (await asyncio.to_thread(read_url, f"http://127.0.0.1:{system.task_metrics_port}/metrics")).decode()
     dropped = [line for line in metrics.splitlines() if line.startswith("push_publisher_dropped_messages_total")]
     assert dropped and float(dropped[0].split()[1]) > 0, metrics[:500]
     assert "push_publisher_buffered_messages 5.0" in metrics

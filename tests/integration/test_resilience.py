@@ -6,14 +6,13 @@ import asyncio
 import json
 import signal
 import time
-import urllib.request
 
 import pytest
 
 from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.conftest import start_system
-from tests.support.processes import System, http_status
+from tests.support.processes import System, http_status, read_url
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient, unpack
 
@@ -90,8 +89,7 @@ async def test_silent_connection_is_closed_by_heartbeat_and_released(own_system:
             await silent.recv(timeout(5))
         assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 4000
         assert closed.value.rcvd.reason == "heartbeat timeout"
-        with urllib.request.urlopen(system.http_url + "/healthz") as response:
-            assert json.loads(response.read())["connections"] == 1
+        assert json.loads(await asyncio.to_thread(read_url, system.http_url + "/healthz"))["connections"] == 1
     finally:
         await silent.close()
         await lively.close()

@@ -5,8 +5,8 @@ from push_service.core.publication import InvalidPublish, encode_envelope, make_
 
 
 def publish(**overrides):
-    fields = dict(topic="task:progress", type_="task_progress", data=b'{"a": 1}', id_="m1", client_id="",
-                  retain=False, now_ms=1769847650098, max_data_bytes=1024)
+    fields = {"topic": "task:progress", "type_": "task_progress", "data": b'{"a": 1}', "id_": "m1", "client_id": "",
+              "retain": False, "now_ms": 1769847650098, "max_data_bytes": 1024}
     fields.update(overrides)
     return make_publication(**fields)
 

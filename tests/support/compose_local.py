@@ -75,7 +75,7 @@ class LocalCompose:
 
     def localize(self, service: str, value: str) -> str:
         value = interpolate(value, self.variables)
-        if value == "0.0.0.0":  # noqa: S104 - a container's bind-all, made local
+        if value == "0.0.0.0":
             return "127.0.0.1"
         if value.isdigit() and (service, int(value)) in self.ports:
             return str(self.ports[(service, int(value))])

@@ -108,6 +108,12 @@ async def wait_grpc_serving(address: str, service: ServiceProcess, limit: float 
             await asyncio.sleep(0.05)
 
 
+def read_url(url: str) -> bytes:
+    """The body of a GET (blocking: from async code, through asyncio.to_thread)."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:

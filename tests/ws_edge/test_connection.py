@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 from ws_edge.connection import Connection
 from ws_edge.core.frames import websocket_text_frame
@@ -16,7 +16,7 @@ from ws_edge.core.sendqueue import SendQueue
 class RecordingWebSocket:
     """What the backlog's writer task sends through (the ASGI send) and how the connection closes."""
 
-    scope: dict[str, Any] = {}
+    scope: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         self.sent: list[str] = []

@@ -7,7 +7,6 @@ import asyncio
 
 from ws_edge.push_link import PushLink
 
-
 # Longer than the edge's 5 ms, so that "not yet sent" holds on a loaded machine too (a process
 # descheduled for 5 ms between two lines would see the interval already over).
 INTERVAL = 0.2
