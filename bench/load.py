@@ -138,6 +138,8 @@ class OursPublisher:
 class WebSocketPublisher:
     """For the baselines: full envelopes sent as text frames to their `/publish` endpoint."""
 
+    failed = 0  # a send has no answer: what does not arrive shows as loss
+
     def __init__(self, transport: WSTransport) -> None:
         self.transport = transport
 
@@ -219,8 +221,7 @@ def _helper_main(args: argparse.Namespace, clients: int, count: Any, ready: Any,
 
 async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any, stop: Any) -> dict[str, Any]:
     stats = Stats()
-    url = args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
-    clients, _, _ = await connect_all(url, count, 0, stats, args.connect_concurrency)
+    clients, _, _ = await connect_all(clients_url(args), count, 0, stats, args.connect_concurrency)
     await wait_ready(clients, args.target)
     gc.collect()
     gc.freeze()
@@ -231,14 +232,25 @@ async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any,
         shared.value = stats.received  # read by the publishing process's closed loop (at most 1 ms old)
         await asyncio.sleep(0.001)
     shared.value = stats.received
-    usage_end = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (usage_end.ru_utime - usage_start.ru_utime) + (usage_end.ru_stime - usage_start.ru_stime)
+    cpu_percent = cpu_percent_since(usage_start, started)
     closed = sum(1 for c in clients if c.closed is not None)
     for client in clients:
         if client.transport is not None:
             client.transport.disconnect()
     return {"received": stats.received, "frames": sum(c.frames for c in clients), "closed_by_server": closed,
-            "cpu_percent": 100 * cpu / (time.perf_counter() - started)}
+            "cpu_percent": cpu_percent}
+
+
+def clients_url(args: argparse.Namespace) -> str:
+    """Where the clients connect: our edge with the benchmark's topic, a baseline as it is."""
+    return args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
+
+
+def cpu_percent_since(usage_start: resource.struct_rusage, wall_start: float) -> float:
+    """This process's CPU (user + system) since `usage_start`, as a share of the wall time since `wall_start`."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage.ru_utime - usage_start.ru_utime) + (usage.ru_stime - usage_start.ru_stime)
+    return 100 * cpu / (time.perf_counter() - wall_start)
 
 
 def percentile(values: list[int], q: float) -> float:
@@ -252,8 +264,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
     stats = Stats()
     usage_start = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.perf_counter()
-    url = args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
-    clients, durations, connect_wall = await connect_all(url, own, args.sample, stats, args.connect_concurrency)
+    clients, durations, connect_wall = await connect_all(clients_url(args), own, args.sample, stats, args.connect_concurrency)
     await wait_ready(clients, args.target)
     if helpers is not None:
         await helpers.wait_ready()
@@ -320,7 +331,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
             "closed_by_server": sum(1 for c in clients if c.closed is not None)
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
-            "publish_failed": getattr(publisher, "failed", 0),
+            "publish_failed": publisher.failed,
         })
     elif args.scenario == "idle":
         print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)
@@ -333,10 +344,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
                         client.transport.send(WSMsgType.TEXT, ping)
             await asyncio.sleep(min(5.0, max(0.0, until - time.perf_counter())))
         result["still_open"] = sum(1 for c in clients if c.closed is None)
-    usage_end = resource.getrusage(resource.RUSAGE_SELF)
-    wall = time.perf_counter() - wall_start
-    cpu = (usage_end.ru_utime - usage_start.ru_utime) + (usage_end.ru_stime - usage_start.ru_stime)
-    result["load_cpu_percent"] = 100 * cpu / wall
+    result["load_cpu_percent"] = cpu_percent_since(usage_start, wall_start)
     for client in clients:
         if client.transport is not None:
             client.transport.disconnect()

@@ -34,6 +34,12 @@ def route_key(client_id: str) -> str:
     return client_id
 
 
+def routed_by_itself(client_id: str) -> bool:
+    """Whether personal messages to `client_id` need an interest of their own (a chosen id), rather
+    than the mark of the edge that assigned it."""
+    return route_key(client_id) == client_id
+
+
 def chosen_client_id_error(client_id: str, max_length: int) -> str | None:
     """Why a client_id the browser asked for cannot be used, or None."""
     if not 0 < len(client_id) <= max_length or not client_id.isprintable():

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from push.v1 import push_service_pb2 as push_pb
 
-from common.client_ids import new_edge_mark, route_key
+from common.client_ids import new_edge_mark, routed_by_itself
 from common.clock import now_ms
 from common.grpc_security import secure_channel
 from common.topics import topic_error
@@ -125,7 +125,7 @@ class Edge:
         """Register a connection; returns what to await before its personal messages can arrive."""
         self.connections[connection.id] = connection
         client_id = connection.client_id
-        if self.fanout.client_ids.add(client_id, connection) and route_key(client_id) == client_id:
+        if self.fanout.client_ids.add(client_id, connection) and routed_by_itself(client_id):
             return [self.push.change(add_client_ids=[client_id])]
         return []  # already wanted, or an id this edge assigned (its mark has been declared since the start)
 
@@ -194,7 +194,7 @@ class Edge:
         if emptied:
             self.push.change(remove_topics=emptied)
         client_id = connection.client_id
-        if self.fanout.client_ids.remove(client_id, connection) and route_key(client_id) == client_id:
+        if self.fanout.client_ids.remove(client_id, connection) and routed_by_itself(client_id):
             self.push.change(remove_client_ids=[client_id])
 
     def check_topics(self, connection: Connection, topics: Iterable[object], message_id: str | None) -> list[str]:
@@ -465,7 +465,7 @@ class Edge:
         return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes)
 
     def _interest_snapshot(self) -> tuple[list[str], list[str]]:
-        chosen = [client_id for client_id in self.fanout.client_ids.keys() if route_key(client_id) == client_id]
+        chosen = [client_id for client_id in self.fanout.client_ids.keys() if routed_by_itself(client_id)]
         return list(self.fanout.topics.keys()), [self.client_id_mark, *chosen]
 
     def sweep(self, now: float, wall: float) -> int:
