@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from common.client_ids import assign_client_id, chosen_client_id_error
-from common.clock import now_ms
 from common.logs import connection_id
 
 from . import metrics
@@ -25,18 +24,13 @@ from .config import EdgeSettings
 from .connection import Connection
 from .core.auth import ANONYMOUS, AuthError, Principal
 from .core.codes import CloseCode
-from .core.frames import (
-    MAX_CLIENT_ID_LENGTH,
-    ProtocolError,
-    parse_client_frame,
-    server_frame,
-    split_topics_param,
-)
+from .core.frames import MAX_CLIENT_ID_LENGTH, ProtocolError, split_topics_param
 from .core.limits import origin_allowed
-from .core.ratelimit import TokenBucket
+from .core.session import Session, url_positions
 from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
+from .session_driver import SessionDriver
 from .task_gateway import TaskGatewayError
 from .wire import capture_protocol, tag_frame_logs, writer_for
 
@@ -68,7 +62,8 @@ class EdgeApp:
                 wanted = self._task_topics  # `/ws/task` without topics (or with none): the task topics
             else:
                 wanted = split_topics_param(topics)
-            await serve_socket(self._edge, websocket, params.get("client_id"), wanted, params.get("token"))
+            await serve_socket(self._edge, websocket, params.get("client_id"), wanted, params.get("token"),
+                               params.get("since"))
             return
         await self.api(scope, receive, send)
 
@@ -97,8 +92,9 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         return {
             "status": "ok",
             "connections": len(edge.connections),
-            "fast_path_connections": sum(1 for c in edge.connections.values() if c.fast_path),
-            "coalesced_messages": edge.stats["coalesced"] + sum(c.coalesced for c in edge.connections.values()),
+            "fast_path_connections": sum(1 for d in edge.connections.values() if d.connection.fast_path),
+            "coalesced_messages": edge.stats["coalesced"] + sum(d.connection.coalesced
+                                                                for d in edge.connections.values()),
             "slow_consumer_disconnects": edge.stats["slow_consumers"],
             "push_connected": edge.push.connected.is_set(),
         }
@@ -176,24 +172,13 @@ async def _tasks_call(coro):  # type: ignore[no-untyped-def]
 
 
 async def serve_socket(
-    edge: Edge, websocket: WebSocket, client_id: str | None, topics: list[str], token: str | None
+    edge: Edge, websocket: WebSocket, client_id: str | None, topics: list[str], token: str | None,
+    since: str | None = None,
 ) -> None:
-    settings = edge.settings
-    loop = asyncio.get_running_loop()
+    """One WebSocket: refused before the upgrade, or accepted and served by its session's driver."""
     address = websocket.client.host if websocket.client else "unknown"
-    # Refused before the upgrade: a foreign Origin (cross-site WebSocket hijacking), too many attempts.
-    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), edge.origins):
-        log.info("handshake from %s refused: origin %r not allowed", address, websocket.headers.get("origin"))
-        metrics.REFUSED.labels("origin").inc()
-        await websocket.send_denial_response(PlainTextResponse("origin not allowed", status_code=403))
-        return
-    if edge.draining:
-        metrics.REFUSED.labels("draining").inc()
-        await websocket.send_denial_response(PlainTextResponse("going away", status_code=503))
-        return
-    if not edge.attempts.allow(address, loop.time()):
-        metrics.REFUSED.labels("attempt_rate").inc()
-        await websocket.send_denial_response(PlainTextResponse("too many connection attempts", status_code=429))
+    if (refusal := handshake_refusal(edge, websocket, address)) is not None:
+        await websocket.send_denial_response(refusal)
         return
     await websocket.accept()
     if client_id is not None and (why := chosen_client_id_error(client_id, MAX_CLIENT_ID_LENGTH)) is not None:
@@ -201,93 +186,34 @@ async def serve_socket(
         await websocket.close(CloseCode.INVALID_CLIENT_ID, why)
         return
     try:
-        principal = await authenticate(edge, websocket, token)
-    except AuthError as exc:
-        metrics.REFUSED.labels("auth").inc()
-        await websocket.close(exc.close_code, exc.message)
+        positions = url_positions(since)
+    except ProtocolError as exc:
+        await websocket.close(CloseCode.INVALID_CLIENT_ID, exc.message)  # a URL to fix, not to retry
         return
-    except WebSocketDisconnect:
-        return
-    if client_id is not None and not edge.client_id_available(client_id, principal):
-        metrics.REFUSED.labels("client_id").inc()
-        await websocket.close(CloseCode.INVALID_CLIENT_ID, "client_id is in use by another user")
-        return
-    if not edge.acquire_slots(principal, address):
-        metrics.REFUSED.labels("too_many_connections").inc()
-        await websocket.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
-        return
-    now = loop.time()
-    connection = Connection(
-        websocket,
-        client_id or assign_client_id(edge.client_id_mark),
-        TokenBucket(settings.rate_limit, settings.rate_burst, now),
-        edge.new_send_queue(),
-        now,
-        write=writer_for(websocket.scope),
-        principal=principal,
-        address=address,
-    )
+    connection = Connection(websocket, client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
+                            write=writer_for(websocket.scope), address=address)
     connection_id.set(connection.tag)  # in every line logged while serving it (and in tasks started here)
     tag_frame_logs(websocket.scope, connection.tag)
-    metrics.OPENED.inc()
-    waits = edge.attach(connection)  # frames routed from now on queue up until the writer starts
-    try:
-        try:
-            topics = edge.check_topics(connection, topics, None)
-            rejected: ProtocolError | None = None
-        except ProtocolError as exc:
-            topics, rejected = [], exc
-        topic_waits, retained_frames = edge.subscribe(connection, topics)
-        # `connected` means: from now on, what is published to these topics and this client_id arrives.
-        await edge.confirmed(waits + topic_waits)
-        welcome = {"client_id": connection.client_id, "topics": topics, "user": principal.user}
-        connection.start_writer(server_frame("connected", None, now_ms(), welcome))
-        for frame in retained_frames:
-            connection.send(frame)
-        if rejected is not None:
-            edge.send_error(connection, rejected.code, f"?topics= rejected: {rejected.message}", None)
-        log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
-                  principal.user, topics)
-        while True:
-            event = await websocket.receive()
-            if event["type"] == "websocket.disconnect":
-                break
-            frame = event.get("text")
-            if frame is None:
-                frame = event.get("bytes") or b""
-            await edge.handle_frame(connection, frame, loop.time())
-    except Exception as exc:  # a broken socket: release the connection like a normal close
-        log.debug("#%d receive loop ended: %r", connection.id, exc)
-    finally:
-        edge.detach(connection)
-        await connection.stop()
-        log.debug("#%d = closed", connection.id)
+    session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time())
+    await SessionDriver(edge, session, connection).serve(websocket.receive, token, topics, positions)
+    log.debug("#%d = closed", connection.id)
 
 
-async def authenticate(edge: Edge, websocket: WebSocket, token: str | None) -> Principal:
-    """The connection's Principal: from `?token=`, else from a first `auth` message when anonymous
-    connections are not allowed. Raises AuthError (the close code says why)."""
-    verifier = edge.verifier
-    if token is not None:
-        if verifier is None:
-            raise AuthError(CloseCode.UNAUTHORIZED, "this edge does not accept tokens")
-        return verifier.verify(token, time.time())
-    if edge.settings.allow_anonymous:
-        return ANONYMOUS
-    assert verifier is not None  # settings validation guarantees it
-    try:
-        event = await asyncio.wait_for(websocket.receive(), edge.settings.auth_timeout)
-    except TimeoutError:
-        raise AuthError(CloseCode.UNAUTHORIZED, "no auth message in time") from None
-    if event["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(event.get("code", 1000))
-    try:
-        message = parse_client_frame(event.get("text") or event.get("bytes") or b"", edge.settings.max_frame_bytes)
-    except ProtocolError as exc:
-        raise AuthError(CloseCode.UNAUTHORIZED, f"first message: {exc.message}") from None
-    if message.type != "auth":
-        raise AuthError(CloseCode.UNAUTHORIZED, "authentication required: send an `auth` message first")
-    return verifier.verify(message.data.get("token"), time.time())
+def handshake_refusal(edge: Edge, websocket: WebSocket, address: str) -> PlainTextResponse | None:
+    """Why a WebSocket is refused before the upgrade: a foreign Origin (cross-site WebSocket
+    hijacking), an edge going away, too many attempts from the address; else None."""
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), edge.origins):
+        log.info("handshake from %s refused: origin %r not allowed", address, origin)
+        metrics.REFUSED.labels("origin").inc()
+        return PlainTextResponse("origin not allowed", status_code=403)
+    if edge.draining:
+        metrics.REFUSED.labels("draining").inc()
+        return PlainTextResponse("going away", status_code=503)
+    if not edge.attempts.allow(address, asyncio.get_running_loop().time()):
+        metrics.REFUSED.labels("attempt_rate").inc()
+        return PlainTextResponse("too many connection attempts", status_code=429)
+    return None
 
 
 __all__ = ["EdgeApp", "create_app", "serve_socket"]

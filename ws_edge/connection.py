@@ -1,4 +1,4 @@
-"""One browser's WebSocket: an id, its rate limit, and a non-blocking send with a bounded backlog.
+"""One browser's WebSocket: an id, who it is, and a non-blocking send with a bounded backlog.
 
 Fan-out never awaits a browser. `send` writes the frame straight to the socket when the socket takes
 it without waiting (the common case; see `wire.py`); otherwise the frame joins a backlog that a
@@ -17,10 +17,9 @@ from starlette.websockets import WebSocket
 
 from .core.auth import ANONYMOUS, Principal
 from .core.codes import CloseCode
-from .core.fanout import DeliveryLike
 from .core.frames import websocket_text_frame
-from .core.ratelimit import TokenBucket
 from .core.sendqueue import SendQueue
+from .core.sequencer import DeliveryLike
 from .metrics import DROPPED
 from .wire import aborter_for
 
@@ -30,26 +29,21 @@ _ids = count(1)
 
 
 class Connection:
-    __slots__ = ("id", "client_id", "websocket", "bucket", "last_seen", "principal", "address", "_write",
+    __slots__ = ("id", "client_id", "websocket", "principal", "address", "_write",
                  "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
         websocket: WebSocket,
         client_id: str,
-        bucket: TokenBucket,
         queue: SendQueue,
-        now: float,
         write: Callable[[bytes], bool] | None = None,
-        principal: Principal = ANONYMOUS,
         address: str = "",
     ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
         self.websocket = websocket
-        self.bucket = bucket
-        self.last_seen = now
-        self.principal = principal  # who: from the verified token, never from the client's words
+        self.principal: Principal = ANONYMOUS  # who, once admitted: from the verified token, never the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
         # `_write` while frames may go straight to the socket (open, nothing queued, not closing),
@@ -73,6 +67,15 @@ class Connection:
     @property
     def fast_path(self) -> bool:
         return self._write is not None
+
+    @property
+    def started(self) -> bool:
+        return self._open
+
+    async def wait_closed(self) -> None:
+        """Until the close this side began (if any) is done."""
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
 
     def start_writer(self, first_frame: bytes) -> None:
         """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""

@@ -14,21 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import orjson
-from push.v1 import push_service_pb2 as push_pb
 
 from common.topics import topic_error
 
+from .core.auth import Principal
 from .core.codes import ErrorCode
 from .core.frames import ClientMessage
-from .task_gateway import TaskGatewayError
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .edge import Edge
+from .task_gateway import TaskGateway, TaskGatewayError
 
 
 class HandlerError(Exception):
@@ -38,18 +34,28 @@ class HandlerError(Exception):
         self.message = message
 
 
+# publish(topic, type, data bytes) -> the message id; raises grpc.aio.AioRpcError
+Publish = Callable[[str, str, bytes], Awaitable[str]]
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerContext:
-    edge: Edge
-    connection: Connection
+    """What a handler may know and do: the sender, publishing, tasks; given by the edge per message."""
+
+    client_id: str
+    principal: Principal
+    publish: Publish
+    tasks: TaskGateway
+    may_publish: Callable[[Principal, str], bool]
+    may_control_tasks: Callable[[Principal], bool]
 
     def require_publish(self, topic: str) -> None:
         """Raise FORBIDDEN unless the topic rules let this connection publish on `topic`."""
-        if not self.edge.policy.can_publish(self.connection.principal, topic):
+        if not self.may_publish(self.principal, topic):
             raise HandlerError(ErrorCode.FORBIDDEN, f"not allowed to publish on {topic}")
 
     def require_task_control(self) -> None:
-        if not self.edge.may_control_tasks(self.connection.principal):
+        if not self.may_control_tasks(self.principal):
             raise HandlerError(ErrorCode.FORBIDDEN, "not allowed to start or cancel tasks")
 
 
@@ -91,19 +97,14 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
     if (why := topic_error(topic)) is not None:
         raise HandlerError(ErrorCode.INVALID_TOPIC, why)
     ctx.require_publish(topic)
-    data = orjson.dumps(
-        {"user_id": recipient, "message": content, "from": ctx.connection.client_id, "read": False}
-    )
+    data = orjson.dumps({"user_id": recipient, "message": content, "from": ctx.client_id, "read": False})
     try:
-        reply = await ctx.edge.push.stub.Publish(
-            push_pb.PublishRequest(message=push_pb.OutgoingMessage(topic=topic, type="notification", data=data)),
-            timeout=5.0,
-        )
+        message_id = await ctx.publish(topic, "notification", data)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
             raise HandlerError(ErrorCode.INVALID_MESSAGE, exc.details() or "rejected") from None
         raise HandlerError(ErrorCode.UNAVAILABLE, f"push service: {exc.details()}") from None
-    return {"message_id": reply.id, "topic": topic}
+    return {"message_id": message_id, "topic": topic}
 
 
 async def task_start(ctx: HandlerContext, message: ClientMessage) -> dict[str, Any]:
@@ -114,7 +115,7 @@ async def task_start(ctx: HandlerContext, message: ClientMessage) -> dict[str, A
     if not isinstance(kind, str) or not isinstance(params, dict):
         raise HandlerError(ErrorCode.INVALID_MESSAGE, "`data.kind` must be a string and `data.params` an object")
     try:
-        return {"task": await ctx.edge.tasks.start(kind, params)}
+        return {"task": await ctx.tasks.start(kind, params)}
     except TaskGatewayError as exc:
         raise HandlerError(exc.code, exc.message) from None
 
@@ -123,7 +124,7 @@ async def task_cancel(ctx: HandlerContext, message: ClientMessage) -> dict[str, 
     ctx.require_task_control()
     task_id = _required_str(message, "task_id", 100)
     try:
-        return {"task": await ctx.edge.tasks.cancel(task_id)}
+        return {"task": await ctx.tasks.cancel(task_id)}
     except TaskGatewayError as exc:
         raise HandlerError(exc.code, exc.message) from None
 

@@ -37,13 +37,13 @@ class EdgeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         edges = list(self.edges)
-        connections = [c for edge in edges for c in edge.connections.values()]
-        topics = [t for edge in edges for t in edge.fanout.topics.keys()]
+        connections = [d.connection for edge in edges for d in edge.connections.values()]
+        topics = [t for edge in edges for t in edge.router.topics.keys()]
         yield GaugeMetricFamily("ws_edge_connections", "Open WebSocket connections", value=len(connections))
         yield GaugeMetricFamily("ws_edge_topics", "Topics with at least one subscriber here", value=len(topics))
         yield GaugeMetricFamily("ws_edge_subscriptions", "Topic subscriptions of all connections",
-                                value=sum(len(e.fanout.topics.subscribers(t)) for e in edges
-                                          for t in e.fanout.topics.keys()))
+                                value=sum(len(e.router.topics.subscribers(t)) for e in edges
+                                          for t in e.router.topics.keys()))
         yield GaugeMetricFamily("ws_edge_send_queue_messages", "Frames queued for slow sockets, all connections",
                                 value=sum(c.queued for c in connections))
         yield GaugeMetricFamily("ws_edge_push_connected", "1 while the push stream is up with the whole interest",

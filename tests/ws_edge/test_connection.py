@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 from ws_edge.connection import Connection
 from ws_edge.core.frames import websocket_text_frame
-from ws_edge.core.ratelimit import TokenBucket
 from ws_edge.core.sendqueue import SendQueue
 
 
@@ -44,7 +43,7 @@ class Wire:
 
 async def test_direct_write_only_while_nothing_is_queued():
     websocket, wire = RecordingWebSocket(), Wire()
-    connection = Connection(websocket, "c1", TokenBucket(10, 10, 0.0), SendQueue(), 0.0, write=wire)  # type: ignore[arg-type]
+    connection = Connection(websocket, "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
     assert connection.direct is None  # not before the `connected` frame is out
     connection.start_writer(b'{"type":"connected"}')
     assert connection.direct is wire and wire.frames == [websocket_text_frame(b'{"type":"connected"}')]

@@ -4,7 +4,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ws_edge.core.codes import ErrorCode
-from ws_edge.core.fanout import Fanout
 from ws_edge.core.frames import (
     ClientMessage,
     ProtocolError,
@@ -88,48 +87,3 @@ def test_token_bucket_allows_burst_then_rate():
     assert sum(bucket.allow(0.0) for _ in range(150)) == 100
     assert bucket.allow(0.0) is False
     assert sum(bucket.allow(0.1) for _ in range(20)) == 10
-
-
-class D:
-    def __init__(self, topic, frame, client_id="", retained=False):
-        self.topic, self.frame, self.client_id, self.retained = topic, frame, client_id, retained
-        self.offset, self.epoch, self.conflation_key = 0, "", ""
-
-
-def test_fanout_builds_one_frame_per_distinct_selection():
-    fanout = Fanout()
-    for conn in ("a", "b"):
-        fanout.topics.add("x", conn)
-    fanout.topics.add("y", "c")
-    fanout.topics.add("x", "c")
-    fanout.client_ids.add("cid", "a")
-    routed = {frames[0]: sorted(conns) for frames, wire, conns, _ in fanout.route(
-        [[D("x", b'{"n":1}'), D("y", b'{"n":2}'), D("", b'{"n":3}', client_id="cid")]]
-    )}
-    assert routed == {
-        b'{"type":"batch","messages":[{"n":1},{"n":3}]}': ["a"],
-        b'{"n":1}': ["b"],
-        b'{"type":"batch","messages":[{"n":1},{"n":2}]}': ["c"],
-    }
-
-
-def test_fanout_of_several_batches_keeps_their_frames_apart_and_joins_the_wire():
-    fanout = Fanout()
-    fanout.topics.add("x", "a")
-    fanout.topics.add("x", "b")
-    fanout.topics.add("y", "b")
-    batches = [[D("x", b'{"n":1}'), D("x", b'{"n":2}')], [D("y", b'{"n":3}')], [D("x", b'{"n":4}')]]
-    routed = {tuple(conns): (frames, wire) for frames, wire, conns, _ in fanout.route(batches)}
-    first = b'{"type":"batch","messages":[{"n":1},{"n":2}]}'
-    assert routed[("a",)] == ([first, b'{"n":4}'], websocket_text_frame(first) + websocket_text_frame(b'{"n":4}'))
-    assert routed[("b",)][0] == [first, b'{"n":3}', b'{"n":4}']
-    assert routed[("b",)][1] == b"".join(websocket_text_frame(f) for f in routed[("b",)][0])
-
-
-def test_fanout_keeps_retained_state_per_topic():
-    fanout = Fanout()
-    fanout.topics.add("list", "a")
-    fanout.route([[D("list", b"1", retained=True), D("list", b"2", retained=True)]])
-    assert fanout.retained_frame("list") == b"2"
-    fanout.forget_topic("list")
-    assert fanout.retained_frame("list") is None

@@ -1,6 +1,5 @@
 import pytest
 
-from ws_edge.core.fanout import Fanout
 from ws_edge.core.frames import ClientMessage, ProtocolError
 from ws_edge.core.recovery import Position, in_frames, positions_field, stitch
 
@@ -33,27 +32,3 @@ def test_positions_field():
     assert positions_field(message, ["a"]) == {"a": Position(3, "e")}
     with pytest.raises(ProtocolError):
         positions_field(ClientMessage("subscribe", "s", {"since": {"a": {"offset": "3", "epoch": "e"}}}, None), ["a"])
-
-
-def test_fanout_holds_a_recovering_connections_live_messages():
-    fanout = Fanout()
-    fanout.topics.add("t", "a")
-    fanout.topics.add("t", "b")
-    fanout.hold("a", "t")
-    routed = fanout.route([[D(1)]])
-    assert [conns for _, _, conns, _ in routed] == [["b"]]
-    assert [d.offset for d in fanout.release("a", "t")] == [1]
-    assert [sorted(conns) for _, _, conns, _ in fanout.route([[D(2)]])] == [["a", "b"]]
-
-
-def test_a_floor_skips_what_history_already_gave_then_lifts():
-    fanout = Fanout()
-    fanout.topics.add("t", "a")
-    fanout.topics.add("t", "b")
-    fanout.set_floor("a", "t", 5, "e")
-    routed = fanout.route([[D(5)]])  # in flight, older than what `a` got from history
-    assert [sorted(conns) for _, _, conns, _ in routed] == [["b"]]
-    routed = fanout.route([[D(6)]])
-    assert [sorted(conns) for _, _, conns, _ in routed] == [["a", "b"]]
-    routed = fanout.route([[D(7)]])  # the floor is gone: the fast path again
-    assert [sorted(conns) for _, _, conns, _ in routed] == [["a", "b"]]

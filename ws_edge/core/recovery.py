@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codes import ErrorCode
-from .fanout import DeliveryLike
 from .frames import ClientMessage, ProtocolError, batch_frame
+from .sequencer import DeliveryLike
 
 MAX_FRAME_MESSAGES = 10
 

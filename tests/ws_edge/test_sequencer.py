@@ -1,0 +1,46 @@
+from tests.support.deliveries import D
+from ws_edge.core.sequencer import TopicSequencer
+
+
+def test_the_next_offset_goes_on_and_a_repeat_is_dropped():
+    sequencer = TopicSequencer()
+    assert [sequencer.accept(D(n)) for n in (1, 2, 2, 1, 3)] == [True, True, False, False, True]
+    assert sequencer.positions == {"t": (3, "e")}
+
+
+def test_a_skipped_offset_holds_the_topic_until_resumed():
+    sequencer = TopicSequencer()
+    sequencer.accept(D(1))
+    assert sequencer.accept(D(4)) is False
+    assert sequencer.accept(D(5)) is False
+    assert sequencer.take_gaps() == {"t": (1, "e")}
+    assert sequencer.take_gaps() == {}
+    assert [d.offset for d in sequencer.resume("t", (1, "e"))] == [4, 5]
+    assert [sequencer.accept(D(n)) for n in (2, 3, 4, 5)] == [True, True, True, True]
+
+
+def test_a_new_epoch_is_a_gap_and_resume_without_a_position_takes_what_comes():
+    sequencer = TopicSequencer()
+    sequencer.accept(D(7))
+    assert sequencer.accept(D(1, epoch="new")) is False
+    assert sequencer.take_gaps() == {"t": (7, "e")}
+    held = sequencer.resume("t", None)
+    assert [sequencer.accept(d) for d in held] == [True]
+    assert sequencer.positions == {"t": (1, "new")}
+
+
+def test_a_replayed_retained_state_goes_but_is_no_step_back():
+    sequencer = TopicSequencer()
+    sequencer.accept(D(3, retained=True))
+    assert sequencer.accept(D(3, retained=True)) is True
+    assert sequencer.positions == {"t": (3, "e")}
+    assert sequencer.retained_frame("t") == b'{"o":3}'
+
+
+def test_forget_drops_position_retained_state_and_hold():
+    sequencer = TopicSequencer()
+    sequencer.accept(D(1, retained=True))
+    sequencer.hold("t")
+    sequencer.forget("t")
+    assert (sequencer.positions, sequencer.retained_frame("t"), sequencer.is_held("t")) == ({}, None, False)
+    assert sequencer.accept(D(9)) is True  # no position to continue: the first one starts it

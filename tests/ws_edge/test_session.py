@@ -1,0 +1,356 @@
+"""The session's order and rules, without an event loop: events in, effects out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from tests.support.deliveries import D
+from ws_edge.core.auth import AuthError, Principal
+from ws_edge.core.codes import CloseCode, ErrorCode
+from ws_edge.core.frames import ProtocolError
+from ws_edge.core.recovery import Position
+from ws_edge.core.session import (
+    AddInterest,
+    Admit,
+    Close,
+    DropInterest,
+    Guard,
+    ReadHistory,
+    RunHandler,
+    Send,
+    Session,
+    SessionRules,
+    url_positions,
+)
+
+
+def verify(token, wall):  # type: ignore[no-untyped-def]
+    if token == "alice":
+        return Principal("alice", expires_at=1000.0)
+    raise AuthError(CloseCode.UNAUTHORIZED, "bad token")
+
+
+def rules(**overrides):  # type: ignore[no-untyped-def]
+    base = {"verify": verify, "allow_anonymous": True, "may_subscribe": lambda p, t: not t.startswith("secret"),
+                "handles": lambda type_: type_ == "echo", "max_topics": 3, "rate_limit": 5, "rate_burst": 5,
+                "client_timeout": 30.0, "auth_timeout": 10.0}
+    base.update(overrides)
+    return SessionRules(**base)
+
+
+@dataclass
+class History:
+    recovered: bool = True
+    offset: int = 0
+    epoch: str = "e"
+    reason: str = ""
+    publications: list = field(default_factory=list)
+
+
+def frames(effects):  # type: ignore[no-untyped-def]
+    return [orjson.loads(e.frame) for e in effects if isinstance(e, Send)]
+
+
+def kinds(effects):  # type: ignore[no-untyped-def]
+    return [type(e).__name__ for e in effects]
+
+
+def opened(topics=(), since=None, **kw):  # type: ignore[no-untyped-def]
+    """A session taken to OPEN with `topics` from the URL (interest applied, histories answered)."""
+    session = Session(rules(**kw), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, list(topics), since or {}, wall=0.0)
+    session.effects()
+    session.admitted()
+    effects = session.effects()
+    add = [e for e in effects if isinstance(e, AddInterest)]
+    if add:
+        session.interest_applied(add[0].ticket)
+        session.effects()
+    return session
+
+
+def subscribe(session, topics, since=None, id_="s1"):  # type: ignore[no-untyped-def]
+    data = {"topics": topics} | ({"since": since} if since else {})
+    session.receive(orjson.dumps({"type": "subscribe", "id": id_, "data": data}), now=1.0, wall=1.0)
+    return session.effects()
+
+
+def test_connected_only_after_admission_and_the_interest_is_applied():
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["a", "b"], {}, wall=0.0)
+    assert session.effects() == [Admit(Principal(None))]
+    assert not session.accepting
+    session.admitted()
+    effects = session.effects()
+    assert kinds(effects) == ["AddInterest"] and effects[0].topics == ("a", "b")
+    session.interest_applied(effects[0].ticket, [b'{"retained":1}'])
+    effects = session.effects()
+    assert frames(effects)[0] == {"type": "connected", "id": frames(effects)[0]["id"], "timestamp": 7,
+                                  "data": {"client_id": "c1", "topics": ["a", "b"], "user": None}}
+    assert frames(effects)[1] == {"retained": 1}  # retained state after `connected`
+    assert session.accepting
+
+
+def test_a_token_in_the_url_is_verified_first_and_a_bad_one_closes():
+    session = Session(rules(), "c1", now=0.0)
+    session.open("alice", [], {}, wall=0.0)
+    assert session.effects() == [Admit(Principal("alice", expires_at=1000.0))]
+    session = Session(rules(), "c1", now=0.0)
+    session.open("mallory", [], {}, wall=0.0)
+    assert session.effects() == [Close(CloseCode.UNAUTHORIZED, "bad token")]
+    assert session.closed
+    session = Session(rules(verify=None), "c1", now=0.0)
+    session.open("alice", [], {}, wall=0.0)
+    assert session.effects() == [Close(CloseCode.UNAUTHORIZED, "this edge does not accept tokens")]
+
+
+def test_without_anonymous_the_first_frame_must_authenticate():
+    session = Session(rules(allow_anonymous=False), "c1", now=0.0)
+    session.open(None, [], {}, wall=0.0)
+    assert session.effects() == [] and session.accepting and session.auth_deadline() == 10.0
+    session.receive(b'{"type":"auth","data":{"token":"alice"}}', now=1.0, wall=1.0)
+    assert session.effects() == [Admit(Principal("alice", expires_at=1000.0))]
+    assert session.auth_deadline() is None
+
+    session = Session(rules(allow_anonymous=False), "c1", now=0.0)
+    session.open(None, [], {}, wall=0.0)
+    session.receive(b'{"type":"ping"}', now=1.0, wall=1.0)
+    assert session.effects() == [Close(CloseCode.UNAUTHORIZED, "authentication required: send an `auth` message first")]
+
+    session = Session(rules(allow_anonymous=False), "c1", now=0.0)
+    session.open(None, [], {}, wall=0.0)
+    session.receive(b"{", now=1.0, wall=1.0)
+    assert kinds(session.effects()) == ["Close"]
+
+    session = Session(rules(allow_anonymous=False), "c1", now=0.0)
+    session.open(None, [], {}, wall=0.0)
+    session.tick(9.9, 9.9)
+    assert session.effects() == []
+    session.tick(10.0, 10.0)
+    assert session.effects() == [Close(CloseCode.UNAUTHORIZED, "no auth message in time")]
+
+
+def test_refused_admission_closes_with_the_edges_code():
+    session = Session(rules(), "c1", now=0.0)
+    session.open(None, [], {}, wall=0.0)
+    session.effects()
+    session.refused(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+    assert session.effects() == [Close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")]
+
+
+def test_rejected_url_topics_connect_with_none_and_say_why_after_connected():
+    session = opened()
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["ok", "secret:x"], {}, wall=0.0)
+    session.effects()
+    session.admitted()
+    effects = session.effects()
+    sent = frames(effects)
+    assert sent[0]["type"] == "connected" and sent[0]["data"]["topics"] == []
+    assert sent[1]["error"] == {"code": "FORBIDDEN", "message": "?topics= rejected: not allowed to subscribe to secret:x"}
+
+
+def test_ping_pong_echoes_the_id():
+    session = opened()
+    session.receive(b'{"type":"ping","id":"p1"}', now=1.0, wall=1.0)
+    assert frames(session.effects()) == [{"type": "pong", "id": "p1", "timestamp": 7}]
+
+
+@pytest.mark.parametrize(("frame", "code", "id_"), [
+    (b"{", "INVALID_JSON", None),
+    (b'{"type":"nope","id":"x1"}', "UNKNOWN_MESSAGE_TYPE", "x1"),
+    (b'{"type":"subscribe","id":"x2","data":{"topics":["bad topic"]}}', "INVALID_TOPIC", "x2"),
+    (b'{"type":"subscribe","id":"x3","data":{"topics":["secret:1"]}}', "FORBIDDEN", "x3"),
+    (b'{"type":"subscribe","id":"x4","data":{"topics":["a","b","c","d"]}}', "TOO_MANY_TOPICS", "x4"),
+    (b'{"type":"unsubscribe","id":"x5","data":{"topics":["bad topic"]}}', "INVALID_TOPIC", "x5"),
+    (b'{"type":"subscribe","id":"x6","data":{"topics":["a"],"since":{"a":{"offset":-1,"epoch":"e"}}}}',
+     "INVALID_MESSAGE", "x6"),
+])
+def test_error_frames_echo_the_id_and_keep_the_connection(frame, code, id_):  # type: ignore[no-untyped-def]
+    session = opened()
+    session.receive(frame, now=1.0, wall=1.0)
+    effects = session.effects()
+    assert len(effects) == 1 and effects[0].error == code
+    sent = frames(effects)[0]
+    assert sent["error"]["code"] == code and (id_ is None or sent["id"] == id_)
+    assert not session.closed and session.accepting and session.topics == set()
+
+
+def test_rate_limit_counts_malformed_frames_too():
+    session = opened()
+    for _ in range(5):
+        session.receive(b"{", now=1.0, wall=1.0)
+    session.receive(b'{"type":"ping","id":"p"}', now=1.0, wall=1.0)
+    errors = [e.error for e in session.effects()]
+    assert errors == ["INVALID_JSON"] * 5 + ["RATE_LIMITED"]
+
+
+def test_subscribe_is_acked_only_after_the_interest_is_applied():
+    session = opened()
+    effects = subscribe(session, ["a", "b"])
+    assert kinds(effects) == ["AddInterest"] and not session.accepting
+    session.interest_applied(effects[0].ticket, [b'{"r":1}'])
+    sent = frames(session.effects())
+    assert sent == [{"type": "ack", "id": "s1", "timestamp": 7, "data": {"type": "subscribe", "topics": ["a", "b"]}},
+                    {"r": 1}]
+    assert session.accepting and session.topics == {"a", "b"}
+    # Already subscribed: nothing to add, acked at once.
+    assert frames(subscribe(session, ["a"], id_="s2"))[0]["data"] == {"type": "subscribe", "topics": ["a"]}
+
+
+def test_an_answer_for_another_ticket_changes_nothing():
+    session = opened()
+    effects = subscribe(session, ["a"])
+    session.interest_applied(effects[0].ticket + 1000)
+    session.history_read(effects[0].ticket, "a", History())
+    session.handler_done(effects[0].ticket, None)
+    assert session.effects() == [] and not session.accepting
+
+
+def test_unsubscribe_drops_interest_and_acks():
+    session = opened(["a", "b"])
+    session.receive(b'{"type":"unsubscribe","id":"u","data":{"topics":["a","zzz"]}}', now=1.0, wall=1.0)
+    effects = session.effects()
+    assert effects[0] == DropInterest(("a",))
+    assert frames(effects) == [{"type": "ack", "id": "u", "timestamp": 7,
+                                "data": {"type": "unsubscribe", "topics": ["a", "zzz"]}}]
+    assert session.topics == {"b"}
+
+
+def test_recovery_order_ack_retained_missed_then_held_live_exactly_once():
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    assert kinds(effects) == ["Guard", "AddInterest"] and effects[0] == Guard("t", True)
+    # Live deliveries while the interest and history are on their way are held.
+    assert [session.admit(D(n)) for n in (4, 5)] == [False, False]
+    session.interest_applied(effects[1].ticket, [b'{"retained":true}'])
+    effects = session.effects()
+    assert effects == [ReadHistory(effects[0].ticket, "t", Position(2, "e"))]
+    assert session.admit(D(6)) is False
+    session.history_read(effects[0].ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    sent = frames(session.effects())
+    assert sent[0] == {"type": "ack", "id": "s1", "timestamp": 7, "data": {
+        "type": "subscribe", "topics": ["t"], "recovery": {"t": {"recovered": True, "offset": 5, "epoch": "e"}}}}
+    assert sent[1] == {"retained": True}
+    assert sent[2] == {"type": "batch", "messages": [{"o": 3}, {"o": 4}, {"o": 5}, {"o": 6}]}
+    assert len(sent) == 3
+    # The floor: older deliveries still on their way are dropped; a newer one lifts the guard.
+    assert session.admit(D(5)) is False and session.admit(D(6)) is False
+    assert session.admit(D(7)) is True
+    assert session.effects() == [Guard("t", False)]
+    assert session.admit(D(8)) is True
+
+
+def test_a_failed_history_read_keeps_the_clients_position_and_sets_a_floor():
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 9, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket)
+    read = session.effects()[0]
+    session.admit(D(9))
+    session.admit(D(11))
+    session.history_read(read.ticket, "t", History(False, 0, "", "history unavailable"))
+    sent = frames(session.effects())
+    assert sent[0]["data"]["recovery"] == {"t": {"recovered": False, "offset": 9, "epoch": "e",
+                                                 "reason": "history unavailable"}}
+    assert sent[1:] == [{"o": 11}]  # the held live one after the position; not 9 again
+    assert session.admit(D(10)) is False and session.admit(D(12)) is True
+
+
+def test_a_new_epoch_tells_the_new_position_and_floors_there():
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 9, "epoch": "old"}})
+    session.interest_applied(effects[1].ticket)
+    read = session.effects()[0]
+    session.admit(D(3, epoch="new"))
+    session.admit(D(4, epoch="new"))
+    session.history_read(read.ticket, "t", History(False, 3, "new", "epoch changed"))
+    sent = frames(session.effects())
+    assert sent[0]["data"]["recovery"]["t"] == {"recovered": False, "offset": 3, "epoch": "new",
+                                                "reason": "epoch changed"}
+    assert sent[1:] == [{"o": 4}]
+
+
+def test_url_positions_recover_before_connected_goes_live():
+    """Topics in the URL with their positions: no live message can reach the client before the
+    missed ones (a `subscribe{since}` after connecting would race live delivery)."""
+    since = url_positions('{"t":{"offset":1,"epoch":"e"}}')
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["t"], since, wall=0.0)
+    session.effects()
+    session.admitted()
+    effects = session.effects()
+    assert kinds(effects) == ["Guard", "AddInterest"]
+    assert session.admit(D(3)) is False
+    session.interest_applied(effects[1].ticket)
+    read = session.effects()[0]
+    session.history_read(read.ticket, "t", History(True, 2, "e", "", [D(2)]))
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["connected", "batch"]
+    assert sent[1]["messages"] == [{"o": 2}, {"o": 3}]
+
+
+def test_url_positions_must_be_positions():
+    assert url_positions(None) == {}
+    with pytest.raises(ProtocolError):
+        url_positions("{")
+    with pytest.raises(ProtocolError):
+        url_positions('{"t":{"offset":"x","epoch":"e"}}')
+
+
+def test_unsubscribing_during_a_recovery_lifts_the_guard_and_sends_nothing_for_it():
+    session = opened(["t"])
+    effects = subscribe(session, ["t"], {"t": {"offset": 0, "epoch": "e"}})
+    assert kinds(effects) == ["Guard", "ReadHistory"]
+    session.closed_by_peer()
+    assert session.effects() == [Guard("t", False)]
+
+
+def test_handlers_run_one_at_a_time_and_answer_with_ack_or_error():
+    session = opened()
+    session.receive(b'{"type":"echo","id":"h1","data":{"x":1}}', now=1.0, wall=1.0)
+    effects = session.effects()
+    assert kinds(effects) == ["RunHandler"] and isinstance(effects[0], RunHandler)
+    assert not session.accepting
+    session.handler_done(effects[0].ticket, {"x": 1})
+    assert frames(session.effects()) == [{"type": "ack", "id": "h1", "timestamp": 7, "data": {"type": "echo", "x": 1}}]
+    session.receive(b'{"type":"echo","id":"h2"}', now=1.0, wall=1.0)
+    ticket = session.effects()[0].ticket
+    session.handler_failed(ticket, ErrorCode.FORBIDDEN, "no")
+    effects = session.effects()
+    assert effects[0].error == "FORBIDDEN" and frames(effects)[0]["id"] == "h2"
+
+
+def test_heartbeat_timeout_and_token_expiry_close():
+    session = opened()
+    session.tick(30.0, 0.0)
+    assert session.effects() == []
+    session.tick(31.5, 0.0)
+    assert session.effects() == [Close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")]
+    session.tick(99.0, 0.0)
+    assert session.effects() == []  # closed once
+
+    session = Session(rules(), "c1", now=0.0)
+    session.open("alice", [], {}, wall=0.0)
+    session.admitted()
+    session.interest_applied(0)
+    session.effects()
+    session.tick(1.0, 999.0)
+    assert session.effects() == []
+    session.tick(1.0, 1000.0)
+    assert session.effects() == [Close(CloseCode.TOKEN_EXPIRED, "token expired")]
+
+
+def test_frames_before_open_or_after_close_are_ignored():
+    session = Session(rules(), "c1", now=0.0)
+    session.open(None, [], {}, wall=0.0)
+    session.effects()
+    session.receive(b'{"type":"ping"}', now=1.0, wall=1.0)
+    assert session.effects() == []
+    session.refused(CloseCode.TOO_MANY_CONNECTIONS, "x")
+    session.effects()
+    session.receive(b'{"type":"ping"}', now=1.0, wall=1.0)
+    session.admitted()
+    assert session.effects() == []

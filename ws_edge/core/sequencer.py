@@ -1,0 +1,91 @@
+"""Per topic, the edge's position in the push service's stream, and the retained state. No I/O.
+
+Every positioned delivery of a topic that has local subscribers passes `accept`: the next offset goes
+on; a repeat is dropped; a skipped offset or a new epoch means the edge missed something (the push
+stream dropped, Redis lost its data), so the topic is held from there and the edge fills the gap from
+history (`take_gaps`, then `resume`) or tells the subscribers. A topic's position and retained state
+are kept only while it has local subscribers (`forget`): deliveries that arrive after the last one
+left must not move a position that nobody will continue from.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class DeliveryLike(Protocol):
+    topic: str
+    client_id: str
+    frame: bytes
+    retained: bool
+    offset: int
+    epoch: str
+    conflation_key: str
+    timestamp_ms: int  # when the push service accepted it (Unix ms)
+
+
+class TopicSequencer:
+    def __init__(self) -> None:
+        self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
+        self._retained: dict[str, bytes] = {}
+        self._held: dict[str, list[DeliveryLike]] = {}  # topics whose gap is being filled
+        self._gaps: dict[str, tuple[int, str]] = {}  # topics found with a gap, from where
+
+    def accept(self, delivery: DeliveryLike) -> bool:
+        """Whether `delivery` goes out now (its position recorded); False when it is a repeat, or
+        when the topic is held (then it waits for `resume`)."""
+        topic = delivery.topic
+        held = self._held.get(topic)
+        if held is not None:
+            held.append(delivery)
+            return False
+        if delivery.offset:
+            last = self.positions.get(topic)
+            if last is not None and not (delivery.epoch == last[1] and delivery.offset == last[0] + 1):
+                if delivery.epoch == last[1] and delivery.offset <= last[0]:
+                    return delivery.retained  # a retained state replayed to a new subscriber goes; a repeat not
+                self._held[topic] = [delivery]
+                self._gaps[topic] = last
+                return False
+            self.positions[topic] = (delivery.offset, delivery.epoch)
+        if delivery.retained:
+            self._retained[topic] = delivery.frame
+        return True
+
+    def is_held(self, topic: str) -> bool:
+        return topic in self._held
+
+    def hold(self, topic: str) -> None:
+        """Hold `topic`'s deliveries (the push stream dropped: the gap is filled when it is back)."""
+        self._held.setdefault(topic, [])
+
+    def take_gaps(self) -> dict[str, tuple[int, str]]:
+        """Topics whose stream skipped offsets or changed epoch, with the last position before it."""
+        found, self._gaps = self._gaps, {}
+        return found
+
+    def resume(self, topic: str, position: tuple[int, str] | None) -> list[DeliveryLike]:
+        """End the hold of `topic`, continuing from `position` (None: from whatever comes next);
+        returns the deliveries held meanwhile, for the caller to route again (they pass `accept`)."""
+        if position is None:
+            self.positions.pop(topic, None)
+        else:
+            self.positions[topic] = position
+        return self._held.pop(topic, [])
+
+    def advance(self, topic: str, delivery: DeliveryLike) -> None:
+        """Record a delivery known to continue the topic's position (the flood path checked it)."""
+        if delivery.offset:
+            self.positions[topic] = (delivery.offset, delivery.epoch)
+        if delivery.retained:
+            self._retained[topic] = delivery.frame
+
+    def retained_frame(self, topic: str) -> bytes | None:
+        return self._retained.get(topic)
+
+    def forget(self, topic: str) -> None:
+        """The last local subscriber left."""
+        self._retained.pop(topic, None)
+        self.positions.pop(topic, None)
+        self._held.pop(topic, None)
+        self._gaps.pop(topic, None)

@@ -1,0 +1,515 @@
+"""One connection's session: everything the browser protocol decides, with no I/O.
+
+The model is python-websockets' sans-I/O protocol object. What happens to a connection goes in as a
+method call (`open`, `receive`, `admitted`, `interest_applied`, `history_read`, `handler_done`,
+`tick`, and `admit` for a live delivery); what must happen next comes out of `effects()` as small
+frozen dataclasses (a frame to send, interest to add or drop, history to read, a handler to run,
+close). No awaits, sockets, clocks or gRPC in here: the asyncio driver (`ws_edge/session_driver.py`)
+moves bytes and runs effects, one for a WebSocket today and the same for any other transport.
+
+The order a client sees, pinned by tests/ws_edge/test_session.py:
+  auth → `connected` (only after the push service applied the connection's interest) → retained
+  state → missed messages (recovery) → live; an `ack` only after the change it acknowledges was
+  applied; every error frame echoes the offending message's id.
+
+Client frames are handled one at a time, as they arrive: while one waits for the push service (a
+subscribe, a handler), the session does not accept the next (`accepting` is False) and the driver
+stops reading, so the socket's own buffer is the queue.
+
+Recovery at the seam lives here, per connection: from a `subscribe` with `since` until its missed
+messages are out, the topic is *guarded* (`Guard` effect): the router then passes that topic's live
+deliveries for this connection through `admit`, which holds them; after the missed messages, the
+held ones follow without what history already gave, and a floor drops older ones still on their way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from itertools import count
+from typing import Any, Protocol
+
+import orjson
+
+from common.clock import now_ms
+from common.topics import topic_error
+
+from .auth import ANONYMOUS, AuthError, Principal
+from .codes import CloseCode, ErrorCode
+from .frames import ClientMessage, ProtocolError, error_frame, parse_client_frame, server_frame, topics_field
+from .ratelimit import TokenBucket
+from .recovery import Position, in_frames, positions_field, recovery_report, stitch
+from .sequencer import DeliveryLike
+
+
+class HistoryAnswer(Protocol):
+    """What the push service's History says (push.v1.HistoryResponse has these fields)."""
+
+    recovered: bool
+    offset: int
+    epoch: str
+    reason: str
+    publications: Sequence[DeliveryLike]
+
+
+# --- effects ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A JSON frame to the client; `error` is its code when it is an error frame (for metrics)."""
+
+    frame: bytes
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Authenticated as `principal`: check the edge-wide limits (client id, connections per user and
+    address), then answer `admitted()` or `refused(code, reason)`."""
+
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True)
+class AddInterest:
+    """Route `topics` to this connection; answer `interest_applied(ticket, retained)` once the push
+    service has applied the first interests (retained: the topics' retained frames known locally)."""
+
+    ticket: int
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DropInterest:
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """From now on (`on`) / no longer, pass `topic`'s live deliveries for this connection through
+    `admit` (the fast path that writes one frame to every subscriber skips guarded topics)."""
+
+    topic: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHistory:
+    """Ask the push service what `topic` holds after `since`; answer `history_read(ticket, topic, answer)`."""
+
+    ticket: int
+    topic: str
+    since: Position
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandler:
+    """Run the registered handler of `message.type`; answer `handler_done` or `handler_failed`."""
+
+    ticket: int
+    message: ClientMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+Effect = Send | Admit | AddInterest | DropInterest | Guard | ReadHistory | RunHandler | Close
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """What the edge's settings decide for every session."""
+
+    verify: Callable[[str | None, float], Principal] | None  # None: this edge takes no tokens
+    allow_anonymous: bool
+    may_subscribe: Callable[[Principal, str], bool]
+    handles: Callable[[str], bool]  # whether a handler is registered for a message type
+    max_frame_bytes: int = 65536
+    max_topics: int = 100
+    rate_limit: float = 100.0
+    rate_burst: int = 100
+    client_timeout: float = 90.0
+    auth_timeout: float = 10.0
+
+
+class Phase(Enum):
+    AUTHENTICATING = "authenticating"  # waiting for an `auth` frame (no token in the URL)
+    ADMITTING = "admitting"  # authenticated; the edge checks its limits
+    SUBSCRIBING = "subscribing"  # the URL's topics on their way to the push service
+    OPEN = "open"  # `connected` sent
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Recovery:
+    """A topic of this connection that is recovering (`held` not None) or has a floor."""
+
+    held: list[DeliveryLike] | None = field(default_factory=list)
+    floor: tuple[int, str] | None = None
+
+
+@dataclass(slots=True)
+class _Subscribe:
+    """A subscribe in progress: waiting for its interest, then for its history reads."""
+
+    message_id: str | None
+    topics: list[str]
+    since: dict[str, Position]
+    reads: dict[str, HistoryAnswer] = field(default_factory=dict)
+    retained: list[bytes] = field(default_factory=list)
+    url: bool = False  # the URL's topics (answered with `connected`, not an `ack`)
+    rejected: ProtocolError | None = None
+
+
+_tickets = count(1)
+
+
+class Session:
+    def __init__(self, rules: SessionRules, client_id: str, now: float, clock_ms: Callable[[], int] = now_ms) -> None:
+        self.rules = rules
+        self.client_id = client_id
+        self.principal: Principal = ANONYMOUS
+        self.phase = Phase.AUTHENTICATING
+        self.topics: set[str] = set()
+        self.last_seen = now
+        self.bucket = TokenBucket(rules.rate_limit, rules.rate_burst, now)
+        self._opened_at = now
+        self._now_ms = clock_ms  # the frames' `timestamp` (Unix ms); injected so tests can pin it
+        self._effects: list[Effect] = []
+        self._recoveries: dict[str, _Recovery] = {}
+        self._pending: tuple[int, _Subscribe | ClientMessage] | None = None  # the frame being handled
+        self._url_topics: list[str] = []
+        self._url_since: dict[str, Position] = {}
+
+    # --- what the driver asks ---------------------------------------------------------------------
+
+    def effects(self) -> list[Effect]:
+        """What must happen now, in order; taken once."""
+        effects, self._effects = self._effects, []
+        return effects
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the driver should read the next client frame now."""
+        return self.phase is Phase.AUTHENTICATING or (self.phase is Phase.OPEN and self._pending is None)
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    def auth_deadline(self) -> float | None:
+        """When an unauthenticated connection is given up (the driver calls `tick` then)."""
+        return self._opened_at + self.rules.auth_timeout if self.phase is Phase.AUTHENTICATING else None
+
+    # --- the connection's life ------------------------------------------------------------------
+
+    def open(self, token: str | None, topics: Sequence[str], since: dict[str, Position], wall: float) -> None:
+        """The transport is up: `token` from the URL (or None), the URL's topics and positions."""
+        self._url_topics, self._url_since = list(topics), since  # checked once the principal is known
+        if token is not None:
+            self._authenticate(token, wall)
+        elif self.rules.allow_anonymous:
+            self._admit(ANONYMOUS)
+        # else: the first frame must be `auth`
+
+    def _authenticate(self, token: object, wall: float) -> None:
+        if self.rules.verify is None:
+            self._close(CloseCode.UNAUTHORIZED, "this edge does not accept tokens")
+            return
+        try:
+            principal = self.rules.verify(token, wall)  # type: ignore[arg-type]
+        except AuthError as exc:
+            self._close(exc.close_code, exc.message)
+            return
+        self._admit(principal)
+
+    def _admit(self, principal: Principal) -> None:
+        self.principal = principal
+        self.phase = Phase.ADMITTING
+        self._effects.append(Admit(principal))
+
+    def admitted(self) -> None:
+        """The edge's limits let this connection in: its URL topics go to the push service."""
+        if self.phase is not Phase.ADMITTING:
+            return
+        self.phase = Phase.SUBSCRIBING
+        try:
+            topics, rejected = self._check_topics(self._url_topics, None), None
+        except ProtocolError as exc:
+            topics, rejected = [], exc
+        since = {t: p for t, p in self._url_since.items() if t in topics}
+        self._start_subscribe(_Subscribe(None, topics, since, url=True, rejected=rejected))
+
+    def refused(self, code: int, reason: str) -> None:
+        self._close(code, reason)
+
+    def tick(self, now: float, wall: float) -> None:
+        """The clock: closes a connection silent for too long, unauthenticated in time, or whose token
+        expired (`wall` is Unix time, as the token's `exp`)."""
+        if self.phase is Phase.AUTHENTICATING:
+            if now >= self._opened_at + self.rules.auth_timeout:
+                self._close(CloseCode.UNAUTHORIZED, "no auth message in time")
+        elif self.phase is Phase.CLOSED:
+            return
+        elif now - self.last_seen > self.rules.client_timeout:
+            self._close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+        elif (expires := self.principal.expires_at) is not None and expires <= wall:
+            self._close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def _close(self, code: int, reason: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        for topic in list(self._recoveries):
+            self._unguard(topic)
+        self._effects.append(Close(code, reason))
+
+    def closed_by_peer(self) -> None:
+        """The transport is gone: nothing more is sent; guards are lifted."""
+        for topic in list(self._recoveries):
+            self._unguard(topic)
+        self.phase = Phase.CLOSED
+
+    # --- client frames ----------------------------------------------------------------------------
+
+    def receive(self, frame: str | bytes, now: float, wall: float) -> None:
+        self.last_seen = now
+        if self.phase is Phase.AUTHENTICATING:
+            self._receive_auth(frame, wall)
+            return
+        if self.phase is not Phase.OPEN:
+            return
+        message_id = None
+        try:
+            try:
+                message = parse_client_frame(frame, self.rules.max_frame_bytes)
+            finally:
+                allowed = self.bucket.allow(now)  # malformed frames count against the rate too
+            message_id = message.id
+            if not allowed:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.rules.rate_limit:g} messages per second; message dropped", message_id)
+            self._dispatch(message)
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message, exc.message_id)
+
+    def _receive_auth(self, frame: str | bytes, wall: float) -> None:
+        try:
+            message = parse_client_frame(frame, self.rules.max_frame_bytes)
+        except ProtocolError as exc:
+            self._close(CloseCode.UNAUTHORIZED, f"first message: {exc.message}")
+            return
+        if message.type != "auth":
+            self._close(CloseCode.UNAUTHORIZED, "authentication required: send an `auth` message first")
+            return
+        self._authenticate(message.data.get("token"), wall)
+
+    def _dispatch(self, message: ClientMessage) -> None:
+        type_ = message.type
+        if type_ == "ping":
+            self._send(server_frame("pong", message.id, self._now_ms()))
+        elif type_ == "subscribe":
+            topics = self._check_topics(topics_field(message), message.id)
+            since = positions_field(message, topics)
+            self._start_subscribe(_Subscribe(message.id, topics, since))
+        elif type_ == "unsubscribe":
+            self._unsubscribe(message)
+        elif self.rules.handles(type_):
+            ticket = next(_tickets)
+            self._pending = (ticket, message)
+            self._effects.append(RunHandler(ticket, message))
+        else:
+            raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"Unknown message type: {type_}", message.id)
+
+    def _check_topics(self, topics: Iterable[object], message_id: str | None) -> list[str]:
+        """Validated, deduplicated topics this connection may add; raises ProtocolError."""
+        checked: list[str] = []
+        for topic in topics:
+            if (why := topic_error(topic)) is not None:
+                raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message_id)
+            assert isinstance(topic, str)
+            if not self.rules.may_subscribe(self.principal, topic):
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {topic}", message_id)
+            checked.append(topic)
+        checked = list(dict.fromkeys(checked))
+        total = len(self.topics | set(checked))
+        if total > self.rules.max_topics:
+            raise ProtocolError(ErrorCode.TOO_MANY_TOPICS,
+                                f"{total} topics; a connection may hold {self.rules.max_topics}", message_id)
+        return checked
+
+    def _unsubscribe(self, message: ClientMessage) -> None:
+        topics = list(topics_field(message))
+        for topic in topics:
+            if (why := topic_error(topic)) is not None:
+                raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message.id)
+        dropped = tuple(t for t in topics if t in self.topics)
+        self.topics.difference_update(dropped)
+        for topic in dropped:
+            self._unguard(topic)
+        if dropped:
+            self._effects.append(DropInterest(dropped))
+        self._ack(message.id, {"type": "unsubscribe", "topics": topics})
+
+    # --- subscribe, recovery ----------------------------------------------------------------------
+
+    def _start_subscribe(self, op: _Subscribe) -> None:
+        ticket = next(_tickets)
+        self._pending = (ticket, op)
+        for topic in op.since:
+            self._guard(topic)  # live deliveries wait for the missed ones (or are dropped below a floor)
+        new = tuple(t for t in op.topics if t not in self.topics)
+        self.topics.update(new)
+        if new:
+            self._effects.append(AddInterest(ticket, new))
+        else:
+            self._read_histories(ticket, op)
+
+    def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
+        """The push service applied the interest of `ticket` (or the wait for it timed out)."""
+        op = self._pending_op(ticket)
+        if op is None:
+            return
+        op.retained = list(retained)
+        self._read_histories(ticket, op)
+
+    def _read_histories(self, ticket: int, op: _Subscribe) -> None:
+        if not op.since:
+            self._finish_subscribe(op)
+            return
+        for topic, position in op.since.items():
+            self._effects.append(ReadHistory(ticket, topic, position))
+
+    def history_read(self, ticket: int, topic: str, answer: HistoryAnswer) -> None:
+        op = self._pending_op(ticket)
+        if op is None or topic not in op.since:
+            return
+        op.reads[topic] = answer
+        if len(op.reads) == len(op.since):
+            self._finish_subscribe(op)
+
+    def _finish_subscribe(self, op: _Subscribe) -> None:
+        self._pending = None
+        if op.url:
+            self.phase = Phase.OPEN
+            welcome = {"client_id": self.client_id, "topics": op.topics, "user": self.principal.user}
+            self._send(server_frame("connected", None, self._now_ms(), welcome))
+        else:
+            ack: dict[str, Any] = {"type": "subscribe", "topics": op.topics}
+            if op.since:
+                ack["recovery"] = {t: self._report(op.reads[t], op.since[t]) for t in op.since}
+            self._ack(op.message_id, ack)
+        for frame in op.retained:
+            self._send(frame)
+        for topic, since in op.since.items():
+            self._release(topic, since, op.reads[topic])
+        if op.rejected is not None:
+            self._error(op.rejected.code, f"?topics= rejected: {op.rejected.message}", None)
+
+    @staticmethod
+    def _told(answer: HistoryAnswer, since: Position) -> Position:
+        """The position the client is told to continue from: its own when it recovered, or when
+        history could not be asked at all (it keeps its position to try again on its next reconnect
+        instead of adopting an empty one); else where history says the topic is now."""
+        if answer.recovered or not answer.epoch:
+            return since
+        return Position(answer.offset, answer.epoch)
+
+    @staticmethod
+    def _report(answer: HistoryAnswer, since: Position) -> dict[str, Any]:
+        """The topic's position as history says, or the client's own when history could not be asked."""
+        told = Position(answer.offset, answer.epoch) if answer.epoch else since
+        return recovery_report(answer.recovered, told.offset, told.epoch, answer.reason)
+
+    def _release(self, topic: str, since: Position, answer: HistoryAnswer) -> None:
+        """The missed messages, then the live ones held meanwhile that come after them; then a floor
+        at the newest position the client has, so that older deliveries still on their way are dropped."""
+        recovery = self._recoveries.get(topic)
+        if recovery is None:  # unsubscribed meanwhile
+            return
+        missed = list(answer.publications) if answer.recovered else []
+        held, recovery.held = recovery.held or [], None
+        told = self._told(answer, since)
+        for frame in in_frames(stitch(missed, held, told)):
+            self._send(frame)
+        newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
+        recovery.floor = (newest, told.epoch)
+
+    def _guard(self, topic: str) -> None:
+        if topic not in self._recoveries:
+            self._effects.append(Guard(topic, True))
+        self._recoveries[topic] = _Recovery()
+
+    def _unguard(self, topic: str) -> None:
+        if self._recoveries.pop(topic, None) is not None:
+            self._effects.append(Guard(topic, False))
+
+    def admit(self, delivery: DeliveryLike) -> bool:
+        """A live delivery on a guarded topic: True to send it now; False if held for after the
+        recovery, or older than what this connection already has."""
+        recovery = self._recoveries.get(delivery.topic)
+        if recovery is None:
+            return True
+        if recovery.held is not None:
+            recovery.held.append(delivery)
+            return False
+        floor = recovery.floor
+        if floor is not None and delivery.offset and delivery.epoch == floor[1] and delivery.offset <= floor[0]:
+            return False
+        self._unguard(delivery.topic)  # a newer message passed: nothing older can come any more
+        return True
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    def handler_done(self, ticket: int, result: dict[str, Any] | None) -> None:
+        message = self._pending_message(ticket)
+        if message is not None:
+            self._ack(message.id, {"type": message.type} if result is None else {"type": message.type, **result})
+
+    def handler_failed(self, ticket: int, code: ErrorCode, text: str) -> None:
+        message = self._pending_message(ticket)
+        if message is not None:
+            self._error(code, text, message.id)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _pending_op(self, ticket: int) -> _Subscribe | None:
+        if self._pending is None or self._pending[0] != ticket or not isinstance(self._pending[1], _Subscribe):
+            return None
+        return self._pending[1]
+
+    def _pending_message(self, ticket: int) -> ClientMessage | None:
+        if self._pending is None or self._pending[0] != ticket or not isinstance(self._pending[1], ClientMessage):
+            return None
+        message = self._pending[1]
+        self._pending = None
+        return message
+
+    def _send(self, frame: bytes) -> None:
+        if self.phase is not Phase.CLOSED:
+            self._effects.append(Send(frame))
+
+    def _ack(self, message_id: str | None, data: dict[str, Any]) -> None:
+        self._send(server_frame("ack", message_id, self._now_ms(), data))
+
+    def _error(self, code: ErrorCode, text: str, message_id: str | None) -> None:
+        if self.phase is not Phase.CLOSED:
+            self._effects.append(Send(error_frame(code, text, message_id, self._now_ms()), error=code.value))
+
+
+def url_positions(value: str | None) -> dict[str, Position]:
+    """The `since` query parameter: `{"topic": {"offset": n, "epoch": "..."}}` as JSON (the browser
+    client's reconnect sends it, so that a URL's topics recover before any live message goes out)."""
+    if not value:
+        return {}
+    try:
+        since = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`since` must be a JSON object of positions") from None
+    message = ClientMessage(type="subscribe", id=None, data={"since": since}, topic=None)
+    return positions_field(message, list(since) if isinstance(since, dict) else [])

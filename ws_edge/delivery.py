@@ -1,0 +1,178 @@
+"""Deliveries from the push service to sockets: the fan-out loop, and the gaps a dropped stream leaves.
+
+The push link's reader queues batches here; one task takes all that is queued, routes them
+(core/routing.py) and writes each frame once to every socket that gets it. When the stream drops (or
+the push service's broker reconnects, or a topic's stream skips offsets) the topics are held where
+they were (core/sequencer.py) and, once it is back, what was missed is read from history and routed
+the same way as live deliveries: through the sequencer (no repeats) and each recovering session's
+`admit` (its hold and floor), so a gap fill can neither duplicate nor reorder for any connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from fnmatch import fnmatchcase
+
+from common.clock import now_ms
+
+from . import metrics
+from .core.frames import server_frame
+from .core.pacing import FanoutPacing
+from .core.recovery import MAX_FRAME_MESSAGES, Position, recovery_report
+from .core.routing import DeliveryRouter
+from .core.sequencer import DeliveryLike
+from .core.session import HistoryAnswer
+
+log = logging.getLogger("ws_edge.delivery")
+MAX_BATCHES_PER_FANOUT = 32
+ReadHistory = Callable[[str, Position | None], Awaitable[HistoryAnswer]]
+
+
+class DeliveryPump:
+    def __init__(self, router: DeliveryRouter, read_history: ReadHistory, conflated: Sequence[str]) -> None:
+        self.router = router
+        self._read_history = read_history
+        self._conflated = list(conflated)
+        self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
+        self._incoming_ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._gap_fills: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
+        self._positions_at_loss: dict[str, tuple[int, str]] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
+
+    def stop(self) -> None:
+        for task in (self._task, *self._gap_fills):
+            if task is not None:
+                task.cancel()
+
+    # --- from the push link ---------------------------------------------------------------------
+
+    def on_deliveries(self, deliveries: Sequence[DeliveryLike]) -> None:
+        """From the push stream's reader: queue for the fan-out task, which takes all that is queued."""
+        metrics.RECEIVED.inc(len(deliveries))
+        metrics.PUSH_BATCH.observe(len(deliveries))
+        self._incoming.append(deliveries)
+        self._incoming_ready.set()
+
+    def on_lost(self) -> None:
+        """Where each topic was, and hold its deliveries until the gap is filled: the order stays right."""
+        self._positions_at_loss = dict(self.router.sequencer.positions)
+        for topic in self._positions_at_loss:
+            self.router.sequencer.hold(topic)
+
+    def on_restored(self) -> None:
+        self._fill_gaps_soon(self._positions_at_loss)
+
+    def on_resync(self) -> None:
+        """The push service's broker reconnected: every topic is checked against history."""
+        positions = dict(self.router.sequencer.positions)
+        for topic in positions:
+            self.router.sequencer.hold(topic)
+        self._fill_gaps_soon(positions)
+
+    # --- gaps -----------------------------------------------------------------------------------
+
+    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]]) -> None:
+        task = asyncio.create_task(self._fill_gaps(positions), name="fill-gaps")
+        self._gap_fills.add(task)
+        task.add_done_callback(self._gap_fills.discard)
+
+    async def _fill_gaps(self, positions: dict[str, tuple[int, str]]) -> None:
+        """Per topic: what was published meanwhile comes from history, then what was held, all routed
+        as live deliveries. If history cannot say (a new epoch, a gap older than it keeps, or no
+        answer), every subscriber is told (`recovery` with recovered false) and the topic goes on
+        from what the new epoch holds, or from the next delivery."""
+        for topic, (offset, epoch) in positions.items():
+            try:
+                resume_at, missed, notice = await self._recover(topic, Position(offset, epoch))
+            except Exception:
+                log.exception("filling the gap of %s failed", topic)
+                resume_at, missed, notice = None, [], None
+            sequencer = self.router.sequencer
+            if not sequencer.is_held(topic):
+                continue  # nobody here wants it any more (forgotten with its last subscriber)
+            held = sequencer.resume(topic, resume_at)
+            if notice is not None:
+                for connection in list(self.router.topics.subscribers(topic)):
+                    connection.send(notice)  # type: ignore[attr-defined]
+            filled = [*missed, *held]
+            self.fan_out([filled[i:i + MAX_FRAME_MESSAGES] for i in range(0, len(filled), MAX_FRAME_MESSAGES)])
+
+    async def _recover(self, topic: str, since: Position
+                       ) -> tuple[tuple[int, str] | None, list[DeliveryLike], bytes | None]:
+        read = await self._read_history(topic, since)
+        if read.recovered:
+            return (since.offset, since.epoch), list(read.publications), None
+        log.warning("%s: subscribers cannot recover: %s", topic, read.reason)
+        notice = server_frame("recovery", None, now_ms(), {
+            "topic": topic, **recovery_report(False, read.offset, read.epoch, read.reason)})
+        missed: list[DeliveryLike] = []
+        if read.reason == "epoch changed":
+            latest = await self._read_history(topic, None)
+            missed = list(latest.publications) if latest.epoch == read.epoch else []
+        return None, missed, notice
+
+    # --- fan-out ----------------------------------------------------------------------------------
+
+    async def _fan_out_forever(self) -> None:
+        pacing = FanoutPacing()
+        resumed = time.perf_counter()  # when the previous round (and its rest) ended
+        while True:
+            await self._incoming_ready.wait()
+            # Let the stream's reader take what gRPC has already received before fanning out, so that
+            # a busy edge writes several frames to a socket in one call (two quiet rounds: nothing more).
+            quiet = 0
+            while quiet < 2 and len(self._incoming) < MAX_BATCHES_PER_FANOUT:
+                queued = len(self._incoming)
+                await asyncio.sleep(0)
+                quiet = quiet + 1 if len(self._incoming) == queued else 0
+            batches, self._incoming = self._incoming, []
+            self._incoming_ready.clear()
+            started = time.perf_counter()
+            try:
+                self.fan_out(batches)
+            except Exception:
+                log.exception("fan-out failed")
+            ended = time.perf_counter()
+            rest = pacing.after_round(ended - started, ended - resumed)
+            if rest and await self._behind():  # see core/pacing.py
+                await asyncio.sleep(rest)
+            resumed = time.perf_counter()
+
+    async def _behind(self) -> bool:
+        """Whether deliveries came in while the last round was written (the stream's reader takes
+        what gRPC has received once the loop turns, twice: the poller's wake-up, then the read)."""
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return bool(self._incoming)
+
+    def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
+        delivered = 0
+        for frames, wire, connections, messages in self.router.route(batches):
+            for connection in connections:
+                direct = connection.direct  # type: ignore[attr-defined]
+                if direct is None or not direct(wire):
+                    connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+            delivered += len(connections) * len(messages)
+        metrics.DELIVERED.inc(delivered)
+        now = now_ms()
+        observe = metrics.LATENCY.observe
+        for batch in batches:
+            for delivery in batch:
+                if delivery.timestamp_ms:
+                    observe((now - delivery.timestamp_ms) / 1000)
+        if gaps := self.router.sequencer.take_gaps():
+            # A message skipped offsets or began a new epoch (e.g. Redis lost its data): never silently.
+            self._fill_gaps_soon(gaps)
+
+    def _conflation_key(self, delivery: DeliveryLike) -> str | None:
+        """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""
+        topic = delivery.topic
+        if not topic or not any(fnmatchcase(topic, pattern) for pattern in self._conflated):
+            return None
+        return f"{topic}\x00{delivery.conflation_key}"

@@ -1,0 +1,167 @@
+"""Runs one connection's session (core/session.py): feeds it what happens, carries out its effects.
+
+The session decides; this moves bytes and makes the calls it asks for. Effects that wait for the
+push service (interest, history) or a handler run as tasks held here, and feed their answer back.
+The transport is an ASGI WebSocket today; the loop reads a frame only when the session accepts one,
+so a client's next frame waits in the socket while its previous one is being answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import metrics
+from .connection import Connection
+from .core.codes import CloseCode, ErrorCode
+from .core.recovery import Position
+from .core.session import (
+    AddInterest,
+    Admit,
+    Close,
+    DropInterest,
+    Effect,
+    Guard,
+    ReadHistory,
+    RunHandler,
+    Send,
+    Session,
+)
+from .edge import Edge
+from .handlers import HandlerError
+
+log = logging.getLogger("ws_edge.session")
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+_REFUSALS = {CloseCode.INVALID_CLIENT_ID: "client_id", CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections"}
+
+
+class SessionDriver:
+    def __init__(self, edge: Edge, session: Session, connection: Connection) -> None:
+        self.edge = edge
+        self.session = session
+        self.connection = connection
+        self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+        self._wake = asyncio.Event()  # the session accepts frames again, or has closed
+
+    async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position]) -> None:
+        """The connection's whole life, from an accepted socket to its end."""
+        loop = asyncio.get_running_loop()
+        session = self.session
+        session.open(token, topics, since, time.time())
+        self._run_effects()
+        try:
+            while not session.closed:
+                if not session.accepting:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                deadline = session.auth_deadline()
+                try:
+                    event = await asyncio.wait_for(receive(), None if deadline is None else deadline - loop.time())
+                except TimeoutError:
+                    self.tick(loop.time(), time.time())
+                    continue
+                if event["type"] == "websocket.disconnect":
+                    break
+                frame = event.get("text")
+                if frame is None:
+                    frame = event.get("bytes") or b""
+                metrics.CLIENT_FRAMES.inc()
+                session.receive(frame, loop.time(), time.time())
+                self._run_effects()
+        except Exception as exc:  # a broken socket: release the connection like a normal close
+            log.debug("#%d receive loop ended: %r", self.connection.id, exc)
+        finally:
+            session.closed_by_peer()
+            self._run_effects()
+            for task in self._tasks:
+                task.cancel()
+            self.edge.detach(self)
+            await self.connection.wait_closed()
+            await self.connection.stop()
+
+    def tick(self, now: float, wall: float) -> None:
+        self.session.tick(now, wall)
+        self._run_effects()
+
+    def _run_effects(self) -> None:
+        for effect in self.session.effects():
+            self._run(effect)
+        if self.session.accepting or self.session.closed:
+            self._wake.set()
+
+    def _run(self, effect: Effect) -> None:
+        connection, session = self.connection, self.session
+        if isinstance(effect, Send):
+            if effect.error is not None:
+                metrics.ERROR_FRAMES.labels(effect.error).inc()
+            if connection.started:
+                connection.send(effect.frame)
+            else:
+                connection.start_writer(effect.frame)  # the session's first frame is `connected`
+                log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
+                          connection.principal.user, sorted(session.topics))
+        elif isinstance(effect, Guard):
+            if effect.on:
+                self.edge.router.guard(effect.topic, connection, session.admit)
+            else:
+                self.edge.router.unguard(effect.topic, connection)
+        elif isinstance(effect, DropInterest):
+            self.edge.drop_interest(connection, effect.topics)
+        elif isinstance(effect, Admit):
+            self._spawn(self._admit(effect))
+        elif isinstance(effect, AddInterest):
+            waits, retained = self.edge.add_interest(connection, effect.topics)
+            self._spawn(self._interest(effect.ticket, waits, retained))
+        elif isinstance(effect, ReadHistory):
+            self._spawn(self._read_history(effect))
+        elif isinstance(effect, RunHandler):
+            self._spawn(self._handle(effect))
+        elif isinstance(effect, Close):
+            if not connection.started:
+                metrics.REFUSED.labels(_REFUSALS.get(effect.code, "auth")).inc()  # type: ignore[call-overload]
+            else:
+                log.info("#%d = %s, closing", connection.id, effect.reason, extra={"conn": connection.tag})
+            connection.close_soon(effect.code, effect.reason)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, effect: Admit) -> None:
+        admission = self.edge.admit(self, effect.principal)
+        if isinstance(admission, tuple):
+            self.session.refused(*admission)
+        else:
+            await self.edge.confirmed(admission)
+            self.session.admitted()
+        self._run_effects()
+
+    async def _interest(self, ticket: int, waits: list[asyncio.Future[None]], retained: list[bytes]) -> None:
+        await self.edge.confirmed(waits)
+        self.session.interest_applied(ticket, retained)
+        self._run_effects()
+
+    async def _read_history(self, effect: ReadHistory) -> None:
+        answer = await self.edge.read_history(effect.topic, effect.since)
+        self.session.history_read(effect.ticket, effect.topic, answer)
+        self._run_effects()
+
+    async def _handle(self, effect: RunHandler) -> None:
+        message = effect.message
+        handler = self.edge.handlers.get(message.type)
+        assert handler is not None  # the session asked the registry
+        try:
+            result = await handler(self.edge.handler_context(self.connection), message)
+        except HandlerError as exc:
+            self.session.handler_failed(effect.ticket, exc.code, exc.message)
+        except Exception:
+            log.exception("#%d: handler failed", self.connection.id)
+            self.session.handler_failed(effect.ticket, ErrorCode.INTERNAL_ERROR, "internal error")
+        else:
+            self.session.handler_done(effect.ticket, result)
+        self._run_effects()
