@@ -91,8 +91,11 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
     if (why := topic_error(topic)) is not None:
         raise HandlerError(ErrorCode.INVALID_TOPIC, why)
     ctx.require_publish(topic)
+    # `from` is the sender's self-chosen client_id (the guide's field, kept); `from_user` is who the
+    # verified token says sent it (null for an anonymous sender): the only one a recipient may trust.
     data = orjson.dumps(
-        {"user_id": recipient, "message": content, "from": ctx.connection.client_id, "read": False}
+        {"user_id": recipient, "message": content, "from": ctx.connection.client_id,
+         "from_user": ctx.connection.principal.user, "read": False}
     )
     try:
         reply = await ctx.edge.push.stub.Publish(
