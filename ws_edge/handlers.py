@@ -112,12 +112,8 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
 async def task_start(ctx: HandlerContext, message: ClientMessage) -> dict[str, Any]:
     """Start a task: `data = {kind?: "data_collection", params?: {symbols: [...], interval: s}}`."""
     ctx.require_task_control()
-    kind = message.data.get("kind", "data_collection")
-    params = message.data.get("params", {})
-    if not isinstance(kind, str) or not isinstance(params, dict):
-        raise HandlerError(ErrorCode.INVALID_MESSAGE, "`data.kind` must be a string and `data.params` an object")
     try:
-        return {"task": await ctx.edge.tasks.start(kind, params)}
+        return {"task": await ctx.edge.tasks.start(message.data, ctx.connection.principal)}
     except TaskGatewayError as exc:
         raise HandlerError(exc.code, exc.message) from None
 
@@ -126,7 +122,7 @@ async def task_cancel(ctx: HandlerContext, message: ClientMessage) -> dict[str, 
     ctx.require_task_control()
     task_id = _required_str(message, "task_id", 100)
     try:
-        return {"task": await ctx.edge.tasks.cancel(task_id)}
+        return {"task": await ctx.edge.tasks.cancel(task_id, ctx.connection.principal)}
     except TaskGatewayError as exc:
         raise HandlerError(exc.code, exc.message) from None
 
