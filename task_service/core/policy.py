@@ -84,5 +84,8 @@ def may_cancel(record: TaskRecord, caller: Caller | None) -> bool:
 
 def check_cancel(record: TaskRecord, caller: Caller | None) -> None:
     if not may_cancel(record, caller):
-        owner = f"user {record.owner!r}" if record.owner is not None else "an internal service"
-        raise Forbidden(f"task {record.task_id} belongs to {owner}; only its owner or an admin may cancel it")
+        if record.owner is None:
+            raise Forbidden(f"task {record.task_id} was started by an internal service; only services and "
+                            "admins may cancel it")
+        raise Forbidden(f"task {record.task_id} belongs to user {record.owner!r}; only its owner or an admin "
+                        "may cancel it")
