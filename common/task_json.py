@@ -33,6 +33,7 @@ def task_json(task: pb.Task) -> dict[str, Any]:
         "progress": progress_json(task.progress),
         "params": orjson.loads(task.params) if task.params else {},
         "error": task.error or None,
+        "owner": task.owner or None,
         "created_at": task.created_at_ms,
         "updated_at": task.updated_at_ms,
     }

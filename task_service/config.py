@@ -19,6 +19,14 @@ class TaskSettings(BaseSettings):
     # Messages kept while the push service is unreachable; past this the oldest are dropped (logged).
     publish_buffer: int = Field(10_000, ge=1)
     keep_finished: int = Field(100, ge=0)
+    # Bounds on what callers can make the service hold (README: Tasks): a task's params as JSON, tasks
+    # pending or running in all and per user (anonymous browsers share one allowance).
+    max_params_bytes: int = Field(16384, ge=2, le=1 << 20)
+    max_active_tasks: int = Field(100, ge=1)
+    max_active_tasks_per_user: int = Field(10, ge=1)
+    # The retained task_list's data at most (under the push service's PUSH_MAX_DATA_BYTES, 64 KiB by
+    # default): past it, the oldest finished tasks are left out of the list.
+    list_max_bytes: int = Field(49152, ge=4096)
     # Prometheus metrics over HTTP (/metrics) on this port; 0 turns them off.
     metrics_port: int = Field(9102, ge=0, le=65535)
     log_level: LogLevel = "INFO"

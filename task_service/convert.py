@@ -1,11 +1,11 @@
-"""TaskRecord -> task.v1.Task. The JSON shape browsers see is derived from the proto (common.task_json)."""
+"""TaskRecord -> task.v1.Task, task.v1.Caller -> Caller. The JSON shape browsers see is derived from the proto (common.task_json)."""
 
 from __future__ import annotations
 
 import orjson
 from task.v1 import task_service_pb2 as pb
 
-from .core.tasks import Status, TaskRecord
+from .core.tasks import Caller, Status, TaskRecord
 
 STATUS_TO_PROTO = {
     Status.PENDING: pb.TASK_STATUS_PENDING,
@@ -30,4 +30,12 @@ def to_proto(record: TaskRecord) -> pb.Task:
         error=record.error,
         created_at_ms=record.created_at_ms,
         updated_at_ms=record.updated_at_ms,
+        owner=record.owner or "",
     )
+
+
+def caller_of(request: pb.StartTaskRequest | pb.CancelTaskRequest) -> Caller | None:
+    """The request's caller; None when it has none (a trusted internal service)."""
+    if not request.HasField("caller"):
+        return None
+    return Caller(user=request.caller.user or None, admin=request.caller.admin)

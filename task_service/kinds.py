@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .core.tasks import InvalidParams
 
-class InvalidParams(ValueError):
-    """Parameters a caller must fix; becomes INVALID_ARGUMENT."""
+__all__ = ["DataCollection", "InvalidParams", "KindRegistry", "TaskContext", "TaskKind", "kinds"]
 
 
 class TaskContext(Protocol):

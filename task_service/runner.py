@@ -12,12 +12,14 @@ from itertools import count
 from typing import Any
 
 from common.clock import now_ms
-from common.task_json import progress_json, task_json
+from common.task_json import progress_json
 from pushclient import StreamPublisher
 from pushclient.client import outgoing
 
 from .convert import to_proto
-from .core.tasks import Status, TaskBook, TaskRecord
+from .core.listing import task_list_data
+from .core.policy import TaskLimits, admit, check_caller, check_cancel
+from .core.tasks import Caller, Status, TaskBook, TaskRecord
 from .kinds import InvalidParams, KindRegistry
 from .metrics import FINISHED, STARTED
 
@@ -48,19 +50,25 @@ class _Context:
 
 
 class TaskRunner:
-    def __init__(self, kinds: KindRegistry, publisher: StreamPublisher, *, keep_finished: int = 100) -> None:
+    def __init__(self, kinds: KindRegistry, publisher: StreamPublisher, *, keep_finished: int = 100,
+                 limits: TaskLimits | None = None, list_max_bytes: int = 49152) -> None:
         self._kinds = kinds
         self._publisher = publisher
+        self.limits = limits or TaskLimits()
+        self._list_max_bytes = list_max_bytes
         self.book = TaskBook(keep_finished)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._ids = count(1)
 
-    def start(self, kind_name: str, params: dict[str, Any]) -> TaskRecord:
+    def start(self, kind_name: str, params: dict[str, Any], caller: Caller | None = None) -> TaskRecord:
+        """Start a task for `caller` (None: an internal service's own). Raises InvalidParams, TooManyTasks."""
+        check_caller(caller)
         kind = self._kinds.get(kind_name)
         if kind is None:
-            raise UnknownKind(f"unknown task kind {kind_name!r}; known: {', '.join(self._kinds.names())}")
+            raise UnknownKind(f"unknown task kind {kind_name[:64]!r}; known: {', '.join(self._kinds.names())}")
         config = kind.parse(params)
-        record = TaskRecord(kind=kind_name, params=params, created_at_ms=now_ms())
+        admit(self.book.active(), caller, self.limits)
+        record = TaskRecord(kind=kind_name, params=params, created_at_ms=now_ms(), started_by=caller)
         record.updated_at_ms = record.created_at_ms
         self.book.add(record)
         STARTED.labels(kind_name).inc()
@@ -74,9 +82,11 @@ class TaskRunner:
             raise TaskNotFound(f"no task {task_id!r}")
         return record
 
-    def cancel(self, task_id: str) -> TaskRecord:
-        """Cancel a pending or running task; raises TransitionError when it has already finished."""
+    def cancel(self, task_id: str, caller: Caller | None = None) -> TaskRecord:
+        """Cancel a pending or running task for `caller` (None: an internal service); raises Forbidden
+        when it is not theirs, TransitionError when it has already finished."""
         record = self.get(task_id)
+        check_cancel(record, caller)
         record.move_to(Status.CANCELLED, now_ms())
         task = self._running.pop(task_id, None)
         if task is not None:
@@ -142,7 +152,7 @@ class TaskRunner:
             outgoing(
                 "task:list",
                 "task_list",
-                {"tasks": [task_json(to_proto(r)) for r in self.book.all()]},
+                task_list_data(self.book.all(), self._list_max_bytes),
                 id=f"list_{next(self._ids)}",
                 retain=True,
             )

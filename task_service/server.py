@@ -14,6 +14,7 @@ from common.grpc_server import add_health_and_reflection, mark_serving
 from pushclient import PushClient, StreamPublisher
 
 from .config import TaskSettings
+from .core.policy import TaskLimits
 from .kinds import kinds
 from .metrics import RUNNERS
 from .runner import TaskRunner
@@ -50,7 +51,10 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
     )
     publisher = push.stream_publisher(max_buffer=settings.publish_buffer, idempotent=True)
     publisher.start()
-    runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished)
+    limits = TaskLimits(max_params_bytes=settings.max_params_bytes, max_active=settings.max_active_tasks,
+                        max_active_per_user=settings.max_active_tasks_per_user)
+    runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished, limits=limits,
+                        list_max_bytes=settings.list_max_bytes)
     RUNNERS.runners.add(runner)
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 1024 * 1024)],

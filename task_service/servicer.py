@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import grpc
-import orjson
 from task.v1 import task_service_pb2 as pb
 from task.v1 import task_service_pb2_grpc as pb_grpc
 
-from .convert import to_proto
-from .core.tasks import TransitionError
-from .kinds import InvalidParams
+from .convert import caller_of, to_proto
+from .core.policy import Forbidden, TooManyTasks, parse_params
+from .core.tasks import InvalidParams, TransitionError
 from .runner import TaskNotFound, TaskRunner
 
 
@@ -19,22 +18,21 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
 
     async def StartTask(self, request: pb.StartTaskRequest, context: grpc.aio.ServicerContext) -> pb.StartTaskResponse:
         try:
-            params = orjson.loads(request.params) if request.params else {}
-        except orjson.JSONDecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"params are not valid JSON: {exc}")
-        if not isinstance(params, dict):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "params must be a JSON object")
-        try:
-            record = self._runner.start(request.kind or "data_collection", params)
+            params = parse_params(request.params, self._runner.limits.max_params_bytes)
+            record = self._runner.start(request.kind or "data_collection", params, caller_of(request))
         except InvalidParams as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except TooManyTasks as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return pb.StartTaskResponse(task=to_proto(record))
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext) -> pb.CancelTaskResponse:
         try:
-            record = self._runner.cancel(request.task_id)
+            record = self._runner.cancel(request.task_id, caller_of(request))
         except TaskNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except Forbidden as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except TransitionError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return pb.CancelTaskResponse(task=to_proto(record))

@@ -132,12 +132,8 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         body: dict[str, Any] = Body(default_factory=dict),  # noqa: B008
         authorization: str | None = Header(None),
     ) -> dict[str, Any]:
-        task_principal(authorization)
-        kind = body.get("kind", "data_collection")
-        params = body.get("params", {})
-        if not isinstance(kind, str) or not isinstance(params, dict):
-            raise HTTPException(400, "`kind` must be a string and `params` an object")
-        return {"task": await _tasks_call(edge.tasks.start(kind, params))}
+        principal = task_principal(authorization)
+        return {"task": await _tasks_call(edge.tasks.start(body, principal))}
 
     @app.get("/api/tasks/{task_id}")
     async def get_task(task_id: str) -> dict[str, Any]:
@@ -145,8 +141,8 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
 
     @app.post("/api/tasks/{task_id}/cancel")
     async def cancel_task(task_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
-        task_principal(authorization)
-        return {"task": await _tasks_call(edge.tasks.cancel(task_id))}
+        principal = task_principal(authorization)
+        return {"task": await _tasks_call(edge.tasks.cancel(task_id, principal))}
 
     if settings.dev_tokens:
         @app.get("/dev/token")

@@ -62,8 +62,12 @@ class EdgeSettings(BaseSettings):
     connect_burst_per_ip: int = Field(200, ge=1)
     # JSON list of {"pattern", "subscribe", "publish"}; first match wins (see core/permissions.py).
     topic_rules: str | None = None
-    # Who may start and cancel tasks through the edge: public, authenticated or none.
+    # Who may start and cancel tasks through the edge: public, authenticated or none. A task belongs to
+    # the user who started it: only they, or a user whose token's `roles_claim` holds `admin_role`,
+    # may cancel it (README: Tasks).
     task_control: Access = Access.PUBLIC
+    roles_claim: str = Field("roles", min_length=1)
+    admin_role: str = "admin"  # empty: no admins
     # GET /dev/token?sub=... mints HS256 tokens: for the local demo only, never in a deployment.
     dev_tokens: bool = False
     # gRPC to the push and task services: a bearer token, and TLS (CA to trust; client cert for mTLS).
@@ -92,7 +96,8 @@ class EdgeSettings(BaseSettings):
         key = self.jwt_public_key_file.read_text() if self.jwt_public_key_file else None
         if not secret and not key:
             return None
-        return TokenVerifier(hs256_secret=secret, public_key=key, audience=self.jwt_audience, issuer=self.jwt_issuer)
+        return TokenVerifier(hs256_secret=secret, public_key=key, audience=self.jwt_audience, issuer=self.jwt_issuer,
+                             roles_claim=self.roles_claim, admin_role=self.admin_role)
 
     @property
     def policy(self) -> TopicPolicy:

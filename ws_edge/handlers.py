@@ -97,7 +97,12 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
     if (why := topic_error(topic)) is not None:
         raise HandlerError(ErrorCode.INVALID_TOPIC, why)
     ctx.require_publish(topic)
-    data = orjson.dumps({"user_id": recipient, "message": content, "from": ctx.client_id, "read": False})
+    # `from` is the sender's self-chosen client_id (the guide's field, kept); `from_user` is who the
+    # verified token says sent it (null for an anonymous sender): the only one a recipient may trust.
+    data = orjson.dumps(
+        {"user_id": recipient, "message": content, "from": ctx.client_id,
+         "from_user": ctx.principal.user, "read": False}
+    )
     try:
         message_id = await ctx.publish(topic, "notification", data)
     except grpc.aio.AioRpcError as exc:
@@ -110,12 +115,8 @@ async def send_message(ctx: HandlerContext, message: ClientMessage) -> dict[str,
 async def task_start(ctx: HandlerContext, message: ClientMessage) -> dict[str, Any]:
     """Start a task: `data = {kind?: "data_collection", params?: {symbols: [...], interval: s}}`."""
     ctx.require_task_control()
-    kind = message.data.get("kind", "data_collection")
-    params = message.data.get("params", {})
-    if not isinstance(kind, str) or not isinstance(params, dict):
-        raise HandlerError(ErrorCode.INVALID_MESSAGE, "`data.kind` must be a string and `data.params` an object")
     try:
-        return {"task": await ctx.tasks.start(kind, params)}
+        return {"task": await ctx.tasks.start(message.data, ctx.principal)}
     except TaskGatewayError as exc:
         raise HandlerError(exc.code, exc.message) from None
 
@@ -124,7 +125,7 @@ async def task_cancel(ctx: HandlerContext, message: ClientMessage) -> dict[str, 
     ctx.require_task_control()
     task_id = _required_str(message, "task_id", 100)
     try:
-        return {"task": await ctx.tasks.cancel(task_id)}
+        return {"task": await ctx.tasks.cancel(task_id, ctx.principal)}
     except TaskGatewayError as exc:
         raise HandlerError(exc.code, exc.message) from None
 

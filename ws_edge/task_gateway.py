@@ -12,7 +12,14 @@ from task.v1 import task_service_pb2_grpc as pb_grpc
 
 from common.task_json import task_json
 
+from .core.auth import Principal
 from .core.codes import ErrorCode
+
+DEFAULT_KIND = "data_collection"
+MAX_KIND_CHARS = 64
+# What the edge forwards at most as a task's params (the task service's own bound is tighter:
+# TASK_MAX_PARAMS_BYTES): past it, the answer is MESSAGE_TOO_LARGE / 413, not a gRPC size error.
+MAX_PARAMS_BYTES = 65536
 
 
 class TaskGatewayError(Exception):
@@ -27,6 +34,8 @@ _FROM_GRPC = {
     grpc.StatusCode.NOT_FOUND: (ErrorCode.NOT_FOUND, 404),
     grpc.StatusCode.INVALID_ARGUMENT: (ErrorCode.INVALID_MESSAGE, 400),
     grpc.StatusCode.FAILED_PRECONDITION: (ErrorCode.INVALID_MESSAGE, 409),
+    grpc.StatusCode.PERMISSION_DENIED: (ErrorCode.FORBIDDEN, 403),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (ErrorCode.TOO_MANY_TASKS, 429),
     grpc.StatusCode.UNAVAILABLE: (ErrorCode.UNAVAILABLE, 503),
     grpc.StatusCode.DEADLINE_EXCEEDED: (ErrorCode.UNAVAILABLE, 503),
 }
@@ -50,12 +59,15 @@ class TaskGateway:
         if self._channel is not None:
             await self._channel.close()
 
-    async def start(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        request = pb.StartTaskRequest(kind=kind, params=orjson.dumps(params))
+    async def start(self, fields: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """Start a task for `principal` from a request's `{kind?, params?}` (a `task_start`'s data, a
+        POST /api/tasks body). The task service validates the params; raises TaskGatewayError."""
+        request = start_request(fields, principal)
         return task_json((await self._call("StartTask", request)).task)
 
-    async def cancel(self, task_id: str) -> dict[str, Any]:
-        return task_json((await self._call("CancelTask", pb.CancelTaskRequest(task_id=task_id))).task)
+    async def cancel(self, task_id: str, principal: Principal) -> dict[str, Any]:
+        request = pb.CancelTaskRequest(task_id=task_id, caller=caller(principal))
+        return task_json((await self._call("CancelTask", request)).task)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         return task_json((await self._call("GetTask", pb.GetTaskRequest(task_id=task_id))).task)
@@ -70,3 +82,21 @@ class TaskGateway:
         except grpc.aio.AioRpcError as exc:
             code, http_status = _FROM_GRPC.get(exc.code(), (ErrorCode.INTERNAL_ERROR, 502))
             raise TaskGatewayError(code, f"task service: {exc.details()}", http_status) from None
+
+
+def caller(principal: Principal) -> pb.Caller:
+    """Who asks the task service: the verified user (empty when anonymous) and whether they are an admin."""
+    return pb.Caller(user=principal.user or "", admin=principal.admin)
+
+
+def start_request(fields: dict[str, Any], principal: Principal) -> pb.StartTaskRequest:
+    """The one place the edge reads a task start request; only what the task service cannot be sent
+    is refused here (the params themselves are the task service's to judge)."""
+    kind = fields.get("kind", DEFAULT_KIND)
+    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_CHARS:
+        raise TaskGatewayError(ErrorCode.INVALID_MESSAGE,
+                               f"`kind` must be a task kind name of 1 to {MAX_KIND_CHARS} characters", 400)
+    params = orjson.dumps(fields.get("params", {}))
+    if len(params) > MAX_PARAMS_BYTES:
+        raise TaskGatewayError(ErrorCode.MESSAGE_TOO_LARGE, f"`params` over {MAX_PARAMS_BYTES} bytes of JSON", 413)
+    return pb.StartTaskRequest(kind=kind, params=params, caller=caller(principal))

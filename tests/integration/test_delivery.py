@@ -10,6 +10,7 @@ import pytest
 import websockets
 
 from pushclient import PushClient
+from tests.support.asyncapi import schema_errors
 from tests.support.processes import System, read_url
 from tests.support.timing import timeout
 from tests.support.tokens import token
@@ -217,11 +218,25 @@ async def test_send_message_handler_notifies_user_topic(system: System, ws):
         "type": "notification",
         "id": ack["data"]["message_id"],
         "timestamp": notification["timestamp"],
-        "data": {"user_id": "dave", "message": "hi", "from": "carol", "read": False},
+        "data": {"user_id": "dave", "message": "hi", "from": "carol", "from_user": "carol", "read": False},
         "topic": "user:dave",
         "offset": 1,
         "epoch": notification["epoch"],
     }
+    assert schema_errors(notification["data"], "Notification") == []
+
+
+async def test_send_message_names_the_verified_sender_whatever_client_id_it_chose(system: System, ws):
+    # mallory signs in as herself but picks the client_id "alice": `from` is what she chose, `from_user`
+    # what her token proves, and only that one is documented as trustworthy.
+    mallory = await ws(client_id="alice", token=token("mallory"))
+    recipient = await ws(topics="user:erin", token=token("erin"))
+    ack = await mallory.request({"type": "send_message", "id": "sp1", "data": {"recipient": "erin", "content": "hi"}})
+    assert ack["type"] == "ack"
+    notification = await recipient.recv()
+    assert notification["data"] == {"user_id": "erin", "message": "hi", "from": "alice", "from_user": "mallory",
+                                    "read": False}
+    assert schema_errors(notification["data"], "Notification") == []
 
 
 async def test_task_endpoint_defaults_to_task_topics(system: System, ws):

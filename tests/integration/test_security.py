@@ -118,7 +118,8 @@ async def test_user_topics_belong_to_their_user_and_forbidden_requests_keep_the_
         answer = await alice.request({"type": "send_message", "id": "m2", "data": {"recipient": "bob", "content": "hi"}})
         assert answer["type"] == "ack"
         note = await bob.recv()
-        assert note["topic"] == "user:bob" and note["data"]["from"] == alice.client_id
+        assert note["topic"] == "user:bob"
+        assert (note["data"]["from"], note["data"]["from_user"]) == (alice.client_id, "alice")
         assert (await alice.request({"type": "ping", "id": "still"}))["type"] == "pong"
     finally:
         await alice.close()

@@ -129,3 +129,21 @@ async def test_http_task_api_on_the_edge(system: System):
     assert status == 400 and "symbols" in body["detail"]
     status, body = http("POST", system.http_url + "/api/tasks/nope/cancel")
     assert status == 404
+
+
+async def test_oversized_task_params_are_refused_by_the_task_service(system: System, ws):
+    client = await ws("/ws/task")
+    params = {"symbols": [f"{i:032}" for i in range(1000)], "interval": 0}  # 1,000 symbols x 32 characters
+    refused = await client.request({"type": "task_start", "id": "huge", "data": {"params": params}})
+    assert refused["error"] == {"code": "INVALID_MESSAGE", "message": (
+        f"task service: params are {len(json.dumps(params, separators=(',', ':')))} bytes of JSON; at most 16384")}
+    status, body = http("POST", system.http_url + "/api/tasks", {"params": params})
+    assert (status, body["detail"]) == (400, refused["error"]["message"])
+    # The edge reads a start request in one place, for both: a kind that is not a name is refused there.
+    refused = await client.request({"type": "task_start", "id": "k", "data": {"kind": 5}})
+    assert refused["error"] == {"code": "INVALID_MESSAGE",
+                                "message": "`kind` must be a task kind name of 1 to 64 characters"}
+    status, body = http("POST", system.http_url + "/api/tasks", {"kind": 5})
+    assert (status, body["detail"]) == (400, refused["error"]["message"])
+    status, body = http("POST", system.http_url + "/api/tasks", {"params": [1]})
+    assert (status, body["detail"]) == (400, "task service: params must be a JSON object")

@@ -24,6 +24,25 @@ def test_hs256_token_gives_its_subject():
     assert TokenVerifier(hs256_secret=SECRET).verify(token, NOW) == Principal("alice", NOW + 60)
 
 
+@pytest.mark.parametrize(
+    ("claims", "verifier", "admin"),
+    [
+        ({"roles": ["reader", "admin"]}, TokenVerifier(hs256_secret=SECRET), True),
+        ({"roles": "admin"}, TokenVerifier(hs256_secret=SECRET), True),
+        ({"roles": ["reader"]}, TokenVerifier(hs256_secret=SECRET), False),
+        ({}, TokenVerifier(hs256_secret=SECRET), False),
+        ({"roles": {"admin": True}}, TokenVerifier(hs256_secret=SECRET), False),  # another shape: no role
+        ({"roles": [["admin"]]}, TokenVerifier(hs256_secret=SECRET), False),
+        ({"groups": ["ops"]}, TokenVerifier(hs256_secret=SECRET, roles_claim="groups", admin_role="ops"), True),
+        ({"roles": ["admin"]}, TokenVerifier(hs256_secret=SECRET, roles_claim="groups"), False),
+        ({"roles": [""]}, TokenVerifier(hs256_secret=SECRET, admin_role=""), False),  # no admin role: no admins
+    ],
+)
+def test_admin_is_the_configured_role_in_the_configured_claim(claims, verifier, admin):
+    token = jwt.encode({"sub": "alice", "exp": NOW + 60, **claims}, SECRET, algorithm="HS256")
+    assert verifier.verify(token, NOW) == Principal("alice", NOW + 60, admin=admin)
+
+
 @pytest.mark.parametrize(("algorithm", "key"), [("ES256", ec.generate_private_key(ec.SECP256R1())),
                                                 ("RS256", rsa.generate_private_key(65537, 2048))])
 def test_public_key_tokens(algorithm, key):

@@ -18,10 +18,12 @@ MAX_TOKEN_LENGTH = 8192
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a connection is: a user (`sub`) until `expires_at`, or anonymous (user None)."""
+    """Who a connection is: a user (`sub`) until `expires_at`, or anonymous (user None). `admin`: the
+    token's roles claim holds the admin role (may cancel anyone's task)."""
 
     user: str | None
     expires_at: float | None = None
+    admin: bool = False
 
     @property
     def authenticated(self) -> bool:
@@ -47,6 +49,10 @@ class TokenVerifier:
     audience: str | None = None
     issuer: str | None = None
     leeway: float = 5.0
+    # The claim that lists a user's roles (a list of strings, or one string), and the role that makes
+    # an admin; an empty admin role makes no one an admin. A claim of another shape grants no role.
+    roles_claim: str = "roles"
+    admin_role: str = "admin"
 
     def __post_init__(self) -> None:
         if not self.hs256_secret and not self.public_key:
@@ -86,4 +92,12 @@ class TokenVerifier:
         expires_at = float(claims["exp"])
         if expires_at + self.leeway <= now:
             raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
-        return Principal(user=subject, expires_at=expires_at)
+        return Principal(user=subject, expires_at=expires_at, admin=self._is_admin(claims))
+
+    def _is_admin(self, claims: dict[str, object]) -> bool:
+        if not self.admin_role:
+            return False
+        roles = claims.get(self.roles_claim)
+        if isinstance(roles, str):
+            return roles == self.admin_role
+        return isinstance(roles, list) and self.admin_role in [r for r in roles if isinstance(r, str)]

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "FORBIDDEN"  # not allowed for this connection (topic rules, task control)
     UNAUTHORIZED = "UNAUTHORIZED"  # the connection has not authenticated yet
     NOT_FOUND = "NOT_FOUND"  # a handler's target does not exist (e.g. an unknown task id)
+    TOO_MANY_TASKS = "TOO_MANY_TASKS"  # over the limit of tasks pending or running (per user or in all)
     UNAVAILABLE = "UNAVAILABLE"  # a backend (push or task service) cannot be reached; retry later
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug on our side; the message may not have been handled
 

@@ -88,7 +88,9 @@ client.on("task:progress", (data) => upsert(data.task_id, { progress: data.progr
 client.on("notification", (data, message) => {
   const item = document.createElement("li");
   const when = new Date(message.timestamp).toLocaleTimeString();
-  item.textContent = `${when} — ${data.from ? `${data.from}: ` : ""}${data.message}`;
+  // `from_user` is the sender's verified user (null: anonymous); `from` only the client_id it chose.
+  const sender = "from_user" in data ? (data.from_user ?? `anonymous ${data.from}`) : data.from;
+  item.textContent = `${when} — ${sender ? `${sender}: ` : ""}${data.message}`;
   $("#notifications").prepend(item);
 });
 // Missed task updates that cannot be recovered (e.g. the push service restarted): re-sync the list.
