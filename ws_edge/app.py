@@ -34,7 +34,7 @@ from .core.frames import (
 )
 from .core.limits import origin_allowed
 from .core.ratelimit import TokenBucket
-from .edge import Edge
+from .edge import CLIENT_ID_HELD, Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
 from .task_gateway import TaskGatewayError
@@ -210,7 +210,11 @@ async def serve_socket(
         return
     if client_id is not None and not edge.client_id_available(client_id, principal):
         metrics.REFUSED.labels("client_id").inc()
-        await websocket.close(CloseCode.INVALID_CLIENT_ID, "client_id is in use by another user")
+        await websocket.close(CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD)
+        return
+    if client_id is not None and (refusal := await edge.claim_client_id(client_id, principal)) is not None:
+        metrics.REFUSED.labels("client_id").inc()
+        await websocket.close(*refusal)
         return
     if not edge.acquire_slots(principal, address):
         metrics.REFUSED.labels("too_many_connections").inc()

@@ -41,6 +41,7 @@ from .task_gateway import TaskGateway
 
 log = logging.getLogger("ws_edge")
 MAX_BATCHES_PER_FANOUT = 32
+CLIENT_ID_HELD = "client_id is held by another user"
 
 
 class Edge:
@@ -177,6 +178,20 @@ class Edge:
         connection's personal messages)."""
         holders = self.fanout.client_ids.subscribers(client_id)
         return all(h.principal.user == principal.user for h in holders)  # type: ignore[attr-defined]
+
+    async def claim_client_id(self, client_id: str, principal: Principal) -> tuple[int, str] | None:
+        """A chosen client_id belongs to the user who first took it on any edge, until the push
+        service's hold runs out after its last use (ClaimClientId). None when `principal` may use it,
+        else the close code and reason: taken, or unchecked (the push service cannot be asked)."""
+        request = push_pb.ClaimClientIdRequest(client_id=client_id)
+        if principal.user is not None:
+            request.user = principal.user
+        try:
+            reply = await self.push.stub.ClaimClientId(request, timeout=5.0)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("client_id %r not checked: %s %s", client_id, exc.code().name, exc.details())
+            return CloseCode.TRY_AGAIN_LATER, "client_id cannot be checked now; retry later"
+        return None if reply.granted else (CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD)
 
     def detach(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is None:

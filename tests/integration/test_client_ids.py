@@ -1,0 +1,135 @@
+"""A client_id a browser chose belongs to the user who took it first, on every edge and push replica,
+and stays theirs for the hold after they leave (security issue 16, items 1 and 4)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import websockets
+
+from pushclient import PushClient
+from tests.conftest import start_system
+from tests.support.processes import ServiceProcess, System, free_port, wait_http_ok
+from tests.support.redis_server import RedisServer
+from tests.support.timing import timeout
+from tests.support.tokens import token
+from tests.support.wsclient import WsClient
+
+HELD = (4400, "client_id is held by another user")
+
+
+@dataclass
+class TwoEdges:
+    """Two edges, and the push service (address) each one's browsers are published to through."""
+
+    first: str
+    second: str
+    push_first: str
+    push_second: str
+
+
+def extra_edge(system: System, name: str) -> tuple[ServiceProcess, str]:
+    """Another edge process on `system`'s push service."""
+    port = free_port()
+    edge = ServiceProcess(name, "ws_edge", {**system.edge.env, "EDGE_PORT": str(port)}, system.workdir / f"{name}.log")
+    edge.start()
+    return edge, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module", params=["one-push-two-edges", "two-push-replicas-on-redis"])
+def edges(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoEdges]:
+    if request.param == "one-push-two-edges":
+        system = start_system(tmp_path_factory, "claims")
+        edge, address = extra_edge(system, "edge-2")
+        try:
+            asyncio.run(wait_http_ok(f"http://{address}/readyz", edge))
+            yield TwoEdges(system.ws_url, f"ws://{address}", system.push_address, system.push_address)
+        finally:
+            edge.stop()
+            system.stop()
+        return
+    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+    redis.start()
+    env = {"PUSH_BROKER_URL": redis.url}
+    systems: list[System] = []
+    try:
+        systems = [start_system(tmp_path_factory, f"claims-{n}", push_env=env) for n in ("a", "b")]
+        a, b = systems
+        yield TwoEdges(a.ws_url, b.ws_url, a.push_address, b.push_address)
+    finally:
+        for system in systems:
+            system.stop()
+        redis.stop()
+
+
+async def refused(url: str, **params: str) -> tuple[int, str]:
+    """Connect and return the close code and reason the edge answered with (instead of `connected`)."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    async with websockets.connect(f"{url}/ws?{query}") as connection:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            frame = await asyncio.wait_for(connection.recv(), timeout(10))
+            raise AssertionError(f"expected a close, got {frame!r}")
+    assert closed.value.rcvd is not None, "the edge must close with a code"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def note(push_address: str, client_id: str, id_: str) -> None:
+    async with PushClient(push_address) as push:
+        await push.publish("", "notification", {"for": client_id}, id=id_, client_id=client_id)
+
+
+async def test_another_user_is_refused_a_chosen_id_held_on_another_edge(edges: TwoEdges):
+    client_id = "alice-device"
+    alice = await WsClient.connect(edges.first, client_id=client_id, token=token("alice"))
+    try:
+        assert await refused(edges.second, client_id=client_id, token=token("bob")) == HELD
+        assert await refused(edges.first, client_id=client_id, token=token("bob")) == HELD
+        # alice herself may hold it on both edges; a personal message reaches both of her connections
+        again = await WsClient.connect(edges.second, client_id=client_id, token=token("alice"))
+        try:
+            await note(edges.push_second, client_id, "to-alice")
+            for connection in (alice, again):
+                message = await connection.recv()
+                assert (message["id"], message["data"]) == ("to-alice", {"for": client_id})
+                await connection.expect_silence(0.3)
+        finally:
+            await again.close()
+    finally:
+        await alice.close()
+
+
+async def test_the_id_stays_its_users_while_they_are_away(edges: TwoEdges):
+    client_id = "carol-tab"
+    carol = await WsClient.connect(edges.first, client_id=client_id, token=token("carol"))
+    await carol.close()
+    await asyncio.sleep(0.3)  # carol's edge has let go of the id
+    # while carol is offline, dave may not take her id (and so never receives her messages) ...
+    assert await refused(edges.second, client_id=client_id, token=token("dave")) == HELD
+    assert await refused(edges.first, client_id=client_id, token=token("dave")) == HELD
+    # ... and carol, coming back on either edge, gets in (no terminal close) and gets her messages
+    carol = await WsClient.connect(edges.second, client_id=client_id, token=token("carol"))
+    try:
+        assert carol.welcome["data"] == {"client_id": client_id, "topics": [], "user": "carol"}
+        await note(edges.push_first, client_id, "to-carol")
+        message = await carol.recv()
+        assert (message["id"], message["data"]) == ("to-carol", {"for": client_id})
+    finally:
+        await carol.close()
+
+
+async def test_anonymous_connections_share_their_chosen_ids_apart_from_users(edges: TwoEdges):
+    anonymous = await WsClient.connect(edges.first, client_id="lobby")
+    try:
+        assert await refused(edges.second, client_id="lobby", token=token("erin")) == HELD
+        other = await WsClient.connect(edges.second, client_id="lobby")  # anonymous: one identity
+        await other.close()
+    finally:
+        await anonymous.close()
+    erin = await WsClient.connect(edges.second, client_id="erin-id", token=token("erin"))
+    try:
+        assert await refused(edges.first, client_id="erin-id") == HELD  # nor may anonymous take a user's
+    finally:
+        await erin.close()
