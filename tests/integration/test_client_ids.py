@@ -133,3 +133,43 @@ async def test_anonymous_connections_share_their_chosen_ids_apart_from_users(edg
         assert await refused(edges.first, client_id="erin-id") == HELD  # nor may anonymous take a user's
     finally:
         await erin.close()
+
+
+HOLD = timeout(3)
+
+
+@pytest.fixture(scope="module")
+def short_hold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, str]]:
+    """One push service holding ids for HOLD seconds, two edges on it."""
+    system = start_system(tmp_path_factory, "short-hold", push_env={"PUSH_CLIENT_ID_HOLD": str(HOLD)})
+    edge, address = extra_edge(system, "edge-2")
+    try:
+        asyncio.run(wait_http_ok(f"http://{address}/readyz", edge))
+        yield system, f"ws://{address}"
+    finally:
+        edge.stop()
+        system.stop()
+
+
+async def test_the_hold_lasts_while_connected_and_runs_out_after_the_owner_left(short_hold):
+    system, second = short_hold
+    frank = await WsClient.connect(system.ws_url, client_id="frank-id", token=token("frank"))
+    await asyncio.sleep(HOLD * 1.5)  # connected longer than the hold: still frank's
+    assert await refused(second, client_id="frank-id", token=token("gina")) == HELD
+    await frank.close()
+    await asyncio.sleep(0.3)
+    assert await refused(second, client_id="frank-id", token=token("gina")) == HELD
+    await asyncio.sleep(HOLD * 1.3)  # frank stayed away longer than the hold: the id is free again
+    gina = await WsClient.connect(second, client_id="frank-id", token=token("gina"))
+    try:
+        assert gina.welcome["data"] == {"client_id": "frank-id", "topics": [], "user": "gina"}
+        assert await refused(system.ws_url, client_id="frank-id", token=token("frank")) == HELD
+    finally:
+        await gina.close()
+
+
+async def test_a_chosen_id_is_not_accepted_unchecked_while_the_push_service_is_down(short_hold):
+    system, _ = short_hold
+    system.push.stop()
+    assert await refused(system.ws_url, client_id="hana-id", token=token("hana")) == (
+        1013, "client_id cannot be checked now; retry later")
