@@ -7,8 +7,11 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import grpc
 import pytest
 import websockets
+from push.v1 import push_service_pb2 as pb
+from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from pushclient import PushClient
 from tests.conftest import start_system
@@ -133,6 +136,20 @@ async def test_anonymous_connections_share_their_chosen_ids_apart_from_users(edg
         assert await refused(edges.first, client_id="erin-id") == HELD  # nor may anonymous take a user's
     finally:
         await erin.close()
+
+
+@pytest.mark.parametrize(("request_", "details"), [
+    (pb.ClaimClientIdRequest(client_id="", user="ivan"), "invalid client_id"),
+    (pb.ClaimClientIdRequest(client_id="~0a1b2c3d4e5f.x", user="ivan"),
+     "a client_id may not begin with '~' (kept for the ids the server assigns)"),
+    (pb.ClaimClientIdRequest(client_id="c" * 129, user="ivan"), "invalid client_id"),
+    (pb.ClaimClientIdRequest(client_id="ivan-id", user=""), "user must not be empty (absent: anonymous)"),
+])
+async def test_unusable_claims_are_invalid_arguments(edges: TwoEdges, request_, details: str):
+    async with grpc.aio.insecure_channel(edges.push_first) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused_claim:
+            await pb_grpc.PushServiceStub(channel).ClaimClientId(request_, timeout=timeout(5))
+    assert (refused_claim.value.code(), refused_claim.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, details)
 
 
 HOLD = timeout(3)
