@@ -31,6 +31,9 @@ class PushSettings(BaseSettings):
     # Seconds an idempotency key is remembered, and how many keys at most.
     idempotency_window: float = Field(300.0, gt=0)
     idempotency_max_keys: int = Field(100_000, ge=1)
+    # Seconds a client_id a browser chose stays bound to its user after its last use (connected
+    # connections keep it in use): another user is refused it meanwhile (README: Security).
+    client_id_hold: float = Field(86_400.0, ge=1)
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"  # or json: one object per line
     # Security (README: Security): callers must send `authorization: Bearer <token>`; TLS / mTLS.

@@ -7,13 +7,21 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 
+from common.client_ids import routed_by_itself
 from common.interest import InterestTable
 from common.topics import topic_error
 
 from .broker import Broker
+from .broker.base import BrokerUnavailable
 from .core.batching import BatchWindow
 from .core.history import HistoryRead
-from .core.publication import TOPIC_CHANNEL_PREFIX, Publication, client_channel, topic_channel
+from .core.publication import (
+    CLIENT_CHANNEL_PREFIX,
+    TOPIC_CHANNEL_PREFIX,
+    Publication,
+    client_channel,
+    topic_channel,
+)
 
 log = logging.getLogger("push_service.hub")
 
@@ -131,8 +139,11 @@ class Hub:
         batch_max_size: int = 10,
         batch_interval: float = 0.1,
         max_pending_batches: int = 10_000,
+        client_id_hold: float = 86_400.0,
     ) -> None:
         self._broker = broker
+        self._client_id_hold = client_id_hold
+        self._refresher: asyncio.Task[None] | None = None
         self._batch_max_size = batch_max_size
         self._batch_interval = batch_interval
         self._max_pending = max_pending_batches
@@ -142,13 +153,46 @@ class Hub:
 
     async def start(self) -> None:
         await self._broker.start(self._route, self._resync)
+        self._refresher = asyncio.create_task(self._refresh_claims_forever(), name="client-id-holds")
 
     def _resync(self) -> None:
         for session in list(self._open):
             session.request_resync()
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         await self._broker.close()
+
+    # --- client ids a browser chose: bound to their owner across replicas (broker/base.py) -------
+
+    async def claim_client_id(self, client_id: str, owner: str) -> bool:
+        """Bind a chosen client_id to `owner` ("": anonymous); False if another owner holds it.
+        Raises BrokerUnavailable."""
+        return await self._broker.claim_client_id(client_id, owner, self._client_id_hold)
+
+    def _chosen_client_ids(self, channels: Iterable[str]) -> list[str]:
+        """The chosen client ids among these channels (not the edges' marks: assigned ids have no owner)."""
+        return [c[len(CLIENT_CHANNEL_PREFIX):] for c in channels
+                if c.startswith(CLIENT_CHANNEL_PREFIX) and routed_by_itself(c[len(CLIENT_CHANNEL_PREFIX):])]
+
+    async def _refresh_claims(self, client_ids: list[str]) -> None:
+        """The ids are in use (held by a connection, or were until now): their holds start over."""
+        if not client_ids:
+            return
+        try:
+            await self._broker.refresh_client_ids(client_ids, self._client_id_hold)
+        except BrokerUnavailable as exc:
+            log.warning("holds of %d client ids not refreshed: %s", len(client_ids), exc)
+
+    async def _refresh_claims_forever(self) -> None:
+        """While connections hold their chosen ids, the ids' holds are kept from running out."""
+        while True:
+            await asyncio.sleep(self._client_id_hold / 4)
+            try:
+                await self._refresh_claims(self._chosen_client_ids(self._interest.keys()))
+            except Exception:
+                log.exception("refreshing client id holds failed")
 
     def drain(self) -> None:
         for session in list(self._open):
@@ -180,9 +224,12 @@ class Hub:
         return session
 
     async def close_session(self, session: EdgeSession) -> None:
+        session_channels = list(self._interest.keys_of(session))
         session.close()
         self._open.discard(session)
         await self._broker.unsubscribe(*self._interest.remove_subscriber(session))
+        # Its edge is gone: the hold of its chosen ids counts from now.
+        await self._refresh_claims(self._chosen_client_ids(session_channels))
 
     async def change_interest(
         self,
@@ -205,6 +252,8 @@ class Hub:
         await self._broker.subscribe(*(c for c in added if self._interest.add(c, session)))
         removed = [*map(topic_channel, remove_topics), *map(client_channel, remove_client_ids)]
         await self._broker.unsubscribe(*(c for c in removed if self._interest.remove(c, session)))
+        # The last connection holding each of them left that edge: the hold counts from now.
+        await self._refresh_claims(self._chosen_client_ids(removed))
         # A new subscriber gets the topic's current state at once (e.g. the task list).
         for topic in added_topics:
             retained = await self._broker.retained(topic)

@@ -48,6 +48,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,
         max_pending_batches=settings.max_pending_batches,
+        client_id_hold=settings.client_id_hold,
     )
     await hub.start()
     HUBS.hubs.add(hub)

@@ -10,13 +10,15 @@ import grpc
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
+from common.client_ids import chosen_client_id_error
 from common.clock import now_ms
 from common.logs import connection_id
 from common.topics import topic_error
 
 from . import metrics
 from .broker.base import BrokerUnavailable
-from .core.publication import InvalidPublish, Publication, make_publication
+from .core.claims import ANONYMOUS_OWNER
+from .core.publication import MAX_CLIENT_ID_LENGTH, InvalidPublish, Publication, make_publication
 from .hub import RESYNC, EdgeSession, EdgeTooSlow, Hub
 
 log = logging.getLogger("push_service.grpc")
@@ -80,6 +82,20 @@ class PushServicer(pb_grpc.PushServiceServicer):
             recovered=read.recovered,
             reason=read.reason,
         )
+
+    async def ClaimClientId(
+        self, request: pb.ClaimClientIdRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClaimClientIdResponse:
+        if (why := chosen_client_id_error(request.client_id, MAX_CLIENT_ID_LENGTH)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+        if request.HasField("user") and not request.user:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user must not be empty (absent: anonymous)")
+        owner = request.user if request.HasField("user") else ANONYMOUS_OWNER
+        try:
+            granted = await self._hub.claim_client_id(request.client_id, owner)
+        except BrokerUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+        return pb.ClaimClientIdResponse(granted=granted)
 
     async def PublishStream(
         self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
-from push.v1 import push_service_pb2 as push_pb
 
 from common.client_ids import new_edge_mark, routed_by_itself
 from common.grpc_security import secure_channel
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from .session_driver import SessionDriver
 
 log = logging.getLogger("ws_edge")
-HISTORY_TIMEOUT = 5.0
+CLIENT_ID_HELD = "client_id is held by another user"
 
 
 class Edge:
@@ -115,7 +114,7 @@ class Edge:
         connection, client_id = driver.connection, driver.connection.client_id
         holders = self.router.client_ids.subscribers(client_id)
         if any(h.principal.user != principal.user for h in holders):  # type: ignore[attr-defined]
-            return CloseCode.INVALID_CLIENT_ID, "client_id is in use by another user"
+            return CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD
         if not self._per_address.acquire(connection.address, self.settings.max_connections_per_ip):
             return CloseCode.TOO_MANY_CONNECTIONS, "too many connections"
         if principal.user is not None and not self._per_user.acquire(principal.user,
@@ -128,6 +127,16 @@ class Edge:
         if self.router.client_ids.add(client_id, connection) and routed_by_itself(client_id):
             return [self.push.change(add_client_ids=[client_id])]
         return []  # already wanted, or an id this edge assigned (its mark has been declared since the start)
+
+    async def claim(self, client_id: str, principal: Principal) -> tuple[CloseCode, str] | None:
+        """A chosen client_id is owned cluster-wide (the push service's ClaimClientId): None when
+        `principal` may use it, else the refusal; ids this edge assigns need no claim."""
+        if not routed_by_itself(client_id):
+            return None
+        granted = await self.push.claim_client_id(client_id, principal.user)
+        if granted is None:
+            return CloseCode.TRY_AGAIN_LATER, "client_id cannot be checked now; retry later"
+        return None if granted else (CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD)
 
     def add_interest(self, connection: Connection, topics: Sequence[str]) -> tuple[list[asyncio.Future[None]], list[bytes]]:
         """Route `topics` to `connection`: what to await (the push service applying first interests)
@@ -209,28 +218,14 @@ class Edge:
     # --- calls to the backends ------------------------------------------------------------------
 
     async def read_history(self, topic: str, since: Position | None) -> HistoryAnswer:
-        """`topic`'s history after `since` (None: the latest it keeps); not recovered, with no epoch,
-        when the push service cannot answer."""
-        request = push_pb.HistoryRequest(topic=topic)
-        if since is not None:
-            request = push_pb.HistoryRequest(topic=topic, since_offset=since.offset, epoch=since.epoch)
-        try:
-            return await self.push.stub.History(request, timeout=HISTORY_TIMEOUT)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("history of %s unavailable: %s", topic, exc.details())
-            return push_pb.HistoryResponse(recovered=False, reason="history unavailable")
-
-    async def publish(self, topic: str, type_: str, data: bytes) -> str:
-        message = push_pb.OutgoingMessage(topic=topic, type=type_, data=data)
-        reply = await self.push.stub.Publish(push_pb.PublishRequest(message=message), timeout=5.0)
-        return reply.id
+        return await self.push.history(topic, None if since is None else (since.offset, since.epoch))
 
     def may_control_tasks(self, principal: Principal) -> bool:
         control = self.settings.task_control
         return control is Access.PUBLIC or (control is Access.AUTHENTICATED and principal.authenticated)
 
     def handler_context(self, connection: Connection) -> HandlerContext:
-        return HandlerContext(connection.client_id, connection.principal, self.publish, self.tasks,
+        return HandlerContext(connection.client_id, connection.principal, self.push.publish, self.tasks,
                               self.policy.can_publish, self.may_control_tasks)
 
     def new_send_queue(self) -> SendQueue:

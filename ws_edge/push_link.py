@@ -32,6 +32,7 @@ CHANNEL_OPTIONS = [
 # each a gRPC write here and an apply there (measured on 3 x 2,000 connections: the edge's CPU -28 %,
 # the push service's -80 %, connect time 0.52 -> 0.36 ms each; docs/PERFORMANCE.md).
 INTEREST_FLUSH_INTERVAL = 0.005
+UNARY_TIMEOUT = 5.0
 DeliveriesHandler = Callable[[Sequence[pb.Delivery]], None]
 SnapshotSource = Callable[[], tuple[list[str], list[str]]]
 
@@ -81,6 +82,38 @@ class PushLink:
         """For unary calls (e.g. `send_message` publishing); shares the link's channel."""
         assert self._stub is not None, "PushLink.start() first"
         return self._stub
+
+    # --- unary calls on the link's channel ---------------------------------------------------
+
+    async def history(self, topic: str, since: tuple[int, str] | None) -> pb.HistoryResponse:
+        """`topic`'s history after `since` (None: the latest it keeps); not recovered, with no epoch,
+        when the push service cannot answer."""
+        request = pb.HistoryRequest(topic=topic)
+        if since is not None:
+            request = pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1])
+        try:
+            return await self.stub.History(request, timeout=UNARY_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("history of %s unavailable: %s", topic, exc.details())
+            return pb.HistoryResponse(recovered=False, reason="history unavailable")
+
+    async def publish(self, topic: str, type_: str, data: bytes) -> str:
+        """Publish one message; its id. Raises grpc.aio.AioRpcError."""
+        message = pb.OutgoingMessage(topic=topic, type=type_, data=data)
+        return (await self.stub.Publish(pb.PublishRequest(message=message), timeout=UNARY_TIMEOUT)).id
+
+    async def claim_client_id(self, client_id: str, user: str | None) -> bool | None:
+        """A chosen client_id belongs to the user who first took it on any edge, until the push
+        service's hold runs out after its last use: True if `user` may use it, False if another
+        holds it, None when the push service cannot be asked."""
+        request = pb.ClaimClientIdRequest(client_id=client_id)
+        if user is not None:
+            request.user = user
+        try:
+            return (await self.stub.ClaimClientId(request, timeout=UNARY_TIMEOUT)).granted
+        except grpc.aio.AioRpcError as exc:
+            log.warning("client_id %r not checked: %s %s", client_id, exc.code().name, exc.details())
+            return None
 
     def start(self) -> None:
         self._channel = self._channel_factory(self.address)

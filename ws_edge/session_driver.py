@@ -35,7 +35,8 @@ from .handlers import HandlerError
 
 log = logging.getLogger("ws_edge.session")
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-_REFUSALS = {CloseCode.INVALID_CLIENT_ID: "client_id", CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections"}
+_REFUSALS = {CloseCode.INVALID_CLIENT_ID: "client_id", CloseCode.TRY_AGAIN_LATER: "client_id",
+             CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections"}
 
 
 class SessionDriver:
@@ -133,7 +134,8 @@ class SessionDriver:
         task.add_done_callback(self._tasks.discard)
 
     async def _admit(self, effect: Admit) -> None:
-        admission = self.edge.admit(self, effect.principal)
+        refusal = await self.edge.claim(self.connection.client_id, effect.principal)
+        admission = refusal if refusal is not None else self.edge.admit(self, effect.principal)
         if isinstance(admission, tuple):
             self.session.refused(*admission)
         else:

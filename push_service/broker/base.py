@@ -14,6 +14,10 @@ Guarantees every engine gives:
 - History: `publish` adds the publication to its topic's history (if the topic keeps one) and
   returns it with its position `{offset, epoch}`, atomically with delivering it; `history` reads
   what came after a position, or says why it cannot.
+- Client id claims: `claim_client_id` binds a client_id a browser chose to its owner (a user id, or
+  "" for anonymous connections) until `hold` seconds after its last claim or refresh, atomically
+  across replicas: while bound, another owner's claim is refused. `refresh_client_ids` starts the
+  hold of bound ids over and binds nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +64,15 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def retained(self, topic: str) -> Publication | None: ...
+
+    @abc.abstractmethod
+    async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:
+        """Bind `client_id` to `owner` for `hold` seconds (again: the hold starts over), unless
+        another owner holds it; True when bound. Raises BrokerUnavailable."""
+
+    @abc.abstractmethod
+    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float) -> None:
+        """The hold of each of these ids that is bound starts over. Raises BrokerUnavailable."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

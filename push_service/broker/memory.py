@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
+from ..core.claims import ClientIdClaims
 from ..core.history import HistoryPolicy, HistoryRead, HistoryStore
 from ..core.idempotency import IdempotencyCache
 from ..core.publication import Publication
@@ -17,6 +19,7 @@ class MemoryBroker(Broker):
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._retained: dict[str, Publication] = {}
+        self._claims = ClientIdClaims()
         # One life of this process is one epoch: after a restart, old positions are refused.
         self._history = HistoryStore(history or HistoryPolicy(), epoch=uuid.uuid4().hex[:12])
 
@@ -42,6 +45,7 @@ class MemoryBroker(Broker):
         """What a restart does to this engine (for the contract tests): a new epoch, nothing kept."""
         self._history = HistoryStore(self._history.policy, epoch=uuid.uuid4().hex[:12])
         self._retained.clear()
+        self._claims = ClientIdClaims()
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
         return self._history.read(topic, since, epoch, time.monotonic(), limit)
@@ -54,6 +58,12 @@ class MemoryBroker(Broker):
 
     async def retained(self, topic: str) -> Publication | None:
         return self._retained.get(topic)
+
+    async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:
+        return self._claims.claim(client_id, owner, time.monotonic(), hold)
+
+    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float) -> None:
+        self._claims.refresh(list(client_ids), time.monotonic(), hold)
 
     async def close(self) -> None:
         self._handler = None

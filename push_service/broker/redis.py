@@ -10,8 +10,13 @@
 - While Redis is unreachable, publishes raise BrokerUnavailable (UNAVAILABLE to producers, who retry);
   the subscriber reconnects and subscribes its channels again by itself.
 
+- A chosen client_id's owner is one key, claimed by a Lua script (the same owner, or nobody: set it
+  with the hold as its TTL; another owner: refused), so replicas agree on it; refreshing the hold is
+  a PEXPIRE, which binds nothing.
+
 Every key lives under one prefix (`RedisKeys`) and has a bound: streams MAXLEN + PEXPIRE, the topic
-meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys their window.
+meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys their window, client id
+owners their hold.
 """
 
 from __future__ import annotations
@@ -79,6 +84,18 @@ return payload
 """ % RETAINED_MS  # noqa: UP031 (the Lua source is full of braces; a format string would double them)
 
 
+# KEYS: the client id's owner key. ARGV: the owner, the hold (ms). 1: bound to the owner, 0: taken.
+CLAIM_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+REFRESH_CHUNK = 1000  # owner keys per pipeline
+
+
 @dataclass(frozen=True)
 class RedisKeys:
     """Every key and channel name, under one prefix."""
@@ -99,6 +116,9 @@ class RedisKeys:
 
     def channel(self, channel: str) -> str:
         return f"{self.prefix}:c:{channel}"
+
+    def client_id_owner(self, client_id: str) -> str:
+        return f"{self.prefix}:o:{client_id}"
 
 
 
@@ -123,6 +143,7 @@ class RedisBroker(Broker):
         self.keys = RedisKeys(prefix)
         self._redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._publish = self._redis.register_script(PUBLISH_SCRIPT)
+        self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None
@@ -212,6 +233,27 @@ class RedisBroker(Broker):
             REDIS_ERRORS.labels("retained").inc()
             raise BrokerUnavailable(f"redis: {exc}") from None
         return decode_payload(payload) if payload else None
+
+    async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:
+        try:
+            granted = await self._claim(keys=[self.keys.client_id_owner(client_id)],
+                                        args=[owner, max(1, int(hold * 1000))])
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            REDIS_ERRORS.labels("claim").inc()
+            raise BrokerUnavailable(f"redis: {exc}") from None
+        return bool(granted)
+
+    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float) -> None:
+        hold_ms = max(1, int(hold * 1000))
+        try:
+            for start in range(0, len(client_ids), REFRESH_CHUNK):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for client_id in client_ids[start:start + REFRESH_CHUNK]:
+                        pipe.pexpire(self.keys.client_id_owner(client_id), hold_ms)
+                    await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            REDIS_ERRORS.labels("refresh").inc()
+            raise BrokerUnavailable(f"redis: {exc}") from None
 
     async def subscribe(self, *channels: str) -> None:
         """Returns once Redis confirmed the subscriptions (one command for all of them), so what is

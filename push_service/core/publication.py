@@ -50,8 +50,11 @@ def topic_channel(topic: str) -> str:
     return TOPIC_CHANNEL_PREFIX + topic
 
 
+CLIENT_CHANNEL_PREFIX = "c:"
+
+
 def client_channel(client_id: str) -> str:
-    return "c:" + client_id
+    return CLIENT_CHANNEL_PREFIX + client_id
 
 
 def encode_envelope(*, type_: str, id_: str, timestamp_ms: int, data: bytes, topic: str) -> bytes:

@@ -14,6 +14,7 @@ from push_service.broker.base import Broker, BrokerUnavailable
 from push_service.core.history import HistoryPolicy, HistoryRule
 from push_service.core.publication import Publication, make_publication
 from tests.support.redis_server import RedisServer
+from tests.support.timing import timeout
 
 POLICY = HistoryPolicy((HistoryRule("h:*", size=3, ttl=60), HistoryRule("*", size=0, ttl=0)))
 
@@ -170,3 +171,34 @@ async def test_idempotency_key_publishes_once(engine: Engine):
     got = await engine.wait_for(2)
     await asyncio.sleep(0.2)
     assert [p.id for p in engine.received] == ["m1", "m3"] and len(got) == 2
+
+
+async def test_a_chosen_client_id_is_bound_to_its_first_owner_until_the_hold_runs_out(engine: Engine):
+    broker, hold = engine.broker, timeout(2)
+    assert await broker.claim_client_id("chosen", "alice", hold) is True
+    assert await broker.claim_client_id("chosen", "bob", hold) is False
+    assert await broker.claim_client_id("chosen", "", hold) is False  # anonymous is not alice either
+    assert await broker.claim_client_id("chosen", "alice", hold) is True
+    await asyncio.sleep(hold * 0.6)
+    await broker.refresh_client_ids(["chosen", "unclaimed"], hold)  # its hold starts over
+    await asyncio.sleep(hold * 0.6)  # past the first hold, within the refreshed one
+    assert await broker.claim_client_id("chosen", "bob", hold) is False
+    assert await broker.claim_client_id("unclaimed", "bob", hold) is True  # the refresh bound nothing
+    await asyncio.sleep(hold * 1.1)
+    assert await broker.claim_client_id("chosen", "bob", hold) is True
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_replicas_agree_on_who_holds_a_client_id(engine: Engine):
+    assert engine.redis is not None
+    prefix = engine.broker.keys.prefix  # type: ignore[attr-defined]
+    other = broker_from_url(engine.redis.url, POLICY, prefix=prefix)
+    await other.start(lambda _: None)
+    try:
+        results = await asyncio.gather(*(broker.claim_client_id("raced", owner, 60)
+                                         for broker, owner in [(engine.broker, "alice"), (other, "bob")] * 5))
+        winner = "alice" if results[0] else "bob"
+        assert results == [winner == "alice", winner == "bob"] * 5
+        assert await other.claim_client_id("raced", winner, 60) is True
+    finally:
+        await other.close()
