@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 
 from common.client_ids import routed_by_itself
 from common.interest import InterestTable
@@ -26,7 +27,26 @@ from .core.publication import (
 log = logging.getLogger("push_service.hub")
 
 
-RESYNC = "resync"  # a marker in an edge session's queue, beside batches and acknowledged sequences
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A batch of publications for the edge."""
+
+    batch: list[Publication]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The edge's interest change `sequence` is in effect."""
+
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The broker reconnected: the edge checks its topics' positions against history."""
+
+
+EdgeEvent = Deliver | Applied | Resync
 
 
 class EdgeTooSlow(Exception):
@@ -42,7 +62,7 @@ class EdgeSession:
         self._max_pending = max_pending_batches
         self._loop = asyncio.get_running_loop()
         # Batches to send, and interest-change sequences to acknowledge, in the order they happened.
-        self._ready: deque[list[Publication] | int | str] = deque()
+        self._ready: deque[EdgeEvent] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -76,19 +96,19 @@ class EdgeSession:
     def request_resync(self) -> None:
         """Tell the edge (after what is queued) to check its topics' positions against history."""
         if not self._closed:
-            self._ready.append(RESYNC)
+            self._ready.append(Resync())
             self._idle = False
             self._wake.set()
 
     def acknowledge(self, sequence: int) -> None:
         """An interest change is in effect; tell the edge after what is already queued."""
         if not self._closed:
-            self._ready.append(sequence)
+            self._ready.append(Applied(sequence))
             self._idle = False
             self._wake.set()
 
-    async def batches(self) -> AsyncIterator[list[Publication] | int | str]:
-        """Batches of publications, interleaved with acknowledged interest sequences (ints) and RESYNC."""
+    async def events(self) -> AsyncIterator[EdgeEvent]:
+        """What to tell the edge, in the order it happened: batches, applied interest changes, resyncs."""
         while True:
             while self._ready:
                 yield self._ready.popleft()
@@ -98,7 +118,7 @@ class EdgeSession:
                 return
             batch = self._window.take()  # everything before it is written: the open batch goes now
             if batch is not None:
-                yield batch
+                yield Deliver(batch)
                 continue
             self._idle = True
             self._wake.clear()
@@ -126,7 +146,7 @@ class EdgeSession:
             self._overflowed = True
             self.close()
             return
-        self._ready.append(batch)
+        self._ready.append(Deliver(batch))
         self._idle = False
         self._wake.set()
 

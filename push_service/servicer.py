@@ -19,7 +19,7 @@ from . import metrics
 from .broker.base import BrokerUnavailable
 from .core.claims import ANONYMOUS_OWNER
 from .core.publication import MAX_CLIENT_ID_LENGTH, InvalidPublish, Publication, make_publication
-from .hub import RESYNC, EdgeSession, EdgeTooSlow, Hub
+from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Hub, Resync
 
 log = logging.getLogger("push_service.grpc")
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -133,16 +133,16 @@ class PushServicer(pb_grpc.PushServiceServicer):
         log.info("edge stream %s opened", session.name)
         reader = asyncio.create_task(self._read_interest(request_iterator, session))
         try:
-            async for batch in session.batches():
-                if isinstance(batch, int):
-                    yield pb.EdgeStreamResponse(applied_sequence=batch)
-                    continue
-                if batch == RESYNC:
-                    yield pb.EdgeStreamResponse(resync=True)
-                    continue
-                metrics.SENT.inc(len(batch))
-                metrics.BATCH_SIZE.observe(len(batch))
-                yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
+            async for event in session.events():
+                match event:
+                    case Deliver(batch):
+                        metrics.SENT.inc(len(batch))
+                        metrics.BATCH_SIZE.observe(len(batch))
+                        yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
+                    case Applied(sequence):
+                        yield pb.EdgeStreamResponse(applied_sequence=sequence)
+                    case Resync():
+                        yield pb.EdgeStreamResponse(resync=True)
         except EdgeTooSlow as exc:
             metrics.EDGES_TOO_SLOW.inc()
             log.warning("%s", exc)
