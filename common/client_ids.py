@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 ASSIGNED_MARK = "~"
+MAX_CLIENT_ID_LENGTH = 128  # of any client_id, chosen or assigned; the edge and the push service check it
 
 
 def new_edge_mark() -> str:
@@ -40,7 +41,7 @@ def routed_by_itself(client_id: str) -> bool:
     return route_key(client_id) == client_id
 
 
-def chosen_client_id_error(client_id: str, max_length: int) -> str | None:
+def chosen_client_id_error(client_id: str, max_length: int = MAX_CLIENT_ID_LENGTH) -> str | None:
     """Why a client_id the browser asked for cannot be used, or None."""
     if not 0 < len(client_id) <= max_length or not client_id.isprintable():
         return "invalid client_id"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator
+
+from common.logs import LogFormat  # noqa: F401 - the settings' field type, defined with the logs it formats
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -17,4 +19,3 @@ def _log_level(value: str) -> str:
 
 
 LogLevel = Annotated[str, AfterValidator(_log_level)]
-LogFormat = Literal["text", "json"]

@@ -18,7 +18,7 @@ from common.topics import topic_error
 from . import metrics
 from .broker.base import BrokerUnavailable
 from .core.claims import ANONYMOUS_OWNER
-from .core.publication import MAX_CLIENT_ID_LENGTH, InvalidPublish, Publication, make_publication
+from .core.publication import InvalidPublish, Publication, make_publication
 from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Hub, Resync
 
 log = logging.getLogger("push_service.grpc")
@@ -86,7 +86,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
     async def ClaimClientId(
         self, request: pb.ClaimClientIdRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClaimClientIdResponse:
-        if (why := chosen_client_id_error(request.client_id, MAX_CLIENT_ID_LENGTH)) is not None:
+        if (why := chosen_client_id_error(request.client_id)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
         if request.HasField("user") and not request.user:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user must not be empty (absent: anonymous)")

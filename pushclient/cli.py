@@ -18,8 +18,8 @@ from task.v1 import task_service_pb2 as task_pb
 from task.v1 import task_service_pb2_grpc as task_grpc
 
 from common.grpc_security import secure_channel
-from common.task_json import task_json
 from common.topics import topic_error
+from pushclient.task_json import task_json
 
 from .client import PublishError, PushClient
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     task = commands.add_parser("task", help="start, list, get or cancel tasks")
     task_commands = task.add_subparsers(dest="task_command", required=True, parser_class=OneLineParser)
     start = task_commands.add_parser("start")
-    start.add_argument("--kind", default="data_collection")
+    start.add_argument("--kind", default="", help="the task service's default kind when absent")
     start.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     start.add_argument("--interval", type=float, help="seconds per symbol")
     start.add_argument("--params", type=_json, help="all parameters as a JSON object")

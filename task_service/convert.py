@@ -1,19 +1,18 @@
-"""TaskRecord -> task.v1.Task, task.v1.Caller -> Caller. The JSON shape browsers see is derived from the proto (common.task_json)."""
+"""TaskRecord -> task.v1.Task, task.v1.Caller -> Caller. The JSON shape browsers see is derived from the proto (pushclient.task_json)."""
 
 from __future__ import annotations
 
 import orjson
 from task.v1 import task_service_pb2 as pb
 
+from pushclient.task_json import STATUS_PREFIX
+
 from .core.tasks import Caller, Status, TaskRecord
 
-STATUS_TO_PROTO = {
-    Status.PENDING: pb.TASK_STATUS_PENDING,
-    Status.RUNNING: pb.TASK_STATUS_RUNNING,
-    Status.COMPLETED: pb.TASK_STATUS_COMPLETED,
-    Status.FAILED: pb.TASK_STATUS_FAILED,
-    Status.CANCELLED: pb.TASK_STATUS_CANCELLED,
-}
+
+def status_to_proto(status: Status) -> int:
+    """Status.RUNNING -> TASK_STATUS_RUNNING, by name (pushclient.task_json maps it back the same way)."""
+    return pb.TaskStatus.Value(STATUS_PREFIX + status.name)  # type: ignore[no-any-return]
 
 
 def to_proto(record: TaskRecord) -> pb.Task:
@@ -21,7 +20,7 @@ def to_proto(record: TaskRecord) -> pb.Task:
     return pb.Task(
         task_id=record.task_id,
         kind=record.kind,
-        status=STATUS_TO_PROTO[record.status],
+        status=status_to_proto(record.status),
         progress=pb.TaskProgress(
             percentage=progress.percentage, current=progress.current, total=progress.total,
             completed=progress.completed,

@@ -58,7 +58,10 @@ class DataCollectionConfig:
     fail_at: str | None
 
 
-@kinds.register("data_collection")
+DEFAULT_KIND = "data_collection"  # what a StartTask without a kind starts
+
+
+@kinds.register(DEFAULT_KIND)
 class DataCollection:
     """The guide's market-data collection: walks the symbols, one step per `interval` seconds.
 

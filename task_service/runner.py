@@ -12,9 +12,8 @@ from itertools import count
 from typing import Any
 
 from common.clock import now_ms
-from common.task_json import progress_json
-from pushclient import StreamPublisher
-from pushclient.client import outgoing
+from pushclient import StreamPublisher, outgoing
+from pushclient.task_json import progress_json
 
 from .convert import to_proto
 from .core.listing import task_list_data

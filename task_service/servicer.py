@@ -9,6 +9,7 @@ from task.v1 import task_service_pb2_grpc as pb_grpc
 from .convert import caller_of, to_proto
 from .core.policy import Forbidden, TooManyTasks, parse_params
 from .core.tasks import InvalidParams, TransitionError
+from .kinds import DEFAULT_KIND
 from .runner import TaskNotFound, TaskRunner
 
 
@@ -19,7 +20,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def StartTask(self, request: pb.StartTaskRequest, context: grpc.aio.ServicerContext) -> pb.StartTaskResponse:
         try:
             params = parse_params(request.params, self._runner.limits.max_params_bytes)
-            record = self._runner.start(request.kind or "data_collection", params, caller_of(request))
+            record = self._runner.start(request.kind or DEFAULT_KIND, params, caller_of(request))
         except InvalidParams as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except TooManyTasks as exc:

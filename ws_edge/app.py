@@ -24,7 +24,7 @@ from .config import EdgeSettings
 from .connection import Connection
 from .core.auth import ANONYMOUS, AuthError, Principal
 from .core.codes import CloseCode
-from .core.frames import MAX_CLIENT_ID_LENGTH, ProtocolError, split_topics_param
+from .core.frames import ProtocolError, split_topics_param
 from .core.limits import origin_allowed
 from .core.session import Session, url_positions
 from .edge import Edge
@@ -177,7 +177,7 @@ async def serve_socket(
         await websocket.send_denial_response(refusal)
         return
     await websocket.accept()
-    if client_id is not None and (why := chosen_client_id_error(client_id, MAX_CLIENT_ID_LENGTH)) is not None:
+    if client_id is not None and (why := chosen_client_id_error(client_id)) is not None:
         metrics.REFUSED.labels("client_id").inc()
         await websocket.close(CloseCode.INVALID_CLIENT_ID, why)
         return

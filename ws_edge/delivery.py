@@ -19,9 +19,9 @@ from fnmatch import fnmatchcase
 from common.clock import now_ms
 
 from . import metrics
-from .core.frames import server_frame
+from .core.frames import MAX_FRAME_MESSAGES, server_frame
 from .core.pacing import FanoutPacing
-from .core.recovery import MAX_FRAME_MESSAGES, Position, recovery_report
+from .core.recovery import Position, recovery_report
 from .core.routing import DeliveryRouter
 from .core.sequencer import DeliveryLike
 from .core.session import HistoryAnswer

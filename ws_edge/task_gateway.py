@@ -10,12 +10,11 @@ import orjson
 from task.v1 import task_service_pb2 as pb
 from task.v1 import task_service_pb2_grpc as pb_grpc
 
-from common.task_json import task_json
+from pushclient.task_json import task_json
 
 from .core.auth import Principal
 from .core.codes import ErrorCode
 
-DEFAULT_KIND = "data_collection"
 MAX_KIND_CHARS = 64
 # What the edge forwards at most as a task's params (the task service's own bound is tighter:
 # TASK_MAX_PARAMS_BYTES): past it, the answer is MESSAGE_TOO_LARGE / 413, not a gRPC size error.
@@ -92,10 +91,10 @@ def caller(principal: Principal) -> pb.Caller:
 def start_request(fields: dict[str, Any], principal: Principal) -> pb.StartTaskRequest:
     """The one place the edge reads a task start request; only what the task service cannot be sent
     is refused here (the params themselves are the task service's to judge)."""
-    kind = fields.get("kind", DEFAULT_KIND)
-    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_CHARS:
+    kind = fields.get("kind", "")  # none: the task service's default kind
+    if not isinstance(kind, str) or not len(kind) <= MAX_KIND_CHARS:
         raise TaskGatewayError(ErrorCode.INVALID_MESSAGE,
-                               f"`kind` must be a task kind name of 1 to {MAX_KIND_CHARS} characters", 400)
+                               f"`kind` must be a task kind name of at most {MAX_KIND_CHARS} characters", 400)
     params = orjson.dumps(fields.get("params", {}))
     if len(params) > MAX_PARAMS_BYTES:
         raise TaskGatewayError(ErrorCode.MESSAGE_TOO_LARGE, f"`params` over {MAX_PARAMS_BYTES} bytes of JSON", 413)

@@ -7,12 +7,11 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from common.client_ids import route_key
+from common.client_ids import MAX_CLIENT_ID_LENGTH, route_key
 from common.topics import topic_error
 
 MAX_TYPE_LENGTH = 64
 MAX_ID_LENGTH = 128
-MAX_CLIENT_ID_LENGTH = 128
 
 
 class InvalidPublish(ValueError):

@@ -142,7 +142,7 @@ async def test_oversized_task_params_are_refused_by_the_task_service(system: Sys
     # The edge reads a start request in one place, for both: a kind that is not a name is refused there.
     refused = await client.request({"type": "task_start", "id": "k", "data": {"kind": 5}})
     assert refused["error"] == {"code": "INVALID_MESSAGE",
-                                "message": "`kind` must be a task kind name of 1 to 64 characters"}
+                                "message": "`kind` must be a task kind name of at most 64 characters"}
     status, body = http("POST", system.http_url + "/api/tasks", {"kind": 5})
     assert (status, body["detail"]) == (400, refused["error"]["message"])
     status, body = http("POST", system.http_url + "/api/tasks", {"params": [1]})

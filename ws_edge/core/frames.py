@@ -16,7 +16,8 @@ import orjson
 
 from .codes import ErrorCode
 
-MAX_CLIENT_ID_LENGTH = 128
+# The guide's batch: at most this many messages in one frame.
+MAX_FRAME_MESSAGES = 10
 
 
 class ProtocolError(Exception):

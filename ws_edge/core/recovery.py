@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codes import ErrorCode
-from .frames import ClientMessage, ProtocolError, batch_frame
+from .frames import MAX_FRAME_MESSAGES, ClientMessage, ProtocolError, batch_frame
 from .sequencer import DeliveryLike
-
-MAX_FRAME_MESSAGES = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .frames import batch_frame
-
-MAX_FRAME_MESSAGES = 10
+from .frames import MAX_FRAME_MESSAGES, batch_frame
 
 
 class SendQueue:

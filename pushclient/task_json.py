@@ -7,13 +7,15 @@ from typing import Any
 import orjson
 from task.v1 import task_service_pb2 as pb
 
-STATUS_NAMES = {
-    pb.TASK_STATUS_PENDING: "pending",
-    pb.TASK_STATUS_RUNNING: "running",
-    pb.TASK_STATUS_COMPLETED: "completed",
-    pb.TASK_STATUS_FAILED: "failed",
-    pb.TASK_STATUS_CANCELLED: "cancelled",
-}
+STATUS_PREFIX = "TASK_STATUS_"
+
+
+def status_name(status: int) -> str:
+    """`TASK_STATUS_RUNNING` -> "running": the JSON name is the proto enum's, so no map can drift."""
+    try:
+        return pb.TaskStatus.Name(status).removeprefix(STATUS_PREFIX).lower()  # type: ignore[arg-type]
+    except ValueError:
+        return "unknown"
 
 
 def progress_json(progress: pb.TaskProgress) -> dict[str, Any]:
@@ -29,7 +31,7 @@ def task_json(task: pb.Task) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "kind": task.kind,
-        "status": STATUS_NAMES.get(task.status, "unknown"),
+        "status": status_name(task.status),
         "progress": progress_json(task.progress),
         "params": orjson.loads(task.params) if task.params else {},
         "error": task.error or None,
