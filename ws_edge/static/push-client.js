@@ -16,7 +16,7 @@
 // was missed, or says it cannot (`$recovery_failed`: re-sync that topic's state).
 
 /** Close codes after which reconnecting as-is cannot help (see the README's table). */
-export const TERMINAL_CLOSE_CODES = new Set([1008, 4003, 4400]);
+export const TERMINAL_CLOSE_CODES = new Set([4003, 4400]); // = ws_edge/core/codes.py TERMINAL_CLOSE_CODES (tests/ws_edge/test_codes.py)
 /** The token expired: get a fresh one (config.getToken) and reconnect at once. */
 export const TOKEN_EXPIRED = 4001;
 
