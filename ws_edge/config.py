@@ -54,7 +54,8 @@ class EdgeSettings(BaseSettings):
     auth_timeout: float = Field(10.0, gt=0)
     # permessage-deflate: off (CPU per client, and compression side channels) unless enabled.
     permessage_deflate: bool = False
-    # Browser origins allowed besides the page's own host; "*" allows any.
+    # Browser origins allowed; "*" allows any. Empty: only the page's own host (same Host header).
+    # When set, only these count (the Host header is the sender's choice: DNS rebinding).
     allowed_origins: str = ""
     max_connections_per_user: int = Field(100, ge=1)
     max_connections_per_ip: int = Field(1000, ge=1)

@@ -142,14 +142,52 @@ async def test_connections_per_user_are_limited(secure: System):
         await second.close()
 
 
+def handshake_request(path: str, host: str, extra: str = "") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+
+
+async def raw_exchange(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send `request` on a raw TCP connection from `source` and return everything the edge writes until
+    it closes the connection (generous bound: a test fails by assertion, not by hanging)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(request)
+        received = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout(10)):
+            received += chunk
+        return received
+    finally:
+        writer.close()
+
+
 async def test_foreign_origin_is_refused_at_the_handshake(secure: System):
     url = secure.ws_url + "/ws?token=" + token("alice")
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(url, origin="https://evil.example")
     assert refused.value.response.status_code == 403
-    for origin in ("https://app.example", f"http://127.0.0.1:{secure.edge_port}"):
-        async with websockets.connect(url, origin=origin) as connection:
-            assert orjson.loads(await connection.recv())["type"] == "connected"
+    async with websockets.connect(url, origin="https://app.example") as connection:
+        assert orjson.loads(await connection.recv())["type"] == "connected"
+    # With an allow-list, only the list counts: not even the edge's own host.
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin=f"http://127.0.0.1:{secure.edge_port}")
+    assert refused.value.response.status_code == 403
+
+
+async def test_dns_rebinding_origin_is_refused(secure: System):
+    """A page on evil:18000 whose name now resolves to the edge: Host and Origin agree, both the attacker's."""
+    answer = await raw_exchange(secure.edge_port, handshake_request(
+        "/ws?token=" + token("alice"), "evil:18000", "Origin: http://evil:18000\r\n"))
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+    assert answer.endswith(b"origin not allowed")
+
+
+async def test_own_host_origin_is_allowed_without_an_allow_list(system: System):
+    async with websockets.connect(system.ws_url + "/ws", origin=f"http://127.0.0.1:{system.edge_port}") as connection:
+        assert orjson.loads(await connection.recv())["type"] == "connected"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(system.ws_url + "/ws", origin="https://evil.example")
+    assert refused.value.response.status_code == 403
 
 
 async def test_task_control_needs_a_user_over_http(secure: System):

@@ -94,7 +94,13 @@ def test_origin_check():
     allowed = frozenset({"https://app.example"})
     assert origin_allowed(None, "edge:8000", allowed)
     assert origin_allowed("https://app.example", "edge:8000", allowed)
-    assert origin_allowed("http://edge:8000", "edge:8000", allowed)
     assert not origin_allowed("https://evil.example", "edge:8000", allowed)
+    # With a list, only the list counts: the Host header is the attacker's own under DNS rebinding.
+    assert not origin_allowed("http://edge:8000", "edge:8000", allowed)
+    assert not origin_allowed("http://evil:18000", "evil:18000", allowed)
+    # Without one, the page's own origin (same host) is the only one allowed.
+    assert origin_allowed("http://edge:8000", "edge:8000", frozenset())
+    assert not origin_allowed("https://evil.example", "edge:8000", frozenset())
+    assert not origin_allowed("http://edge:8000", None, frozenset())
     assert not origin_allowed("null", "edge:8000", allowed)
     assert origin_allowed("https://evil.example", "edge:8000", frozenset({"*"}))

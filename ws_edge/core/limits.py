@@ -59,11 +59,13 @@ class AttemptLimiter:
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
-    """The handshake's Origin check (cross-site WebSocket hijacking): no Origin (not a browser),
-    the page's own origin (same host), or one of `allowed` ("*" allows any)."""
+    """The handshake's Origin check (cross-site WebSocket hijacking). No Origin: not a browser, allowed.
+    With an allow-list (`allowed`; "*" allows any), only the list counts: the request's own `Host` is
+    chosen by whoever sends it, so a DNS-rebinding page (`Host: evil:8000`, `Origin: http://evil:8000`)
+    would pass a same-host comparison. Without a list, the page's own origin (same host) is allowed."""
     if origin is None:
         return True
-    if "*" in allowed or origin in allowed:
-        return True
+    if allowed:
+        return "*" in allowed or origin in allowed
     parts = urlsplit(origin)
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
