@@ -38,7 +38,7 @@ from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
 from .task_gateway import TaskGatewayError
-from .wire import capture_protocol, tag_frame_logs, writer_for
+from .wire import bound_close_reasons, capture_protocol, tag_frame_logs, writer_for
 
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
@@ -61,7 +61,7 @@ class EdgeApp:
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "websocket" and scope["path"] in WEBSOCKET_PATHS:
             capture_protocol(scope, send)
-            websocket = WebSocket(scope, receive, send)
+            websocket = WebSocket(scope, receive, bound_close_reasons(send))
             params = websocket.query_params
             topics = params.get("topics")
             if not topics and scope["path"] == "/ws/task":

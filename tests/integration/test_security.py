@@ -90,6 +90,20 @@ async def test_bad_tokens_are_refused_with_their_close_codes(secure: System):
     assert (await closed_with(secure.ws_url + "/ws"))[0] == 4003  # silence: closed after EDGE_AUTH_TIMEOUT
 
 
+async def test_a_close_reason_too_long_for_a_close_frame_is_cut(secure: System):
+    """The reason quotes the token's `alg`, whose length the client chooses: cut to 123 bytes of UTF-8
+    at a character boundary, so the client still gets its close code (not 1006)."""
+    exp = int(time.time()) + 3600
+    expected = ("token algorithm '" + "é" * 200)  # 17 bytes, then 2 per "é": 51 of them fit in 120
+    code, reason = await closed_with(secure.ws_url + "/ws?token=" + unsigned({"sub": "alice", "exp": exp}, "é" * 200))
+    assert (code, reason) == (4003, expected[:17 + 51] + "\u2026")
+    assert len(reason.encode()) == 122
+    # The same through the first message (a refusal after the handshake, from another close site).
+    code, reason = await closed_with(secure.ws_url + "/ws", {"type": "auth", "data": {
+        "token": unsigned({"sub": "alice", "exp": exp}, "A" * 200)}})
+    assert (code, reason) == (4003, "token algorithm '" + "A" * 103 + "\u2026")
+
+
 async def test_first_message_authentication(secure: System):
     async with websockets.connect(secure.ws_url + "/ws") as connection:
         await connection.send(orjson.dumps({"type": "auth", "data": {"token": token("alice")}}).decode())
