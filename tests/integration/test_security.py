@@ -250,6 +250,22 @@ async def test_tokens_are_never_logged(secure: System):
     assert secret_token not in log and secret_token.split(".")[2] not in log
 
 
+async def test_percent_encoded_token_parameter_is_never_logged(secure: System):
+    """`?%74oken=` is `token` to the edge (it decodes parameter names): it authenticates, so it must be
+    redacted too."""
+    secret_token = token("encoded-user")
+    async with websockets.connect(secure.ws_url + "/ws?client_id=enc-1&%74oken=" + secret_token) as connection:
+        welcome = orjson.loads(await asyncio.wait_for(connection.recv(), timeout(5)))
+    assert welcome["data"]["user"] == "encoded-user"
+    log_path = secure.edge.log_path
+    deadline = time.monotonic() + timeout(10)
+    while "client_id=enc-1&%74oken=[redacted]" not in log_path.read_text() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    log = log_path.read_text()
+    assert "client_id=enc-1&%74oken=[redacted]" in log
+    assert secret_token not in log and secret_token.split(".")[1] not in log and secret_token.split(".")[2] not in log
+
+
 @pytest.fixture
 def throttled(tmp_path_factory: pytest.TempPathFactory):
     system = start_system(tmp_path_factory, "throttled",
