@@ -40,6 +40,11 @@ class EdgeSettings(BaseSettings):
     # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
+    # Prometheus /metrics on a port of its own (0: off), never on the public port: the series name
+    # users' activity and the edge's internals (like PUSH_METRICS_PORT, TASK_METRICS_PORT).
+    metrics_port: int = Field(9104, ge=0, le=65535)
+    # /docs, /redoc and /openapi.json (FastAPI's API documentation): off unless enabled (the local demo).
+    api_docs: bool = False
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"  # or json: one object per line
 

@@ -216,9 +216,42 @@ async def test_task_control_needs_a_user_over_http(secure: System):
         except urllib.error.HTTPError as exc:
             return exc.code
 
-    assert await asyncio.to_thread(post, {}) == 403
+    assert await asyncio.to_thread(post, {}) == 401  # anonymous connections are off: a token is required
     assert await asyncio.to_thread(post, {"authorization": "Bearer nonsense"}) == 401
     assert await asyncio.to_thread(post, {"authorization": f"Bearer {token('alice')}"}) == 201
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_task_reads_need_a_token_where_anonymous_connections_are_off(secure: System):
+    bearer = {"authorization": f"Bearer {token('alice')}"}
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks")
+    assert (status, orjson.loads(body)) == (401, {"detail": "authentication required: Authorization: Bearer <token>"})
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks/anything")
+    assert (status, orjson.loads(body)) == (401, {"detail": "authentication required: Authorization: Bearer <token>"})
+    forged = {"authorization": "Bearer " + token("alice", secret="not-the-secret-but-long-enough-for-hs256-0123456789")}
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks", forged)
+    assert (status, orjson.loads(body)) == (401, {"detail": "invalid token: Signature verification failed"})
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks", bearer)
+    assert status == 200 and "tasks" in orjson.loads(body)
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks/nope", bearer)
+    assert status == 404
+
+
+async def test_metrics_and_api_docs_are_not_on_the_public_port(secure: System):
+    for path in ("/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        status, _ = await asyncio.to_thread(http_get, secure.http_url + path)
+        assert status == 404, path
+    status, body = await asyncio.to_thread(http_get, secure.edge_metrics_url)
+    assert status == 200 and b"\nws_edge_connections " in body
 
 
 async def test_grpc_without_credentials_is_unauthenticated(secure: System):
@@ -318,6 +351,18 @@ async def test_the_system_under_test_refuses_forged_and_expired_tokens_and_forei
         assert accepted["type"] == "ack"
     finally:
         await alice.close()
+
+
+@pytest.mark.portable
+async def test_the_system_under_test_keeps_metrics_docs_and_task_reads_off_the_public_port(system: System):
+    for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+        status, _ = await asyncio.to_thread(http_get, system.http_url + path)
+        assert status == 404, path
+    status, _ = await asyncio.to_thread(http_get, system.http_url + "/api/tasks")
+    assert status == (200 if system.anonymous_allowed else 401)
+    status, _ = await asyncio.to_thread(http_get, system.http_url + "/api/tasks",
+                                        {"authorization": f"Bearer {token('alice')}"})
+    assert status == 200
 
 
 @pytest.mark.portable
