@@ -32,7 +32,7 @@ from .core.frames import (
     server_frame,
     split_topics_param,
 )
-from .core.limits import origin_allowed
+from .core.limits import PendingConnections, origin_allowed
 from .core.ratelimit import TokenBucket
 from .edge import Edge
 from .handlers import HandlerRegistry
@@ -104,6 +104,8 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
     app = FastAPI(title="ws_edge", lifespan=lifespan, openapi_url="/openapi.json" if docs else None,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
     app.state.edge = edge
+    # Connections before their first request: counted by the HTTP protocol (http_guard.py, __main__.py).
+    pending = app.state.pending = PendingConnections(settings.max_pending_per_ip, settings.pending_limit)
     task_topics = split_topics_param(settings.task_endpoint_topics)
 
     @app.get("/healthz")
@@ -115,6 +117,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
             "coalesced_messages": edge.stats["coalesced"] + sum(c.coalesced for c in edge.connections.values()),
             "slow_consumer_disconnects": edge.stats["slow_consumers"],
             "push_connected": edge.push.connected.is_set(),
+            "pending_handshakes": pending.total,
         }
 
     @app.get("/readyz")

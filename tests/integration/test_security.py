@@ -46,6 +46,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory):
             "EDGE_TOPIC_RULES": json.dumps(RULES),
             "EDGE_HEARTBEAT_CHECK_INTERVAL": "0.2",
             "EDGE_AUTH_TIMEOUT": "2",
+            "EDGE_HANDSHAKE_TIMEOUT": "2",
         },
     )
     yield system
@@ -175,6 +176,13 @@ async def raw_exchange(port: int, request: bytes, source: str = "127.0.0.1") -> 
         writer.close()
 
 
+def http_answer(raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of a raw HTTP answer that closed the connection."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"\r\nconnection: close" in head.lower(), head
+    return int(head.split(b" ", 2)[1]), body
+
+
 async def test_foreign_origin_is_refused_at_the_handshake(secure: System):
     url = secure.ws_url + "/ws?token=" + token("alice")
     with pytest.raises(websockets.InvalidStatus) as refused:
@@ -297,6 +305,98 @@ async def test_percent_encoded_token_parameter_is_never_logged(secure: System):
     log = log_path.read_text()
     assert "client_id=enc-1&%74oken=[redacted]" in log
     assert secret_token not in log and secret_token.split(".")[1] not in log and secret_token.split(".")[2] not in log
+
+
+# --- before the handshake (issue 16, item 3) -----------------------------------------------------------
+
+
+async def test_a_request_not_finished_in_time_is_answered_408_and_closed(secure: System):
+    """EDGE_HANDSHAKE_TIMEOUT (2 s here): uvicorn alone keeps a half-sent request forever."""
+    for partial in (b"GET /ws?token=x HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\n", b""):
+        started = time.monotonic()
+        answer = await raw_exchange(secure.edge_port, partial)
+        assert http_answer(answer) == (408, b"request not complete in 2 s")
+        assert time.monotonic() - started >= 1.9
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "guarded", edge_env={
+        "EDGE_HANDSHAKE_TIMEOUT": "60",  # the held sockets below stay held for the whole test
+        "EDGE_MAX_PENDING_PER_IP": "5",
+        "EDGE_MAX_PENDING_CONNECTIONS": "10",
+        # The WebSocket layer's own line limit, below ours (8000): what it refuses still gets an answer.
+        "WEBSOCKETS_MAX_LINE_LENGTH": "2000",
+    })
+    yield system
+    system.stop()
+
+
+async def pending_handshakes(system: System) -> int | None:
+    """/healthz's count of connections before their first request; None while the edge's total is full
+    (then /healthz, too, is refused: 503)."""
+    status, body = await asyncio.to_thread(http_get, system.http_url + "/healthz")
+    assert status in (200, 503), status
+    return orjson.loads(body)["pending_handshakes"] if status == 200 else None
+
+
+async def hold_silent(port: int, source: str, count: int) -> list[asyncio.StreamWriter]:
+    held = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        held.append(writer)
+    return held
+
+
+async def wait_pending(system: System, expected: int) -> None:
+    deadline = time.monotonic() + timeout(10)
+    while (now := await pending_handshakes(system)) != expected:
+        assert time.monotonic() < deadline, f"{now} pending handshakes, expected {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def test_pending_connections_are_bounded_per_address_and_in_total(guarded: System):
+    port = guarded.edge_port
+    held = await hold_silent(port, "127.0.0.2", 5)
+    try:
+        await wait_pending(guarded, 5)  # /healthz (from 127.0.0.1) answers while 127.0.0.2 holds its maximum
+        answer = await raw_exchange(port, b"", source="127.0.0.2")  # a 6th: answered and closed at once
+        assert http_answer(answer) == (429, b"too many connections from this address are still in their handshake")
+        assert await pending_handshakes(guarded) == 5
+        # A real client from another address still gets through.
+        async with websockets.connect(guarded.ws_url + "/ws") as connection:
+            assert orjson.loads(await connection.recv())["type"] == "connected"
+        held += await hold_silent(port, "127.0.0.3", 4)
+        await wait_pending(guarded, 9)
+        # The 10th fills the edge's total (/healthz, too, would now be refused): the edge takes
+        # connections in the order they were made, so the next one, from a fourth address, is over it.
+        held += await hold_silent(port, "127.0.0.3", 1)
+        answer = await raw_exchange(port, b"", source="127.0.0.4")  # over the edge's total
+        assert http_answer(answer) == (503, b"too many connections are still in their handshake")
+    finally:
+        for writer in held:
+            writer.close()
+    await wait_pending(guarded, 0)  # closed sockets give their slots back
+
+
+async def test_an_oversized_request_head_is_answered_and_closed(guarded: System):
+    port = guarded.edge_port
+    long_url = "/ws?topics=" + "a" * 9000
+    assert http_answer(await raw_exchange(port, handshake_request(long_url, "edge"))) == (
+        414, b"URL over 8000 bytes")
+    assert http_answer(await raw_exchange(port, f"GET /healthz?{'a' * 9000} HTTP/1.1\r\nHost: e\r\n\r\n".encode())) == (
+        414, b"URL over 8000 bytes")
+    assert http_answer(await raw_exchange(port, handshake_request("/ws", "edge", f"X-Big: {'b' * 8100}\r\n"))) == (
+        431, b"header line over 8000 bytes")
+    many = "".join(f"X-{n}: v\r\n" for n in range(101))
+    assert http_answer(await raw_exchange(port, handshake_request("/ws", "edge", many))) == (
+        431, b"more than 100 headers")
+    # Within our bounds but over the WebSocket layer's (WEBSOCKETS_MAX_LINE_LENGTH=2000 here): its own
+    # answer is written and the socket closed (uvicorn alone writes nothing and keeps the socket).
+    status, body = http_answer(await raw_exchange(port, handshake_request("/ws?topics=" + "a" * 3000, "edge")))
+    assert (status, body) == (
+        414, b"Failed to open a WebSocket connection: read 3026 bytes, expected no more than 2000 bytes.\n")
+    assert await pending_handshakes(guarded) == 0
 
 
 @pytest.fixture
