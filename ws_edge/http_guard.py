@@ -60,8 +60,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.held = False  # counted in `pending`
         self.answered = False  # our own refusal is written: nothing more is parsed or written
         self.deadline: TimerHandle | None = None
-        self.head_complete = True
-        self.head_bytes = 0
+        self.head_complete = False  # the head of the current request (the first one, at the start) is in
+        self.head_bytes = 0  # bytes received while a head was not complete: bounded by MAX_HEAD_BYTES
         self.header_count = 0
 
     # --- the connection ------------------------------------------------------------------------
@@ -123,6 +123,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_complete = True
+        self.head_bytes = 0  # what follows is a body, then the next request's head, counted anew
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -158,13 +159,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def deadline_passed(self) -> None:
         self.deadline = None
-        if self.cycle is not None and self.cycle.response_started:
+        # `cycle` is this request's once its head is in (its body is late), else an earlier request's.
+        cycle = self.cycle if self.head_complete else None
+        if cycle is not None and cycle.response_started:  # no room for an answer: only close
             self.settle()
             self.transport.close()
             return
-        log.info("request from %s not complete in %.0fs: closed", self.address, self.handshake_timeout)
-        if self.cycle is not None:
-            self.cycle.disconnected = True  # the application's answer, if any, is not written now
+        log.info("request from %s not complete in %gs: closed", self.address, self.handshake_timeout)
+        if cycle is not None:
+            cycle.disconnected = True  # the application's answer, if any, is not written now
         self.refuse(408, f"request not complete in {self.handshake_timeout:g} s", "handshake_timeout")
 
     def refuse(self, status: int, message: str, reason: str) -> None:

@@ -317,6 +317,13 @@ async def test_a_request_not_finished_in_time_is_answered_408_and_closed(secure:
         answer = await raw_exchange(secure.edge_port, partial)
         assert http_answer(answer) == (408, b"request not complete in 2 s")
         assert time.monotonic() - started >= 1.9
+    # A kept-alive connection: its next request gets the same deadline.
+    started = time.monotonic()
+    answer = await raw_exchange(secure.edge_port, b"GET /readyz HTTP/1.1\r\nHost: edge\r\n\r\nGET /readyz HTTP/1.1\r\n")
+    first, _, rest = answer.partition(b'{"ready":true}')
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert http_answer(rest) == (408, b"request not complete in 2 s")
+    assert time.monotonic() - started >= 1.9
 
 
 @pytest.fixture(scope="module")
