@@ -47,7 +47,7 @@ CMD ["python", "-m", "task_service"]
 FROM runtime AS ws-edge
 COPY ws_edge ./ws_edge
 ENV EDGE_HOST=0.0.0.0
-EXPOSE 8000
+EXPOSE 8000 9104
 HEALTHCHECK --interval=5s --timeout=4s --start-period=10s --retries=5 \
     CMD ["python", "-m", "common.healthcheck", "ws_edge"]
 CMD ["python", "-m", "ws_edge"]

@@ -101,6 +101,7 @@ class Ours(Target):
                              edge_env={"EDGE_LOG_LEVEL": "WARNING", "EDGE_SEND_QUEUE_FRAMES": "100000",
                                        "EDGE_SEND_QUEUE_BYTES": str(256 << 20),
                                        "EDGE_MAX_CONNECTIONS_PER_IP": "100000",
+                                       "EDGE_MAX_PENDING_PER_IP": "100000", "EDGE_MAX_PENDING_CONNECTIONS": "100000",
                                        "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000"})
         asyncio.run(self.system.start())
         self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]

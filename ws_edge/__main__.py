@@ -17,6 +17,7 @@ from common.logs import configure_logging
 
 from .app import create_app
 from .config import EdgeSettings
+from .http_guard import guarded_http_protocol
 
 GO_AWAY_TIMEOUT = 5.0
 
@@ -43,12 +44,15 @@ class EdgeServer(uvicorn.Server):
 def main() -> None:
     settings = load_settings(EdgeSettings, "ws_edge")
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol with the bounds it lacks before a request is in: a handshake
+        # timeout, pending connections per address and in all, URL and header sizes (http_guard.py).
+        http=guarded_http_protocol(app.state.pending, settings.handshake_timeout),
         ws="websockets-sansio",
         # Frames a little over our own limit still get a MESSAGE_TOO_LARGE answer; far larger ones
         # are refused by the WebSocket layer (close 1009) before they are buffered.

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import prometheus_client
 from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from common.client_ids import assign_client_id, chosen_client_id_error
 from common.logs import connection_id
@@ -25,14 +25,14 @@ from .connection import Connection
 from .core.auth import ANONYMOUS, AuthError, Principal
 from .core.codes import CloseCode
 from .core.frames import ProtocolError, split_topics_param
-from .core.limits import origin_allowed
+from .core.limits import PendingConnections, origin_allowed
 from .core.session import Session, url_positions
 from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
 from .session_driver import SessionDriver
 from .task_gateway import TaskGatewayError
-from .wire import capture_protocol, tag_frame_logs, writer_for
+from .wire import bound_close_reasons, capture_protocol, tag_frame_logs, writer_for
 
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
@@ -55,7 +55,7 @@ class EdgeApp:
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "websocket" and scope["path"] in WEBSOCKET_PATHS:
             capture_protocol(scope, send)
-            websocket = WebSocket(scope, receive, send)
+            websocket = WebSocket(scope, receive, bound_close_reasons(send))
             params = websocket.query_params
             topics = params.get("topics")
             if not topics and scope["path"] == "/ws/task":
@@ -75,6 +75,14 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         redact_tokens()
+        metrics_server = None
+        if settings.metrics_port:  # its own thread, its own port: never the public one
+            try:
+                metrics_server, _ = prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%d (EDGE_METRICS_PORT): %s", settings.host,
+                          settings.metrics_port, exc)
+                raise
         await edge.start()
         # Everything made at start-up lives forever: keep it out of the collector's full passes,
         # whose pauses would otherwise show in the delivery latency's tail.
@@ -82,9 +90,17 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         gc.freeze()
         yield
         await edge.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
 
-    app = FastAPI(title="ws_edge", lifespan=lifespan)
+    # API documentation only where enabled (EDGE_API_DOCS): it maps every route for whoever asks.
+    docs = settings.api_docs
+    app = FastAPI(title="ws_edge", lifespan=lifespan, openapi_url="/openapi.json" if docs else None,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
     app.state.edge = edge
+    # Connections before their first request: counted by the HTTP protocol (http_guard.py, __main__.py).
+    pending = app.state.pending = PendingConnections(settings.max_pending_per_ip, settings.pending_limit)
     task_topics = split_topics_param(settings.task_endpoint_topics)
 
     @app.get("/healthz")
@@ -97,34 +113,40 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
                                                                 for d in edge.connections.values()),
             "slow_consumer_disconnects": edge.stats["slow_consumers"],
             "push_connected": edge.push.connected.is_set(),
+            "pending_handshakes": pending.total,
         }
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         ready = edge.push.connected.is_set() and not edge.draining
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    def task_principal(authorization: str | None) -> Principal:
-        """The caller of the task API: `Authorization: Bearer <token>`, checked like a WebSocket's."""
+    def api_principal(authorization: str | None) -> Principal:
+        """The caller of the task API: `Authorization: Bearer <token>`, checked like a WebSocket's, and
+        required like one where anonymous connections are off (the task list names every task and
+        its parameters)."""
         if authorization is None:
-            principal = ANONYMOUS
-        elif edge.verifier is None or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "unusable Authorization header")
-        else:
-            try:
-                principal = edge.verifier.verify(authorization.removeprefix("Bearer "), time.time())
-            except AuthError as exc:
-                raise HTTPException(401, exc.message) from None
+            if not settings.allow_anonymous:
+                raise HTTPException(401, "authentication required: Authorization: Bearer <token>",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            return ANONYMOUS
+        if edge.verifier is None or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "unusable Authorization header", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return edge.verifier.verify(authorization.removeprefix("Bearer "), time.time())
+        except AuthError as exc:
+            raise HTTPException(401, exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
+
+    def task_principal(authorization: str | None) -> Principal:
+        """The caller of a task API call that starts or cancels: authenticated, then allowed."""
+        principal = api_principal(authorization)
         if not edge.may_control_tasks(principal):
             raise HTTPException(403, "not allowed to start or cancel tasks")
         return principal
 
     @app.get("/api/tasks")
-    async def list_tasks() -> dict[str, Any]:
+    async def list_tasks(authorization: str | None = Header(None)) -> dict[str, Any]:
+        api_principal(authorization)
         return {"tasks": await _tasks_call(edge.tasks.list())}
 
     @app.post("/api/tasks", status_code=201)
@@ -136,7 +158,8 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         return {"task": await _tasks_call(edge.tasks.start(body, principal))}
 
     @app.get("/api/tasks/{task_id}")
-    async def get_task(task_id: str) -> dict[str, Any]:
+    async def get_task(task_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+        api_principal(authorization)
         return {"task": await _tasks_call(edge.tasks.get(task_id))}
 
     @app.post("/api/tasks/{task_id}/cancel")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -40,6 +41,11 @@ class EdgeSettings(BaseSettings):
     # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
+    # Prometheus /metrics on a port of its own (0: off), never on the public port: the series name
+    # users' activity and the edge's internals (like PUSH_METRICS_PORT, TASK_METRICS_PORT).
+    metrics_port: int = Field(9104, ge=0, le=65535)
+    # /docs, /redoc and /openapi.json (FastAPI's API documentation): off unless enabled (the local demo).
+    api_docs: bool = False
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"  # or json: one object per line
 
@@ -54,10 +60,18 @@ class EdgeSettings(BaseSettings):
     auth_timeout: float = Field(10.0, gt=0)
     # permessage-deflate: off (CPU per client, and compression side channels) unless enabled.
     permessage_deflate: bool = False
-    # Browser origins allowed besides the page's own host; "*" allows any.
+    # Browser origins allowed; "*" allows any. Empty: only the page's own host (same Host header).
+    # When set, only these count (the Host header is the sender's choice: DNS rebinding).
     allowed_origins: str = ""
     max_connections_per_user: int = Field(100, ge=1)
     max_connections_per_ip: int = Field(1000, ge=1)
+    # Before its first request is in (a WebSocket handshake, an HTTP request), a connection has this
+    # many seconds (else 408 and close), and is one of at most `max_pending_per_ip` from its address
+    # and `max_pending_connections` in all (else 429 / 503 and close at once). The total's default is
+    # a quarter of the process's descriptor limit, at most 1024.
+    handshake_timeout: float = Field(10.0, gt=0)
+    max_pending_per_ip: int = Field(32, ge=1)
+    max_pending_connections: int | None = Field(None, ge=1)
     connect_rate_per_ip: float = Field(50.0, gt=0)
     connect_burst_per_ip: int = Field(200, ge=1)
     # JSON list of {"pattern", "subscribe", "publish"}; first match wins (see core/permissions.py).
@@ -102,6 +116,13 @@ class EdgeSettings(BaseSettings):
     @property
     def policy(self) -> TopicPolicy:
         return TopicPolicy.from_json(self.topic_rules) if self.topic_rules else TopicPolicy()
+
+    @property
+    def pending_limit(self) -> int:
+        if self.max_pending_connections is not None:
+            return self.max_pending_connections
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return 1024 if descriptors == resource.RLIM_INFINITY else max(16, min(1024, descriptors // 4))
 
     @property
     def conflated(self) -> tuple[str, ...]:

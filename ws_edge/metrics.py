@@ -1,4 +1,4 @@
-"""The edge's Prometheus metrics, served at GET /metrics on the edge's own port.
+"""The edge's Prometheus metrics, served at GET /metrics on a port of their own (EDGE_METRICS_PORT).
 
 The fan-out path moves counters once per batch of the push stream (never once per socket); gauges and
 the per-connection tallies (queues, coalescing) are read from the running edges only when scraped.
@@ -30,20 +30,22 @@ DROPPED = Counter("ws_edge_messages_dropped", "Queued frames dropped when their 
 
 
 class EdgeCollector(Collector):
-    """Read at scrape time from the process's running edges (one in a service)."""
+    """Read at scrape time from the process's running edges (one in a service). Scrapes run on
+    prometheus_client's server thread while the event loop changes these tables: each is copied with
+    one `list(...)` (one C call under the GIL, which no other thread interleaves with) before it is
+    walked."""
 
     def __init__(self) -> None:
         self.edges: WeakSet = WeakSet()
 
     def collect(self) -> Iterator[Metric]:
         edges = list(self.edges)
-        connections = [d.connection for edge in edges for d in edge.connections.values()]
-        topics = [t for edge in edges for t in edge.router.topics.keys()]
+        connections = [d.connection for edge in edges for d in list(edge.connections.values())]
+        topics = [(e, t) for e in edges for t in list(e.router.topics.keys())]
         yield GaugeMetricFamily("ws_edge_connections", "Open WebSocket connections", value=len(connections))
         yield GaugeMetricFamily("ws_edge_topics", "Topics with at least one subscriber here", value=len(topics))
         yield GaugeMetricFamily("ws_edge_subscriptions", "Topic subscriptions of all connections",
-                                value=sum(len(e.router.topics.subscribers(t)) for e in edges
-                                          for t in e.router.topics.keys()))
+                                value=sum(len(e.router.topics.subscribers(t)) for e, t in topics))
         yield GaugeMetricFamily("ws_edge_send_queue_messages", "Frames queued for slow sockets, all connections",
                                 value=sum(c.queued for c in connections))
         yield GaugeMetricFamily("ws_edge_push_connected", "1 while the push stream is up with the whole interest",

@@ -16,6 +16,8 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from .core.codes import fit_close_reason
+
 SCOPE_KEY = "ws_edge.protocol"
 
 def capture_protocol(scope: MutableMapping[str, Any], send: Callable[..., Awaitable[Any]]) -> None:
@@ -24,6 +26,20 @@ def capture_protocol(scope: MutableMapping[str, Any], send: Callable[..., Awaita
     protocol = getattr(send, "__self__", None)
     if isinstance(protocol, WebSocketsSansIOProtocol):
         scope[SCOPE_KEY] = protocol
+
+
+def bound_close_reasons(send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The ASGI `send` that every close of a WebSocket goes through (the refusals in `app.py`, a
+    connection's close in `connection.py`, any later one): each close reason fitted to the 123 bytes
+    a close frame can carry. A longer one makes the WebSocket layer raise ("control frame too long")
+    and the client sees 1006 instead of the code it should act on."""
+
+    async def send_bounded(message: MutableMapping[str, Any]) -> Any:
+        if message["type"] == "websocket.close" and message.get("reason"):
+            message = {**message, "reason": fit_close_reason(message["reason"])}
+        return await send(message)
+
+    return send_bounded
 
 
 def writer_for(scope: MutableMapping[str, Any]) -> Callable[[bytes], bool] | None:

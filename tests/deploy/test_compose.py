@@ -71,6 +71,8 @@ def test_the_compose_services_are_the_dockerfiles_stages_with_their_commands_and
     # A deployment: no anonymous browsers, no demo token minting, secrets without defaults.
     edge_env = services["edge-1"]["environment"]
     assert edge_env["EDGE_ALLOW_ANONYMOUS"] == "false" and "EDGE_DEV_TOKENS" not in edge_env
+    # Metrics on a port of their own, API docs off: the public port serves neither.
+    assert edge_env["EDGE_METRICS_PORT"] != edge_env["EDGE_PORT"] and edge_env["EDGE_API_DOCS"] == "false"
     with pytest.raises(ComposeError, match="PUSH_JWT_SECRET"):
         interpolate(edge_env["EDGE_JWT_HS256_SECRET"], {})
 
@@ -114,6 +116,7 @@ def test_the_integration_suite_passes_against_the_stack_given_only_its_environme
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))},
         "PUSHTEST_EDGE_URL": url("edge-1", 8000),
+        "PUSHTEST_EDGE_METRICS_URL": url("edge-1", 9104, "/metrics"),
         "PUSHTEST_PUSH_ADDRESS": f"127.0.0.1:{stack.local_port('push-1', 50051)}",
         "PUSHTEST_TASK_ADDRESS": f"127.0.0.1:{stack.local_port('task', 50052)}",
         "PUSHTEST_PUSH_METRICS_URLS": f"{url('push-1', 9101, '/metrics')},{url('push-2', 9101, '/metrics')}",

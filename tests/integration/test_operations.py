@@ -23,7 +23,8 @@ portable = pytest.mark.portable
 
 
 def edge_metrics(system: System) -> str:
-    return system.http_url + "/metrics"
+    assert system.edge_metrics_url, "PUSHTEST_EDGE_METRICS_URL: the edge's /metrics (EDGE_METRICS_PORT)"
+    return system.edge_metrics_url
 
 
 async def settled(urls: list[str], name: str) -> float:
@@ -178,6 +179,7 @@ async def test_json_logs_carry_the_connection_id(own_system: System):
         ("push_service", [], {"PUSH_LOG_LEVEL": "LOUD"}, "log_level"),
         ("task_service", [], {"TASK_METRICS_PORT": "70000"}, "metrics_port"),
         ("ws_edge", [], {"EDGE_LOG_FORMAT": "xml"}, "log_format"),
+        ("ws_edge", [], {"EDGE_METRICS_PORT": "70000"}, "metrics_port"),
         ("ws_edge", [], {"EDGE_ALLOW_ANONYMOUS": "false"}, "EDGE_ALLOW_ANONYMOUS=false needs"),
     ],
 )

@@ -46,6 +46,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory):
             "EDGE_TOPIC_RULES": json.dumps(RULES),
             "EDGE_HEARTBEAT_CHECK_INTERVAL": "0.2",
             "EDGE_AUTH_TIMEOUT": "2",
+            "EDGE_HANDSHAKE_TIMEOUT": "2",
         },
     )
     yield system
@@ -88,6 +89,20 @@ async def test_bad_tokens_are_refused_with_their_close_codes(secure: System):
     assert (await closed_with(secure.ws_url + "/ws", {"type": "ping", "id": "p"}))[0] == 4003
     assert (await closed_with(secure.ws_url + "/ws", {"type": "auth", "data": {"token": "x.y.z"}}))[0] == 4003
     assert (await closed_with(secure.ws_url + "/ws"))[0] == 4003  # silence: closed after EDGE_AUTH_TIMEOUT
+
+
+async def test_a_close_reason_too_long_for_a_close_frame_is_cut(secure: System):
+    """The reason quotes the token's `alg`, whose length the client chooses: cut to 123 bytes of UTF-8
+    at a character boundary, so the client still gets its close code (not 1006)."""
+    exp = int(time.time()) + 3600
+    expected = ("token algorithm '" + "é" * 200)  # 17 bytes, then 2 per "é": 51 of them fit in 120
+    code, reason = await closed_with(secure.ws_url + "/ws?token=" + unsigned({"sub": "alice", "exp": exp}, "é" * 200))
+    assert (code, reason) == (4003, expected[:17 + 51] + "\u2026")
+    assert len(reason.encode()) == 122
+    # The same through the first message (a refusal after the handshake, from another close site).
+    code, reason = await closed_with(secure.ws_url + "/ws", {"type": "auth", "data": {
+        "token": unsigned({"sub": "alice", "exp": exp}, "A" * 200)}})
+    assert (code, reason) == (4003, "token algorithm '" + "A" * 103 + "\u2026")
 
 
 async def test_first_message_authentication(secure: System):
@@ -143,14 +158,59 @@ async def test_connections_per_user_are_limited(secure: System):
         await second.close()
 
 
+def handshake_request(path: str, host: str, extra: str = "") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+
+
+async def raw_exchange(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send `request` on a raw TCP connection from `source` and return everything the edge writes until
+    it closes the connection (generous bound: a test fails by assertion, not by hanging)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        writer.write(request)
+        received = b""
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout(10)):
+            received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+def http_answer(raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of a raw HTTP answer that closed the connection."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"\r\nconnection: close" in head.lower(), head
+    return int(head.split(b" ", 2)[1]), body
+
+
 async def test_foreign_origin_is_refused_at_the_handshake(secure: System):
     url = secure.ws_url + "/ws?token=" + token("alice")
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(url, origin="https://evil.example")
     assert refused.value.response.status_code == 403
-    for origin in ("https://app.example", f"http://127.0.0.1:{secure.edge_port}"):
-        async with websockets.connect(url, origin=origin) as connection:
-            assert orjson.loads(await connection.recv())["type"] == "connected"
+    async with websockets.connect(url, origin="https://app.example") as connection:
+        assert orjson.loads(await connection.recv())["type"] == "connected"
+    # With an allow-list, only the list counts: not even the edge's own host.
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin=f"http://127.0.0.1:{secure.edge_port}")
+    assert refused.value.response.status_code == 403
+
+
+async def test_dns_rebinding_origin_is_refused(secure: System):
+    """A page on evil:18000 whose name now resolves to the edge: Host and Origin agree, both the attacker's."""
+    answer = await raw_exchange(secure.edge_port, handshake_request(
+        "/ws?token=" + token("alice"), "evil:18000", "Origin: http://evil:18000\r\n"))
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+    assert answer.endswith(b"origin not allowed")
+
+
+async def test_own_host_origin_is_allowed_without_an_allow_list(system: System):
+    async with websockets.connect(system.ws_url + "/ws", origin=f"http://127.0.0.1:{system.edge_port}") as connection:
+        assert orjson.loads(await connection.recv())["type"] == "connected"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(system.ws_url + "/ws", origin="https://evil.example")
+    assert refused.value.response.status_code == 403
 
 
 async def test_task_control_needs_a_user_over_http(secure: System):
@@ -165,9 +225,42 @@ async def test_task_control_needs_a_user_over_http(secure: System):
         except urllib.error.HTTPError as exc:
             return exc.code
 
-    assert await asyncio.to_thread(post, {}) == 403
+    assert await asyncio.to_thread(post, {}) == 401  # anonymous connections are off: a token is required
     assert await asyncio.to_thread(post, {"authorization": "Bearer nonsense"}) == 401
     assert await asyncio.to_thread(post, {"authorization": f"Bearer {token('alice')}"}) == 201
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_task_reads_need_a_token_where_anonymous_connections_are_off(secure: System):
+    bearer = {"authorization": f"Bearer {token('alice')}"}
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks")
+    assert (status, orjson.loads(body)) == (401, {"detail": "authentication required: Authorization: Bearer <token>"})
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks/anything")
+    assert (status, orjson.loads(body)) == (401, {"detail": "authentication required: Authorization: Bearer <token>"})
+    forged = {"authorization": "Bearer " + token("alice", secret="not-the-secret-but-long-enough-for-hs256-0123456789")}
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks", forged)
+    assert (status, orjson.loads(body)) == (401, {"detail": "invalid token: Signature verification failed"})
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks", bearer)
+    assert status == 200 and "tasks" in orjson.loads(body)
+    status, body = await asyncio.to_thread(http_get, secure.http_url + "/api/tasks/nope", bearer)
+    assert status == 404
+
+
+async def test_metrics_and_api_docs_are_not_on_the_public_port(secure: System):
+    for path in ("/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        status, _ = await asyncio.to_thread(http_get, secure.http_url + path)
+        assert status == 404, path
+    status, body = await asyncio.to_thread(http_get, secure.edge_metrics_url)
+    assert status == 200 and b"\nws_edge_connections " in body
 
 
 async def test_grpc_without_credentials_is_unauthenticated(secure: System):
@@ -197,6 +290,121 @@ async def test_tokens_are_never_logged(secure: System):
     log = secure.edge.log_path.read_text()
     assert "token=[redacted]" in log
     assert secret_token not in log and secret_token.split(".")[2] not in log
+
+
+async def test_percent_encoded_token_parameter_is_never_logged(secure: System):
+    """`?%74oken=` is `token` to the edge (it decodes parameter names): it authenticates, so it must be
+    redacted too."""
+    secret_token = token("encoded-user")
+    async with websockets.connect(secure.ws_url + "/ws?client_id=enc-1&%74oken=" + secret_token) as connection:
+        welcome = orjson.loads(await asyncio.wait_for(connection.recv(), timeout(5)))
+    assert welcome["data"]["user"] == "encoded-user"
+    log_path = secure.edge.log_path
+    deadline = time.monotonic() + timeout(10)
+    while "client_id=enc-1&%74oken=[redacted]" not in log_path.read_text() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    log = log_path.read_text()
+    assert "client_id=enc-1&%74oken=[redacted]" in log
+    assert secret_token not in log and secret_token.split(".")[1] not in log and secret_token.split(".")[2] not in log
+
+
+# --- before the handshake (issue 16, item 3) -----------------------------------------------------------
+
+
+async def test_a_request_not_finished_in_time_is_answered_408_and_closed(secure: System):
+    """EDGE_HANDSHAKE_TIMEOUT (2 s here): uvicorn alone keeps a half-sent request forever."""
+    for partial in (b"GET /ws?token=x HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\n", b""):
+        started = time.monotonic()
+        answer = await raw_exchange(secure.edge_port, partial)
+        assert http_answer(answer) == (408, b"request not complete in 2 s")
+        assert time.monotonic() - started >= 1.9
+    # A kept-alive connection: its next request gets the same deadline.
+    started = time.monotonic()
+    answer = await raw_exchange(secure.edge_port, b"GET /readyz HTTP/1.1\r\nHost: edge\r\n\r\nGET /readyz HTTP/1.1\r\n")
+    first, _, rest = answer.partition(b'{"ready":true}')
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert http_answer(rest) == (408, b"request not complete in 2 s")
+    assert time.monotonic() - started >= 1.9
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "guarded", edge_env={
+        "EDGE_HANDSHAKE_TIMEOUT": "60",  # the held sockets below stay held for the whole test
+        "EDGE_MAX_PENDING_PER_IP": "5",
+        "EDGE_MAX_PENDING_CONNECTIONS": "10",
+        # The WebSocket layer's own line limit, below ours (8000): what it refuses still gets an answer.
+        "WEBSOCKETS_MAX_LINE_LENGTH": "2000",
+    })
+    yield system
+    system.stop()
+
+
+async def pending_handshakes(system: System) -> int | None:
+    """/healthz's count of connections before their first request; None while the edge's total is full
+    (then /healthz, too, is refused: 503)."""
+    status, body = await asyncio.to_thread(http_get, system.http_url + "/healthz")
+    assert status in (200, 503), status
+    return orjson.loads(body)["pending_handshakes"] if status == 200 else None
+
+
+async def hold_silent(port: int, source: str, count: int) -> list[asyncio.StreamWriter]:
+    held = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        held.append(writer)
+    return held
+
+
+async def wait_pending(system: System, expected: int) -> None:
+    deadline = time.monotonic() + timeout(10)
+    while (now := await pending_handshakes(system)) != expected:
+        assert time.monotonic() < deadline, f"{now} pending handshakes, expected {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def test_pending_connections_are_bounded_per_address_and_in_total(guarded: System):
+    port = guarded.edge_port
+    held = await hold_silent(port, "127.0.0.2", 5)
+    try:
+        await wait_pending(guarded, 5)  # /healthz (from 127.0.0.1) answers while 127.0.0.2 holds its maximum
+        answer = await raw_exchange(port, b"", source="127.0.0.2")  # a 6th: answered and closed at once
+        assert http_answer(answer) == (429, b"too many connections from this address are still in their handshake")
+        assert await pending_handshakes(guarded) == 5
+        # A real client from another address still gets through.
+        async with websockets.connect(guarded.ws_url + "/ws") as connection:
+            assert orjson.loads(await connection.recv())["type"] == "connected"
+        held += await hold_silent(port, "127.0.0.3", 4)
+        await wait_pending(guarded, 9)
+        # The 10th fills the edge's total (/healthz, too, would now be refused): the edge takes
+        # connections in the order they were made, so the next one, from a fourth address, is over it.
+        held += await hold_silent(port, "127.0.0.3", 1)
+        answer = await raw_exchange(port, b"", source="127.0.0.4")  # over the edge's total
+        assert http_answer(answer) == (503, b"too many connections are still in their handshake")
+    finally:
+        for writer in held:
+            writer.close()
+    await wait_pending(guarded, 0)  # closed sockets give their slots back
+
+
+async def test_an_oversized_request_head_is_answered_and_closed(guarded: System):
+    port = guarded.edge_port
+    long_url = "/ws?topics=" + "a" * 9000
+    assert http_answer(await raw_exchange(port, handshake_request(long_url, "edge"))) == (
+        414, b"URL over 8000 bytes")
+    assert http_answer(await raw_exchange(port, f"GET /healthz?{'a' * 9000} HTTP/1.1\r\nHost: e\r\n\r\n".encode())) == (
+        414, b"URL over 8000 bytes")
+    assert http_answer(await raw_exchange(port, handshake_request("/ws", "edge", f"X-Big: {'b' * 8100}\r\n"))) == (
+        431, b"header line over 8000 bytes")
+    many = "".join(f"X-{n}: v\r\n" for n in range(101))
+    assert http_answer(await raw_exchange(port, handshake_request("/ws", "edge", many))) == (
+        431, b"more than 100 headers")
+    # Within our bounds but over the WebSocket layer's (WEBSOCKETS_MAX_LINE_LENGTH=2000 here): its own
+    # answer is written and the socket closed (uvicorn alone writes nothing and keeps the socket).
+    status, body = http_answer(await raw_exchange(port, handshake_request("/ws?topics=" + "a" * 3000, "edge")))
+    assert (status, body) == (
+        414, b"Failed to open a WebSocket connection: read 3026 bytes, expected no more than 2000 bytes.\n")
+    assert await pending_handshakes(guarded) == 0
 
 
 @pytest.fixture
@@ -251,6 +459,18 @@ async def test_the_system_under_test_refuses_forged_and_expired_tokens_and_forei
         assert accepted["type"] == "ack"
     finally:
         await alice.close()
+
+
+@pytest.mark.portable
+async def test_the_system_under_test_keeps_metrics_docs_and_task_reads_off_the_public_port(system: System):
+    for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+        status, _ = await asyncio.to_thread(http_get, system.http_url + path)
+        assert status == 404, path
+    status, _ = await asyncio.to_thread(http_get, system.http_url + "/api/tasks")
+    assert status == (200 if system.anonymous_allowed else 401)
+    status, _ = await asyncio.to_thread(http_get, system.http_url + "/api/tasks",
+                                        {"authorization": f"Bearer {token('alice')}"})
+    assert status == 200
 
 
 @pytest.mark.portable

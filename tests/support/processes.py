@@ -146,12 +146,14 @@ class System:
     def __post_init__(self) -> None:
         self.push_port, self.task_port, self.edge_port = free_port(), free_port(), free_port()
         self.task_metrics_port, self.push_metrics_port = free_port(), free_port()
+        self.edge_metrics_port = free_port()
         self.push_address = f"127.0.0.1:{self.push_port}"
         self.task_address = f"127.0.0.1:{self.task_port}"
         self.http_url = f"http://127.0.0.1:{self.edge_port}"
         self.ws_url = f"ws://127.0.0.1:{self.edge_port}"
         self.push_metrics_urls = [f"http://127.0.0.1:{self.push_metrics_port}/metrics"]
         self.task_metrics_url = f"http://127.0.0.1:{self.task_metrics_port}/metrics"
+        self.edge_metrics_url = f"http://127.0.0.1:{self.edge_metrics_port}/metrics"
         self.grpc_token: str | None = None
         self.anonymous_allowed = True
         self.redis_url: str | None = None
@@ -170,6 +172,7 @@ class System:
             "ws_edge", "ws_edge",
             {
                 "EDGE_PORT": str(self.edge_port),
+                "EDGE_METRICS_PORT": str(self.edge_metrics_port),
                 "EDGE_PUSH_ADDRESS": self.push_address,
                 "EDGE_TASK_ADDRESS": self.task_address,
                 "EDGE_PUSH_RECONNECT_MAX": "0.5",

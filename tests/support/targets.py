@@ -3,6 +3,7 @@ running deployment named by environment variables (a compose stack, or the compo
 as local processes by tests/deploy):
 
     PUSHTEST_EDGE_URL           http://host:8000            one edge (ws:// is derived)
+    PUSHTEST_EDGE_METRICS_URL   http://host:9104/metrics    that edge's /metrics (EDGE_METRICS_PORT)
     PUSHTEST_PUSH_ADDRESS       host:50051                  one push replica, for publishing
     PUSHTEST_TASK_ADDRESS       host:50052
     PUSHTEST_PUSH_METRICS_URLS  http://host:9101/metrics,…  every push replica's /metrics
@@ -39,6 +40,7 @@ def external_targets() -> ExternalSystem | None:
         ws_url="ws" + http_url.removeprefix("http"),
         push_address=env["PUSHTEST_PUSH_ADDRESS"],
         task_address=env["PUSHTEST_TASK_ADDRESS"],
+        edge_metrics_url=env.get("PUSHTEST_EDGE_METRICS_URL", ""),
         push_metrics_urls=[u for u in env.get("PUSHTEST_PUSH_METRICS_URLS", "").split(",") if u],
         task_metrics_url=env.get("PUSHTEST_TASK_METRICS_URL", ""),
         redis_url=env.get("PUSHTEST_REDIS_URL") or None,
@@ -55,6 +57,7 @@ class ExternalSystem:
     ws_url: str
     push_address: str
     task_address: str
+    edge_metrics_url: str = ""
     push_metrics_urls: list[str] = field(default_factory=list)
     task_metrics_url: str = ""
     redis_url: str | None = None

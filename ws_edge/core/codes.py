@@ -36,5 +36,21 @@ class CloseCode(IntEnum):
     INVALID_CLIENT_ID = 4400  # `client_id` query parameter unusable: fix it, do not retry as is
 
 
+# A close frame's payload is a control frame's: at most 125 bytes, 2 of them the code (RFC 6455 5.5).
+MAX_CLOSE_REASON_BYTES = 123
+_ELLIPSIS = "\u2026"
+
+
+def fit_close_reason(reason: str) -> str:
+    """`reason` as a close frame can carry it: whole when it fits in 123 bytes of UTF-8, else cut at a
+    character boundary and ended with "…" (3 bytes) within the 123. Reasons may quote what a client
+    sent (a token's `alg`), so their length is the client's choice."""
+    encoded = reason.encode()
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    room = MAX_CLOSE_REASON_BYTES - len(_ELLIPSIS.encode())
+    return encoded[:room].decode(errors="ignore") + _ELLIPSIS
+
+
 # Close codes after which a client must not reconnect by itself.
 TERMINAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.INVALID_CLIENT_ID})

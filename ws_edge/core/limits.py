@@ -59,11 +59,42 @@ class AttemptLimiter:
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
-    """The handshake's Origin check (cross-site WebSocket hijacking): no Origin (not a browser),
-    the page's own origin (same host), or one of `allowed` ("*" allows any)."""
+    """The handshake's Origin check (cross-site WebSocket hijacking). No Origin: not a browser, allowed.
+    With an allow-list (`allowed`; "*" allows any), only the list counts: the request's own `Host` is
+    chosen by whoever sends it, so a DNS-rebinding page (`Host: evil:8000`, `Origin: http://evil:8000`)
+    would pass a same-host comparison. Without a list, the page's own origin (same host) is allowed."""
     if origin is None:
         return True
-    if "*" in allowed or origin in allowed:
-        return True
+    if allowed:
+        return "*" in allowed or origin in allowed
     parts = urlsplit(origin)
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
+
+
+class PendingConnections:
+    """Connections that have not finished their first request (a WebSocket handshake or an HTTP
+    request), per address and in total. Each holds a descriptor while it says nothing: these bounds,
+    with the edge's handshake timeout, keep silent sockets from locking real clients out."""
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address = per_address
+        self.limit = total
+        self._by_address = ConnectionCounter()
+        self.total = 0
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection from `address`, or say why not: "address" (over its own bound) or
+        "total" (over the edge's)."""
+        if self.total >= self.limit:
+            return "total"
+        if not self._by_address.acquire(address, self.per_address):
+            return "address"
+        self.total += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self._by_address.release(address)
+        self.total -= 1
+
+    def __getitem__(self, address: str) -> int:
+        return self._by_address[address]

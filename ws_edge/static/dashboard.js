@@ -97,7 +97,9 @@ client.on("notification", (data, message) => {
 client.on("$recovery_failed", async ({ topic }) => {
   if (!topic.startsWith("task:")) return;
   try {
-    const response = await fetch("/api/tasks");
+    // The task API wants the same token as the WebSocket where anonymous connections are off.
+    const token = await getToken();
+    const response = await fetch("/api/tasks", token ? { headers: { authorization: `Bearer ${token}` } } : {});
     if (response.ok) for (const task of (await response.json()).tasks) upsert(task.task_id, task);
   } catch (err) {
     showError(err);
