@@ -12,7 +12,7 @@ from typing import Any
 
 import jwt
 import prometheus_client
-from fastapi import Body, FastAPI, Header, HTTPException, Query, WebSocket
+from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -22,7 +22,6 @@ from common.logs import connection_id
 from . import metrics
 from .config import EdgeSettings
 from .connection import Connection
-from .core.auth import ANONYMOUS, AuthError, Principal
 from .core.codes import CloseCode
 from .core.frames import ProtocolError, split_topics_param
 from .core.limits import PendingConnections, origin_allowed
@@ -31,8 +30,8 @@ from .edge import Edge
 from .handlers import HandlerRegistry
 from .logs import redact_tokens
 from .session_driver import SessionDriver
-from .task_gateway import TaskGatewayError
-from .wire import bound_close_reasons, capture_protocol, tag_frame_logs, writer_for
+from .task_api import tasks_router
+from .wire import bound_close_reasons
 
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
@@ -54,7 +53,7 @@ class EdgeApp:
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "websocket" and scope["path"] in WEBSOCKET_PATHS:
-            capture_protocol(scope, send)
+            self._edge.frames.capture(scope, send)
             websocket = WebSocket(scope, receive, bound_close_reasons(send))
             params = websocket.query_params
             topics = params.get("topics")
@@ -71,6 +70,24 @@ class EdgeApp:
 def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry | None = None) -> EdgeApp:
     settings = settings or EdgeSettings()
     edge = Edge(settings, handlers)
+    # API documentation only where enabled (EDGE_API_DOCS): it maps every route for whoever asks.
+    docs = settings.api_docs
+    app = FastAPI(title="ws_edge", lifespan=_lifespan(edge), openapi_url="/openapi.json" if docs else None,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
+    app.state.edge = edge
+    # Connections before their first request: counted by the HTTP protocol (http_guard.py, __main__.py).
+    app.state.pending = PendingConnections(settings.max_pending_per_ip, settings.pending_limit)
+    app.include_router(health_router)
+    app.include_router(tasks_router)
+    if settings.dev_tokens:
+        app.include_router(dev_router)
+    app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return EdgeApp(app, edge, split_topics_param(settings.task_endpoint_topics))
+
+
+def _lifespan(edge: Edge):  # type: ignore[no-untyped-def]
+    settings = edge.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -94,100 +111,45 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
             metrics_server.shutdown()
             metrics_server.server_close()
 
-    # API documentation only where enabled (EDGE_API_DOCS): it maps every route for whoever asks.
-    docs = settings.api_docs
-    app = FastAPI(title="ws_edge", lifespan=lifespan, openapi_url="/openapi.json" if docs else None,
-                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None)
-    app.state.edge = edge
-    # Connections before their first request: counted by the HTTP protocol (http_guard.py, __main__.py).
-    pending = app.state.pending = PendingConnections(settings.max_pending_per_ip, settings.pending_limit)
-    task_topics = split_topics_param(settings.task_endpoint_topics)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "connections": len(edge.connections),
-            "fast_path_connections": sum(1 for d in edge.connections.values() if d.connection.fast_path),
-            "coalesced_messages": edge.stats["coalesced"] + sum(d.connection.coalesced
-                                                                for d in edge.connections.values()),
-            "slow_consumer_disconnects": edge.stats["slow_consumers"],
-            "push_connected": edge.push.connected.is_set(),
-            "pending_handshakes": pending.total,
-        }
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        ready = edge.push.connected.is_set() and not edge.draining
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    def api_principal(authorization: str | None) -> Principal:
-        """The caller of the task API: `Authorization: Bearer <token>`, checked like a WebSocket's, and
-        required like one where anonymous connections are off (the task list names every task and
-        its parameters)."""
-        if authorization is None:
-            if not settings.allow_anonymous:
-                raise HTTPException(401, "authentication required: Authorization: Bearer <token>",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            return ANONYMOUS
-        if edge.verifier is None or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "unusable Authorization header", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            return edge.verifier.verify(authorization.removeprefix("Bearer "), time.time())
-        except AuthError as exc:
-            raise HTTPException(401, exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
-
-    def task_principal(authorization: str | None) -> Principal:
-        """The caller of a task API call that starts or cancels: authenticated, then allowed."""
-        principal = api_principal(authorization)
-        if not edge.may_control_tasks(principal):
-            raise HTTPException(403, "not allowed to start or cancel tasks")
-        return principal
-
-    @app.get("/api/tasks")
-    async def list_tasks(authorization: str | None = Header(None)) -> dict[str, Any]:
-        api_principal(authorization)
-        return {"tasks": await _tasks_call(edge.tasks.list())}
-
-    @app.post("/api/tasks", status_code=201)
-    async def start_task(
-        body: dict[str, Any] = Body(default_factory=dict),  # noqa: B008
-        authorization: str | None = Header(None),
-    ) -> dict[str, Any]:
-        principal = task_principal(authorization)
-        return {"task": await _tasks_call(edge.tasks.start(body, principal))}
-
-    @app.get("/api/tasks/{task_id}")
-    async def get_task(task_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
-        api_principal(authorization)
-        return {"task": await _tasks_call(edge.tasks.get(task_id))}
-
-    @app.post("/api/tasks/{task_id}/cancel")
-    async def cancel_task(task_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
-        principal = task_principal(authorization)
-        return {"task": await _tasks_call(edge.tasks.cancel(task_id, principal))}
-
-    if settings.dev_tokens:
-        @app.get("/dev/token")
-        async def dev_token(sub: str = Query(..., min_length=1, max_length=100)) -> dict[str, str]:
-            """For the local demo only (EDGE_DEV_TOKENS): a 1-hour HS256 token for any user."""
-            assert settings.jwt_hs256_secret is not None
-            claims = {"sub": sub, "exp": int(time.time()) + 3600}
-            return {"token": jwt.encode(claims, settings.jwt_hs256_secret.get_secret_value(), algorithm="HS256")}
-
-    @app.get("/")
-    async def dashboard() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return EdgeApp(app, edge, task_topics)
+    return lifespan
 
 
-async def _tasks_call(coro):  # type: ignore[no-untyped-def]
-    try:
-        return await coro
-    except TaskGatewayError as exc:
-        raise HTTPException(exc.http_status, exc.message) from None
+health_router = APIRouter()
+
+
+@health_router.get("/healthz")
+async def healthz(request: Request) -> dict[str, Any]:
+    edge: Edge = request.app.state.edge
+    connections = [d.connection for d in edge.connections.values()]
+    return {
+        "status": "ok",
+        "connections": len(connections),
+        "fast_path_connections": sum(1 for c in connections if c.fast_path),
+        "coalesced_messages": edge.stats["coalesced"] + sum(c.coalesced for c in connections),
+        "slow_consumer_disconnects": edge.stats["slow_consumers"],
+        "push_connected": edge.push.connected.is_set(),
+        "frame_writer": edge.frames.name,
+        "pending_handshakes": request.app.state.pending.total,
+    }
+
+
+@health_router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    edge: Edge = request.app.state.edge
+    ready = edge.push.connected.is_set() and not edge.draining
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+dev_router = APIRouter()
+
+
+@dev_router.get("/dev/token")
+async def dev_token(request: Request, sub: str = Query(..., min_length=1, max_length=100)) -> dict[str, str]:
+    """For the local demo only (EDGE_DEV_TOKENS): a 1-hour HS256 token for any user."""
+    secret = request.app.state.edge.settings.jwt_hs256_secret
+    assert secret is not None
+    claims = {"sub": sub, "exp": int(time.time()) + 3600}
+    return {"token": jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")}
 
 
 async def serve_socket(
@@ -209,10 +171,11 @@ async def serve_socket(
     except ProtocolError as exc:
         await websocket.close(CloseCode.INVALID_CLIENT_ID, exc.message)  # a URL to fix, not to retry
         return
+    frames, scope = edge.frames, websocket.scope
     connection = Connection(websocket, client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
-                            write=writer_for(websocket.scope), address=address)
+                            write=frames.writer_for(scope), address=address, abort=frames.aborter_for(scope))
     connection_id.set(connection.tag)  # in every line logged while serving it (and in tasks started here)
-    tag_frame_logs(websocket.scope, connection.tag)
+    frames.tag_frame_logs(scope, connection.tag)
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time())
     await SessionDriver(edge, session, connection).serve(websocket.receive, token, topics, positions)
     log.debug("#%d = closed", connection.id)

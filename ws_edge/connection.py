@@ -21,7 +21,6 @@ from .core.frames import websocket_text_frame
 from .core.sendqueue import SendQueue
 from .core.sequencer import DeliveryLike
 from .metrics import DROPPED
-from .wire import aborter_for
 
 log = logging.getLogger("ws_edge.connection")
 CLOSE_TIMEOUT = 30.0
@@ -29,7 +28,7 @@ _ids = count(1)
 
 
 class Connection:
-    __slots__ = ("id", "client_id", "websocket", "principal", "address", "_write",
+    __slots__ = ("id", "client_id", "websocket", "principal", "address", "_write", "_abort",
                  "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
@@ -39,6 +38,7 @@ class Connection:
         queue: SendQueue,
         write: Callable[[bytes], bool] | None = None,
         address: str = "",
+        abort: Callable[[], None] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
@@ -46,6 +46,7 @@ class Connection:
         self.principal: Principal = ANONYMOUS  # who, once admitted: from the verified token, never the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
+        self._abort = abort  # drops the socket at once (the fast path's transport), when there is one
         # `_write` while frames may go straight to the socket (open, nothing queued, not closing),
         # else None: fan-out calls it for each of a thousand sockets without the checks of `send`.
         self.direct: Callable[[bytes], bool] | None = None
@@ -159,9 +160,8 @@ class Connection:
         except TimeoutError:
             log.info("#%d = close not taken in %.0fs, dropping the socket", self.id, CLOSE_TIMEOUT,
                      extra={"conn": self.tag})
-            abort = aborter_for(self.websocket.scope)
-            if abort is not None:
-                abort()
+            if self._abort is not None:
+                self._abort()
         except Exception as exc:
             log.debug("#%d close failed: %r", self.id, exc, extra={"conn": self.tag})
 

@@ -33,6 +33,7 @@ from .delivery import DeliveryPump
 from .handlers import HandlerContext, HandlerRegistry, default_handlers
 from .push_link import CHANNEL_OPTIONS, PushLink
 from .task_gateway import TaskGateway
+from .wire import choose_frame_writer
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -71,6 +72,8 @@ class Edge:
             max_topics=settings.max_topics_per_connection, rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst, client_timeout=settings.client_timeout,
             auth_timeout=settings.auth_timeout)
+        self.frames = choose_frame_writer()  # how frames reach sockets: uvicorn's fast path, or ASGI
+        metrics.FRAME_WRITER.labels(self.frames.name).set(1)
         metrics.EDGES.edges.add(self)
 
     def _channel(self, address: str) -> grpc.aio.Channel:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from weakref import WeakSet
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -22,6 +22,8 @@ LATENCY = Histogram(
     "From the push service accepting a message to the edge writing it to its subscribers' sockets",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+FRAME_WRITER = Gauge("ws_edge_frame_writer", "1 for how frames reach sockets: uvicorn-fast-path, or asgi (slower)",
+                     ["writer"])
 CLIENT_FRAMES = Counter("ws_edge_client_frames", "Frames received from clients")
 ERROR_FRAMES = Counter("ws_edge_error_frames", "Error frames sent to clients, by code", ["code"])
 OPENED = Counter("ws_edge_connections_opened", "WebSocket connections accepted and authenticated")

@@ -1,11 +1,13 @@
-"""The fast path of fan-out: the same WebSocket frame bytes written to every receiving socket.
+"""How frames reach a socket: a port with two implementations, chosen once at start-up.
 
-A server's frames are unmasked, so a text frame that many clients receive is identical on every
-socket: it is built once (`core.frames.websocket_text_frame`) and written with one `transport.write`
-per client, skipping the per-client frame encoding of the ASGI stack. This reaches into uvicorn's
-sans-I/O WebSocket protocol (pinned in requirements.txt; `/healthz` counts the connections on the fast
-path and a test checks it). Where the protocol is another one, or its transport is paused (a slow
-reader), the connection falls back to the ordinary ASGI send and its own backlog.
+`FastPath`: the same WebSocket frame bytes written to every receiving socket. A server's frames are
+unmasked, so a text frame that many clients receive is identical on every socket: it is built once
+(`core.frames.websocket_text_frame`) and written with one `transport.write` per client, skipping the
+per-client frame encoding of the ASGI stack. This reaches into uvicorn's sans-I/O WebSocket protocol
+(pinned in requirements.txt). `Asgi`: the ordinary ASGI send, for any other server, or a uvicorn whose
+internals moved; the edge then says so loudly (a WARNING at start, `/healthz`'s `frame_writer`, the
+`ws_edge_frame_writer` metric). On the fast path too, a socket whose transport is paused (a slow
+reader) falls back to the ASGI send and its connection's own backlog.
 """
 
 from __future__ import annotations
@@ -14,18 +16,95 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
 from .core.codes import fit_close_reason
 
+log = logging.getLogger("ws_edge.wire")
 SCOPE_KEY = "ws_edge.protocol"
+Scope = MutableMapping[str, Any]
+Write = Callable[[bytes], bool]
+# What the fast path uses of uvicorn's protocol object (set in its __init__).
+FAST_PATH_ATTRIBUTES = ("writable", "transport", "close_sent", "disconnected", "conn")
 
-def capture_protocol(scope: MutableMapping[str, Any], send: Callable[..., Awaitable[Any]]) -> None:
-    """Remember in the scope which uvicorn protocol object serves this WebSocket (its `send` is a
-    bound method of it)."""
-    protocol = getattr(send, "__self__", None)
-    if isinstance(protocol, WebSocketsSansIOProtocol):
-        scope[SCOPE_KEY] = protocol
+
+class Asgi:
+    """Frames go through the ASGI send of each connection (its writer task drains the backlog)."""
+
+    name = "asgi"
+
+    def capture(self, scope: Scope, send: Callable[..., Awaitable[Any]]) -> None:
+        pass
+
+    def writer_for(self, scope: Scope) -> Write | None:
+        return None
+
+    def aborter_for(self, scope: Scope) -> Callable[[], None] | None:
+        return None
+
+    def tag_frame_logs(self, scope: Scope, tag: str) -> None:
+        pass
+
+
+class FastPath(Asgi):
+    name = "uvicorn-fast-path"
+
+    def __init__(self, protocol_class: type) -> None:
+        self._protocol_class = protocol_class
+
+    def capture(self, scope: Scope, send: Callable[..., Awaitable[Any]]) -> None:
+        """Remember which uvicorn protocol object serves this WebSocket (its `send` is a bound
+        method of it); a socket served by anything else uses the ASGI send."""
+        protocol = getattr(send, "__self__", None)
+        if isinstance(protocol, self._protocol_class):
+            scope[SCOPE_KEY] = protocol
+
+    def writer_for(self, scope: Scope) -> Write | None:
+        """`write(frame_bytes) -> bool` for this socket: False when it cannot be written at once."""
+        protocol = scope.get(SCOPE_KEY)
+        if protocol is None:
+            return None
+        writable = protocol.writable
+        transport = protocol.transport
+
+        def write(frame: bytes) -> bool:
+            if not writable.is_set() or protocol.close_sent or protocol.disconnected or transport.is_closing():
+                return False
+            transport.write(frame)
+            return True
+
+        return write
+
+    def aborter_for(self, scope: Scope) -> Callable[[], None] | None:
+        """`abort()`: drop this socket at once, for a client that does not read even its close frame."""
+        protocol = scope.get(SCOPE_KEY)
+        return protocol.transport.abort if protocol is not None else None
+
+    def tag_frame_logs(self, scope: Scope, tag: str) -> None:
+        """At DEBUG, the WebSocket layer logs every frame from the protocol's callbacks, outside the
+        connection's task: give its logger the connection id (`conn`). Nothing is kept otherwise."""
+        protocol = scope.get(SCOPE_KEY)
+        if protocol is not None and protocol.conn.debug:
+            protocol.conn.logger = logging.LoggerAdapter(protocol.conn.logger, {"conn": tag})
+
+
+def fast_path_protocol() -> tuple[type | None, str]:
+    """uvicorn's sans-I/O WebSocket protocol class if it still has what the fast path uses, else
+    (None, why not)."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError as exc:
+        return None, f"uvicorn's websockets-sansio protocol cannot be imported ({exc})"
+    assigned = set(WebSocketsSansIOProtocol.__init__.__code__.co_names)
+    if missing := [name for name in FAST_PATH_ATTRIBUTES if name not in assigned]:
+        return None, f"uvicorn's websockets-sansio protocol no longer sets {', '.join(missing)}"
+    return WebSocketsSansIOProtocol, ""
+
+
+def choose_frame_writer(protocol: tuple[type | None, str] | None = None) -> Asgi:
+    protocol_class, why = protocol if protocol is not None else fast_path_protocol()
+    if protocol_class is None:
+        log.warning("fan-out without the fast path (every frame through the ASGI send, slower): %s", why)
+        return Asgi()
+    return FastPath(protocol_class)
 
 
 def bound_close_reasons(send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -40,34 +119,3 @@ def bound_close_reasons(send: Callable[..., Awaitable[Any]]) -> Callable[..., Aw
         return await send(message)
 
     return send_bounded
-
-
-def writer_for(scope: MutableMapping[str, Any]) -> Callable[[bytes], bool] | None:
-    """`write(frame_bytes) -> bool` for this socket: False when it cannot be written at once."""
-    protocol: WebSocketsSansIOProtocol | None = scope.get(SCOPE_KEY)
-    if protocol is None:
-        return None
-    writable = protocol.writable
-    transport = protocol.transport
-
-    def write(frame: bytes) -> bool:
-        if not writable.is_set() or protocol.close_sent or protocol.disconnected or transport.is_closing():
-            return False
-        transport.write(frame)
-        return True
-
-    return write
-
-
-def tag_frame_logs(scope: MutableMapping[str, Any], tag: str) -> None:
-    """At DEBUG, the WebSocket layer logs every frame from the protocol's callbacks, outside the
-    connection's task: give its logger the connection id (`conn`). Nothing is kept otherwise."""
-    protocol: WebSocketsSansIOProtocol | None = scope.get(SCOPE_KEY)
-    if protocol is not None and protocol.conn.debug:
-        protocol.conn.logger = logging.LoggerAdapter(protocol.conn.logger, {"conn": tag})
-
-
-def aborter_for(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:
-    """`abort()`: drop this socket at once, for a client that does not read even its close frame."""
-    protocol: WebSocketsSansIOProtocol | None = scope.get(SCOPE_KEY)
-    return protocol.transport.abort if protocol is not None else None

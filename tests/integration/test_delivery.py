@@ -262,6 +262,7 @@ async def test_connections_use_the_shared_frame_fast_path(system: System, ws):
     health = json.loads(await asyncio.to_thread(read_url, system.http_url + "/healthz"))
     assert health["connections"] >= len(clients)
     assert health["fast_path_connections"] == health["connections"]
+    assert health["frame_writer"] == "uvicorn-fast-path"
 
 
 def edge_connections(system: System) -> int:

@@ -9,7 +9,16 @@ DOCS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
 def paths(settings: EdgeSettings) -> set[str]:
-    return {route.path for route in create_app(settings).api.routes}  # type: ignore[attr-defined]
+    return set(route_paths(create_app(settings).api.routes))
+
+
+def route_paths(routes):  # type: ignore[no-untyped-def]
+    """Every path served, routers included by `include_router` too."""
+    for route in routes:
+        if hasattr(route, "original_router"):
+            yield from route_paths(route.original_router.routes)
+        else:
+            yield route.path
 
 
 def test_api_docs_only_when_enabled_and_metrics_never_on_the_public_port():

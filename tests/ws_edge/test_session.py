@@ -354,3 +354,25 @@ def test_frames_before_open_or_after_close_are_ignored():
     session.receive(b'{"type":"ping"}', now=1.0, wall=1.0)
     session.admitted()
     assert session.effects() == []
+
+
+def test_a_subscribe_after_a_url_recovery_is_answered_with_it_not_recovered_twice():
+    """The browser client gives its positions in the URL and again in its first subscribe: the
+    second must not send the missed messages again."""
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["t"], {"t": Position(1, "e")}, wall=0.0)
+    session.effects()
+    session.admitted()
+    add = session.effects()[1]
+    session.interest_applied(add.ticket)
+    session.history_read(session.effects()[0].ticket, "t", History(True, 2, "e", "", [D(2)]))
+    sent = frames(session.effects())
+    report = {"recovered": True, "offset": 2, "epoch": "e"}
+    assert sent[0]["data"]["recovery"] == {"t": report}
+    effects = subscribe(session, ["t", "u"], {"t": {"offset": 1, "epoch": "e"}})
+    assert kinds(effects) == ["AddInterest"]  # only `u`; no guard and no history read for `t`
+    session.interest_applied(effects[0].ticket)
+    assert frames(session.effects()) == [{"type": "ack", "id": "s1", "timestamp": 7, "data": {
+        "type": "subscribe", "topics": ["t", "u"], "recovery": {"t": report}}}]
+    # Asked again later, it is a recovery like any other.
+    assert kinds(subscribe(session, ["t"], {"t": {"offset": 1, "epoch": "e"}}, id_="s2")) == ["ReadHistory"]  # still guarded (floor)

@@ -162,6 +162,7 @@ class _Subscribe:
     reads: dict[str, HistoryAnswer] = field(default_factory=dict)
     retained: list[bytes] = field(default_factory=list)
     url: bool = False  # the URL's topics (answered with `connected`, not an `ack`)
+    reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # recovered already, with the URL
     rejected: ProtocolError | None = None
 
 
@@ -184,6 +185,7 @@ class Session:
         self._pending: tuple[int, _Subscribe | ClientMessage] | None = None  # the frame being handled
         self._url_topics: list[str] = []
         self._url_since: dict[str, Position] = {}
+        self._url_recovered: dict[str, dict[str, Any]] = {}  # the URL's recoveries, until a subscribe asks
 
     # --- what the driver asks ---------------------------------------------------------------------
 
@@ -316,7 +318,12 @@ class Session:
         elif type_ == "subscribe":
             topics = self._check_topics(topics_field(message), message.id)
             since = positions_field(message, topics)
-            self._start_subscribe(_Subscribe(message.id, topics, since))
+            # A topic the URL already recovered (the browser client gives its positions both ways):
+            # answered with that recovery, not recovered twice.
+            reported = {t: self._url_recovered.pop(t) for t in list(since)
+                        if t in self._url_recovered and t in self.topics}
+            since = {t: p for t, p in since.items() if t not in reported}
+            self._start_subscribe(_Subscribe(message.id, topics, since, reported=reported))
         elif type_ == "unsubscribe":
             self._unsubscribe(message)
         elif self.rules.handles(type_):
@@ -397,12 +404,15 @@ class Session:
         self._pending = None
         if op.url:
             self.phase = Phase.OPEN
-            welcome = {"client_id": self.client_id, "topics": op.topics, "user": self.principal.user}
+            welcome: dict[str, Any] = {"client_id": self.client_id, "topics": op.topics, "user": self.principal.user}
+            if op.since:
+                self._url_recovered = {t: self._report(op.reads[t], op.since[t]) for t in op.since}
+                welcome["recovery"] = self._url_recovered
             self._send(server_frame("connected", None, self._now_ms(), welcome))
         else:
             ack: dict[str, Any] = {"type": "subscribe", "topics": op.topics}
-            if op.since:
-                ack["recovery"] = {t: self._report(op.reads[t], op.since[t]) for t in op.since}
+            if op.since or op.reported:
+                ack["recovery"] = {**op.reported, **{t: self._report(op.reads[t], op.since[t]) for t in op.since}}
             self._ack(op.message_id, ack)
         for frame in op.retained:
             self._send(frame)

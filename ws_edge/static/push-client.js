@@ -19,6 +19,8 @@
 export const TERMINAL_CLOSE_CODES = new Set([4003, 4400]); // = ws_edge/core/codes.py TERMINAL_CLOSE_CODES (tests/ws_edge/test_codes.py)
 /** The token expired: get a fresh one (config.getToken) and reconnect at once. */
 export const TOKEN_EXPIRED = 4001;
+/** Positions longer than this (as JSON) stay out of the URL (the edge refuses URLs over 8000 bytes). */
+const MAX_URL_POSITIONS = 2000;
 
 const DEFAULTS = {
   url: undefined,
@@ -171,9 +173,13 @@ export class WebSocketService {
   async _urlWithToken() {
     let token = this.config.token;
     if (this.config.getToken) token = await this.config.getToken();
-    if (!token) return this.config.url;
     const url = new URL(this.config.url, typeof location === "undefined" ? undefined : location.href);
-    url.searchParams.set("token", token);
+    if (token) url.searchParams.set("token", token);
+    // Where this client was on every topic: the URL's topics (`?topics=`, or /ws/task's) recover before
+    // any live message goes out, so a reconnect can neither repeat nor reorder them. Kept short: the
+    // `subscribe` sent on open carries the positions too.
+    const since = JSON.stringify(Object.fromEntries(this.positions));
+    if (this.positions.size && since.length <= MAX_URL_POSITIONS) url.searchParams.set("since", since);
     return url.toString();
   }
 
@@ -280,9 +286,13 @@ export class WebSocketService {
 
   _dispatch(message) {
     switch (message.type) {
-      case "connected":
+      case "connected": {
         this.clientId = message.data && message.data.client_id;
+        // The URL's recoveries; those of topics this client subscribes itself come with that ack.
+        const recovery = (message.data && message.data.recovery) || {};
+        this._recovered(Object.fromEntries(Object.entries(recovery).filter(([topic]) => !this.topics.has(topic))));
         break;
+      }
       case "pong":
         clearTimeout(this._pongTimer);
         this._pongTimer = null;
