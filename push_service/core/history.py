@@ -55,7 +55,7 @@ DEFAULT_HISTORY = (
 class PageLimits:
     """What one history read returns at most: messages, and bytes of their frames."""
 
-    max_count: int = 1000
+    max_count: int = 5000
     max_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
