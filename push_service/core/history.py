@@ -9,8 +9,9 @@ Bounds (the memory engine's; the Redis engine applies the same per topic, in its
 - per topic: the rule's count and age, and `topic_bytes` of its messages' frames;
 - in total: `total_bytes` over every topic (messages and a per-topic overhead); past it, the topic
   published to least recently loses its oldest messages first, and goes when it holds none;
-- idle topics: `sweep(now)` (called periodically by the engine) drops expired messages everywhere
-  and forgets a topic that holds none and saw nothing published for its rule's age.
+- idle topics: `sweep(now)` (called periodically by the engine) forgets a topic that saw nothing
+  published for its rule's age (so holds nothing); its cost is the number of topics it forgets, not of
+  all topics. Expired messages of the others go when they are next published to or read.
 A forgotten topic keeps no position: when it is published to again it starts a new epoch (offset 1),
 so a position from its previous life is refused ("epoch changed"), never silently misread.
 
@@ -135,6 +136,8 @@ class HistoryStore:
         self.epoch = epoch
         # Least recently published to first: what the total bound takes from first.
         self._streams: OrderedDict[str, _TopicStream] = OrderedDict()
+        # The same per rule: one age per rule, so the first of each is the first to be idle.
+        self._by_rule: dict[HistoryRule, OrderedDict[str, _TopicStream]] = {}
         self._forgotten = 0  # topics forgotten so far: a topic created after that starts a new epoch
         self.bytes = 0  # every kept message and topic, as counted against policy.total_bytes
 
@@ -152,9 +155,11 @@ class HistoryStore:
             if rule is None:
                 return publication
             stream = self._streams[topic] = _TopicStream(rule, self._new_epoch())
+            self._by_rule.setdefault(rule, OrderedDict())[topic] = stream
             self.bytes += TOPIC_OVERHEAD + len(topic)
         else:
             self._streams.move_to_end(topic)
+            self._by_rule[stream.rule].move_to_end(topic)
         stream.offset += 1
         stream.last_append = now
         positioned = publication.at(stream.offset, stream.epoch)
@@ -173,21 +178,24 @@ class HistoryStore:
                 self._forget(topic)
 
     def _forget(self, topic: str) -> None:
-        del self._streams[topic]
+        stream = self._streams.pop(topic)
+        del self._by_rule[stream.rule][topic]
         self.bytes -= TOPIC_OVERHEAD + len(topic)
         self._forgotten += 1
 
     def sweep(self, now: float) -> int:
-        """Drop expired messages everywhere and forget idle topics (nothing kept, nothing published
-        for their rule's age); returns how many topics were forgotten. O(topics): call it periodically."""
-        idle = []
-        for topic, stream in self._streams.items():
-            self.bytes -= stream.prune(now, self.policy.topic_bytes)
-            if not stream.entries and now - stream.last_append >= stream.rule.ttl:
-                idle.append(topic)
-        for topic in idle:
-            self._forget(topic)
-        return len(idle)
+        """Forget idle topics (nothing published for their rule's age, so nothing kept); returns how
+        many. Visits only those, and the first busy one per rule: call it periodically."""
+        forgotten = 0
+        for rule, streams in self._by_rule.items():
+            while streams:
+                topic, stream = next(iter(streams.items()))
+                if now - stream.last_append < rule.ttl:
+                    break
+                self.bytes -= stream.prune(now, self.policy.topic_bytes)  # every message: all are older
+                self._forget(topic)
+                forgotten += 1
+        return forgotten
 
     def read(self, topic: str, since: int | None, epoch: str, now: float, limit: int = 0,
              page: PageLimits | None = None) -> HistoryRead:
