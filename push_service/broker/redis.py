@@ -20,7 +20,8 @@
 Every key lives under one prefix (`RedisKeys`) and has a bound: streams their rule's count, bytes and
 age + PEXPIRE, the topic meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys
 (their first publication's ack only) their window. What all topics hold together is bounded by
-Redis's `maxmemory` (every key has a TTL, so a `volatile-*` eviction policy applies to all of them).
+Redis's `maxmemory` (with `noeviction`, writes past it answer UNAVAILABLE; every key has a TTL, so a
+`volatile-*` eviction policy would apply to all of them).
 """
 
 from __future__ import annotations
