@@ -28,12 +28,28 @@ class PushSettings(BaseSettings):
     max_queued_calls: int = Field(10_000, ge=1)
     # History per topic pattern: JSON [{"pattern", "size", "ttl"}], first match wins; size 0 keeps none.
     history_rules: str | None = None
-    # Seconds an idempotency key is remembered, and how many keys at most.
+    # Bytes of frames one topic's history keeps at most (both engines), and every topic's together
+    # (the memory engine, with a per-message and per-topic overhead; Redis: its maxmemory).
+    history_topic_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    history_total_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    # Seconds between sweeps of idle topics and expired keys (the memory engine).
+    history_sweep_interval: float = Field(1.0, gt=0, le=3600)
+    # One History answer: at most so many messages and bytes of frames (then `truncated`). Bounded so
+    # that an answer always fits in gRPC's 4 MiB: 2 MiB of frames and 5,000 times a Delivery's other
+    # fields (topic and conflation key up to 128 bytes each, epoch, offset, timestamp: ~310 bytes).
+    history_page_max_messages: int = Field(5000, ge=1, le=5000)
+    history_page_max_bytes: int = Field(1024 * 1024, ge=1, le=2 * 1024 * 1024)
+    # Seconds an idempotency key is remembered, and how many keys and bytes at most (memory engine).
     idempotency_window: float = Field(300.0, gt=0)
     idempotency_max_keys: int = Field(100_000, ge=1)
     # Seconds a client_id a browser chose stays bound to its user after its last use (connected
     # connections keep it in use): another user is refused it meanwhile (README: Security).
     client_id_hold: float = Field(86_400.0, ge=1)
+    idempotency_max_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    # Connections to Redis at most per replica (its subscriber's among them; keep replicas × this under
+    # Redis's maxclients), and seconds a call waits for a free one before UNAVAILABLE.
+    redis_max_connections: int = Field(32, ge=2, le=10_000)
+    redis_pool_timeout: float = Field(10.0, gt=0, le=600)
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"  # or json: one object per line
     # Security (README: Security): callers must send `authorization: Bearer <token>`; TLS / mTLS.

@@ -15,10 +15,11 @@ from common.topics import topic_error
 from .broker import Broker
 from .broker.base import BrokerUnavailable
 from .core.batching import BatchWindow
-from .core.history import HistoryRead
+from .core.history import HistoryRead, PageLimits
 from .core.publication import (
     CLIENT_CHANNEL_PREFIX,
     TOPIC_CHANNEL_PREFIX,
+    Ack,
     Publication,
     client_channel,
     topic_channel,
@@ -218,14 +219,15 @@ class Hub:
         for session in list(self._open):
             session.drain()
 
-    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
         return await self._broker.publish(publication, idempotency_key)
 
-    async def publish_many(self, items: list[tuple[Publication, str]]) -> list[Publication]:
+    async def publish_many(self, items: list[tuple[Publication, str]]) -> list[Ack]:
         return await self._broker.publish_many(items)
 
-    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
-        return await self._broker.history(topic, since, epoch, limit)
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
+                      page: PageLimits | None = None) -> HistoryRead:
+        return await self._broker.history(topic, since, epoch, limit, page)
 
     def stats(self) -> dict[str, int]:
         channels = list(self._interest.keys())

@@ -14,7 +14,7 @@ from common.grpc_server import add_health_and_reflection, mark_serving
 
 from .broker import broker_from_url
 from .config import PushSettings
-from .core.history import HistoryPolicy
+from .core.history import HistoryPolicy, PageLimits
 from .hub import Hub
 from .metrics import HUBS
 from .servicer import PushServicer
@@ -37,13 +37,19 @@ class RunningPushServer:
 
 
 async def start_push_server(settings: PushSettings) -> RunningPushServer:
+    bounds = {"topic_bytes": settings.history_topic_bytes, "total_bytes": settings.history_total_bytes}
     hub = Hub(
         broker_from_url(
             settings.broker_url,
-            HistoryPolicy.from_json(settings.history_rules) if settings.history_rules else HistoryPolicy(),
+            HistoryPolicy.from_json(settings.history_rules, **bounds) if settings.history_rules
+            else HistoryPolicy(**bounds),
             prefix=settings.redis_prefix,
             idempotency_window=settings.idempotency_window,
             idempotency_max_keys=settings.idempotency_max_keys,
+            idempotency_max_bytes=settings.idempotency_max_bytes,
+            sweep_interval=settings.history_sweep_interval,
+            redis_max_connections=settings.redis_max_connections,
+            redis_pool_timeout=settings.redis_pool_timeout,
         ),
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,
@@ -63,7 +69,9 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         ],
         interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
     )
-    pb_grpc.add_PushServiceServicer_to_server(PushServicer(hub, max_data_bytes=settings.max_data_bytes), server)
+    page = PageLimits(settings.history_page_max_messages, settings.history_page_max_bytes)
+    pb_grpc.add_PushServiceServicer_to_server(
+        PushServicer(hub, max_data_bytes=settings.max_data_bytes, history_page=page), server)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
     port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
                        key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)

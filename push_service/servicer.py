@@ -18,7 +18,8 @@ from common.topics import topic_error
 from . import metrics
 from .broker.base import BrokerUnavailable
 from .core.claims import ANONYMOUS_OWNER
-from .core.publication import InvalidPublish, Publication, make_publication
+from .core.history import PageLimits
+from .core.publication import Ack, InvalidPublish, Publication, make_publication
 from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Hub, Resync
 
 log = logging.getLogger("push_service.grpc")
@@ -28,9 +29,10 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 
 
 class PushServicer(pb_grpc.PushServiceServicer):
-    def __init__(self, hub: Hub, *, max_data_bytes: int) -> None:
+    def __init__(self, hub: Hub, *, max_data_bytes: int, history_page: PageLimits | None = None) -> None:
         self._hub = hub
         self._max_data_bytes = max_data_bytes
+        self._history_page = history_page or PageLimits()
 
     def _publication(self, message: pb.OutgoingMessage) -> Publication:
         return make_publication(
@@ -52,9 +54,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
             raise InvalidPublish(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         return self._publication(message), key
 
-    async def _publish(self, message: pb.OutgoingMessage) -> Publication:
+    async def _publish(self, message: pb.OutgoingMessage) -> Ack:
         """Validate and publish (at most once per idempotency key); raises InvalidPublish /
-        BrokerUnavailable. Returns the publication with its position (the first one, for a repeat)."""
+        BrokerUnavailable. Returns the publication's ack with its position (the first's, for a repeat)."""
         return await self._hub.publish(*self._checked(message))
 
     async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
@@ -74,13 +76,17 @@ class PushServicer(pb_grpc.PushServiceServicer):
         if (why := topic_error(request.topic)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid topic: {why}")
         since = request.since_offset if request.HasField("since_offset") else None
-        read = await self._hub.history(request.topic, since, request.epoch, request.limit)
+        try:
+            read = await self._hub.history(request.topic, since, request.epoch, request.limit, self._history_page)
+        except BrokerUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
         return pb.HistoryResponse(
             publications=[_delivery(p) for p in read.publications],
             offset=read.offset,
             epoch=read.epoch,
             recovered=read.recovered,
             reason=read.reason,
+            truncated=read.truncated,
         )
 
     async def ClaimClientId(
@@ -143,6 +149,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
                         yield pb.EdgeStreamResponse(applied_sequence=sequence)
                     case Resync():
                         yield pb.EdgeStreamResponse(resync=True)
+            if reader.done() and not reader.cancelled() and (why := reader.result()):
+                # The broker could not apply an interest change: the edge reconnects and declares again.
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {why}")
         except EdgeTooSlow as exc:
             metrics.EDGES_TOO_SLOW.inc()
             log.warning("%s", exc)
@@ -154,7 +163,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
 
     async def _read_interest(
         self, request_iterator: AsyncIterator[pb.EdgeStreamRequest], session: EdgeSession
-    ) -> None:
+    ) -> str:
+        """Applies the edge's interest changes until the stream ends; returns why the broker refused
+        one ("" if it did not)."""
         try:
             async for change in request_iterator:
                 await self._hub.change_interest(
@@ -168,10 +179,14 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     session.acknowledge(change.sequence)
         except asyncio.CancelledError:
             raise
+        except BrokerUnavailable as exc:
+            log.warning("edge stream %s: interest change refused, ending the stream: %s", session.name, exc)
+            return str(exc)
         except Exception:  # the stream broke: the edge will reconnect
             log.debug("edge stream %s: interest reader ended", session.name, exc_info=True)
         finally:
             session.close()
+        return ""
 
 
 def _delivery(p: Publication) -> pb.Delivery:

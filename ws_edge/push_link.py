@@ -86,16 +86,28 @@ class PushLink:
     # --- unary calls on the link's channel ---------------------------------------------------
 
     async def history(self, topic: str, since: tuple[int, str] | None) -> pb.HistoryResponse:
-        """`topic`'s history after `since` (None: the latest it keeps); not recovered, with no epoch,
-        when the push service cannot answer."""
-        request = pb.HistoryRequest(topic=topic)
-        if since is not None:
-            request = pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1])
+        """`topic`'s history after `since` (None: the latest it keeps), every page of it (the push
+        service answers at most a page at a time, `truncated` when more remain); not recovered, with
+        no epoch, when the push service cannot answer."""
         try:
-            return await self.stub.History(request, timeout=UNARY_TIMEOUT)
+            if since is None:
+                return await self.stub.History(pb.HistoryRequest(topic=topic), timeout=UNARY_TIMEOUT)
+            answer = await self._history_page(topic, since)
+            whole = list(answer.publications)
+            while answer.truncated and answer.recovered and whole:
+                answer = await self._history_page(topic, (whole[-1].offset, since[1]))
+                if not answer.recovered or answer.epoch != since[1]:
+                    return answer  # the topic moved on meanwhile (a new epoch, trimmed): not recovered
+                whole.extend(answer.publications)
         except grpc.aio.AioRpcError as exc:
             log.warning("history of %s unavailable: %s", topic, exc.details())
             return pb.HistoryResponse(recovered=False, reason="history unavailable")
+        return pb.HistoryResponse(publications=whole, offset=answer.offset, epoch=answer.epoch,
+                                  recovered=answer.recovered, reason=answer.reason)
+
+    async def _history_page(self, topic: str, since: tuple[int, str]) -> pb.HistoryResponse:
+        request = pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1])
+        return await self.stub.History(request, timeout=UNARY_TIMEOUT)
 
     async def publish(self, topic: str, type_: str, data: bytes) -> str:
         """Publish one message; its id. Raises grpc.aio.AioRpcError."""

@@ -15,15 +15,21 @@ def broker_from_url(
     prefix: str = "push",
     idempotency_window: float = 300.0,
     idempotency_max_keys: int = 100_000,
+    idempotency_max_bytes: int = 16 * 1024 * 1024,
+    sweep_interval: float = 1.0,
+    redis_max_connections: int = 32,
+    redis_pool_timeout: float = 10.0,
 ) -> Broker:
     """`memory://` (one process) or `redis://host:port/db` (replicas sharing topics)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
-        return MemoryBroker(history, IdempotencyCache(idempotency_window, idempotency_max_keys))
+        return MemoryBroker(history, IdempotencyCache(idempotency_window, idempotency_max_keys, idempotency_max_bytes),
+                            sweep_interval=sweep_interval)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBroker
 
-        return RedisBroker(url, history, prefix=prefix, idempotency_window=idempotency_window)
+        return RedisBroker(url, history, prefix=prefix, idempotency_window=idempotency_window,
+                           max_connections=redis_max_connections, pool_timeout=redis_pool_timeout)
     raise ValueError(f"unsupported broker URL {url!r}: expected memory:// or redis://host:port/db")
 
 

@@ -10,10 +10,18 @@ Guarantees every engine gives:
   (topic channels `t:<topic>`, personal channels `c:<client_id>`), never per edge or per browser;
   `subscribe` returns once what is published to them next is delivered.
 
-- Idempotency: a key seen within the window is not published again (checked atomically).
+- Idempotency: a key seen within the window is not published again (checked atomically); the
+  repeat is answered with the first publication's `Ack` (id, timestamp, position), and only that is
+  kept per key, never the message.
 - History: `publish` adds the publication to its topic's history (if the topic keeps one) and
-  returns it with its position `{offset, epoch}`, atomically with delivering it; `history` reads
-  what came after a position, or says why it cannot.
+  answers with its position `{offset, epoch}`, atomically with delivering it; `history` reads what
+  came after a position, or says why it cannot, one page at a time (`PageLimits`: at most so many
+  messages and bytes of frames, at least one message; `truncated` when more remain: read again from
+  the page's last offset). A topic's history is bounded by its rule's count and age and by
+  `HistoryPolicy.topic_bytes` of frames; a topic idle past its age is forgotten, and when it is
+  published to again it starts a new epoch.
+- Every operation that needs the engine's backing store raises `BrokerUnavailable` when it is away
+  (never an engine-specific error).
 - Client id claims: `claim_client_id` binds a client_id a browser chose to its owner (a user id, or
   "" for anonymous connections) until `hold` seconds after its last claim or refresh, atomically
   across replicas: while bound, another owner's claim is refused. `refresh_client_ids` starts the
@@ -25,8 +33,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 
-from ..core.history import HistoryRead
-from ..core.publication import Publication
+from ..core.history import HistoryRead, PageLimits
+from ..core.publication import Ack, Publication
 
 PublicationHandler = Callable[[Publication], None]
 ReconnectHandler = Callable[[], None]
@@ -43,18 +51,21 @@ class Broker(abc.ABC):
         is called when delivery resumes after an interruption (publications may have been missed)."""
 
     @abc.abstractmethod
-    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
         """Publish; with a key seen within the idempotency window, publish nothing and return the
-        first publication of that key (atomically with the check, across replicas)."""
+        ack of that key's first publication (atomically with the check, across replicas)."""
 
-    async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Publication]:
+    async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Ack]:
         """Publish (publication, idempotency key) pairs in order, as one publishing-stream request
         brings them. An engine may send them in one round trip; if it raises BrokerUnavailable, some
         may have been published (their idempotency keys make the retry safe)."""
         return [await self.publish(publication, key) for publication, key in items]
 
     @abc.abstractmethod
-    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead: ...
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
+                      page: PageLimits | None = None) -> HistoryRead:
+        """After `since` in `epoch` (recovery), or the latest `limit` messages (all kept: 0) when
+        `since` is None: the first page of it (`page`, default `PageLimits()`)."""
 
     @abc.abstractmethod
     async def subscribe(self, *channels: str) -> None: ...

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
 
 from ..core.claims import ClientIdClaims
-from ..core.history import HistoryPolicy, HistoryRead, HistoryStore
+from ..core.history import HistoryPolicy, HistoryRead, HistoryStore, PageLimits
 from ..core.idempotency import IdempotencyCache
-from ..core.publication import Publication
+from ..core.publication import Ack, Publication
 from .base import Broker, PublicationHandler, ReconnectHandler
 
 
 class MemoryBroker(Broker):
-    def __init__(self, history: HistoryPolicy | None = None, idempotency: IdempotencyCache | None = None) -> None:
+    def __init__(self, history: HistoryPolicy | None = None, idempotency: IdempotencyCache | None = None,
+                 sweep_interval: float = 1.0) -> None:
         self._idempotency = idempotency or IdempotencyCache()
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
@@ -22,11 +25,22 @@ class MemoryBroker(Broker):
         self._claims = ClientIdClaims()
         # One life of this process is one epoch: after a restart, old positions are refused.
         self._history = HistoryStore(history or HistoryPolicy(), epoch=uuid.uuid4().hex[:12])
+        self._sweep_interval = sweep_interval
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
         self._handler = on_publication
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="history-sweep")
 
-    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
+    async def _sweep_forever(self) -> None:
+        """Idle topics and old keys go by themselves, not only when they are touched again."""
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            now = time.monotonic()
+            self._history.sweep(now)
+            self._idempotency.expire(now)
+
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
         now = time.monotonic()
         if idempotency_key:
             first = self._idempotency.get(idempotency_key, now)
@@ -34,12 +48,12 @@ class MemoryBroker(Broker):
                 return first
         publication = self._history.append(publication, now)
         if idempotency_key:
-            self._idempotency.remember(idempotency_key, publication, now)
+            self._idempotency.remember(idempotency_key, publication.ack, now)
         if publication.retain:
             self._retained[publication.topic] = publication
         if self._handler is not None and publication.channel in self._channels:
             self._handler(publication)
-        return publication
+        return publication.ack
 
     def lose_everything(self) -> None:
         """What a restart does to this engine (for the contract tests): a new epoch, nothing kept."""
@@ -47,8 +61,9 @@ class MemoryBroker(Broker):
         self._retained.clear()
         self._claims = ClientIdClaims()
 
-    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
-        return self._history.read(topic, since, epoch, time.monotonic(), limit)
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
+                      page: PageLimits | None = None) -> HistoryRead:
+        return self._history.read(topic, since, epoch, time.monotonic(), limit, page)
 
     async def subscribe(self, *channels: str) -> None:
         self._channels.update(channels)
@@ -66,5 +81,9 @@ class MemoryBroker(Broker):
         self._claims.refresh(list(client_ids), time.monotonic(), hold)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self._handler = None
         self._channels.clear()

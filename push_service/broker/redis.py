@@ -1,22 +1,31 @@
 """The Redis engine: several push replicas share topics through one Redis.
 
 - Publish is one Lua script per message: assign the topic's next offset (and its epoch, created on
-  first use), add the message to the topic's history stream (bounded by MAXLEN and a TTL), keep it
-  as the retained state if asked, and PUBLISH it to the channel: atomic per topic.
+  first use), add the message to the topic's history stream (bounded by count, bytes of frames and
+  age, and a TTL), keep it as the retained state if asked, and PUBLISH it to the channel: atomic per
+  topic.
+- A history stream's entry ids are `<offset>-<Redis time in ms>`: reads go straight to a position
+  (XRANGE from `since + 1`, XREVRANGE … COUNT for the latest N), their cost independent of how much
+  is kept, and the time part says when an entry is past its age. One Lua script per read, one page.
 - Replicas SUBSCRIBE to a channel on their first local interest and UNSUBSCRIBE on the last (the hub
   calls `subscribe` / `unsubscribe` exactly then).
-- If Redis loses its data, the next publish on a topic creates a new epoch: clients holding old
-  positions are told `recovered: false` ("epoch changed") instead of silently missing messages.
-- While Redis is unreachable, publishes raise BrokerUnavailable (UNAVAILABLE to producers, who retry);
-  the subscriber reconnects and subscribes its channels again by itself.
+- If Redis loses its data (or a topic's keys expire, idle), the next publish on a topic creates a new
+  epoch: clients holding old positions are told `recovered: false` ("epoch changed") instead of
+  silently missing messages.
+- While Redis is unreachable, every operation raises BrokerUnavailable (UNAVAILABLE to callers, who
+  retry); the subscriber reconnects and subscribes its channels again by itself.
+- Connections come from a blocking pool of `max_connections`: a burst waits for one (up to
+  `pool_timeout` seconds, then UNAVAILABLE) instead of opening more than Redis accepts.
 
 - A chosen client_id's owner is one key, claimed by a Lua script (the same owner, or nobody: set it
   with the hold as its TTL; another owner: refused), so replicas agree on it; refreshing the hold is
   a PEXPIRE, which binds nothing.
 
-Every key lives under one prefix (`RedisKeys`) and has a bound: streams MAXLEN + PEXPIRE, the topic
-meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys their window, client id
-owners their hold.
+Every key lives under one prefix (`RedisKeys`) and has a bound: streams their rule's count, bytes and
+age + PEXPIRE, the topic meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys
+(their first publication's ack only) their window, client id owners their hold. What all topics hold together is bounded by
+Redis's `maxmemory` (with `noeviction`, writes past it answer UNAVAILABLE; every key has a TTL, so a
+`volatile-*` eviction policy would apply to all of them).
 """
 
 from __future__ import annotations
@@ -25,17 +34,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..core.history import HistoryPolicy, HistoryRead, decide, no_history
-from ..core.publication import Publication
+from ..core.history import HistoryPolicy, HistoryRead, PageLimits, decide, no_history
+from ..core.publication import Ack, Publication
 from ..metrics import REDIS_ERRORS, REDIS_RECONNECTS
 from .base import Broker, BrokerUnavailable, PublicationHandler, ReconnectHandler
 
@@ -43,11 +52,28 @@ log = logging.getLogger("push_service.broker.redis")
 
 RETAINED_MS = 24 * 3600 * 1000
 CONFIRM_TIMEOUT = 2.0
+# Redis is away, or refuses writes for now (loading, a read-only replica after a failover, maxmemory):
+# callers get UNAVAILABLE and retry. (Connection errors include the pool's "No connection available".)
+UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError)
+
+# Shared by both scripts: a stream entry's time (ms) from its id, and its frame's length.
+LUA_HELPERS = """
+local function entry_ms(id)
+  return tonumber(string.match(id, '%-(%d+)$'))
+end
+local function frame_length(payload)
+  return #payload - string.find(payload, '\\n', 1, true)
+end
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+"""
 
 # KEYS: history stream, topic meta, retained, idempotency key. ARGV: channel, header JSON, frame
 # without its final "}", history size, history ttl (ms), retain ("1"/"0"), a fresh epoch in case the
-# topic has none, idempotency window (ms; 0: no key).
-PUBLISH_SCRIPT = """
+# topic has none, idempotency window (ms; 0: no key), history bytes per topic. Returns the ack JSON.
+PUBLISH_SCRIPT = LUA_HELPERS + """
 if ARGV[8] ~= '0' then
   local first = redis.call('GET', KEYS[4])
   if first then
@@ -61,14 +87,29 @@ if size > 0 then
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
   if not epoch then
     epoch = ARGV[7]
-    redis.call('HSET', KEYS[2], 'epoch', epoch)
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0, 'bytes', 0)
   end
   local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
   header['o'] = offset
   header['e'] = epoch
   frame = ARGV[3] .. ',"offset":' .. offset .. ',"epoch":' .. cjson.encode(epoch) .. '}'
   local payload = cjson.encode(header) .. '\\n' .. frame
-  redis.call('XADD', KEYS[1], 'MAXLEN', size, '*', 'm', payload)
+  local now = now_ms()
+  redis.call('XADD', KEYS[1], offset .. '-' .. now, 'm', payload)
+  local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', #frame)
+  local length = redis.call('XLEN', KEYS[1])
+  local oldest = now - tonumber(ARGV[5])
+  local max_bytes = tonumber(ARGV[9])
+  while length > 0 do
+    local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+    if length <= size and bytes <= max_bytes and entry_ms(head[1]) >= oldest then
+      break
+    end
+    bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -frame_length(head[2][2]))
+    redis.call('XDEL', KEYS[1], head[1])
+    length = length - 1
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
@@ -77,11 +118,62 @@ if ARGV[6] == '1' then
   redis.call('SET', KEYS[3], payload, 'PX', %d)
 end
 redis.call('PUBLISH', ARGV[1], payload)
+local ack = cjson.encode({i = header['i'], ts = header['ts'], o = header['o'] or 0, e = header['e'] or ''})
 if ARGV[8] ~= '0' then
-  redis.call('SET', KEYS[4], payload, 'PX', ARGV[8])
+  redis.call('SET', KEYS[4], ack, 'PX', ARGV[8])
 end
-return payload
+return ack
 """ % RETAINED_MS  # noqa: UP031 (the Lua source is full of braces; a format string would double them)
+
+# KEYS: history stream, topic meta. ARGV: since (-1: none), limit (latest N; 0: all), page count,
+# page bytes, history ttl (ms). Returns {} when the topic has no epoch, else {epoch, offset, payload...}:
+# from the first entry after `since` on (none if one of them is past its age: too old), or of the
+# latest `limit`, or of all, the entries a page holds and one more if there is one (so the caller
+# knows it is truncated). Entries past their age are skipped.
+READ_SCRIPT = LUA_HELPERS + """
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+if not meta[1] then
+  return {}
+end
+local oldest = now_ms() - tonumber(ARGV[5])
+local since, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_count, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {meta[1], meta[2] or '0'}
+local size = 0
+local function add(entry)
+  local payload = entry[2][2]
+  out[#out + 1] = payload
+  size = size + frame_length(payload)
+  local taken = #out - 2
+  return taken > max_count or (taken > 1 and size > max_bytes)
+end
+if since < 0 and limit > 0 then
+  local latest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)
+  for i = #latest, 1, -1 do
+    if entry_ms(latest[i][1]) >= oldest and add(latest[i]) then
+      break
+    end
+  end
+  return out
+end
+local start = since >= 0 and ((since + 1) .. '-0') or '-'
+while true do
+  local chunk = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 100)
+  for _, entry in ipairs(chunk) do
+    if entry_ms(entry[1]) < oldest then
+      if since >= 0 then
+        return {meta[1], meta[2] or '0'}
+      end
+    elseif add(entry) then
+      return out
+    end
+  end
+  if #chunk < 100 then
+    return out
+  end
+  start = '(' .. chunk[#chunk][1]
+end
+"""
 
 
 # KEYS: the client id's owner key. ARGV: the owner, the hold (ms). 1: bound to the owner, 0: taken.
@@ -98,28 +190,30 @@ REFRESH_CHUNK = 1000  # owner keys per pipeline
 
 @dataclass(frozen=True)
 class RedisKeys:
-    """Every key and channel name, under one prefix."""
+    """Every key and channel name, under one prefix. History streams, their meta and idempotency
+    keys are in their second format (`h2`, `m2`, `i2`: stream ids by offset, byte count in the meta,
+    acks only), so a replica of this version never misreads keys an older one wrote (their topics
+    start a new epoch)."""
 
     prefix: str = "push"
 
     def stream(self, topic: str) -> str:
-        return f"{self.prefix}:h:{topic}"
+        return f"{self.prefix}:h2:{topic}"
 
     def meta(self, topic: str) -> str:
-        return f"{self.prefix}:m:{topic}"
+        return f"{self.prefix}:m2:{topic}"
 
     def retained(self, topic: str) -> str:
         return f"{self.prefix}:r:{topic}"
 
     def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:i:{key}"
+        return f"{self.prefix}:i2:{key}"
 
     def channel(self, channel: str) -> str:
         return f"{self.prefix}:c:{channel}"
 
     def client_id_owner(self, client_id: str) -> str:
         return f"{self.prefix}:o:{client_id}"
-
 
 
 def encode_header(publication: Publication) -> bytes:
@@ -135,15 +229,34 @@ def decode_payload(payload: bytes) -> Publication:
                        conflation_key=h.get("k", ""))
 
 
+def decode_ack(payload: bytes) -> Ack:
+    a = orjson.loads(payload)
+    return Ack(id=a["i"], timestamp_ms=int(a["ts"]), offset=int(a["o"]), epoch=a["e"])
+
+
+@contextlib.contextmanager
+def unavailable_as(operation: str) -> Iterator[None]:
+    """Redis away (or refusing writes for now) becomes BrokerUnavailable, counted by operation."""
+    try:
+        yield
+    except UNAVAILABLE_ERRORS as exc:
+        REDIS_ERRORS.labels(operation).inc()
+        raise BrokerUnavailable(f"redis: {exc}") from None
+
+
 class RedisBroker(Broker):
     def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push",
-                 idempotency_window: float = 300.0) -> None:
+                 idempotency_window: float = 300.0, max_connections: int = 32, pool_timeout: float = 10.0) -> None:
         self._idempotency_ms = int(idempotency_window * 1000)
         self._history = history or HistoryPolicy()
         self.keys = RedisKeys(prefix)
-        self._redis = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        # At most max_connections to Redis (the subscriber's among them); a burst waits for a free one.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
+                                                        socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
         self._publish = self._redis.register_script(PUBLISH_SCRIPT)
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
+        self._read = self._redis.register_script(READ_SCRIPT)
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None
@@ -169,28 +282,21 @@ class RedisBroker(Broker):
                 await self._pubsub.aclose()
         await self._redis.aclose()
 
-    async def publish(self, publication: Publication, idempotency_key: str = "") -> Publication:
-        try:
-            payload = await self._run_publish(publication, idempotency_key, self._redis)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_ERRORS.labels("publish").inc()
-            raise BrokerUnavailable(f"redis: {exc}") from None
-        return decode_payload(payload)
+    async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
+        with unavailable_as("publish"):
+            return decode_ack(await self._run_publish(publication, idempotency_key, self._redis))
 
-    async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Publication]:
+    async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Ack]:
         """One round trip for a stream request's messages: a pipeline (one connection, so in order).
         A burst then reaches Redis back to back, and its subscribers get it as a burst (batched)."""
         if len(items) <= 1:
             return [await self.publish(publication, key) for publication, key in items]
-        try:
+        with unavailable_as("publish"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for publication, key in items:
                     await self._run_publish(publication, key, pipe)
-                payloads = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_ERRORS.labels("publish").inc()
-            raise BrokerUnavailable(f"redis: {exc}") from None
-        return [decode_payload(payload) for payload in payloads]
+                acks = await pipe.execute()
+        return [decode_ack(ack) for ack in acks]
 
     async def _run_publish(self, publication: Publication, idempotency_key: str, client) -> bytes:  # type: ignore[no-untyped-def]
         rule = None if publication.client_id else self._history.rule_for(publication.topic)
@@ -201,37 +307,34 @@ class RedisBroker(Broker):
             args=[self.keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
                   rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
                   "1" if publication.retain else "0", uuid.uuid4().hex[:12],
-                  self._idempotency_ms if idempotency_key else 0],
+                  self._idempotency_ms if idempotency_key else 0, self._history.topic_bytes],
             client=client,
         )
 
-    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0) -> HistoryRead:
+    async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
+                      page: PageLimits | None = None) -> HistoryRead:
         rule = self._history.rule_for(topic)
-        try:
-            meta = await self._redis.hgetall(self.keys.meta(topic))
-            if rule is None:
-                return no_history(since, "")
-            now_s, now_us = await self._redis.time()
-            oldest_ms = now_s * 1000 + now_us // 1000 - int(rule.ttl * 1000)
-            entries = await self._redis.xrange(self.keys.stream(topic), min=f"{max(0, oldest_ms)}", max="+")
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_ERRORS.labels("history").inc()
-            raise BrokerUnavailable(f"redis: {exc}") from None
-        current_epoch = meta.get(b"epoch", b"").decode()
-        offset = int(meta.get(b"offset", 0))
-        if not current_epoch:
+        if rule is None:
+            return no_history(since, "")
+        page = page or PageLimits()
+        # A recovery's `limit` caps its page (decide does the same).
+        count = min(limit, page.max_count) if since is not None and limit else page.max_count
+        with unavailable_as("history"):
+            found = await self._read(
+                keys=[self.keys.stream(topic), self.keys.meta(topic)],
+                args=[-1 if since is None else since, 0 if since is not None else limit, count, page.max_bytes,
+                      int(rule.ttl * 1000)],
+            )
+        if not found:
             # Nothing kept (never published, expired, or Redis lost it): whatever comes next starts a
             # new epoch, so any position held now cannot be honoured.
             return HistoryRead([], 0, "", since is None, "" if since is None else "epoch changed")
-        publications = [decode_payload(fields[b"m"]) for _, fields in entries][-rule.size:]
-        return decide(publications, offset, current_epoch, since, epoch, limit)
+        current_epoch, offset = found[0].decode(), int(found[1])
+        return decide([decode_payload(p) for p in found[2:]], offset, current_epoch, since, epoch, limit, page)
 
     async def retained(self, topic: str) -> Publication | None:
-        try:
+        with unavailable_as("retained"):
             payload = await self._redis.get(self.keys.retained(topic))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_ERRORS.labels("retained").inc()
-            raise BrokerUnavailable(f"redis: {exc}") from None
         return decode_payload(payload) if payload else None
 
     async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:

@@ -1,19 +1,41 @@
-"""History per topic, bounded by count and age, with positions `{offset, epoch}`. Time is passed in.
+"""History per topic, bounded by count, age and bytes (per topic and in total), with positions
+`{offset, epoch}`, read in pages. Time is passed in.
 
-Offsets grow by one per message on a topic with history; the epoch names one life of the store (a
-restart of the in-memory engine is a new epoch). A reader that says where it was gets exactly what
-it missed, or is told why it cannot (the epoch changed, or the gap is older than what is kept).
+Offsets grow by one per message on a topic with history; an epoch names one life of a topic's
+history. A reader that says where it was gets exactly what it missed, or is told why it cannot (the
+epoch changed, or the gap is older than what is kept).
+
+Bounds (the memory engine's; the Redis engine applies the same per topic, in its Lua script):
+- per topic: the rule's count and age, and `topic_bytes` of its messages' frames;
+- in total: `total_bytes` over every topic (messages and a per-topic overhead); past it, the topic
+  published to least recently loses its oldest messages first, and goes when it holds none;
+- idle topics: `sweep(now)` (called periodically by the engine) forgets a topic that saw nothing
+  published for its rule's age (so holds nothing); its cost is the number of topics it forgets, not of
+  all topics. Expired messages of the others go when they are next published to or read.
+A forgotten topic keeps no position: when it is published to again it starts a new epoch (offset 1),
+so a position from its previous life is refused ("epoch changed"), never silently misread.
+
+Reads are pages: at most `PageLimits.max_count` messages and `max_bytes` of frames (at least one
+message), `truncated` when more remain after the page (ask again from its last offset).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from itertools import islice
 
 import orjson
 
 from .publication import Publication
+
+# What keeping a message costs beyond its frame (the Publication, its id, the deque slot), and a topic
+# beyond its messages (its stream object, deque, name and dict entry): estimates, so that many tiny
+# messages or many empty topics are counted too.
+ENTRY_OVERHEAD = 256
+TOPIC_OVERHEAD = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +52,29 @@ DEFAULT_HISTORY = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PageLimits:
+    """What one history read returns at most: messages, and bytes of their frames."""
+
+    max_count: int = 5000
+    max_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_count < 1 or self.max_bytes < 1:
+            raise ValueError("a history page holds at least one message and one byte")
+
+
 class HistoryPolicy:
-    def __init__(self, rules: tuple[HistoryRule, ...] = DEFAULT_HISTORY) -> None:
+    def __init__(self, rules: tuple[HistoryRule, ...] = DEFAULT_HISTORY, *, topic_bytes: int = 4 * 1024 * 1024,
+                 total_bytes: int = 256 * 1024 * 1024) -> None:
+        if topic_bytes < 1 or total_bytes < 1:
+            raise ValueError("history byte bounds must be positive")
         self.rules = rules
+        self.topic_bytes = topic_bytes
+        self.total_bytes = total_bytes
 
     @classmethod
-    def from_json(cls, text: str) -> HistoryPolicy:
+    def from_json(cls, text: str, **bounds: int) -> HistoryPolicy:
         """`[{"pattern": "task:progress", "size": 100, "ttl": 60}, ...]`, first match wins."""
         items = orjson.loads(text)
         if not isinstance(items, list):
@@ -43,7 +82,7 @@ class HistoryPolicy:
         rules = tuple(HistoryRule(str(i["pattern"]), int(i.get("size", 0)), float(i.get("ttl", 0))) for i in items)
         if any(r.size < 0 or r.ttl < 0 for r in rules):
             raise ValueError("history size and ttl must not be negative")
-        return cls(rules)
+        return cls(rules, **bounds)
 
     def rule_for(self, topic: str) -> HistoryRule | None:
         for rule in self.rules:
@@ -59,66 +98,158 @@ class HistoryRead:
     epoch: str
     recovered: bool
     reason: str = ""
+    truncated: bool = False  # more came after the last of `publications`: read again from its offset
+
+
+def entry_bytes(publication: Publication) -> int:
+    return len(publication.frame) + ENTRY_OVERHEAD
 
 
 class _TopicStream:
-    __slots__ = ("rule", "offset", "entries")
+    __slots__ = ("rule", "epoch", "offset", "entries", "bytes", "last_append")
 
-    def __init__(self, rule: HistoryRule) -> None:
+    def __init__(self, rule: HistoryRule, epoch: str) -> None:
         self.rule = rule
+        self.epoch = epoch
         self.offset = 0
         self.entries: deque[tuple[float, Publication]] = deque()
+        self.bytes = 0  # of its entries' frames (what the per-topic bound counts)
+        self.last_append = 0.0
 
-    def prune(self, now: float) -> None:
-        entries, rule = self.entries, self.rule
-        while entries and (len(entries) > rule.size or now - entries[0][0] >= rule.ttl):
-            entries.popleft()
+    def drop_oldest(self) -> int:
+        """Returns what the entry counted against the total bound."""
+        _, publication = self.entries.popleft()
+        self.bytes -= len(publication.frame)
+        return entry_bytes(publication)
+
+    def prune(self, now: float, topic_bytes: int) -> int:
+        """Drop what is past the count, age and byte bounds; returns what it counted in total."""
+        entries, rule, freed = self.entries, self.rule, 0
+        while entries and (len(entries) > rule.size or self.bytes > topic_bytes or now - entries[0][0] >= rule.ttl):
+            freed += self.drop_oldest()
+        return freed
 
 
 class HistoryStore:
     def __init__(self, policy: HistoryPolicy, epoch: str) -> None:
         self.policy = policy
         self.epoch = epoch
-        self._streams: dict[str, _TopicStream] = {}
+        # Least recently published to first: what the total bound takes from first.
+        self._streams: OrderedDict[str, _TopicStream] = OrderedDict()
+        # The same per rule: one age per rule, so the first of each is the first to be idle.
+        self._by_rule: dict[HistoryRule, OrderedDict[str, _TopicStream]] = {}
+        self._forgotten = 0  # topics forgotten so far: a topic created after that starts a new epoch
+        self.bytes = 0  # every kept message and topic, as counted against policy.total_bytes
+
+    def _new_epoch(self) -> str:
+        return self.epoch if not self._forgotten else f"{self.epoch}.{self._forgotten}"
 
     def append(self, publication: Publication, now: float) -> Publication:
         """The publication with its position (its frame too), kept; unchanged if the topic keeps none."""
         if publication.client_id:
             return publication
-        stream = self._streams.get(publication.topic)
-        if stream is None:
-            rule = self.policy.rule_for(publication.topic)
-            if rule is None:
-                return publication
-            stream = self._streams[publication.topic] = _TopicStream(rule)
-        stream.offset += 1
-        positioned = publication.at(stream.offset, self.epoch)
-        stream.entries.append((now, positioned))
-        stream.prune(now)
-        return positioned
-
-    def read(self, topic: str, since: int | None, epoch: str, now: float, limit: int = 0) -> HistoryRead:
-        """After `since` in `epoch` (recovery), or the latest `limit` messages when `since` is None."""
+        topic = publication.topic
         stream = self._streams.get(topic)
         if stream is None:
             rule = self.policy.rule_for(topic)
             if rule is None:
-                return no_history(since, self.epoch)
-            stream = _TopicStream(rule)  # nothing published in this epoch yet (not stored: reads are free)
-        stream.prune(now)
-        return decide([p for _, p in stream.entries], stream.offset, self.epoch, since, epoch, limit)
+                return publication
+            stream = self._streams[topic] = _TopicStream(rule, self._new_epoch())
+            self._by_rule.setdefault(rule, OrderedDict())[topic] = stream
+            self.bytes += TOPIC_OVERHEAD + len(topic)
+        else:
+            self._streams.move_to_end(topic)
+            self._by_rule[stream.rule].move_to_end(topic)
+        stream.offset += 1
+        stream.last_append = now
+        positioned = publication.at(stream.offset, stream.epoch)
+        stream.entries.append((now, positioned))
+        stream.bytes += len(positioned.frame)
+        self.bytes += entry_bytes(positioned) - stream.prune(now, self.policy.topic_bytes)
+        self._within_total()
+        return positioned
+
+    def _within_total(self) -> None:
+        while self.bytes > self.policy.total_bytes and self._streams:
+            topic, stream = next(iter(self._streams.items()))
+            if stream.entries:
+                self.bytes -= stream.drop_oldest()
+            else:
+                self._forget(topic)
+
+    def _forget(self, topic: str) -> None:
+        stream = self._streams.pop(topic)
+        del self._by_rule[stream.rule][topic]
+        self.bytes -= TOPIC_OVERHEAD + len(topic)
+        self._forgotten += 1
+
+    def sweep(self, now: float) -> int:
+        """Forget idle topics (nothing published for their rule's age, so nothing kept); returns how
+        many. Visits only those, and the first busy one per rule: call it periodically."""
+        forgotten = 0
+        for rule, streams in self._by_rule.items():
+            while streams:
+                topic, stream = next(iter(streams.items()))
+                if now - stream.last_append < rule.ttl:
+                    break
+                self.bytes -= stream.prune(now, self.policy.topic_bytes)  # every message: all are older
+                self._forget(topic)
+                forgotten += 1
+        return forgotten
+
+    def read(self, topic: str, since: int | None, epoch: str, now: float, limit: int = 0,
+             page: PageLimits | None = None) -> HistoryRead:
+        """After `since` in `epoch` (recovery), or the latest `limit` messages when `since` is None;
+        one page of it."""
+        stream = self._streams.get(topic)
+        if stream is None:
+            rule = self.policy.rule_for(topic)
+            if rule is None:
+                return no_history(since, self._new_epoch())
+            # Nothing published in this epoch yet (not stored: reads are free).
+            return decide([], 0, self._new_epoch(), since, epoch, limit, page)
+        self.bytes -= stream.prune(now, self.policy.topic_bytes)
+        entries: Iterable[tuple[float, Publication]] = stream.entries
+        if since is not None and stream.entries:  # offsets are contiguous: start at the first one after since
+            entries = islice(stream.entries, max(0, since + 1 - stream.entries[0][1].offset), None)
+        return decide([p for _, p in entries], stream.offset, stream.epoch, since, epoch, limit, page)
+
+    @property
+    def topics(self) -> int:
+        return len(self._streams)
+
+    def __len__(self) -> int:
+        """Messages kept, over every topic."""
+        return sum(len(s.entries) for s in self._streams.values())
 
 
 def no_history(since: int | None, epoch: str) -> HistoryRead:
     return HistoryRead([], 0, epoch, since is None, "" if since is None else "no history for this topic")
 
 
-def decide(entries: list[Publication], offset: int, current_epoch: str, since: int | None, epoch: str,
-           limit: int = 0) -> HistoryRead:
-    """What a history read answers, from what is kept (`entries`, oldest first, within their bounds)
-    and the topic's position: the same for every engine."""
+def take_page(publications: Iterable[Publication], page: PageLimits) -> tuple[list[Publication], bool]:
+    """The first publications that fit in a page (at least one), and whether any were left out."""
+    taken: list[Publication] = []
+    size = 0
+    for publication in publications:
+        frame = len(publication.frame)
+        if len(taken) >= page.max_count or (taken and size + frame > page.max_bytes):
+            return taken, True
+        taken.append(publication)
+        size += frame
+    return taken, False
+
+
+def decide(entries: Sequence[Publication], offset: int, current_epoch: str, since: int | None, epoch: str,
+           limit: int = 0, page: PageLimits | None = None) -> HistoryRead:
+    """What a history read answers, from what is kept (`entries`, oldest first, within their bounds:
+    all of them, or for a recovery those from the first after `since` on, or for the latest `limit`
+    at least those, or a first page and one more) and the topic's position: the same for every engine.
+    `limit` caps a recovery's page too."""
+    page = page or PageLimits()
     if since is None:
-        return HistoryRead(entries[-limit:] if limit else entries, offset, current_epoch, True)
+        publications, truncated = take_page(entries[-limit:] if limit else entries, page)
+        return HistoryRead(publications, offset, current_epoch, True, truncated=truncated)
     if epoch != current_epoch:
         return HistoryRead([], offset, current_epoch, False, "epoch changed")
     if since > offset:
@@ -126,4 +257,7 @@ def decide(entries: list[Publication], offset: int, current_epoch: str, since: i
     oldest = entries[0].offset if entries else offset + 1
     if since + 1 < oldest:
         return HistoryRead([], offset, current_epoch, False, "too old")
-    return HistoryRead([p for p in entries if p.offset > since], offset, current_epoch, True)
+    if limit:
+        page = PageLimits(min(limit, page.max_count), page.max_bytes)
+    publications, truncated = take_page((p for p in entries if p.offset > since), page)
+    return HistoryRead(publications, offset, current_epoch, True, truncated=truncated)

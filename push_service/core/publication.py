@@ -38,8 +38,23 @@ class Publication:
         return replace(self, frame=frame, offset=offset, epoch=epoch)
 
     @property
+    def ack(self) -> Ack:
+        return Ack(self.id, self.timestamp_ms, self.offset, self.epoch)
+
+    @property
     def channel(self) -> str:
         return client_channel(route_key(self.client_id)) if self.client_id else topic_channel(self.topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """How a publish is answered: the message's id, timestamp and position. A repeat (same
+    idempotency key) gets its first's, and this is all that is kept to answer it."""
+
+    id: str
+    timestamp_ms: int
+    offset: int = 0
+    epoch: str = ""
 
 
 TOPIC_CHANNEL_PREFIX = "t:"

@@ -37,7 +37,8 @@ class TwoEdges:
 def extra_edge(system: System, name: str) -> tuple[ServiceProcess, str]:
     """Another edge process on `system`'s push service."""
     port = free_port()
-    edge = ServiceProcess(name, "ws_edge", {**system.edge.env, "EDGE_PORT": str(port)}, system.workdir / f"{name}.log")
+    edge = ServiceProcess(name, "ws_edge", {**system.edge.env, "EDGE_PORT": str(port), "EDGE_METRICS_PORT": "0"},
+                          system.workdir / f"{name}.log")
     edge.start()
     return edge, f"127.0.0.1:{port}"
 

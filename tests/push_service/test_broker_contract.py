@@ -11,12 +11,15 @@ import pytest
 
 from push_service.broker import broker_from_url
 from push_service.broker.base import Broker, BrokerUnavailable
-from push_service.core.history import HistoryPolicy, HistoryRule
-from push_service.core.publication import Publication, make_publication
+from push_service.core.history import HistoryPolicy, HistoryRule, PageLimits
+from push_service.core.publication import Ack, Publication, make_publication
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
-POLICY = HistoryPolicy((HistoryRule("h:*", size=3, ttl=60), HistoryRule("*", size=0, ttl=0)))
+TOPIC_BYTES = 2500  # frames of one topic's history: two of the 1,000-byte ones of `big`
+POLICY = HistoryPolicy((HistoryRule("h:*", size=3, ttl=60), HistoryRule("p:*", size=100, ttl=60),
+                        HistoryRule("short:*", size=100, ttl=0.3), HistoryRule("*", size=0, ttl=0)),
+                       topic_bytes=TOPIC_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +57,23 @@ class Engine:
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     redis = request.getfixturevalue("redis_server") if request.param == "redis" else None
     url = redis.url if redis else "memory://"
-    broker = broker_from_url(url, POLICY, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    broker = broker_from_url(url, POLICY, prefix=f"test-{uuid.uuid4().hex[:8]}", sweep_interval=0.05)
     engine = Engine(broker, request.param, redis)
     await broker.start(engine.handler)
     yield engine
     await broker.close()
 
 
-def pub(topic: str, n: int, *, client_id: str = "", retain: bool = False) -> Publication:
-    return make_publication(topic=topic, type_="t", data=orjson.dumps({"n": n}), id_=f"m{n}", client_id=client_id,
-                            retain=retain, now_ms=1, max_data_bytes=1000)
+def pub(topic: str, n: int, *, client_id: str = "", retain: bool = False, pad: int = 0) -> Publication:
+    data = orjson.dumps({"n": n, "pad": "x" * pad} if pad else {"n": n})
+    return make_publication(topic=topic, type_="t", data=data, id_=f"m{n}", client_id=client_id,
+                            retain=retain, now_ms=1, max_data_bytes=65536)
+
+
+def big(topic: str, n: int) -> Publication:
+    """A publication whose frame, once positioned, is exactly 1,000 bytes (n < 10)."""
+    frame = pub(topic, n).at(n, "x" * 12).frame
+    return pub(topic, n, pad=1000 - len(frame) - len(',"pad":""'))
 
 
 async def test_delivered_only_to_subscribed_channels_in_order(engine: Engine):
@@ -100,13 +110,18 @@ async def test_many_channels_subscribed_and_unsubscribed_at_once(engine: Engine)
 
 
 async def test_positions_and_the_frame(engine: Engine):
+    await engine.broker.subscribe("t:h:pos", "t:nohistory")
     first = await engine.broker.publish(pub("h:pos", 1))
     second = await engine.broker.publish(pub("h:pos", 2))
     assert (first.offset, second.offset) == (1, 2) and first.epoch == second.epoch != ""
-    assert orjson.loads(second.frame) == {"type": "t", "id": "m2", "timestamp": 1, "data": {"n": 2},
-                                          "topic": "h:pos", "offset": 2, "epoch": second.epoch}
+    assert second == Ack("m2", 1, 2, first.epoch)
     plain = await engine.broker.publish(pub("nohistory", 3))
-    assert (plain.offset, plain.epoch) == (0, "") and b"offset" not in plain.frame
+    assert plain == Ack("m3", 1, 0, "")
+    delivered = await engine.wait_for(3)
+    assert orjson.loads(delivered[1].frame) == {"type": "t", "id": "m2", "timestamp": 1, "data": {"n": 2},
+                                                "topic": "h:pos", "offset": 2, "epoch": second.epoch}
+    assert (delivered[1].offset, delivered[1].epoch) == (2, second.epoch)
+    assert b"offset" not in delivered[2].frame
 
 
 async def test_history_recovery_and_its_refusals(engine: Engine):
@@ -114,7 +129,8 @@ async def test_history_recovery_and_its_refusals(engine: Engine):
     epoch = published[0].epoch
     read = await engine.broker.history("h:r", 3, epoch)
     assert (read.recovered, [p.offset for p in read.publications], read.offset) == (True, [4, 5], 5)
-    assert [p.frame for p in read.publications] == [p.frame for p in published[3:]]
+    assert [p.ack for p in read.publications] == published[3:]
+    assert read.truncated is False
     latest = await engine.broker.history("h:r", None, "", limit=2)
     assert [p.offset for p in latest.publications] == [4, 5]
     assert (await engine.broker.history("h:r", 1, epoch)).reason == "too old"
@@ -166,7 +182,7 @@ async def test_idempotency_key_publishes_once(engine: Engine):
     first = await engine.broker.publish(pub("h:idem", 1), "key-1")
     repeat = await engine.broker.publish(pub("h:idem", 2), "key-1")
     other = await engine.broker.publish(pub("h:idem", 3), "key-2")
-    assert (repeat.id, repeat.offset, repeat.frame) == (first.id, first.offset, first.frame)
+    assert repeat == first == Ack("m1", 1, 1, first.epoch)
     assert other.offset == first.offset + 1
     got = await engine.wait_for(2)
     await asyncio.sleep(0.2)
@@ -202,3 +218,80 @@ async def test_replicas_agree_on_who_holds_a_client_id(engine: Engine):
         assert await other.claim_client_id("raced", winner, 60) is True
     finally:
         await other.close()
+
+
+async def test_history_is_read_in_pages(engine: Engine):
+    acks = [await engine.broker.publish(pub("p:paged", n)) for n in range(1, 11)]
+    epoch = acks[0].epoch
+    whole = await engine.broker.history("p:paged", 0, epoch)  # the default page holds all ten
+    assert ([p.offset for p in whole.publications], whole.truncated) == (list(range(1, 11)), False)
+    size = {p.offset: len(p.frame) for p in whole.publications}
+    pages, since = [], 0
+    while True:  # the way a caller reads everything: from the last offset of each truncated page
+        read = await engine.broker.history("p:paged", since, epoch, page=PageLimits(max_count=4))
+        assert read.recovered and read.offset == 10
+        pages.append([p.offset for p in read.publications])
+        if not read.truncated:
+            break
+        since = read.publications[-1].offset
+    assert pages == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    by_bytes = await engine.broker.history("p:paged", 0, epoch, page=PageLimits(max_bytes=size[1] + size[2] + size[3] - 1))
+    assert ([p.offset for p in by_bytes.publications], by_bytes.truncated) == ([1, 2], True)
+    exact = await engine.broker.history("p:paged", 7, epoch, page=PageLimits(max_bytes=size[8] + size[9] + size[10]))
+    assert ([p.offset for p in exact.publications], exact.truncated) == ([8, 9, 10], False)
+    one = await engine.broker.history("p:paged", 2, epoch, page=PageLimits(max_bytes=1))  # never empty
+    assert ([p.offset for p in one.publications], one.truncated) == ([3], True)
+    latest = await engine.broker.history("p:paged", None, "", limit=6, page=PageLimits(max_count=4))
+    assert ([p.offset for p in latest.publications], latest.truncated) == ([5, 6, 7, 8], True)
+    everything = await engine.broker.history("p:paged", None, "", page=PageLimits(max_count=4))
+    assert ([p.offset for p in everything.publications], everything.truncated) == ([1, 2, 3, 4], True)
+    capped = await engine.broker.history("p:paged", 5, epoch, limit=2)
+    assert ([p.offset for p in capped.publications], capped.truncated) == ([6, 7], True)
+
+
+async def test_history_is_bounded_by_bytes_per_topic(engine: Engine):
+    acks = [await engine.broker.publish(big("h:big", n)) for n in range(1, 4)]  # 3 allowed by count
+    read = await engine.broker.history("h:big", None, "")
+    assert [len(p.frame) for p in read.publications] == [1000, 1000]
+    assert [p.offset for p in read.publications] == [2, 3]  # the oldest went: 3,000 > TOPIC_BYTES
+    assert (await engine.broker.history("h:big", 0, acks[0].epoch)).reason == "too old"
+    assert [p.offset for p in (await engine.broker.history("h:big", 1, acks[0].epoch)).publications] == [2, 3]
+
+
+async def test_an_idle_topic_is_forgotten_and_starts_a_new_epoch(engine: Engine):
+    first = await engine.broker.publish(pub("short:idle", 1))
+    assert (await engine.broker.history("short:idle", 0, first.epoch)).publications != []
+    deadline = asyncio.get_running_loop().time() + timeout(10)
+    while (read := await engine.broker.history("short:idle", 1, first.epoch)).recovered:
+        assert asyncio.get_running_loop().time() < deadline, "the idle topic was never forgotten"
+        await asyncio.sleep(0.05)
+    assert (read.reason, read.publications) == ("epoch changed", [])  # its position went with it
+    again = await engine.broker.publish(pub("short:idle", 2))
+    assert again.offset == 1 and again.epoch != first.epoch
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)  # the memory engine has no outage
+async def test_every_operation_is_unavailable_while_redis_is_away(engine: Engine):
+    assert engine.redis is not None
+    await engine.broker.publish(pub("h:away", 1, retain=True))
+    engine.redis.stop()
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await engine.broker.history("h:away", None, "")
+        with pytest.raises(BrokerUnavailable):
+            await engine.broker.retained("h:away")
+        with pytest.raises(BrokerUnavailable):
+            await engine.broker.publish_many([(pub("h:away", 2), ""), (pub("h:away", 3), "")])
+        read = await engine.broker.history("nohistory", None, "")  # needs no Redis: answered
+        assert (read.recovered, read.publications) == (True, [])
+    finally:
+        engine.redis.start()
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_redis_keeps_only_the_ack_of_an_idempotency_key(engine: Engine):
+    redis = engine.broker._redis  # type: ignore[attr-defined]
+    first = await engine.broker.publish(pub("nohistory", 1, pad=60_000), "big-key")
+    stored = await redis.get(engine.broker.keys.idempotency("big-key"))  # type: ignore[attr-defined]
+    assert orjson.loads(stored) == {"i": "m1", "ts": 1, "o": 0, "e": ""}
+    assert await engine.broker.publish(pub("nohistory", 2), "big-key") == first
