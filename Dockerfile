@@ -33,7 +33,7 @@ COPY push_service ./push_service
 ENV PUSH_HOST=0.0.0.0
 EXPOSE 50051 9101
 HEALTHCHECK --interval=5s --timeout=4s --start-period=10s --retries=5 \
-    CMD ["python", "-m", "common.healthcheck", "push_service"]
+    CMD ["python", "-m", "push_service.healthcheck"]
 CMD ["python", "-m", "push_service"]
 
 FROM runtime AS task-service
@@ -41,7 +41,7 @@ COPY task_service ./task_service
 ENV TASK_HOST=0.0.0.0
 EXPOSE 50052 9102
 HEALTHCHECK --interval=5s --timeout=4s --start-period=10s --retries=5 \
-    CMD ["python", "-m", "common.healthcheck", "task_service"]
+    CMD ["python", "-m", "task_service.healthcheck"]
 CMD ["python", "-m", "task_service"]
 
 FROM runtime AS ws-edge
@@ -49,5 +49,5 @@ COPY ws_edge ./ws_edge
 ENV EDGE_HOST=0.0.0.0
 EXPOSE 8000 9104
 HEALTHCHECK --interval=5s --timeout=4s --start-period=10s --retries=5 \
-    CMD ["python", "-m", "common.healthcheck", "ws_edge"]
+    CMD ["python", "-m", "ws_edge.healthcheck"]
 CMD ["python", "-m", "ws_edge"]

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
@@ -21,6 +21,7 @@ from common.grpc_security import secure_channel
 
 from . import metrics
 from .config import EdgeSettings
+from .confirm_gates import ConfirmGates
 from .core.auth import Principal
 from .core.codes import CloseCode
 from .core.limits import AttemptLimiter, ConnectionCounter
@@ -37,7 +38,14 @@ from .wire import choose_frame_writer
 
 if TYPE_CHECKING:
     from .connection import Connection
-    from .session_driver import SessionDriver
+
+
+class SessionDriver(Protocol):
+    """What the edge needs of a connection's driver (session_driver.py): its socket and its clock."""
+
+    connection: Connection
+
+    def tick(self, now: float, wall: float) -> None: ...
 
 log = logging.getLogger("ws_edge")
 CLIENT_ID_HELD = "client_id is held by another user"
@@ -63,7 +71,7 @@ class Edge:
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
-        self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}  # see _gate
+        self._gates = ConfirmGates(settings.subscribe_confirm_timeout)
         self.verifier, self.policy, self.origins = settings.verifier, settings.policy, settings.origins
         self.rules = SessionRules(
             verify=self.verifier.verify if self.verifier is not None else None,
@@ -170,33 +178,7 @@ class Edge:
             self.push.change(remove_topics=last)
 
     async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
-        """Wait until the push service has applied these interest changes (bounded: while it is
-        down the changes are re-declared on reconnect, and the browser need not wait for that)."""
-        for wait in waits:
-            if not wait.done():
-                await self._gate(wait)
-
-    def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
-        """A future done when `applied` is, or after the confirm timeout: one per interest change,
-        shared by every connection of a burst that waits on it (one timer, not one each)."""
-        gate = self._gates.get(applied)
-        if gate is None:
-            loop = asyncio.get_running_loop()
-            gate = self._gates[applied] = loop.create_future()
-            timeout = self.settings.subscribe_confirm_timeout
-
-            def open_gate(late: bool) -> None:
-                if gate.done():
-                    return
-                if late:
-                    log.warning("push service did not confirm an interest change within %.1fs", timeout)
-                gate.set_result(None)
-                self._gates.pop(applied, None)
-                timer.cancel()
-
-            timer = loop.call_later(timeout, open_gate, True)
-            applied.add_done_callback(lambda _: open_gate(False))
-        return gate
+        await self._gates.confirmed(waits)
 
     def detach(self, driver: SessionDriver) -> None:
         connection = driver.connection

@@ -200,6 +200,6 @@ def test_command_line_flags_override_the_environment():
 def test_healthcheck_command_says_unhealthy_when_nothing_listens():
     env = {**os.environ, "PUSH_PORT": "1", "EDGE_PORT": "1", "TASK_PORT": "1"}
     for service in ("push_service", "task_service", "ws_edge"):
-        result = subprocess.run([sys.executable, "-m", "common.healthcheck", service], env=env, cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", f"{service}.healthcheck"], env=env, cwd=ROOT,
                                 capture_output=True, timeout=30)
         assert result.returncode == 1, (service, result.stderr)

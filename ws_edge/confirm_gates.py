@@ -1,0 +1,49 @@
+"""Waiting for the push service to apply an interest change, bounded in time.
+
+While the push service is down the changes are re-declared on reconnect, and a browser need not wait
+for that: after `timeout` it goes on (a WARNING says the push service was late). A burst of connections
+that wait on the same change share one gate and one timer, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("ws_edge")
+
+
+class ConfirmGates:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}
+
+    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
+        """Wait until the push service has applied these interest changes (bounded: while it is
+        down the changes are re-declared on reconnect, and the browser need not wait for that)."""
+        for wait in waits:
+            if not wait.done():
+                await self._gate(wait)
+
+    def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
+        """A future done when `applied` is, or after the confirm timeout: one per interest change,
+        shared by every connection of a burst that waits on it (one timer, not one each)."""
+        gate = self._gates.get(applied)
+        if gate is None:
+            loop = asyncio.get_running_loop()
+            gate = self._gates[applied] = loop.create_future()
+            timeout = self.timeout
+
+            def open_gate(late: bool) -> None:
+                if gate.done():
+                    return
+                if late:
+                    log.warning("push service did not confirm an interest change within %.1fs", timeout)
+                gate.set_result(None)
+                self._gates.pop(applied, None)
+                timer.cancel()
+
+            timer = loop.call_later(timeout, open_gate, True)
+            applied.add_done_callback(lambda _: open_gate(False))
+        return gate
+
