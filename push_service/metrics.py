@@ -13,6 +13,8 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .broker.base import EngineEvents
+
 PUBLISHED = Counter("push_messages_published", "Messages accepted from publishers", ["rpc"])
 REJECTED = Counter("push_messages_rejected", "Messages refused to publishers, by gRPC status", ["rpc", "code"])
 SENT = Counter("push_messages_sent", "Messages sent to edges (one per edge stream that wanted them)")
@@ -22,6 +24,16 @@ EDGE_STREAMS_OPENED = Counter("push_edge_streams_opened", "Edge streams opened (
 EDGES_TOO_SLOW = Counter("push_edge_streams_too_slow", "Edge streams ended because the edge stopped reading")
 REDIS_ERRORS = Counter("push_redis_errors", "Redis operations that failed", ["operation"])
 REDIS_RECONNECTS = Counter("push_redis_subscriber_reconnects", "Times the Redis subscriber came back")
+
+
+class RedisEvents(EngineEvents):
+    """The Redis engine's failures and reconnects, counted (given to it by server.py)."""
+
+    def failed(self, operation: str) -> None:
+        REDIS_ERRORS.labels(operation).inc()
+
+    def reconnected(self) -> None:
+        REDIS_RECONNECTS.inc()
 
 
 class HubCollector(Collector):

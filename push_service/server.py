@@ -16,7 +16,7 @@ from .broker import broker_from_url
 from .config import PushSettings
 from .core.history import HistoryPolicy, PageLimits
 from .hub import Hub
-from .metrics import HUBS
+from .metrics import HUBS, RedisEvents
 from .servicer import PushServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PushService"].full_name
@@ -50,6 +50,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
             sweep_interval=settings.history_sweep_interval,
             redis_max_connections=settings.redis_max_connections,
             redis_pool_timeout=settings.redis_pool_timeout,
+            events=RedisEvents(),
         ),
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,

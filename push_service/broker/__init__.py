@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..core.history import HistoryPolicy
 from ..core.idempotency import IdempotencyCache
-from .base import Broker, PublicationHandler
+from .base import Broker, EngineEvents, PublicationHandler
 from .memory import MemoryBroker
 
 
@@ -19,6 +19,7 @@ def broker_from_url(
     sweep_interval: float = 1.0,
     redis_max_connections: int = 32,
     redis_pool_timeout: float = 10.0,
+    events: EngineEvents | None = None,
 ) -> Broker:
     """`memory://` (one process) or `redis://host:port/db` (replicas sharing topics)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
@@ -29,8 +30,8 @@ def broker_from_url(
         from .redis import RedisBroker
 
         return RedisBroker(url, history, prefix=prefix, idempotency_window=idempotency_window,
-                           max_connections=redis_max_connections, pool_timeout=redis_pool_timeout)
+                           max_connections=redis_max_connections, pool_timeout=redis_pool_timeout, events=events)
     raise ValueError(f"unsupported broker URL {url!r}: expected memory:// or redis://host:port/db")
 
 
-__all__ = ["Broker", "MemoryBroker", "PublicationHandler", "broker_from_url"]
+__all__ = ["Broker", "EngineEvents", "MemoryBroker", "PublicationHandler", "broker_from_url"]

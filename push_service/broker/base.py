@@ -44,6 +44,17 @@ class BrokerUnavailable(Exception):
     """The engine cannot take or deliver publications now; publishers get UNAVAILABLE and retry."""
 
 
+class EngineEvents:
+    """What an engine tells about its backing store, for whoever counts it (the service's metrics are
+    given to the engine at start-up; the engine imports no service module). Does nothing by default."""
+
+    def failed(self, operation: str) -> None:
+        """An operation on the backing store failed (`publish`, `history`, `subscriber`, ...)."""
+
+    def reconnected(self) -> None:
+        """The engine's subscription to its store came back after an interruption."""
+
+
 class Broker(abc.ABC):
     @abc.abstractmethod
     async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:

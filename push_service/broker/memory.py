@@ -55,12 +55,6 @@ class MemoryBroker(Broker):
             self._handler(publication)
         return publication.ack
 
-    def lose_everything(self) -> None:
-        """What a restart does to this engine (for the contract tests): a new epoch, nothing kept."""
-        self._history = HistoryStore(self._history.policy, epoch=uuid.uuid4().hex[:12])
-        self._retained.clear()
-        self._claims = ClientIdClaims()
-
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:
         return self._history.read(topic, since, epoch, time.monotonic(), limit, page)

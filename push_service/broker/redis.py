@@ -45,8 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.history import HistoryPolicy, HistoryRead, PageLimits, decide, no_history
 from ..core.publication import Ack, Publication
-from ..metrics import REDIS_ERRORS, REDIS_RECONNECTS
-from .base import Broker, BrokerUnavailable, PublicationHandler, ReconnectHandler
+from .base import Broker, BrokerUnavailable, EngineEvents, PublicationHandler, ReconnectHandler
 
 log = logging.getLogger("push_service.broker.redis")
 
@@ -235,18 +234,20 @@ def decode_ack(payload: bytes) -> Ack:
 
 
 @contextlib.contextmanager
-def unavailable_as(operation: str) -> Iterator[None]:
-    """Redis away (or refusing writes for now) becomes BrokerUnavailable, counted by operation."""
+def unavailable_as(operation: str, events: EngineEvents) -> Iterator[None]:
+    """Redis away (or refusing writes for now) becomes BrokerUnavailable, told by operation."""
     try:
         yield
     except UNAVAILABLE_ERRORS as exc:
-        REDIS_ERRORS.labels(operation).inc()
+        events.failed(operation)
         raise BrokerUnavailable(f"redis: {exc}") from None
 
 
 class RedisBroker(Broker):
     def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push",
-                 idempotency_window: float = 300.0, max_connections: int = 32, pool_timeout: float = 10.0) -> None:
+                 idempotency_window: float = 300.0, max_connections: int = 32, pool_timeout: float = 10.0,
+                 events: EngineEvents | None = None) -> None:
+        self._events = events or EngineEvents()
         self._idempotency_ms = int(idempotency_window * 1000)
         self._history = history or HistoryPolicy()
         self.keys = RedisKeys(prefix)
@@ -283,7 +284,7 @@ class RedisBroker(Broker):
         await self._redis.aclose()
 
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
-        with unavailable_as("publish"):
+        with unavailable_as("publish", self._events):
             return decode_ack(await self._run_publish(publication, idempotency_key, self._redis))
 
     async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Ack]:
@@ -291,7 +292,7 @@ class RedisBroker(Broker):
         A burst then reaches Redis back to back, and its subscribers get it as a burst (batched)."""
         if len(items) <= 1:
             return [await self.publish(publication, key) for publication, key in items]
-        with unavailable_as("publish"):
+        with unavailable_as("publish", self._events):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for publication, key in items:
                     await self._run_publish(publication, key, pipe)
@@ -319,7 +320,7 @@ class RedisBroker(Broker):
         page = page or PageLimits()
         # A recovery's `limit` caps its page (decide does the same).
         count = min(limit, page.max_count) if since is not None and limit else page.max_count
-        with unavailable_as("history"):
+        with unavailable_as("history", self._events):
             found = await self._read(
                 keys=[self.keys.stream(topic), self.keys.meta(topic)],
                 args=[-1 if since is None else since, 0 if since is not None else limit, count, page.max_bytes,
@@ -333,7 +334,7 @@ class RedisBroker(Broker):
         return decide([decode_payload(p) for p in found[2:]], offset, current_epoch, since, epoch, limit, page)
 
     async def retained(self, topic: str) -> Publication | None:
-        with unavailable_as("retained"):
+        with unavailable_as("retained", self._events):
             payload = await self._redis.get(self.keys.retained(topic))
         return decode_payload(payload) if payload else None
 
@@ -342,7 +343,7 @@ class RedisBroker(Broker):
             granted = await self._claim(keys=[self.keys.client_id_owner(client_id)],
                                         args=[owner, max(1, int(hold * 1000))])
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_ERRORS.labels("claim").inc()
+            self._events.failed("claim")
             raise BrokerUnavailable(f"redis: {exc}") from None
         return bool(granted)
 
@@ -355,7 +356,7 @@ class RedisBroker(Broker):
                         pipe.pexpire(self.keys.client_id_owner(client_id), hold_ms)
                     await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_ERRORS.labels("refresh").inc()
+            self._events.failed("refresh")
             raise BrokerUnavailable(f"redis: {exc}") from None
 
     async def subscribe(self, *channels: str) -> None:
@@ -373,7 +374,7 @@ class RedisBroker(Broker):
             await self._pubsub.subscribe(*names)
             await asyncio.wait_for(asyncio.gather(*confirmations), CONFIRM_TIMEOUT)
         except (TimeoutError, RedisError, OSError, AssertionError) as exc:
-            REDIS_ERRORS.labels("subscribe").inc()
+            self._events.failed("subscribe")
             # Redis is away: the subscriber subscribes every channel again when it reconnects.
             log.warning("subscription to %s (%d channels) deferred to the reconnect: %r", channels[0], len(channels), exc)
         finally:
@@ -388,7 +389,7 @@ class RedisBroker(Broker):
             try:
                 await self._pubsub.unsubscribe(*map(self.keys.channel, channels))
             except (RedisError, OSError) as exc:
-                REDIS_ERRORS.labels("unsubscribe").inc()
+                self._events.failed("unsubscribe")
                 log.warning("unsubscribe from %s (%d channels) failed (the reconnect leaves it out): %s", channels[0],
                             len(channels), exc)
 
@@ -411,7 +412,7 @@ class RedisBroker(Broker):
                                 self._ready.set()
                                 log.info("redis subscriber up (%d channels)", len(self._channels))
                                 if self._was_up:
-                                    REDIS_RECONNECTS.inc()
+                                    self._events.reconnected()
                                 if self._was_up and self._on_reconnect is not None:
                                     self._on_reconnect()  # publications may have passed us by
                                 self._was_up = True
@@ -428,7 +429,7 @@ class RedisBroker(Broker):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                REDIS_ERRORS.labels("subscriber").inc()
+                self._events.failed("subscriber")
                 log.warning("redis subscriber lost: %s; retrying in %.1fs", exc, delay)
             finally:
                 self._ready.clear()

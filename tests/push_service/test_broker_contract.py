@@ -47,8 +47,11 @@ class Engine:
         return self.received
 
     async def lose_everything(self) -> None:
+        """What a restart does to the memory engine (a new one), or Redis losing its data."""
         if self.kind == "memory":
-            self.broker.lose_everything()  # type: ignore[attr-defined]
+            await self.broker.close()
+            self.broker = broker_from_url("memory://", POLICY, sweep_interval=0.05)
+            await self.broker.start(self.handler)
         else:
             await self.broker._redis.flushall()  # type: ignore[attr-defined]
 
