@@ -109,6 +109,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
         published = metrics.PUBLISHED.labels("PublishStream")
         invalid = metrics.REJECTED.labels("PublishStream", "INVALID_ARGUMENT")
         unavailable = metrics.REJECTED.labels("PublishStream", "UNAVAILABLE")
+        # After a refusal, nothing later on this stream is published: the publisher sends again from
+        # the refused message, in order (else what it had already sent after it would go out first).
+        halted: str | None = None
         async for request in request_iterator:
             results: list[pb.PublishResult | None] = []
             valid: list[tuple[Publication, str]] = []
@@ -120,10 +123,13 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     invalid.inc()
                     results.append(pb.PublishResult(error_code=INVALID_ARGUMENT, error_message=str(exc)))
             try:
+                if halted is not None and valid:
+                    raise BrokerUnavailable(f"{halted} (an earlier message of this stream was refused)")
                 publications = await self._hub.publish_many(valid)  # one round trip to the broker
                 published.inc(len(valid))
                 answers = iter([pb.PublishResult(id=p.id, timestamp_ms=p.timestamp_ms) for p in publications])
             except BrokerUnavailable as exc:
+                halted = halted or str(exc)
                 unavailable.inc(len(valid))
                 refusal = pb.PublishResult(error_code=UNAVAILABLE, error_message=f"broker unavailable: {exc}")
                 answers = iter([refusal] * len(valid))

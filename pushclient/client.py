@@ -27,6 +27,7 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from common.backoff import Backoff
 from common.grpc_security import secure_channel
+from common.reconnect import reconnect_forever
 
 log = logging.getLogger("pushclient")
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -239,25 +240,20 @@ class StreamPublisher:
         await self._idle.wait()
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=0.1, maximum=2.0)
-        while True:
-            try:
-                await self._stream_once(backoff)
-            except asyncio.CancelledError:
-                raise
-            except grpc.aio.AioRpcError as exc:
-                log.warning("publish stream lost (%d unanswered): %s %s", len(self._pending), exc.code().name,
-                            exc.details())
-            except PublishError as exc:
-                log.warning("publish stream restarting: %s", exc)
-            except Exception:
-                log.exception("publish stream failed")
+        await reconnect_forever(self._stream_once, Backoff(initial=0.1, maximum=2.0), log, "publish stream",
+                                expected=(grpc.aio.AioRpcError, PublishError))
+
+    async def _stream_once(self, up: Callable[[], None]) -> None:
+        try:
+            await self._stream(up)
+        finally:
+            if self._pending:
+                log.info("publish stream: %d messages unanswered, sent again on the next stream", len(self._pending))
             self.connected = False
             self._sent = 0  # resend whatever was not answered
-            await asyncio.sleep(backoff.next_delay())
             RECONNECTS.inc()
 
-    async def _stream_once(self, backoff: Backoff) -> None:
+    async def _stream(self, up: Callable[[], None]) -> None:
         # Each stream has its own request generator; gRPC may keep a broken stream's generator
         # suspended, so a stale one must stop instead of taking messages meant for the new stream.
         self._generation += 1
@@ -279,14 +275,15 @@ class StreamPublisher:
         try:
             await call.wait_for_connection()
             self.connected = True
-            backoff.reset()
-            await self._read_answers(call)
+            await self._read_answers(call, up)
         finally:
             self._generation += 1
             self._has_work.set()  # wake the stale generator so that it ends
             call.cancel()
 
-    async def _read_answers(self, call) -> None:  # type: ignore[no-untyped-def]
+    async def _read_answers(self, call, up: Callable[[], None]) -> None:  # type: ignore[no-untyped-def]
+        """Settle what the push service answered. The backoff starts over only once messages are
+        accepted: a stream that connects while the broker refuses everything keeps slowing down."""
         async for response in call:
             answered = []
             while self._pending and self._pending[0][0] <= response.sequence:
@@ -310,5 +307,6 @@ class StreamPublisher:
                 # idempotency keys, whatever went through meanwhile is not published twice).
                 self._pending.extendleft(reversed(retry))
                 raise PublishError(grpc.StatusCode.UNAVAILABLE, f"{len(retry)} messages refused for now, retrying")
+            up()
             if not self._pending:
                 self._idle.set()

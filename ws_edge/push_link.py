@@ -16,6 +16,7 @@ from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from common.backoff import Backoff
+from common.reconnect import reconnect_forever
 
 log = logging.getLogger("ws_edge.push_link")
 
@@ -207,26 +208,20 @@ class PushLink:
                 future.set_result(None)
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self._stream_once()
-            except asyncio.CancelledError:
-                raise
-            except grpc.aio.AioRpcError as exc:
-                log.warning("push stream to %s lost: %s %s", self.address, exc.code().name, exc.details())
-            except Exception:
-                log.exception("push stream to %s failed", self.address)
-            finally:
-                self._changes = None
-                if self.connected.is_set() and self._on_lost is not None:
-                    self._on_lost()
-                self.connected.clear()
-            delay = self._backoff.next_delay()
-            log.info("reconnecting to push service at %s in %.2fs", self.address, delay)
-            await asyncio.sleep(delay)
+        await reconnect_forever(self._stream_once, self._backoff, log, f"push stream to {self.address}",
+                                expected=(grpc.aio.AioRpcError,))
+
+    async def _stream_once(self, up: Callable[[], None]) -> None:
+        try:
+            await self._stream(up)
+        finally:
+            self._changes = None
+            if self.connected.is_set() and self._on_lost is not None:
+                self._on_lost()
+            self.connected.clear()
             self.reconnects += 1
 
-    async def _stream_once(self) -> None:
+    async def _stream(self, up: Callable[[], None]) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
         topics, client_ids = self._snapshot()
         self._pending = {}  # covered by the snapshot
@@ -254,7 +249,6 @@ class PushLink:
                     if self._was_up and self._on_restored is not None:
                         self._on_restored()
                     self._was_up = True
-                    self._backoff.reset()
+                    up()
                     log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics),
                              len(client_ids))
-        log.warning("push stream to %s ended by the server", self.address)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pushclient import PushClient
+import grpc
+from push.v1 import push_service_pb2 as push_pb
+from push.v1 import push_service_pb2_grpc as push_grpc
+
+from pushclient import PublishError, PushClient
 from pushclient.client import outgoing
 from tests.support.processes import System
 from tests.support.redis_server import RedisServer
@@ -62,5 +66,54 @@ async def test_redis_restart_mid_stream(tmp_path: Path, caplog):
     finally:
         if client is not None:
             await client.close()
+        system.stop()
+        redis.stop()
+
+
+async def test_a_stream_publishes_nothing_after_a_refusal_so_the_retry_keeps_the_order(tmp_path: Path):
+    """Issue 17.4: a message refused while Redis was away, then later ones already sent on the same
+    stream published once it is back, put them before it. After a refusal the stream publishes
+    nothing more; the publisher sends again from the refused message, in order."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    system = System(tmp_path / "sys", push_env={"PUSH_BROKER_URL": redis.url, "PUSH_HISTORY_RULES": HISTORY})
+    (tmp_path / "sys").mkdir()
+    try:
+        await system.start()
+        channel = grpc.aio.insecure_channel(system.push_address)
+        requests: asyncio.Queue[push_pb.PublishStreamRequest] = asyncio.Queue()
+
+        async def send():  # type: ignore[no-untyped-def]
+            while True:
+                yield await requests.get()
+
+        call = push_grpc.PushServiceStub(channel).PublishStream(send())
+        answers = aiter(call)
+
+        def request(sequence: int) -> push_pb.PublishStreamRequest:
+            message = push_pb.OutgoingMessage(topic="r:order", type="t", data=b"{}", id=f"o{sequence}")
+            return push_pb.PublishStreamRequest(sequence=sequence, messages=[message])
+
+        await requests.put(request(1))
+        assert (await anext(answers)).results[0].error_code == 0
+        redis.stop()
+        await requests.put(request(2))
+        refused = (await anext(answers)).results[0]
+        assert refused.error_code == grpc.StatusCode.UNAVAILABLE.value[0]
+        redis.start()
+        async with PushClient(system.push_address) as push:
+            for _ in range(100):  # until this replica publishes again
+                try:
+                    await push.publish("r:probe", "t", {})
+                    break
+                except PublishError:
+                    await asyncio.sleep(0.1)
+        await requests.put(request(3))
+        halted = (await anext(answers)).results[0]
+        assert (halted.error_code, halted.error_message.endswith("(an earlier message of this stream was refused)")) == (
+            grpc.StatusCode.UNAVAILABLE.value[0], True)
+        call.cancel()
+        await channel.close()
+    finally:
         system.stop()
         redis.stop()
