@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -42,6 +42,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.backoff import Backoff
+from common.reconnect import reconnect_forever
 
 from ..core.history import HistoryPolicy, HistoryRead, PageLimits, decide, no_history
 from ..core.publication import Ack, Publication
@@ -394,48 +397,46 @@ class RedisBroker(Broker):
                             len(channels), exc)
 
     async def _read_forever(self) -> None:
-        delay = 0.1
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                # A private channel first, so that listening works before any interest.
-                channels = [self.keys.channel(f"_replica:{uuid.uuid4().hex}"), *map(self.keys.channel, self._channels)]
-                await pubsub.subscribe(*channels)
-                self._pubsub = pubsub
-                delay = 0.1
-                waiting = len(channels)
-                async for message in pubsub.listen():
-                    if message["type"] == "subscribe":
-                        if waiting:
-                            waiting -= 1
-                            if not waiting:
-                                self._ready.set()
-                                log.info("redis subscriber up (%d channels)", len(self._channels))
-                                if self._was_up:
-                                    self._events.reconnected()
-                                if self._was_up and self._on_reconnect is not None:
-                                    self._on_reconnect()  # publications may have passed us by
-                                self._was_up = True
-                        confirmed = self._confirmations.get(message["channel"])
-                        if confirmed is not None and not confirmed.done():
-                            confirmed.set_result(None)
-                        continue
-                    if message["type"] != "message" or self._handler is None:
-                        continue
-                    try:
-                        self._handler(decode_payload(message["data"]))
-                    except Exception:
-                        log.exception("bad message on %s", message.get("channel"))
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                self._events.failed("subscriber")
-                log.warning("redis subscriber lost: %s; retrying in %.1fs", exc, delay)
-            finally:
-                self._ready.clear()
-                self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(delay)
-            delay = min(1.0, delay * 2)
+        await reconnect_forever(self._read_once, Backoff(initial=0.1, maximum=1.0), log, "redis subscriber",
+                                expected=(RedisError, OSError))
+
+    async def _read_once(self, up: Callable[[], None]) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            # A private channel first, so that listening works before any interest.
+            channels = [self.keys.channel(f"_replica:{uuid.uuid4().hex}"), *map(self.keys.channel, self._channels)]
+            await pubsub.subscribe(*channels)
+            self._pubsub = pubsub
+            up()
+            waiting = len(channels)
+            async for message in pubsub.listen():
+                if message["type"] == "subscribe":
+                    if waiting:
+                        waiting -= 1
+                        if not waiting:
+                            self._ready.set()
+                            log.info("redis subscriber up (%d channels)", len(self._channels))
+                            if self._was_up:
+                                self._events.reconnected()
+                            if self._was_up and self._on_reconnect is not None:
+                                self._on_reconnect()  # publications may have passed us by
+                            self._was_up = True
+                    confirmed = self._confirmations.get(message["channel"])
+                    if confirmed is not None and not confirmed.done():
+                        confirmed.set_result(None)
+                    continue
+                if message["type"] != "message" or self._handler is None:
+                    continue
+                try:
+                    self._handler(decode_payload(message["data"]))
+                except Exception:
+                    log.exception("bad message on %s", message.get("channel"))
+        except (RedisError, OSError):
+            self._events.failed("subscriber")
+            raise
+        finally:
+            self._ready.clear()
+            self._pubsub = None
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
