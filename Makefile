@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test bench bench-e2e lint clean system-deps
+.PHONY: install proto run test bench bench-e2e lint clean system-deps coverage
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -55,3 +55,9 @@ lint: install
 
 clean:
 	rm -rf $(GEN) $(VENV)
+
+# Unit-test coverage of the edge (its core must stay covered: the session, routing, sequencing).
+coverage: install
+	$(BIN)/python -m coverage run --source=ws_edge -m pytest -q -p no:cacheprovider tests/ws_edge
+	$(BIN)/python -m coverage report
+	$(BIN)/python -m coverage report --include='ws_edge/core/*' --fail-under=90 >/dev/null
