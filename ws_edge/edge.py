@@ -67,7 +67,7 @@ class Edge:
         self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
         self.attempts = AttemptLimiter(settings.connect_rate_per_ip, settings.connect_burst_per_ip)
         self._per_user = ConnectionCounter()
-        self._per_address = ConnectionCounter()
+        self.addresses = ConnectionCounter()  # open WebSockets per address (counted by app.serve_socket)
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
@@ -126,11 +126,8 @@ class Edge:
         holders = self.router.client_ids.subscribers(client_id)
         if any(h.principal.user != principal.user for h in holders):  # type: ignore[attr-defined]
             return CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD
-        if not self._per_address.acquire(connection.address, self.settings.max_connections_per_ip):
-            return CloseCode.TOO_MANY_CONNECTIONS, "too many connections"
         if principal.user is not None and not self._per_user.acquire(principal.user,
                                                                      self.settings.max_connections_per_user):
-            self._per_address.release(connection.address)
             return CloseCode.TOO_MANY_CONNECTIONS, "too many connections"
         connection.principal = principal
         self.connections[connection.id] = driver
@@ -187,7 +184,6 @@ class Edge:
         self.stats["coalesced"] += connection.coalesced
         if connection.closed_as_slow:
             self.stats["slow_consumers"] += 1
-        self._per_address.release(connection.address)
         if connection.principal.user is not None:
             self._per_user.release(connection.principal.user)
         if emptied := self.router.remove_connection(connection):

@@ -47,11 +47,12 @@ class SessionDriver:
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._wake = asyncio.Event()  # the session accepts frames again, or has closed
 
-    async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position]) -> None:
+    async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
+                    since_error: str | None = None) -> None:
         """The connection's whole life, from an accepted socket to its end."""
         loop = asyncio.get_running_loop()
         session = self.session
-        session.open(token, topics, since, time.time())
+        session.open(token, topics, since, time.time(), since_error)
         self._run_effects()
         try:
             while not session.closed:
