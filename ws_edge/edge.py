@@ -136,10 +136,15 @@ class Edge:
             return [self.push.change(add_client_ids=[client_id])]
         return []  # already wanted, or an id this edge assigned (its mark has been declared since the start)
 
+    @staticmethod
+    def needs_claim(client_id: str) -> bool:
+        """A chosen client_id is owned cluster-wide; the ids this edge assigns need no claim."""
+        return routed_by_itself(client_id)
+
     async def claim(self, client_id: str, principal: Principal) -> tuple[CloseCode, str] | None:
-        """A chosen client_id is owned cluster-wide (the push service's ClaimClientId): None when
-        `principal` may use it, else the refusal; ids this edge assigns need no claim."""
-        if not routed_by_itself(client_id):
+        """Claim a chosen client_id (the push service's ClaimClientId): None when `principal` may
+        use it, else the refusal."""
+        if not self.needs_claim(client_id):
             return None
         granted = await self.push.claim_client_id(client_id, principal.user)
         if granted is None:
