@@ -13,7 +13,6 @@ from ws_edge.core.frames import (
     split_topics_param,
     websocket_text_frame,
 )
-from ws_edge.core.ratelimit import TokenBucket
 
 
 def test_parses_the_guides_subscribe():
@@ -80,10 +79,3 @@ def test_batch_frame_splices_envelopes_and_keeps_a_lone_one_as_itself():
 def test_topics_parameter():
     assert split_topics_param("task:progress, task:status,,task:progress") == ["task:progress", "task:status"]
     assert split_topics_param(None) == []
-
-
-def test_token_bucket_allows_burst_then_rate():
-    bucket = TokenBucket(rate=100, burst=100, now=0.0)
-    assert sum(bucket.allow(0.0) for _ in range(150)) == 100
-    assert bucket.allow(0.0) is False
-    assert sum(bucket.allow(0.1) for _ in range(20)) == 10
