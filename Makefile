@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test bench bench-e2e lint clean system-deps coverage
+.PHONY: install proto run test test-faults bench bench-e2e lint clean system-deps coverage
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -40,6 +40,13 @@ run: install
 
 test: install system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault suite (tests/faults): every scenario FAULT_REPEAT times with FAULT_PAUSE-second faults,
+# each table printed and written to test-artifacts/faults.txt (`make test` runs each once, short).
+FAULT_REPEAT ?= 3
+FAULT_PAUSE ?= 10
+test-faults: install system-deps
+	FAULT_REPEAT=$(FAULT_REPEAT) FAULT_PAUSE=$(FAULT_PAUSE) $(BIN)/python -m pytest -s -o timeout=600 tests/faults $(PYTEST_ARGS)
 
 # The guide's two tests against this system (figures in the README).
 bench: install

@@ -128,6 +128,7 @@ async def healthz(request: Request) -> dict[str, Any]:
         "coalesced_messages": edge.stats["coalesced"] + sum(c.coalesced for c in connections),
         "slow_consumer_disconnects": edge.stats["slow_consumers"],
         "push_connected": edge.push.connected.is_set(),
+        "push_replica": edge.push.replica,
         "frame_writer": edge.frames.name,
         "pending_handshakes": request.app.state.pending.total,
     }

@@ -41,6 +41,9 @@ class EdgeSettings(BaseSettings):
     # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
+    # Seconds without a word from the push replica (it sends a heartbeat each PUSH_EDGE_HEARTBEAT_INTERVAL
+    # when quiet) before its stream is taken as lost and opened again on the next replica.
+    push_silence_timeout: float = Field(3.0, gt=0)
     # Prometheus /metrics on a port of its own (0: off), never on the public port: the series name
     # users' activity and the edge's internals (like PUSH_METRICS_PORT, TASK_METRICS_PORT).
     metrics_port: int = Field(9104, ge=0, le=65535)

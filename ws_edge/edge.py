@@ -62,7 +62,8 @@ class Edge:
         self.pump = DeliveryPump(self.router, self.read_history, settings.conflated)
         self.push = PushLink(settings.push_address, self._channel, self.pump.on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
-                             on_restored=self.pump.on_restored, on_resync=self.pump.on_resync)
+                             on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
+                             silence_timeout=settings.push_silence_timeout)
         self.stats = {"coalesced": 0, "slow_consumers": 0}  # of connections already gone
         self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
         self.attempts = AttemptLimiter(settings.connect_rate_per_ip, settings.connect_burst_per_ip)
