@@ -353,7 +353,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", choices=["ours", "tutorial", "broadcaster"], required=True)
+    parser.add_argument("--target", choices=["ours", "tutorial", "broadcaster", "limit", "node"], required=True)
     parser.add_argument("--ws-url", required=True)
     parser.add_argument("--publish-url", help="baselines: their /publish WebSocket")
     parser.add_argument("--push", default="127.0.0.1:50051")
