@@ -10,9 +10,10 @@ Targets, each started as processes:
 - ours: push_service + task_service + ws_edge, published through the gRPC stream, at the default
   batch cap (EDGE_BATCH_MAX_MESSAGES=10); `ours, cap 100` the same edge with the cap at 100.
 On a machine with 2+ cores the server processes are pinned to core 0 and the load process to core 1
-(`taskset`), one load process for every scenario; every process's CPU is reported. Each scenario's
-rows show their ratio to the limit's row of the same round; `--repeat` runs every round again (the
-machine is shared: compare rows of one round).
+(`taskset`), one load process for every scenario; every process's CPU is reported. All targets run
+at once (idle while another is measured) and each scenario goes over every target in turn, so that
+a scenario's rows are measured within a minute; each shows its ratio to the limit's row of the same
+round; `--repeat` runs every round again (the machine is shared: compare rows of one round).
 """
 
 from __future__ import annotations
@@ -99,24 +100,30 @@ LABELS = {"limit": "limit (picows)", "node": "Node ws", "ours": "ours, cap 10", 
 
 def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
               cores: tuple[str, str] | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every target started at once (idle while another is measured), then each scenario on every
+    target in turn: the rows of one scenario are measured within a minute of each other, which is
+    what a ratio on a shared machine needs."""
     prefix = ("taskset", "-c", cores[1]) if cores else ()
     results: dict[tuple[str, str], dict[str, Any]] = {}
-    for name in names:
-        target = start(name)
-        try:
+    targets: dict[str, Target] = {}
+    try:
+        for name in names:
+            target = targets[name] = start(name)
+            target.name = "ours" if name.startswith("ours") else name  # what bench.load knows it as
             if cores:
                 pin([*target.pids.values(), *getattr(target, "other_pids", [])], cores[0])
-            load_name = "ours" if name.startswith("ours") else name
-            for key in scenarios:
+        for key in scenarios:
+            for name, target in targets.items():
                 if name == "ours-cap100" and key not in ("max", "paced"):
                     continue
-                target.name = load_name
                 extra = [*SCENARIOS[key][1], "--seconds", str(args.seconds)]
                 results[(key, name)] = run_load(target, extra[3], *extra[:2], *extra[4:], prefix=prefix)
-            if args.idle and name in ("limit", "ours"):
-                time.sleep(1)
-                results[("idle", name)] = idle_memory(target, args.idle, hold=8.0, prefix=prefix)
-        finally:
+        if args.idle:
+            for name in ("limit", "ours"):
+                if name in targets:
+                    results[("idle", name)] = idle_memory(targets[name], args.idle, hold=8.0, prefix=prefix)
+    finally:
+        for target in targets.values():
             target.stop()
     return results
 
