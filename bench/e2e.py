@@ -92,7 +92,8 @@ class Target:
 class Ours(Target):
     name = "ours"
 
-    def __init__(self, broker_url: str = "memory://", edge_env: dict[str, str] | None = None) -> None:
+    def __init__(self, broker_url: str = "memory://", edge_env: dict[str, str] | None = None,
+                 edge_argv: list[str] | None = None) -> None:
         quiet = {"PUSH_LOG_LEVEL": "WARNING", "PUSH_BROKER_URL": broker_url}
         self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
                              task_env={"TASK_LOG_LEVEL": "WARNING"},
@@ -104,6 +105,7 @@ class Ours(Target):
                                        "EDGE_MAX_PENDING_PER_IP": "100000", "EDGE_MAX_PENDING_CONNECTIONS": "100000",
                                        "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000",
                                        **(edge_env or {})})
+        self.system.edge.argv = edge_argv  # e.g. another checkout's edge, for a before/after in one run
         asyncio.run(self.system.start())
         self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]
         self.other_pids = [self.system.tasks.proc.pid]  # type: ignore[union-attr]  # idle: pinned, not reported

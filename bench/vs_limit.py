@@ -91,11 +91,16 @@ def start(name: str) -> Target:
     if name == "node":
         return Process("node", ["node", str(ROOT / "bench" / "baselines" / "node_ws.js")],
                        {"NODE_PATH": str(NODE_MODULES)})
+    if name == "ours-before":  # the edge of another checkout (--before), beside this one's
+        code = f"import sys, runpy; sys.path.insert(0, {str(BEFORE)!r}); runpy.run_module('ws_edge', run_name='__main__')"
+        return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, edge_argv=[sys.executable, "-c", code])
     cap = {"ours": "10", "ours-cap100": "100"}[name]
     return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": cap})
 
 
-LABELS = {"limit": "limit (picows)", "node": "Node ws", "ours": "ours, cap 10", "ours-cap100": "ours, cap 100"}
+BEFORE = Path()
+LABELS = {"limit": "limit (picows)", "node": "Node ws", "ours": "ours, cap 10", "ours-cap100": "ours, cap 100",
+          "ours-before": "ours before (cap 10)"}
 
 
 def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
@@ -138,7 +143,8 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
              if cores else "no pinning (one core)")
     lines = [
         f"Command: `python -m bench.e2e --suite limit --seconds {args.seconds} --idle {args.idle} "
-        f"--repeat {args.repeat} --targets {args.targets}`  ",
+        f"--repeat {args.repeat} --targets {args.targets}"
+        f"{f' --before {args.before}' if args.before else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; {where}; "
         f"one load process (picows on uvloop) per scenario; `task_progress` messages of ~245 B; ours "
         "publishes through the gRPC stream.",
@@ -243,7 +249,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--targets", default="limit,node,ours,ours-cap100")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's section")
+    parser.add_argument("--before", type=Path, help="another checkout (e.g. `git worktree add` of main): its "
+                        "edge runs as the target `ours-before`, beside this one's, in the same rounds")
     args = parser.parse_args(argv)
+    global BEFORE
+    if args.before:
+        BEFORE = args.before.resolve()
+        if "ours-before" not in args.targets:
+            args.targets += ",ours-before"
     names = [n for n in args.targets.split(",") if n != "node" or (shutil.which("node") and NODE_MODULES.exists())]
     scenarios = args.scenarios.split(",")
     cores = pinning()
