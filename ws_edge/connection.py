@@ -185,8 +185,11 @@ class Connection:
             if write is not None and drained is not None:
                 while self._backlog:
                     await drained()
-                    if self._closing or not write(self._backlog.pop_wire()):
-                        break  # closing: the close takes over (and frees the backlog)
+                    if self._closing:
+                        break  # the close takes over (and frees the backlog)
+                    if not write(self._backlog.pop_wire()):
+                        self._closing = True  # the socket is gone: the receive loop releases the connection
+                        break
             else:
                 send = self.websocket.send
                 while (frame := self._backlog.pop_frame()) is not None:

@@ -107,3 +107,19 @@ async def test_a_socket_that_falls_behind_gets_what_waited_as_batch_frames_in_on
     second = b'{"type":"batch","messages":[' + b",".join(m.frame for m in messages[10:]) + b"]}"
     assert wire.writes == 2 and wire.frames[-1] == websocket_text_frame(first) + websocket_text_frame(second)
     assert websocket.sent == [] and connection.queued == 0 and connection.direct is wire
+
+
+async def test_a_socket_gone_while_its_backlog_waited_takes_nothing_more():
+    websocket, wire = RecordingWebSocket(), DrainingWire()
+    connection = Connection(websocket, "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
+    connection.start_writer(b'{"type":"connected"}')
+    wire.open = False  # unsent bytes, and then the socket goes: the write is refused even once drained
+    wire.empty.clear()
+    message = SimpleNamespace(frame=b'{"n":1}')
+    connection.send_frames([message.frame], websocket_text_frame(message.frame), [message], lambda d: None)  # type: ignore[list-item]
+    wire.empty.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert connection.direct is None and connection.queued == 0  # no writer task per message for a dead socket
+    connection.send_frames([message.frame], websocket_text_frame(message.frame), [message], lambda d: None)  # type: ignore[list-item]
+    assert connection.queued == 0
