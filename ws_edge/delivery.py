@@ -38,6 +38,7 @@ class DeliveryPump:
         self.batch_max = batch_max  # messages per frame (EDGE_BATCH_MAX_MESSAGES)
         self._read_history = read_history
         self._conflated = list(conflated)
+        self._conflated_topics: dict[str, bool] = {}  # topic -> whether it matches a conflated pattern
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -159,10 +160,14 @@ class DeliveryPump:
         when they drain."""
         delivered = 0
         for frames, wire, connections, messages in self.router.route(regroup(batches, self.batch_max)):
+            key_of = None
             for connection in connections:
                 direct = connection.direct  # type: ignore[attr-defined]
                 if direct is None or not direct(wire):
-                    connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+                    if key_of is None:  # each message's conflation key once, for all the sockets behind
+                        keys = {id(d): self._conflation_key(d) for d in messages}
+                        key_of = lambda d, keys=keys: keys[id(d)]  # noqa: E731
+                    connection.send_frames(frames, wire, messages, key_of)  # type: ignore[attr-defined]
             delivered += len(connections) * len(messages)
         metrics.DELIVERED.inc(delivered)
         now = now_ms()
@@ -178,6 +183,11 @@ class DeliveryPump:
     def _conflation_key(self, delivery: DeliveryLike) -> str | None:
         """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""
         topic = delivery.topic
-        if not topic or not any(fnmatchcase(topic, pattern) for pattern in self._conflated):
+        conflated = self._conflated_topics.get(topic)
+        if conflated is None:
+            if len(self._conflated_topics) >= 4096:
+                self._conflated_topics.clear()
+            conflated = self._conflated_topics[topic] = any(fnmatchcase(topic, p) for p in self._conflated)
+        if not topic or not conflated:
             return None
         return f"{topic}\x00{delivery.conflation_key}"

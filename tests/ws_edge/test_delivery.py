@@ -35,3 +35,15 @@ def test_a_round_of_several_batches_goes_in_full_frames_to_ready_sockets_and_que
     frames = [batch_frame([d.frame for d in deliveries[:3]]), batch_frame([d.frame for d in deliveries[3:]])]
     assert ready.wires == [b"".join(websocket_text_frame(f) for f in frames)]
     assert behind.queued == deliveries and behind.wires == []
+
+
+def test_sockets_behind_get_each_message_with_its_conflation_key():
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    keys: list[Any] = []
+    behind.send_frames = lambda frames, wire, messages, key: keys.extend(key(m) for m in messages)  # type: ignore[method-assign]
+    router.topics.add("feed:1", behind)
+    router.topics.add("other", behind)
+    pump = DeliveryPump(router, read_history=None, conflated=["feed:*"])  # type: ignore[arg-type]
+    pump.fan_out([[D(topic="feed:1", frame=b"1", conflation_key="a"), D(topic="other", frame=b"2", conflation_key="b")]])
+    assert keys == ["feed:1\x00a", None]
