@@ -106,7 +106,11 @@ class Ours(Target):
                                        "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000",
                                        **(edge_env or {})})
         self.system.edge.argv = edge_argv  # e.g. another checkout's edge, for a before/after in one run
-        asyncio.run(self.system.start())
+        try:
+            asyncio.run(self.system.start())
+        except BaseException:  # e.g. not serving in time on a crowded machine: leave no process behind
+            self.system.stop()
+            raise
         self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]
         self.other_pids = [self.system.tasks.proc.pid]  # type: ignore[union-attr]  # idle: pinned, not reported
         self.ws_url = self.system.ws_url + "/ws"
