@@ -76,6 +76,7 @@ class Process(Target):
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     raise RuntimeError(f"{name} did not start (log: {self.log.name})") from None
                 time.sleep(0.05)
 
