@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test test-faults bench bench-e2e lint clean system-deps coverage
+.PHONY: install proto run test test-faults bench bench-deps bench-e2e lint clean system-deps coverage
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -48,12 +48,26 @@ FAULT_PAUSE ?= 10
 test-faults: install system-deps
 	FAULT_REPEAT=$(FAULT_REPEAT) FAULT_PAUSE=$(FAULT_PAUSE) $(BIN)/python -m pytest -s -o timeout=600 tests/faults $(PYTEST_ARGS)
 
+# The benchmark's own packages (picows for the load generator and the `limit` baseline), pinned apart
+# from the services'; Node's `ws` for its baseline, into a git-ignored folder, when node is here.
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench/.node/node_modules/ws/package.json:
+	if command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix bench/.node ws@8.18.3; fi
+
+bench-deps: install $(VENV)/.bench-installed
+	@command -v node >/dev/null 2>&1 && $(MAKE) --no-print-directory bench/.node/node_modules/ws/package.json || true
+
 # The guide's two tests against this system (figures in the README).
-bench: install
+bench: bench-deps
 	$(BIN)/python -m bench.guide_tests
 
-# The end-to-end benchmark beside the baseline peers; writes docs/PERFORMANCE.md's results.
-bench-e2e: install
+# The end-to-end benchmark: beside the physical limit and Node's ws (issue 18), then beside the FastAPI
+# baseline peers; writes docs/PERFORMANCE.md's results.
+bench-e2e: bench-deps
+	$(BIN)/python -m bench.e2e --suite limit --write
 	$(BIN)/python -m bench.e2e --write
 
 # The rules are in pyproject.toml ([tool.ruff.lint]); `make test` runs this first.

@@ -35,6 +35,9 @@ class EdgeSettings(BaseSettings):
     send_queue_frames: int = Field(1000, ge=1)
     send_queue_bytes: int = Field(1 << 20, ge=1024)
     coalesce_mark: int = Field(100, ge=1)
+    # Messages per batch frame (the guide's 10): what a round of fan-out carries, and what a socket
+    # that fell behind gets in each frame once it drains.
+    batch_max_messages: int = Field(10, ge=1, le=1000)
     conflate_topics: str = "task:progress"  # comma-separated patterns
     # Topics a `/ws/task` connection gets when it names none.
     task_endpoint_topics: str = "task:progress,task:status,task:list"

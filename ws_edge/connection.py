@@ -1,9 +1,10 @@
 """One browser's WebSocket: an id, who it is, and a non-blocking send with a bounded backlog.
 
 Fan-out never awaits a browser. `send` writes the frame straight to the socket when the socket takes
-it without waiting (the common case; see `wire.py`); otherwise the frame joins a backlog that a
-writer task drains through the ordinary ASGI send. A client whose backlog reaches the limit is a slow
-consumer and is closed with 4008 so that it can reconnect.
+it without waiting (the common case: its transport holds nothing unsent; see `wire.py`); otherwise
+the frame joins a backlog that a writer task drains once the socket has drained, what waits leaving
+as batch frames (core/sendqueue.py). A client whose backlog reaches the limit is a slow consumer and
+is closed with 4008 so that it can reconnect.
 """
 
 from __future__ import annotations
@@ -174,10 +175,25 @@ class Connection:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _drain(self) -> None:
-        send = self.websocket.send
+        """Write the backlog once the socket can take it: on the fast path, whenever its transport has
+        handed everything to the kernel, all that waits (batch frames of at most the cap, shared with
+        sockets that drain in the same state) in one write; otherwise frame by frame, through the ASGI
+        send (which waits for the transport itself)."""
+        write = self._write
+        drained = getattr(write, "drained", None)
         try:
-            while (frame := self._backlog.pop_frame()) is not None:
-                await send({"type": "websocket.send", "text": frame.decode()})
+            if write is not None and drained is not None:
+                while self._backlog:
+                    await drained()
+                    if self._closing:
+                        break  # the close takes over (and frees the backlog)
+                    if not write(self._backlog.pop_wire()):
+                        self._closing = True  # the socket is gone: the receive loop releases the connection
+                        break
+            else:
+                send = self.websocket.send
+                while (frame := self._backlog.pop_frame()) is not None:
+                    await send({"type": "websocket.send", "text": frame.decode()})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection

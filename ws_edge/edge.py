@@ -59,7 +59,7 @@ class Edge:
         self.connections: dict[int, SessionDriver] = {}
         # The ids this edge assigns are routed to it by this mark: one interest for all of them.
         self.client_id_mark = new_edge_mark()
-        self.pump = DeliveryPump(self.router, self.read_history, settings.conflated)
+        self.pump = DeliveryPump(self.router, self.read_history, settings.conflated, settings.batch_max_messages)
         self.push = PushLink(settings.push_address, self._channel, self.pump.on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
                              on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
@@ -217,7 +217,7 @@ class Edge:
 
     def new_send_queue(self) -> SendQueue:
         s = self.settings
-        return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes)
+        return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes, s.batch_max_messages)
 
     # --- heartbeats -------------------------------------------------------------------------------
 

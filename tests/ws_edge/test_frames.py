@@ -79,3 +79,13 @@ def test_batch_frame_splices_envelopes_and_keeps_a_lone_one_as_itself():
 def test_topics_parameter():
     assert split_topics_param("task:progress, task:status,,task:progress") == ["task:progress", "task:status"]
     assert split_topics_param(None) == []
+
+
+def test_regroup_fills_frames_up_to_the_cap_in_order():
+    from ws_edge.core.frames import regroup
+
+    assert regroup([[1], [2], [3, 4, 5]], 2) == [[1, 2], [3, 4], [5]]
+    assert regroup([[1], [2], [3, 4, 5]], 100) == [[1, 2, 3, 4, 5]]
+    assert regroup([[1] * 25], 10) == [[1] * 10, [1] * 10, [1] * 5]
+    one = [[1, 2]]
+    assert regroup(one, 10) is one  # the common case: nothing to do
