@@ -81,6 +81,8 @@ class Connection:
 
     def start_writer(self, first_frame: bytes) -> None:
         """Start writing: `first_frame` (the `connected` frame), then whatever was routed meanwhile."""
+        if self._closing:
+            return  # closed before it was connected (a slow consumer, the edge going away)
         self._open = True
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
             self.direct = self._write

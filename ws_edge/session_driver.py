@@ -52,9 +52,9 @@ class SessionDriver:
         """The connection's whole life, from an accepted socket to its end."""
         loop = asyncio.get_running_loop()
         session = self.session
-        session.open(token, topics, since, time.time(), since_error)
-        self._run_effects()
         try:
+            session.open(token, topics, since, time.time(), since_error)
+            self._run_effects()
             while not session.closed:
                 if not session.accepting:
                     self._wake.clear()
@@ -139,9 +139,21 @@ class SessionDriver:
             connection.close_soon(effect.code, effect.reason)
 
     def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+        task = asyncio.ensure_future(self._guarded(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """An effect's task never leaves its session waiting: a bug in it closes the connection (1011,
+        the client reconnects) instead of leaving a ticket unanswered for ever."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("#%d: an effect failed", self.connection.id, extra={"conn": self.connection.tag})
+            self.session.refused(CloseCode.INTERNAL_ERROR, "internal error")
+            self._run_effects()
 
     async def _admit(self, effect: Admit) -> None:
         refusal = await self.edge.claim(self.connection.client_id, effect.principal)

@@ -74,3 +74,13 @@ def test_audience_and_issuer_are_checked_when_configured():
                        algorithm="HS256")
     with pytest.raises(AuthError):
         verifier.verify(other, NOW)
+
+
+@pytest.mark.parametrize("sub", ["\ud800", "line\nbreak", "tab\there"])
+def test_a_sub_that_is_not_printable_utf8_is_refused(sub):  # type: ignore[no-untyped-def]
+    """A `\\ud800` escape decodes to a lone surrogate that no gRPC string can carry: refused at the door."""
+    token = jwt.encode({"sub": sub, "exp": NOW + 60}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError) as refused:
+        TokenVerifier(hs256_secret=SECRET).verify(token, NOW)
+    assert (refused.value.close_code, refused.value.message) == (
+        CloseCode.UNAUTHORIZED, "`sub` must be a user id of 1 to 100 printable characters")

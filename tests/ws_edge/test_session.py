@@ -413,7 +413,14 @@ _FRAME = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+def envelope(topic: str, offset: int) -> D:
+    """A delivery whose frame is a whole published envelope, as the push service makes it."""
+    frame = orjson.dumps({"type": "t", "id": f"m{offset}", "timestamp": 1, "topic": topic, "offset": offset,
+                          "epoch": "e"})
+    return D(offset, topic=topic, frame=frame)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)  # the same examples on every run (CI)
 @given(st.lists(st.tuples(_FRAME, st.sampled_from(["answer", "fail", "late"])), max_size=12))
 def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  # type: ignore[no-untyped-def]
     """Whatever a client sends and however the backends answer: the session never raises, never
@@ -434,7 +441,8 @@ def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  
             elif isinstance(effect, AddInterest):
                 session.interest_applied(effect.ticket)
             elif isinstance(effect, ReadHistory):
-                answer = History(True, 3, "e", "", [D(2), D(3)]) if outcome == "answer" else History(
+                answer = History(True, 3, "e", "", [envelope(effect.topic, 2), envelope(effect.topic, 3)]) \
+                    if outcome == "answer" else History(
                     False, 0, "" if outcome == "fail" else "new", "history unavailable")
                 session.history_read(effect.ticket, effect.topic, answer)
             elif isinstance(effect, RunHandler):
@@ -446,3 +454,20 @@ def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  
                 assert isinstance(effect, (Guard, DropInterest)), effect
             pending.extend(session.effects())
         assert not session.closed and session.accepting
+
+
+def test_answers_after_a_close_change_nothing():
+    """A session closed (token expired) while its URL recovery is still reading history stays closed:
+    the late answer neither opens it nor sends `connected`."""
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open("alice", ["t"], {"t": Position(1, "e")}, wall=0.0)
+    session.effects()
+    session.admitted()
+    add = session.effects()[1]
+    session.interest_applied(add.ticket)
+    read = session.effects()[0]
+    session.tick(1.0, 1000.0)
+    assert session.effects() == [Guard("t", False), Close(CloseCode.TOKEN_EXPIRED, "token expired")]
+    session.history_read(read.ticket, "t", History(True, 2, "e", "", [D(2)]))
+    session.interest_applied(add.ticket)
+    assert session.effects() == [] and session.closed and not session.accepting

@@ -87,8 +87,8 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(CloseCode.UNAUTHORIZED, f"invalid token: {exc}") from None
         subject = claims["sub"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= 100:
-            raise AuthError(CloseCode.UNAUTHORIZED, "`sub` must be a user id of 1 to 100 characters")
+        if not isinstance(subject, str) or not 0 < len(subject) <= 100 or not _printable_utf8(subject):
+            raise AuthError(CloseCode.UNAUTHORIZED, "`sub` must be a user id of 1 to 100 printable characters")
         expires_at = float(claims["exp"])
         if expires_at + self.leeway <= now:
             raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
@@ -101,3 +101,13 @@ class TokenVerifier:
         if isinstance(roles, str):
             return roles == self.admin_role
         return isinstance(roles, list) and self.admin_role in [r for r in roles if isinstance(r, str)]
+
+
+def _printable_utf8(text: str) -> bool:
+    """A user id goes into gRPC strings, topic names and logs: printable, and encodable (a lone
+    surrogate from a JSON `\\ud800` escape is not)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()

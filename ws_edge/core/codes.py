@@ -27,6 +27,7 @@ class CloseCode(IntEnum):
     """WebSocket close codes the edge uses, and what a client should do on each."""
 
     GOING_AWAY = 1001  # the edge is shutting down: reconnect (another edge or this one, restarted)
+    INTERNAL_ERROR = 1011  # a bug on our side ended the connection: reconnect
     TRY_AGAIN_LATER = 1013  # a chosen client_id could not be checked (push service unreachable): reconnect
     HEARTBEAT_TIMEOUT = 4000  # nothing received within the client timeout: reconnect
     TOKEN_EXPIRED = 4001  # the token expired (at the handshake or during the session): refresh it, reconnect

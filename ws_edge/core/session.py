@@ -270,6 +270,7 @@ class Session:
         if self.phase is Phase.CLOSED:
             return
         self.phase = Phase.CLOSED
+        self._pending = None  # answers still on their way change nothing any more
         for topic in list(self._recoveries):
             self._unguard(topic)
         self._effects.append(Close(code, reason))
@@ -279,6 +280,7 @@ class Session:
         for topic in list(self._recoveries):
             self._unguard(topic)
         self.phase = Phase.CLOSED
+        self._pending = None
 
     # --- client frames ----------------------------------------------------------------------------
 
