@@ -48,6 +48,9 @@ class PushSettings(BaseSettings):
     # Seconds a client_id a browser chose stays bound to its user after its last use (connected
     # connections keep it in use): another user is refused it meanwhile (README: Security).
     client_id_hold: float = Field(86_400.0, ge=1)
+    # The same for ids anonymous connections chose (they have no identity to protect; a short hold
+    # bounds what connecting with new ids can make the service keep, and how long one can be squatted).
+    anonymous_client_id_hold: float = Field(60.0, ge=1)
     idempotency_max_bytes: int = Field(16 * 1024 * 1024, ge=1)
     # Connections to Redis at most per replica (its subscriber's among them; keep replicas × this under
     # Redis's maxclients), and seconds a call waits for a free one before UNAVAILABLE.

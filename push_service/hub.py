@@ -15,6 +15,7 @@ from common.topics import topic_error
 from .broker import Broker
 from .broker.base import BrokerUnavailable
 from .core.batching import BatchWindow
+from .core.claims import ANONYMOUS_OWNER
 from .core.history import HistoryRead, PageLimits
 from .core.publication import (
     CLIENT_CHANNEL_PREFIX,
@@ -182,11 +183,15 @@ class Hub:
         batch_interval: float = 0.1,
         max_pending_batches: int = 10_000,
         client_id_hold: float = 86_400.0,
+        anonymous_client_id_hold: float = 60.0,
         edge_heartbeat_interval: float = 0.0,
     ) -> None:
         self._broker = broker
         self._edge_heartbeat = edge_heartbeat_interval
         self._client_id_hold = client_id_hold
+        # Anonymous connections have no identity to protect: their ids are held briefly, so that
+        # nobody can fill the table (or Redis) by connecting with new ids, nor squat a user's for long.
+        self._anonymous_hold = anonymous_client_id_hold
         self._refresher: asyncio.Task[None] | None = None
         self._batch_max_size = batch_max_size
         self._batch_interval = batch_interval
@@ -213,7 +218,8 @@ class Hub:
     async def claim_client_id(self, client_id: str, owner: str) -> bool:
         """Bind a chosen client_id to `owner` ("": anonymous); False if another owner holds it.
         Raises BrokerUnavailable."""
-        return await self._broker.claim_client_id(client_id, owner, self._client_id_hold)
+        hold = self._anonymous_hold if owner == ANONYMOUS_OWNER else self._client_id_hold
+        return await self._broker.claim_client_id(client_id, owner, hold)
 
     def _chosen_client_ids(self, channels: Iterable[str]) -> list[str]:
         """The chosen client ids among these channels (not the edges' marks: assigned ids have no owner)."""
@@ -225,14 +231,14 @@ class Hub:
         if not client_ids:
             return
         try:
-            await self._broker.refresh_client_ids(client_ids, self._client_id_hold)
+            await self._broker.refresh_client_ids(client_ids, self._client_id_hold, self._anonymous_hold)
         except BrokerUnavailable as exc:
             log.warning("holds of %d client ids not refreshed: %s", len(client_ids), exc)
 
     async def _refresh_claims_forever(self) -> None:
         """While connections hold their chosen ids, the ids' holds are kept from running out."""
         while True:
-            await asyncio.sleep(self._client_id_hold / 4)
+            await asyncio.sleep(min(self._client_id_hold, self._anonymous_hold) / 4)
             try:
                 await self._refresh_claims(self._chosen_client_ids(self._interest.keys()))
             except Exception:

@@ -93,7 +93,7 @@ class Broker(abc.ABC):
         another owner holds it; True when bound. Raises BrokerUnavailable."""
 
     @abc.abstractmethod
-    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float) -> None:
+    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float, anonymous_hold: float) -> None:
         """The hold of each of these ids that is bound starts over. Raises BrokerUnavailable."""
 
     @abc.abstractmethod

@@ -71,8 +71,8 @@ class MemoryBroker(Broker):
     async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:
         return self._claims.claim(client_id, owner, time.monotonic(), hold)
 
-    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float) -> None:
-        self._claims.refresh(list(client_ids), time.monotonic(), hold)
+    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float, anonymous_hold: float) -> None:
+        self._claims.refresh(list(client_ids), time.monotonic(), hold, anonymous_hold)
 
     async def close(self) -> None:
         if self._sweeper is not None:

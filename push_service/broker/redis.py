@@ -187,7 +187,17 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-REFRESH_CHUNK = 1000  # owner keys per pipeline
+# The hold of each bound id starts over: the anonymous owner's ("") for ARGV[2] ms, a user's for ARGV[1].
+REFRESH_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner then
+    redis.call('PEXPIRE', key, (owner == '') and ARGV[2] or ARGV[1])
+  end
+end
+return 0
+"""
+REFRESH_CHUNK = 1000  # owner keys per script call
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,7 @@ class RedisBroker(Broker):
         self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
         self._publish = self._redis.register_script(PUBLISH_SCRIPT)
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
+        self._refresh = self._redis.register_script(REFRESH_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
@@ -350,14 +361,12 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis: {exc}") from None
         return bool(granted)
 
-    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float) -> None:
-        hold_ms = max(1, int(hold * 1000))
+    async def refresh_client_ids(self, client_ids: Sequence[str], hold: float, anonymous_hold: float) -> None:
+        holds = [max(1, int(hold * 1000)), max(1, int(anonymous_hold * 1000))]
         try:
             for start in range(0, len(client_ids), REFRESH_CHUNK):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for client_id in client_ids[start:start + REFRESH_CHUNK]:
-                        pipe.pexpire(self.keys.client_id_owner(client_id), hold_ms)
-                    await pipe.execute()
+                keys = [self.keys.client_id_owner(c) for c in client_ids[start:start + REFRESH_CHUNK]]
+                await self._refresh(keys=keys, args=holds)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._events.failed("refresh")
             raise BrokerUnavailable(f"redis: {exc}") from None

@@ -199,12 +199,22 @@ async def test_a_chosen_client_id_is_bound_to_its_first_owner_until_the_hold_run
     assert await broker.claim_client_id("chosen", "", hold) is False  # anonymous is not alice either
     assert await broker.claim_client_id("chosen", "alice", hold) is True
     await asyncio.sleep(hold * 0.6)
-    await broker.refresh_client_ids(["chosen", "unclaimed"], hold)  # its hold starts over
+    await broker.refresh_client_ids(["chosen", "unclaimed"], hold, hold)  # its hold starts over
     await asyncio.sleep(hold * 0.6)  # past the first hold, within the refreshed one
     assert await broker.claim_client_id("chosen", "bob", hold) is False
     assert await broker.claim_client_id("unclaimed", "bob", hold) is True  # the refresh bound nothing
     await asyncio.sleep(hold * 1.1)
     assert await broker.claim_client_id("chosen", "bob", hold) is True
+
+
+async def test_a_refresh_holds_anonymous_ids_for_the_anonymous_hold_only(engine: Engine):
+    broker = engine.broker
+    assert await broker.claim_client_id("anon-id", "", 60) is True
+    assert await broker.claim_client_id("user-id", "alice", 60) is True
+    await broker.refresh_client_ids(["anon-id", "user-id"], 60, 0.5)
+    await asyncio.sleep(1.5)  # past the anonymous hold; long before the users'
+    assert await broker.claim_client_id("anon-id", "bob", 60) is True
+    assert await broker.claim_client_id("user-id", "bob", 60) is False
 
 
 @pytest.mark.parametrize("engine", ["redis"], indirect=True)
