@@ -147,6 +147,9 @@ class Edge:
         use it, else the refusal."""
         if not self.needs_claim(client_id):
             return None
+        holders = self.router.client_ids.subscribers(client_id)
+        if any(h.principal.user != principal.user for h in holders):  # type: ignore[attr-defined]
+            return CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD  # refused here, without asking
         granted = await self.push.claim_client_id(client_id, principal.user)
         if granted is None:
             return CloseCode.TRY_AGAIN_LATER, "client_id cannot be checked now; retry later"
@@ -205,7 +208,8 @@ class Edge:
     # --- calls to the backends ------------------------------------------------------------------
 
     async def read_history(self, topic: str, since: Position | None) -> HistoryAnswer:
-        return await self.push.history(topic, None if since is None else (since.offset, since.epoch))
+        return await self.push.history(topic, None if since is None else (since.offset, since.epoch),
+                                       self.settings.send_queue_bytes)
 
     def may_control_tasks(self, principal: Principal) -> bool:
         control = self.settings.task_control

@@ -133,20 +133,27 @@ class PushLink:
 
     # --- unary calls on the link's channel ---------------------------------------------------
 
-    async def history(self, topic: str, since: tuple[int, str] | None) -> pb.HistoryResponse:
+    async def history(self, topic: str, since: tuple[int, str] | None, max_bytes: int = 1 << 20) -> pb.HistoryResponse:
         """`topic`'s history after `since` (None: the latest it keeps), every page of it (the push
-        service answers at most a page at a time, `truncated` when more remain); not recovered, with
-        no epoch, when the push service cannot answer."""
+        service answers at most a page at a time, `truncated` when more remain) up to `max_bytes` of
+        frames: past that, not recovered ("too far behind": more than a client's send queue holds, and
+        the edge would hold it all meanwhile); not recovered, with no epoch, when the push service
+        cannot answer."""
         try:
             if since is None:
                 return await self.stub.History(pb.HistoryRequest(topic=topic), timeout=UNARY_TIMEOUT)
             answer = await self._history_page(topic, since)
             whole = list(answer.publications)
+            size = sum(len(p.frame) for p in whole)
             while answer.truncated and answer.recovered and whole:
+                if size > max_bytes:
+                    return pb.HistoryResponse(offset=answer.offset, epoch=answer.epoch, recovered=False,
+                                              reason="too far behind")
                 answer = await self._history_page(topic, (whole[-1].offset, since[1]))
                 if not answer.recovered or answer.epoch != since[1]:
                     return answer  # the topic moved on meanwhile (a new epoch, trimmed): not recovered
                 whole.extend(answer.publications)
+                size += sum(len(p.frame) for p in answer.publications)
         except grpc.aio.AioRpcError as exc:
             log.warning("history of %s unavailable: %s", topic, exc.details())
             return pb.HistoryResponse(recovered=False, reason="history unavailable")

@@ -471,3 +471,18 @@ def test_answers_after_a_close_change_nothing():
     session.history_read(read.ticket, "t", History(True, 2, "e", "", [D(2)]))
     session.interest_applied(add.ticket)
     assert session.effects() == [] and session.closed and not session.accepting
+
+
+def test_url_positions_are_charged_to_the_rate_too():
+    session = Session(rules(max_topics=10), "c1", now=0.0, clock_ms=lambda: 7)  # burst 5
+    since = {t: Position(1, "e") for t in ("a", "b", "c", "d", "e", "f", "g")}
+    session.open(None, list(since), since, wall=0.0)
+    session.effects()
+    session.admitted()
+    effects = session.effects()
+    assert kinds(effects) == ["AddInterest"]  # seven reads cost more than the burst of 5: none asked
+    session.interest_applied(effects[0].ticket)
+    sent = frames(session.effects())
+    assert sent[0]["type"] == "connected" and "recovery" not in sent[0]["data"]
+    assert sent[1]["error"] == {"code": "INVALID_MESSAGE",
+                                "message": "?since= ignored: 7 positions are more than the rate allows at once"}

@@ -248,6 +248,10 @@ class Session:
         except ProtocolError as exc:
             topics, rejected = [], exc
         since = {t: p for t, p in self._url_since.items() if t in topics}
+        # Each position is a history read, as in a subscribe: charged to the client's rate.
+        if len(since) > 1 and not self.bucket.allow(self.last_seen, len(since) - 1):
+            self._since_error = f"{len(since)} positions are more than the rate allows at once"
+            since = {}
         self._start_subscribe(_Subscribe(None, topics, since, url=True, rejected=rejected))
 
     def refused(self, code: int, reason: str) -> None:
