@@ -83,13 +83,22 @@ class Load:
 
 
 async def steady_subscriber(name: str, url: str, load: Load, stop: asyncio.Event) -> None:
+    """Stays connected (an application ping every 20 s: the edge closes a silent client after 90 s) and
+    counts what it receives; a close is a finding (it shows as messages short)."""
     load.received[name] = 0
     async with connect(url, max_size=2**22) as ws:
+        pinged = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - pinged > 20:
+                await ws.send(orjson.dumps({"type": "ping"}).decode())
+                pinged = time.monotonic()
             try:
                 raw = await asyncio.wait_for(ws.recv(), 1.0)
             except TimeoutError:
                 continue
+            except Exception as exc:
+                load.errors.insert(0, f"{name} closed: {exc!r}"[:200])
+                raise
             frame = orjson.loads(raw)
             if frame.get("type") == "batch":
                 load.received[name] += sum(1 for m in frame["messages"] if m.get("topic") in TOPICS)
@@ -232,7 +241,7 @@ async def soak(args: argparse.Namespace) -> int:
     failures = judge(series, warmup_samples)
     short = {name: got for name, got in load.received.items() if got < load.published}
     if short:
-        failures.append(f"steady subscribers short of the {load.published} published: {short}")
+        failures.append(f"steady subscribers short of the {load.published} published: {short} {load.errors[:2]}")
     attempts = load.connects + load.failed
     if attempts and load.failed > attempts / 100:
         failures.append(f"{load.failed} of {attempts} churned connections failed, e.g. {load.errors[:3]}")
