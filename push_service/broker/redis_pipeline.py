@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("push_service.broker.redis")
 
@@ -162,7 +163,9 @@ class OrderedPipeline:
             item = futures.popleft()
             future = item[1] if isinstance(item, tuple) else item
             if not future.done():
-                future.set_exception(RedisConnectionError(str(exc)) if not isinstance(exc, RedisError) else exc)
+                # Whatever broke the connection, the caller sees Redis away (UNAVAILABLE), never a bug.
+                lost = exc if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) else RedisConnectionError(str(exc))
+                future.set_exception(lost)
         self._room.set()
 
 

@@ -342,10 +342,11 @@ async def test_redis_pipelines_a_lane_bounded_and_waits_while_redis_is_slow(engi
     pipeline = broker._pipeline  # type: ignore[attr-defined]
     await broker.publish(pub("p:slow", 0))  # the pipeline's connection is up
     pipeline._max_in_flight = 8
-    await broker._redis.client_pause(int(timeout(1) * 1000), all=False)  # type: ignore[attr-defined]  # writes wait
+    # Writes wait 1.5 s: slow, yet within the engine's 2 s read timeout (a longer silence is Redis away).
+    await broker._redis.client_pause(1500, all=False)  # type: ignore[attr-defined]
     lane = broker.lane()
     outcomes = [lane.publish_many([(pub("p:slow", n), "")]) for n in range(1, 21)]
-    deadline = asyncio.get_running_loop().time() + timeout(1) / 2
+    deadline = asyncio.get_running_loop().time() + 1.2
     while pipeline.in_flight < 8 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.005)
     assert (pipeline.in_flight, len(pipeline._queued)) == (8, 12)  # the bound: 8 on the wire, 12 waiting
@@ -362,7 +363,7 @@ async def test_nothing_a_lane_pipelined_behind_a_refused_message_is_published(en
     await broker.subscribe("t:p:lane", "t:p:broken")
     await broker._redis.set(broker.keys.meta("p:broken"), "not a hash")  # type: ignore[attr-defined]  # its publish fails
     await broker.publish(pub("p:lane", 0))
-    await broker._redis.client_pause(int(timeout(0.3) * 1000), all=False)  # type: ignore[attr-defined]  # all on the wire at once
+    # Handed over without a wait in between: each is written before the one before it is answered.
     lane, other = broker.lane(), broker.lane()
     first = lane.publish_many([(pub("p:lane", 1), "")])
     refused = lane.publish_many([(pub("p:broken", 2), ""), (pub("p:lane", 3), "")])
