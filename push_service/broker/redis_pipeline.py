@@ -138,7 +138,7 @@ class OrderedPipeline:
                 self._room.clear()
             if commands:
                 self._written.set()
-                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                await connection.send_packed_command(pack(commands), check_health=False)
 
     async def _read(self, connection: AbstractConnection) -> None:
         while True:
@@ -167,6 +167,21 @@ class OrderedPipeline:
                 lost = exc if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) else RedisConnectionError(str(exc))
                 future.set_exception(lost)
         self._room.set()
+
+
+def pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """Commands in RESP, one buffer. (redis-py's packer encodes argument by argument through its
+    Encoder: it was the largest single cost of a publish in the push service's profile.)"""
+    out = bytearray()
+    for args in commands:
+        out += b"*%d\r\n" % len(args)
+        for arg in args:
+            if isinstance(arg, str):
+                arg = arg.encode()
+            elif isinstance(arg, int):
+                arg = b"%d" % arg
+            out += b"$%d\r\n%b\r\n" % (len(arg), arg)
+    return bytes(out)
 
 
 def _ignore_outcome(future: asyncio.Future[Reply]) -> None:
