@@ -125,7 +125,10 @@ async def churn(edges: list[str], per_second: float, load: Load, stop: asyncio.E
     n, started = 0, time.monotonic()
     while not stop.is_set():
         edge = edges[n % len(edges)]
-        url = f"{edge}/ws?topics={TOPICS[n % len(TOPICS)]}&client_id=soak-{n}&token={token(f'churn-{n % 50}', secret=SECRET)}"
+        # 50 users, each always with its own chosen client id, as returning browsers are: a fresh id per
+        # connection would bind one more owner key in Redis for PUSH_CLIENT_ID_HOLD (24 h) each time.
+        user = n % 50
+        url = f"{edge}/ws?topics={TOPICS[n % len(TOPICS)]}&client_id=soak-{user}&token={token(f'churn-{user}', secret=SECRET)}"
         task = asyncio.create_task(churn_one(url, load))
         running.add(task)
         task.add_done_callback(running.discard)
