@@ -245,9 +245,6 @@ class Hub:
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
         return await self._broker.publish(publication, idempotency_key)
 
-    async def publish_many(self, items: list[tuple[Publication, str]]) -> list[Ack]:
-        return await self._broker.publish_many(items)
-
     def lane(self) -> PublishLane:
         """A publishing stream's order (the broker keeps it while pipelining)."""
         return self._broker.lane()
