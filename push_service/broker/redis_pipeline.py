@@ -7,8 +7,9 @@ written) and returns a future of its reply; a per-command error reply is the fut
 `max_in_flight` commands unanswered (past that it waits: a slow Redis makes callers wait, it does not
 refuse them); one reader matches replies to commands in order. Redis runs one connection's commands
 in the order it reads them, so when the connection breaks, what ran is a prefix of what was written:
-every unanswered command fails (the caller retries it, with an idempotency key exactly once), the
-commands still queued go on the next connection.
+every unanswered command fails (the caller retries it, with an idempotency key exactly once), and so
+do the commands queued behind them (so nothing is published after a command that was answered with a
+failure; a connection found closed while idle loses nothing).
 
 Scripts are loaded on every new connection (and again after a NOSCRIPT reply), so EVALSHA works after
 Redis restarted empty.
@@ -31,6 +32,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 log = logging.getLogger("push_service.broker.redis")
 
 Reply = Any  # a decoded reply, or a ResponseError for a per-command error
+
+
+class _ClosedWhileIdle(RedisConnectionError):
+    """Nothing was written on it since its last reply: what is queued can go on the next one."""
 
 
 class OrderedPipeline:
@@ -94,8 +99,13 @@ class OrderedPipeline:
                 failure = next(iter(done)).exception() or RedisConnectionError("pipeline stopped")
                 raise failure
             except (RedisError, OSError) as exc:
-                log.warning("redis pipeline connection lost (%d unanswered commands fail): %s", len(self._awaiting), exc)
+                log.warning("redis pipeline connection lost (%d unanswered and %d queued commands fail): %s",
+                            len(self._awaiting), len(self._queued), exc)
                 self._fail(self._awaiting, exc)
+                if not isinstance(exc, _ClosedWhileIdle):
+                    # What was queued behind a lost command fails too: a stream's later message must not
+                    # be published after an earlier one was answered "refused" (it may have run).
+                    self._fail(self._queued, exc)
                 if not self._queued:
                     self._work.clear()
             finally:
@@ -116,7 +126,7 @@ class OrderedPipeline:
             if not self._awaiting and await connection.can_read():
                 # Idle, yet something to read: the server closed it (a restart). Nothing is lost:
                 # what is queued goes on the next connection.
-                raise RedisConnectionError("the connection was closed while idle")
+                raise _ClosedWhileIdle("the connection was closed while idle")
             room = self._max_in_flight - len(self._awaiting)
             commands: list[tuple[Any, ...]] = []
             if self._reload:

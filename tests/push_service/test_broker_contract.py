@@ -404,3 +404,30 @@ async def test_a_lane_after_redis_went_away_publishes_nothing_more(engine: Engin
         fresh = engine.broker.lane()
         await asyncio.sleep(0.05)
     assert isinstance(ack, Ack) and ack.offset == 1  # Redis came back empty: a new epoch
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_a_lost_connection_refuses_everything_after_it_and_publishes_none_of_it(engine: Engine):
+    """The pipeline's connection dies with a stream's messages written and queued: every one of them
+    is refused (none published), and the stream publishes nothing more; a new stream does."""
+    broker = engine.broker
+    pipeline = broker._pipeline  # type: ignore[attr-defined]
+    await broker.subscribe("t:p:cut")
+    await broker.publish(pub("p:cut", 0))
+    pipeline._max_in_flight = 4
+    await broker._redis.client_pause(1500, all=False)  # type: ignore[attr-defined]  # nothing runs meanwhile
+    lane = broker.lane()
+    outcomes = [lane.publish_many([(pub("p:cut", n), "")]) for n in range(1, 11)]
+    deadline = asyncio.get_running_loop().time() + 1.2
+    while pipeline.in_flight < 4 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    assert (pipeline.in_flight, len(pipeline._queued)) == (4, 6)
+    await broker._redis.client_kill_filter(_type="normal", skipme=True)  # type: ignore[attr-defined]
+    results = [(await outcome)[0] for outcome in outcomes]
+    assert [type(r) for r in results] == [BrokerUnavailable] * 10
+    later = await lane.publish_many([(pub("p:cut", 11), "")])
+    assert "an earlier message of this stream was refused" in str(later[0])
+    (fresh,) = await broker.lane().publish_many([(pub("p:cut", 12), "")])
+    assert isinstance(fresh, Ack) and fresh.offset == 2  # m0 was 1: none of m1-m11 was published
+    got = await engine.wait_for(2)
+    assert [p.id for p in got] == ["m0", "m12"]
