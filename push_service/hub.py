@@ -13,7 +13,7 @@ from common.interest import InterestTable
 from common.topics import topic_error
 
 from .broker import Broker
-from .broker.base import BrokerUnavailable
+from .broker.base import BrokerUnavailable, PublishLane
 from .core.batching import BatchWindow
 from .core.claims import ANONYMOUS_OWNER
 from .core.history import HistoryRead, PageLimits
@@ -251,8 +251,9 @@ class Hub:
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
         return await self._broker.publish(publication, idempotency_key)
 
-    async def publish_many(self, items: list[tuple[Publication, str]]) -> list[Ack]:
-        return await self._broker.publish_many(items)
+    def lane(self) -> PublishLane:
+        """A publishing stream's order (the broker keeps it while pipelining)."""
+        return self._broker.lane()
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:

@@ -13,6 +13,8 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.task_gauge import TaskCountCollector
+
 from .broker.base import EngineEvents
 
 PUBLISHED = Counter("push_messages_published", "Messages accepted from publishers", ["rpc"])
@@ -57,3 +59,4 @@ class HubCollector(Collector):
 
 HUBS = HubCollector()
 REGISTRY.register(HUBS)
+REGISTRY.register(TaskCountCollector("push_asyncio_tasks"))  # a leak of tasks shows as growth (bench.soak)

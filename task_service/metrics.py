@@ -10,6 +10,8 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.task_gauge import TaskCountCollector
+
 STARTED = Counter("task_started", "Tasks started, by kind", ["kind"])
 FINISHED = Counter("task_finished", "Tasks finished, by final status", ["status"])
 
@@ -27,3 +29,4 @@ class RunnerCollector(Collector):
 
 RUNNERS = RunnerCollector()
 REGISTRY.register(RUNNERS)
+REGISTRY.register(TaskCountCollector("task_asyncio_tasks"))  # a leak of tasks shows as growth (bench.soak)

@@ -13,6 +13,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.task_gauge import TaskCountCollector
+
 RECEIVED = Counter("ws_edge_messages_received", "Messages received from the push service")
 DELIVERED = Counter("ws_edge_messages_delivered", "Messages sent or queued to clients (one per receiving connection)")
 PUSH_BATCH = Histogram("ws_edge_push_batch_messages", "Messages per batch received from the push service",
@@ -65,3 +67,4 @@ class EdgeCollector(Collector):
 
 EDGES = EdgeCollector()
 REGISTRY.register(EDGES)
+REGISTRY.register(TaskCountCollector("ws_edge_asyncio_tasks"))  # a leak of tasks shows as growth (bench.soak)

@@ -22,6 +22,11 @@ Guarantees every engine gives:
   published to again it starts a new epoch.
 - Every operation that needs the engine's backing store raises `BrokerUnavailable` when it is away
   (never an engine-specific error).
+- Publishing lanes (`lane()`): a publishing stream's messages, handed over in order without waiting
+  for each other's answers, are published in that order; once one of them is refused, none handed
+  over after it is published (each is refused), so a publisher that sends again from the refused
+  one keeps its order. An engine may have many of a lane's messages (and concurrent `publish` calls)
+  on their way to its store at once.
 - Client id claims: `claim_client_id` binds a client_id a browser chose to its owner (a user id, or
   "" for anonymous connections) until `hold` seconds after its last claim or refresh, atomically
   across replicas: while bound, another owner's claim is refused. `refresh_client_ids` starts the
@@ -31,7 +36,8 @@ Guarantees every engine gives:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 from ..core.history import HistoryRead, PageLimits
 from ..core.publication import Ack, Publication
@@ -55,6 +61,39 @@ class EngineEvents:
         """The engine's subscription to its store came back after an interruption."""
 
 
+class PublishLane:
+    """One publishing stream's order. `publish_many` takes its place in the order when it is called
+    and returns an awaitable of the acks (or BrokerUnavailable); after a refusal everything later is
+    refused. This default publishes one call after the other (the memory engine has no round trip to
+    save); an engine with one overrides it to send them without waiting."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._previous: asyncio.Future[list[Ack | BrokerUnavailable]] | None = None
+        self.refused: str | None = None  # why the first refused message was refused
+
+    def publish_many(self, items: Sequence[tuple[Publication, str]]) -> Awaitable[list[Ack | BrokerUnavailable]]:
+        """Each message's ack, or its refusal (BrokerUnavailable), in order."""
+        previous = self._previous
+
+        async def publish() -> list[Ack | BrokerUnavailable]:
+            if previous is not None:
+                await asyncio.wait([previous])
+            if self.refused is None:
+                try:
+                    return list(await self._broker.publish_many(items))
+                except BrokerUnavailable as exc:  # some may have been published: the retry's keys tell
+                    self.refused = str(exc)
+                    return [exc] * len(items)
+            return [self._refusal()] * len(items)
+
+        self._previous = asyncio.ensure_future(publish())
+        return self._previous
+
+    def _refusal(self) -> BrokerUnavailable:
+        return BrokerUnavailable(f"{self.refused} (an earlier message of this stream was refused)")
+
+
 class Broker(abc.ABC):
     @abc.abstractmethod
     async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
@@ -71,6 +110,10 @@ class Broker(abc.ABC):
         brings them. An engine may send them in one round trip; if it raises BrokerUnavailable, some
         may have been published (their idempotency keys make the retry safe)."""
         return [await self.publish(publication, key) for publication, key in items]
+
+    def lane(self) -> PublishLane:
+        """A publishing stream's lane (see the module docstring)."""
+        return PublishLane(self)
 
     @abc.abstractmethod
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,

@@ -34,13 +34,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.backoff import Backoff
@@ -48,11 +49,16 @@ from common.reconnect import reconnect_forever
 
 from ..core.history import HistoryPolicy, HistoryRead, PageLimits, decide, no_history
 from ..core.publication import Ack, Publication
-from .base import Broker, BrokerUnavailable, EngineEvents, PublicationHandler, ReconnectHandler
+from .base import Broker, BrokerUnavailable, EngineEvents, PublicationHandler, PublishLane, ReconnectHandler
+from .redis_pipeline import OrderedPipeline
 
 log = logging.getLogger("push_service.broker.redis")
 
 RETAINED_MS = 24 * 3600 * 1000
+# A lane's place is checked only while the message before it is unanswered (a few seconds at most):
+# a minute is plenty, and an idle stream's lane key goes.
+LANE_MS = 60_000
+PIPELINE_MAX_IN_FLIGHT = 4096  # commands written to Redis and not yet answered; more wait
 CONFIRM_TIMEOUT = 2.0
 # Redis is away, or refuses writes for now (loading, a read-only replica after a failover, maxmemory):
 # callers get UNAVAILABLE and retry. (Connection errors include the pool's "No connection available".)
@@ -72,13 +78,27 @@ local function now_ms()
 end
 """
 
-# KEYS: history stream, topic meta, retained, idempotency key. ARGV: channel, header JSON, frame
+# KEYS: history stream, topic meta, retained, idempotency key, lane. ARGV: channel, header JSON, frame
 # without its final "}", history size, history ttl (ms), retain ("1"/"0"), a fresh epoch in case the
-# topic has none, idempotency window (ms; 0: no key), history bytes per topic. Returns the ack JSON.
+# topic has none, idempotency window (ms; 0: no key), history bytes per topic, this message's place
+# in its lane ("": no lane), the place the lane must be at ("": no check). Returns the ack JSON.
+# The lane (a publishing stream) is checked first and moved last: if an earlier message of the stream
+# was not published (refused, or lost with a connection), this one is refused too (HALTED), so what
+# a stream has pipelined behind a refusal never overtakes it. (A script that fails at its first write,
+# e.g. out of memory, has changed nothing, the lane included.)
 PUBLISH_SCRIPT = LUA_HELPERS + """
+if ARGV[11] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[11] then
+  return redis.error_reply('HALTED an earlier message of this stream was not published')
+end
+local function advance_lane()
+  if ARGV[10] ~= '' then
+    redis.call('SET', KEYS[5], ARGV[10], 'PX', %d)
+  end
+end
 if ARGV[8] ~= '0' then
   local first = redis.call('GET', KEYS[4])
   if first then
+    advance_lane()
     return first
   end
 end
@@ -124,8 +144,9 @@ local ack = cjson.encode({i = header['i'], ts = header['ts'], o = header['o'] or
 if ARGV[8] ~= '0' then
   redis.call('SET', KEYS[4], ack, 'PX', ARGV[8])
 end
+advance_lane()
 return ack
-""" % RETAINED_MS  # noqa: UP031 (the Lua source is full of braces; a format string would double them)
+""" % (LANE_MS, RETAINED_MS)  # noqa: UP031 (the Lua source is full of braces; a format string would double them)
 
 # KEYS: history stream, topic meta. ARGV: since (-1: none), limit (latest N; 0: all), page count,
 # page bytes, history ttl (ms). Returns {} when the topic has no epoch, else {epoch, offset, payload...}:
@@ -227,6 +248,9 @@ class RedisKeys:
     def client_id_owner(self, client_id: str) -> str:
         return f"{self.prefix}:o:{client_id}"
 
+    def lane(self, lane: str) -> str:
+        return f"{self.prefix}:l:{lane}"
+
 
 def encode_header(publication: Publication) -> bytes:
     return orjson.dumps({"t": publication.topic, "c": publication.client_id, "i": publication.id,
@@ -269,6 +293,8 @@ class RedisBroker(Broker):
                                                         socket_timeout=2.0, socket_connect_timeout=2.0)
         self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
         self._publish = self._redis.register_script(PUBLISH_SCRIPT)
+        # Publishes (unary calls and streams alike) share one connection, in order, pipelined.
+        self._pipeline = OrderedPipeline(pool, [PUBLISH_SCRIPT], PIPELINE_MAX_IN_FLIGHT)
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._refresh = self._redis.register_script(REFRESH_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
@@ -295,36 +321,49 @@ class RedisBroker(Broker):
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
+        await self._pipeline.close()
         await self._redis.aclose()
 
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
-        with unavailable_as("publish", self._events):
-            return decode_ack(await self._run_publish(publication, idempotency_key, self._redis))
+        """Through the ordered pipeline: concurrent calls share one connection's round trips."""
+        return await self._acked(self._send_publish(publication, idempotency_key))
 
     async def publish_many(self, items: Sequence[tuple[Publication, str]]) -> list[Ack]:
-        """One round trip for a stream request's messages: a pipeline (one connection, so in order).
-        A burst then reaches Redis back to back, and its subscribers get it as a burst (batched)."""
-        if len(items) <= 1:
-            return [await self.publish(publication, key) for publication, key in items]
-        with unavailable_as("publish", self._events):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for publication, key in items:
-                    await self._run_publish(publication, key, pipe)
-                acks = await pipe.execute()
-        return [decode_ack(ack) for ack in acks]
+        """In order, without waiting for each other (one connection keeps the order). If one is
+        refused, those after it may still have been published: a stream uses its lane instead."""
+        replies = [self._send_publish(publication, key) for publication, key in items]
+        if replies:
+            await asyncio.wait(replies)
+        return [await self._acked(reply) for reply in replies]
 
-    async def _run_publish(self, publication: Publication, idempotency_key: str, client) -> bytes:  # type: ignore[no-untyped-def]
+    def lane(self) -> PublishLane:
+        return RedisLane(self)
+
+    def _send_publish(self, publication: Publication, idempotency_key: str, lane: str = "", place: int = 0,
+                      after: int | None = None) -> asyncio.Future[Any]:
         rule = None if publication.client_id else self._history.rule_for(publication.topic)
         topic = publication.topic or "-"
-        return await self._publish(
-            keys=[self.keys.stream(topic), self.keys.meta(topic), self.keys.retained(topic),
-                  self.keys.idempotency(idempotency_key or "-")],
-            args=[self.keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
-                  rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
-                  "1" if publication.retain else "0", uuid.uuid4().hex[:12],
-                  self._idempotency_ms if idempotency_key else 0, self._history.topic_bytes],
-            client=client,
+        return self._pipeline.send(
+            "EVALSHA", self._publish.sha, 5,
+            self.keys.stream(topic), self.keys.meta(topic), self.keys.retained(topic),
+            self.keys.idempotency(idempotency_key or "-"), self.keys.lane(lane or "-"),
+            self.keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
+            rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
+            "1" if publication.retain else "0", uuid.uuid4().hex[:12],
+            self._idempotency_ms if idempotency_key else 0, self._history.topic_bytes,
+            str(place) if lane else "", "" if after is None else str(after),
         )
+
+    async def _acked(self, reply: asyncio.Future[Any]) -> Ack:
+        """A publish's reply as its ack; Redis away, refusing writes, or a halted lane: BrokerUnavailable."""
+        with unavailable_as("publish", self._events):
+            answer = await reply
+        if isinstance(answer, ResponseError):
+            if isinstance(answer, (*UNAVAILABLE_ERRORS, NoScriptError)) or str(answer).startswith("HALTED"):
+                self._events.failed("publish")
+                raise BrokerUnavailable(f"redis: {answer}")
+            raise answer
+        return decode_ack(answer)
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:
@@ -449,3 +488,53 @@ class RedisBroker(Broker):
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
+
+
+class RedisLane(PublishLane):
+    """A publishing stream's messages go into the ordered pipeline as they are handed over; each one
+    whose predecessor is still unanswered carries the place the lane must be at, which Redis checks
+    (HALTED otherwise): nothing overtakes a refused message, whatever refused it."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        super().__init__(broker)
+        self._redis_broker = broker
+        self._name = uuid.uuid4().hex
+        self._place = 0
+        self._last: asyncio.Future[Any] | None = None  # the reply of the latest message handed over
+
+    def publish_many(self, items: Sequence[tuple[Publication, str]]) -> Awaitable[list[Ack | BrokerUnavailable]]:
+        broker = self._redis_broker
+        replies = []
+        for publication, key in items:
+            if self.refused is None and self._last is not None and self._last.done():
+                self._note(self._last)
+            if self.refused is not None:
+                break
+            self._place += 1
+            # No check when the message before is known to be published (or there is none): then
+            # the lane key may have expired on an idle stream without meaning anything.
+            after = None if self._last is None or self._last.done() else self._place - 1
+            self._last = broker._send_publish(publication, key, self._name, self._place, after)
+            replies.append(self._last)
+
+        async def acks() -> list[Ack | BrokerUnavailable]:
+            answered: list[Ack | BrokerUnavailable] = []
+            for reply in replies:
+                try:
+                    answered.append(await broker._acked(reply))
+                except (BrokerUnavailable, ResponseError) as exc:  # any refusal halts the lane
+                    refusal = exc if isinstance(exc, BrokerUnavailable) else BrokerUnavailable(f"redis: {exc}")
+                    self.refused = self.refused or str(refusal)
+                    answered.append(refusal)
+            return answered + [self._refusal()] * (len(items) - len(replies))
+
+        return asyncio.ensure_future(acks())
+
+    def _note(self, reply: asyncio.Future[Any]) -> None:
+        """A settled reply that was a refusal halts the lane at once."""
+        if reply.cancelled():
+            self.refused = "cancelled"
+        elif reply.exception() is not None:
+            self.refused = f"redis: {reply.exception()}"
+        elif isinstance(reply.result(), ResponseError):
+            self.refused = f"redis: {reply.result()}"

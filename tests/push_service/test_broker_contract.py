@@ -308,3 +308,136 @@ async def test_redis_keeps_only_the_ack_of_an_idempotency_key(engine: Engine):
     stored = await redis.get(engine.broker.keys.idempotency("big-key"))  # type: ignore[attr-defined]
     assert orjson.loads(stored) == {"i": "m1", "ts": 1, "o": 0, "e": ""}
     assert await engine.broker.publish(pub("nohistory", 2), "big-key") == first
+
+
+async def test_a_lane_and_concurrent_calls_keep_their_order(engine: Engine):
+    """A stream's requests handed over without waiting for each other's answers, with unary publishes
+    to the same topic made meanwhile: every request is published in the order it was handed over, so
+    positions and deliveries follow that order."""
+    await engine.broker.subscribe("t:p:order", "t:p:other")
+    lane = engine.broker.lane()
+    handed, unary, n = [], [], 0
+    for request in range(40):
+        items = []
+        for _ in range(1 + request % 3):
+            n += 1
+            items.append((pub("p:order" if n % 4 else "p:other", n), ""))
+        handed.append((items, lane.publish_many(items)))
+        unary.append(asyncio.ensure_future(engine.broker.publish(pub("p:order", 1000 + request))))
+    outcomes = [await outcome for _, outcome in handed]
+    unary_acks = await asyncio.gather(*unary)
+    acks = [ack for outcome in outcomes for ack in outcome]
+    assert all(isinstance(ack, Ack) for ack in acks) and len(acks) == n
+    lane_ids = [p.id for items, _ in handed for p, _ in items]
+    assert [ack.id for ack in acks] == lane_ids
+    other = [ack.offset for ack in acks if int(ack.id[1:]) % 4 == 0]
+    assert other == list(range(1, n // 4 + 1))
+    ordered = [ack.offset for ack in acks if int(ack.id[1:]) % 4]
+    assert ordered == sorted(ordered)
+    assert sorted([*ordered, *(a.offset for a in unary_acks)]) == list(range(1, len(ordered) + len(unary) + 1))
+    got = await engine.wait_for(n + len(unary))
+    delivered_lane = [p.id for p in got if int(p.id[1:]) < 1000]
+    assert delivered_lane == lane_ids  # the lane's order, across both topics
+    by_offset = sorted((p.offset, p.id) for p in got if p.topic == "p:order")
+    assert [offset for offset, _ in by_offset] == list(range(1, len(by_offset) + 1))  # no gap, no repeat
+    assert [p.id for p in got if p.topic == "p:order"] == [pid for _, pid in by_offset]  # delivered in offset order
+    assert {a.id for a in unary_acks} == {f"m{1000 + r}" for r in range(40)}
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_redis_pipelines_a_lane_bounded_and_waits_while_redis_is_slow(engine: Engine):
+    """With Redis paused for writes, everything handed over is written without waiting for an answer
+    (up to the in-flight bound, the rest queued), nothing fails, and all is published in order after."""
+    broker = engine.broker
+    pipeline = broker._pipeline  # type: ignore[attr-defined]
+    await broker.publish(pub("p:slow", 0))  # the pipeline's connection is up
+    pipeline._max_in_flight = 8
+    # Writes wait 1.5 s: slow, yet within the engine's 2 s read timeout (a longer silence is Redis away).
+    await broker._redis.client_pause(1500, all=False)  # type: ignore[attr-defined]
+    lane = broker.lane()
+    outcomes = [lane.publish_many([(pub("p:slow", n), "")]) for n in range(1, 21)]
+    deadline = asyncio.get_running_loop().time() + 1.2
+    while pipeline.in_flight < 8 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    assert (pipeline.in_flight, len(pipeline._queued)) == (8, 12)  # the bound: 8 on the wire, 12 waiting
+    acks = [(await outcome)[0] for outcome in outcomes]  # answered once Redis resumes: none refused
+    assert [(a.id, a.offset) for a in acks] == [(f"m{n}", n + 1) for n in range(1, 21)]
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_nothing_a_lane_pipelined_behind_a_refused_message_is_published(engine: Engine):
+    """A message refused by Redis while later ones of its stream are already on the wire: those later
+    ones are refused by Redis too (the lane's place is checked in the publish script), so a publisher
+    that sends again from the refused one keeps its order. Other lanes and unary calls go on."""
+    broker = engine.broker
+    await broker.subscribe("t:p:lane", "t:p:broken")
+    await broker._redis.set(broker.keys.meta("p:broken"), "not a hash")  # type: ignore[attr-defined]  # its publish fails
+    await broker.publish(pub("p:lane", 0))
+    # Handed over without a wait in between: each is written before the one before it is answered.
+    lane, other = broker.lane(), broker.lane()
+    first = lane.publish_many([(pub("p:lane", 1), "")])
+    refused = lane.publish_many([(pub("p:broken", 2), ""), (pub("p:lane", 3), "")])
+    later = lane.publish_many([(pub("p:lane", 4), "")])
+    elsewhere = other.publish_many([(pub("p:lane", 5), "")])
+    assert isinstance((await first)[0], Ack)
+    outcome = await refused
+    assert [type(o) for o in outcome] == [BrokerUnavailable, BrokerUnavailable]
+    assert "WRONGTYPE" in str(outcome[0]) and "HALTED" in str(outcome[1])
+    assert [type(o) for o in await later] == [BrokerUnavailable]
+    assert [type(o) for o in await elsewhere] == [Ack]
+    after = lane.publish_many([(pub("p:lane", 6), "")])  # known refused: not even sent
+    assert "an earlier message of this stream was refused" in str((await after)[0])
+    got = await engine.wait_for(3)
+    assert [p.id for p in got] == ["m0", "m1", "m5"]
+    read = await broker.history("p:lane", None, "")
+    assert [p.id for p in read.publications] == ["m0", "m1", "m5"]
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_a_lane_after_redis_went_away_publishes_nothing_more(engine: Engine):
+    assert engine.redis is not None
+    lane = engine.broker.lane()
+    assert isinstance((await lane.publish_many([(pub("h:gone", 1), "")]))[0], Ack)
+    engine.redis.stop()
+    try:
+        outcome = await lane.publish_many([(pub("h:gone", 2), ""), (pub("h:gone", 3), "")])
+        assert [type(o) for o in outcome] == [BrokerUnavailable, BrokerUnavailable]
+    finally:
+        engine.redis.start()
+    outcome = await lane.publish_many([(pub("h:gone", 4), "")])  # Redis is back; this stream stays halted
+    assert "an earlier message of this stream was refused" in str(outcome[0])
+    fresh = engine.broker.lane()  # the publisher's next stream
+    for _ in range(100):
+        (ack,) = await fresh.publish_many([(pub("h:gone", 5), "")])
+        if isinstance(ack, Ack):
+            break
+        fresh = engine.broker.lane()
+        await asyncio.sleep(0.05)
+    assert isinstance(ack, Ack) and ack.offset == 1  # Redis came back empty: a new epoch
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_a_lost_connection_refuses_everything_after_it_and_publishes_none_of_it(engine: Engine):
+    """The pipeline's connection dies with a stream's messages written and queued: every one of them
+    is refused (none published), and the stream publishes nothing more; a new stream does."""
+    broker = engine.broker
+    pipeline = broker._pipeline  # type: ignore[attr-defined]
+    await broker.subscribe("t:p:cut")
+    await broker.publish(pub("p:cut", 0))
+    pipeline._max_in_flight = 4
+    await broker._redis.client_pause(1500, all=False)  # type: ignore[attr-defined]  # nothing runs meanwhile
+    lane = broker.lane()
+    outcomes = [lane.publish_many([(pub("p:cut", n), "")]) for n in range(1, 11)]
+    deadline = asyncio.get_running_loop().time() + 1.2
+    while pipeline.in_flight < 4 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    assert (pipeline.in_flight, len(pipeline._queued)) == (4, 6)
+    await broker._redis.client_kill_filter(_type="normal", skipme=True)  # type: ignore[attr-defined]
+    results = [(await outcome)[0] for outcome in outcomes]
+    assert [type(r) for r in results] == [BrokerUnavailable] * 10
+    later = await lane.publish_many([(pub("p:cut", 11), "")])
+    assert "an earlier message of this stream was refused" in str(later[0])
+    (fresh,) = await broker.lane().publish_many([(pub("p:cut", 12), "")])
+    assert isinstance(fresh, Ack) and fresh.offset == 2  # m0 was 1: none of m1-m11 was published
+    got = await engine.wait_for(2)
+    assert [p.id for p in got] == ["m0", "m12"]
