@@ -225,6 +225,10 @@ class Hub:
     async def publish_many(self, items: list[tuple[Publication, str]]) -> list[Ack]:
         return await self._broker.publish_many(items)
 
+    async def signal(self, publication: Publication) -> bool:
+        """A control publication to the edge holding its session (any replica): whether one was reached."""
+        return await self._broker.signal(publication)
+
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:
         return await self._broker.history(topic, since, epoch, limit, page)

@@ -1,9 +1,13 @@
-"""One browser's WebSocket: an id, who it is, and a non-blocking send with a bounded backlog.
+"""One browser's connection: an id, who it is, and a non-blocking send with a bounded backlog.
 
 Fan-out never awaits a browser. `send` writes the frame straight to the socket when the socket takes
-it without waiting (the common case; see `wire.py`); otherwise the frame joins a backlog that a
-writer task drains through the ordinary ASGI send. A client whose backlog reaches the limit is a slow
-consumer and is closed with 4008 so that it can reconnect.
+it without waiting (the common case for a WebSocket; see `wire.py`); otherwise the frame joins a
+backlog that a writer task drains through the connection's `Sink`. A client whose backlog reaches the
+limit is a slow consumer and is closed with 4008 so that it can reconnect.
+
+The sink is the transport: `WebSocketSink` (the ASGI WebSocket) or an HTTP stream's
+(`http_stream.py`: SSE, newline-delimited JSON), which has no direct write, so every frame goes
+through the backlog and its writer task.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from itertools import count
+from typing import Protocol
 
 from starlette.websockets import WebSocket
 
@@ -27,13 +32,36 @@ CLOSE_TIMEOUT = 30.0
 _ids = count(1)
 
 
+class Sink(Protocol):
+    """Where a connection's backlog goes: one JSON frame at a time, then the close."""
+
+    async def send(self, frame: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketSink:
+    """The ASGI WebSocket as a sink (the fast path, when there is one, bypasses it)."""
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send(self, frame: bytes) -> None:
+        await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code=code, reason=reason)
+
+
 class Connection:
-    __slots__ = ("id", "client_id", "websocket", "principal", "address", "_write", "_abort",
+    __slots__ = ("id", "client_id", "sink", "principal", "address", "_write", "_abort",
                  "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
-        websocket: WebSocket,
+        sink: Sink,
         client_id: str,
         queue: SendQueue,
         write: Callable[[bytes], bool] | None = None,
@@ -42,7 +70,7 @@ class Connection:
     ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
-        self.websocket = websocket
+        self.sink = sink
         self.principal: Principal = ANONYMOUS  # who, once admitted: from the verified token, never the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
@@ -156,7 +184,7 @@ class Connection:
         try:
             # The close frame waits behind what the socket still holds; a client that never reads
             # it is dropped after CLOSE_TIMEOUT, so nothing stays held for it.
-            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), CLOSE_TIMEOUT)
+            await asyncio.wait_for(self.sink.close(code, reason), CLOSE_TIMEOUT)
         except TimeoutError:
             log.info("#%d = close not taken in %.0fs, dropping the socket", self.id, CLOSE_TIMEOUT,
                      extra={"conn": self.tag})
@@ -174,10 +202,10 @@ class Connection:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _drain(self) -> None:
-        send = self.websocket.send
+        send = self.sink.send
         try:
             while (frame := self._backlog.pop_frame()) is not None:
-                await send({"type": "websocket.send", "text": frame.decode()})
+                await send(frame)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection

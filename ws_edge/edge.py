@@ -12,9 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+import orjson
 
 from common.client_ids import new_edge_mark, routed_by_itself
 from common.grpc_security import secure_channel
@@ -47,6 +48,12 @@ class SessionDriver(Protocol):
 
     def tick(self, now: float, wall: float) -> None: ...
 
+class Inbox(Protocol):
+    """An HTTP-transport session's client frames (http_stream.py): False when it takes no more."""
+
+    def put(self, frames: list[str]) -> bool: ...
+
+
 log = logging.getLogger("ws_edge")
 CLIENT_ID_HELD = "client_id is held by another user"
 
@@ -60,7 +67,9 @@ class Edge:
         # The ids this edge assigns are routed to it by this mark: one interest for all of them.
         self.client_id_mark = new_edge_mark()
         self.pump = DeliveryPump(self.router, self.read_history, settings.conflated)
-        self.push = PushLink(settings.push_address, self._channel, self.pump.on_deliveries, self._interest_snapshot,
+        # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
+        self.inboxes: dict[str, Inbox] = {}
+        self.push = PushLink(settings.push_address, self._channel, self._on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
                              on_restored=self.pump.on_restored, on_resync=self.pump.on_resync)
         self.stats = {"coalesced": 0, "slow_consumers": 0}  # of connections already gone
@@ -83,6 +92,31 @@ class Edge:
         self.frames = choose_frame_writer()  # how frames reach sockets: uvicorn's fast path, or ASGI
         metrics.FRAME_WRITER.labels(self.frames.name).set(1)
         metrics.EDGES.edges.add(self)
+
+    def _on_deliveries(self, deliveries: Sequence[Any]) -> None:
+        """From the push stream: client frames for this edge's stream sessions (sent to another edge
+        by `POST /emulation`, routed here by the session id's mark) go to their inbox; the rest fan out."""
+        if any(d.control for d in deliveries):
+            for delivery in deliveries:
+                if delivery.control:
+                    self.on_control(delivery.client_id, delivery.frame)
+            deliveries = [d for d in deliveries if not d.control]
+            if not deliveries:
+                return
+        self.pump.on_deliveries(deliveries)
+
+    def on_control(self, session_id: str, frame: bytes) -> None:
+        inbox = self.inboxes.get(session_id)
+        try:
+            frames = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            frames = None
+        if inbox is None or not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+            log.info("client frames for session %s dropped: %s", session_id[:13],
+                     "no such session here" if inbox is None else "not a list of frames")
+            return
+        if not inbox.put(frames):
+            log.warning("client frames for session %s dropped: its inbox is full", session_id[:13])
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         """A gRPC channel to a backend, with the configured bearer token and TLS."""
