@@ -15,6 +15,7 @@ import prometheus_client
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import HTTPConnection
 
 from common.client_ids import assign_client_id, chosen_client_id_error
 from common.logs import connection_id
@@ -66,7 +67,7 @@ class EdgeApp:
             return
         if scope["type"] == "http" and (stream := STREAM_PATHS.get(scope["path"])) is not None:
             sse, task = stream
-            wanted = self._topics(WebSocket(scope, receive, send).query_params.get("topics"), task)
+            wanted = self._topics(HTTPConnection(scope).query_params.get("topics"), task)
             await serve_stream(self._edge, scope, receive, send, sse, wanted)
             return
         await self.api(scope, receive, send)
