@@ -9,6 +9,9 @@ stream of JSON frames, and `POST /emulation` for what the client sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from collections import deque
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -24,11 +27,15 @@ class StreamError(Exception):
         self.body = body
 
 
-async def _request(url: str, method: str, body: bytes = b"", headers: dict[str, str] | None = None
+async def _request(url: str, method: str, body: bytes = b"", headers: dict[str, str] | None = None,
+                   sock: socket.socket | None = None, limit: int = 1 << 22
                    ) -> tuple[int, dict[str, str], asyncio.StreamReader, asyncio.StreamWriter]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
+    if sock is not None:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    else:
+        reader, writer = await asyncio.open_connection(host, port, limit=limit)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
     for name, value in (headers or {}).items():
@@ -50,44 +57,50 @@ async def _request(url: str, method: str, body: bytes = b"", headers: dict[str, 
 
 
 class _Body:
-    """A response body, chunked or not, read line by line."""
+    """A response body, chunked or not, read line by line (each byte looked at once)."""
 
     def __init__(self, reader: asyncio.StreamReader, chunked: bool) -> None:
         self._reader, self._chunked = reader, chunked
-        self._buffer = b""
+        self._lines: deque[bytes] = deque()  # complete lines, in order
+        self._partial = b""  # the start of the next line
         self._done = False
+
+    async def _chunk(self) -> bytes:
+        if not self._chunked:
+            return await self._reader.read(65536)
+        size_line = await self._reader.readline()
+        size = int(size_line.split(b";")[0].strip() or b"0", 16) if size_line else 0
+        data = await self._reader.readexactly(size) if size else b""
+        await self._reader.readline()
+        return data
 
     async def _more(self) -> bool:
         if self._done:
             return False
-        if not self._chunked:
-            data = await self._reader.read(65536)
-        else:
-            size_line = await self._reader.readline()
-            size = int(size_line.split(b";")[0].strip() or b"0", 16) if size_line else 0
-            data = await self._reader.readexactly(size) if size else b""
-            await self._reader.readline()
+        data = await self._chunk()
         if not data:
             self._done = True
             return False
-        self._buffer += data
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        self._lines.extend(complete)
         return True
 
     async def readline(self) -> bytes | None:
         """The next line without its end, None at the end of the body."""
-        while b"\n" not in self._buffer:
+        while not self._lines:
             if not await self._more():
-                if self._buffer:
-                    line, self._buffer = self._buffer, b""
+                if self._partial:
+                    line, self._partial = self._partial, b""
                     return line
                 return None
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.rstrip(b"\r")
+        return self._lines.popleft().rstrip(b"\r")
 
     async def read_all(self) -> bytes:
         while await self._more():
             pass
-        data, self._buffer = self._buffer, b""
+        data = b"\n".join([*self._lines, self._partial])
+        self._lines.clear()
+        self._partial = b""
         return data
 
 
@@ -117,10 +130,13 @@ class StreamConnection:
 
     @classmethod
     async def open(cls, base_url: str, path: str = "/sse", post_url: str | None = None,
-                   headers: dict[str, str] | None = None, **params: str) -> StreamConnection:
-        """`base_url` as http://host:port; `post_url`: where to POST (default: the same edge)."""
+                   headers: dict[str, str] | None = None, sock: socket.socket | None = None,
+                   limit: int = 1 << 22, **params: str) -> StreamConnection:
+        """`base_url` as http://host:port; `post_url`: where to POST (default: the same edge); `sock`:
+        a connected socket to use; `limit`: bytes read ahead at most (a line may not be longer)."""
         query = f"?{urlencode(params)}" if params else ""
-        status, received, reader, writer = await _request(base_url + path + query, "GET", headers=headers)
+        status, received, reader, writer = await _request(base_url + path + query, "GET", headers=headers,
+                                                          sock=sock, limit=limit)
         if status != 200:
             body = await _Body(reader, received.get("transfer-encoding") == "chunked").read_all()
             writer.close()
@@ -168,5 +184,7 @@ class StreamConnection:
         if status != 202:
             raise StreamError(status, orjson.dumps(answer))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await self._writer.wait_closed()

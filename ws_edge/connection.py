@@ -56,7 +56,7 @@ class WebSocketSink:
 
 
 class Connection:
-    __slots__ = ("id", "client_id", "sink", "principal", "address", "_write", "_abort",
+    __slots__ = ("id", "client_id", "sink", "principal", "address", "_write", "_write_json", "_abort",
                  "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
@@ -67,6 +67,7 @@ class Connection:
         write: Callable[[bytes], bool] | None = None,
         address: str = "",
         abort: Callable[[], None] | None = None,
+        write_json: Callable[[Sequence[bytes]], bool] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
@@ -74,6 +75,9 @@ class Connection:
         self.principal: Principal = ANONYMOUS  # who, once admitted: from the verified token, never the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
+        # A transport that encodes frames itself (an HTTP stream's sink): JSON frames written at once,
+        # or False; fan-out then skips `direct` (WebSocket frames) and comes through `send_frames`.
+        self._write_json = write_json
         self._abort = abort  # drops the socket at once (the fast path's transport), when there is one
         # `_write` while frames may go straight to the socket (open, nothing queued, not closing),
         # else None: fan-out calls it for each of a thousand sockets without the checks of `send`.
@@ -95,7 +99,7 @@ class Connection:
 
     @property
     def fast_path(self) -> bool:
-        return self._write is not None
+        return self._write is not None or self._write_json is not None
 
     @property
     def started(self) -> bool:
@@ -112,6 +116,8 @@ class Connection:
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
             self.direct = self._write
             return
+        if not self._backlog and self._write_json is not None and self._write_json((first_frame,)):
+            return
         self._backlog.push_first(first_frame)
         self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
 
@@ -119,9 +125,12 @@ class Connection:
         """Send one JSON frame; `wire` is its WebSocket encoding when the caller built it already."""
         if self._closing:
             return
-        if (self._open and not self._backlog and self._write is not None
-                and self._write(wire if wire is not None else websocket_text_frame(frame))):
-            return
+        if self._open and not self._backlog:
+            if self._write is not None:
+                if self._write(wire if wire is not None else websocket_text_frame(frame)):
+                    return
+            elif self._write_json is not None and self._write_json((frame,)):
+                return
         self._queue(frame, None, False)
 
     def send_frames(self, frames: list[bytes], wire: bytes, deliveries: Sequence[DeliveryLike],
@@ -131,8 +140,12 @@ class Connection:
         superseded ones can be coalesced while the client is slow."""
         if self._closing:
             return
-        if self._open and not self._backlog and self._write is not None and self._write(wire):
-            return
+        if self._open and not self._backlog:
+            if self._write is not None:
+                if self._write(wire):
+                    return
+            elif self._write_json is not None and self._write_json(frames):
+                return
         for delivery in deliveries:
             if not self._queue(delivery.frame, conflation_key(delivery), True):
                 return

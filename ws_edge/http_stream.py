@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -82,14 +82,22 @@ class HttpStreamSink:
     """A response body as a connection's sink: frames encoded for SSE or as JSON lines, a close frame
     and the end of the body to close. Nothing is written after the end."""
 
-    __slots__ = ("_send", "sse", "_positions", "_ended", "_inbox")
+    __slots__ = ("_send", "sse", "_positions", "_ended", "_inbox", "_write_body")
 
-    def __init__(self, send: Send, sse: bool, inbox: Inbox) -> None:
+    def __init__(self, send: Send, sse: bool, inbox: Inbox,
+                 write_body: Callable[[Callable[[], bytes]], bool] | None = None) -> None:
         self._send = send
         self.sse = sse
         self._positions = PositionTracker() if sse else None
         self._ended = False
         self._inbox = inbox
+        self._write_body = write_body  # the server's direct write of a body chunk (wire.py), if any
+
+    def write_now(self, frames: Sequence[bytes]) -> bool:
+        """Write `frames` at once if the socket takes them without waiting (see wire.py), else False."""
+        if self._write_body is None or self._ended:
+            return False
+        return self._write_body(lambda: b"".join(map(self.encode, frames)))
 
     def encode(self, frame: bytes) -> bytes:
         if self._positions is None:
@@ -159,7 +167,7 @@ async def serve_stream(edge: Edge, scope: MutableMapping[str, Any], receive: Cal
                            status_code=401)(scope, receive, send)
         return
     inbox = Inbox()
-    sink = HttpStreamSink(send, sse, inbox)
+    sink = HttpStreamSink(send, sse, inbox, edge.frames.body_writer_for(send))
     content_type = b"text/event-stream; charset=utf-8" if sse else b"application/x-ndjson"
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", content_type), (b"cache-control", b"no-cache, no-store"),
@@ -178,7 +186,7 @@ async def serve_stream(edge: Edge, scope: MutableMapping[str, Any], receive: Cal
         await sink.close(CloseCode.INVALID_CLIENT_ID, exc.message)  # a URL to fix, not to retry
         return
     connection = Connection(sink, client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
-                            address=address)
+                            address=address, write_json=sink.write_now)
     connection_id.set(connection.tag)
     session_id = assign_client_id(edge.client_id_mark)  # the mark routes POSTs from any edge here
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time(), session_id=session_id)

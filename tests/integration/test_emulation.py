@@ -98,7 +98,7 @@ async def test_unknown_and_malformed_sessions_get_a_clear_http_error(pair: Pair)
     assert (await stream.recv_raw() or b"").startswith(b'{"type":"connected"')
     session = stream.session
     assert session is not None
-    stream.close()
+    await stream.close()
     ping = [{"type": "ping"}]
     # Its session is over: on its own edge (known mark), and from the other edge (the push service
     # reaches A, whose session has ended: frames dropped there; no edge holds a made-up mark).

@@ -117,12 +117,14 @@ class StreamClient(WsClient):
                 self._frames.put_nowait(raw)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             pass
-        self._frames.put_nowait(Closed(1006, ""))
+        finally:
+            self._frames.put_nowait(Closed(1006, ""))
+            await self.stream.close()
 
     @classmethod
     async def open(cls, base_url: str, path: str, transport: str, post_url: str | None = None,
-                   **params: str) -> StreamClient:
-        client = cls(await StreamConnection.open(base_url, path, post_url, **params), transport)
+                   headers: dict[str, str] | None = None, **params: str) -> StreamClient:
+        client = cls(await StreamConnection.open(base_url, path, post_url, headers, **params), transport)
         welcome = parse_server_frame(await asyncio.wait_for(client._recv_raw(), timeout(10)))
         if welcome["type"] == "close":
             raise Closed(welcome["data"]["code"], welcome["data"]["reason"])
@@ -132,8 +134,9 @@ class StreamClient(WsClient):
         return client
 
     async def close(self) -> None:
-        self.stream.close()
         self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self.stream.close()
 
     async def send_raw(self, frame: str | bytes) -> None:
         await self.stream.send(frame.decode() if isinstance(frame, bytes) else frame)
@@ -155,7 +158,7 @@ STREAM_PATHS = {"sse": "/sse", "http_stream": "/stream"}
 
 
 async def connect_client(transport: str, system: Any, path: str = "/ws", post_via: Any = None,
-                         **params: str) -> WsClient:
+                         headers: dict[str, str] | None = None, **params: str) -> WsClient:
     """A connected client of `system`'s edge over `transport` (TRANSPORTS); `path` is the WebSocket
     endpoint (/ws, /ws/task) whose HTTP-stream twin is used. `post_via`: another system (edge) that
     takes this client's `POST /emulation`."""
@@ -163,7 +166,7 @@ async def connect_client(transport: str, system: Any, path: str = "/ws", post_vi
         return await WsClient.connect(system.ws_url, path, **params)
     stream_path = STREAM_PATHS[transport] + path.removeprefix("/ws")
     return await StreamClient.open(system.http_url, stream_path, transport,
-                                   post_via.http_url if post_via is not None else None, **params)
+                                   post_via.http_url if post_via is not None else None, headers, **params)
 
 
 def parse_server_frame(raw: str | bytes) -> dict[str, Any]:

@@ -55,9 +55,61 @@ def sse_event(frame: bytes, event_id: str | None) -> bytes:
     return head + b"data: " + frame + b"\n\n"
 
 
+Positions = list[tuple[str, int, str]]
+_parsed: dict[bytes, Positions] = {}  # a frame sent to many streams is parsed once
+_PARSED_MAX = 1024
+
+
+def frame_positions(frame: bytes) -> Positions:
+    """The (topic, offset, epoch) a server frame carries, in order: its messages' positions, or a
+    recovery report's. Frames without `"offset"` are not parsed; the same frame (one bytes object
+    fanned out to many streams: its hash is computed once) is parsed once."""
+    if b'"offset"' not in frame:
+        return []
+    found = _parsed.get(frame)
+    if found is None:
+        found = _positions_of(frame)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[frame] = found
+    return found
+
+
+def _positions_of(frame: bytes) -> Positions:
+    try:
+        value = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(value, dict):
+        return []
+    found: Positions = []
+    kind = value.get("type")
+    if kind == "batch":
+        for message in value.get("messages") or ():
+            _add(found, message)
+    elif kind in ("connected", "ack"):
+        data = value.get("data")
+        recovery = data.get("recovery") if isinstance(data, dict) else None
+        for topic, report in (recovery if isinstance(recovery, dict) else {}).items():
+            _add(found, {**report, "topic": topic} if isinstance(report, dict) else None)
+    elif kind == "recovery":
+        _add(found, value.get("data"))
+    else:
+        _add(found, value)
+    return found
+
+
+def _add(found: Positions, where: Any) -> None:
+    if not isinstance(where, dict):
+        return
+    topic, offset, epoch = where.get("topic"), where.get("offset"), where.get("epoch")
+    if isinstance(topic, str) and isinstance(offset, int) and offset > 0 and isinstance(epoch, str) and epoch:
+        found.append((topic, offset, epoch))
+
+
 class PositionTracker:
     """Every topic position a connection was sent (messages with `offset`, recovery reports), for
-    the SSE event id. Frames without positions are not parsed."""
+    the SSE event id."""
 
     __slots__ = ("positions",)
 
@@ -66,42 +118,12 @@ class PositionTracker:
 
     def note(self, frame: bytes) -> bool:
         """Take the positions `frame` carries; whether any moved."""
-        if b'"offset"' not in frame:
-            return False
-        try:
-            value = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(value, dict):
-            return False
-        before = dict(self.positions)
-        kind = value.get("type")
-        if kind == "batch":
-            for message in value.get("messages") or ():
-                self._message(message)
-        elif kind in ("connected", "ack"):
-            data = value.get("data")
-            recovery = data.get("recovery") if isinstance(data, dict) else None
-            for topic, report in (recovery or {}).items():
-                self._set(topic, report)
-        elif kind == "recovery":
-            data = value.get("data")
-            if isinstance(data, dict):
-                self._set(data.get("topic"), data)
-        else:
-            self._message(value)
-        return self.positions != before
-
-    def _message(self, message: Any) -> None:
-        if isinstance(message, dict):
-            self._set(message.get("topic"), message)
-
-    def _set(self, topic: Any, where: Any) -> None:
-        if not isinstance(topic, str) or not isinstance(where, dict):
-            return
-        offset, epoch = where.get("offset"), where.get("epoch")
-        if isinstance(offset, int) and offset > 0 and isinstance(epoch, str) and epoch:
-            self.positions[topic] = (offset, epoch)
+        moved = False
+        for topic, offset, epoch in frame_positions(frame):
+            if self.positions.get(topic) != (offset, epoch):
+                self.positions[topic] = (offset, epoch)
+                moved = True
+        return moved
 
     def event_id(self) -> str:
         return orjson.dumps({t: {"offset": o, "epoch": e} for t, (o, e) in self.positions.items()}).decode()
