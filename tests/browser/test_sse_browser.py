@@ -103,3 +103,59 @@ async def test_dashboard_over_sse_where_websocket_is_blocked(own_system: System,
                                                                      for m in orjson.loads(raw).get("messages", [])}
     # The kill cuts the stream (and reconnects may find the edge not yet up): Chromium logs those.
     assert [e for e in console.errors if not KILL_ERRORS.fullmatch(e)] == []
+
+
+HAND_WRITTEN = """async (url) => {
+  // The README's example: no library, a plain EventSource following a topic.
+  window.got = [];
+  const source = new EventSource(url);
+  source.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    if (frame.type === "close") return source.close();                  // the edge said goodbye
+    for (const m of frame.type === "batch" ? frame.messages : [frame])   // a batch holds up to 10
+      if (m.topic === "news") window.got.push({ id: m.id, data: m.data, lastEventId: event.lastEventId });
+  };
+  await new Promise((resolve) => { source.onopen = resolve; });
+  window.source = source;
+}"""
+
+
+async def test_a_hand_written_event_source_follows_a_topic(system: System, page: Page, push):
+    await page.add_init_script(RECORD_SSE)
+    await page.goto(system.http_url + "/healthz")
+    await page.evaluate(HAND_WRITTEN, "/sse?topics=news")
+    # `connected` comes once the push service holds the topic: from then on nothing published is missed.
+    await page.wait_for_function("() => window.__sse.some((raw) => JSON.parse(raw).type === 'connected')")
+    replies = [await push.publish("news", "headline", {"n": n}, id=f"hand{n}") for n in range(3)]
+    await page.wait_for_function("() => window.got.length === 3")
+    got = await page.evaluate("() => window.got")
+    assert [(g["id"], g["data"]) for g in got] == [(f"hand{n}", {"n": n}) for n in range(3)]
+    # Each event's id is where the page is: what a reconnecting EventSource sends as Last-Event-ID.
+    assert orjson.loads(got[-1]["lastEventId"]) == {"news": {"offset": replies[-1].offset, "epoch": replies[-1].epoch}}
+    for raw in await page.evaluate("() => window.__sse"):
+        check_server_frame(orjson.loads(raw))
+
+
+async def test_the_client_library_over_http_streaming(system: System, page: Page, push):
+    await page.goto(system.http_url + "/healthz")
+    result = await page.evaluate("""async (url) => {
+      const { WebSocketService } = await import('/static/push-client.js');
+      const client = new WebSocketService({ url, transports: ['http_stream'], topics: ['lines'] });
+      window.lines = [];
+      client.on('lines', (data) => window.lines.push(data.n));
+      const transports = [];
+      client.on('$transport', ({ transport }) => transports.push(transport));
+      await new Promise((resolve) => { client.onConnectionChange((c) => c && resolve()); client.connect(); });
+      const pong = await client.request({ type: 'ping' });
+      const ack = await client.subscribe(['lines:2']);
+      let refused = null;
+      try { await client.subscribe(['bad topic']); } catch (err) { refused = err.code; }
+      window.client = client;
+      return { pong: pong.type, ack, refused, transports, transport: client.transport };
+    }""", system.ws_url + "/ws")
+    assert result == {"pong": "pong", "ack": {"type": "subscribe", "topics": ["lines:2"]}, "refused": "INVALID_TOPIC",
+                      "transports": ["http_stream"], "transport": "http_stream"}
+    for n in range(3):
+        await push.publish("lines", "t", {"n": n})
+    await page.wait_for_function("() => window.lines.length === 3")
+    assert await page.evaluate("() => window.lines") == [0, 1, 2]
