@@ -186,7 +186,7 @@ async def serve_stream(edge: Edge, scope: MutableMapping[str, Any], receive: Cal
         await sink.close(CloseCode.INVALID_CLIENT_ID, exc.message)  # a URL to fix, not to retry
         return
     connection = Connection(sink, client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
-                            address=address, write_json=sink.write_now)
+                            address=address, write_json=sink.write_now, abort=edge.frames.body_aborter_for(send))
     connection_id.set(connection.tag)
     session_id = assign_client_id(edge.client_id_mark)  # the mark routes POSTs from any edge here
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time(), session_id=session_id)

@@ -53,6 +53,9 @@ class Asgi:
         chunk through the ASGI send)."""
         return None
 
+    def body_aborter_for(self, send: Callable[..., Awaitable[Any]]) -> Callable[[], None] | None:
+        return None
+
 
 class FastPath(Asgi):
     name = "uvicorn-fast-path"
@@ -106,6 +109,11 @@ class FastPath(Asgi):
             return True
 
         return write
+
+    def body_aborter_for(self, send: Callable[..., Awaitable[Any]]) -> Callable[[], None] | None:
+        """`abort()`: drop an HTTP stream's socket at once, for a client that does not read its close frame."""
+        cycle = getattr(send, "__self__", None)
+        return cycle.transport.abort if cycle is not None and hasattr(cycle, "transport") else None
 
     def tag_frame_logs(self, scope: Scope, tag: str) -> None:
         """At DEBUG, the WebSocket layer logs every frame from the protocol's callbacks, outside the

@@ -78,14 +78,19 @@ async def test_refusals_after_the_stream_started_are_a_close_frame_then_the_end(
         await stream.close()
 
 
-async def test_an_edge_going_away_ends_every_stream_with_1001(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture
+def away_system(tmp_path_factory: pytest.TempPathFactory):
     system = start_system(tmp_path_factory, "streams-away")
-    try:
-        client = await StreamClient.open(system.http_url, "/sse", "sse", topics="away")
-        system.edge.kill(signal.SIGTERM)
-        with pytest.raises(Closed) as closed:
-            await client.recv(10)
-        assert (closed.value.code, closed.value.reason) == (1001, "going away")
-        await client.close()
-    finally:
-        system.stop()
+    yield system
+    system.stop()
+
+
+@pytest.mark.parametrize("transport", ["sse", "http_stream"])
+async def test_an_edge_going_away_ends_every_stream_with_1001(away_system: System, transport: str):
+    client = await StreamClient.open(away_system.http_url, "/sse" if transport == "sse" else "/stream", transport,
+                                     topics="away")
+    away_system.edge.kill(signal.SIGTERM)
+    with pytest.raises(Closed) as closed:
+        await client.recv(10)
+    assert (closed.value.code, closed.value.reason) == (1001, "going away")
+    await client.close()
