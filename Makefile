@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test bench bench-e2e lint clean system-deps
+.PHONY: install proto run test test-faults bench bench-deps bench-e2e lint clean system-deps coverage
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -41,12 +41,33 @@ run: install
 test: install system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fault suite (tests/faults): every scenario FAULT_REPEAT times with FAULT_PAUSE-second faults,
+# each table printed and written to test-artifacts/faults.txt (`make test` runs each once, short).
+FAULT_REPEAT ?= 3
+FAULT_PAUSE ?= 10
+test-faults: install system-deps
+	FAULT_REPEAT=$(FAULT_REPEAT) FAULT_PAUSE=$(FAULT_PAUSE) $(BIN)/python -m pytest -s -o timeout=600 tests/faults $(PYTEST_ARGS)
+
+# The benchmark's own packages (picows for the load generator and the `limit` baseline), pinned apart
+# from the services'; Node's `ws` for its baseline, into a git-ignored folder, when node is here.
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench/.node/node_modules/ws/package.json:
+	if command -v npm >/dev/null 2>&1; then npm install --silent --no-audit --no-fund --prefix bench/.node ws@8.18.3; fi
+
+bench-deps: install $(VENV)/.bench-installed
+	@command -v node >/dev/null 2>&1 && $(MAKE) --no-print-directory bench/.node/node_modules/ws/package.json || true
+
 # The guide's two tests against this system (figures in the README).
-bench: install
+bench: bench-deps
 	$(BIN)/python -m bench.guide_tests
 
-# The end-to-end benchmark beside the baseline peers; writes docs/PERFORMANCE.md's results.
-bench-e2e: install
+# The end-to-end benchmark: beside the physical limit and Node's ws (issue 18), then beside the FastAPI
+# baseline peers; writes docs/PERFORMANCE.md's results.
+bench-e2e: bench-deps
+	$(BIN)/python -m bench.e2e --suite limit --write
 	$(BIN)/python -m bench.e2e --write
 
 # The rules are in pyproject.toml ([tool.ruff.lint]); `make test` runs this first.
@@ -55,3 +76,9 @@ lint: install
 
 clean:
 	rm -rf $(GEN) $(VENV)
+
+# Unit-test coverage of the edge (its core must stay covered: the session, routing, sequencing).
+coverage: install
+	$(BIN)/python -m coverage run --source=ws_edge -m pytest -q -p no:cacheprovider tests/ws_edge
+	$(BIN)/python -m coverage report
+	$(BIN)/python -m coverage report --include='ws_edge/core/*' --fail-under=90 >/dev/null

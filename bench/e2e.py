@@ -92,7 +92,8 @@ class Target:
 class Ours(Target):
     name = "ours"
 
-    def __init__(self, broker_url: str = "memory://") -> None:
+    def __init__(self, broker_url: str = "memory://", edge_env: dict[str, str] | None = None,
+                 edge_argv: list[str] | None = None) -> None:
         quiet = {"PUSH_LOG_LEVEL": "WARNING", "PUSH_BROKER_URL": broker_url}
         self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
                              task_env={"TASK_LOG_LEVEL": "WARNING"},
@@ -102,9 +103,16 @@ class Ours(Target):
                                        "EDGE_SEND_QUEUE_BYTES": str(256 << 20),
                                        "EDGE_MAX_CONNECTIONS_PER_IP": "100000",
                                        "EDGE_MAX_PENDING_PER_IP": "100000", "EDGE_MAX_PENDING_CONNECTIONS": "100000",
-                                       "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000"})
-        asyncio.run(self.system.start())
+                                       "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000",
+                                       **(edge_env or {})})
+        self.system.edge.argv = edge_argv  # e.g. another checkout's edge, for a before/after in one run
+        try:
+            asyncio.run(self.system.start())
+        except BaseException:  # e.g. not serving in time on a crowded machine: leave no process behind
+            self.system.stop()
+            raise
         self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]
+        self.other_pids = [self.system.tasks.proc.pid]  # type: ignore[union-attr]  # idle: pinned, not reported
         self.ws_url = self.system.ws_url + "/ws"
         self.push = self.system.push_address
 
@@ -157,8 +165,8 @@ class OursOnRedis(Ours):
         self.redis.stop()
 
 
-def run_load(target: Target, scenario: str, *extra: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url,
+def run_load(target: Target, scenario: str, *extra: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    command = [*prefix, sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url,
                "--scenario", scenario, *extra]
     if target.publish_url:
         command += ["--publish-url", target.publish_url]
@@ -176,12 +184,13 @@ def run_load(target: Target, scenario: str, *extra: str) -> dict[str, Any]:
     return result
 
 
-def idle_memory(target: Ours, count: int, hold: float, transport: str = "websocket") -> dict[str, Any]:
-    """RSS of the edge before and after `count` idle connections that ping every 5 s (SSE: that take
-    the stream's heartbeat)."""
-    edge = target.pids["edge"]
+def idle_memory(target: Target, count: int, hold: float, prefix: tuple[str, ...] = (),
+                transport: str = "websocket") -> dict[str, Any]:
+    """RSS of the edge (or a baseline's server) before and after `count` idle connections that ping
+    every 5 s (SSE, ours only: that take the stream's heartbeat)."""
+    edge = target.pids.get("edge") or target.pids["server"]
     before = rss_bytes(edge)
-    command = [sys.executable, "-m", "bench.load", "--target", "ours", "--ws-url", target.ws_url, "--scenario",
+    command = [*prefix, sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url, "--scenario",
                "idle", "--clients", str(count), "--seconds", str(hold), "--sample", "0", "--transport", transport]
     load = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert load.stdout is not None
@@ -321,6 +330,15 @@ def main() -> None:
     parser.add_argument("--no-guide", action="store_true", help="skip the guide's own tests")
     parser.add_argument("--targets", default="ours,ours-redis,tutorial,broadcaster")
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's results")
+    parser.add_argument("--suite", choices=["peers", "limit"], default="peers",
+                        help="peers: beside the FastAPI baselines (issue 4); limit: beside the limit and "
+                        "Node's ws (issue 18, bench/vs_limit.py; its own options, see --suite limit --help)")
+    if "--suite" in sys.argv and sys.argv[sys.argv.index("--suite") + 1:][:1] == ["limit"]:
+        from bench import vs_limit
+
+        i = sys.argv.index("--suite")
+        vs_limit.main(sys.argv[1:i] + sys.argv[i + 2:])
+        return
     args = parser.parse_args()
     common = ["--clients", str(args.clients), "--seconds", str(args.seconds)]
     # At max rate one load process reading every message is what bounds our figure (≈ 90 % of a core

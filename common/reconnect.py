@@ -25,7 +25,7 @@ async def reconnect_forever(attempt: Attempt, backoff: Backoff, log: logging.Log
     while True:
         try:
             await attempt(backoff.reset)
-            log.warning("%s ended", what)
+            log.warning("%s ended by the server", what)
         except asyncio.CancelledError:
             raise
         except expected as exc:

@@ -23,6 +23,9 @@ class PushSettings(BaseSettings):
     batch_interval: float = Field(0.1, ge=0, le=60)
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
     max_pending_batches: int = Field(10_000, ge=1)
+    # Seconds between heartbeats on an edge's stream while nothing else is sent (0: none): the edge
+    # takes a few silent intervals as a lost replica (paused, cut off) and fails over (EDGE_PUSH_SILENCE_TIMEOUT).
+    edge_heartbeat_interval: float = Field(1.0, ge=0, le=60)
     # Calls received and not yet taken up that gRPC queues (its default is 1,000); beyond this it
     # cancels new ones (from twice this, all of them). A burst of unary publishes queues here.
     max_queued_calls: int = Field(10_000, ge=1)

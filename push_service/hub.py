@@ -47,7 +47,15 @@ class Resync:
     """The broker reconnected: the edge checks its topics' positions against history."""
 
 
-EdgeEvent = Deliver | Applied | Resync
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Nothing else to say for `interval` seconds (and a stream's first event): this replica is alive.
+    An edge that hears nothing for a few intervals takes the stream as lost (a paused or cut-off replica)."""
+
+    interval: float
+
+
+EdgeEvent = Deliver | Applied | Resync | Heartbeat
 
 
 class EdgeTooSlow(Exception):
@@ -57,8 +65,10 @@ class EdgeTooSlow(Exception):
 class EdgeSession:
     """One edge's stream: publications in (sync, from routing), batches out (async iterator)."""
 
-    def __init__(self, window: BatchWindow[Publication], max_pending_batches: int, name: str) -> None:
+    def __init__(self, window: BatchWindow[Publication], max_pending_batches: int, name: str,
+                 heartbeat_interval: float = 0.0) -> None:
         self.name = name
+        self._heartbeat = heartbeat_interval  # 0: none
         self._window = window
         self._max_pending = max_pending_batches
         self._loop = asyncio.get_running_loop()
@@ -109,7 +119,10 @@ class EdgeSession:
             self._wake.set()
 
     async def events(self) -> AsyncIterator[EdgeEvent]:
-        """What to tell the edge, in the order it happened: batches, applied interest changes, resyncs."""
+        """What to tell the edge, in the order it happened: batches, applied interest changes, resyncs;
+        a heartbeat first, and after every interval with nothing else to send."""
+        if self._heartbeat:
+            yield Heartbeat(self._heartbeat)
         while True:
             while self._ready:
                 yield self._ready.popleft()
@@ -123,7 +136,15 @@ class EdgeSession:
                 continue
             self._idle = True
             self._wake.clear()
-            await self._wake.wait()
+            if not self._heartbeat:
+                await self._wake.wait()
+            else:
+                try:
+                    async with asyncio.timeout(self._heartbeat):
+                        await self._wake.wait()
+                except TimeoutError:
+                    self._idle = False
+                    yield Heartbeat(self._heartbeat)
             self._idle = False
 
     @property
@@ -161,8 +182,10 @@ class Hub:
         batch_interval: float = 0.1,
         max_pending_batches: int = 10_000,
         client_id_hold: float = 86_400.0,
+        edge_heartbeat_interval: float = 0.0,
     ) -> None:
         self._broker = broker
+        self._edge_heartbeat = edge_heartbeat_interval
         self._client_id_hold = client_id_hold
         self._refresher: asyncio.Task[None] | None = None
         self._batch_max_size = batch_max_size
@@ -245,7 +268,8 @@ class Hub:
     def open_session(self, peer: str) -> EdgeSession:
         self._sessions += 1
         window: BatchWindow[Publication] = BatchWindow(self._batch_max_size, self._batch_interval)
-        session = EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}")
+        session = EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}",
+                              heartbeat_interval=self._edge_heartbeat)
         self._open.add(session)
         return session
 

@@ -56,6 +56,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         batch_interval=settings.batch_interval,
         max_pending_batches=settings.max_pending_batches,
         client_id_hold=settings.client_id_hold,
+        edge_heartbeat_interval=settings.edge_heartbeat_interval,
     )
     await hub.start()
     HUBS.hubs.add(hub)

@@ -20,7 +20,7 @@ from .broker.base import BrokerUnavailable
 from .core.claims import ANONYMOUS_OWNER
 from .core.history import PageLimits
 from .core.publication import Ack, InvalidPublish, Publication, control_publication, make_publication
-from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Hub, Resync
+from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat, Hub, Resync
 
 log = logging.getLogger("push_service.grpc")
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -168,6 +168,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
                         yield pb.EdgeStreamResponse(applied_sequence=sequence)
                     case Resync():
                         yield pb.EdgeStreamResponse(resync=True)
+                    case Heartbeat(interval):
+                        yield pb.EdgeStreamResponse(heartbeat_ms=max(1, round(interval * 1000)))
             if reader.done() and not reader.cancelled() and (why := reader.result()):
                 # The broker could not apply an interest change: the edge reconnects and declares again.
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {why}")

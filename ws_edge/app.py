@@ -140,6 +140,7 @@ async def healthz(request: Request) -> dict[str, Any]:
         "coalesced_messages": edge.stats["coalesced"] + sum(c.coalesced for c in connections),
         "slow_consumer_disconnects": edge.stats["slow_consumers"],
         "push_connected": edge.push.connected.is_set(),
+        "push_replica": edge.push.replica,
         "frame_writer": edge.frames.name,
         "pending_handshakes": request.app.state.pending.total,
     }
@@ -178,18 +179,32 @@ async def serve_socket(
         metrics.REFUSED.labels("client_id").inc()
         await websocket.close(CloseCode.INVALID_CLIENT_ID, why)
         return
-    try:
-        positions = url_positions(since)
-    except ProtocolError as exc:
-        await websocket.close(CloseCode.INVALID_CLIENT_ID, exc.message)  # a URL to fix, not to retry
+    # Counted from the upgrade on, authenticated or not yet: a socket waiting for its `auth` frame
+    # holds a descriptor too.
+    if not edge.addresses.acquire(address, edge.settings.max_connections_per_ip):
+        metrics.REFUSED.labels("too_many_connections").inc()
+        await websocket.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
         return
+    try:
+        await serve_accepted(edge, websocket, address, client_id, topics, token, since)
+    finally:
+        edge.addresses.release(address)
+
+
+async def serve_accepted(edge: Edge, websocket: WebSocket, address: str, client_id: str | None, topics: list[str],
+                         token: str | None, since: str | None) -> None:
+    try:
+        positions, since_error = url_positions(since), None
+    except ProtocolError as exc:
+        positions, since_error = {}, exc.message  # said after `connected`, like unusable ?topics=
     frames, scope = edge.frames, websocket.scope
-    connection = Connection(WebSocketSink(websocket), client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
-                            write=frames.writer_for(scope), address=address, abort=frames.aborter_for(scope))
+    connection = Connection(WebSocketSink(websocket), client_id or assign_client_id(edge.client_id_mark),
+                            edge.new_send_queue(), write=frames.writer_for(scope), address=address,
+                            abort=frames.aborter_for(scope))
     connection_id.set(connection.tag)  # in every line logged while serving it (and in tasks started here)
     frames.tag_frame_logs(scope, connection.tag)
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time())
-    await SessionDriver(edge, session, connection).serve(_frames_of(websocket), token, topics, positions)
+    await SessionDriver(edge, session, connection).serve(_frames_of(websocket), token, topics, positions, since_error)
     log.debug("#%d = closed", connection.id)
 
 

@@ -38,12 +38,18 @@ class EdgeSettings(BaseSettings):
     send_queue_frames: int = Field(1000, ge=1)
     send_queue_bytes: int = Field(1 << 20, ge=1024)
     coalesce_mark: int = Field(100, ge=1)
+    # Messages per batch frame (the guide's 10): what a round of fan-out carries, and what a socket
+    # that fell behind gets in each frame once it drains.
+    batch_max_messages: int = Field(10, ge=1, le=1000)
     conflate_topics: str = "task:progress"  # comma-separated patterns
     # Topics a `/ws/task` connection gets when it names none.
     task_endpoint_topics: str = "task:progress,task:status,task:list"
     # How long a subscribe waits for the push service to apply it before it is acknowledged anyway.
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
+    # Seconds without a word from the push replica (it sends a heartbeat each PUSH_EDGE_HEARTBEAT_INTERVAL
+    # when quiet) before its stream is taken as lost and opened again on the next replica.
+    push_silence_timeout: float = Field(3.0, gt=0)
     # Prometheus /metrics on a port of its own (0: off), never on the public port: the series name
     # users' activity and the edge's internals (like PUSH_METRICS_PORT, TASK_METRICS_PORT).
     metrics_port: int = Field(9104, ge=0, le=65535)

@@ -1,13 +1,14 @@
 """One browser's connection: an id, who it is, and a non-blocking send with a bounded backlog.
 
 Fan-out never awaits a browser. `send` writes the frame straight to the socket when the socket takes
-it without waiting (the common case for a WebSocket; see `wire.py`); otherwise the frame joins a
-backlog that a writer task drains through the connection's `Sink`. A client whose backlog reaches the
-limit is a slow consumer and is closed with 4008 so that it can reconnect.
+it without waiting (the common case: its transport holds nothing unsent; see `wire.py`); otherwise
+the frame joins a backlog that a writer task drains once the socket has drained, what waits leaving
+as batch frames (core/sendqueue.py). A client whose backlog reaches the limit is a slow consumer and
+is closed with 4008 so that it can reconnect.
 
 The sink is the transport: `WebSocketSink` (the ASGI WebSocket) or an HTTP stream's
-(`http_stream.py`: SSE, newline-delimited JSON), which has no direct write, so every frame goes
-through the backlog and its writer task.
+(`http_stream.py`: SSE, newline-delimited JSON), which encodes frames itself (`write_json`: written
+at once while its socket takes them) and drains its backlog frame by frame through the sink.
 """
 
 from __future__ import annotations
@@ -215,10 +216,25 @@ class Connection:
             await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _drain(self) -> None:
-        send = self.sink.send
+        """Write the backlog once the socket can take it: on the fast path, whenever its transport has
+        handed everything to the kernel, all that waits (batch frames of at most the cap, shared with
+        sockets that drain in the same state) in one write; otherwise frame by frame, through the ASGI
+        send (which waits for the transport itself)."""
+        write = self._write
+        drained = getattr(write, "drained", None)
         try:
-            while (frame := self._backlog.pop_frame()) is not None:
-                await send(frame)
+            if write is not None and drained is not None:
+                while self._backlog:
+                    await drained()
+                    if self._closing:
+                        break  # the close takes over (and frees the backlog)
+                    if not write(self._backlog.pop_wire()):
+                        self._closing = True  # the socket is gone: the receive loop releases the connection
+                        break
+            else:
+                send = self.sink.send
+                while (frame := self._backlog.pop_frame()) is not None:
+                    await send(frame)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection

@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from common.clock import now_ms
 
 from . import metrics
-from .core.frames import MAX_FRAME_MESSAGES, server_frame
+from .core.frames import MAX_FRAME_MESSAGES, regroup, server_frame
 from .core.pacing import FanoutPacing
 from .core.recovery import Position, recovery_report
 from .core.routing import DeliveryRouter
@@ -32,10 +32,13 @@ ReadHistory = Callable[[str, Position | None], Awaitable[HistoryAnswer]]
 
 
 class DeliveryPump:
-    def __init__(self, router: DeliveryRouter, read_history: ReadHistory, conflated: Sequence[str]) -> None:
+    def __init__(self, router: DeliveryRouter, read_history: ReadHistory, conflated: Sequence[str],
+                 batch_max: int = MAX_FRAME_MESSAGES) -> None:
         self.router = router
+        self.batch_max = batch_max  # messages per frame (EDGE_BATCH_MAX_MESSAGES)
         self._read_history = read_history
         self._conflated = list(conflated)
+        self._conflated_topics: dict[str, bool] = {}  # topic -> whether it matches a conflated pattern
         self._incoming: list[Sequence[DeliveryLike]] = []  # batches from the push service, not yet fanned out
         self._incoming_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -100,8 +103,7 @@ class DeliveryPump:
             if notice is not None:
                 for connection in list(self.router.topics.subscribers(topic)):
                     connection.send(notice)  # type: ignore[attr-defined]
-            filled = [*missed, *held]
-            self.fan_out([filled[i:i + MAX_FRAME_MESSAGES] for i in range(0, len(filled), MAX_FRAME_MESSAGES)])
+            self.fan_out([[*missed, *held]])
 
     async def _recover(self, topic: str, since: Position
                        ) -> tuple[tuple[int, str] | None, list[DeliveryLike], bytes | None]:
@@ -152,12 +154,20 @@ class DeliveryPump:
         return bool(self._incoming)
 
     def fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> None:
+        """Route what came (in publish order) and write it: one write per socket that takes it now (its
+        transport holds nothing unsent), in frames of at most `batch_max` messages built once for all
+        the sockets that get the same; the others queue it (`Connection.send_frames`), to leave batched
+        when they drain."""
         delivered = 0
-        for frames, wire, connections, messages in self.router.route(batches):
+        for frames, wire, connections, messages in self.router.route(regroup(batches, self.batch_max)):
+            key_of = None
             for connection in connections:
                 direct = connection.direct  # type: ignore[attr-defined]
                 if direct is None or not direct(wire):
-                    connection.send_frames(frames, wire, messages, self._conflation_key)  # type: ignore[attr-defined]
+                    if key_of is None:  # each message's conflation key once, for all the sockets behind
+                        keys = {id(d): self._conflation_key(d) for d in messages}
+                        key_of = lambda d, keys=keys: keys[id(d)]  # noqa: E731
+                    connection.send_frames(frames, wire, messages, key_of)  # type: ignore[attr-defined]
             delivered += len(connections) * len(messages)
         metrics.DELIVERED.inc(delivered)
         now = now_ms()
@@ -173,6 +183,11 @@ class DeliveryPump:
     def _conflation_key(self, delivery: DeliveryLike) -> str | None:
         """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""
         topic = delivery.topic
-        if not topic or not any(fnmatchcase(topic, pattern) for pattern in self._conflated):
+        conflated = self._conflated_topics.get(topic)
+        if conflated is None:
+            if len(self._conflated_topics) >= 4096:
+                self._conflated_topics.clear()
+            conflated = self._conflated_topics[topic] = any(fnmatchcase(topic, p) for p in self._conflated)
+        if not topic or not conflated:
             return None
         return f"{topic}\x00{delivery.conflation_key}"

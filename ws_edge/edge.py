@@ -66,17 +66,18 @@ class Edge:
         self.connections: dict[int, SessionDriver] = {}
         # The ids this edge assigns are routed to it by this mark: one interest for all of them.
         self.client_id_mark = new_edge_mark()
-        self.pump = DeliveryPump(self.router, self.read_history, settings.conflated)
+        self.pump = DeliveryPump(self.router, self.read_history, settings.conflated, settings.batch_max_messages)
         # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
         self.inboxes: dict[str, Inbox] = {}
         self.push = PushLink(settings.push_address, self._channel, self._on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
-                             on_restored=self.pump.on_restored, on_resync=self.pump.on_resync)
+                             on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
+                             silence_timeout=settings.push_silence_timeout)
         self.stats = {"coalesced": 0, "slow_consumers": 0}  # of connections already gone
         self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
         self.attempts = AttemptLimiter(settings.connect_rate_per_ip, settings.connect_burst_per_ip)
         self._per_user = ConnectionCounter()
-        self._per_address = ConnectionCounter()
+        self.addresses = ConnectionCounter()  # open WebSockets per address (counted by app.serve_socket)
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
@@ -160,11 +161,8 @@ class Edge:
         holders = self.router.client_ids.subscribers(client_id)
         if any(h.principal.user != principal.user for h in holders):  # type: ignore[attr-defined]
             return CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD
-        if not self._per_address.acquire(connection.address, self.settings.max_connections_per_ip):
-            return CloseCode.TOO_MANY_CONNECTIONS, "too many connections"
         if principal.user is not None and not self._per_user.acquire(principal.user,
                                                                      self.settings.max_connections_per_user):
-            self._per_address.release(connection.address)
             return CloseCode.TOO_MANY_CONNECTIONS, "too many connections"
         connection.principal = principal
         self.connections[connection.id] = driver
@@ -173,10 +171,15 @@ class Edge:
             return [self.push.change(add_client_ids=[client_id])]
         return []  # already wanted, or an id this edge assigned (its mark has been declared since the start)
 
+    @staticmethod
+    def needs_claim(client_id: str) -> bool:
+        """A chosen client_id is owned cluster-wide; the ids this edge assigns need no claim."""
+        return routed_by_itself(client_id)
+
     async def claim(self, client_id: str, principal: Principal) -> tuple[CloseCode, str] | None:
-        """A chosen client_id is owned cluster-wide (the push service's ClaimClientId): None when
-        `principal` may use it, else the refusal; ids this edge assigns need no claim."""
-        if not routed_by_itself(client_id):
+        """Claim a chosen client_id (the push service's ClaimClientId): None when `principal` may
+        use it, else the refusal."""
+        if not self.needs_claim(client_id):
             return None
         granted = await self.push.claim_client_id(client_id, principal.user)
         if granted is None:
@@ -221,7 +224,6 @@ class Edge:
         self.stats["coalesced"] += connection.coalesced
         if connection.closed_as_slow:
             self.stats["slow_consumers"] += 1
-        self._per_address.release(connection.address)
         if connection.principal.user is not None:
             self._per_user.release(connection.principal.user)
         if emptied := self.router.remove_connection(connection):
@@ -249,7 +251,7 @@ class Edge:
 
     def new_send_queue(self) -> SendQueue:
         s = self.settings
-        return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes)
+        return SendQueue(s.coalesce_mark, s.send_queue_frames, s.send_queue_bytes, s.batch_max_messages)
 
     # --- heartbeats -------------------------------------------------------------------------------
 

@@ -178,13 +178,26 @@ async def serve_stream(edge: Edge, scope: MutableMapping[str, Any], receive: Cal
         metrics.REFUSED.labels("client_id").inc()
         await sink.close(CloseCode.INVALID_CLIENT_ID, why)
         return
+    # Counted from the stream's start on, as a WebSocket from its upgrade (app.serve_socket).
+    if not edge.addresses.acquire(address, edge.settings.max_connections_per_ip):
+        metrics.REFUSED.labels("too_many_connections").inc()
+        await sink.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+        return
     try:
-        positions = url_positions(params.get("since"))
+        await _serve_session(edge, request, send, receive, sink, inbox, address, client_id, token, topics, sse)
+    finally:
+        edge.addresses.release(address)
+
+
+async def _serve_session(edge: Edge, request: Request, send: Send, receive: Callable[..., Awaitable[Any]],
+                         sink: HttpStreamSink, inbox: Inbox, address: str, client_id: str | None,
+                         token: str | None, topics: list[str], sse: bool) -> None:
+    try:
+        positions, since_error = url_positions(request.query_params.get("since")), None
         if sse and (last := request.headers.get("last-event-id")):
             positions = {**positions, **url_positions(last)}  # the EventSource's own resume is newer
     except ProtocolError as exc:
-        await sink.close(CloseCode.INVALID_CLIENT_ID, exc.message)  # a URL to fix, not to retry
-        return
+        positions, since_error = {}, exc.message  # said after `connected`, as on a WebSocket
     connection = Connection(sink, client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
                             address=address, write_json=sink.write_now, abort=edge.frames.body_aborter_for(send))
     connection_id.set(connection.tag)
@@ -196,7 +209,7 @@ async def serve_stream(edge: Edge, scope: MutableMapping[str, Any], receive: Cal
     beat = asyncio.create_task(_heartbeats(driver, sink, edge.settings.stream_heartbeat_interval),
                                name=f"stream-heartbeat-{connection.id}")
     try:
-        await driver.serve(inbox.receive, token, topics, positions)
+        await driver.serve(inbox.receive, token, topics, positions, since_error)
     finally:
         edge.inboxes.pop(session_id, None)
         for task in (watcher, beat):

@@ -58,6 +58,9 @@ class EdgeCollector(Collector):
                                   value=sum(e.stats["slow_consumers"] for e in edges))
         yield CounterMetricFamily("ws_edge_push_reconnects", "Times the push stream was opened again",
                                   value=sum(e.push.reconnects for e in edges))
+        yield CounterMetricFamily("ws_edge_push_silences",
+                                  "Push streams given up because the replica said nothing (not even a heartbeat)",
+                                  value=sum(e.push.silences for e in edges))
 
 
 EDGES = EdgeCollector()

@@ -2,6 +2,14 @@
 
 Browsers never notice a drop: the link reconnects by itself and re-declares the edge's whole interest
 (a snapshot taken at reconnect time), so changes made while it was down are not lost.
+
+A replica that stops answering (paused, cut off by a partition that drops packets without a reset)
+does not break the connection; gRPC keepalive notices late or never. The push service sends a
+heartbeat whenever it has been quiet for its interval, so a stream silent for `silence_timeout` is
+taken as lost: the link opens it again on the next replica of the list (EDGE_PUSH_ADDRESS may name
+several, each with a channel of its own), and the edge fills the gap from the shared history. The
+link's unary calls (history, publish, client id claims) go to the replica of the live stream, or,
+while there is none, to the one the next stream will try: the replica last heard from.
 """
 
 from __future__ import annotations
@@ -34,6 +42,11 @@ CHANNEL_OPTIONS = [
 # the push service's -80 %, connect time 0.52 -> 0.36 ms each; docs/PERFORMANCE.md).
 INTEREST_FLUSH_INTERVAL = 0.005
 UNARY_TIMEOUT = 5.0
+SILENCE_TIMEOUT = 3.0
+
+
+class StreamSilent(Exception):
+    """The push service said nothing (not even a heartbeat) for longer than the link waits."""
 DeliveriesHandler = Callable[[Sequence[pb.Delivery]], None]
 SnapshotSource = Callable[[], tuple[list[str], list[str]]]
 
@@ -51,16 +64,25 @@ class PushLink:
         on_lost: Callable[[], None] | None = None,
         on_restored: Callable[[], None] | None = None,
         on_resync: Callable[[], None] | None = None,
+        silence_timeout: float = SILENCE_TIMEOUT,
     ) -> None:
         self.address = address
+        # One channel per replica named (one name that resolves to several: one channel balancing them).
+        self.replicas = [part.strip() for part in address.split(",") if part.strip()] or [address]
+        self._current = 0  # the replica the stream is on, or tries next
         self._channel_factory = channel_factory
+        self._silence = silence_timeout
+        self._heard = 0.0  # loop time of the stream's last response
+        self.silences = 0  # streams given up for silence
+        self._limit: float | None = silence_timeout  # None: the replica sends no heartbeats
+        self._beating = False  # this stream's replica has sent a heartbeat
         self._on_deliveries = on_deliveries
         self._snapshot = snapshot
         self._backoff = Backoff(initial=0.1, maximum=reconnect_max)
         self._flush_interval = flush_interval
         # The channel is made in start(): gRPC binds it to the running event loop.
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.PushServiceStub | None = None
+        self._channels: list[grpc.aio.Channel | None] = [None] * len(self.replicas)
+        self._stubs: list[pb_grpc.PushServiceStub | None] = [None] * len(self.replicas)
         self._changes: asyncio.Queue[pb.EdgeStreamRequest] | None = None
         # Interest changes not yet confirmed by the push service, oldest first: (sequence, future).
         self._sequence = 0
@@ -70,6 +92,7 @@ class PushLink:
         self._last_flush = 0.0
         self._batch_open = False  # the newest sequence still collects changes (not sent yet)
         self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.reconnects = 0
         # The stream went down (after having been up) / came back with the whole interest re-declared.
@@ -80,9 +103,33 @@ class PushLink:
 
     @property
     def stub(self) -> pb_grpc.PushServiceStub:
-        """For unary calls (e.g. `send_message` publishing); shares the link's channel."""
-        assert self._stub is not None, "PushLink.start() first"
-        return self._stub
+        """For unary calls (e.g. `send_message` publishing): the channel of the replica the stream is on
+        (answering: it sends heartbeats), or will try next."""
+        stub = self._stubs[self._current]
+        assert stub is not None, "PushLink.start() first"
+        return stub
+
+    @property
+    def replica(self) -> str:
+        """The replica the stream is on (or tries next)."""
+        return self.replicas[self._current]
+
+    def _open_channel(self, index: int) -> None:
+        channel = self._channel_factory(self.replicas[index])
+        self._channels[index] = channel
+        self._stubs[index] = pb_grpc.PushServiceStub(channel)
+
+    def _next_replica(self, silent: bool) -> None:
+        """After a lost stream: the next replica. A silent one's channel is replaced (its connection may
+        hang, not fail: a replica behind one name, or this one once it answers again, gets a fresh one)."""
+        if silent:
+            old = self._channels[self._current]
+            self._open_channel(self._current)
+            if old is not None:
+                task = asyncio.create_task(old.close(), name="close-silent-channel")
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._current = (self._current + 1) % len(self.replicas)
 
     # --- unary calls on the link's channel ---------------------------------------------------
 
@@ -141,16 +188,18 @@ class PushLink:
         return reply.delivered
 
     def start(self) -> None:
-        self._channel = self._channel_factory(self.address)
-        self._stub = pb_grpc.PushServiceStub(self._channel)
+        for index in range(len(self.replicas)):
+            self._open_channel(index)
         self._task = asyncio.create_task(self._run(), name="push-link")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._channel is not None:
-            await self._channel.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        for channel in self._channels:
+            if channel is not None:
+                await channel.close()
 
     def change(
         self,
@@ -221,17 +270,45 @@ class PushLink:
 
     async def _run(self) -> None:
         await reconnect_forever(self._stream_once, self._backoff, log, f"push stream to {self.address}",
-                                expected=(grpc.aio.AioRpcError,))
+                                expected=(grpc.aio.AioRpcError, StreamSilent))
 
     async def _stream_once(self, up: Callable[[], None]) -> None:
+        silent = False
         try:
-            await self._stream(up)
+            await self._watched(up)
+        except StreamSilent:
+            silent = True
+            self.silences += 1
+            raise
         finally:
             self._changes = None
             if self.connected.is_set() and self._on_lost is not None:
                 self._on_lost()
             self.connected.clear()
             self.reconnects += 1
+            self._next_replica(silent)
+
+    async def _watched(self, up: Callable[[], None]) -> None:
+        """The stream, given up when the push service is silent too long: from the start (its first
+        answer, a heartbeat, comes at once) and, once it has said it sends heartbeats, throughout."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        self._limit = self._silence
+        stream = asyncio.create_task(self._stream(up), name="push-stream")
+        try:
+            while True:
+                limit = self._limit
+                wait = None if limit is None else max(0.01, self._heard + limit - loop.time())
+                done, _ = await asyncio.wait({stream}, timeout=wait)
+                if done:
+                    return stream.result()
+                limit = self._limit
+                if limit is not None and loop.time() - self._heard >= limit:
+                    raise StreamSilent(f"{self.replica} said nothing for {loop.time() - self._heard:.1f}s")
+        finally:
+            if not stream.done():
+                stream.cancel()
+                await asyncio.gather(stream, return_exceptions=True)
 
     async def _stream(self, up: Callable[[], None]) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
@@ -247,20 +324,35 @@ class PushLink:
                 yield await changes.get()
 
         call = self.stub.EdgeStream(requests())
-        await call.wait_for_connection()
-        async for response in call:
-            if response.deliveries:
-                self._on_deliveries(response.deliveries)
-            if response.resync and self._on_resync is not None:
-                self._on_resync()
-            if response.applied_sequence:
-                self._confirm(response.applied_sequence)
-                if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
-                    # Connected means: the push service holds this edge's whole interest again.
-                    self.connected.set()
-                    if self._was_up and self._on_restored is not None:
-                        self._on_restored()
-                    self._was_up = True
-                    up()
-                    log.info("push stream to %s up (%d topics, %d client ids)", self.address, len(topics),
-                             len(client_ids))
+        loop = asyncio.get_running_loop()
+        self._beating = False
+        try:
+            await call.wait_for_connection()
+            async for response in call:
+                self._heard = loop.time()
+                self._on_response(response, snapshot_sequence, len(topics), len(client_ids), up)
+        finally:
+            call.cancel()  # when the watchdog gave up on it: nothing more from that replica
+
+    def _on_response(self, response: pb.EdgeStreamResponse, snapshot_sequence: int, topics: int, client_ids: int,
+                     up: Callable[[], None]) -> None:
+        if response.heartbeat_ms:
+            # A replica's interval longer than our patience must not be taken for silence.
+            self._limit = max(self._silence, 2.5 * response.heartbeat_ms / 1000)
+            self._beating = True
+        elif not self._beating:
+            self._limit = None  # its first answer was no heartbeat: a push service that sends none
+        if response.deliveries:
+            self._on_deliveries(response.deliveries)
+        if response.resync and self._on_resync is not None:
+            self._on_resync()
+        if response.applied_sequence:
+            self._confirm(response.applied_sequence)
+            if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
+                # Connected means: the push service holds this edge's whole interest again.
+                self.connected.set()
+                if self._was_up and self._on_restored is not None:
+                    self._on_restored()
+                self._was_up = True
+                up()
+                log.info("push stream to %s up (%d topics, %d client ids)", self.replica, topics, client_ids)

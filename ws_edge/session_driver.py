@@ -48,11 +48,12 @@ class SessionDriver:
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._wake = asyncio.Event()  # the session accepts frames again, or has closed
 
-    async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position]) -> None:
+    async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
+                    since_error: str | None = None) -> None:
         """The connection's whole life, from an accepted socket to its end."""
         loop = asyncio.get_running_loop()
         session = self.session
-        session.open(token, topics, since, time.time())
+        session.open(token, topics, since, time.time(), since_error)
         self._run_effects()
         try:
             while not session.closed:
@@ -87,8 +88,11 @@ class SessionDriver:
         self._run_effects()
 
     def _run_effects(self) -> None:
-        for effect in self.session.effects():
-            self._run(effect)
+        # Effects carried out at once may feed the session an answer (an interest already applied):
+        # what that makes comes next, in order.
+        while effects := self.session.effects():
+            for effect in effects:
+                self._run(effect)
         if self.session.accepting or self.session.closed:
             self._wake.set()
 
@@ -111,10 +115,16 @@ class SessionDriver:
         elif isinstance(effect, DropInterest):
             self.edge.drop_interest(connection, effect.topics)
         elif isinstance(effect, Admit):
-            self._spawn(self._admit(effect))
+            if self.edge.needs_claim(connection.client_id):
+                self._spawn(self._admit(effect))
+            else:
+                self._admitted(self.edge.admit(self, effect.principal))
         elif isinstance(effect, AddInterest):
             waits, retained = self.edge.add_interest(connection, effect.topics)
-            self._spawn(self._interest(effect.ticket, waits, retained))
+            if all(wait.done() for wait in waits):  # nothing to wait for: no task (most connects)
+                session.interest_applied(effect.ticket, retained)
+            else:
+                self._spawn(self._interest(effect.ticket, waits, retained))
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
         elif isinstance(effect, RunHandler):
@@ -133,12 +143,20 @@ class SessionDriver:
 
     async def _admit(self, effect: Admit) -> None:
         refusal = await self.edge.claim(self.connection.client_id, effect.principal)
-        admission = refusal if refusal is not None else self.edge.admit(self, effect.principal)
+        self._admitted(refusal if refusal is not None else self.edge.admit(self, effect.principal))
+        self._run_effects()
+
+    def _admitted(self, admission: tuple[CloseCode, str] | list[asyncio.Future[None]]) -> None:
         if isinstance(admission, tuple):
             self.session.refused(*admission)
-        else:
-            await self.edge.confirmed(admission)
+        elif all(wait.done() for wait in admission):
             self.session.admitted()
+        else:
+            self._spawn(self._client_id_routed(admission))
+
+    async def _client_id_routed(self, waits: list[asyncio.Future[None]]) -> None:
+        await self.edge.confirmed(waits)
+        self.session.admitted()
         self._run_effects()
 
     async def _interest(self, ticket: int, waits: list[asyncio.Future[None]], retained: list[bytes]) -> None:

@@ -6,8 +6,9 @@ unmasked, so a text frame that many clients receive is identical on every socket
 per-client frame encoding of the ASGI stack. This reaches into uvicorn's sans-I/O WebSocket protocol
 (pinned in requirements.txt). `Asgi`: the ordinary ASGI send, for any other server, or a uvicorn whose
 internals moved; the edge then says so loudly (a WARNING at start, `/healthz`'s `frame_writer`, the
-`ws_edge_frame_writer` metric). On the fast path too, a socket whose transport is paused (a slow
-reader) falls back to the ASGI send and its connection's own backlog.
+`ws_edge_frame_writer` metric). On the fast path too, a socket whose transport still holds unsent
+bytes (a slow reader) takes nothing more: its connection's backlog does, and leaves batched when it
+drains (`SocketWrite`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,33 @@ class Asgi:
         return None
 
 
+class SocketWrite:
+    """`write(frame_bytes) -> bool` for one socket on the fast path: False when it cannot be written at
+    once; `await drained()` until its transport holds nothing unsent.
+
+    The transport is paused as soon as it holds a byte it could not hand to the kernel, and resumed once
+    it has handed over everything: `writable` then says "nothing unsent", and what comes for a socket
+    that is not meanwhile waits in its connection's backlog and leaves batched when it drains."""
+
+    __slots__ = ("protocol", "transport", "writable")
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.writable = protocol.writable
+        self.transport.set_write_buffer_limits(high=0)
+
+    def __call__(self, frame: bytes) -> bool:
+        protocol = self.protocol
+        if not self.writable.is_set() or protocol.close_sent or protocol.disconnected or self.transport.is_closing():
+            return False
+        self.transport.write(frame)
+        return True
+
+    async def drained(self) -> None:
+        await self.writable.wait()
+
+
 class FastPath(Asgi):
     name = "uvicorn-fast-path"
 
@@ -75,16 +103,7 @@ class FastPath(Asgi):
         protocol = scope.get(SCOPE_KEY)
         if protocol is None:
             return None
-        writable = protocol.writable
-        transport = protocol.transport
-
-        def write(frame: bytes) -> bool:
-            if not writable.is_set() or protocol.close_sent or protocol.disconnected or transport.is_closing():
-                return False
-            transport.write(frame)
-            return True
-
-        return write
+        return SocketWrite(protocol)
 
     def aborter_for(self, scope: Scope) -> Callable[[], None] | None:
         """`abort()`: drop this socket at once, for a client that does not read even its close frame."""

@@ -26,6 +26,20 @@ async def test_the_backoff_grows_until_an_attempt_says_it_is_up(caplog: pytest.L
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][:1] == ["link lost: refused"]
 
 
+async def test_an_attempt_that_returns_was_ended_by_the_other_side(caplog: pytest.LogCaptureFixture):
+    calls = 0
+
+    async def attempt(up):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise asyncio.CancelledError
+
+    with caplog.at_level(logging.WARNING, logger="t"), pytest.raises(asyncio.CancelledError):
+        await reconnect_forever(attempt, Backoff(initial=0.001), logging.getLogger("t"), "push stream to x")
+    assert [r.getMessage() for r in caplog.records] == ["push stream to x ended by the server"]
+
+
 async def test_an_unexpected_error_is_logged_with_its_traceback(caplog: pytest.LogCaptureFixture):
     calls = 0
 

@@ -295,3 +295,12 @@ async def test_connections_closed_by_the_client_are_released(system: System, ws,
     assert edge_connections(system) == before + 1
     await push.publish("bye", "t", {}, id="after-close")  # fan-out skips the released ones cleanly
     assert (await staying.recv())["id"] == "after-close"
+
+
+async def test_unusable_url_positions_are_said_after_connected_and_ignored(system: System, ws):
+    client = await ws(topics="since:x", since="{not json")
+    assert client.welcome["data"]["topics"] == ["since:x"] and "recovery" not in client.welcome["data"]
+    error = await client.recv()
+    assert (error["type"], error["error"]["code"]) == ("error", "INVALID_MESSAGE")
+    assert error["error"]["message"] == "?since= ignored: `since` must be a JSON object of positions"
+    assert (await client.request({"type": "ping", "id": "p"}))["type"] == "pong"

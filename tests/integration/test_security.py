@@ -434,6 +434,35 @@ async def test_connection_attempts_and_connections_per_address_are_limited(throt
     assert 429 in statuses, statuses  # the burst of 10 attempts per address is spent
 
 
+@pytest.fixture
+def crowded(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "crowded", edge_env={
+        "EDGE_ALLOW_ANONYMOUS": "false", "EDGE_MAX_CONNECTIONS_PER_IP": "3", "EDGE_AUTH_TIMEOUT": "30"})
+    yield system
+    system.stop()
+
+
+async def test_sockets_still_waiting_to_authenticate_count_against_their_address(crowded: System):
+    """The class of issue 16.3 after the upgrade: a WebSocket that never sends its `auth` frame holds
+    a descriptor for the auth timeout; such sockets count against the address's connection limit."""
+    url = crowded.ws_url + "/ws"
+    silent = [await websockets.connect(url) for _ in range(3)]
+    try:
+        assert await closed_with(url) == (4029, "too many connections")
+    finally:
+        for connection in silent:
+            await connection.close()
+    for _ in range(100):  # their slots are given back when they go
+        if await asyncio.to_thread(health_connections, crowded) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await closed_with(url, {"type": "auth", "data": {"token": "forged"}}))[0] == 4003
+
+
+def health_connections(system: System) -> int:
+    return json.loads(http_get(system.http_url + "/healthz")[1])["connections"]
+
+
 # --- what any deployment must refuse (portable: these also run against a compose stack) ---------------
 
 

@@ -53,6 +53,9 @@ class LocalCompose:
     workdir: Path
     variables: dict[str, str]
     document: dict[str, Any] = field(default_factory=lambda: yaml.safe_load(COMPOSE_FILE.read_text()))
+    # Per service, environment set over the compose file's (already local: ports, addresses), e.g. a
+    # test's short intervals or a proxy between two services.
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.services: dict[str, dict[str, Any]] = self.document["services"]
@@ -84,7 +87,8 @@ class LocalCompose:
 
     def environment(self, service: str) -> dict[str, str]:
         raw = self.services[service].get("environment") or {}
-        return {key: self.localize(service, str(value)) for key, value in raw.items()}
+        return {**{key: self.localize(service, str(value)) for key, value in raw.items()},
+                **self.overrides.get(service, {})}
 
     def ours(self, service: str) -> bool:
         return "build" in self.services[service]

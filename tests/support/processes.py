@@ -90,7 +90,7 @@ class ServiceProcess:
             return ""
 
 
-async def wait_grpc_serving(address: str, service: ServiceProcess, limit: float = 20.0) -> None:
+async def wait_grpc_serving(address: str, service: ServiceProcess, limit: float = 60.0) -> None:
     deadline = time.monotonic() + timeout(limit)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -124,7 +124,7 @@ def http_status(url: str) -> int:
         return 0
 
 
-async def wait_http_ok(url: str, service: ServiceProcess, limit: float = 20.0) -> None:
+async def wait_http_ok(url: str, service: ServiceProcess, limit: float = 60.0) -> None:
     deadline = time.monotonic() + timeout(limit)
     while await asyncio.to_thread(http_status, url) != 200:
         if service.proc is not None and service.proc.poll() is not None:

@@ -68,3 +68,58 @@ async def test_direct_write_only_while_nothing_is_queued():
     for _ in range(10):
         await asyncio.sleep(0)
     assert websocket.closed == 1000
+
+
+class DrainingWire(Wire):
+    """The fast path's write: refuses while the transport holds unsent bytes; `drained` until it does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def __call__(self, frame: bytes) -> bool:
+        self.writes += self.open
+        return super().__call__(frame)
+
+    async def drained(self) -> None:
+        await self.empty.wait()
+
+
+async def test_a_socket_that_falls_behind_gets_what_waited_as_batch_frames_in_one_write():
+    websocket, wire = RecordingWebSocket(), DrainingWire()
+    connection = Connection(websocket, "c1", SendQueue(batch_max=10), write=wire)  # type: ignore[arg-type]
+    connection.start_writer(b'{"type":"connected"}')
+    wire.open = False  # unsent bytes in the transport: nothing more is written to it
+    wire.empty.clear()
+    messages = [SimpleNamespace(frame=f'{{"n":{n}}}'.encode()) for n in range(12)]
+    for message in messages:
+        connection.send_frames([message.frame], websocket_text_frame(message.frame), [message], lambda d: None)  # type: ignore[list-item]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert connection.queued == 12 and wire.writes == 1  # only `connected` so far
+    wire.open = True
+    wire.empty.set()  # drained: what waited leaves at once, in frames of at most 10
+    for _ in range(5):
+        await asyncio.sleep(0)
+    first = b'{"type":"batch","messages":[' + b",".join(m.frame for m in messages[:10]) + b"]}"
+    second = b'{"type":"batch","messages":[' + b",".join(m.frame for m in messages[10:]) + b"]}"
+    assert wire.writes == 2 and wire.frames[-1] == websocket_text_frame(first) + websocket_text_frame(second)
+    assert websocket.sent == [] and connection.queued == 0 and connection.direct is wire
+
+
+async def test_a_socket_gone_while_its_backlog_waited_takes_nothing_more():
+    websocket, wire = RecordingWebSocket(), DrainingWire()
+    connection = Connection(websocket, "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
+    connection.start_writer(b'{"type":"connected"}')
+    wire.open = False  # unsent bytes, and then the socket goes: the write is refused even once drained
+    wire.empty.clear()
+    message = SimpleNamespace(frame=b'{"n":1}')
+    connection.send_frames([message.frame], websocket_text_frame(message.frame), [message], lambda d: None)  # type: ignore[list-item]
+    wire.empty.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert connection.direct is None and connection.queued == 0  # no writer task per message for a dead socket
+    connection.send_frames([message.frame], websocket_text_frame(message.frame), [message], lambda d: None)  # type: ignore[list-item]
+    assert connection.queued == 0

@@ -13,7 +13,6 @@ from ws_edge.core.frames import (
     split_topics_param,
     websocket_text_frame,
 )
-from ws_edge.core.ratelimit import TokenBucket
 
 
 def test_parses_the_guides_subscribe():
@@ -82,8 +81,11 @@ def test_topics_parameter():
     assert split_topics_param(None) == []
 
 
-def test_token_bucket_allows_burst_then_rate():
-    bucket = TokenBucket(rate=100, burst=100, now=0.0)
-    assert sum(bucket.allow(0.0) for _ in range(150)) == 100
-    assert bucket.allow(0.0) is False
-    assert sum(bucket.allow(0.1) for _ in range(20)) == 10
+def test_regroup_fills_frames_up_to_the_cap_in_order():
+    from ws_edge.core.frames import regroup
+
+    assert regroup([[1], [2], [3, 4, 5]], 2) == [[1, 2], [3, 4], [5]]
+    assert regroup([[1], [2], [3, 4, 5]], 100) == [[1, 2, 3, 4, 5]]
+    assert regroup([[1] * 25], 10) == [[1] * 10, [1] * 10, [1] * 5]
+    one = [[1, 2]]
+    assert regroup(one, 10) is one  # the common case: nothing to do

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.support.asyncapi import check_server_frame
 from tests.support.deliveries import D
 from ws_edge.core.auth import AuthError, Principal
 from ws_edge.core.codes import CloseCode, ErrorCode
@@ -376,6 +380,72 @@ def test_a_subscribe_after_a_url_recovery_is_answered_with_it_not_recovered_twic
         "type": "subscribe", "topics": ["t", "u"], "recovery": {"t": report}}}]
     # Asked again later, it is a recovery like any other.
     assert kinds(subscribe(session, ["t"], {"t": {"offset": 1, "epoch": "e"}}, id_="s2")) == ["ReadHistory"]  # still guarded (floor)
+
+
+def test_each_position_of_a_subscribe_costs_one_message_of_the_rate():
+    """A subscribe with positions makes the push service read history once per topic: charged to the
+    client's rate, so one client cannot ask for thousands of reads a second (issue 16.8)."""
+    session = opened(max_topics=10)  # rate 5/s, burst 5
+    since = {t: {"offset": 1, "epoch": "e"} for t in ("a", "b", "c", "d")}
+    effects = subscribe(session, list(since), since)  # 1 + 3 tokens of 5
+    assert kinds(effects) == ["Guard", "Guard", "Guard", "Guard", "AddInterest"]
+    session.interest_applied(effects[-1].ticket)
+    for read in session.effects():
+        session.history_read(read.ticket, read.topic, History(True, 1, "e"))
+    session.effects()
+    refused = subscribe(session, ["e", "f"], {"e": {"offset": 1, "epoch": "e"}, "f": {"offset": 1, "epoch": "e"}},
+                        id_="s2")  # the frame takes the last token; its second position finds none
+    assert [e.error for e in refused] == ["RATE_LIMITED"]
+    assert frames(refused)[0]["id"] == "s2" and session.topics == {"a", "b", "c", "d"}
+
+
+_TOPICS = st.sampled_from(["a", "b", "user:x", "secret:1", "bad topic", "", "t" * 200])
+_POSITION = st.fixed_dictionaries({"offset": st.one_of(st.integers(-2, 5), st.text(max_size=2)),
+                                   "epoch": st.one_of(st.just("e"), st.integers())})
+_FRAME = st.one_of(
+    st.builds(lambda t, i, topics, since: {"type": t, "id": i, "data": {"topics": topics, "since": since}},
+              st.sampled_from(["subscribe", "unsubscribe"]), st.one_of(st.none(), st.text(max_size=3), st.integers()),
+              st.one_of(st.lists(_TOPICS, max_size=4), _TOPICS, st.none()),
+              st.one_of(st.none(), st.dictionaries(_TOPICS, _POSITION, max_size=3), st.text(max_size=2))),
+    st.builds(lambda t, i: {"type": t, "id": i}, st.sampled_from(["ping", "echo", "auth", "nope", ""]),
+              st.one_of(st.none(), st.text(max_size=3), st.booleans())),
+    st.just("{"), st.just("[]"), st.just('"x"'), st.binary(max_size=8),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_FRAME, st.sampled_from(["answer", "fail", "late"])), max_size=12))
+def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  # type: ignore[no-untyped-def]
+    """Whatever a client sends and however the backends answer: the session never raises, never
+    closes, and every frame it sends is one the protocol document describes (docs/asyncapi.yaml),
+    an error echoing the offending message's id when it had a usable one."""
+    session = opened(max_topics=3, rate_limit=1000, rate_burst=1000)
+    for frame, outcome in steps:
+        raw = frame if isinstance(frame, (str, bytes)) else json.dumps(frame)
+        session.receive(raw, now=1.0, wall=1.0)
+        pending = session.effects()
+        while pending:
+            effect = pending.pop(0)
+            if isinstance(effect, Send):
+                sent = orjson.loads(effect.frame)
+                check_server_frame(sent)
+                if effect.error and isinstance(frame, dict) and isinstance(frame.get("id"), str) and frame["id"]:
+                    assert sent["id"] == frame["id"]
+            elif isinstance(effect, AddInterest):
+                session.interest_applied(effect.ticket)
+            elif isinstance(effect, ReadHistory):
+                answer = History(True, 3, "e", "", [D(2), D(3)]) if outcome == "answer" else History(
+                    False, 0, "" if outcome == "fail" else "new", "history unavailable")
+                session.history_read(effect.ticket, effect.topic, answer)
+            elif isinstance(effect, RunHandler):
+                if outcome == "answer":
+                    session.handler_done(effect.ticket, None)
+                else:
+                    session.handler_failed(effect.ticket, ErrorCode.UNAVAILABLE, "down")
+            else:
+                assert isinstance(effect, (Guard, DropInterest)), effect
+            pending.extend(session.effects())
+        assert not session.closed and session.accepting
 
 
 def test_an_http_transport_session_names_itself_in_connected_and_heartbeats_it_took_count_as_activity():

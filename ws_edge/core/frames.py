@@ -9,15 +9,17 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .codes import ErrorCode
 
-# The guide's batch: at most this many messages in one frame.
+# The guide's batch: at most this many messages in one frame (the default of EDGE_BATCH_MAX_MESSAGES).
 MAX_FRAME_MESSAGES = 10
+T = TypeVar("T")
 
 
 class ProtocolError(Exception):
@@ -125,6 +127,16 @@ def batch_frame(envelopes: list[bytes]) -> bytes:
     if len(envelopes) == 1:
         return envelopes[0]
     return b'{"type":"batch","messages":[' + b",".join(envelopes) + b"]}"
+
+
+def regroup(batches: Sequence[Sequence[T]], cap: int) -> Sequence[Sequence[T]]:
+    """The messages of `batches`, in order, in batches of at most `cap` (each full but the last): the
+    frames of a fan-out round. Batches from the push service are small when it is not busy; when the
+    edge is, a round carries several, and its sockets then get full frames instead of one per batch."""
+    if len(batches) == 1 and len(batches[0]) <= cap:
+        return batches
+    messages = [message for batch in batches for message in batch]
+    return [messages[i:i + cap] for i in range(0, len(messages), cap)]
 
 
 def websocket_text_frame(payload: bytes) -> bytes:

@@ -16,13 +16,14 @@ class TokenBucket:
         self._tokens = burst
         self._updated = now
 
-    def allow(self, now: float) -> bool:
+    def allow(self, now: float, cost: float = 1) -> bool:
+        """Take `cost` tokens if there are that many (an expensive request costs more than one)."""
         elapsed = now - self._updated
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
             self._updated = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False
 

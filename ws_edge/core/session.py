@@ -190,6 +190,7 @@ class Session:
         self._url_topics: list[str] = []
         self._url_since: dict[str, Position] = {}
         self._url_recovered: dict[str, dict[str, Any]] = {}  # the URL's recoveries, until a subscribe asks
+        self._since_error: str | None = None
 
     # --- what the driver asks ---------------------------------------------------------------------
 
@@ -213,9 +214,12 @@ class Session:
 
     # --- the connection's life ------------------------------------------------------------------
 
-    def open(self, token: str | None, topics: Sequence[str], since: dict[str, Position], wall: float) -> None:
-        """The transport is up: `token` from the URL (or None), the URL's topics and positions."""
+    def open(self, token: str | None, topics: Sequence[str], since: dict[str, Position], wall: float,
+             since_error: str | None = None) -> None:
+        """The transport is up: `token` from the URL (or None), the URL's topics and positions (and
+        why the positions could not be read, said after `connected`)."""
         self._url_topics, self._url_since = list(topics), since  # checked once the principal is known
+        self._since_error = since_error
         if token is not None:
             self._authenticate(token, wall)
         elif self.rules.allow_anonymous:
@@ -305,7 +309,7 @@ class Session:
                 raise ProtocolError(
                     ErrorCode.RATE_LIMITED,
                     f"more than {self.rules.rate_limit:g} messages per second; message dropped", message_id)
-            self._dispatch(message)
+            self._dispatch(message, now)
         except ProtocolError as exc:
             self._error(exc.code, exc.message, exc.message_id)
 
@@ -320,13 +324,19 @@ class Session:
             return
         self._authenticate(message.data.get("token"), wall)
 
-    def _dispatch(self, message: ClientMessage) -> None:
+    def _dispatch(self, message: ClientMessage, now: float) -> None:
         type_ = message.type
         if type_ == "ping":
             self._send(server_frame("pong", message.id, self._now_ms()))
         elif type_ == "subscribe":
             topics = self._check_topics(topics_field(message), message.id)
             since = positions_field(message, topics)
+            # Each position asks the push service for a history read: beyond the frame itself, each
+            # costs one message of the client's rate (a frame of 100 positions, 100 frames a second,
+            # would otherwise make one client ask for 10,000 reads a second).
+            if len(since) > 1 and not self.bucket.allow(now, len(since) - 1):
+                raise ProtocolError(ErrorCode.RATE_LIMITED, f"recovering {len(since)} topics costs {len(since)} "
+                                    f"messages of the rate ({self.rules.rate_limit:g}/s); message dropped", message.id)
             # A topic the URL already recovered (the browser client gives its positions both ways):
             # answered with that recovery, not recovered twice.
             reported = {t: self._url_recovered.pop(t) for t in list(since)
@@ -431,6 +441,8 @@ class Session:
             self._release(topic, since, op.reads[topic])
         if op.rejected is not None:
             self._error(op.rejected.code, f"?topics= rejected: {op.rejected.message}", None)
+        if op.url and self._since_error is not None:
+            self._error(ErrorCode.INVALID_MESSAGE, f"?since= ignored: {self._since_error}", None)
 
     @staticmethod
     def _told(answer: HistoryAnswer, since: Position) -> Position:

@@ -1,0 +1,279 @@
+"""Every figure against the physical limit (issue 18): this system beside `limit` and Node's `ws`.
+
+    make bench-e2e     # or: .venv/bin/python -m bench.e2e --suite limit [--repeat 2] [--write]
+
+Targets, each started as processes:
+- limit: picows on uvloop, each message parsed and the batch encoded once per loop turn, the same
+  bytes written to every socket (`bench/baselines/limit.py`);
+- node: Node's `ws`, batched per loop turn the same way (`bench/baselines/node_ws.js`), when node and
+  the `ws` package (`make bench-deps`: npm into bench/.node) are here;
+- ours: push_service + task_service + ws_edge, published through the gRPC stream, at the default
+  batch cap (EDGE_BATCH_MAX_MESSAGES=10); `ours, cap 100` the same edge with the cap at 100.
+On a machine with 2+ cores the server processes are pinned to core 0 and the load process to core 1
+(`taskset`), one load process for every scenario; every process's CPU is reported. All targets run
+at once (idle while another is measured) and each scenario goes over every target in turn, so that
+a scenario's rows are measured within a minute; each shows its ratio to the limit's row of the same
+round; `--repeat` runs every round again (the machine is shared: compare rows of one round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.e2e import Ours, Target, fmt, idle_memory, run_load
+from tests.support.processes import ROOT, free_port
+
+NODE_MODULES = ROOT / "bench" / ".node" / "node_modules"
+# (key, label, load arguments); `max` keeps at most --window messages in flight (a closed loop).
+SCENARIOS = {
+    "paced": ("1,000 clients × 1,000 msg/s", ["--clients", "1000", "--scenario", "rate", "--rate", "1000"]),
+    "rate100": ("1,000 clients × 100 msg/s", ["--clients", "1000", "--scenario", "rate", "--rate", "100"]),
+    "small": ("100 clients × 1,000 msg/s", ["--clients", "100", "--scenario", "rate", "--rate", "1000"]),
+    "max": ("1,000 clients, max rate", ["--clients", "1000", "--scenario", "max"]),
+}
+
+
+def pinning() -> tuple[str, str] | None:
+    """(server cores, load cores) for taskset, or None on a machine of one core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2 or shutil.which("taskset") is None:
+        return None
+    return str(cores[0]), str(cores[1])
+
+
+def pin(pids: list[int], cores: str) -> None:
+    for pid in pids:  # -a: every thread (gRPC's too), and what they start later inherits it
+        subprocess.run(["taskset", "-a", "-pc", cores, str(pid)], check=True, stdout=subprocess.DEVNULL)
+
+
+class Process(Target):
+    """A baseline that is one process serving `/ws` and `/publish` on a port."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        port = free_port()
+        self.log = open(Path(tempfile.mkdtemp(prefix=f"bench-{name}-")) / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([*command, str(port)], cwd=ROOT, stdout=self.log, stderr=self.log,
+                                     env={**os.environ, **(env or {})})
+        self.pids = {"server": self.proc.pid}
+        self.other_pids: list[int] = []
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+        self.publish_url = f"ws://127.0.0.1:{port}/publish"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{name} did not start (log: {self.log.name})") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self.log.close()
+
+
+def start(name: str) -> Target:
+    if name == "limit":
+        return Process("limit", [sys.executable, "-m", "bench.baselines.limit", "--port"])
+    if name == "node":
+        return Process("node", ["node", str(ROOT / "bench" / "baselines" / "node_ws.js")],
+                       {"NODE_PATH": str(NODE_MODULES)})
+    if name == "ours-before":  # the edge of another checkout (--before), beside this one's
+        code = f"import sys, runpy; sys.path.insert(0, {str(BEFORE)!r}); runpy.run_module('ws_edge', run_name='__main__')"
+        return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, edge_argv=[sys.executable, "-c", code])
+    cap = {"ours": "10", "ours-cap100": "100"}[name]
+    return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": cap})
+
+
+BEFORE = Path()
+LABELS = {"limit": "limit (picows)", "node": "Node ws", "ours": "ours, cap 10", "ours-cap100": "ours, cap 100",
+          "ours-before": "ours before (cap 10)"}
+
+
+def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
+              cores: tuple[str, str] | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every target started at once (idle while another is measured), then each scenario on every
+    target in turn: the rows of one scenario are measured within a minute of each other, which is
+    what a ratio on a shared machine needs."""
+    prefix = ("taskset", "-c", cores[1]) if cores else ()
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    targets: dict[str, Target] = {}
+    try:
+        for name in names:
+            target = targets[name] = start(name)
+            target.name = "ours" if name.startswith("ours") else name  # what bench.load knows it as
+            if cores:
+                pin([*target.pids.values(), *getattr(target, "other_pids", [])], cores[0])
+        for key in scenarios:
+            for name, target in targets.items():
+                if name == "ours-cap100" and key not in ("max", "paced"):
+                    continue
+                extra = [*SCENARIOS[key][1], "--seconds", str(args.seconds)]
+                results[(key, name)] = run_load(target, extra[3], *extra[:2], *extra[4:], prefix=prefix)
+        if args.idle:
+            for name in ("limit", "ours"):
+                if name in targets:
+                    results[("idle", name)] = idle_memory(targets[name], args.idle, hold=8.0, prefix=prefix)
+    finally:
+        for target in targets.values():
+            target.stop()
+    return results
+
+
+def per_frame(r: dict[str, Any]) -> str:
+    return fmt(r["received"] / r["frames"]) if r.get("frames") else "–"
+
+
+def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str], args: argparse.Namespace,
+           cores: tuple[str, str] | None) -> str:
+    where = (f"server processes pinned to core {cores[0]}, the load process to core {cores[1]} (taskset)"
+             if cores else "no pinning (one core)")
+    lines = [
+        f"Command: `python -m bench.e2e --suite limit --seconds {args.seconds} --idle {args.idle} "
+        f"--repeat {args.repeat} --targets {args.targets}"
+        f"{f' --before {args.before}' if args.before else ''}`  ",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; {where}; "
+        f"one load process (picows on uvloop) per scenario; `task_progress` messages of ~245 B; ours "
+        "publishes through the gRPC stream.",
+        "",
+        "| round | scenario | target | delivered msg/s | × limit | lost | p50 ms | p99 ms | p99 × limit | msgs/frame "
+        "| server CPU % | load CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for number, results in enumerate(rounds, 1):
+        for key in SCENARIOS:
+            limit = results.get((key, "limit"))
+            for name in names:
+                r = results.get((key, name))
+                if r is None:
+                    continue
+                ratio = f"{r['delivered_per_s'] / limit['delivered_per_s']:.2f}×" if limit else "–"
+                p99_ratio = f"{r['latency_p99_ms'] / limit['latency_p99_ms']:.2f}×" if limit else "–"
+                cpu = ", ".join(f"{n} {fmt(v, 0)}" for n, v in r["server_cpu_percent"].items())
+                lines.append(
+                    f"| {number} | {SCENARIOS[key][0]} | {LABELS[name]} | {fmt(r['delivered_per_s'], 0)} | {ratio} | "
+                    f"{r['lost']} | {fmt(r['latency_p50_ms'])} | {fmt(r['latency_p99_ms'])} | {p99_ratio} | "
+                    f"{per_frame(r)} | {cpu} | {fmt(r['load_cpu_percent'], 0)} |")
+    if args.idle:
+        lines += ["", f"Idle connections ({args.idle:,}, ours pinging every 5 s): RSS per connection", "",
+                  "| round | target | RSS before MiB | RSS with the clients MiB | KiB per connection | still open |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for number, results in enumerate(rounds, 1):
+            for name in ("limit", "ours"):
+                if (r := results.get(("idle", name))) is not None:
+                    lines.append(f"| {number} | {LABELS[name]} | {fmt(r['edge_rss_before_mib'])} | "
+                                 f"{fmt(r['edge_rss_with_clients_mib'])} | {fmt(r['kib_per_connection'])} | "
+                                 f"{r['still_open']:,} |")
+    lines += ["", "Issue 18's targets, each round:", "", "| target | figure per round | met |", "| --- | --- | --- |"]
+    lines += targets(rounds)
+    return "\n".join(lines) + "\n"
+
+
+def targets(rounds: list[dict[tuple[str, str], dict[str, Any]]]) -> list[str]:
+    checks: list[tuple[str, Any]] = [
+        ("1,000 × 1,000 msg/s paced: ≥ 0.9× the limit's delivered, p99 ≤ 2× its p99, zero loss",
+         lambda res: _paced(res)),
+        ("1,000 × 100 msg/s: p99 ≤ 1.25× the limit's", lambda res: _p99(res, "rate100", 1.25)),
+        ("100 × 1,000 msg/s: p99 ≤ 2× the limit's", lambda res: _p99(res, "small", 2.0)),
+        ("1,000 clients, max rate: ≥ 0.75× the limit at cap 10", lambda res: _max(res)),
+        ("idle: RSS per connection ≤ the limit's", lambda res: _idle(res)),
+    ]
+    lines = []
+    for label, check in checks:
+        outcomes = [check(results) for results in rounds]
+        outcomes = [o for o in outcomes if o is not None]
+        if not outcomes:
+            continue
+        met = sum(1 for _, ok in outcomes if ok)
+        verdict = "yes" if met == len(outcomes) else ("**no**" if met == 0 else f"in {met} of {len(outcomes)}")
+        lines.append(f"| {label} | {' / '.join(figure for figure, _ in outcomes)} | {verdict} |")
+    return lines
+
+
+def _pair(res: dict[tuple[str, str], dict[str, Any]], key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    ours, limit = res.get((key, "ours")), res.get((key, "limit"))
+    return (ours, limit) if ours and limit else None
+
+
+def _paced(res: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, bool] | None:
+    if (pair := _pair(res, "paced")) is None:
+        return None
+    ours, limit = pair
+    ratio = ours["delivered_per_s"] / limit["delivered_per_s"]
+    p99 = ours["latency_p99_ms"] / limit["latency_p99_ms"]
+    return f"{ratio:.2f}×, p99 {p99:.2f}×, {ours['lost']} lost", ratio >= 0.9 and p99 <= 2 and ours["lost"] == 0
+
+
+def _p99(res: dict[tuple[str, str], dict[str, Any]], key: str, bound: float) -> tuple[str, bool] | None:
+    if (pair := _pair(res, key)) is None:
+        return None
+    ours, limit = pair
+    ratio = ours["latency_p99_ms"] / limit["latency_p99_ms"]
+    return f"{fmt(ours['latency_p99_ms'])} vs {fmt(limit['latency_p99_ms'])} ms ({ratio:.2f}×)", ratio <= bound
+
+
+def _max(res: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, bool] | None:
+    if (pair := _pair(res, "max")) is None:
+        return None
+    ours, limit = pair
+    ratio = ours["delivered_per_s"] / limit["delivered_per_s"]
+    return f"{ratio:.2f}×, {ours['lost']} lost", ratio >= 0.75 and ours["lost"] == 0
+
+
+def _idle(res: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, bool] | None:
+    if (pair := _pair(res, "idle")) is None:
+        return None
+    ours, limit = pair
+    ok = ours["kib_per_connection"] <= limit["kib_per_connection"] and ours["still_open"] == ours["clients"]
+    return f"{fmt(ours['kib_per_connection'])} vs {fmt(limit['kib_per_connection'])} KiB", ok
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e --suite limit", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--idle", type=int, default=5000, help="idle connections (0 to skip)")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of every scenario and target")
+    parser.add_argument("--targets", default="limit,node,ours,ours-cap100")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's section")
+    parser.add_argument("--before", type=Path, help="another checkout (e.g. `git worktree add` of main): its "
+                        "edge runs as the target `ours-before`, beside this one's, in the same rounds")
+    args = parser.parse_args(argv)
+    global BEFORE
+    if args.before:
+        BEFORE = args.before.resolve()
+        if "ours-before" not in args.targets:
+            args.targets += ",ours-before"
+    names = [n for n in args.targets.split(",") if n != "node" or (shutil.which("node") and NODE_MODULES.exists())]
+    scenarios = args.scenarios.split(",")
+    cores = pinning()
+    rounds = []
+    for number in range(args.repeat):
+        print(f"round {number + 1}", file=sys.stderr)
+        rounds.append(run_round(names, scenarios, args, cores))
+    text = report(rounds, names, args, cores)
+    print(text)
+    if args.write:
+        path = ROOT / "docs" / "PERFORMANCE.md"
+        start_mark, end_mark = "<!-- limit-results -->", "<!-- /limit-results -->"
+        current = path.read_text()
+        head, rest = current.split(start_mark)
+        path.write_text(head + start_mark + "\n\n" + text + "\n" + end_mark + rest.split(end_mark, 1)[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
