@@ -63,7 +63,6 @@ async def test_refusals_before_the_stream_are_http_statuses(quick: System):
 
 @pytest.mark.parametrize(("params", "code", "reason"), [
     ({"client_id": "~mine"}, 4400, "a client_id may not begin with '~' (kept for the ids the server assigns)"),
-    ({"since": "{nope"}, 4400, "`since` must be a JSON object of positions"),
     ({"token": "not.a.jwt"}, 4003, None),
 ])
 async def test_refusals_after_the_stream_started_are_a_close_frame_then_the_end(quick: System, params, code, reason):
@@ -83,6 +82,20 @@ def away_system(tmp_path_factory: pytest.TempPathFactory):
     system = start_system(tmp_path_factory, "streams-away")
     yield system
     system.stop()
+
+
+@pytest.mark.parametrize("where", ["query", "last-event-id"])
+async def test_unusable_positions_are_said_after_connected_as_on_a_websocket(quick: System, where: str):
+    headers = {"Last-Event-ID": "{nope"} if where == "last-event-id" else None
+    params = {"since": "{nope"} if where == "query" else {}
+    stream = await StreamConnection.open(quick.http_url, "/sse", headers=headers, token=token("pos"), **params)
+    try:
+        assert parse_server_frame(await stream.recv_raw() or b"")["type"] == "connected"
+        error = parse_server_frame(await stream.recv_raw() or b"")
+        assert error["error"] == {"code": "INVALID_MESSAGE",
+                                  "message": "?since= ignored: `since` must be a JSON object of positions"}
+    finally:
+        await stream.close()
 
 
 @pytest.mark.parametrize("transport", ["sse", "http_stream"])
