@@ -184,13 +184,14 @@ def run_load(target: Target, scenario: str, *extra: str, prefix: tuple[str, ...]
     return result
 
 
-def idle_memory(target: Target, count: int, hold: float, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+def idle_memory(target: Target, count: int, hold: float, prefix: tuple[str, ...] = (),
+                transport: str = "websocket") -> dict[str, Any]:
     """RSS of the edge (or a baseline's server) before and after `count` idle connections that ping
-    every 5 s."""
+    every 5 s (SSE, ours only: that take the stream's heartbeat)."""
     edge = target.pids.get("edge") or target.pids["server"]
     before = rss_bytes(edge)
     command = [*prefix, sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url, "--scenario",
-               "idle", "--clients", str(count), "--seconds", str(hold), "--sample", "0"]
+               "idle", "--clients", str(count), "--seconds", str(hold), "--sample", "0", "--transport", transport]
     load = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert load.stdout is not None
     first = orjson.loads(load.stdout.readline())
@@ -199,7 +200,7 @@ def idle_memory(target: Target, count: int, hold: float, prefix: tuple[str, ...]
     during = rss_bytes(edge)
     result = orjson.loads(load.stdout.readline())
     load.wait()
-    result.update({"edge_rss_before_mib": before / 2**20, "edge_rss_with_clients_mib": during / 2**20,
+    result.update({"transport": transport, "edge_rss_before_mib": before / 2**20, "edge_rss_with_clients_mib": during / 2**20,
                    "kib_per_connection": (during - before) / count / 1024})
     return result
 
@@ -266,7 +267,7 @@ def fmt(value: float, digits: int = 1) -> str:
 
 
 def report(results: dict[str, dict[str, Any]], connects: dict[str, list[float]], idle: dict[str, Any] | None,
-           guide: str | None, args: argparse.Namespace) -> str:
+           guide: str | None, args: argparse.Namespace, idle_sse: dict[str, Any] | None = None) -> str:
     lines = [
         f"Command: `python -m bench.e2e --clients {args.clients} --seconds {args.seconds} --rate {args.rate:g} "
         f"--idle {args.idle} --connect-rounds {args.connect_rounds} --max-load-processes {args.max_load_processes} "
@@ -311,13 +312,15 @@ def report(results: dict[str, dict[str, Any]], connects: dict[str, list[float]],
             "",
             f"### {idle['clients']:,} idle connections on one edge process (application ping every 5 s)",
             "",
-            "| edge RSS before | edge RSS with the clients | per connection | still open at the end | "
-            "connect, ms/conn |",
-            "| --- | --- | --- | --- | --- |",
-            f"| {fmt(idle['edge_rss_before_mib'])} MiB | {fmt(idle['edge_rss_with_clients_mib'])} MiB | "
-            f"{fmt(idle['kib_per_connection'])} KiB | {idle['still_open']:,} | "
-            f"{fmt(idle['connect_ms_per_connection'], 2)} |",
+            "| transport | connections | edge RSS before | edge RSS with the clients | per connection | "
+            "still open at the end | connect, ms/conn |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
+        for held in [idle, *([idle_sse] if idle_sse else [])]:
+            lines.append(
+                f"| {held['transport']} | {held['clients']:,} | {fmt(held['edge_rss_before_mib'])} MiB | "
+                f"{fmt(held['edge_rss_with_clients_mib'])} MiB | {fmt(held['kib_per_connection'])} KiB | "
+                f"{held['still_open']:,} | {fmt(held['connect_ms_per_connection'], 2)} |")
     if guide:
         lines += ["", "### The guide's own tests (`make bench`, `python -m bench.guide_tests`)", "", guide]
     lines += ["", "### Issue 4's targets", "", *targets_table(results, connects, idle, args)]
@@ -330,6 +333,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0 to skip)")
+    parser.add_argument("--sse", action=argparse.BooleanOptionalAction, default=True,
+                        help="ours: also the SSE clients' rows (max, rate, idle)")
     parser.add_argument("--max-load-processes", type=int, default=2, help="load processes at max rate")
     parser.add_argument("--connect-rounds", type=int, default=5, help="rounds of connecting per target")
     parser.add_argument("--no-guide", action="store_true", help="skip the guide's own tests")
@@ -354,7 +359,7 @@ def main() -> None:
     scenarios = set(args.scenarios.split(","))
     results: dict[str, dict[str, Any]] = {}
     connects: dict[str, list[float]] = {}
-    idle = None
+    idle = idle_sse = None
     for name in args.targets.split(","):
         if name == "ours":
             target: Target = Ours()
@@ -377,8 +382,15 @@ def main() -> None:
                 if "rate" in scenarios and "unary" in scenarios:
                     results["ours/gRPC unary/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate),
                                                                "--unary")
+                if args.sse and "max" in scenarios and "rate" in scenarios:
+                    sse = ["--transport", "sse"]
+                    results["ours/gRPC stream, SSE clients/max"] = run_load(target, "max", *at_max, *sse)
+                    results["ours/gRPC stream, SSE clients/rate"] = run_load(target, "rate", *common, "--rate",
+                                                                             str(args.rate), *sse)
                 if args.idle:
                     idle = idle_memory(target, args.idle, hold=12.0)  # type: ignore[arg-type]
+                    if args.sse:
+                        idle_sse = idle_memory(target, args.idle, hold=12.0, transport="sse")  # type: ignore[arg-type]
             elif name == "ours-redis":
                 if "max" in scenarios:
                     results["ours, Redis engine/gRPC stream/max"] = run_load(target, "max", *at_max)
@@ -393,7 +405,7 @@ def main() -> None:
         finally:
             target.stop()
     guide = None if args.no_guide else guide_tests()
-    text = report(results, connects, idle, guide, args)
+    text = report(results, connects, idle, guide, args, idle_sse)
     print(text)
     if args.write:
         path = ROOT / "docs" / "PERFORMANCE.md"

@@ -13,6 +13,10 @@ client counts messages (batch frames included, without parsing JSON); `--sample`
 - `rate`: publish `--rate` messages per second for `--seconds`; latency percentiles and loss.
 - `idle`: hold the connections for `--seconds`, each sending an application ping every 5 s.
 
+With `--transport sse` (ours only) the clients read `GET /sse` instead (a raw asyncio protocol that
+counts `"seq":` in what arrives, parsing only the sampled clients' events); idle SSE clients send
+nothing (the stream's heartbeat, taken by the socket, counts as their activity).
+
 With `--processes K` the clients are spread over K processes (this one publishes and samples latency;
 the others only count, sharing their counts through shared memory so that the closed loop and the loss
 count cover every client): one process reading a million messages a second is what bounds the max-rate
@@ -29,6 +33,7 @@ import re
 import resource
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import uvloop
@@ -71,6 +76,61 @@ class Client(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.closed is None:
             self.closed = 1006
+
+
+class SseClient(asyncio.Protocol):
+    """One `GET /sse` reader, with the WebSocket client's counters (and `transport.disconnect()`)."""
+
+    def __init__(self, stats: Stats, sampled: bool, request: bytes) -> None:
+        self.stats = stats
+        self.sampled = sampled
+        self.request = request
+        self.received = 0
+        self.frames = 0
+        self.closed: int | None = None
+        self.transport: SseClient | None = None
+        self.first_frame = asyncio.get_running_loop().create_future()
+        self._socket: Any = None
+        self._tail = b""  # the last bytes of the previous chunk: a `"seq":` split between two chunks
+        self._pending = b""  # sampled clients: the start of an incomplete line
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._socket = transport  # uvloop's, which is not an asyncio.Transport
+        self.transport = self
+        self._socket.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.first_frame.done() and b'"type":"connected"' in data:
+            self.first_frame.set_result(data)
+        if b'"type":"close"' in data:
+            self.closed = 4000
+        count = (self._tail + data).count(SEQ)
+        self._tail = data[-(len(SEQ) - 1):]
+        if count:
+            self.frames += data.count(b"\ndata: ") or 1
+            self.received += count
+            self.stats.received += count
+            if self.sampled:
+                complete, _, self._pending = (self._pending + data).rpartition(b"\n")
+                now = time.time_ns()
+                self.stats.latencies.extend(now - int(sent) for sent in SENT.findall(complete))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed is None:
+            self.closed = 1006
+
+    def disconnect(self) -> None:
+        if self._socket is not None:
+            self._socket.abort()
+
+
+async def sse_connect(url: str, stats: Stats, sampled: bool) -> SseClient:
+    parts = urlsplit(url)
+    request = (f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               f"Accept: text/event-stream\r\n\r\n").encode()
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(lambda: SseClient(stats, sampled, request), parts.hostname, parts.port)
+    return client
 
 
 class Stats:
@@ -159,15 +219,19 @@ class WebSocketPublisher:
 
 async def connect_all(
     url: str, count: int, sample: int, stats: Stats, concurrency: int
-) -> tuple[list[Client], list[float], float]:
-    clients: list[Client] = []
+) -> tuple[list[Any], list[float], float]:
+    clients: list[Any] = []
     durations: list[float] = []
     gate = asyncio.Semaphore(concurrency)
 
     async def one(index: int) -> None:
         async with gate:
             started = time.perf_counter()
-            _, client = await ws_connect(lambda: Client(stats, index < sample), url, websocket_handshake_timeout=30)
+            client: Any
+            if url.startswith("http"):
+                client = await sse_connect(url, stats, index < sample)
+            else:
+                _, client = await ws_connect(lambda: Client(stats, index < sample), url, websocket_handshake_timeout=30)
             durations.append(time.perf_counter() - started)
             clients.append(client)
 
@@ -176,7 +240,7 @@ async def connect_all(
     return clients, durations, time.perf_counter() - started
 
 
-async def wait_ready(clients: list[Client], target: str) -> None:
+async def wait_ready(clients: list[Any], target: str) -> None:
     """Our edge answers `connected` once the subscription holds; the baselines hold at accept."""
     if target == "ours":
         await asyncio.gather(*(c.first_frame for c in clients))
@@ -241,7 +305,11 @@ async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any,
 
 
 def clients_url(args: argparse.Namespace) -> str:
-    """Where the clients connect: our edge with the benchmark's topic, a baseline as it is."""
+    """Where the clients connect: our edge with the benchmark's topic (its SSE twin with `--transport
+    sse`: ws://host/ws -> http://host/sse), a baseline as it is."""
+    if args.transport == "sse":
+        parts = urlsplit(args.ws_url)
+        return f"http://{parts.netloc}/sse{parts.path.removeprefix('/ws')}?topics=task:progress"
     return args.ws_url + ("?topics=task:progress" if args.target == "ours" else "")
 
 
@@ -277,7 +345,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
         return stats.received + (helpers.received if helpers is not None else 0)
 
     result: dict[str, Any] = {
-        "target": args.target, "scenario": args.scenario, "clients": total_clients, "processes": args.processes,
+        "target": args.target, "transport": args.transport, "scenario": args.scenario, "clients": total_clients, "processes": args.processes,
         "connect_ms_per_connection": connect_wall / max(1, total_clients) * 1000,
         "connect_ms_mean_handshake": sum(durations) / max(1, len(durations)) * 1000,
     }
@@ -336,7 +404,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
         print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)
         until = time.perf_counter() + args.seconds
         while time.perf_counter() < until:
-            if args.target == "ours":
+            if args.target == "ours" and args.transport == "websocket":
                 ping = orjson.dumps({"type": "ping"})
                 for client in clients:
                     if client.transport is not None and client.closed is None:
@@ -357,6 +425,8 @@ def main() -> None:
     parser.add_argument("--publish-url", help="baselines: their /publish WebSocket")
     parser.add_argument("--push", default="127.0.0.1:50051")
     parser.add_argument("--scenario", choices=["connect", "max", "rate", "idle"], required=True)
+    parser.add_argument("--transport", choices=["websocket", "sse"], default="websocket",
+                        help="ours: the clients' transport (sse: GET /sse)")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--sample", type=int, default=50, help="clients that measure latency")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -369,6 +439,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="load processes the clients are spread over "
                         "(max and rate scenarios)")
     args = parser.parse_args()
+    if args.transport == "sse" and args.target != "ours":
+        parser.error("--transport sse: only our edge serves SSE")
     if args.processes < 1 or (args.processes > 1 and args.scenario not in ("max", "rate")):
         parser.error("--processes: at least 1, and more only for the max and rate scenarios")
     share, extra = divmod(args.clients, args.processes)

@@ -255,6 +255,10 @@ class Hub:
         """A publishing stream's order (the broker keeps it while pipelining)."""
         return self._broker.lane()
 
+    async def signal(self, publication: Publication) -> bool:
+        """A control publication to the edge holding its session (any replica): whether one was reached."""
+        return await self._broker.signal(publication)
+
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:
         return await self._broker.history(topic, since, epoch, limit, page)

@@ -20,7 +20,7 @@ from . import metrics
 from .broker.base import BrokerUnavailable
 from .core.claims import ANONYMOUS_OWNER
 from .core.history import PageLimits
-from .core.publication import Ack, InvalidPublish, Publication, make_publication
+from .core.publication import Ack, InvalidPublish, Publication, control_publication, make_publication
 from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat, Hub, Resync
 
 log = logging.getLogger("push_service.grpc")
@@ -106,6 +106,19 @@ class PushServicer(pb_grpc.PushServiceServicer):
         except BrokerUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
         return pb.ClaimClientIdResponse(granted=granted)
+
+    async def Emulate(self, request: pb.EmulateRequest, context: grpc.aio.ServicerContext) -> pb.EmulateResponse:
+        total = sum(len(f) for f in request.frames)
+        if total > self._max_data_bytes * 4:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"frames are {total} bytes; the limit is {self._max_data_bytes * 4}")
+        try:
+            delivered = await self._hub.signal(control_publication(request.session_id, list(request.frames), now_ms()))
+        except InvalidPublish as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BrokerUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+        return pb.EmulateResponse(delivered=delivered)
 
     async def PublishStream(
         self, request_iterator: AsyncIterator[pb.PublishStreamRequest], context: grpc.aio.ServicerContext
@@ -257,4 +270,5 @@ class _Room:
 
 def _delivery(p: Publication) -> pb.Delivery:
     return pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
-                       epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms)
+                       epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms,
+                       control=p.control)

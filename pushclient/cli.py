@@ -22,6 +22,7 @@ from common.topics import topic_error
 from pushclient.task_json import task_json
 
 from .client import PublishError, PushClient
+from .streams import StreamConnection, StreamError
 
 
 class CliError(Exception):
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", help="print every message published on topics, one JSON per line")
     tail.add_argument("topics", nargs="+", type=_topic)
     tail.add_argument("--count", type=_positive_int, help="stop after this many messages")
+    tail.add_argument("--transport", choices=("grpc", "sse", "http_stream"), default="grpc",
+                      help="grpc: from the push service (default); sse / http_stream: from an edge, as a browser "
+                           "where WebSocket is blocked")
+    tail.add_argument("--edge", default=os.environ.get("EDGE_URL", "http://127.0.0.1:8000"),
+                      help="the edge for --transport sse / http_stream (env EDGE_URL)")
+    tail.add_argument("--edge-token", default=os.environ.get("EDGE_TOKEN"),
+                      help="a JWT for the edge, where anonymous connections are off (env EDGE_TOKEN)")
 
     task = commands.add_parser("task", help="start, list, get or cancel tasks")
     task_commands = task.add_subparsers(dest="task_command", required=True, parser_class=OneLineParser)
@@ -110,6 +118,8 @@ async def run(args: argparse.Namespace) -> int:
             except PublishError as exc:
                 raise CliError(f"publish refused: {exc}") from None
         print(reply.id)
+    elif args.command == "tail" and args.transport != "grpc":
+        await tail_edge(args)
     elif args.command == "tail":
         async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca,
                               tls_server_name=args.tls_server_name) as client:
@@ -129,6 +139,42 @@ async def run(args: argparse.Namespace) -> int:
     else:
         await run_task_command(args)
     return 0
+
+
+async def tail_edge(args: argparse.Namespace) -> None:
+    """`tail --transport sse|http_stream`: the edge's HTTP stream, each message (batches unpacked) on a line."""
+    params = {"topics": ",".join(args.topics), **({"token": args.edge_token} if args.edge_token else {})}
+    try:
+        stream = await StreamConnection.open(args.edge.rstrip("/"), "/sse" if args.transport == "sse" else "/stream",
+                                             **params)
+    except StreamError as exc:
+        raise CliError(f"tail refused: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot reach the edge at {args.edge}: {exc}") from None
+    seen = 0
+    try:
+        while (raw := await stream.recv_raw()) is not None:
+            frame = orjson.loads(raw)
+            kind = frame.get("type")
+            if kind == "connected":
+                print(f"pushctl: tailing {', '.join(args.topics)} over {args.transport}", file=sys.stderr, flush=True)
+                continue
+            if kind == "close":
+                raise CliError(f"tail stopped: the edge closed the stream: {frame['data']['code']} "
+                               f"{frame['data']['reason']}")
+            if kind in ("error", "recovery"):
+                print(f"pushctl: {raw.decode()}", file=sys.stderr, flush=True)
+                continue
+            for message in frame["messages"] if kind == "batch" else [frame]:
+                sys.stdout.write(orjson.dumps(message).decode() + "\n")
+                seen += 1
+                if args.count and seen >= args.count:
+                    sys.stdout.flush()
+                    return
+            sys.stdout.flush()
+        raise CliError("tail stopped: the stream ended")
+    finally:
+        await stream.close()
 
 
 async def run_task_command(args: argparse.Namespace) -> None:

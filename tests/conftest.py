@@ -10,7 +10,7 @@ from pushclient import PushClient
 from tests.support.processes import System
 from tests.support.targets import ENV_EDGE_URL, ExternalSystem, external_targets
 from tests.support.tokens import token
-from tests.support.wsclient import WsClient
+from tests.support.wsclient import WsClient, connect_client
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 EXTERNAL = external_targets()
@@ -55,14 +55,22 @@ async def push(system: System) -> AsyncIterator[PushClient]:
 
 
 @pytest.fixture
-async def ws(system: System) -> AsyncIterator:
-    """`await ws(path="/ws", **query)`: a connected WsClient to the module's edge, closed after the test."""
+def transport() -> str:
+    """The transport the `ws` fixture's clients use; a test parametrised over `transport` (websocket,
+    sse, http_stream: tests/support/wsclient.py TRANSPORTS) runs once over each."""
+    return "websocket"
+
+
+@pytest.fixture
+async def ws(system: System, transport: str) -> AsyncIterator:
+    """`await ws(path="/ws", **query)`: a connected client of the module's edge over `transport`,
+    closed after the test."""
     clients: list[WsClient] = []
 
     async def connect(path: str = "/ws", **params: str) -> WsClient:
         if not system.anonymous_allowed and "token" not in params:
             params["token"] = token(TEST_USER)
-        client = await WsClient.connect(system.ws_url, path, **params)
+        client = await connect_client(transport, system, path, **params)
         clients.append(client)
         return client
 

@@ -15,19 +15,21 @@ import prometheus_client
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import HTTPConnection
 
 from common.client_ids import assign_client_id, chosen_client_id_error
 from common.logs import connection_id
 
 from . import metrics
 from .config import EdgeSettings
-from .connection import Connection
+from .connection import Connection, WebSocketSink
 from .core.codes import CloseCode
 from .core.frames import ProtocolError, split_topics_param
 from .core.limits import PendingConnections, origin_allowed
 from .core.session import Session, url_positions
 from .edge import Edge
 from .handlers import HandlerRegistry
+from .http_stream import emulation, serve_stream
 from .logs import redact_tokens
 from .session_driver import SessionDriver
 from .task_api import tasks_router
@@ -36,6 +38,9 @@ from .wire import bound_close_reasons
 log = logging.getLogger("ws_edge.app")
 STATIC = Path(__file__).parent / "static"
 WEBSOCKET_PATHS = frozenset({"/ws", "/ws/task"})
+# The HTTP transports: path -> (SSE, the task endpoint's default topics)
+STREAM_PATHS = {"/sse": (True, False), "/sse/task": (True, True), "/stream": (False, False),
+                "/stream/task": (False, True)}
 
 
 class EdgeApp:
@@ -56,15 +61,21 @@ class EdgeApp:
             self._edge.frames.capture(scope, send)
             websocket = WebSocket(scope, receive, bound_close_reasons(send))
             params = websocket.query_params
-            topics = params.get("topics")
-            if not topics and scope["path"] == "/ws/task":
-                wanted = self._task_topics  # `/ws/task` without topics (or with none): the task topics
-            else:
-                wanted = split_topics_param(topics)
+            wanted = self._topics(params.get("topics"), scope["path"] == "/ws/task")
             await serve_socket(self._edge, websocket, params.get("client_id"), wanted, params.get("token"),
                                params.get("since"))
             return
+        if scope["type"] == "http" and (stream := STREAM_PATHS.get(scope["path"])) is not None:
+            sse, task = stream
+            wanted = self._topics(HTTPConnection(scope).query_params.get("topics"), task)
+            await serve_stream(self._edge, scope, receive, send, sse, wanted)
+            return
         await self.api(scope, receive, send)
+
+    def _topics(self, topics: str | None, task_endpoint: bool) -> list[str]:
+        if not topics and task_endpoint:
+            return self._task_topics  # a task endpoint without topics (or with none): the task topics
+        return split_topics_param(topics)
 
 
 def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry | None = None) -> EdgeApp:
@@ -81,6 +92,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
     app.include_router(tasks_router)
     if settings.dev_tokens:
         app.include_router(dev_router)
+    app.add_api_route("/emulation", emulation, methods=["POST"], include_in_schema=False)
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return EdgeApp(app, edge, split_topics_param(settings.task_endpoint_topics))
@@ -186,13 +198,27 @@ async def serve_accepted(edge: Edge, websocket: WebSocket, address: str, client_
     except ProtocolError as exc:
         positions, since_error = {}, exc.message  # said after `connected`, like unusable ?topics=
     frames, scope = edge.frames, websocket.scope
-    connection = Connection(websocket, client_id or assign_client_id(edge.client_id_mark), edge.new_send_queue(),
-                            write=frames.writer_for(scope), address=address, abort=frames.aborter_for(scope))
+    connection = Connection(WebSocketSink(websocket), client_id or assign_client_id(edge.client_id_mark),
+                            edge.new_send_queue(), write=frames.writer_for(scope), address=address,
+                            abort=frames.aborter_for(scope))
     connection_id.set(connection.tag)  # in every line logged while serving it (and in tasks started here)
     frames.tag_frame_logs(scope, connection.tag)
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time())
-    await SessionDriver(edge, session, connection).serve(websocket.receive, token, topics, positions, since_error)
+    await SessionDriver(edge, session, connection).serve(_frames_of(websocket), token, topics, positions, since_error)
     log.debug("#%d = closed", connection.id)
+
+
+def _frames_of(websocket: WebSocket):  # type: ignore[no-untyped-def]
+    """The WebSocket's client frames, as the session driver reads them (None: disconnected)."""
+
+    async def receive() -> str | bytes | None:
+        event = await websocket.receive()
+        if event["type"] == "websocket.disconnect":
+            return None
+        frame = event.get("text")
+        return frame if frame is not None else event.get("bytes") or b""
+
+    return receive
 
 
 def handshake_refusal(edge: Edge, websocket: WebSocket, address: str) -> PlainTextResponse | None:

@@ -30,6 +30,9 @@ class EdgeSettings(BaseSettings):
     # long is dead: closed with 4000 and released.
     client_timeout: float = Field(90.0, gt=0)
     heartbeat_check_interval: float = Field(5.0, gt=0)
+    # An HTTP stream (/sse, /stream) writes a heartbeat this often (an SSE comment, an empty line), so
+    # that proxies do not time it out; a heartbeat the client's socket takes counts as its activity.
+    stream_heartbeat_interval: float = Field(15.0, gt=0)
     # A slow client's queue: past `coalesce_mark` messages, a conflated topic's newer message replaces
     # the queued one with its key; past `send_queue_frames` messages or `send_queue_bytes`, close 4008.
     send_queue_frames: int = Field(1000, ge=1)

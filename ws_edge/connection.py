@@ -1,10 +1,14 @@
-"""One browser's WebSocket: an id, who it is, and a non-blocking send with a bounded backlog.
+"""One browser's connection: an id, who it is, and a non-blocking send with a bounded backlog.
 
 Fan-out never awaits a browser. `send` writes the frame straight to the socket when the socket takes
 it without waiting (the common case: its transport holds nothing unsent; see `wire.py`); otherwise
 the frame joins a backlog that a writer task drains once the socket has drained, what waits leaving
 as batch frames (core/sendqueue.py). A client whose backlog reaches the limit is a slow consumer and
 is closed with 4008 so that it can reconnect.
+
+The sink is the transport: `WebSocketSink` (the ASGI WebSocket) or an HTTP stream's
+(`http_stream.py`: SSE, newline-delimited JSON), which encodes frames itself (`write_json`: written
+at once while its socket takes them) and drains its backlog frame by frame through the sink.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from itertools import count
+from typing import Protocol
 
 from starlette.websockets import WebSocket
 
@@ -28,25 +33,52 @@ CLOSE_TIMEOUT = 30.0
 _ids = count(1)
 
 
+class Sink(Protocol):
+    """Where a connection's backlog goes: one JSON frame at a time, then the close."""
+
+    async def send(self, frame: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketSink:
+    """The ASGI WebSocket as a sink (the fast path, when there is one, bypasses it)."""
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send(self, frame: bytes) -> None:
+        await self.websocket.send({"type": "websocket.send", "text": frame.decode()})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code=code, reason=reason)
+
+
 class Connection:
-    __slots__ = ("id", "client_id", "websocket", "principal", "address", "_write", "_abort",
+    __slots__ = ("id", "client_id", "sink", "principal", "address", "_write", "_write_json", "_abort",
                  "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
-        websocket: WebSocket,
+        sink: Sink,
         client_id: str,
         queue: SendQueue,
         write: Callable[[bytes], bool] | None = None,
         address: str = "",
         abort: Callable[[], None] | None = None,
+        write_json: Callable[[Sequence[bytes]], bool] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.client_id = client_id
-        self.websocket = websocket
+        self.sink = sink
         self.principal: Principal = ANONYMOUS  # who, once admitted: from the verified token, never the client's words
         self.address = address
         self._write = write  # the wire fast path, when the server allows it
+        # A transport that encodes frames itself (an HTTP stream's sink): JSON frames written at once,
+        # or False; fan-out then skips `direct` (WebSocket frames) and comes through `send_frames`.
+        self._write_json = write_json
         self._abort = abort  # drops the socket at once (the fast path's transport), when there is one
         # `_write` while frames may go straight to the socket (open, nothing queued, not closing),
         # else None: fan-out calls it for each of a thousand sockets without the checks of `send`.
@@ -68,7 +100,7 @@ class Connection:
 
     @property
     def fast_path(self) -> bool:
-        return self._write is not None
+        return self._write is not None or self._write_json is not None
 
     @property
     def started(self) -> bool:
@@ -87,6 +119,8 @@ class Connection:
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
             self.direct = self._write
             return
+        if not self._backlog and self._write_json is not None and self._write_json((first_frame,)):
+            return
         self._backlog.push_first(first_frame)
         self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id}")
 
@@ -94,9 +128,12 @@ class Connection:
         """Send one JSON frame; `wire` is its WebSocket encoding when the caller built it already."""
         if self._closing:
             return
-        if (self._open and not self._backlog and self._write is not None
-                and self._write(wire if wire is not None else websocket_text_frame(frame))):
-            return
+        if self._open and not self._backlog:
+            if self._write is not None:
+                if self._write(wire if wire is not None else websocket_text_frame(frame)):
+                    return
+            elif self._write_json is not None and self._write_json((frame,)):
+                return
         self._queue(frame, None, False)
 
     def send_frames(self, frames: list[bytes], wire: bytes, deliveries: Sequence[DeliveryLike],
@@ -106,8 +143,12 @@ class Connection:
         superseded ones can be coalesced while the client is slow."""
         if self._closing:
             return
-        if self._open and not self._backlog and self._write is not None and self._write(wire):
-            return
+        if self._open and not self._backlog:
+            if self._write is not None:
+                if self._write(wire):
+                    return
+            elif self._write_json is not None and self._write_json(frames):
+                return
         for delivery in deliveries:
             if not self._queue(delivery.frame, conflation_key(delivery), True):
                 return
@@ -159,7 +200,7 @@ class Connection:
         try:
             # The close frame waits behind what the socket still holds; a client that never reads
             # it is dropped after CLOSE_TIMEOUT, so nothing stays held for it.
-            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), CLOSE_TIMEOUT)
+            await asyncio.wait_for(self.sink.close(code, reason), CLOSE_TIMEOUT)
         except TimeoutError:
             log.info("#%d = close not taken in %.0fs, dropping the socket", self.id, CLOSE_TIMEOUT,
                      extra={"conn": self.tag})
@@ -193,9 +234,9 @@ class Connection:
                         self._closing = True  # the socket is gone: the receive loop releases the connection
                         break
             else:
-                send = self.websocket.send
+                send = self.sink.send
                 while (frame := self._backlog.pop_frame()) is not None:
-                    await send({"type": "websocket.send", "text": frame.decode()})
+                    await send(frame)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket died under us; the receive loop releases the connection

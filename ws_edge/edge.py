@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -32,6 +32,7 @@ from .core.sendqueue import SendQueue
 from .core.session import HistoryAnswer, SessionRules
 from .delivery import DeliveryPump
 from .handlers import HandlerContext, HandlerRegistry, default_handlers
+from .inboxes import StreamInboxes
 from .push_link import CHANNEL_OPTIONS, PushLink
 from .task_gateway import TaskGateway
 from .wire import choose_frame_writer
@@ -60,7 +61,9 @@ class Edge:
         # The ids this edge assigns are routed to it by this mark: one interest for all of them.
         self.client_id_mark = new_edge_mark()
         self.pump = DeliveryPump(self.router, self.read_history, settings.conflated, settings.batch_max_messages)
-        self.push = PushLink(settings.push_address, self._channel, self.pump.on_deliveries, self._interest_snapshot,
+        # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
+        self.inboxes = StreamInboxes()
+        self.push = PushLink(settings.push_address, self._channel, self._on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
                              on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
                              silence_timeout=settings.push_silence_timeout)
@@ -84,6 +87,11 @@ class Edge:
         self.frames = choose_frame_writer()  # how frames reach sockets: uvicorn's fast path, or ASGI
         metrics.FRAME_WRITER.labels(self.frames.name).set(1)
         metrics.EDGES.edges.add(self)
+
+    def _on_deliveries(self, deliveries: Sequence[Any]) -> None:
+        """From the push stream: stream sessions' client frames to their inboxes, the rest fanned out."""
+        if rest := self.inboxes.take_control(deliveries):
+            self.pump.on_deliveries(rest)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         """A gRPC channel to a backend, with the configured bearer token and TLS."""

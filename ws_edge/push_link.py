@@ -182,6 +182,18 @@ class PushLink:
             log.warning("client_id %r not checked: %s %s", client_id, exc.code().name, exc.details())
             return None
 
+    async def emulate(self, session_id: str, frames: list[str]) -> bool | None:
+        """Client frames for a stream session held by another edge (the push service routes them by
+        the session id's mark): whether an edge was reached, None when the push service cannot be asked."""
+        try:
+            reply = await self.stub.Emulate(pb.EmulateRequest(session_id=session_id, frames=frames),
+                                            timeout=UNARY_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("emulation for session %s not forwarded: %s %s", session_id[:13], exc.code().name,
+                        exc.details())
+            return None
+        return reply.delivered
+
     def start(self) -> None:
         for index in range(len(self.replicas)):
             self._open_channel(index)

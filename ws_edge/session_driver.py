@@ -2,8 +2,10 @@
 
 The session decides; this moves bytes and makes the calls it asks for. Effects that wait for the
 push service (interest, history) or a handler run as tasks held here, and feed their answer back.
-The transport is an ASGI WebSocket today; the loop reads a frame only when the session accepts one,
-so a client's next frame waits in the socket while its previous one is being answered.
+The transport is given as `receive` (the next client frame, None once the peer is gone) and the
+connection's sink: a WebSocket (app.py) or an HTTP stream whose client frames arrive by
+`POST /emulation` (http_stream.py). The loop reads a frame only when the session accepts one, so a
+client's next frame waits in the socket (or the stream's inbox) while its previous one is answered.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from . import metrics
 from .connection import Connection
@@ -34,7 +35,7 @@ from .edge import Edge
 from .handlers import HandlerError
 
 log = logging.getLogger("ws_edge.session")
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[str | bytes | None]]  # the next client frame; None: the peer is gone
 _REFUSALS = {CloseCode.INVALID_CLIENT_ID: "client_id", CloseCode.TRY_AGAIN_LATER: "client_id",
              CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections"}
 
@@ -62,15 +63,12 @@ class SessionDriver:
                     continue
                 deadline = session.auth_deadline()
                 try:
-                    event = await asyncio.wait_for(receive(), None if deadline is None else deadline - loop.time())
+                    frame = await asyncio.wait_for(receive(), None if deadline is None else deadline - loop.time())
                 except TimeoutError:
                     self.tick(loop.time(), time.time())
                     continue
-                if event["type"] == "websocket.disconnect":
-                    break
-                frame = event.get("text")
                 if frame is None:
-                    frame = event.get("bytes") or b""
+                    break
                 metrics.CLIENT_FRAMES.inc()
                 session.receive(frame, loop.time(), time.time())
                 self._run_effects()

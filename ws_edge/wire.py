@@ -23,8 +23,12 @@ log = logging.getLogger("ws_edge.wire")
 SCOPE_KEY = "ws_edge.protocol"
 Scope = MutableMapping[str, Any]
 Write = Callable[[bytes], bool]
+BodyWrite = Callable[[Callable[[], bytes]], bool]
 # What the fast path uses of uvicorn's protocol object (set in its __init__).
 FAST_PATH_ATTRIBUTES = ("writable", "transport", "close_sent", "disconnected", "conn")
+# What an HTTP stream's direct write uses of uvicorn's httptools RequestResponseCycle.
+HTTP_CYCLE_ATTRIBUTES = ("transport", "flow", "disconnected", "response_complete", "response_started",
+                         "chunked_encoding")
 
 
 class Asgi:
@@ -43,6 +47,15 @@ class Asgi:
 
     def tag_frame_logs(self, scope: Scope, tag: str) -> None:
         pass
+
+    def body_writer_for(self, send: Callable[..., Awaitable[Any]]) -> BodyWrite | None:
+        """For an HTTP stream: `write(make_body) -> bool` writing `make_body()` as a chunk of a started,
+        chunked response at once (the body is made only then); False when it cannot (None: every
+        chunk through the ASGI send)."""
+        return None
+
+    def body_aborter_for(self, send: Callable[..., Awaitable[Any]]) -> Callable[[], None] | None:
+        return None
 
 
 class SocketWrite:
@@ -96,6 +109,30 @@ class FastPath(Asgi):
         """`abort()`: drop this socket at once, for a client that does not read even its close frame."""
         protocol = scope.get(SCOPE_KEY)
         return protocol.transport.abort if protocol is not None else None
+
+    def body_writer_for(self, send: Callable[..., Awaitable[Any]]) -> BodyWrite | None:
+        """What uvicorn's httptools cycle does for a body chunk while its transport is not paused,
+        done without a coroutine: a stream's frames then reach the socket as a WebSocket's do, and
+        only a slow reader's wait in its connection's backlog."""
+        cycle = getattr(send, "__self__", None)
+        if cycle is None or not all(hasattr(cycle, name) for name in HTTP_CYCLE_ATTRIBUTES):
+            return None
+        transport, flow = cycle.transport, cycle.flow
+
+        def write(make_body: Callable[[], bytes]) -> bool:
+            if (flow.write_paused or cycle.disconnected or cycle.response_complete or not cycle.response_started
+                    or not cycle.chunked_encoding or transport.is_closing()):
+                return False
+            body = make_body()
+            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            return True
+
+        return write
+
+    def body_aborter_for(self, send: Callable[..., Awaitable[Any]]) -> Callable[[], None] | None:
+        """`abort()`: drop an HTTP stream's socket at once, for a client that does not read its close frame."""
+        cycle = getattr(send, "__self__", None)
+        return cycle.transport.abort if cycle is not None and hasattr(cycle, "transport") else None
 
     def tag_frame_logs(self, scope: Scope, tag: str) -> None:
         """At DEBUG, the WebSocket layer logs every frame from the protocol's callbacks, outside the

@@ -31,6 +31,9 @@ Guarantees every engine gives:
   "" for anonymous connections) until `hold` seconds after its last claim or refresh, atomically
   across replicas: while bound, another owner's claim is refused. `refresh_client_ids` starts the
   hold of bound ids over and binds nothing.
+- Signals: `signal` hands a control publication (client frames for an edge's HTTP-transport session)
+  to the replicas subscribed to its channel now, at most once, with no history, retention or
+  idempotency; it answers whether any replica was subscribed.
 """
 
 from __future__ import annotations
@@ -138,6 +141,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def refresh_client_ids(self, client_ids: Sequence[str], hold: float, anonymous_hold: float) -> None:
         """The hold of each of these ids that is bound starts over. Raises BrokerUnavailable."""
+
+    @abc.abstractmethod
+    async def signal(self, publication: Publication) -> bool:
+        """Deliver `publication` to the channel's current subscribers only (no history); True when
+        any replica was subscribed. Raises BrokerUnavailable."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

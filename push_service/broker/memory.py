@@ -55,6 +55,12 @@ class MemoryBroker(Broker):
             self._handler(publication)
         return publication.ack
 
+    async def signal(self, publication: Publication) -> bool:
+        if self._handler is None or publication.channel not in self._channels:
+            return False
+        self._handler(publication)
+        return True
+
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:
         return self._history.read(topic, since, epoch, time.monotonic(), limit, page)

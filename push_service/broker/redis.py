@@ -254,7 +254,8 @@ class RedisKeys:
 
 def encode_header(publication: Publication) -> bytes:
     return orjson.dumps({"t": publication.topic, "c": publication.client_id, "i": publication.id,
-                         "ts": publication.timestamp_ms, "r": publication.retain, "k": publication.conflation_key})
+                         "ts": publication.timestamp_ms, "r": publication.retain, "k": publication.conflation_key,
+                         **({"x": 1} if publication.control else {})})
 
 
 def decode_payload(payload: bytes) -> Publication:
@@ -262,7 +263,7 @@ def decode_payload(payload: bytes) -> Publication:
     h = orjson.loads(header)
     return Publication(topic=h["t"], client_id=h["c"], id=h["i"], timestamp_ms=h["ts"], frame=frame,
                        retain=bool(h["r"]), offset=int(h.get("o", 0)), epoch=h.get("e", ""),
-                       conflation_key=h.get("k", ""))
+                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)))
 
 
 def decode_ack(payload: bytes) -> Ack:
@@ -364,6 +365,13 @@ class RedisBroker(Broker):
                 raise BrokerUnavailable(f"redis: {answer}")
             raise answer
         return decode_ack(answer)
+
+    async def signal(self, publication: Publication) -> bool:
+        """PUBLISH on the channel (no history): Redis answers how many subscribers received it."""
+        with unavailable_as("signal", self._events):
+            receivers = await self._redis.publish(self.keys.channel(publication.channel),
+                                                  encode_header(publication) + b"\n" + publication.frame)
+        return bool(receivers)
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:

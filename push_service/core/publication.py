@@ -31,6 +31,7 @@ class Publication:
     offset: int = 0  # position in the topic's history; 0 when the topic keeps none
     epoch: str = ""
     conflation_key: str = ""
+    control: bool = False  # client frames for an edge's HTTP-transport session (Emulate), not a message
 
     def at(self, offset: int, epoch: str) -> Publication:
         """This publication at a history position: the envelope gains `offset` and `epoch`."""
@@ -122,3 +123,14 @@ def make_publication(
         raise InvalidPublish(f"conflation_key is longer than {MAX_ID_LENGTH} characters")
     return Publication(topic=topic, client_id=client_id, id=id_, timestamp_ms=now_ms, frame=frame,
                        retain=retain, conflation_key=conflation_key)
+
+
+def control_publication(session_id: str, frames: list[str], now_ms: int) -> Publication:
+    """Client frames for the HTTP-transport session `session_id`, routed by its edge mark to the edge
+    that holds it; `frame` is their JSON array. Raises InvalidPublish."""
+    if not session_id.startswith("~") or route_key(session_id) == session_id or len(session_id) > MAX_CLIENT_ID_LENGTH:
+        raise InvalidPublish("session_id must be `~<edge mark>.<id>` as the edge gave it")
+    if not frames:
+        raise InvalidPublish("frames must not be empty")
+    return Publication(topic="", client_id=session_id, id=uuid.uuid4().hex, timestamp_ms=now_ms,
+                       frame=orjson.dumps(frames), control=True)

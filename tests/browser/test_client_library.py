@@ -14,6 +14,8 @@ from tests.conftest import start_system
 from tests.support.processes import System
 from tests.support.tokens import token
 
+TRANSPORTS = ["websocket", "sse", "http_stream"]  # push-client.js TRANSPORTS
+
 pytestmark = pytest.mark.browser
 
 SETUP = """async ([url, config]) => {
@@ -104,19 +106,25 @@ def own_system(tmp_path_factory: pytest.TempPathFactory):
     system.stop()
 
 
-async def test_reconnect_schedule_stops_after_max_attempts(own_system: System, page: Page):
+@pytest.mark.parametrize("transports", [["websocket"], None], ids=["websocket-only", "every-transport"])
+async def test_reconnect_schedule_stops_after_max_attempts(own_system: System, page: Page, transports):
+    """With every transport (the default), one attempt is a round: each transport in turn, at once,
+    while none reaches the edge; only then the next delay of the schedule."""
     system = own_system
-    await open_client(page, system, reconnectInterval=300, maxReconnectInterval=1000, maxReconnectAttempts=3)
+    config = {"transports": transports} if transports else {}
+    await open_client(page, system, reconnectInterval=300, maxReconnectInterval=1000, maxReconnectAttempts=3,
+                      **config)
     system.edge.kill(signal.SIGKILL)
     await wait_for(page, "() => t.log.events.some((e) => e.key === '$reconnect_failed')", 20_000)
     await asyncio.sleep(1.5)  # nothing more happens after giving up
     events = await page.evaluate("() => t.log.events")
     keys = [e["key"] for e in events]
+    round_ = ["$connecting"] + ["$closed", "$connecting"] * (len(transports or TRANSPORTS) - 1)
     assert keys == [
         "$connecting",  # the first connection
-        "$closed", "$reconnect", "$connecting",
-        "$closed", "$reconnect", "$connecting",
-        "$closed", "$reconnect", "$connecting",
+        "$closed", "$reconnect", *round_,
+        "$closed", "$reconnect", *round_,
+        "$closed", "$reconnect", *round_,
         "$closed", "$reconnect_failed",
     ]
     reconnects = [e for e in events if e["key"] == "$reconnect"]
@@ -125,8 +133,9 @@ async def test_reconnect_schedule_stops_after_max_attempts(own_system: System, p
     assert delays[0] == 300, "the first retry waits reconnectInterval"
     assert 0 <= delays[1] <= 600 and 0 <= delays[2] <= 1000, "then full jitter under min(cap, interval * 2^n)"
     # Each attempt really waited its delay (timer resolution aside).
-    for scheduled, attempt in zip(reconnects, [e for e in events if e["key"] == "$connecting"][1:], strict=True):
-        assert attempt["at"] - scheduled["at"] >= scheduled["delay"] - 5
+    rounds = [events[i + 1] for i, e in enumerate(events) if e["key"] == "$reconnect"]
+    for scheduled, attempt in zip(reconnects, rounds, strict=True):
+        assert attempt["key"] == "$connecting" and attempt["at"] - scheduled["at"] >= scheduled["delay"] - 5
     assert events[-1]["reason"] == "maxReconnectAttempts reached"
     assert await page.evaluate("() => t.log.status") == [True, False]
 

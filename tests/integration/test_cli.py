@@ -28,19 +28,23 @@ def pushctl(system: System, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_publish_and_tail(system: System):
+@pytest.mark.parametrize("transport", ["grpc", "sse", "http_stream"])
+async def test_publish_and_tail(system: System, transport: str):
+    topic = f"cli:{transport}"
     tail = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pushclient", "--push", system.push_address, "tail", "cli:topic", "--count", "2",
+        sys.executable, "-m", "pushclient", "--push", system.push_address, "tail", topic, "--count", "2",
+        "--transport", transport, "--edge", system.http_url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=cli_env(system),
     )
     try:
         assert tail.stderr is not None
         ready = await asyncio.wait_for(tail.stderr.readline(), timeout(10))  # the subscription is in effect
-        assert ready.decode() == "pushctl: tailing cli:topic\n"
-        first = await asyncio.to_thread(pushctl, system, "publish", "--topic", "cli:topic", "--type", "t",
+        over = "" if transport == "grpc" else f" over {transport}"
+        assert ready.decode() == f"pushctl: tailing {topic}{over}\n"
+        first = await asyncio.to_thread(pushctl, system, "publish", "--topic", topic, "--type", "t",
                                         "--data", '{"a": 1}', "--id", "cli-1")
         assert (first.returncode, first.stdout, first.stderr) == (0, "cli-1\n", "")
-        await asyncio.to_thread(pushctl, system, "publish", "--topic", "cli:topic", "--type", "t", "--id", "cli-2")
+        await asyncio.to_thread(pushctl, system, "publish", "--topic", topic, "--type", "t", "--id", "cli-2")
         out, _ = await asyncio.wait_for(tail.communicate(), timeout(10))
     finally:
         if tail.returncode is None:
@@ -48,7 +52,7 @@ async def test_publish_and_tail(system: System):
             await tail.wait()
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert [m["id"] for m in lines] == ["cli-1", "cli-2"]
-    assert lines[0]["data"] == {"a": 1} and lines[0]["topic"] == "cli:topic"
+    assert lines[0]["data"] == {"a": 1} and lines[0]["topic"] == topic
     assert tail.returncode == 0
 
 

@@ -8,13 +8,12 @@ import signal
 
 import orjson
 import pytest
-import websockets
 
 from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.conftest import start_system
 from tests.support.processes import System, read_url
-from tests.support.wsclient import WsClient, unpack
+from tests.support.wsclient import TRANSPORTS, Closed, StreamClient, WsClient, connect_client, unpack
 
 HISTORY = '[{"pattern": "stream:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 100, "ttl": 60}]'
 
@@ -65,9 +64,12 @@ async def test_resubscribe_with_a_position_gets_exactly_the_missed_messages(hist
             await again.close()
 
 
-async def test_edge_killed_mid_stream_clients_end_with_all_5000_exactly_once(history_system: System):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_edge_killed_mid_stream_clients_end_with_all_5000_exactly_once(history_system: System, transport: str):
+    """Over SSE, the resume is the EventSource's own: the last event id sent back as `Last-Event-ID`."""
     system = history_system
-    client = await WsClient.connect(system.ws_url, topics="stream:big")
+    topic = f"stream:big-{transport}"
+    client = await connect_client(transport, system, topics=topic)
     received: list[dict] = []
     async with PushClient(system.push_address) as push:
         publisher = push.stream_publisher(idempotent=True)
@@ -75,7 +77,7 @@ async def test_edge_killed_mid_stream_clients_end_with_all_5000_exactly_once(his
 
         async def publish_all() -> None:
             for n in range(5000):
-                publisher.submit(outgoing("stream:big", "tick", {"n": n}, id=f"big{n}"))
+                publisher.submit(outgoing(topic, "tick", {"n": n}, id=f"big{n}"))
                 if n % 100 == 99:
                     await asyncio.sleep(0.02)
             await publisher.flush()
@@ -84,15 +86,21 @@ async def test_edge_killed_mid_stream_clients_end_with_all_5000_exactly_once(his
         while len(received) < 1000:
             received.extend(unpack([await client.recv()]))
         system.edge.kill(signal.SIGKILL)
-        with pytest.raises(websockets.ConnectionClosed):  # what the edge sent before dying, then the end
+        with pytest.raises(Closed):  # what the edge sent before dying, then the end
             while True:
                 received.extend(unpack([await client.recv(5)]))
         system.edge.start()
         await system.wait_edge_ready()
-        client = await WsClient.connect(system.ws_url)
-        ack = await client.request({"type": "subscribe", "id": "resume", "data": {
-            "topics": ["stream:big"], "since": {"stream:big": position(received[-1])}}})
-        assert ack["data"]["recovery"]["stream:big"]["recovered"] is True
+        if isinstance(client, StreamClient) and transport == "sse":
+            last_event_id = client.stream.last_event_id
+            assert last_event_id is not None and orjson.loads(last_event_id) == {topic: position(received[-1])}
+            client = await connect_client(transport, system, headers={"Last-Event-ID": last_event_id}, topics=topic)
+            assert client.welcome["data"]["recovery"][topic]["recovered"] is True
+        else:
+            client = await connect_client(transport, system)
+            ack = await client.request({"type": "subscribe", "id": "resume", "data": {
+                "topics": [topic], "since": {topic: position(received[-1])}}})
+            assert ack["data"]["recovery"][topic]["recovered"] is True
         await publishing
         await publisher.close()
         received.extend(await client.messages(5000 - len(received), wait=30))

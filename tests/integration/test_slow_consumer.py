@@ -15,9 +15,11 @@ import websockets
 
 from pushclient import PushClient
 from pushclient.client import outgoing
+from pushclient.streams import StreamConnection
 from tests.conftest import start_system
 from tests.support.processes import System
 from tests.support.timing import timeout
+from tests.support.wsclient import parse_server_frame
 
 TOTAL = 20_000
 PAD = "x" * 200
@@ -46,35 +48,91 @@ def health(system: System) -> dict:
         return json.loads(response.read())
 
 
-async def read_all(url: str, ready: asyncio.Event, counter: list[int]) -> list[int]:
+TOPICS = "feed:progress,feed:events"
+
+
+async def read_all(system: System, transport: str, ready: asyncio.Event, counter: list[int]) -> list[int]:
     seqs: list[int] = []
-    # No client keepalive: on a loaded machine its 20 s ping timeout is not what this test is about.
-    async with websockets.connect(url, max_size=None, ping_interval=None) as connection:
-        assert orjson.loads(await connection.recv())["type"] == "connected"
+    if transport == "websocket":
+        # No client keepalive: on a loaded machine its 20 s ping timeout is not what this test is about.
+        async with websockets.connect(f"{system.ws_url}/ws?topics={TOPICS}", max_size=None,
+                                      ping_interval=None) as connection:
+            assert orjson.loads(await connection.recv())["type"] == "connected"
+            counter[0] += 1
+            if counter[0] == 50:
+                ready.set()
+            while len(seqs) < TOTAL:  # counted without parsing: 50 readers share this one process
+                frame = await asyncio.wait_for(connection.recv(decode=False), timeout(60))
+                seqs.extend(int(n) for n in SEQ.findall(frame))
+        return seqs
+    stream = await StreamConnection.open(system.http_url, "/sse", topics=TOPICS)
+    try:
+        assert orjson.loads(await stream.recv_raw() or b"")["type"] == "connected"
         counter[0] += 1
         if counter[0] == 50:
             ready.set()
-        while len(seqs) < TOTAL:  # counted without parsing: 50 readers share this one process
-            frame = await asyncio.wait_for(connection.recv(decode=False), timeout(60))
+        while len(seqs) < TOTAL:
+            frame = await asyncio.wait_for(stream.recv_raw(), timeout(60))
+            assert frame is not None, "the stream ended early"
             seqs.extend(int(n) for n in SEQ.findall(frame))
+    finally:
+        await stream.close()
     return seqs
 
 
-async def test_slow_client_is_coalesced_then_disconnected_and_the_others_get_everything(slow_system: System):
+class SlowReader:
+    """A client that stops reading at once, behind a tiny receive buffer; then reads what it holds."""
+
+    def __init__(self, system: System, transport: str) -> None:
+        self.system, self.transport = system, transport
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(("127.0.0.1", system.edge_port))
+
+    async def open(self) -> None:
+        if self.transport == "websocket":
+            self.ws = await websockets.connect(f"{self.system.ws_url}/ws?topics={TOPICS}", sock=self.sock,
+                                               max_queue=1, max_size=None)
+            assert orjson.loads(await self.ws.recv())["type"] == "connected"
+        else:  # reads ahead at most 64 KiB, then leaves the rest in the socket
+            self.stream = await StreamConnection.open(self.system.http_url, "/sse", sock=self.sock, limit=65536,
+                                                      topics=TOPICS)
+            assert orjson.loads(await self.stream.recv_raw() or b"")["type"] == "connected"
+
+    async def read_to_the_close(self) -> tuple[int, tuple[int, str]]:
+        """Messages received, and the close code and reason."""
+        received = 0
+        if self.transport == "websocket":
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    frame = orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout(30)))
+                    received += len(frame["messages"]) if frame["type"] == "batch" else 1
+            assert closed.value.rcvd is not None
+            return received, (closed.value.rcvd.code, closed.value.rcvd.reason)
+        try:
+            while (raw := await asyncio.wait_for(self.stream.recv_raw(), timeout(30))) is not None:
+                frame = parse_server_frame(raw)
+                if frame["type"] == "close":
+                    assert await self.stream.recv_raw() is None, "nothing after the close frame"
+                    return received, (frame["data"]["code"], frame["data"]["reason"])
+                received += len(frame["messages"]) if frame["type"] == "batch" else 1
+        finally:
+            await self.stream.close()
+        raise AssertionError("the stream ended without a close frame")
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_slow_client_is_coalesced_then_disconnected_and_the_others_get_everything(slow_system: System,
+                                                                                        transport: str):
     system = slow_system
-    url = system.ws_url + "/ws?topics=feed:progress,feed:events"
     edge_pid = system.edge.proc.pid  # type: ignore[union-attr]
     before = rss_kib(edge_pid)
 
-    # The slow client: a tiny receive buffer, and a WebSocket client that stops reading at once.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", system.edge_port))
-    slow = await websockets.connect(url, sock=sock, max_queue=1, max_size=None)
-    assert orjson.loads(await slow.recv())["type"] == "connected"
+    slow = SlowReader(system, transport)
+    await slow.open()
 
     ready, counter = asyncio.Event(), [0]
-    readers = [asyncio.create_task(read_all(url, ready, counter)) for _ in range(50)]
+    readers = [asyncio.create_task(read_all(system, transport, ready, counter)) for _ in range(50)]
     await asyncio.wait_for(ready.wait(), timeout(30))
     peak = before
     async with PushClient(system.push_address) as push:
@@ -94,13 +152,8 @@ async def test_slow_client_is_coalesced_then_disconnected_and_the_others_get_eve
         assert seqs == list(range(TOTAL))
 
     # The slow one: what it holds, then the documented close code.
-    received = 0
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        while True:
-            frame = orjson.loads(await asyncio.wait_for(slow.recv(), timeout(30)))
-            received += len(frame["messages"]) if frame["type"] == "batch" else 1
-    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (
-        4008, "slow consumer")
+    received, close = await slow.read_to_the_close()
+    assert close == (4008, "slow consumer")
     assert received < TOTAL
     stats = health(system)
     assert stats["slow_consumer_disconnects"] == 1 and stats["coalesced_messages"] > 0

@@ -12,7 +12,7 @@ import pytest
 from push_service.broker import broker_from_url
 from push_service.broker.base import Broker, BrokerUnavailable
 from push_service.core.history import HistoryPolicy, HistoryRule, PageLimits
-from push_service.core.publication import Ack, Publication, make_publication
+from push_service.core.publication import Ack, InvalidPublish, Publication, control_publication, make_publication
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
@@ -159,6 +159,21 @@ async def test_retained_state_and_personal_channels(engine: Engine):
     await engine.broker.publish(pub("", 8, client_id="client-2"))
     got = await engine.wait_for(1)
     assert [(p.id, p.client_id) for p in got] == [("m7", "client-1")]
+
+
+async def test_a_signal_reaches_the_edge_channel_subscribed_now_and_keeps_nothing(engine: Engine):
+    session = "~0123456789ab." + "f" * 32
+    signal = control_publication(session, ['{"type":"ping","id":"p"}'], 5)
+    assert await engine.broker.signal(signal) is False  # nobody holds that edge's channel
+    await engine.broker.subscribe("c:~0123456789ab")
+    assert await engine.broker.signal(signal) is True
+    got = await engine.wait_for(1)
+    assert [(p.client_id, p.control, p.frame, p.offset) for p in got] == [
+        (session, True, b'["{\\"type\\":\\"ping\\",\\"id\\":\\"p\\"}"]', 0)]
+    read = await engine.broker.history("", None, "")
+    assert list(read.publications) == []  # a signal keeps no history
+    with pytest.raises(InvalidPublish):
+        control_publication("chosen-id", ["{}"], 5)  # not `~<mark>.<id>`: no edge to route it to
 
 
 @pytest.mark.parametrize("engine", ["redis"], indirect=True)  # the memory engine has no outage

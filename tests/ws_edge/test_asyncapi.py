@@ -89,3 +89,13 @@ def test_documented_client_frames_are_accepted_by_the_edge_parser(frame: dict):
     check_client_frame(frame)
     parsed = parse_client_frame(orjson.dumps(frame), 65536)
     assert parsed.type == frame["type"]
+
+
+def test_the_http_streams_frames_validate():
+    from ws_edge.core.streams import close_frame
+
+    check_server_frame(orjson.loads(close_frame(4008, "slow consumer", 1)))
+    check_server_frame(orjson.loads(server_frame("connected", None, 1, {
+        "client_id": "c", "topics": [], "user": None, "session": "~0123456789ab." + "f" * 32})))
+    with pytest.raises(AssertionError):
+        check_server_frame(orjson.loads(server_frame("close", None, 1, {"code": 4999, "reason": ""})))

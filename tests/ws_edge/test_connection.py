@@ -7,7 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
-from ws_edge.connection import Connection
+from ws_edge.connection import Connection, WebSocketSink
 from ws_edge.core.frames import websocket_text_frame
 from ws_edge.core.sendqueue import SendQueue
 
@@ -43,7 +43,7 @@ class Wire:
 
 async def test_direct_write_only_while_nothing_is_queued():
     websocket, wire = RecordingWebSocket(), Wire()
-    connection = Connection(websocket, "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
+    connection = Connection(WebSocketSink(websocket), "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
     assert connection.direct is None  # not before the `connected` frame is out
     connection.start_writer(b'{"type":"connected"}')
     assert connection.direct is wire and wire.frames == [websocket_text_frame(b'{"type":"connected"}')]

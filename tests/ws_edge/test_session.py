@@ -486,3 +486,16 @@ def test_url_positions_are_charged_to_the_rate_too():
     assert sent[0]["type"] == "connected" and "recovery" not in sent[0]["data"]
     assert sent[1]["error"] == {"code": "INVALID_MESSAGE",
                                 "message": "?since= ignored: 7 positions are more than the rate allows at once"}
+
+
+def test_an_http_transport_session_names_itself_in_connected_and_heartbeats_it_took_count_as_activity():
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7, session_id="~0123456789ab." + "1" * 32)
+    session.open(None, [], {}, wall=0.0)
+    session.admitted()
+    welcome = frames(session.effects())[0]
+    assert welcome["data"] == {"client_id": "c1", "topics": [], "user": None, "session": "~0123456789ab." + "1" * 32}
+    session.peer_alive(25.0)  # the stream's heartbeat was taken: the client is there, though silent
+    session.tick(50.0, 0.0)
+    assert session.effects() == []
+    session.tick(55.5, 0.0)
+    assert session.effects() == [Close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")]

@@ -170,9 +170,13 @@ _tickets = count(1)
 
 
 class Session:
-    def __init__(self, rules: SessionRules, client_id: str, now: float, clock_ms: Callable[[], int] = now_ms) -> None:
+    def __init__(self, rules: SessionRules, client_id: str, now: float, clock_ms: Callable[[], int] = now_ms,
+                 session_id: str | None = None) -> None:
         self.rules = rules
         self.client_id = client_id
+        # An HTTP transport's session id (`connected.data.session`): what its client's
+        # `POST /emulation` names. None on a WebSocket, whose frames come on the socket itself.
+        self.session_id = session_id
         self.principal: Principal = ANONYMOUS
         self.phase = Phase.AUTHENTICATING
         self.topics: set[str] = set()
@@ -278,6 +282,11 @@ class Session:
         for topic in list(self._recoveries):
             self._unguard(topic)
         self._effects.append(Close(code, reason))
+
+    def peer_alive(self, now: float) -> None:
+        """The transport proved the client reads without a frame from it (an HTTP stream took a
+        heartbeat): as good as a frame for the heartbeat timeout."""
+        self.last_seen = now
 
     def closed_by_peer(self) -> None:
         """The transport is gone: nothing more is sent; guards are lifted."""
@@ -421,6 +430,8 @@ class Session:
         if op.url:
             self.phase = Phase.OPEN
             welcome: dict[str, Any] = {"client_id": self.client_id, "topics": op.topics, "user": self.principal.user}
+            if self.session_id is not None:
+                welcome["session"] = self.session_id
             if op.since:
                 self._url_recovered = {t: self._report(op.reads[t], op.since[t]) for t in op.since}
                 welcome["recovery"] = self._url_recovered

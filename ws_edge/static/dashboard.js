@@ -106,6 +106,13 @@ client.on("$recovery_failed", async ({ topic }) => {
   }
 });
 
+// Which transport carries the session (WebSocket, or SSE / HTTP-streaming where WebSocket is blocked).
+client.on("$transport", ({ transport }) => {
+  const indicator = $("#connection");
+  indicator.dataset.transport = transport;
+  indicator.title = `over ${transport}`;
+});
+
 client.onConnectionChange((connected) => {
   const indicator = $("#connection");
   indicator.dataset.state = connected ? "connected" : "disconnected";

@@ -23,6 +23,34 @@ export interface WebSocketConfig {
   token?: string;
   /** Called before every (re)connect for a fresh JWT; on close 4001 (expired) the client reconnects at once. */
   getToken?: () => string | Promise<string>;
+  /**
+   * The transports to use, in order of preference (["websocket", "sse", "http_stream"]): an attempt
+   * starts with the one that last worked; one that fails before the edge's first frame hands over at
+   * once to the next. "sse": GET /sse (EventSource), "http_stream": GET /stream (fetch, JSON lines);
+   * both send the client's frames by POST /emulation. Same API, events, acks and recovery on each.
+   */
+  transports?: Transport[];
+  /** ms to wait for the edge's first frame (`connected`) before trying the next transport (5000). */
+  connectTimeout?: number;
+}
+
+export type Transport = "websocket" | "sse" | "http_stream";
+/** Every transport, in the default order. */
+export declare const TRANSPORTS: Transport[];
+/** The URL of a transport for a WebSocket URL: ws://host/ws/task -> http://host/sse/task. */
+export declare function transportUrl(wsUrl: string, transport: Transport): string;
+
+/** A session over an HTTP stream with a WebSocket's face (what the service uses for "sse" and "http_stream"). */
+export declare class HttpStreamSocket {
+  constructor(url: string, kind: "sse" | "http_stream", postUrl: string);
+  readonly readyState: number;
+  /** The edge's session id (from `connected`), named by every POST /emulation. */
+  readonly session: string | null;
+  onopen: (() => void) | null;
+  onmessage: ((event: { data: string }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  send(text: string): void;
+  close(code?: number, reason?: string): void;
 }
 
 /** The guide's envelope. */
@@ -64,6 +92,8 @@ export declare class WebSocketService {
   /** The last history position seen per topic; sent on resubscribe to recover missed messages. */
   readonly positions: Map<string, { offset: number; epoch: string }>;
   readonly reconnectAttempts: number;
+  /** The transport in use (or last used); null before the first connection. */
+  readonly transport: Transport | null;
   connect(): void;
   disconnect(): void;
   /** Returns the message id (filled in when absent, as is the timestamp). */
@@ -75,7 +105,9 @@ export declare class WebSocketService {
   /**
    * By topic ("task:progress") or type ("notification"). Lifecycle events use keys starting with "$":
    * "$connecting", "$closed" {code, reason}, "$reconnect" {attempt, delay}, "$reconnect_failed", "$error",
-   * "$recovered" {topic, offset, epoch}, "$recovery_failed" {topic, reason, offset, epoch} (re-sync that topic).
+   * "$recovered" {topic, offset, epoch}, "$recovery_failed" {topic, reason, offset, epoch} (re-sync that topic),
+   * "$transport" {transport, previous} (a connection on another transport than before),
+   * "$fallback" {from, to} (a transport failed before the edge's first frame; the next one is tried at once).
    * Returns a function that removes the handler.
    */
   on<T = any>(topicOrType: string, handler: Handler<T>): () => void;

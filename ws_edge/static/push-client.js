@@ -14,6 +14,13 @@
 // message id, a missing-pong timeout that declares the connection dead, and recovery: the last
 // position `{offset, epoch}` seen per topic is sent on resubscribe, so the edge delivers exactly what
 // was missed, or says it cannot (`$recovery_failed`: re-sync that topic's state).
+//
+// Transports (`transports`, default ["websocket", "sse", "http_stream"]): the same session over a
+// WebSocket, Server-Sent Events (GET /sse) or HTTP-streaming (GET /stream, newline-delimited JSON),
+// the client's frames then going by POST /emulation (to any edge). Each attempt starts with the
+// transport that last worked; one that fails before the edge's first frame (the upgrade refused, or
+// no `connected` within `connectTimeout`) hands over at once to the next, and only a whole round of
+// failures counts as a reconnect attempt. `transport` says which one is in use (`$transport` event).
 
 /** Close codes after which reconnecting as-is cannot help (see the README's table). */
 export const TERMINAL_CLOSE_CODES = new Set([4003, 4400]); // = ws_edge/core/codes.py TERMINAL_CLOSE_CODES (tests/ws_edge/test_codes.py)
@@ -21,6 +28,12 @@ export const TERMINAL_CLOSE_CODES = new Set([4003, 4400]); // = ws_edge/core/cod
 export const TOKEN_EXPIRED = 4001;
 /** Positions longer than this (as JSON) stay out of the URL (the edge refuses URLs over 8000 bytes). */
 const MAX_URL_POSITIONS = 2000;
+/** The transports, in the default order of preference. */
+export const TRANSPORTS = ["websocket", "sse", "http_stream"];
+const STREAM_PATHS = { sse: "/sse", http_stream: "/stream" };
+const MAX_POST_FRAMES = 100; // = ws_edge/core/streams.py MAX_EMULATION_FRAMES
+const OPEN = 1;
+const CLOSED = 3;
 
 const DEFAULTS = {
   url: undefined,
@@ -34,6 +47,8 @@ const DEFAULTS = {
   random: Math.random,
   token: undefined,
   getToken: undefined,
+  transports: TRANSPORTS,
+  connectTimeout: 5000,
 };
 
 function defaultUrl() {
@@ -52,10 +67,143 @@ export class ProtocolError extends Error {
   }
 }
 
+/**
+ * One session over an HTTP stream, with a WebSocket's face (readyState, send, close, onopen,
+ * onmessage, onclose), so the service runs on it unchanged. Down: an EventSource (`sse`) or a fetch
+ * reading JSON lines (`http_stream`); open once `connected` (which names the session) arrives, closed
+ * by the edge's `close` frame with its code. Up: POST /emulation, one request in flight at a time so
+ * frames keep their order; those sent meanwhile go together in the next.
+ */
+export class HttpStreamSocket {
+  constructor(url, kind, postUrl) {
+    this.url = url;
+    this.kind = kind;
+    this.readyState = 0;
+    this.session = null;
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._postUrl = postUrl;
+    this._queue = [];
+    this._posting = false;
+    this._abort = new AbortController();
+    if (kind === "sse") {
+      const source = new EventSource(url);
+      this._source = source;
+      source.onmessage = (event) => this._frame(event.data);
+      // The EventSource would reconnect by itself; the service reconnects instead (positions, topics).
+      source.onerror = () => this._ended(1006, "stream failed");
+    } else {
+      this._read(url);
+    }
+  }
+
+  async _read(url) {
+    try {
+      const response = await fetch(url, { signal: this._abort.signal, cache: "no-store" });
+      if (!response.ok || !response.body) return this._ended(1006, `HTTP ${response.status}`);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, end);
+          buffer = buffer.slice(end + 1);
+          if (line) this._frame(line); // an empty line is the heartbeat
+          if (this.readyState === CLOSED) return;
+        }
+      }
+      this._ended(1006, "stream ended");
+    } catch (err) {
+      this._ended(1006, String(err));
+    }
+  }
+
+  _frame(text) {
+    if (this.readyState === CLOSED) return;
+    if (text.startsWith('{"type":"close"')) {
+      const frame = JSON.parse(text);
+      this._ended(frame.data.code, frame.data.reason);
+      return;
+    }
+    if (this.readyState === 0 && text.startsWith('{"type":"connected"')) {
+      this.session = JSON.parse(text).data.session;
+      this.readyState = OPEN;
+      if (this.onopen) this.onopen();
+    }
+    if (this.onmessage) this.onmessage({ data: text });
+  }
+
+  send(text) {
+    if (this.readyState !== OPEN) throw new Error("HttpStreamSocket is not open");
+    this._queue.push(text);
+    if (!this._posting) this._flush();
+  }
+
+  async _flush() {
+    this._posting = true;
+    while (this._queue.length && this.readyState === OPEN) {
+      const frames = this._queue.splice(0, MAX_POST_FRAMES);
+      let status = 0;
+      try {
+        const response = await fetch(this._postUrl, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ session: this.session, frames }),
+        });
+        status = response.status;
+      } catch (err) {
+        status = 0; // the network: retried below, until a pong timeout gives up on the session
+      }
+      if (status === 202) continue;
+      if (status === 0 || status === 429 || status === 503) {
+        this._queue.unshift(...frames);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        continue;
+      }
+      // 404: the session is over (its stream ended); 400/403/413: this session cannot go on.
+      this._ended(1006, `POST /emulation answered ${status}`);
+    }
+    this._posting = false;
+  }
+
+  close(code = 1000, reason = "") {
+    this._ended(code, reason);
+  }
+
+  _ended(code, reason) {
+    if (this.readyState === CLOSED) return;
+    this.readyState = CLOSED;
+    if (this._source) this._source.close();
+    this._abort.abort();
+    this._queue = [];
+    if (this.onclose) this.onclose({ code, reason });
+  }
+}
+
+/** The URL of `transport` for a WebSocket URL (ws://host/ws/task -> http://host/sse/task). */
+export function transportUrl(wsUrl, transport) {
+  if (transport === "websocket") return wsUrl;
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = STREAM_PATHS[transport] + url.pathname.replace(/^\/ws/, "");
+  return url.toString();
+}
+
 export class WebSocketService {
   constructor(config = {}) {
     this.config = { ...DEFAULTS, ...config };
     if (!this.config.url) this.config.url = defaultUrl();
+    const unknown = this.config.transports.filter((t) => !TRANSPORTS.includes(t));
+    if (unknown.length || !this.config.transports.length) {
+      throw new Error(`transports must be a non-empty list of ${TRANSPORTS.join(", ")}; got ${this.config.transports}`);
+    }
+    /** The transport in use (or last used): "websocket", "sse" or "http_stream". */
+    this.transport = null;
+    this._transportIndex = 0; // the one tried next
+    this._roundStart = 0; // where this round of attempts began (the one that last worked)
     this.ws = null;
     this.connected = false;
     this.clientId = null;
@@ -83,13 +231,14 @@ export class WebSocketService {
     this._stopped = false;
     this.reconnectAttempts = 0;
     clearTimeout(this._reconnectTimer);
-    if (!this.ws || this.ws.readyState > WebSocket.OPEN) this._open();
+    if (!this.ws || this.ws.readyState > OPEN) this._open();
   }
 
   /** Close for good: no reconnect; pending requests are rejected. */
   disconnect() {
     this._stopped = true;
     clearTimeout(this._reconnectTimer);
+    clearTimeout(this._connectTimer);
     this._stopHeartbeat();
     if (this.ws) {
       const ws = this.ws;
@@ -198,8 +347,24 @@ export class WebSocketService {
   }
 
   _connectTo(url) {
-    const ws = new WebSocket(url);
+    const transport = this.config.transports[this._transportIndex];
+    const target = transportUrl(url, transport);
+    const ws = transport === "websocket" ? new WebSocket(target)
+      : new HttpStreamSocket(target, transport, new URL("/emulation", target).toString());
     this.ws = ws;
+    this._heard = false; // any frame from the edge on this attempt
+    clearTimeout(this._connectTimer);
+    // An upgrade that a proxy swallows, or a stream it buffers: no `connected` in time, next transport.
+    this._connectTimer = setTimeout(() => {
+      if (this.ws !== ws || this._heard) return;
+      ws.onclose = null;
+      try {
+        ws.close(4000, "no frame in time");
+      } catch (err) {
+        /* already closing */
+      }
+      this._closed(1006, `no frame within ${this.config.connectTimeout} ms over ${transport}`);
+    }, this.config.connectTimeout);
     ws.onopen = () => {
       if (this.ws !== ws) return;
       this.reconnectAttempts = 0;
@@ -218,7 +383,19 @@ export class WebSocketService {
       const outbox = this._outbox.splice(0);
       outbox.forEach((text) => ws.send(text));
     };
-    ws.onmessage = (event) => this._receive(event.data);
+    ws.onmessage = (event) => {
+      if (!this._heard) {
+        this._heard = true;
+        clearTimeout(this._connectTimer);
+        this._roundStart = this._transportIndex; // it works: later attempts start with it
+        if (this.transport !== transport) {
+          const previous = this.transport;
+          this.transport = transport;
+          this._emit("$transport", { transport, previous });
+        }
+      }
+      this._receive(event.data);
+    };
     ws.onclose = (event) => {
       if (this.ws === ws) this._closed(event.code, event.reason);
     };
@@ -227,11 +404,26 @@ export class WebSocketService {
 
   _closed(code, reason) {
     this.ws = null;
+    clearTimeout(this._connectTimer);
     this._stopHeartbeat();
     this._setConnected(false);
     this._rejectPending(new Error(`connection closed (${code})`));
     this._emit("$closed", { code, reason });
     if (this._stopped) return;
+    // Nothing from the edge on this transport (and no close code of the edge's): the next one, at once,
+    // until a whole round has failed; then the usual schedule, from the transport that last worked.
+    const transports = this.config.transports;
+    if (!this._heard && code < 4000 && code !== 1001 && code !== 1013) {
+      this._transportIndex = (this._transportIndex + 1) % transports.length;
+      if (this._transportIndex !== this._roundStart) {
+        this._emit("$fallback", { from: transports[(this._transportIndex + transports.length - 1) % transports.length],
+                                  to: transports[this._transportIndex] });
+        this._reconnectTimer = setTimeout(() => this._open(), 0);
+        return;
+      }
+    } else {
+      this._transportIndex = this._roundStart;
+    }
     if (code === TOKEN_EXPIRED && this.config.getToken && !this._refreshing) {
       this._refreshing = true; // one immediate retry with a fresh token; then the usual schedule
       this._emit("$reconnect", { attempt: this.reconnectAttempts, delay: 0, reason: "token expired" });
@@ -268,6 +460,7 @@ export class WebSocketService {
   }
 
   _reconnectNow() {
+    this._transportIndex = this._roundStart;
     clearTimeout(this._reconnectTimer);
     if (!this.ws) this._open();
   }
