@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.processes import ROOT, System
 from tests.support.timing import timeout
+from tests.support.tokens import token
 
 pytestmark = pytest.mark.portable
 
@@ -34,6 +35,8 @@ async def test_publish_and_tail(system: System, transport: str):
     tail = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pushclient", "--push", system.push_address, "tail", topic, "--count", "2",
         "--transport", transport, "--edge", system.http_url,
+        # A deployment refuses anonymous streams: pushctl then signs in to the edge as a user would.
+        *([] if system.anonymous_allowed or transport == "grpc" else ["--edge-token", token("cli-tail")]),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT, env=cli_env(system),
     )
     try:
