@@ -17,16 +17,16 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import HTTPConnection
 
-from common.client_ids import assign_client_id, chosen_client_id_error
+from common.client_ids import assign_client_id
 from common.logs import connection_id
 
 from . import metrics
 from .config import EdgeSettings
 from .connection import Connection, WebSocketSink
-from .core.codes import CloseCode
 from .core.frames import ProtocolError, split_topics_param
 from .core.limits import PendingConnections, origin_allowed
 from .core.session import Session, url_positions
+from .door import door_refusal
 from .edge import Edge
 from .handlers import HandlerRegistry
 from .http_stream import emulation, serve_stream
@@ -175,15 +175,8 @@ async def serve_socket(
         await websocket.send_denial_response(refusal)
         return
     await websocket.accept()
-    if client_id is not None and (why := chosen_client_id_error(client_id)) is not None:
-        metrics.REFUSED.labels("client_id").inc()
-        await websocket.close(CloseCode.INVALID_CLIENT_ID, why)
-        return
-    # Counted from the upgrade on, authenticated or not yet: a socket waiting for its `auth` frame
-    # holds a descriptor too.
-    if not edge.addresses.acquire(address, edge.settings.max_connections_per_ip):
-        metrics.REFUSED.labels("too_many_connections").inc()
-        await websocket.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+    if (refusal := door_refusal(edge, client_id, address)) is not None:
+        await websocket.close(*refusal)
         return
     try:
         await serve_accepted(edge, websocket, address, client_id, topics, token, since)

@@ -19,13 +19,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from common.client_ids import assign_client_id, chosen_client_id_error
+from common.client_ids import assign_client_id
 from common.clock import now_ms
 from common.logs import connection_id
 
 from . import metrics
 from .connection import Connection
-from .core.codes import CloseCode
 from .core.frames import ProtocolError
 from .core.limits import origin_allowed
 from .core.session import Session, url_positions
@@ -39,6 +38,7 @@ from .core.streams import (
     parse_emulation,
     sse_event,
 )
+from .door import door_refusal
 from .edge import Edge
 from .session_driver import SessionDriver
 
@@ -174,14 +174,8 @@ async def serve_stream(edge: Edge, scope: MutableMapping[str, Any], receive: Cal
         (b"x-accel-buffering", b"no")]})  # nginx: do not buffer the stream
     params = request.query_params
     client_id = params.get("client_id")
-    if client_id is not None and (why := chosen_client_id_error(client_id)) is not None:
-        metrics.REFUSED.labels("client_id").inc()
-        await sink.close(CloseCode.INVALID_CLIENT_ID, why)
-        return
-    # Counted from the stream's start on, as a WebSocket from its upgrade (app.serve_socket).
-    if not edge.addresses.acquire(address, edge.settings.max_connections_per_ip):
-        metrics.REFUSED.labels("too_many_connections").inc()
-        await sink.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+    if (refusal := door_refusal(edge, client_id, address)) is not None:
+        await sink.close(*refusal)
         return
     try:
         await _serve_session(edge, request, send, receive, sink, inbox, address, client_id, token, topics, sse)
