@@ -15,7 +15,7 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from pushclient import PushClient
 from tests.conftest import start_system
-from tests.support.processes import ServiceProcess, System, free_port, wait_http_ok
+from tests.support.processes import System, another_edge
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 from tests.support.tokens import token
@@ -34,25 +34,14 @@ class TwoEdges:
     push_second: str
 
 
-def extra_edge(system: System, name: str) -> tuple[ServiceProcess, str]:
-    """Another edge process on `system`'s push service."""
-    port = free_port()
-    edge = ServiceProcess(name, "ws_edge", {**system.edge.env, "EDGE_PORT": str(port), "EDGE_METRICS_PORT": "0"},
-                          system.workdir / f"{name}.log")
-    edge.start()
-    return edge, f"127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module", params=["one-push-two-edges", "two-push-replicas-on-redis"])
 def edges(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoEdges]:
     if request.param == "one-push-two-edges":
         system = start_system(tmp_path_factory, "claims")
-        edge, address = extra_edge(system, "edge-2")
         try:
-            asyncio.run(wait_http_ok(f"http://{address}/readyz", edge))
-            yield TwoEdges(system.ws_url, f"ws://{address}", system.push_address, system.push_address)
+            with another_edge(system, "edge-2") as address:
+                yield TwoEdges(system.ws_url, f"ws://{address}", system.push_address, system.push_address)
         finally:
-            edge.stop()
             system.stop()
         return
     redis = RedisServer(tmp_path_factory.mktemp("redis"))
@@ -160,12 +149,10 @@ HOLD = timeout(3)
 def short_hold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, str]]:
     """One push service holding ids for HOLD seconds, two edges on it."""
     system = start_system(tmp_path_factory, "short-hold", push_env={"PUSH_CLIENT_ID_HOLD": str(HOLD)})
-    edge, address = extra_edge(system, "edge-2")
     try:
-        asyncio.run(wait_http_ok(f"http://{address}/readyz", edge))
-        yield system, f"ws://{address}"
+        with another_edge(system, "edge-2") as address:
+            yield system, f"ws://{address}"
     finally:
-        edge.stop()
         system.stop()
 
 

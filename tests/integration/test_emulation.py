@@ -13,8 +13,7 @@ import pytest
 from pushclient import PushClient
 from pushclient.streams import StreamConnection, post_json
 from tests.conftest import start_system
-from tests.integration.test_client_ids import extra_edge
-from tests.support.processes import System, wait_http_ok
+from tests.support.processes import System, another_edge
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 from tests.support.tokens import token
@@ -32,12 +31,10 @@ class Pair:
 def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     if request.param == "one-push-two-edges":
         system = start_system(tmp_path_factory, "emulation")
-        edge, address = extra_edge(system, "edge-b")
         try:
-            asyncio.run(wait_http_ok(f"http://{address}/readyz", edge))
-            yield Pair(system.http_url, f"http://{address}", system.push_address)
+            with another_edge(system, "edge-b") as address:
+                yield Pair(system.http_url, f"http://{address}", system.push_address)
         finally:
-            edge.stop()
             system.stop()
         return
     redis = RedisServer(tmp_path_factory.mktemp("redis"))

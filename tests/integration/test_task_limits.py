@@ -4,15 +4,13 @@ publishable whatever the tasks are (security issue 16.7)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 
 import orjson
 import pytest
 
 from tests.conftest import start_system
 from tests.support.asyncapi import schema_errors
-from tests.support.processes import System
+from tests.support.processes import System, http_json
 from tests.support.tokens import token
 from tests.support.wsclient import WsClient, unpack
 
@@ -70,13 +68,7 @@ async def test_large_tasks_still_reach_every_dashboard_in_the_task_list(limited:
 
 
 def post(url: str, user: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "content-type": "application/json", "authorization": f"Bearer {token(user)}"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return http_json("POST", url, body, bearer=token(user))
 
 
 async def test_active_tasks_are_limited_per_user_and_in_all(limited: System):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import grpc
 import pytest
 from task.v1 import task_service_pb2 as task_pb
 from task.v1 import task_service_pb2_grpc as task_grpc
 
-from tests.support.processes import System
+from tests.support.processes import System, http_json
 from tests.support.tokens import token
 
 LONG = {"params": {"symbols": ["A", "B", "C"], "interval": 30}}  # stays running until cancelled
@@ -63,14 +62,7 @@ async def test_an_anonymous_browsers_task_is_anyones_to_cancel(system: System, w
 
 
 def http(method: str, url: str, user_token: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"content-type": "application/json", "authorization": f"Bearer {user_token}"}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return http_json(method, url, body, bearer=user_token)
 
 
 @pytest.mark.portable

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 
 from tests.conftest import TEST_USER
-from tests.support.processes import System
+from tests.support.processes import System, http_json
 from tests.support.tokens import token
 from tests.support.wsclient import WsClient
 
@@ -104,15 +103,8 @@ async def test_cancelling_mid_run_yields_cancelled_and_no_more_progress(system: 
 
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
     # With a user's token: a deployment lets only authenticated users start and cancel tasks.
-    headers = {"content-type": "application/json", "authorization": f"Bearer {token(TEST_USER)}"}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return http_json(method, url, body, bearer=token(TEST_USER))
 
 
 async def test_http_task_api_on_the_edge(system: System):

@@ -4,6 +4,8 @@ awaited until healthy, killable with any signal and restartable on the same port
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import random
 import signal
@@ -11,7 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +204,30 @@ class System:
     def stop(self) -> None:
         for service in (self.edge, self.tasks, self.push):
             service.stop()
+
+
+@contextlib.contextmanager
+def another_edge(system: System, name: str) -> Iterator[str]:
+    """Another edge process on `system`'s push service, ready (its own port, no metrics port); yields
+    its `host:port`, stops it after."""
+    port = free_port()
+    edge = ServiceProcess(name, "ws_edge", {**system.edge.env, "EDGE_PORT": str(port), "EDGE_METRICS_PORT": "0"},
+                          system.workdir / f"{name}.log")
+    edge.start()
+    try:
+        asyncio.run(wait_http_ok(f"http://127.0.0.1:{port}/readyz", edge))
+        yield f"127.0.0.1:{port}"
+    finally:
+        edge.stop()
+
+
+def http_json(method: str, url: str, body: dict | None = None, bearer: str | None = None) -> tuple[int, dict]:
+    """One JSON HTTP call: (status, parsed body), HTTP errors included."""
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {bearer}"} if bearer else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
