@@ -1,0 +1,113 @@
+import orjson
+import pytest
+
+from common.presence_rules import PresenceRules
+from push_service.core.presence import ClientEntry, Occupancy, PresenceChange, PresenceEvent, PresenceTable, stats
+
+
+def entry(client_id: str, user: str = "alice", joined: int = 1000, info: bytes = b"") -> ClientEntry:
+    return ClientEntry(client_id, user, info, joined)
+
+
+def join(topic: str, e: ClientEntry) -> PresenceChange:
+    return PresenceChange(topic, e)
+
+
+def leave(topic: str, e: ClientEntry) -> PresenceChange:
+    return PresenceChange(topic, e, leave=True)
+
+
+def test_rules_parse_patterns_and_options_first_match_wins():
+    rules = PresenceRules.parse("task:*:presence, room:vip:presence+joinleave,room:*:presence")
+    assert rules.has_presence("task:42") and not rules.has_join_leave("task:42")
+    assert rules.has_join_leave("room:vip")
+    assert rules.has_presence("room:1") and not rules.has_join_leave("room:1")
+    assert not rules.has_presence("news") and not PresenceRules.parse("")
+    assert str(PresenceRules.parse(str(rules))) == str(rules)
+
+
+@pytest.mark.parametrize("text", ["task:*", "task:*:joinleave", ":presence", "a:presence+x"])
+def test_bad_rules_are_refused_by_name(text):
+    with pytest.raises(ValueError, match="presence rule"):
+        PresenceRules.parse(text)
+
+
+def test_join_and_leave_are_events_once_per_change():
+    table = PresenceTable()
+    table.beat("e1", 100.0)
+    a = entry("a")
+    assert table.apply("e1", [join("room:1", a)]) == [PresenceEvent("room:1", True, a)]
+    assert table.apply("e1", [join("room:1", a)]) == []  # a snapshot declaring it again
+    assert table.clients("room:1", now=1.0) == [a]
+    assert table.apply("e1", [leave("room:1", a)]) == [PresenceEvent("room:1", False, a)]
+    assert table.apply("e1", [leave("room:1", a)]) == []
+    assert table.clients("room:1", now=1.0) == []
+    assert table.size() == {"topics": 0, "edges": 1, "holds": 0, "entries": 0}
+
+
+def test_a_client_id_on_two_edges_is_one_entry_joined_by_the_first_left_by_the_last():
+    table = PresenceTable()
+    table.beat("e1", 100.0)
+    table.beat("e2", 100.0)
+    first, second = entry("a", joined=1000), entry("a", joined=2000)
+    assert table.apply("e1", [join("t", first)]) == [PresenceEvent("t", True, first)]
+    assert table.apply("e2", [join("t", second)]) == []
+    assert table.clients("t", now=1.0) == [first]
+    assert table.apply("e1", [leave("t", first)]) == []
+    assert table.apply("e2", [leave("t", second)]) == [PresenceEvent("t", False, second)]
+
+
+def test_clients_are_in_join_order_and_stats_count_distinct_users():
+    table = PresenceTable()
+    table.beat("e1", 100.0)
+    entries = [entry("c", "bob", 3), entry("a", "alice", 1), entry("b", "alice", 2), entry("d", "", 4)]
+    table.apply("e1", [join("t", e) for e in entries])
+    listed = table.clients("t", now=1.0)
+    assert [e.client_id for e in listed] == ["a", "b", "c", "d"]
+    assert stats(listed) == (4, 2)
+
+
+def test_a_topic_holds_at_most_max_clients_and_an_existing_client_id_still_joins_elsewhere():
+    table = PresenceTable(max_clients=2)
+    table.beat("e1", 100.0)
+    table.beat("e2", 100.0)
+    table.apply("e1", [join("t", entry("a")), join("t", entry("b"))])
+    assert table.apply("e1", [join("t", entry("c"))]) == []
+    assert table.refused == 1
+    assert table.apply("e2", [join("t", entry("a"))]) == []  # the same client, already counted
+    assert [e.client_id for e in table.clients("t", 1.0)] == ["a", "b"]
+
+
+def test_a_dead_edge_is_unseen_at_once_and_swept_with_leaves_and_vacated_keys():
+    table = PresenceTable()
+    table.beat("e1", 10.0)
+    table.beat("e2", 20.0)
+    a, b = entry("a"), entry("b", "bob")
+    table.apply("e1", [join("t", a)])
+    table.apply("e2", [join("t", b)])
+    assert table.hold("e1", "topic", "t") == Occupancy("topic", "t", True)
+    assert table.hold("e2", "topic", "t") is None
+    assert table.hold("e1", "user", "alice") == Occupancy("user", "alice", True)
+    assert [e.client_id for e in table.clients("t", now=10.0)] == ["b"]  # e1 past its time: unseen
+    events, changes = table.sweep(now=10.0)
+    assert events == [PresenceEvent("t", False, a)]
+    assert changes == [Occupancy("user", "alice", False)]  # the topic is still held by e2
+    assert table.sweep(now=10.0) == ([], [])
+    events, changes = table.sweep(now=20.0)
+    assert events == [PresenceEvent("t", False, b)] and changes == [Occupancy("topic", "t", False)]
+    assert table.size() == {"topics": 0, "edges": 0, "holds": 0, "entries": 0}
+
+
+def test_reports_are_those_of_live_edges():
+    table = PresenceTable()
+    table.beat("e1", 10.0, b"r1")
+    table.beat("e2", 20.0, b"r2")
+    assert table.reports(now=15.0) == {"e2": b"r2"}
+
+
+def test_entries_round_trip_and_show_info_as_json():
+    e = entry("a", "alice", 5, b'{"name":"Alice"}')
+    assert ClientEntry.from_json(e.to_json()) == e
+    assert orjson.loads(orjson.dumps(e.public())) == {"client_id": "a", "user": "alice", "joined": 5,
+                                                      "info": {"name": "Alice"}}
+    assert orjson.loads(orjson.dumps(entry("x", "", 1).public())) == {"client_id": "x", "user": None, "joined": 1}
