@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.presence_rules import PresenceRules
 from common.settings import LogFormat, LogLevel
+from common.topics import topic_error
 
 
 class PushSettings(BaseSettings):
@@ -56,6 +58,15 @@ class PushSettings(BaseSettings):
     # Redis's maxclients), and seconds a call waits for a free one before UNAVAILABLE.
     redis_max_connections: int = Field(32, ge=2, le=10_000)
     redis_pool_timeout: float = Field(10.0, gt=0, le=600)
+    # Presence (issue 15; README: Presence): which topics keep it and send join/leave events
+    # (`task:*:presence,room:*:presence+joinleave`; empty: none), at most how many clients one topic
+    # lists, and the seconds after an edge's last report (every TTL/3) when its clients leave presence.
+    presence_rules: str | None = None
+    presence_max_clients: int = Field(1000, ge=1, le=1_000_000)
+    presence_ttl: float = Field(10.0, ge=0.3, le=600)
+    # Occupancy events (a topic's first / last subscriber, a user's first / last connection) are
+    # published on this topic; empty: none.
+    occupancy_topic: str = ""
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"  # or json: one object per line
     # Security (README: Security): callers must send `authorization: Bearer <token>`; TLS / mTLS.
@@ -63,3 +74,16 @@ class PushSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+
+    @field_validator("presence_rules")
+    @classmethod
+    def _presence_rules(cls, value: str | None) -> str | None:
+        PresenceRules.parse(value)  # a bad rule stops the start, naming it
+        return value
+
+    @field_validator("occupancy_topic")
+    @classmethod
+    def _occupancy_topic(cls, value: str) -> str:
+        if value and (why := topic_error(value)) is not None:
+            raise ValueError(why)
+        return value

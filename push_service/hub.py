@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from common.client_ids import routed_by_itself
 from common.interest import InterestTable
@@ -19,12 +20,17 @@ from .core.claims import ANONYMOUS_OWNER
 from .core.history import HistoryRead, PageLimits
 from .core.publication import (
     CLIENT_CHANNEL_PREFIX,
+    COMMAND_CHANNEL,
     TOPIC_CHANNEL_PREFIX,
     Ack,
     Publication,
     client_channel,
+    join_leave_channel,
     topic_channel,
 )
+
+if TYPE_CHECKING:
+    from .presence import Roster
 
 log = logging.getLogger("push_service.hub")
 
@@ -69,6 +75,7 @@ class EdgeSession:
     def __init__(self, window: BatchWindow[Publication], max_pending_batches: int, name: str,
                  heartbeat_interval: float = 0.0) -> None:
         self.name = name
+        self.edge_id: str | None = None  # the edge's id, from its first request that carries one
         self._heartbeat = heartbeat_interval  # 0: none
         self._window = window
         self._max_pending = max_pending_batches
@@ -187,6 +194,7 @@ class Hub:
         edge_heartbeat_interval: float = 0.0,
     ) -> None:
         self._broker = broker
+        self.roster: Roster | None = None  # presence, join/leave and occupancy (set by server.py)
         self._edge_heartbeat = edge_heartbeat_interval
         self._client_id_hold = client_id_hold
         # Anonymous connections have no identity to protect: their ids are held briefly, so that
@@ -199,6 +207,10 @@ class Hub:
         self._interest: InterestTable[str, EdgeSession] = InterestTable()
         self._sessions = 0
         self._open: set[EdgeSession] = set()
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
 
     async def start(self) -> None:
         await self._broker.start(self._route, self._resync)
@@ -280,6 +292,11 @@ class Hub:
         self._open.add(session)
         return session
 
+    async def route_commands(self, session: EdgeSession) -> None:
+        """Every edge stream receives the server API's commands (whichever replica they reach)."""
+        if self._interest.add(COMMAND_CHANNEL, session):
+            await self._broker.subscribe(COMMAND_CHANNEL)
+
     async def close_session(self, session: EdgeSession) -> None:
         session_channels = list(self._interest.keys_of(session))
         session.close()
@@ -296,6 +313,8 @@ class Hub:
         remove_topics: Iterable[str] = (),
         add_client_ids: Iterable[str] = (),
         remove_client_ids: Iterable[str] = (),
+        add_join_leave: Iterable[str] = (),
+        remove_join_leave: Iterable[str] = (),
     ) -> None:
         added_topics = []
         for topic in add_topics:
@@ -305,9 +324,11 @@ class Hub:
             added_topics.append(topic)
         # The engine hears of a channel's first and last local interest only, all of a request's at
         # once (one round trip to Redis for a burst of browsers' personal channels).
-        added = [*map(topic_channel, added_topics), *map(client_channel, add_client_ids)]
+        added = [*map(topic_channel, added_topics), *map(client_channel, add_client_ids),
+                 *(join_leave_channel(t) for t in add_join_leave if topic_error(t) is None)]
         await self._broker.subscribe(*(c for c in added if self._interest.add(c, session)))
-        removed = [*map(topic_channel, remove_topics), *map(client_channel, remove_client_ids)]
+        removed = [*map(topic_channel, remove_topics), *map(client_channel, remove_client_ids),
+                   *map(join_leave_channel, remove_join_leave)]
         await self._broker.unsubscribe(*(c for c in removed if self._interest.remove(c, session)))
         # The last connection holding each of them left that edge: the hold counts from now.
         await self._refresh_claims(self._chosen_client_ids(removed))

@@ -8,18 +8,24 @@ import grpc
 import prometheus_client
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
+from push.v1 import server_api_pb2 as api_pb
+from push.v1 import server_api_pb2_grpc as api_pb_grpc
 
 from common.grpc_security import bind_server, server_interceptors
 from common.grpc_server import add_health_and_reflection, mark_serving
+from common.presence_rules import PresenceRules
 
 from .broker import broker_from_url
 from .config import PushSettings
 from .core.history import HistoryPolicy, PageLimits
 from .hub import Hub
 from .metrics import HUBS, RedisEvents
+from .presence import Roster
+from .server_api import ServerApiServicer
 from .servicer import PushServicer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PushService"].full_name
+API_SERVICE_NAME = api_pb.DESCRIPTOR.services_by_name["ServerApi"].full_name
 
 
 @dataclass
@@ -33,6 +39,8 @@ class RunningPushServer:
         to another replica or to this one restarted); other calls get `grace` seconds."""
         self.hub.drain()
         await self.server.stop(grace)
+        if self.hub.roster is not None:
+            await self.hub.roster.close()
         await self.hub.close()
 
 
@@ -51,6 +59,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
             redis_max_connections=settings.redis_max_connections,
             redis_pool_timeout=settings.redis_pool_timeout,
             events=RedisEvents(),
+            presence_max_clients=settings.presence_max_clients,
         ),
         batch_max_size=settings.batch_max_size,
         batch_interval=settings.batch_interval,
@@ -60,6 +69,10 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         edge_heartbeat_interval=settings.edge_heartbeat_interval,
     )
     await hub.start()
+    roster = Roster(hub.broker, PresenceRules.parse(settings.presence_rules), ttl=settings.presence_ttl,
+                    occupancy_topic=settings.occupancy_topic, address=f"{settings.host}:{settings.port}",
+                    figures=lambda: (hub.stats()["edge_streams"], hub.stats()["topics"]))
+    hub.roster = roster
     HUBS.hubs.add(hub)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)  # its own thread
@@ -74,10 +87,12 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
     )
     page = PageLimits(settings.history_page_max_messages, settings.history_page_max_bytes)
     pb_grpc.add_PushServiceServicer_to_server(
-        PushServicer(hub, max_data_bytes=settings.max_data_bytes, history_page=page), server)
-    health_servicer = add_health_and_reflection(server, [SERVICE_NAME])
+        PushServicer(hub, max_data_bytes=settings.max_data_bytes, history_page=page, roster=roster), server)
+    api_pb_grpc.add_ServerApiServicer_to_server(ServerApiServicer(hub, roster), server)
+    health_servicer = add_health_and_reflection(server, [SERVICE_NAME, API_SERVICE_NAME])
     port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
                        key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)
     await server.start()
-    await mark_serving(health_servicer, [SERVICE_NAME])
+    await mark_serving(health_servicer, [SERVICE_NAME, API_SERVICE_NAME])
+    roster.start()
     return RunningPushServer(server=server, hub=hub, port=port)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 import grpc
+import orjson
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
@@ -20,8 +21,10 @@ from . import metrics
 from .broker.base import BrokerUnavailable
 from .core.claims import ANONYMOUS_OWNER
 from .core.history import PageLimits
+from .core.presence import ClientEntry, PresenceChange
 from .core.publication import Ack, InvalidPublish, Publication, control_publication, make_publication
 from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat, Hub, Resync
+from .presence import Roster
 
 log = logging.getLogger("push_service.grpc")
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -33,8 +36,10 @@ MAX_STREAM_IN_FLIGHT = 2000
 
 
 class PushServicer(pb_grpc.PushServiceServicer):
-    def __init__(self, hub: Hub, *, max_data_bytes: int, history_page: PageLimits | None = None) -> None:
+    def __init__(self, hub: Hub, *, max_data_bytes: int, history_page: PageLimits | None = None,
+                 roster: Roster | None = None) -> None:
         self._hub = hub
+        self._roster = roster
         self._max_data_bytes = max_data_bytes
         self._history_page = history_page or PageLimits()
 
@@ -185,8 +190,12 @@ class PushServicer(pb_grpc.PushServiceServicer):
         metrics.EDGE_STREAMS_OPENED.inc()
         log.info("edge stream %s opened", session.name)
         reader = asyncio.create_task(self._read_interest(request_iterator, session))
+        first = self._first_response()
         try:
             async for event in session.events():
+                if first is not None:  # the rules ride on the stream's first response, whatever it is
+                    yield first
+                    first = None
                 match event:
                     case Deliver(batch):
                         metrics.SENT.inc(len(batch))
@@ -210,12 +219,20 @@ class PushServicer(pb_grpc.PushServiceServicer):
             await self._hub.close_session(session)
             log.info("edge stream %s closed", session.name)
 
+    def _first_response(self) -> pb.EdgeStreamResponse | None:
+        """What an edge learns once per stream: the presence rules and its report interval."""
+        if self._roster is None:
+            return None
+        return pb.EdgeStreamResponse(presence_rules=str(self._roster.rules),
+                                     report_interval_ms=max(1, round(self._roster.report_interval * 1000)))
+
     async def _read_interest(
         self, request_iterator: AsyncIterator[pb.EdgeStreamRequest], session: EdgeSession
     ) -> str:
         """Applies the edge's interest changes until the stream ends; returns why the broker refused
         one ("" if it did not)."""
         try:
+            await self._hub.route_commands(session)
             async for change in request_iterator:
                 await self._hub.change_interest(
                     session,
@@ -223,7 +240,10 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     remove_topics=change.remove_topics,
                     add_client_ids=change.add_client_ids,
                     remove_client_ids=change.remove_client_ids,
+                    add_join_leave=change.add_join_leave,
+                    remove_join_leave=change.remove_join_leave,
                 )
+                await self._edge_presence(session, change)
                 if change.sequence:
                     session.acknowledge(change.sequence)
         except asyncio.CancelledError:
@@ -236,6 +256,28 @@ class PushServicer(pb_grpc.PushServiceServicer):
         finally:
             session.close()
         return ""
+
+
+    async def _edge_presence(self, session: EdgeSession, change: pb.EdgeStreamRequest) -> None:
+        """The edge's presence, occupancy and report (raises BrokerUnavailable)."""
+        if self._roster is None or not change.edge_id:
+            return
+        first = session.edge_id is None
+        session.edge_id = change.edge_id
+        await self._roster.on_edge_request(
+            change.edge_id, first=first, report=_report_json(change.report) if change.HasField("report") else None,
+            presence=[PresenceChange(c.topic, ClientEntry(c.client.client_id, c.client.user, c.client.info,
+                                                          c.client.joined_ms), c.leave)
+                      for c in change.presence if topic_error(c.topic) is None and c.client.client_id],
+            add_topics=change.add_topics, remove_topics=change.remove_topics,
+            add_users=change.add_users, remove_users=change.remove_users)
+
+
+def _report_json(report: pb.EdgeReport) -> bytes:
+    return orjson.dumps({"kind": "edge", "address": report.address, "version": report.version,
+                         "started_ms": report.started_ms, "connections": report.connections,
+                         "subscriptions": report.subscriptions, "topics": dict(report.topics),
+                         "truncated": report.truncated})
 
 
 @dataclass(slots=True)
@@ -271,4 +313,4 @@ class _Room:
 def _delivery(p: Publication) -> pb.Delivery:
     return pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
                        epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms,
-                       control=p.control)
+                       control=p.control, kind=p.kind)

@@ -20,17 +20,19 @@ def broker_from_url(
     redis_max_connections: int = 32,
     redis_pool_timeout: float = 10.0,
     events: EngineEvents | None = None,
+    presence_max_clients: int = 1000,
 ) -> Broker:
     """`memory://` (one process) or `redis://host:port/db` (replicas sharing topics)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
         return MemoryBroker(history, IdempotencyCache(idempotency_window, idempotency_max_keys, idempotency_max_bytes),
-                            sweep_interval=sweep_interval)
+                            sweep_interval=sweep_interval, presence_max_clients=presence_max_clients)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBroker
 
         return RedisBroker(url, history, prefix=prefix, idempotency_window=idempotency_window,
-                           max_connections=redis_max_connections, pool_timeout=redis_pool_timeout, events=events)
+                           max_connections=redis_max_connections, pool_timeout=redis_pool_timeout, events=events,
+                           presence_max_clients=presence_max_clients)
     raise ValueError(f"unsupported broker URL {url!r}: expected memory:// or redis://host:port/db")
 
 

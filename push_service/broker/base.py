@@ -41,9 +41,13 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..core.history import HistoryRead, PageLimits
 from ..core.publication import Ack, Publication
+
+if TYPE_CHECKING:
+    from .presence import PresenceStore
 
 PublicationHandler = Callable[[Publication], None]
 ReconnectHandler = Callable[[], None]
@@ -98,6 +102,8 @@ class PublishLane:
 
 
 class Broker(abc.ABC):
+    presence: PresenceStore  # where presence, occupancy and the nodes' reports are kept (broker/presence.py)
+
     @abc.abstractmethod
     async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
         """Begin delivering publications of subscribed channels to `on_publication`; `on_reconnect`

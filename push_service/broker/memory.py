@@ -13,11 +13,13 @@ from ..core.history import HistoryPolicy, HistoryRead, HistoryStore, PageLimits
 from ..core.idempotency import IdempotencyCache
 from ..core.publication import Ack, Publication
 from .base import Broker, PublicationHandler, ReconnectHandler
+from .presence import MemoryPresence
 
 
 class MemoryBroker(Broker):
     def __init__(self, history: HistoryPolicy | None = None, idempotency: IdempotencyCache | None = None,
-                 sweep_interval: float = 1.0) -> None:
+                 sweep_interval: float = 1.0, presence_max_clients: int = 1000) -> None:
+        self.presence = MemoryPresence(presence_max_clients)
         self._idempotency = idempotency or IdempotencyCache()
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()

@@ -51,6 +51,7 @@ from ..core.history import HistoryPolicy, HistoryRead, PageLimits, decide, no_hi
 from ..core.publication import Ack, Publication
 from .base import Broker, BrokerUnavailable, EngineEvents, PublicationHandler, PublishLane, ReconnectHandler
 from .redis_pipeline import OrderedPipeline
+from .redis_presence import RedisPresence
 
 log = logging.getLogger("push_service.broker.redis")
 
@@ -255,7 +256,7 @@ class RedisKeys:
 def encode_header(publication: Publication) -> bytes:
     return orjson.dumps({"t": publication.topic, "c": publication.client_id, "i": publication.id,
                          "ts": publication.timestamp_ms, "r": publication.retain, "k": publication.conflation_key,
-                         **({"x": 1} if publication.control else {})})
+                         **({"x": 1} if publication.control else {}), **({"n": publication.kind} if publication.kind else {})})
 
 
 def decode_payload(payload: bytes) -> Publication:
@@ -263,7 +264,8 @@ def decode_payload(payload: bytes) -> Publication:
     h = orjson.loads(header)
     return Publication(topic=h["t"], client_id=h["c"], id=h["i"], timestamp_ms=h["ts"], frame=frame,
                        retain=bool(h["r"]), offset=int(h.get("o", 0)), epoch=h.get("e", ""),
-                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)))
+                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)),
+                       kind=int(h.get("n", 0)))
 
 
 def decode_ack(payload: bytes) -> Ack:
@@ -284,7 +286,7 @@ def unavailable_as(operation: str, events: EngineEvents) -> Iterator[None]:
 class RedisBroker(Broker):
     def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push",
                  idempotency_window: float = 300.0, max_connections: int = 32, pool_timeout: float = 10.0,
-                 events: EngineEvents | None = None) -> None:
+                 events: EngineEvents | None = None, presence_max_clients: int = 1000) -> None:
         self._events = events or EngineEvents()
         self._idempotency_ms = int(idempotency_window * 1000)
         self._history = history or HistoryPolicy()
@@ -299,6 +301,7 @@ class RedisBroker(Broker):
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._refresh = self._redis.register_script(REFRESH_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
+        self.presence = RedisPresence(self._redis, prefix, presence_max_clients, self._events, unavailable_as)
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None

@@ -163,6 +163,13 @@ class PresenceTable:
         still = by_edge is not None and any(client_id in c for c in by_edge.values())
         return [] if still else [PresenceEvent(topic, False, entry)]
 
+    def entries_of(self, edge: str) -> list[tuple[str, ClientEntry]]:
+        return [(topic, entry) for topic in self._edge_topics.get(edge, ())
+                for entry in self._topics[topic][edge].values()]
+
+    def holds_of(self, edge: str) -> list[tuple[str, str]]:
+        return list(self._edge_holds.get(edge, ()))
+
     def clients(self, topic: str, now: float) -> list[ClientEntry]:
         """A topic's clients on live edges, one entry per client id (its first join), in join order."""
         found: dict[str, ClientEntry] = {}

@@ -32,6 +32,7 @@ class Publication:
     epoch: str = ""
     conflation_key: str = ""
     control: bool = False  # client frames for an edge's HTTP-transport session (Emulate), not a message
+    kind: int = 0  # MESSAGE, JOIN_LEAVE (of `topic`), COMMAND (for every edge): push.v1.DeliveryKind
 
     def at(self, offset: int, epoch: str) -> Publication:
         """This publication at a history position: the envelope gains `offset` and `epoch`."""
@@ -44,6 +45,10 @@ class Publication:
 
     @property
     def channel(self) -> str:
+        if self.kind == JOIN_LEAVE:
+            return join_leave_channel(self.topic)
+        if self.kind == COMMAND:
+            return COMMAND_CHANNEL
         return client_channel(route_key(self.client_id)) if self.client_id else topic_channel(self.topic)
 
 
@@ -59,6 +64,15 @@ class Ack:
 
 
 TOPIC_CHANNEL_PREFIX = "t:"
+MESSAGE, JOIN_LEAVE, COMMAND = 0, 1, 2  # Publication.kind (push.v1.DeliveryKind)
+# Join/leave events of a topic: only edges with a connection that asked for them subscribe.
+JOIN_LEAVE_CHANNEL_PREFIX = "j:"
+# Server API commands: every edge stream is subscribed.
+COMMAND_CHANNEL = "x:edges"
+
+
+def join_leave_channel(topic: str) -> str:
+    return JOIN_LEAVE_CHANNEL_PREFIX + topic
 
 
 def topic_channel(topic: str) -> str:
