@@ -156,6 +156,10 @@ class EdgeSession:
             self._idle = False
 
     @property
+    def heartbeat_interval(self) -> float:
+        return self._heartbeat
+
+    @property
     def queued(self) -> int:
         return len(self._ready)
 

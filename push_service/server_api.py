@@ -109,8 +109,9 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
     async def Disconnect(self, request: pb.DisconnectRequest, context: grpc.aio.ServicerContext) -> pb.CommandResponse:
         target = await self._target(request.user, request.client_id, context)
         code = request.code or DEFAULT_DISCONNECT_CODE
-        if not 3000 <= code <= 4999:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"code {code}: use an application code, 3000-4999")
+        if code != DEFAULT_DISCONNECT_CODE and not 4100 <= code <= 4499:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"code {code}: use 4010 (the default) or an application code, 4100-4499")
         if len(request.reason.encode()) > MAX_REASON_BYTES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is over {MAX_REASON_BYTES} bytes")
         return await self._command({"op": "disconnect", **target, "code": code,

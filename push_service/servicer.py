@@ -190,12 +190,12 @@ class PushServicer(pb_grpc.PushServiceServicer):
         metrics.EDGE_STREAMS_OPENED.inc()
         log.info("edge stream %s opened", session.name)
         reader = asyncio.create_task(self._read_interest(request_iterator, session))
-        first = self._first_response()
+        first = self._first_response()  # rides on the first heartbeat (the stream's first response)
         try:
+            if first is not None and not session.heartbeat_interval:
+                yield first
+                first = None
             async for event in session.events():
-                if first is not None:  # the rules ride on the stream's first response, whatever it is
-                    yield first
-                    first = None
                 match event:
                     case Deliver(batch):
                         metrics.SENT.inc(len(batch))
@@ -206,7 +206,11 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     case Resync():
                         yield pb.EdgeStreamResponse(resync=True)
                     case Heartbeat(interval):
-                        yield pb.EdgeStreamResponse(heartbeat_ms=max(1, round(interval * 1000)))
+                        response = pb.EdgeStreamResponse(heartbeat_ms=max(1, round(interval * 1000)))
+                        if first is not None:
+                            response.MergeFrom(first)
+                            first = None
+                        yield response
             if reader.done() and not reader.cancelled() and (why := reader.result()):
                 # The broker could not apply an interest change: the edge reconnects and declares again.
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {why}")

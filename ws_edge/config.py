@@ -55,6 +55,14 @@ class EdgeSettings(BaseSettings):
     metrics_port: int = Field(9104, ge=0, le=65535)
     # /docs, /redoc and /openapi.json (FastAPI's API documentation): off unless enabled (the local demo).
     api_docs: bool = False
+    # Presence (issue 15; the rules are the push service's): join/leave events of a topic go one by one
+    # up to this many a second (per topic, on this edge); past it, its subscribers get one
+    # `presence_summary` per interval instead. The edge's report names at most so many topics (Channels).
+    join_leave_rate: float = Field(10.0, gt=0)
+    join_leave_summary_interval: float = Field(1.0, gt=0, le=60)
+    report_max_topics: int = Field(10_000, ge=1)
+    # The address the server API's Info shows for this edge (default: host:port).
+    advertised_address: str = ""
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"  # or json: one object per line
 
@@ -101,6 +109,12 @@ class EdgeSettings(BaseSettings):
     grpc_tls_cert_file: Path | None = None
     grpc_tls_key_file: Path | None = None
     grpc_tls_server_name: str | None = None  # the name in the backends' certificates, for IP lists
+
+    @property
+    def presence_options(self) -> dict[str, object]:
+        return {"address": self.advertised_address or f"{self.host}:{self.port}",
+                "join_leave_rate": self.join_leave_rate, "summary_interval": self.join_leave_summary_interval,
+                "report_max_topics": self.report_max_topics}
 
     @model_validator(mode="after")
     def _check_security(self) -> EdgeSettings:

@@ -1,9 +1,8 @@
 """The edge's shared state: its connections and their interest, the push link, admission, history.
 
 Per connection, what the browser protocol decides is in its session (core/session.py), run by a
-SessionDriver (session_driver.py); fan-out is in delivery.py. What is edge-wide lives here: routing
-tables and the push service's confirmations of interest, the limits per user and per address, the
-client ids, history reads, the heartbeat sweep.
+SessionDriver (session_driver.py); fan-out is in delivery.py, presence in presence.py. Edge-wide
+here: routing tables, interest confirmations, limits per user and address, client ids, history, sweeps.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from .core.session import HistoryAnswer, SessionRules
 from .delivery import DeliveryPump
 from .handlers import HandlerContext, HandlerRegistry, default_handlers
 from .inboxes import StreamInboxes
+from .presence import EdgePresence
 from .push_link import CHANNEL_OPTIONS, PushLink
 from .task_gateway import TaskGateway
 from .wire import choose_frame_writer
@@ -47,7 +47,6 @@ class SessionDriver(Protocol):
     connection: Connection
 
     def tick(self, now: float, wall: float) -> None: ...
-
 log = logging.getLogger("ws_edge")
 CLIENT_ID_HELD = "client_id is held by another user"
 
@@ -63,10 +62,12 @@ class Edge:
         self.pump = DeliveryPump(self.router, self.read_history, settings.conflated, settings.batch_max_messages)
         # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
         self.inboxes = StreamInboxes()
+        self.presence = EdgePresence(self.client_id_mark, self.router, self.connections, **settings.presence_options)
         self.push = PushLink(settings.push_address, self._channel, self._on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
                              on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
-                             silence_timeout=settings.push_silence_timeout)
+                             silence_timeout=settings.push_silence_timeout, extras=self.presence)
+        self.presence.push = self.push
         self.stats = {"coalesced": 0, "slow_consumers": 0}  # of connections already gone
         self.tasks = TaskGateway(settings.task_address, channel_factory=self._channel)
         self.attempts = AttemptLimiter(settings.connect_rate_per_ip, settings.connect_burst_per_ip)
@@ -83,14 +84,14 @@ class Edge:
             handles=lambda type_: self.handlers.get(type_) is not None, max_frame_bytes=settings.max_frame_bytes,
             max_topics=settings.max_topics_per_connection, rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst, client_timeout=settings.client_timeout,
-            auth_timeout=settings.auth_timeout)
+            auth_timeout=settings.auth_timeout, presence=lambda: self.presence.rules)
         self.frames = choose_frame_writer()  # how frames reach sockets: uvicorn's fast path, or ASGI
         metrics.FRAME_WRITER.labels(self.frames.name).set(1)
         metrics.EDGES.edges.add(self)
 
     def _on_deliveries(self, deliveries: Sequence[Any]) -> None:
         """From the push stream: stream sessions' client frames to their inboxes, the rest fanned out."""
-        if rest := self.inboxes.take_control(deliveries):
+        if rest := self.presence.take(self.inboxes.take_control(deliveries)):
             self.pump.on_deliveries(rest)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -141,14 +142,14 @@ class Edge:
         connection.principal = principal
         self.connections[connection.id] = driver
         metrics.OPENED.inc()
+        self.presence.admitted(connection)
         if self.router.client_ids.add(client_id, connection) and routed_by_itself(client_id):
             return [self.push.change(add_client_ids=[client_id])]
         return []  # already wanted, or an id this edge assigned (its mark has been declared since the start)
 
     @staticmethod
     def needs_claim(client_id: str) -> bool:
-        """A chosen client_id is owned cluster-wide; the ids this edge assigns need no claim."""
-        return routed_by_itself(client_id)
+        return routed_by_itself(client_id)  # a chosen client_id is owned cluster-wide; an assigned one is not
 
     async def claim(self, client_id: str, principal: Principal) -> tuple[CloseCode, str] | None:
         """Claim a chosen client_id (the push service's ClaimClientId): None when `principal` may
@@ -180,6 +181,7 @@ class Edge:
             for topic in first:
                 self._confirming[topic] = future
             future.add_done_callback(lambda done, topics=first: self._confirmed_topics(topics, done))
+        self.presence.joined(connection, topics)
         return waits, retained_frames
 
     def _confirmed_topics(self, topics: list[str], future: asyncio.Future[None]) -> None:
@@ -188,6 +190,7 @@ class Edge:
                 del self._confirming[topic]
 
     def drop_interest(self, connection: Connection, topics: Sequence[str]) -> None:
+        self.presence.left(connection, topics)
         if last := self.router.remove_topics(connection, topics):
             self.push.change(remove_topics=last)
 
@@ -201,6 +204,7 @@ class Edge:
         self.stats["coalesced"] += connection.coalesced
         if connection.closed_as_slow:
             self.stats["slow_consumers"] += 1
+        self.presence.detached(connection)
         if connection.principal.user is not None:
             self._per_user.release(connection.principal.user)
         if emptied := self.router.remove_connection(connection):

@@ -18,10 +18,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import grpc
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
+from push.v1 import server_api_pb2_grpc as api_grpc
 
 from common.backoff import Backoff
 from common.reconnect import reconnect_forever
@@ -51,6 +53,18 @@ DeliveriesHandler = Callable[[Sequence[pb.Delivery]], None]
 SnapshotSource = Callable[[], tuple[list[str], list[str]]]
 
 
+class StreamExtras(Protocol):
+    """What the stream carries beside interest (presence, issue 15; ws_edge/presence.py)."""
+
+    edge_id: str
+
+    def on_rules(self, rules: str, report_interval: float) -> None: ...
+
+    def fill_snapshot(self, request: pb.EdgeStreamRequest) -> None: ...
+
+    def report(self) -> pb.EdgeReport: ...
+
+
 class PushLink:
     def __init__(
         self,
@@ -65,8 +79,12 @@ class PushLink:
         on_restored: Callable[[], None] | None = None,
         on_resync: Callable[[], None] | None = None,
         silence_timeout: float = SILENCE_TIMEOUT,
+        extras: StreamExtras | None = None,
     ) -> None:
         self.address = address
+        self._extras = extras
+        self._report_interval: float | None = None  # told by the push service (presence TTL / 3)
+        self._presence: dict[tuple[str, str], pb.PresenceChange] = {}  # (topic, client id) -> latest change
         # One channel per replica named (one name that resolves to several: one channel balancing them).
         self.replicas = [part.strip() for part in address.split(",") if part.strip()] or [address]
         self._current = 0  # the replica the stream is on, or tries next
@@ -92,6 +110,7 @@ class PushLink:
         self._last_flush = 0.0
         self._batch_open = False  # the newest sequence still collects changes (not sent yet)
         self._task: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -182,6 +201,13 @@ class PushLink:
             log.warning("client_id %r not checked: %s %s", client_id, exc.code().name, exc.details())
             return None
 
+    async def server_api(self, method: str, request: object) -> object:
+        """A push.v1.ServerApi call on the link's channel (e.g. a browser's `presence` read). Raises
+        grpc.aio.AioRpcError."""
+        channel = self._channels[self._current]
+        assert channel is not None, "PushLink.start() first"
+        return await getattr(api_grpc.ServerApiStub(channel), method)(request, timeout=UNARY_TIMEOUT)
+
     async def emulate(self, session_id: str, frames: list[str]) -> bool | None:
         """Client frames for a stream session held by another edge (the push service routes them by
         the session id's mark): whether an edge was reached, None when the push service cannot be asked."""
@@ -198,11 +224,24 @@ class PushLink:
         for index in range(len(self.replicas)):
             self._open_channel(index)
         self._task = asyncio.create_task(self._run(), name="push-link")
+        if self._extras is not None:
+            self._reporter = asyncio.create_task(self._report_forever(), name="edge-report")
+
+    async def _report_forever(self) -> None:
+        """The edge's report every interval the push service asked for: it proves the edge alive (its
+        clients stay in presence) and carries its figures (the server API's Info and Channels)."""
+        assert self._extras is not None
+        while True:
+            await asyncio.sleep(self._report_interval or 0.5)
+            if self._report_interval and self._changes is not None and self.connected.is_set():
+                self._changes.put_nowait(pb.EdgeStreamRequest(edge_id=self._extras.edge_id,
+                                                              report=self._extras.report()))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._reporter):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._closing, return_exceptions=True)
         for channel in self._channels:
             if channel is not None:
@@ -215,6 +254,11 @@ class PushLink:
         remove_topics: Sequence[str] = (),
         add_client_ids: Sequence[str] = (),
         remove_client_ids: Sequence[str] = (),
+        add_join_leave: Sequence[str] = (),
+        remove_join_leave: Sequence[str] = (),
+        add_users: Sequence[str] = (),
+        remove_users: Sequence[str] = (),
+        presence: Sequence[pb.PresenceChange] = (),
     ) -> asyncio.Future[None]:
         """Forward an interest change; the future resolves once the push service has applied it.
 
@@ -232,6 +276,10 @@ class PushLink:
             # because the push service applies a request's additions before its removals.
             changes = [(("t", t), True) for t in add_topics] + [(("t", t), False) for t in remove_topics]
             changes += [(("c", c), True) for c in add_client_ids] + [(("c", c), False) for c in remove_client_ids]
+            changes += [(("j", t), True) for t in add_join_leave] + [(("j", t), False) for t in remove_join_leave]
+            changes += [(("u", u), True) for u in add_users] + [(("u", u), False) for u in remove_users]
+            for change in presence:  # the latest change of a client in a topic is what counts
+                self._presence[(change.topic, change.client.client_id)] = change
             for key, add in changes:
                 if pending.get(key, add) != add:
                     self._flush_pending()  # sent under the open sequence; what follows gets a new one
@@ -252,16 +300,19 @@ class PushLink:
             self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
         self._batch_open = False
-        if not self._pending or self._changes is None:
-            self._pending = {}
+        if not (self._pending or self._presence) or self._changes is None:
+            self._pending, self._presence = {}, {}
             return
-        request = pb.EdgeStreamRequest(sequence=self._sequence)
+        request = pb.EdgeStreamRequest(sequence=self._sequence, presence=list(self._presence.values()))
+        fields = {"t": (request.add_topics, request.remove_topics),
+                  "c": (request.add_client_ids, request.remove_client_ids),
+                  "j": (request.add_join_leave, request.remove_join_leave),
+                  "u": (request.add_users, request.remove_users)}
         for (kind, key), add in self._pending.items():
-            if kind == "t":
-                (request.add_topics if add else request.remove_topics).append(key)
-            else:
-                (request.add_client_ids if add else request.remove_client_ids).append(key)
-        self._pending = {}
+            fields[kind][0 if add else 1].append(key)
+        if self._extras is not None:
+            request.edge_id = self._extras.edge_id
+        self._pending, self._presence = {}, {}
         self._changes.put_nowait(request)
 
     def _next_sequence(self) -> int:
@@ -320,10 +371,13 @@ class PushLink:
     async def _stream(self, up: Callable[[], None]) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
         topics, client_ids = self._snapshot()
-        self._pending = {}  # covered by the snapshot
+        self._pending, self._presence = {}, {}  # covered by the snapshot
         self._batch_open = False  # changes from now on are not covered by this snapshot
         snapshot_sequence = self._next_sequence()
-        changes.put_nowait(pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence))
+        snapshot = pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence)
+        if self._extras is not None:
+            self._extras.fill_snapshot(snapshot)
+        changes.put_nowait(snapshot)
         self._changes = changes
 
         async def requests():  # type: ignore[no-untyped-def]
@@ -343,6 +397,10 @@ class PushLink:
 
     def _on_response(self, response: pb.EdgeStreamResponse, snapshot_sequence: int, topics: int, client_ids: int,
                      up: Callable[[], None]) -> None:
+        if response.report_interval_ms:
+            self._report_interval = response.report_interval_ms / 1000
+            if self._extras is not None:
+                self._extras.on_rules(response.presence_rules, self._report_interval)
         if response.heartbeat_ms:
             # A replica's interval longer than our patience must not be taken for silence.
             self._limit = max(self._silence, 2.5 * response.heartbeat_ms / 1000)

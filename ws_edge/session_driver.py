@@ -14,10 +14,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
 
 from . import metrics
 from .connection import Connection
-from .core.codes import CloseCode, ErrorCode
+from .core.codes import CloseCode, ErrorCode, fit_close_reason
 from .core.recovery import Position
 from .core.session import (
     AddInterest,
@@ -26,13 +29,16 @@ from .core.session import (
     DropInterest,
     Effect,
     Guard,
+    JoinLeave,
     ReadHistory,
+    ReadPresence,
     RunHandler,
     Send,
     Session,
 )
 from .edge import Edge
 from .handlers import HandlerError
+from .presence import read_presence
 
 log = logging.getLogger("ws_edge.session")
 Receive = Callable[[], Awaitable[str | bytes | None]]  # the next client frame; None: the peer is gone
@@ -127,6 +133,10 @@ class SessionDriver:
                 self._spawn(self._interest(effect.ticket, waits, retained))
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
+        elif isinstance(effect, JoinLeave):
+            self.edge.presence.want_join_leave(connection, effect.topics, effect.on)
+        elif isinstance(effect, ReadPresence):
+            self._spawn(self._read_presence(effect))
         elif isinstance(effect, RunHandler):
             self._spawn(self._handle(effect))
         elif isinstance(effect, Close):
@@ -179,6 +189,29 @@ class SessionDriver:
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)
         self.session.history_read(effect.ticket, effect.topic, answer)
+        self._run_effects()
+
+    async def _read_presence(self, effect: ReadPresence) -> None:
+        try:
+            result = await read_presence(self.edge.push, effect.topic, effect.stats)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("#%d: presence of %s not read: %s", self.connection.id, effect.topic, exc.details())
+            self.session.handler_failed(effect.ticket, ErrorCode.UNAVAILABLE, "presence cannot be read now; retry")
+        else:
+            self.session.handler_done(effect.ticket, result)
+        self._run_effects()
+
+    def server_command(self, command: dict[str, Any]) -> None:
+        """The server API's command for this connection (ws_edge/presence.py found it here)."""
+        op, topics = command.get("op"), command.get("topics") or []
+        if op == "disconnect":
+            code = command.get("code")
+            self.session.server_disconnect(code if isinstance(code, int) else CloseCode.DISCONNECTED_BY_SERVER,
+                                           fit_close_reason(str(command.get("reason", ""))))
+        elif op == "subscribe" and isinstance(topics, list):
+            self.session.server_subscribe(topics)
+        elif op == "unsubscribe" and isinstance(topics, list):
+            self.session.server_unsubscribe(topics)
         self._run_effects()
 
     async def _handle(self, effect: RunHandler) -> None:

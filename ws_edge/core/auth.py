@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jwt
+import orjson
 
 from .codes import CloseCode
 
 MAX_TOKEN_LENGTH = 8192
+MAX_INFO_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,7 @@ class Principal:
     user: str | None
     expires_at: float | None = None
     admin: bool = False
+    info: bytes = b""  # the token's `info` claim as JSON text: the connection's public info (presence)
 
     @property
     def authenticated(self) -> bool:
@@ -92,7 +95,7 @@ class TokenVerifier:
         expires_at = float(claims["exp"])
         if expires_at + self.leeway <= now:
             raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
-        return Principal(user=subject, expires_at=expires_at, admin=self._is_admin(claims))
+        return Principal(user=subject, expires_at=expires_at, admin=self._is_admin(claims), info=_info(claims))
 
     def _is_admin(self, claims: dict[str, object]) -> bool:
         if not self.admin_role:
@@ -101,6 +104,17 @@ class TokenVerifier:
         if isinstance(roles, str):
             return roles == self.admin_role
         return isinstance(roles, list) and self.admin_role in [r for r in roles if isinstance(r, str)]
+
+
+def _info(claims: dict[str, object]) -> bytes:
+    """The `info` claim (a JSON object, shown to those who may see the topic's presence), as JSON text."""
+    info = claims.get("info")
+    if info is None:
+        return b""
+    encoded = orjson.dumps(info) if isinstance(info, dict) else b""
+    if not encoded or len(encoded) > MAX_INFO_BYTES:
+        raise AuthError(CloseCode.UNAUTHORIZED, f"`info` must be a JSON object of at most {MAX_INFO_BYTES} bytes")
+    return encoded
 
 
 def _printable_utf8(text: str) -> bool:

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "UNAUTHORIZED"  # the connection has not authenticated yet
     NOT_FOUND = "NOT_FOUND"  # a handler's target does not exist (e.g. an unknown task id)
     TOO_MANY_TASKS = "TOO_MANY_TASKS"  # over the limit of tasks pending or running (per user or in all)
+    PRESENCE_DISABLED = "PRESENCE_DISABLED"  # the topic keeps no presence, or sends no join/leave events
     UNAVAILABLE = "UNAVAILABLE"  # a backend (push or task service) cannot be reached; retry later
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug on our side; the message may not have been handled
 
@@ -35,6 +36,8 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4008  # the client did not read fast enough: reconnect
     TOO_MANY_CONNECTIONS = 4029  # over the per-user or per-address connection limit: retry later, with backoff
     INVALID_CLIENT_ID = 4400  # `client_id` query parameter unusable: fix it, do not retry as is
+    # Closed by the backend (the server API's Disconnect; its default code): do not reconnect by itself.
+    DISCONNECTED_BY_SERVER = 4010
 
 
 # A close frame's payload is a control frame's: at most 125 bytes, 2 of them the code (RFC 6455 5.5).
@@ -54,4 +57,4 @@ def fit_close_reason(reason: str) -> str:
 
 
 # Close codes after which a client must not reconnect by itself.
-TERMINAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.INVALID_CLIENT_ID})
+TERMINAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.INVALID_CLIENT_ID, CloseCode.DISCONNECTED_BY_SERVER})

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import orjson
 
 from common.clock import now_ms
+from common.presence_rules import PresenceRules
 from common.topics import topic_error
 
 from .auth import ANONYMOUS, AuthError, Principal
@@ -112,12 +113,30 @@ class RunHandler:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinLeave:
+    """From now on (`on`) / no longer, hand this connection the join/leave events of `topics`."""
+
+    topics: tuple[str, ...]
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPresence:
+    """Ask the push service for `topic`'s presence (`stats`: its counts only); answer
+    `handler_done(ticket, result)` or `handler_failed`."""
+
+    ticket: int
+    topic: str
+    stats: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     code: int
     reason: str
 
 
-Effect = Send | Admit | AddInterest | DropInterest | Guard | ReadHistory | RunHandler | Close
+Effect = Send | Admit | AddInterest | DropInterest | Guard | ReadHistory | RunHandler | JoinLeave | ReadPresence | Close
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +153,7 @@ class SessionRules:
     rate_burst: int = 100
     client_timeout: float = 90.0
     auth_timeout: float = 10.0
+    presence: Callable[[], PresenceRules] = PresenceRules  # the push service's presence rules, as known now
 
 
 class Phase(Enum):
@@ -164,6 +184,7 @@ class _Subscribe:
     url: bool = False  # the URL's topics (answered with `connected`, not an `ack`)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # recovered already, with the URL
     rejected: ProtocolError | None = None
+    join_leave: bool = False
 
 
 _tickets = count(1)
@@ -191,6 +212,7 @@ class Session:
         self._url_since: dict[str, Position] = {}
         self._url_recovered: dict[str, dict[str, Any]] = {}  # the URL's recoveries, until a subscribe asks
         self._since_error: str | None = None
+        self._server_subscribes: dict[int, list[str]] = {}  # the server API's subscribes, by ticket
 
     # --- what the driver asks ---------------------------------------------------------------------
 
@@ -348,15 +370,77 @@ class Session:
             reported = {t: self._url_recovered.pop(t) for t in list(since)
                         if t in self._url_recovered and t in self.topics}
             since = {t: p for t, p in since.items() if t not in reported}
-            self._start_subscribe(_Subscribe(message.id, topics, since, reported=reported))
+            if self._join_leave_field(message, topics):
+                self._effects.append(JoinLeave(tuple(topics), True))
+            self._start_subscribe(_Subscribe(message.id, topics, since, reported=reported,
+                                             join_leave=bool(message.data.get("join_leave"))))
         elif type_ == "unsubscribe":
             self._unsubscribe(message)
+        elif type_ in ("presence", "presence_stats"):
+            self._read_presence(message)
         elif self.rules.handles(type_):
             ticket = next(_tickets)
             self._pending = (ticket, message)
             self._effects.append(RunHandler(ticket, message))
         else:
             raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"Unknown message type: {type_}", message.id)
+
+    def _join_leave_field(self, message: ClientMessage, topics: list[str]) -> bool:
+        """`data.join_leave` of a subscribe: whether the connection wants the topics' join/leave events
+        (each must allow them: a `joinleave` presence rule); raises ProtocolError."""
+        wanted = message.data.get("join_leave", False)
+        if not isinstance(wanted, bool):
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`data.join_leave` must be true or false", message.id)
+        rules = self.rules.presence()
+        if wanted and (off := [t for t in topics if not rules.has_join_leave(t)]):
+            raise ProtocolError(ErrorCode.PRESENCE_DISABLED, f"{off[0]} sends no join/leave events", message.id)
+        return wanted
+
+    def _read_presence(self, message: ClientMessage) -> None:
+        """`presence` / `presence_stats` of `data.topic`: for those allowed to subscribe to it."""
+        topic = message.data.get("topic", message.topic)
+        if (why := topic_error(topic)) is not None:
+            raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message.id)
+        assert isinstance(topic, str)
+        if not self.rules.may_subscribe(self.principal, topic):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed to see the presence of {topic}", message.id)
+        if not self.rules.presence().has_presence(topic):
+            raise ProtocolError(ErrorCode.PRESENCE_DISABLED, f"{topic} keeps no presence", message.id)
+        ticket = next(_tickets)
+        self._pending = (ticket, message)
+        self._effects.append(ReadPresence(ticket, topic, message.type == "presence_stats"))
+
+    # --- the server API's commands (issue 15) -----------------------------------------------------
+
+    def server_subscribe(self, topics: Sequence[object]) -> None:
+        """The backend subscribed this connection (no topic rule is checked: the backend decides);
+        the client is told by an `ack` with `server: true`, then gets the topics' messages."""
+        if self.phase is not Phase.OPEN:
+            return
+        valid = [t for t in dict.fromkeys(topics) if topic_error(t) is None]
+        ticket = next(_tickets)
+        self._server_subscribes[ticket] = valid  # type: ignore[assignment]
+        new = tuple(t for t in valid if t not in self.topics)
+        self.topics.update(new)  # type: ignore[arg-type]
+        if new:
+            self._effects.append(AddInterest(ticket, new))  # type: ignore[arg-type]
+        else:
+            self.interest_applied(ticket)
+
+    def server_unsubscribe(self, topics: Sequence[object]) -> None:
+        if self.phase is not Phase.OPEN:
+            return
+        dropped = tuple(t for t in dict.fromkeys(topics) if t in self.topics)
+        if not dropped:
+            return
+        self.topics.difference_update(dropped)
+        for topic in dropped:
+            self._unguard(topic)  # type: ignore[arg-type]
+        self._effects.append(DropInterest(dropped))  # type: ignore[arg-type]
+        self._ack(None, {"type": "unsubscribe", "topics": list(dropped), "server": True})
+
+    def server_disconnect(self, code: int, reason: str) -> None:
+        self._close(code, reason)
 
     def _check_topics(self, topics: Iterable[object], message_id: str | None) -> list[str]:
         """Validated, deduplicated topics this connection may add; raises ProtocolError."""
@@ -404,6 +488,11 @@ class Session:
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
         """The push service applied the interest of `ticket` (or the wait for it timed out)."""
+        if (server := self._server_subscribes.pop(ticket, None)) is not None:
+            self._ack(None, {"type": "subscribe", "topics": server, "server": True})
+            for frame in retained:
+                self._send(frame)
+            return
         op = self._pending_op(ticket)
         if op is None:
             return
@@ -438,6 +527,8 @@ class Session:
             self._send(server_frame("connected", None, self._now_ms(), welcome))
         else:
             ack: dict[str, Any] = {"type": "subscribe", "topics": op.topics}
+            if op.join_leave:
+                ack["join_leave"] = True
             if op.since or op.reported:
                 ack["recovery"] = {**op.reported, **{t: self._report(op.reads[t], op.since[t]) for t in op.since}}
             self._ack(op.message_id, ack)

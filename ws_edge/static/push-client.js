@@ -23,7 +23,7 @@
 // failures counts as a reconnect attempt. `transport` says which one is in use (`$transport` event).
 
 /** Close codes after which reconnecting as-is cannot help (see the README's table). */
-export const TERMINAL_CLOSE_CODES = new Set([4003, 4400]); // = ws_edge/core/codes.py TERMINAL_CLOSE_CODES (tests/ws_edge/test_codes.py)
+export const TERMINAL_CLOSE_CODES = new Set([4003, 4010, 4400]); // = ws_edge/core/codes.py TERMINAL_CLOSE_CODES (tests/ws_edge/test_codes.py)
 /** The token expired: get a fresh one (config.getToken) and reconnect at once. */
 export const TOKEN_EXPIRED = 4001;
 /** Positions longer than this (as JSON) stay out of the URL (the edge refuses URLs over 8000 bytes). */
@@ -431,7 +431,8 @@ export class WebSocketService {
       return;
     }
     this._refreshing = false;
-    if (TERMINAL_CLOSE_CODES.has(code)) {
+    // 4010 and 4100-4499: the backend disconnected this client (server API Disconnect).
+    if (TERMINAL_CLOSE_CODES.has(code) || (code >= 4100 && code <= 4499)) {
       this._stopped = true;
       this._emit("$reconnect_failed", { reason: `terminal close code ${code}` });
       return;

@@ -1,0 +1,107 @@
+"""The session's presence frames and the server API's commands (issue 15), without an event loop."""
+
+from __future__ import annotations
+
+import orjson
+
+from common.presence_rules import PresenceRules
+from tests.support.asyncapi import check_client_frame, check_server_frame
+from tests.ws_edge.test_session import frames, kinds, opened
+from ws_edge.core.session import AddInterest, Close, DropInterest, JoinLeave, ReadPresence, Send
+
+RULES = PresenceRules.parse("room:*:presence+joinleave,task:*:presence")
+
+
+def session(topics=()):  # type: ignore[no-untyped-def]
+    return opened(topics, presence=lambda: RULES)
+
+
+def send(s, frame, valid=True):  # type: ignore[no-untyped-def]
+    if valid:
+        check_client_frame(frame)
+    s.receive(orjson.dumps(frame), now=1.0, wall=1.0)
+    effects = s.effects()
+    for f in frames(effects):
+        check_server_frame(f)
+    return effects
+
+
+def test_subscribe_with_join_leave_asks_for_the_events_first_and_says_so_in_the_ack():
+    s = session()
+    effects = send(s, {"type": "subscribe", "id": "s1", "data": {"topics": ["room:1"], "join_leave": True}})
+    assert kinds(effects) == ["JoinLeave", "AddInterest"]
+    assert effects[0] == JoinLeave(("room:1",), True)
+    s.interest_applied(effects[1].ticket)
+    [ack] = frames(s.effects())
+    assert ack["id"] == "s1" and ack["data"] == {"type": "subscribe", "topics": ["room:1"], "join_leave": True}
+    check_server_frame(ack)
+
+
+def test_join_leave_on_a_topic_without_it_is_refused_and_nothing_is_subscribed():
+    s = session()
+    for topic in ("task:1", "news"):
+        effects = send(s, {"type": "subscribe", "id": "s2", "data": {"topics": ["room:1", topic], "join_leave": True}})
+        [error] = frames(effects)
+        assert kinds(effects) == ["Send"]
+        assert error["id"] == "s2" and error["error"]["code"] == "PRESENCE_DISABLED"
+        assert topic in error["error"]["message"]
+    assert s.topics == set()
+    s.receive(orjson.dumps({"type": "subscribe", "id": "s3", "data": {"topics": ["room:1"], "join_leave": "yes"}}),
+              now=1.0, wall=1.0)  # not a valid frame (the schema says so too): not checked by send()
+    assert frames(s.effects())[0]["error"]["code"] == "INVALID_MESSAGE"
+
+
+def test_presence_reads_are_for_those_allowed_to_subscribe_to_topics_with_presence():
+    s = session()
+    cases = {"secret:room": "FORBIDDEN", "news": "PRESENCE_DISABLED", "bad topic": "INVALID_TOPIC"}
+    for topic, code in cases.items():
+        [error] = frames(send(s, {"type": "presence", "id": "p0", "data": {"topic": topic}}, valid=code != "INVALID_TOPIC"))
+        assert (error["id"], error["error"]["code"]) == ("p0", code)
+    effects = send(s, {"type": "presence_stats", "id": "p1", "data": {"topic": "task:9"}})
+    assert effects == [ReadPresence(effects[0].ticket, "task:9", True)]
+    assert not s.accepting  # one frame at a time: the next waits for this answer
+    s.handler_done(effects[0].ticket, {"topic": "task:9", "clients": 3, "users": 2})
+    [ack] = frames(s.effects())
+    assert ack["id"] == "p1" and ack["data"] == {"type": "presence_stats", "topic": "task:9", "clients": 3, "users": 2}
+    check_server_frame(ack)
+    effects = send(s, {"type": "presence", "id": "p2", "data": {"topic": "room:1"}})
+    clients = [{"client_id": "c1", "user": "alice", "joined": 5, "info": {"name": "A"}}]
+    s.handler_done(effects[0].ticket, {"topic": "room:1", "clients": clients})
+    [ack] = frames(s.effects())
+    assert ack["data"] == {"type": "presence", "topic": "room:1", "clients": clients}
+    check_server_frame(ack)
+
+
+def test_a_server_subscribe_adds_interest_then_tells_the_client_with_its_retained_state():
+    s = session(["task:1"])
+    s.server_subscribe(["news", "task:1", "bad topic"])
+    [add] = s.effects()
+    assert isinstance(add, AddInterest) and add.topics == ("news",)
+    s.interest_applied(add.ticket, [b'{"type":"state","id":"r","timestamp":1,"topic":"news"}'])
+    ack, retained = frames(s.effects())
+    assert ack["data"] == {"type": "subscribe", "topics": ["news", "task:1"], "server": True}
+    assert retained["type"] == "state"
+    check_server_frame(ack)
+    assert s.topics == {"task:1", "news"}
+    s.server_subscribe(["news"])  # held already: told at once, no interest to add
+    [only] = s.effects()
+    assert isinstance(only, Send) and orjson.loads(only.frame)["data"]["topics"] == ["news"]
+
+
+def test_a_server_unsubscribe_drops_what_is_held_and_says_so():
+    s = session(["task:1", "news"])
+    s.server_unsubscribe(["news", "other"])
+    drop, sent = s.effects()
+    assert drop == DropInterest(("news",))
+    assert orjson.loads(sent.frame)["data"] == {"type": "unsubscribe", "topics": ["news"], "server": True}
+    check_server_frame(orjson.loads(sent.frame))
+    s.server_unsubscribe(["news"])
+    assert s.effects() == []
+
+
+def test_a_server_disconnect_closes_with_its_code():
+    s = session()
+    s.server_disconnect(4010, "banned")
+    assert s.effects() == [Close(4010, "banned")]
+    s.server_subscribe(["news"])
+    assert s.effects() == []
