@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 import orjson
@@ -28,6 +28,9 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 from common.backoff import Backoff
 from common.grpc_security import secure_channel
 from common.reconnect import reconnect_forever
+
+if TYPE_CHECKING:
+    from .server_api import ServerApi
 
 log = logging.getLogger("pushclient")
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -102,6 +105,13 @@ class PushClient:
         self._channel = secure_channel(address, token=token, ca_file=tls_ca_file, cert_file=tls_cert_file,
                                        key_file=tls_key_file, server_name=tls_server_name)
         self.stub = pb_grpc.PushServiceStub(self._channel)
+
+    @property
+    def server(self) -> ServerApi:
+        """The server API (presence, channels, info, disconnect, subscribe, unsubscribe), on this channel."""
+        from .server_api import ServerApi
+
+        return ServerApi(self._channel, self.timeout)
 
     async def __aenter__(self) -> Self:
         return self

@@ -55,7 +55,7 @@ class EdgePresence:
         self._report_max_topics = report_max_topics
         self.gate = JoinLeaveGate(join_leave_rate, summary_interval)
         self._summaries: asyncio.TimerHandle | None = None
-        self._entries: dict[tuple[str, str], dict[Hashable, pb.ClientInfo]] = {}  # (topic, client id) -> holders
+        self._entries: dict[tuple[str, str], dict[Hashable, api_pb.ClientInfo]] = {}  # (topic, client id) -> holders
         self._of_connection: dict[Hashable, set[str]] = {}  # connection -> its topics with presence
         self.join_leave: InterestTable[str, Hashable] = InterestTable()
         self._users: InterestTable[str, Hashable] = InterestTable()
@@ -82,7 +82,7 @@ class EdgePresence:
                 continue
             holders = self._entries.setdefault((topic, connection.client_id), {})
             principal = connection.principal
-            info = pb.ClientInfo(client_id=connection.client_id, user=principal.user or "",
+            info = api_pb.ClientInfo(client_id=connection.client_id, user=principal.user or "",
                                  info=getattr(principal, "info", b""), joined_ms=int(time.time() * 1000))
             if not holders:
                 changes.append(pb.PresenceChange(topic=topic, client=info))
