@@ -1,4 +1,4 @@
-"""`python -m pushclient`: publish, tail a topic, and start / list / get / cancel tasks.
+"""`python -m pushclient`: publish, tail a topic, start / list / get / cancel tasks, and the server API.
 
 Errors print one line on stderr and exit non-zero (2 for bad arguments, 1 for a refused call).
 """
@@ -21,6 +21,7 @@ from common.grpc_security import secure_channel
 from common.topics import topic_error
 from pushclient.task_json import task_json
 
+from .cli_server import SERVER_COMMANDS, ServerApiError, add_server_commands, lines, run_server_command
 from .client import PublishError, PushClient
 from .streams import StreamConnection, StreamError
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     task_commands.add_parser("list")
     for name in ("get", "cancel"):
         task_commands.add_parser(name).add_argument("task_id")
+    add_server_commands(commands, _topic)
     return parser
 
 
@@ -118,6 +120,13 @@ async def run(args: argparse.Namespace) -> int:
             except PublishError as exc:
                 raise CliError(f"publish refused: {exc}") from None
         print(reply.id)
+    elif args.command in SERVER_COMMANDS:
+        async with PushClient(args.push, token=args.token, tls_ca_file=args.tls_ca,
+                              tls_server_name=args.tls_server_name) as client:
+            try:
+                sys.stdout.write(lines(await run_server_command(args, client)))
+            except ServerApiError as exc:
+                raise CliError(f"{args.command} refused: {exc}") from None
     elif args.command == "tail" and args.transport != "grpc":
         await tail_edge(args)
     elif args.command == "tail":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from pushclient import PushClient
 from pushclient.server_api import ServerApiError
 from tests.conftest import start_system
+from tests.integration.test_cli import pushctl
 from tests.support.processes import System
 from tests.support.timing import timeout
 from tests.support.tokens import token
@@ -186,3 +188,47 @@ async def test_server_subscribe_unsubscribe_and_disconnect_reach_that_user_only(
     finally:
         await carol.close()
         await dave.close()
+
+
+async def test_pushctl_server_commands(system):
+    erin = await connect(system, "erin", topics="room:cli")
+    try:
+        listed = await until(lambda: _presence_of_cli(system, "room:cli"))
+        assert [(c["client_id"], c["user"], c["info"]) for c in listed] == [(erin.client_id, "erin", {"name": "Erin"})]
+        stats = await asyncio.to_thread(pushctl, system, "presence", "room:cli", "--stats")
+        assert json_lines(stats.stdout) == [{"topic": "room:cli", "clients": 1, "users": 1}]
+        channels = await asyncio.to_thread(pushctl, system, "channels", "room:cl*")
+        assert json_lines(channels.stdout) == [{"topic": "room:cli", "subscribers": 1}]
+        info = await asyncio.to_thread(pushctl, system, "info")
+        assert [n["kind"] for n in json_lines(info.stdout)] == ["push", "edge"]
+        subscribed = await asyncio.to_thread(pushctl, system, "subscribe", "news:cli", "--client-id", erin.client_id)
+        assert json_lines(subscribed.stdout) == [{"delivered": True}]
+        assert (await next_of(erin, "ack"))["data"] == {"type": "subscribe", "topics": ["news:cli"], "server": True}
+        unsubscribed = await asyncio.to_thread(pushctl, system, "unsubscribe", "news:cli", "--user", "erin")
+        assert json_lines(unsubscribed.stdout) == [{"delivered": True}]
+        assert (await next_of(erin, "ack"))["data"] == {"type": "unsubscribe", "topics": ["news:cli"], "server": True}
+        for args, message in [
+            (("presence", "news"), "presence refused: FAILED_PRECONDITION: news keeps no presence"),
+            (("disconnect", "--user", "erin", "--code", "1000"), "use 4010 (the default) or an application code"),
+            (("disconnect",), "one of the arguments --user --client-id is required"),
+            (("subscribe", "bad topic", "--user", "x"), "may contain only letters"),
+        ]:
+            result = await asyncio.to_thread(pushctl, system, *args)
+            assert result.returncode != 0 and message in result.stderr and result.stdout == ""
+            assert len(result.stderr.strip().splitlines()) == 1
+        kicked = await asyncio.to_thread(pushctl, system, "disconnect", "--user", "erin", "--reason", "bye")
+        assert kicked.returncode == 0
+        with pytest.raises(Closed) as closed:
+            await next_of(erin, "never")
+        assert (closed.value.code, closed.value.reason) == (4010, "bye")
+    finally:
+        await erin.close()
+
+
+def json_lines(text: str) -> list:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+async def _presence_of_cli(system: System, topic: str) -> list | None:
+    result = await asyncio.to_thread(pushctl, system, "presence", topic)
+    return json_lines(result.stdout) or None
