@@ -60,11 +60,12 @@ function render() {
       row.dataset.taskId = taskId;
       row.innerHTML = `<td class="id"></td><td><span class="badge status"></span></td>
         <td><span class="bar"><span></span></span><span class="pct"></span></td>
-        <td class="current"></td><td class="count"></td>
+        <td class="current"></td><td class="count"></td><td class="watchers">–</td>
         <td><button class="cancel" type="button">Cancel</button></td>`;
       row.querySelector(".id").textContent = taskId;
       row.querySelector("button.cancel").addEventListener("click", () => cancel(taskId));
       body.prepend(row);
+      watch(taskId);
     }
     const { status, progress } = task;
     const badge = row.querySelector(".status");
@@ -78,6 +79,50 @@ function render() {
   }
   dirty.clear();
   $("#no-tasks").hidden = tasks.size > 0;
+}
+
+// How many open dashboards show each task: a presence topic per task (PUSH_PRESENCE_RULES
+// `task:watch:*:presence+joinleave`); its join/leave events (or summaries) say when to read the count
+// again. Without the rule the column stays "–". At most WATCH_LIMIT tasks (a connection's topic limit).
+const WATCH_LIMIT = 50;
+const WATCH_PREFIX = "task:watch:";
+const watched = new Set();
+const recount = new Map(); // task id -> pending timer
+let presenceOff = false;
+
+function watch(taskId) {
+  if (presenceOff || watched.has(taskId) || watched.size >= WATCH_LIMIT) return;
+  watched.add(taskId);
+  client.subscribe(WATCH_PREFIX + taskId, { joinLeave: true })
+    .then(() => countWatchers(taskId))
+    .catch((err) => {
+      watched.delete(taskId);
+      client.unsubscribe(WATCH_PREFIX + taskId).catch(() => {});
+      if (err.code === "PRESENCE_DISABLED") presenceOff = true;
+    });
+}
+
+function countWatchers(taskId) {
+  if (recount.has(taskId)) return; // one read for a burst of joins and leaves
+  recount.set(taskId, setTimeout(async () => {
+    recount.delete(taskId);
+    try {
+      const { clients, users } = await client.presenceStats(WATCH_PREFIX + taskId);
+      const cell = $(`#tasks tr[data-task-id="${CSS.escape(taskId)}"] .watchers`);
+      if (cell) {
+        cell.textContent = String(clients);
+        cell.title = `${clients} dashboards, ${users} users`;
+      }
+    } catch (err) {
+      // unavailable for a moment: the next join or leave reads it again
+    }
+  }, 100));
+}
+
+for (const type of ["join", "leave", "presence_summary"]) {
+  client.on(type, (data, message) => {
+    if (message.topic && message.topic.startsWith(WATCH_PREFIX)) countWatchers(message.topic.slice(WATCH_PREFIX.length));
+  });
 }
 
 client.on("task:list", (data) => {

@@ -82,6 +82,25 @@ export declare class ProtocolError extends Error {
   readonly frame: Envelope;
 }
 
+/** A client in a topic's presence. */
+export interface PresenceClient {
+  client_id: string;
+  /** The token's `sub`; null for an anonymous connection. */
+  user: string | null;
+  /** When it joined the topic (ms since the epoch). */
+  joined: number;
+  /** The token's `info` claim. */
+  info?: Record<string, unknown>;
+}
+
+/** `presence_summary`: instead of join/leave events while a topic churns (per second, per edge). */
+export interface PresenceSummary {
+  joins: number;
+  leaves: number;
+  /** Start of the counted interval (ms since the epoch). */
+  since: number;
+}
+
 export declare class WebSocketService {
   constructor(config?: WebSocketConfig);
   readonly config: Required<WebSocketConfig>;
@@ -89,6 +108,8 @@ export declare class WebSocketService {
   /** The id the edge gave this connection (or the client_id query parameter). */
   readonly clientId: string | null;
   readonly topics: Set<string>;
+  /** Topics whose join/leave events were asked for (asked again on every reconnect). */
+  readonly joinLeave: Set<string>;
   /** The last history position seen per topic; sent on resubscribe to recover missed messages. */
   readonly positions: Map<string, { offset: number; epoch: string }>;
   readonly reconnectAttempts: number;
@@ -100,16 +121,25 @@ export declare class WebSocketService {
   send(message: OutgoingMessage): string;
   /** Resolves with the ack's data (or the pong); rejects with ProtocolError on an error frame, or on timeout. */
   request<T = any>(message: OutgoingMessage, options?: { timeout?: number }): Promise<T>;
-  subscribe(topics: string | string[]): Promise<{ type: "subscribe"; topics: string[]; queued?: boolean }>;
+  /** `joinLeave`: also deliver the topics' "join" / "leave" events (each topic needs a presence+joinleave rule). */
+  subscribe(topics: string | string[], options?: { joinLeave?: boolean }):
+    Promise<{ type: "subscribe"; topics: string[]; join_leave?: true; queued?: boolean }>;
+  /** Who is subscribed to `topic` (those allowed to subscribe may ask); rejects with ProtocolError PRESENCE_DISABLED, FORBIDDEN. */
+  presence(topic: string): Promise<PresenceClient[]>;
+  presenceStats(topic: string): Promise<{ clients: number; users: number }>;
   unsubscribe(topics: string | string[]): Promise<{ type: "unsubscribe"; topics: string[]; queued?: boolean }>;
   /**
    * By topic ("task:progress") or type ("notification"). Lifecycle events use keys starting with "$":
    * "$connecting", "$closed" {code, reason}, "$reconnect" {attempt, delay}, "$reconnect_failed", "$error",
    * "$recovered" {topic, offset, epoch}, "$recovery_failed" {topic, reason, offset, epoch} (re-sync that topic),
    * "$transport" {transport, previous} (a connection on another transport than before),
-   * "$fallback" {from, to} (a transport failed before the edge's first frame; the next one is tried at once).
-   * Returns a function that removes the handler.
+   * "$fallback" {from, to} (a transport failed before the edge's first frame; the next one is tried at once),
+   * "$server_subscribe" / "$server_unsubscribe" {topics} (the backend changed this connection's topics).
+   * "join" / "leave" (data: PresenceClient, message.topic: the topic) and "presence_summary" go to type
+   * handlers only, never to the topic's. Returns a function that removes the handler.
    */
+  on(type: "join" | "leave", handler: Handler<PresenceClient>): () => void;
+  on(type: "presence_summary", handler: Handler<PresenceSummary>): () => void;
   on<T = any>(topicOrType: string, handler: Handler<T>): () => void;
   off(topicOrType: string, handler?: Handler): void;
   onConnectionChange(cb: (connected: boolean) => void): () => void;

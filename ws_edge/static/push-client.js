@@ -30,6 +30,8 @@ export const TOKEN_EXPIRED = 4001;
 const MAX_URL_POSITIONS = 2000;
 /** The transports, in the default order of preference. */
 export const TRANSPORTS = ["websocket", "sse", "http_stream"];
+// Presence events carry their topic but are not the topic's messages: dispatched by type only.
+const PRESENCE_EVENTS = new Set(["join", "leave", "presence_summary"]);
 const STREAM_PATHS = { sse: "/sse", http_stream: "/stream" };
 const MAX_POST_FRAMES = 100; // = ws_edge/core/streams.py MAX_EMULATION_FRAMES
 const OPEN = 1;
@@ -208,6 +210,8 @@ export class WebSocketService {
     this.connected = false;
     this.clientId = null;
     this.topics = new Set(this.config.topics);
+    /** Topics whose join/leave events this client asked for (asked again on every reconnect). */
+    this.joinLeave = new Set();
     /** topic -> {offset, epoch}: the last position seen, sent on resubscribe to recover what was missed. */
     this.positions = new Map();
     this.reconnectAttempts = 0;
@@ -273,17 +277,33 @@ export class WebSocketService {
     });
   }
 
-  /** Subscribe to topics; kept across reconnects. Resolves when the edge acknowledges. */
-  subscribe(topics) {
+  /**
+   * Subscribe to topics; kept across reconnects. Resolves when the edge acknowledges.
+   * `joinLeave`: also receive the topics' `join` / `leave` events (or `presence_summary` under churn).
+   */
+  subscribe(topics, { joinLeave = false } = {}) {
     const list = [].concat(topics);
     list.forEach((t) => this.topics.add(t));
+    if (joinLeave) list.forEach((t) => this.joinLeave.add(t));
     if (!this.connected) return Promise.resolve({ type: "subscribe", topics: list, queued: true });
-    return this.request({ type: "subscribe", data: { topics: list } });
+    const data = joinLeave ? { topics: list, join_leave: true } : { topics: list };
+    return this.request({ type: "subscribe", data });
+  }
+
+  /** Who is subscribed to a topic with presence: [{client_id, user, joined, info?}], in join order. */
+  presence(topic) {
+    return this.request({ type: "presence", data: { topic } }).then((data) => data.clients);
+  }
+
+  /** How many clients and distinct users are subscribed to a topic with presence. */
+  presenceStats(topic) {
+    return this.request({ type: "presence_stats", data: { topic } }).then((d) => ({ clients: d.clients, users: d.users }));
   }
 
   unsubscribe(topics) {
     const list = [].concat(topics);
     list.forEach((t) => this.topics.delete(t));
+    list.forEach((t) => this.joinLeave.delete(t));
     if (!this.connected) return Promise.resolve({ type: "unsubscribe", topics: list, queued: true });
     return this.request({ type: "unsubscribe", data: { topics: list } });
   }
@@ -485,6 +505,11 @@ export class WebSocketService {
         // The URL's recoveries; those of topics this client subscribes itself come with that ack.
         const recovery = (message.data && message.data.recovery) || {};
         this._recovered(Object.fromEntries(Object.entries(recovery).filter(([topic]) => !this.topics.has(topic))));
+        if (this.joinLeave.size) {
+          // The URL subscribed these again; their join/leave events are asked for again.
+          this.request({ type: "subscribe", data: { topics: [...this.joinLeave], join_leave: true } })
+            .catch((err) => this._emit("$error", err));
+        }
         break;
       }
       case "pong":
@@ -493,6 +518,12 @@ export class WebSocketService {
         this._settle(message.id, (p) => p.resolve(message));
         break;
       case "ack":
+        if (message.data && message.data.server) {
+          // The backend (un)subscribed this connection: kept across reconnects like the client's own.
+          const subscribed = message.data.type === "subscribe";
+          message.data.topics.forEach((t) => (subscribed ? this.topics.add(t) : this.topics.delete(t)));
+          this._emit(subscribed ? "$server_subscribe" : "$server_unsubscribe", message.data, message);
+        }
         this._settle(message.id, (p) => p.resolve(message.data));
         break;
       case "recovery": // the edge lost its stream and cannot fill the gap: re-sync this topic
@@ -509,7 +540,7 @@ export class WebSocketService {
     if (message.topic && typeof message.offset === "number" && message.epoch) {
       this.positions.set(message.topic, { offset: message.offset, epoch: message.epoch });
     }
-    if (message.topic) this._emit(message.topic, message.data, message);
+    if (message.topic && !PRESENCE_EVENTS.has(message.type)) this._emit(message.topic, message.data, message);
     this._emit(message.type, message.data, message);
   }
 
