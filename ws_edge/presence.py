@@ -147,11 +147,12 @@ class EdgePresence:
 
     def report(self) -> pb.EdgeReport:
         topics = {t: len(self._router.topics.subscribers(t)) for t in self._router.topics.keys()}
+        subscriptions = sum(topics.values())
         truncated = len(topics) > self._report_max_topics
         if truncated:
             topics = dict(sorted(topics.items(), key=lambda kv: -kv[1])[:self._report_max_topics])
         return pb.EdgeReport(address=self._address, version=VERSION, started_ms=self._started_ms,
-                             connections=len(self._connections), subscriptions=sum(topics.values()),
+                             connections=len(self._connections), subscriptions=subscriptions,
                              topics=topics, truncated=truncated)
 
     def take(self, deliveries: Sequence[Any]) -> Sequence[Any]:
