@@ -19,9 +19,11 @@ DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 BASE = "urn:pushsystem:asyncapi"
 # The schema of a server frame, by its `type`; any other type is a publication.
 SERVER_SCHEMAS = {"connected": "Connected", "ack": "Ack", "pong": "Pong", "error": "Error",
-                  "recovery": "Recovery", "batch": "Batch", "close": "Close"}
+                  "recovery": "Recovery", "batch": "Batch", "close": "Close", "refresh_required": "RefreshRequired",
+                  "unsubscribed": "Unsubscribed"}
 CLIENT_SCHEMAS = {"ping": "Ping", "subscribe": "Subscribe", "unsubscribe": "Unsubscribe", "auth": "Auth",
-                  "send_message": "SendMessage", "task_start": "TaskStart", "task_cancel": "TaskCancel"}
+                  "send_message": "SendMessage", "task_start": "TaskStart", "task_cancel": "TaskCancel",
+                  "refresh": "Refresh", "publish": "Publish", "rpc": "Rpc"}
 
 
 @cache
