@@ -29,11 +29,12 @@ from .core.permissions import Access
 from .core.recovery import Position
 from .core.routing import DeliveryRouter
 from .core.sendqueue import SendQueue
-from .core.session import HistoryAnswer, SessionRules
+from .core.session import HistoryAnswer
 from .delivery import DeliveryPump
 from .handlers import HandlerContext, HandlerRegistry, default_handlers
 from .inboxes import StreamInboxes
 from .push_link import CHANNEL_OPTIONS, PushLink
+from .rules import hook_client, session_rules
 from .task_gateway import TaskGateway
 from .wire import choose_frame_writer
 
@@ -77,13 +78,8 @@ class Edge:
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
         self._gates = ConfirmGates(settings.subscribe_confirm_timeout)
         self.verifier, self.policy, self.origins = settings.verifier, settings.policy, settings.origins
-        self.rules = SessionRules(
-            verify=self.verifier.verify if self.verifier is not None else None,
-            allow_anonymous=settings.allow_anonymous, may_subscribe=self.policy.can_subscribe,
-            handles=lambda type_: self.handlers.get(type_) is not None, max_frame_bytes=settings.max_frame_bytes,
-            max_topics=settings.max_topics_per_connection, rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst, client_timeout=settings.client_timeout,
-            auth_timeout=settings.auth_timeout)
+        self.rules = session_rules(settings, self.verifier, self.policy, lambda t: self.handlers.get(t) is not None)
+        self.hooks = hook_client(settings)  # the application's BackendHooks, when a hook is on
         self.frames = choose_frame_writer()  # how frames reach sockets: uvicorn's fast path, or ASGI
         metrics.FRAME_WRITER.labels(self.frames.name).set(1)
         metrics.EDGES.edges.add(self)
@@ -102,6 +98,8 @@ class Edge:
 
     async def start(self) -> None:
         self.tasks.open()
+        if self.hooks is not None:
+            self.hooks.open()
         self.push.start()
         self.pump.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
@@ -125,6 +123,8 @@ class Edge:
         await asyncio.sleep(0)
         await self.push.close()
         await self.tasks.close()
+        if self.hooks is not None:
+            await self.hooks.close()
 
     # --- admission and interest -------------------------------------------------------------------
 
