@@ -9,6 +9,8 @@ target: one round's figure moves by a third on this shared machine), idle connec
 own tests (`bench.guide_tests`) and each target of issue 4 with its figure. Targets:
 - ours: push_service + task_service + ws_edge; publishing through gRPC (streaming and unary);
 - ours-redis: the same with the Redis engine (its own redis-server), to show the engine's cost;
+- ours-hook: the same with the Connect hook on (examples/hooks_backend.py as the backend), for the
+  hook's cost in the connecting rounds (issue 19);
 - tutorial: the FastAPI tutorial broadcast (a set of WebSockets, send_text in a loop);
 - broadcaster: FastAPI + encode/broadcaster (memory backend).
 All three run under the same uvicorn settings (uvloop, httptools, websockets-sansio, no deflate).
@@ -118,6 +120,34 @@ class Ours(Target):
 
     def stop(self) -> None:
         self.system.stop()
+
+
+class OursWithConnectHook(Ours):
+    """The system with every connection decided by the example backend's Connect hook (one gRPC call
+    per connection; the bound of calls in flight lifted above the load's 500 handshakes at a time)."""
+
+    name = "ours"
+
+    def __init__(self) -> None:
+        from tests.support.processes import ServiceProcess, wait_grpc_serving
+
+        port = free_port()
+        self.backend = ServiceProcess("hooks_backend", "examples.hooks_backend",
+                                      {"EXAMPLE_HOOKS_PORT": str(port), "EXAMPLE_ALLOW_ANONYMOUS": "true"},
+                                      Path(tempfile.mkdtemp(prefix="bench-hooks-")) / "backend.log")
+        self.backend.start()
+        try:
+            asyncio.run(wait_grpc_serving(f"127.0.0.1:{port}", self.backend))
+            super().__init__(edge_env={"EDGE_HOOKS_ADDRESS": f"127.0.0.1:{port}", "EDGE_HOOK_CONNECT": "true",
+                                       "EDGE_HOOK_MAX_IN_FLIGHT": "1000", "EDGE_HOOK_TIMEOUT": "5"})
+        except BaseException:
+            self.backend.stop()
+            raise
+        self.pids["hooks"] = self.backend.proc.pid  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        super().stop()
+        self.backend.stop()
 
 
 class Baseline(Target):
@@ -301,12 +331,14 @@ def report(results: dict[str, dict[str, Any]], connects: dict[str, list[float]],
             "",
             f"### Connecting {args.clients:,} clients ({args.connect_rounds} rounds per target, a load process each)",
             "",
-            "| target | ms per connection: median | min | max | median, ratio to tutorial |",
-            "| --- | --- | --- | --- | --- |",
+            "| target | ms per connection: median | min | max | connects per second (median) | median, ratio to "
+            "tutorial |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for name, values in connects.items():
             ratio = f"{median(values) / tutorial:.2f}×" if tutorial else "–"
-            lines.append(f"| {name} | {median(values):.2f} | {min(values):.2f} | {max(values):.2f} | {ratio} |")
+            lines.append(f"| {name} | {median(values):.2f} | {min(values):.2f} | {max(values):.2f} | "
+                         f"{1000 / median(values):,.0f} | {ratio} |")
     if idle:
         lines += [
             "",
@@ -338,7 +370,7 @@ def main() -> None:
     parser.add_argument("--max-load-processes", type=int, default=2, help="load processes at max rate")
     parser.add_argument("--connect-rounds", type=int, default=5, help="rounds of connecting per target")
     parser.add_argument("--no-guide", action="store_true", help="skip the guide's own tests")
-    parser.add_argument("--targets", default="ours,ours-redis,tutorial,broadcaster")
+    parser.add_argument("--targets", default="ours,ours-hook,ours-redis,tutorial,broadcaster")
     parser.add_argument("--scenarios", default="max,unary,rate",
                         help="which to run: max (max rate), unary (ours' unary Publish rows), rate (paced)")
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's results")
@@ -365,12 +397,14 @@ def main() -> None:
             target: Target = Ours()
         elif name == "ours-redis":
             target = OursOnRedis()
+        elif name == "ours-hook":
+            target = OursWithConnectHook()
         else:
             target = Baseline(name, {"tutorial": "bench.baselines.tutorial:app",
                                      "broadcaster": "bench.baselines.broadcaster_app:app"}[name])
         try:
             if args.connect_rounds:
-                connects[{"ours-redis": "ours, Redis engine"}.get(name, name)] = connect_rounds(
+                connects[{"ours-redis": "ours, Redis engine", "ours-hook": "ours, Connect hook on"}.get(name, name)] = connect_rounds(
                     target, args.clients, args.connect_rounds)
             if name == "ours":
                 if "max" in scenarios:
@@ -391,6 +425,8 @@ def main() -> None:
                     idle = idle_memory(target, args.idle, hold=12.0)  # type: ignore[arg-type]
                     if args.sse:
                         idle_sse = idle_memory(target, args.idle, hold=12.0, transport="sse")  # type: ignore[arg-type]
+            elif name == "ours-hook":
+                pass  # the connecting rounds only: the hook is asked once per connection, not per message
             elif name == "ours-redis":
                 if "max" in scenarios:
                     results["ours, Redis engine/gRPC stream/max"] = run_load(target, "max", *at_max)

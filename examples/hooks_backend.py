@@ -5,7 +5,7 @@ edge's hooks (README: Refresh and backend hooks). The integration tests start it
 
 Its rules are a toy application's, made to show every answer:
 - Connect: a `session=<user>` cookie signs the user in (no JWT needed), else the token's `sub`;
-  neither: refused. Users named `banned*` are refused; `slow*` take EXAMPLE_SLOW_SECONDS to answer.
+  neither: refused (let in anonymously with EXAMPLE_ALLOW_ANONYMOUS=true). Users named `banned*` are refused; `slow*` take EXAMPLE_SLOW_SECONDS to answer.
   Every user also gets `inbox:<user>` subscribed; a cookie session expires after EXAMPLE_SESSION_TTL.
 - Subscribe: `room:open*` for anyone; another `room:*` only with `{"password": "open-sesame"}`;
   `room:slow*` is slow.
@@ -37,6 +37,8 @@ from hooks.v1 import hooks_pb2_grpc as pb_grpc
 log = logging.getLogger("hooks_backend")
 SLOW = float(os.environ.get("EXAMPLE_SLOW_SECONDS", "10"))
 SESSION_TTL = float(os.environ.get("EXAMPLE_SESSION_TTL", "60"))
+# Connections with neither a cookie nor a token are let in anonymously (bench/e2e.py's connect rounds).
+ALLOW_ANONYMOUS = os.environ.get("EXAMPLE_ALLOW_ANONYMOUS", "") == "true"
 
 
 def _cookie_user(headers: dict[str, str]) -> str | None:
@@ -73,6 +75,8 @@ class Hooks(pb_grpc.BackendHooksServicer):
         cookie_user = _cookie_user(dict(request.headers))
         claims = orjson.loads(request.token_claims) if request.token_claims else None
         user = cookie_user or (claims or {}).get("sub")
+        if not user and ALLOW_ANONYMOUS:
+            return pb.ConnectResponse(allow=pb.ConnectAllow())
         if not user:
             return pb.ConnectResponse(refuse=_refuse("UNAUTHORIZED", "no session cookie and no token"))
         if user.startswith("banned"):
