@@ -129,25 +129,21 @@ class OursWithConnectHook(Ours):
     name = "ours"
 
     def __init__(self) -> None:
-        from tests.support.processes import ServiceProcess, wait_grpc_serving
+        from tests.support.hooks_backend import hooks_backend
 
-        port = free_port()
-        self.backend = ServiceProcess("hooks_backend", "examples.hooks_backend",
-                                      {"EXAMPLE_HOOKS_PORT": str(port), "EXAMPLE_ALLOW_ANONYMOUS": "true"},
-                                      Path(tempfile.mkdtemp(prefix="bench-hooks-")) / "backend.log")
-        self.backend.start()
+        self._backend = hooks_backend(Path(tempfile.mkdtemp(prefix="bench-hooks-")), EXAMPLE_ALLOW_ANONYMOUS="true")
+        backend, address = self._backend.__enter__()
         try:
-            asyncio.run(wait_grpc_serving(f"127.0.0.1:{port}", self.backend))
-            super().__init__(edge_env={"EDGE_HOOKS_ADDRESS": f"127.0.0.1:{port}", "EDGE_HOOK_CONNECT": "true",
+            super().__init__(edge_env={"EDGE_HOOKS_ADDRESS": address, "EDGE_HOOK_CONNECT": "true",
                                        "EDGE_HOOK_MAX_IN_FLIGHT": "1000", "EDGE_HOOK_TIMEOUT": "5"})
         except BaseException:
-            self.backend.stop()
+            self._backend.__exit__(None, None, None)
             raise
-        self.pids["hooks"] = self.backend.proc.pid  # type: ignore[union-attr]
+        self.pids["hooks"] = backend.proc.pid  # type: ignore[union-attr]
 
     def stop(self) -> None:
         super().stop()
-        self.backend.stop()
+        self._backend.__exit__(None, None, None)
 
 
 class Baseline(Target):

@@ -18,7 +18,8 @@ from hooks.v1 import hooks_pb2 as pb
 from hooks.v1 import hooks_pb2_grpc as pb_grpc
 
 from tests.conftest import start_system
-from tests.support.processes import ServiceProcess, System, free_port, wait_grpc_serving
+from tests.support.hooks_backend import hooks_backend
+from tests.support.processes import ServiceProcess, System
 from tests.support.timing import timeout
 from tests.support.tokens import token
 from tests.support.wsclient import Closed, WebSocketClosed, WsClient, parse_server_frame
@@ -44,26 +45,15 @@ class Hooked:
 @pytest.fixture(scope="module")
 def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hooked]:
     workdir = tmp_path_factory.mktemp("hooks")
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    backend = ServiceProcess("hooks_backend", "examples.hooks_backend",
-                             {"EXAMPLE_HOOKS_PORT": str(port), "EXAMPLE_SLOW_SECONDS": "60",
-                              "EXAMPLE_SESSION_TTL": str(SESSION_TTL)}, workdir / "backend.log")
-    backend.start()
-    try:
-        asyncio.run(wait_grpc_serving(address, backend))
+    with hooks_backend(workdir, EXAMPLE_SLOW_SECONDS="60", EXAMPLE_SESSION_TTL=str(SESSION_TTL)) as (backend, address):
         system = start_system(tmp_path_factory, "hooked", edge_env={
             "EDGE_HOOKS_ADDRESS": address, "EDGE_HOOK_CONNECT": "true", "EDGE_HOOK_REFRESH": "true",
             "EDGE_HOOK_RPC": "true", "EDGE_HOOK_RPC_UNKNOWN_TYPES": "true", "EDGE_HOOK_SUBSCRIBE_TOPICS": "room:*",
             "EDGE_HOOK_PUBLISH_TOPICS": "chat:*", "EDGE_HOOK_TIMEOUT": str(HOOK_TIMEOUT),
             "EDGE_HOOK_MAX_IN_FLIGHT": "2", "EDGE_TOKEN_REFRESH_NOTICE": str(NOTICE),
             "EDGE_TOPIC_RULES": json.dumps(RULES)})
-    except BaseException:
-        backend.stop()
-        raise
-    yield Hooked(system, backend, address)
-    system.stop()
-    backend.stop()
+        yield Hooked(system, backend, address)
+        system.stop()
 
 
 async def connect(hooked: Hooked, cookie: str | None = None, **params: str) -> WsClient:
