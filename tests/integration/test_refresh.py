@@ -21,7 +21,7 @@ from tests.conftest import start_system
 from tests.support.processes import System
 from tests.support.timing import timeout
 from tests.support.tokens import exp_of, token
-from tests.support.wsclient import Closed, WsClient
+from tests.support.wsclient import TRANSPORTS, Closed, WsClient, connect_client
 
 NOTICE = 3  # EDGE_TOKEN_REFRESH_NOTICE of this module's edge
 TOPIC = "keep:alive"
@@ -49,9 +49,9 @@ async def publish_steadily(system: System, stop: asyncio.Event, every: float = 0
     return n
 
 
-async def keep_alive(system: System, ttl: float, duration: float) -> None:
+async def keep_alive(system: System, ttl: float, duration: float, transport: str = "websocket") -> None:
     first = token("rita", ttl=ttl)
-    client = await WsClient.connect(system.ws_url, token=first, topics=TOPIC)
+    client = await connect_client(transport, system, token=first, topics=TOPIC)
     assert client.welcome["data"]["expires_at"] == exp_of(first)
     stop = asyncio.Event()
     publisher = asyncio.create_task(publish_steadily(system, stop))
@@ -86,8 +86,9 @@ async def keep_alive(system: System, ttl: float, duration: float) -> None:
     assert expiries[-1] - exp_of(first) >= duration - ttl
 
 
-async def test_a_short_token_is_kept_alive_by_in_band_refresh(short_lived: System):
-    await keep_alive(short_lived, ttl=6, duration=20)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_short_token_is_kept_alive_by_in_band_refresh(short_lived: System, transport: str):
+    await keep_alive(short_lived, ttl=6, duration=15, transport=transport)
 
 
 @pytest.mark.long
@@ -96,9 +97,10 @@ async def test_a_30_s_token_kept_alive_for_3_minutes(short_lived: System):
     await keep_alive(short_lived, ttl=30, duration=180)
 
 
-async def test_a_client_that_stops_refreshing_is_closed_4001_at_exp(short_lived: System):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_client_that_stops_refreshing_is_closed_4001_at_exp(short_lived: System, transport: str):
     tok = token("sam", ttl=5)
-    client = await WsClient.connect(short_lived.ws_url, token=tok)
+    client = await connect_client(transport, short_lived, token=tok)
     notice = await client.recv(wait=10)
     assert notice["type"] == "refresh_required" and notice["data"] == {"expires_at": exp_of(tok)}
     with pytest.raises(Closed) as caught:
