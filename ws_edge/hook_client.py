@@ -26,12 +26,17 @@ from common.topics import topic_error
 from . import metrics
 from .core.codes import ErrorCode
 from .core.hooks import Hook, HookAnswer, HookCall, Outcome, unavailable
-from .push_link import CHANNEL_OPTIONS
 
 log = logging.getLogger("ws_edge.hooks")
 # The codes a backend's refusal may carry to a browser; any other is FORBIDDEN.
 REFUSAL_CODES = frozenset({ErrorCode.FORBIDDEN, ErrorCode.UNAUTHORIZED, ErrorCode.NOT_FOUND, ErrorCode.INVALID_MESSAGE,
                            ErrorCode.TOO_MANY_TASKS, ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED})
+
+
+# No keepalive pings (the push link's options): an application's gRPC server keeps its default
+# minimum ping interval (5 min) and would answer frequent pings with GOAWAY; each call's deadline is
+# what finds a dead backend. Reconnects are quick, so a restarted backend is back within 2 s.
+HOOK_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 2_000)]
 
 
 class ContractError(Exception):
@@ -59,7 +64,7 @@ class HookClient:
 
     def open(self) -> None:
         """The channel, made on the serving loop (a grpc.aio channel belongs to the loop it was made on)."""
-        self._channel = secure_channel(self._address, token=self._token, options=CHANNEL_OPTIONS)
+        self._channel = secure_channel(self._address, token=self._token, options=HOOK_CHANNEL_OPTIONS)
         self._stub = pb_grpc.BackendHooksStub(self._channel)
 
     async def close(self) -> None:

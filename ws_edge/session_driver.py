@@ -44,7 +44,7 @@ from .hook_client import Caller
 log = logging.getLogger("ws_edge.session")
 Receive = Callable[[], Awaitable[str | bytes | None]]  # the next client frame; None: the peer is gone
 _REFUSALS = {CloseCode.INVALID_CLIENT_ID: "client_id", CloseCode.TRY_AGAIN_LATER: "client_id",
-             CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections"}
+             CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections", CloseCode.BACKEND_UNAVAILABLE: "connect_hook"}
 
 
 class SessionDriver:

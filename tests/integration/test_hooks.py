@@ -19,7 +19,7 @@ from hooks.v1 import hooks_pb2_grpc as pb_grpc
 
 from tests.conftest import start_system
 from tests.support.hooks_backend import hooks_backend
-from tests.support.processes import ServiceProcess, System
+from tests.support.processes import ServiceProcess, System, wait_grpc_serving
 from tests.support.timing import timeout
 from tests.support.tokens import token
 from tests.support.wsclient import Closed, WebSocketClosed, WsClient, parse_server_frame
@@ -234,3 +234,14 @@ async def test_backend_down_allows_nothing(hooked: Hooked, clients):
         error = await jack.request(frame, wait=15)
         assert error["error"]["code"] == "UNAVAILABLE", error
     assert jack.connection.state is websockets.protocol.State.OPEN
+    # the backend back on its port: the edge's channel reconnects by itself (backoff at most 2 s)
+    hooked.backend.start()
+    await wait_grpc_serving(hooked.address, hooked.backend)
+    deadline = time.monotonic() + timeout(15)
+    for attempt in range(1000):
+        answer = await jack.request({"type": "rpc", "id": f"again{attempt}", "data": {"method": "echo", "data": 7}})
+        if answer["type"] == "ack":
+            assert answer["data"] == {"type": "rpc", "data": 7}
+            break
+        assert answer["error"]["code"] == "UNAVAILABLE" and time.monotonic() < deadline, answer
+        await asyncio.sleep(0.2)
