@@ -22,7 +22,7 @@ from tests.support.hooks_backend import hooks_backend
 from tests.support.processes import ServiceProcess, System, wait_grpc_serving
 from tests.support.timing import timeout
 from tests.support.tokens import token
-from tests.support.wsclient import Closed, WebSocketClosed, WsClient, parse_server_frame
+from tests.support.wsclient import TRANSPORTS, Closed, WebSocketClosed, WsClient, connect_client, parse_server_frame
 
 HOOK_TIMEOUT = 3  # EDGE_HOOK_TIMEOUT; the backend's slow answers take 60 s
 SESSION_TTL = 12  # the example backend's cookie sessions and refreshes
@@ -84,15 +84,18 @@ async def clients() -> AsyncIterator[list[WsClient]]:
 
 # --- Connect -------------------------------------------------------------------------------------
 
-async def test_connect_allows_a_cookie_session_without_a_token(hooked: Hooked, clients):
-    carol = await connect(hooked, "theme=dark; session=carol")
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_connect_allows_a_cookie_session_without_a_token(hooked: Hooked, clients, transport: str):
+    cookie = "theme=dark; session=carol"
+    carol = await (connect(hooked, cookie) if transport == "websocket"  # (connect_client sends no headers there)
+                   else connect_client(transport, hooked.system, headers={"Cookie": cookie}))
     clients.append(carol)
     data = carol.welcome["data"]
     assert data["user"] == "carol" and data["topics"] == ["inbox:carol"]  # the backend's extra topic
     assert abs(data["expires_at"] - (time.time() + SESSION_TTL)) < 3
     who = await carol.request({"type": "rpc", "id": "w", "data": {"method": "whoami"}})
     assert who["data"] == {"type": "rpc", "data": {"user": "carol", "client_id": carol.client_id,
-                                                   "info": {"via": "cookie", "transport": "websocket"}}}
+                                                   "info": {"via": "cookie", "transport": transport}}}
 
 
 async def test_connect_gets_the_token_claims(hooked: Hooked, clients):
