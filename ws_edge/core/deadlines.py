@@ -18,6 +18,8 @@ class _Deadline:
 
 
 class Deadlines:
+    __slots__ = ("_at", "notice")  # one per connection
+
     def __init__(self, notice: float) -> None:
         self.notice = notice
         self._at: dict[str | None, _Deadline] = {}

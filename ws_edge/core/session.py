@@ -262,7 +262,7 @@ class Session:
         self._connect_ticket: int | None = None  # the Connect hook's call, while it decides
         self._refresh_ticket: int | None = None  # the Refresh hook's call, while it decides
         self._token_principal: Principal | None = None  # who the token said, while the Connect hook decides
-        self._trusted_topics: list[str] = []  # the Connect hook's topics (no topic rules)
+        self._trusted_topics: tuple[str, ...] = ()  # the Connect hook's topics (no topic rules)
         self._info = b""  # the Connect hook's info about this connection, given back to every hook
         self._url_topics: list[str] = []
         self._url_since: dict[str, Position] = {}
@@ -343,7 +343,7 @@ class Session:
         expires_at = answer.expires_at if answer.expires_at is not None else (token.expires_at if token else None)
         admin = token.admin if token is not None and token.user == user else False
         self._info = answer.info
-        self._trusted_topics = list(answer.topics)
+        self._trusted_topics = answer.topics
         self._admit(Principal(user, expires_at, admin))
 
     def _admit(self, principal: Principal) -> None:
@@ -678,7 +678,7 @@ class Session:
         """Topics the Subscribe hook decides are asked first (all at once); then the subscribe goes on."""
         ticket = next(_tickets)
         self._pending = (ticket, op)
-        trusted = self._trusted_topics if op.url else []
+        trusted = self._trusted_topics if op.url else ()
         for topic in op.topics:
             if topic not in self.topics and topic not in trusted and self.rules.hooks.subscribe(topic):
                 asking = next(_tickets)
