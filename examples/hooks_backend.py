@@ -11,7 +11,8 @@ Its rules are a toy application's, made to show every answer:
   `room:slow*` is slow.
 - Publish: on `chat:*`, "darn" becomes "d**n" (changed data), anything with "spam" is refused,
   `chat:slow*` is slow.
-- Refresh: `EXAMPLE_SESSION_TTL` more seconds, except for users named `expired*` (refused).
+- Refresh: `EXAMPLE_SESSION_TTL` more seconds, except for users named `expired*` (refused);
+  `lazy*` are slow to refresh.
 - RPC: `echo` (the data back), `whoami` (user and info), `sleep` (`{"seconds": s}`), others NOT_FOUND.
 `Stats` is not a hook: the calls seen and the most in flight at once, per hook (GET-like, for tests),
 served as RPC method `stats` when called directly (not through the edge).
@@ -117,6 +118,8 @@ class Hooks(pb_grpc.BackendHooksServicer):
         return await self._counted("refresh", lambda: self._refresh(request))
 
     async def _refresh(self, request: pb.RefreshRequest) -> pb.RefreshResponse:
+        if request.caller.user.startswith("lazy"):
+            await asyncio.sleep(SLOW)
         if request.caller.user.startswith("expired"):
             return pb.RefreshResponse(refuse=_refuse("FORBIDDEN", "signed out"))
         return pb.RefreshResponse(allow=pb.RefreshAllow(expires_at=time.time() + SESSION_TTL))

@@ -204,17 +204,18 @@ async def test_calls_beyond_the_bound_in_flight_are_refused_at_once(hooked: Hook
 
 async def test_refresh_hook_keeps_a_cookie_session_alive_and_a_refusal_ends_it_4001(hooked: Hooked, clients):
     hank = await connect(hooked, "session=hank")
-    ivy = await connect(hooked, "session=expired-ivy")
-    clients.extend([hank, ivy])
+    ivy = await connect(hooked, "session=expired-ivy")  # her refresh is refused
+    leo = await connect(hooked, "session=lazy-leo")  # his refresh times out
+    clients.extend([hank, ivy, leo])
     first_exp = hank.welcome["data"]["expires_at"]
-    ivy_exp = ivy.welcome["data"]["expires_at"]
-    # ivy's refresh is refused: she is told (refresh_required) and closed 4001 at her exp
-    notice = await ivy.recv(wait=SESSION_TTL)
-    assert notice["type"] == "refresh_required" and notice["data"] == {"expires_at": ivy_exp}
-    with pytest.raises(Closed) as caught:
-        await ivy.recv(wait=SESSION_TTL)
-    assert (caught.value.code, caught.value.reason) == (4001, "token expired")
-    assert time.time() >= ivy_exp - 1
+    for user in (ivy, leo):  # told (refresh_required), then closed 4001 at exp: never extended
+        exp = user.welcome["data"]["expires_at"]
+        notice = await user.recv(wait=SESSION_TTL)
+        assert notice["type"] == "refresh_required" and notice["data"] == {"expires_at": exp}
+        with pytest.raises(Closed) as caught:
+            await user.recv(wait=SESSION_TTL)
+        assert (caught.value.code, caught.value.reason) == (4001, "token expired")
+        assert time.time() >= exp - 1
     # hank's was extended by the backend without a word to him; he is still here past his first exp
     while time.time() < first_exp + 1:
         await asyncio.sleep(0.5)
