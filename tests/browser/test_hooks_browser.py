@@ -3,7 +3,9 @@ Publish and RPC hooks go to the example backend (a real process)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +15,7 @@ from pushclient import PushClient
 from tests.conftest import start_system
 from tests.support.hooks_backend import hooks_backend
 from tests.support.processes import System
-from tests.support.tokens import token
+from tests.support.tokens import exp_of, token
 
 pytestmark = pytest.mark.browser
 RULES = [{"pattern": "chat:*", "subscribe": "authenticated", "publish": "authenticated"},
@@ -69,3 +71,42 @@ async def test_publish_rpc_and_subscription_tokens_from_the_page(system: System,
     assert await page.evaluate("() => t.client.rpc('echo', {x: [1, 2]})") == {"x": [1, 2]}
     missing = await page.evaluate("() => t.client.rpc('nope').then(() => 'ok', (err) => err.code)")
     assert missing == "NOT_FOUND"
+
+
+async def test_a_subscription_token_is_refreshed_before_it_runs_out(system: System, page: Page):
+    """15 s subscription tokens, the edge's notice 10 s before: the client answers `refresh_required`
+    with getSubscriptionToken's new token, and the topic is still subscribed after the first expired."""
+    minted: list[int] = []
+
+    def subscription_token(topic: str) -> str:
+        minted.append(exp_of(fresh := token("olga", ttl=15, topic=topic)))
+        return fresh
+
+    await page.expose_function("mintToken", lambda: token("olga"))
+    await page.expose_function("subscriptionToken", subscription_token)
+    await page.goto(system.http_url + "/healthz")
+    await page.evaluate("""async (url) => {
+      const { WebSocketService } = await import('/static/push-client.js');
+      const client = new WebSocketService({ url, getToken: () => window.mintToken(),
+                                            getSubscriptionToken: (topic) => window.subscriptionToken(topic) });
+      window.t = { client, got: [], events: [] };
+      client.on('private:b', (data) => window.t.got.push(data));
+      for (const key of ['$refreshed', '$unsubscribed', '$closed']) client.on(key, (d) => window.t.events.push([key, d]));
+      const ready = new Promise((resolve) => { client.on('connected', resolve); });
+      client.connect();
+      await ready;
+      await client.subscribe(['private:b']);
+    }""", system.ws_url + "/ws")
+    first_exp = minted[0]
+    while time.time() < first_exp + 1:
+        await asyncio.sleep(0.5)
+    async with PushClient(system.push_address) as push:
+        await push.queue_message({"type": "secret", "data": {"n": 2}}, topic="private:b")
+    await page.wait_for_function("() => t.got.length === 1")
+    events = await page.evaluate("() => t.events")
+    # every token after the first came by refresh (no `$unsubscribed`, no reconnect), each later than the last
+    # (the newest token may still be on its way when the events are read)
+    acked = [data["expires_at"] for _, data in events]
+    assert events == [["$refreshed", {"type": "refresh", "topic": "private:b", "expires_at": exp}] for exp in acked]
+    assert len(acked) >= 1 and acked == minted[1:len(acked) + 1] and len(minted) - 1 - len(acked) in (0, 1)
+    assert minted == sorted(minted)
