@@ -485,6 +485,7 @@ export class WebSocketService {
     const ask = this.config.getSubscriptionToken;
     if (!ask) return;
     setTimeout(() => {
+      if (!this.connected || !this.topics.has(topic)) return; // a new connection subscribes with a new token
       Promise.resolve(ask(topic))
         .then((token) => this.request({ type: "refresh", data: { topic, token } }))
         .then((ack) => this._emit("$refreshed", ack))
