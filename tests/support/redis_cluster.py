@@ -1,18 +1,21 @@
 """A real Redis Cluster of the test's own: `masters` redis-servers with `--cluster-enabled yes` and a
 replica each, on free ports (the cluster bus too: `--cluster-port`, so it never lands in the ephemeral
 range), joined with `redis-cli --cluster create`. Started once per test module or session (about a
-second), torn down by the test. A node can be killed (a shard's master dying) and the test can wait
-for its replica to take over."""
+second), torn down by the test. A node can be killed (`stop()`: kill -9, a shard's master dying), the
+test can wait for its replica to take over, and `start()` it again: it comes back empty (`--save ""`)
+as the new master's replica."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
+from .processes import free_port
 from .redis_server import RedisServer
 from .timing import timeout
 
@@ -22,8 +25,6 @@ NODE_TIMEOUT_MS = 1000  # a dead master is failed over after about this (plus an
 class ClusterNode(RedisServer):
     def __init__(self, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        from .processes import free_port
-
         self.bus_port = free_port()
         super().__init__(workdir, "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"),
                          "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-port", str(self.bus_port),
@@ -92,11 +93,18 @@ class RedisCluster:
 
     def node_for_slot(self, slot: int) -> ClusterNode:
         """The master serving `slot` now."""
+        return self.slot_map()(slot)
+
+    def slot_map(self) -> Callable[[int], ClusterNode]:
+        """Who serves which slot now, as a function (one CLUSTER SLOTS)."""
         with redis.Redis(port=self.live()[0].port) as client:
-            for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
-                if start <= slot <= end:
-                    return next(node for node in self.nodes if node.port == master[1])
-        raise LookupError(slot)
+            ranges = [(start, end, master[1]) for start, end, master, *_ in client.execute_command("CLUSTER SLOTS")]
+
+        def owner(slot: int) -> ClusterNode:
+            port = next(port for start, end, port in ranges if start <= slot <= end)
+            return next(node for node in self.nodes if node.port == port)
+
+        return owner
 
     def client(self, node: ClusterNode) -> redis.Redis:
         return redis.Redis(port=node.port)
