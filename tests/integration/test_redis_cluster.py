@@ -31,6 +31,18 @@ def segments(seen: list[dict]) -> list[list[int]]:
     return parts
 
 
+def assert_everything_or_told(seen: list[dict]) -> None:
+    parts = segments(seen)
+    notices = [m for m in seen if m["type"] == "recovery"]
+    assert all(n["data"]["recovered"] is False for n in notices)
+    assert set().union(*parts) == set(range(TOTAL)), "every message, at least after the notice"
+    for part in parts:  # in order, none twice, within what came before and after each notice
+        assert part == sorted(set(part))
+    if not notices:
+        assert parts == [list(range(TOTAL))]
+    assert notices, "the new master's epoch is announced (what the dead one had not replicated may be lost)"
+
+
 async def test_a_shards_master_killed_mid_stream_clients_get_everything_or_are_told(tmp_path: Path, caplog):
     cluster = RedisCluster(tmp_path / "cluster")
     cluster.start()
@@ -69,15 +81,7 @@ async def test_a_shards_master_killed_mid_stream_clients_get_everything_or_are_t
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # nothing more comes (a repeat would show in the checks below)
         reader.cancel()
-        parts = segments(seen)
-        notices = [m for m in seen if m["type"] == "recovery"]
-        assert all(n["data"]["recovered"] is False for n in notices)
-        assert set().union(*parts) == set(range(TOTAL)), "every message, at least after the notice"
-        for part in parts:  # in order, none twice, within what came before and after each notice
-            assert part == sorted(set(part))
-        if not notices:
-            assert parts == [list(range(TOTAL))]
-        assert notices, "the new master's epoch is announced (what the dead one had not replicated may be lost)"
+        assert_everything_or_told(seen)
     finally:
         if client is not None:
             await client.close()
