@@ -169,7 +169,7 @@ class ShardedSubscriber:
         self._handler, self._on_reconnect, self._on_map = handler, on_reconnect, on_map
         try:
             await asyncio.wait_for(self.cluster.initialize(), CONFIRM_TIMEOUT * 2)
-        except (TimeoutError, RedisError, OSError) as exc:  # the cluster away at start: the maintainer keeps trying
+        except Exception as exc:  # the cluster away at start (a cluster client error is no RedisError): retried
             log.warning("redis cluster unreachable at start: %r", exc)
             self._dirty.set()
         self._maintainer = asyncio.create_task(self._maintain(), name="redis-cluster-map")

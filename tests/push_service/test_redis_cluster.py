@@ -257,3 +257,22 @@ async def test_a_masters_death_its_replica_takes_over(cluster: RedisCluster):
         await replica.broker.close()
         dead.start()
         cluster.wait_until_ok()
+
+
+async def test_a_cluster_unreachable_is_unavailable_for_every_operation():
+    """No seed answers (at start, and since): every operation says UNAVAILABLE; a subscription waits
+    for the cluster instead of failing the caller (as with one Redis away)."""
+    from tests.support.processes import free_port
+
+    broker = broker_from_url(f"redis+cluster://127.0.0.1:{free_port()}", POLICY, prefix="away")
+    await broker.start(lambda _: None)
+    try:
+        await broker.subscribe("t:h:away")
+        for call in (broker.publish(pub("h:away", 1)), broker.history("h:away", None, ""), broker.retained("h:away"),
+                     broker.claim_client_id("id", "owner", 60), broker.lane().publish_many([(pub("h:away", 2), "")])):
+            with pytest.raises(BrokerUnavailable):
+                outcome = await call
+                if isinstance(outcome, list):
+                    raise outcome[0]
+    finally:
+        await broker.close()
