@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.settings import LogFormat, LogLevel
@@ -63,3 +63,11 @@ class PushSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _a_known_engine(cls, url: str) -> str:
+        from .broker import check_broker_url
+
+        check_broker_url(url)  # a ValueError says what is wrong with it
+        return url
