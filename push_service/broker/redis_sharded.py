@@ -7,6 +7,8 @@ serving some of them (a `ShardLink`), following the slot map.
   which reads the slot map again: when a replica took over, the channels move to a link to it. A
   master that loses a slot (moved, or it became a replica) ends our subscriptions there with an
   `sunsubscribe` we did not ask for: the maintainer moves those channels too.
+- The map is also read every 5 s: a master that stopped answering breaks no connection, but its
+  replica may have been promoted meanwhile.
 - Whenever a channel's subscription was interrupted and holds again, publications may have passed us
   by: `on_reconnect` is called (the hub makes the edges check their positions against history).
 - Each link reads its own connection (redis-py's plain connection, no hidden retries or reconnects:
@@ -37,6 +39,7 @@ log = logging.getLogger("push_service.broker.redis")
 
 CONFIRM_TIMEOUT = 2.0
 MAP_REFRESH_MIN_INTERVAL = 0.2  # seconds between two readings of the slot map
+MAP_CHECK_INTERVAL = 5.0  # seconds between two readings when nothing suggests a change
 
 
 class ShardLink:
@@ -261,7 +264,10 @@ class ShardedSubscriber:
         links left with nothing; tell the hub when moved subscriptions hold again."""
         backoff = Backoff(initial=MAP_REFRESH_MIN_INTERVAL, maximum=2.0)
         while True:
-            await self._dirty.wait()
+            # Also every few seconds: a master that stopped answering (paused, cut off) breaks no
+            # connection, yet its replica may have taken over meanwhile.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), MAP_CHECK_INTERVAL)
             self._dirty.clear()
             try:
                 await self.cluster.nodes_manager.initialize()

@@ -7,6 +7,7 @@ module (3 masters with a replica each; the test that kills a master starts it ag
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -256,6 +257,37 @@ async def test_a_masters_death_its_replica_takes_over(cluster: RedisCluster):
     finally:
         await replica.broker.close()
         dead.start()
+        cluster.wait_until_ok()
+
+
+async def test_a_paused_master_replaced_by_its_replica_is_left_within_seconds(cluster: RedisCluster):
+    """SIGSTOP the master of a subscribed topic: no connection breaks, but its replica takes over.
+    Another replica publishes there; ours reads the slot map every few seconds, moves its subscription
+    to the new master and is told to resync, and gets what is published next."""
+    ours = await Replica(cluster.url, "paused").start()
+    other = await Replica(cluster.url, "paused").start()
+    topic = "h:paused"
+    paused = cluster.node_for_slot(ours.broker.keys.slot(f"t:{topic}"))
+    try:
+        await ours.broker.subscribe(f"t:{topic}")
+        await other.broker.publish(pub(topic, 1))
+        await ours.wait_for(1)
+        paused.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        deadline = asyncio.get_running_loop().time() + timeout(30)
+        while ours.resyncs == 0:
+            assert asyncio.get_running_loop().time() < deadline, "never left the paused master"
+            await asyncio.sleep(0.1)
+        while True:  # as a publisher does: again while UNAVAILABLE (its map may still name the paused one)
+            try:
+                await other.broker.publish(pub(topic, 2))  # the promoted replica, a new epoch
+                break
+            except BrokerUnavailable:
+                assert asyncio.get_running_loop().time() < deadline, "never published to the promoted replica"
+        assert [p.id for p in await ours.wait_for(2)] == ["m1", "m2"]
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        for replica in (ours, other):
+            await replica.broker.close()
         cluster.wait_until_ok()
 
 
