@@ -21,6 +21,8 @@
   with the hold as its TTL; another owner: refused), so replicas agree on it; refreshing the hold is
   a PEXPIRE, which binds nothing.
 
+On a Redis Cluster, `redis_cluster.py` runs these scripts with its keys in hash-tagged partitions.
+
 Every key lives under one prefix (`RedisKeys`) and has a bound: streams their rule's count, bytes and
 age + PEXPIRE, the topic meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys
 (their first publication's ack only) their window, client id owners their hold. What all topics hold together is bounded by

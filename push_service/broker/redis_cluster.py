@@ -258,16 +258,15 @@ class RedisClusterBroker(RedisBroker):
             self._shards.disturbed()
 
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
-        for _ in range(REDIRECT_RETRIES):
+        for _ in range(REDIRECT_RETRIES - 1):
             reply = self._send_publish(publication, idempotency_key)
-            try:
-                answer = await asyncio.shield(reply)
-            except BaseException:
+            await asyncio.wait([reply])
+            if reply.exception() is not None or not isinstance(reply.result(), AskError):
                 return await self._acked(reply)
-            if not isinstance(answer, AskError):
-                return await self._acked(reply)
-            await self._shards.refresh_now()  # the script did not run: send it to the slot's new master
-        return await self._acked(reply)
+            log.info("a publish to %s was redirected (%s %s): sent again after reading the slot map",
+                     publication.channel, "ASK" if type(reply.result()) is AskError else "MOVED", reply.result())
+            await self._shards.refresh_now()  # MOVED / ASK: the script did not run; to the slot's master now
+        return await self._acked(self._send_publish(publication, idempotency_key))
 
     def lane(self) -> PublishLane:
         return ClusterLane(self)

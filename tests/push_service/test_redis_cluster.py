@@ -15,7 +15,7 @@ import orjson
 import pytest
 import redis
 
-from push_service.broker import broker_from_url
+from push_service.broker import broker_from_url, redis_sharded
 from push_service.broker.base import BrokerUnavailable
 from push_service.broker.redis_cluster import ClusterKeys, RedisClusterBroker, parse_cluster_url, partition_tags
 from push_service.core.history import HistoryPolicy, HistoryRule
@@ -181,14 +181,18 @@ async def test_a_lane_across_shards_keeps_its_order_and_halts_on_a_refusal(clust
     assert [p.id for p in (await broker.history(other, None, "")).publications][-1] == "m100"
 
 
-async def test_subscriptions_follow_a_slot_moved_to_another_master(cluster: RedisCluster, replica: Replica):
+async def test_subscriptions_follow_a_slot_moved_to_another_master(cluster: RedisCluster, replica: Replica,
+                                                                  monkeypatch: pytest.MonkeyPatch, caplog):
     """The slot of a subscribed topic moves (its keys migrated, CLUSTER SETSLOT): the old master ends
     the subscription, the replica subscribes at the new one and is told to resync; the topic's next
-    publish starts a new epoch (another master writes it), so no position is silently reused."""
+    publish starts a new epoch (another master writes it), so no position is silently reused. A
+    replica that has not read the slot map since has its publish redirected, and sends it again."""
+    monkeypatch.setattr(redis_sharded, "MAP_CHECK_INTERVAL", 60.0)  # the publisher's map stays stale
     broker, topic = replica.broker, "h:moving"
+    publisher = await Replica(cluster.url, broker.keys.prefix).start()
     slot = broker.keys.slot(f"t:{topic}")
     await broker.subscribe(f"t:{topic}")
-    first = await broker.publish(pub(topic, 1))
+    first = await publisher.broker.publish(pub(topic, 1))
     await replica.wait_for(1)
     source = cluster.node_for_slot(slot)
     target = next(node for node in masters(cluster) if node is not source)
@@ -200,7 +204,10 @@ async def test_subscriptions_follow_a_slot_moved_to_another_master(cluster: Redi
     with redis.Redis(port=target.port) as client:
         channel = broker.keys.channel(f"t:{topic}").encode()
         assert client.execute_command("PUBSUB SHARDNUMSUB", channel) == [(channel, 1)]
-    second = await broker.publish(pub(topic, 2))  # redirected once, then sent to the new master
+    caplog.set_level("INFO", "push_service.broker.redis")
+    second = await publisher.broker.publish(pub(topic, 2))  # redirected once, then sent to the new master
+    await publisher.broker.close()
+    assert "was redirected (MOVED" in caplog.text
     assert (second.offset, second.epoch != first.epoch) == (1, True)
     assert [p.id for p in await replica.wait_for(2)] == ["m1", "m2"]
     read = await broker.history(topic, 1, first.epoch)
