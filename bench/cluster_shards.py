@@ -48,6 +48,40 @@ def publication(topic: str, n: int) -> Publication:
                             now_ms=int(time.time() * 1000), max_data_bytes=65536)
 
 
+async def publish_unary(brokers: list, topics: list[str], args: argparse.Namespace) -> int:
+    """Unary publishes to random topics, `--in-flight` outstanding."""
+    published, n, started = 0, 0, time.perf_counter()
+    pending: set[asyncio.Future] = set()
+    while time.perf_counter() - started < args.seconds:
+        while len(pending) < args.in_flight:
+            n += 1
+            pending.add(asyncio.ensure_future(brokers[n % len(brokers)].publish(publication(random.choice(topics), n))))
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        published += len(done)
+    return published + len((await asyncio.wait(pending))[0])
+
+
+async def publish_streams(brokers: list, topics: list[str], args: argparse.Namespace) -> int:
+    """`--streams` publishing streams (lanes), each handing over requests of 100 messages to random
+    topics with up to `--in-flight` messages unanswered (a stream waits at each change of partition)."""
+    counts = [0] * args.streams
+
+    async def stream(index: int) -> None:
+        lane, n, started = brokers[index % len(brokers)].lane(), 0, time.perf_counter()
+        pending: list[asyncio.Future] = []
+        while time.perf_counter() - started < args.seconds:
+            while len(pending) * 100 < args.in_flight:
+                items = [(publication(random.choice(topics), n + i), "") for i in range(100)]
+                n += 100
+                pending.append(asyncio.ensure_future(lane.publish_many(items)))
+            counts[index] += sum(1 for ack in await pending.pop(0) if not isinstance(ack, Exception))
+        for outcome in pending:
+            counts[index] += sum(1 for ack in await outcome if not isinstance(ack, Exception))
+
+    await asyncio.gather(*(stream(i) for i in range(args.streams)))
+    return sum(counts)
+
+
 async def measure(cluster: RedisCluster, args: argparse.Namespace) -> tuple[dict[int, dict[str, float]], dict]:
     topics = [f"task:{n}" for n in range(args.topics)]
     delivered = [0]
@@ -58,16 +92,8 @@ async def measure(cluster: RedisCluster, args: argparse.Namespace) -> tuple[dict
     masters = {cluster.node_for_slot(s).port: cluster.node_for_slot(s) for s in (0, 8000, 16383)}
     before = {port: node_stats(port) for port in masters}
     cpu0 = {port: cpu_seconds(node.proc.pid) for port, node in masters.items()}  # type: ignore[union-attr]
-    published, n, started = 0, 0, time.perf_counter()
-    pending: set[asyncio.Future] = set()
-    while time.perf_counter() - started < args.seconds:
-        while len(pending) < args.in_flight:
-            n += 1
-            pending.add(asyncio.ensure_future(brokers[n % len(brokers)].publish(publication(random.choice(topics), n))))
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        published += len(done)
-    done, _ = await asyncio.wait(pending)
-    published += len(done)
+    started = time.perf_counter()
+    published = await (publish_streams if args.streams else publish_unary)(brokers, topics, args)
     wall = time.perf_counter() - started
     await asyncio.sleep(0.5)
     after = {port: node_stats(port) for port in masters}
@@ -93,6 +119,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--replicas", type=int, default=2, help="push replicas' engines, each subscribed to all")
     parser.add_argument("--in-flight", type=int, default=500, help="publishes outstanding")
+    parser.add_argument("--streams", type=int, default=0, help="publish through this many streams (lanes) instead")
     args = parser.parse_args()
     cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bench-cluster-shards-")))
     cluster.start()
@@ -102,7 +129,7 @@ def main() -> None:
     finally:
         cluster.stop()
     print(f"Command: `python -m bench.cluster_shards --topics {args.topics} --seconds {args.seconds} "
-          f"--replicas {args.replicas} --in-flight {args.in_flight}`; load average before: "
+          f"--replicas {args.replicas} --in-flight {args.in_flight} --streams {args.streams}`; load average before: "
           f"{', '.join(f'{v:.1f}' for v in load_before)} ({os.cpu_count()} cores)\n")
     print(f"Published {totals['published_per_s']:,.0f} msg/s in all, delivered {totals['delivered_per_s']:,.0f}/s "
           f"to {args.replicas} replicas' engines (one Python process drives all of it).\n")
