@@ -109,6 +109,9 @@ def test_every_service_starts_with_its_compose_command_and_becomes_healthy(stack
         f"127.0.0.1:{stack.local_port('push-1', 50051)},127.0.0.1:{stack.local_port('push-2', 50051)}")
 
 
+# The whole portable suite runs inside (a minute on a quiet machine, several on a loaded one): its own
+# subprocess timeout bounds it, not the default per-test one (120 s), which a loaded run passed.
+@pytest.mark.timeout(timeout(660))
 def test_the_integration_suite_passes_against_the_stack_given_only_its_environment(stack: LocalCompose):
     def url(service: str, port: int, path: str = "") -> str:
         return f"http://127.0.0.1:{stack.local_port(service, port)}{path}"
