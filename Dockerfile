@@ -15,6 +15,8 @@ WORKDIR /src
 COPY requirements-runtime.txt requirements.txt wheelhous[e] ./
 RUN if ls ./*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/src; fi \
     && python -m venv /opt/venv && /opt/venv/bin/pip install -r requirements-runtime.txt \
+    # The installers are of no use at run time (25 MB of the image).
+    && /opt/venv/bin/pip uninstall -q -y pip setuptools \
     # The code generator (pinned in requirements.txt) stays in this stage.
     && python -m venv /opt/tools && /opt/tools/bin/pip install "$(grep '^grpcio-tools==' requirements.txt)"
 COPY proto ./proto
