@@ -68,7 +68,14 @@ class Engine:
         self.compose: list[str] = []
 
     def open(self) -> None:
-        ensure_programs("docker")
+        have_docker = shutil.which("docker") is not None
+        needed = ["docker"]
+        if not (have_docker and daemon_answers()):
+            needed.append("dockerd")
+        if not (have_docker and run(["docker", "compose", "version"], check=False).returncode == 0):
+            needed.append("docker-compose")
+        if any(shutil.which(p) is None for p in needed):
+            ensure_programs(*needed, "debootstrap")  # one apt-get run (debootstrap: for the base images)
         if not daemon_answers():
             self._start_daemon()
         version = run(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.strip()
