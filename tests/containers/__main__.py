@@ -104,7 +104,7 @@ def run_stack(engine: Engine, stack_holder: list[ComposeStack]) -> list[str]:
 
 def main() -> int:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `finally` still takes the stack down
     started = time.monotonic()
     engine, stacks, report, failure = Engine(ARTIFACTS), [], [], ""
