@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test test-long test-faults bench bench-deps bench-e2e lint clean system-deps coverage
+.PHONY: install proto run test test-long test-faults test-compose bench bench-deps bench-e2e lint clean system-deps coverage
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -90,3 +90,11 @@ coverage: install
 	$(BIN)/python -m coverage run --source=ws_edge -m pytest -q -p no:cacheprovider tests/ws_edge
 	$(BIN)/python -m coverage report
 	$(BIN)/python -m coverage report --include='ws_edge/core/*' --fail-under=90 >/dev/null
+
+# The system as real containers (tests/containers, README → Operations): Docker's engine and Compose
+# from Debian's packages when missing (dockerd started and stopped again when none answers), base images
+# from Debian where the registry is unreachable and the project's images, both cached by content; `up`
+# under its own project name on free ports, the portable suite and a fault pass (docker kill / pause /
+# restart) against it, `down -v` whatever happened. Fails with the reason where Docker cannot work.
+test-compose: install
+	$(BIN)/python -m tests.containers
