@@ -1,17 +1,24 @@
-# syntax=docker/dockerfile:1
 # One definition, three images: the final stages push-service, ws-edge and task-service (built by
 # docker-compose.yml with `target:`). The build stage holds grpcio-tools and generates the protobuf
 # code from proto/; the runtime stages hold only the runtime packages, the code and the generated code,
-# and run as an unprivileged user.
+# and run as an unprivileged user. No `# syntax=` line: BuildKit's built-in frontend and the legacy
+# builder both build this file, with no image to pull for the frontend (builds where the registry is
+# unreachable: README, Operations).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements-runtime.txt requirements.txt ./
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install -r requirements-runtime.txt
-# The code generator (pinned in requirements.txt) stays in this stage.
-RUN python -m venv /opt/tools && /opt/tools/bin/pip install "$(grep '^grpcio-tools==' requirements.txt)"
+# wheelhouse/ (git-ignored) is optional: where it holds wheels (`make test-compose` puts the machine's
+# there), pip installs from them alone, with no network and no certificate of the machine's in the
+# build; otherwise from the package index. It exists only in this stage.
+COPY requirements-runtime.txt requirements.txt wheelhous[e] ./
+RUN if ls ./*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/src; fi \
+    && python -m venv /opt/venv && /opt/venv/bin/pip install -r requirements-runtime.txt \
+    # The installers are of no use at run time (25 MB of the image).
+    && /opt/venv/bin/pip uninstall -q -y pip setuptools \
+    # The code generator (pinned in requirements.txt) stays in this stage.
+    && python -m venv /opt/tools && /opt/tools/bin/pip install "$(grep '^grpcio-tools==' requirements.txt)"
 COPY proto ./proto
 RUN mkdir gen && /opt/tools/bin/python -m grpc_tools.protoc -Iproto --python_out=gen --pyi_out=gen \
         --grpc_python_out=gen $(find proto -name '*.proto')
@@ -25,8 +32,13 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /src/gen ./gen
 COPY common ./common
 COPY pushclient ./pushclient
-# Code stays root-owned and read-only to the service's user.
+# Code stays root-owned and read-only to the service's user; nothing is written at run time (the
+# compose file runs the containers with a read-only root filesystem and a tmpfs /tmp).
 USER 10001:10001
+# Every service drains on SIGTERM (the edge: readiness off, queued frames flushed, close 1001; the
+# push service: edge streams get their pending batches). Give it the time: docker-compose.yml's
+# stop_grace_period (`docker stop -t`) for the edge covers its drain (ws_edge/__main__.py).
+STOPSIGNAL SIGTERM
 
 FROM runtime AS push-service
 COPY push_service ./push_service

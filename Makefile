@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 GEN    := gen
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install proto run test test-faults bench bench-deps bench-e2e lint clean system-deps coverage
+.PHONY: install proto run test test-long test-faults test-compose bench bench-deps bench-e2e lint clean system-deps coverage
 
 install: $(VENV)/.installed $(GEN)/.built
 
@@ -38,8 +38,16 @@ run: install
 	@echo "Point a browser at http://$${EDGE_HOST:-127.0.0.1}:$${EDGE_PORT:-8000}/  (Ctrl-C stops everything)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
+# Two workers (pytest-xdist), each test module whole on one of them (its shared system started once):
+# most tests wait on processes, sockets and faults that last seconds, not on the CPU.
+TEST_WORKERS ?= 2
 test: install system-deps lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not long" $(PYTEST_ARGS)
+
+# The issues' literal cases that last minutes (a 30 s token kept alive 3 minutes by refresh, in Python and
+# in Chromium), side by side on two workers; `.ci/run` runs them after `make test`.
+test-long: install system-deps
+	$(BIN)/python -m pytest -n 2 -m long -o timeout=600 $(PYTEST_ARGS)
 
 # The fault suite (tests/faults): every scenario FAULT_REPEAT times with FAULT_PAUSE-second faults,
 # each table printed and written to test-artifacts/faults.txt (`make test` runs each once, short).
@@ -82,3 +90,11 @@ coverage: install
 	$(BIN)/python -m coverage run --source=ws_edge -m pytest -q -p no:cacheprovider tests/ws_edge
 	$(BIN)/python -m coverage report
 	$(BIN)/python -m coverage report --include='ws_edge/core/*' --fail-under=90 >/dev/null
+
+# The system as real containers (tests/containers, README → Operations): Docker's engine and Compose
+# from Debian's packages when missing (dockerd started and stopped again when none answers), base images
+# from Debian where the registry is unreachable and the project's images, both cached by content; `up`
+# under its own project name on free ports, the portable suite and a fault pass (docker kill / pause /
+# restart) against it, `down -v` whatever happened. Fails with the reason where Docker cannot work.
+test-compose: install
+	$(BIN)/python -m tests.containers

@@ -19,7 +19,7 @@ class PushSettings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535)
     # Prometheus metrics over HTTP (/metrics) on this port; 0 turns them off.
     metrics_port: int = Field(9101, ge=0, le=65535)
-    broker_url: str = "memory://"  # or redis://host:port/db
+    broker_url: str = "memory://"  # or redis://host:port/db, or redis+cluster://host:port,host:port
     redis_prefix: str = "push"  # every Redis key and channel starts with it
     batch_max_size: int = Field(10, ge=1, le=1000)
     batch_interval: float = Field(0.1, ge=0, le=60)
@@ -87,3 +87,11 @@ class PushSettings(BaseSettings):
         if value and (why := topic_error(value)) is not None:
             raise ValueError(why)
         return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _a_known_engine(cls, url: str) -> str:
+        from .broker import check_broker_url
+
+        check_broker_url(url)  # a ValueError says what is wrong with it
+        return url

@@ -109,9 +109,9 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
     async def Disconnect(self, request: pb.DisconnectRequest, context: grpc.aio.ServicerContext) -> pb.CommandResponse:
         target = await self._target(request.user, request.client_id, context)
         code = request.code or DEFAULT_DISCONNECT_CODE
-        if code != DEFAULT_DISCONNECT_CODE and not 4100 <= code <= 4499:
+        if code != DEFAULT_DISCONNECT_CODE and not 4100 <= code <= 4399:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"code {code}: use 4010 (the default) or an application code, 4100-4499")
+                                f"code {code}: use 4010 (the default) or an application code, 4100-4399")
         if len(request.reason.encode()) > MAX_REASON_BYTES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is over {MAX_REASON_BYTES} bytes")
         return await self._command({"op": "disconnect", **target, "code": code,

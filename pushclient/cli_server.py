@@ -27,8 +27,8 @@ def _code(value: str) -> int:
         code = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if code != 4010 and not 4100 <= code <= 4499:
-        raise argparse.ArgumentTypeError("use 4010 (the default) or an application code, 4100-4499")
+    if code != 4010 and not 4100 <= code <= 4399:
+        raise argparse.ArgumentTypeError("use 4010 (the default) or an application code, 4100-4399")
     return code
 
 
@@ -41,7 +41,7 @@ def add_server_commands(commands: Any, topic: Callable[[str], str]) -> None:
     commands.add_parser("info", help="every push replica and edge: connections, subscriptions, uptime, version")
     disconnect = commands.add_parser("disconnect", help="close a user's (or a client id's) connections everywhere")
     _target(disconnect)
-    disconnect.add_argument("--code", type=_code, default=0, help="close code: 4010 (default) or 4100-4499")
+    disconnect.add_argument("--code", type=_code, default=0, help="close code: 4010 (default) or 4100-4399")
     disconnect.add_argument("--reason", default="", help="close reason (at most 123 bytes)")
     for name in ("subscribe", "unsubscribe"):
         command = commands.add_parser(name, help=f"{name} a user's (or a client id's) connections, server-side")

@@ -19,7 +19,11 @@ from .app import create_app
 from .config import EdgeSettings
 from .http_guard import guarded_http_protocol
 
-GO_AWAY_TIMEOUT = 5.0
+GO_AWAY_TIMEOUT = 5.0  # clients' queued frames flushed (Edge.go_away waits this, and a second more)
+GRACEFUL_SHUTDOWN_TIMEOUT = 3  # then uvicorn's own: open requests and sockets
+# The longest a SIGTERM'd edge takes to exit on its own; a container's stop grace period must exceed it
+# (docker-compose.yml's stop_grace_period, checked by tests/deploy/test_compose.py).
+DRAIN_SECONDS = GO_AWAY_TIMEOUT + 1 + GRACEFUL_SHUTDOWN_TIMEOUT
 
 
 class EdgeServer(uvicorn.Server):
@@ -63,7 +67,7 @@ def main() -> None:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours (one format, connection ids, redaction)
         access_log=False,
-        timeout_graceful_shutdown=3,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
     )
     EdgeServer(config).run()
 

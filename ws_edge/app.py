@@ -197,7 +197,8 @@ async def serve_accepted(edge: Edge, websocket: WebSocket, address: str, client_
     connection_id.set(connection.tag)  # in every line logged while serving it (and in tasks started here)
     frames.tag_frame_logs(scope, connection.tag)
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time())
-    await SessionDriver(edge, session, connection).serve(_frames_of(websocket), token, topics, positions, since_error)
+    driver = SessionDriver(edge, session, connection, "websocket", websocket.headers)
+    await driver.serve(_frames_of(websocket), token, topics, positions, since_error)
     log.debug("#%d = closed", connection.id)
 
 

@@ -110,6 +110,27 @@ class EdgeSettings(BaseSettings):
     grpc_tls_key_file: Path | None = None
     grpc_tls_server_name: str | None = None  # the name in the backends' certificates, for IP lists
 
+    # --- token lifecycle and backend hooks (README: Refresh and backend hooks) ----------------------
+    # `refresh_required` goes to a client this many seconds before its token's `exp` (once per token);
+    # without a `refresh` by `exp`, the connection is closed 4001.
+    token_refresh_notice: float = Field(10.0, ge=0)
+    # Topic patterns (comma-separated) whose subscribe needs a subscription token (`data.tokens`).
+    subscription_token_topics: str = ""
+    # The application's hooks.v1.BackendHooks (host:port); every hook below needs it.
+    hooks_address: str | None = None
+    hooks_token: SecretStr | None = None  # sent as `authorization: Bearer` to the hooks backend
+    hook_connect: bool = False
+    hook_refresh: bool = False
+    hook_rpc: bool = False  # the `rpc` message type
+    hook_rpc_unknown_types: bool = False  # message types without a handler go to the RPC hook
+    hook_subscribe_topics: str = ""  # topic patterns, comma-separated
+    hook_publish_topics: str = ""
+    # Each call's deadline, and calls in flight per hook beyond which a call fails at once (UNAVAILABLE).
+    hook_timeout: float = Field(1.0, gt=0)
+    hook_max_in_flight: int = Field(100, ge=1)
+    # The handshake headers the Connect hook gets (lower case, comma-separated).
+    hook_connect_headers: str = "cookie,origin,user-agent"
+
     @property
     def presence_options(self) -> dict[str, object]:
         return {"address": self.advertised_address or f"{self.host}:{self.port}",
@@ -124,6 +145,8 @@ class EdgeSettings(BaseSettings):
             raise ValueError("EDGE_JWT_HS256_SECRET must be at least 32 bytes (RFC 7518 3.2)")
         if self.dev_tokens and self.jwt_hs256_secret is None:
             raise ValueError("EDGE_DEV_TOKENS needs EDGE_JWT_HS256_SECRET")
+        if self.hooks_on and not self.hooks_address:
+            raise ValueError("EDGE_HOOK_* needs EDGE_HOOKS_ADDRESS (the backend implementing hooks.v1.BackendHooks)")
         if self.task_control is Access.OWNER:
             raise ValueError("EDGE_TASK_CONTROL must be public, authenticated or none")
         self.policy  # noqa: B018 - parse the rules now, so a bad value stops the start
@@ -143,6 +166,11 @@ class EdgeSettings(BaseSettings):
         return TopicPolicy.from_json(self.topic_rules) if self.topic_rules else TopicPolicy()
 
     @property
+    def hooks_on(self) -> bool:
+        return (self.hook_connect or self.hook_refresh or self.hook_rpc or self.hook_rpc_unknown_types
+                or bool(patterns(self.hook_subscribe_topics)) or bool(patterns(self.hook_publish_topics)))
+
+    @property
     def pending_limit(self) -> int:
         if self.max_pending_connections is not None:
             return self.max_pending_connections
@@ -151,8 +179,13 @@ class EdgeSettings(BaseSettings):
 
     @property
     def conflated(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.conflate_topics.split(",") if p.strip())
+        return patterns(self.conflate_topics)
 
     @property
     def origins(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+
+def patterns(value: str) -> tuple[str, ...]:
+    """A comma-separated list of topic patterns (fnmatch: `*`, `?`), blanks ignored."""
+    return tuple(p.strip() for p in value.split(",") if p.strip())

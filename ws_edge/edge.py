@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-import grpc
-
 from common.client_ids import new_edge_mark, routed_by_itself
-from common.grpc_security import secure_channel
 
 from . import metrics
 from .config import EdgeSettings
@@ -28,12 +26,13 @@ from .core.permissions import Access
 from .core.recovery import Position
 from .core.routing import DeliveryRouter
 from .core.sendqueue import SendQueue
-from .core.session import HistoryAnswer, SessionRules
+from .core.session import HistoryAnswer
 from .delivery import DeliveryPump
 from .handlers import HandlerContext, HandlerRegistry, default_handlers
 from .inboxes import StreamInboxes
 from .presence import EdgePresence
-from .push_link import CHANNEL_OPTIONS, PushLink
+from .push_link import PushLink
+from .rules import grpc_channel, hook_client, session_rules
 from .task_gateway import TaskGateway
 from .wire import choose_frame_writer
 
@@ -47,6 +46,8 @@ class SessionDriver(Protocol):
     connection: Connection
 
     def tick(self, now: float, wall: float) -> None: ...
+
+
 log = logging.getLogger("ws_edge")
 CLIENT_ID_HELD = "client_id is held by another user"
 
@@ -54,6 +55,7 @@ CLIENT_ID_HELD = "client_id is held by another user"
 class Edge:
     def __init__(self, settings: EdgeSettings, handlers: HandlerRegistry | None = None) -> None:
         self.settings = settings
+        self._channel = partial(grpc_channel, settings)  # to a backend, with the configured token and TLS
         self.handlers = handlers if handlers is not None else default_handlers()
         self.router = DeliveryRouter()
         self.connections: dict[int, SessionDriver] = {}
@@ -78,13 +80,9 @@ class Edge:
         self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
         self._gates = ConfirmGates(settings.subscribe_confirm_timeout)
         self.verifier, self.policy, self.origins = settings.verifier, settings.policy, settings.origins
-        self.rules = SessionRules(
-            verify=self.verifier.verify if self.verifier is not None else None,
-            allow_anonymous=settings.allow_anonymous, may_subscribe=self.policy.can_subscribe,
-            handles=lambda type_: self.handlers.get(type_) is not None, max_frame_bytes=settings.max_frame_bytes,
-            max_topics=settings.max_topics_per_connection, rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst, client_timeout=settings.client_timeout,
-            auth_timeout=settings.auth_timeout, presence=lambda: self.presence.rules)
+        self.rules = session_rules(settings, self.verifier, self.policy, lambda t: self.handlers.get(t) is not None,
+                                   presence=lambda: self.presence.rules)
+        self.hooks = hook_client(settings)  # the application's BackendHooks, when a hook is on
         self.frames = choose_frame_writer()  # how frames reach sockets: uvicorn's fast path, or ASGI
         metrics.FRAME_WRITER.labels(self.frames.name).set(1)
         metrics.EDGES.edges.add(self)
@@ -94,15 +92,10 @@ class Edge:
         if rest := self.presence.take(self.inboxes.take_control(deliveries)):
             self.pump.on_deliveries(rest)
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        """A gRPC channel to a backend, with the configured bearer token and TLS."""
-        s = self.settings
-        return secure_channel(address, token=s.grpc_token.get_secret_value() if s.grpc_token else None,
-                              ca_file=s.grpc_tls_ca_file, cert_file=s.grpc_tls_cert_file, key_file=s.grpc_tls_key_file,
-                              server_name=s.grpc_tls_server_name, options=CHANNEL_OPTIONS)
-
     async def start(self) -> None:
         self.tasks.open()
+        if self.hooks is not None:
+            self.hooks.open()
         self.push.start()
         self.pump.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="heartbeat-sweeper")
@@ -126,6 +119,8 @@ class Edge:
         await asyncio.sleep(0)
         await self.push.close()
         await self.tasks.close()
+        if self.hooks is not None:
+            await self.hooks.close()
 
     # --- admission and interest -------------------------------------------------------------------
 
@@ -194,8 +189,8 @@ class Edge:
         if last := self.router.remove_topics(connection, topics):
             self.push.change(remove_topics=last)
 
-    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
-        await self._gates.confirmed(waits)
+    def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
+        return self._gates.when_confirmed(waits, then)
 
     def detach(self, driver: SessionDriver) -> None:
         connection = driver.connection

@@ -197,7 +197,7 @@ async def _serve_session(edge: Edge, request: Request, send: Send, receive: Call
     connection_id.set(connection.tag)
     session_id = assign_client_id(edge.client_id_mark)  # the mark routes POSTs from any edge here
     session = Session(edge.rules, connection.client_id, asyncio.get_running_loop().time(), session_id=session_id)
-    driver = SessionDriver(edge, session, connection)
+    driver = SessionDriver(edge, session, connection, "sse" if sse else "http_stream", request.headers)
     edge.inboxes[session_id] = inbox
     watcher = asyncio.create_task(_watch_disconnect(receive, inbox), name=f"stream-watch-{connection.id}")
     beat = asyncio.create_task(_heartbeats(driver, sink, edge.settings.stream_heartbeat_interval),

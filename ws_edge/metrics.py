@@ -31,6 +31,10 @@ ERROR_FRAMES = Counter("ws_edge_error_frames", "Error frames sent to clients, by
 OPENED = Counter("ws_edge_connections_opened", "WebSocket connections accepted and authenticated")
 REFUSED = Counter("ws_edge_connections_refused", "Connections refused, by reason", ["reason"])
 DROPPED = Counter("ws_edge_messages_dropped", "Queued frames dropped when their connection was closed")
+HOOK_CALLS = Counter("ws_edge_hook_calls", "Backend hook calls, by hook and outcome (allow, refuse, unavailable)",
+                     ["hook", "outcome"])
+HOOK_SECONDS = Histogram("ws_edge_hook_seconds", "Backend hook calls' duration (made calls only), by hook", ["hook"],
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 
 
 class EdgeCollector(Collector):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -21,38 +21,50 @@ import grpc
 from . import metrics
 from .connection import Connection
 from .core.codes import CloseCode, ErrorCode, fit_close_reason
+from .core.hooks import unavailable
 from .core.recovery import Position
 from .core.session import (
     AddInterest,
     Admit,
+    CallHook,
     Close,
     DropInterest,
     Effect,
     Guard,
     JoinLeave,
+    PublishMessage,
     ReadHistory,
     ReadPresence,
     RunHandler,
     Send,
     Session,
+    SetPrincipal,
 )
 from .edge import Edge
 from .handlers import HandlerError
+from .hook_client import Caller
 from .presence import read_presence
 
 log = logging.getLogger("ws_edge.session")
 Receive = Callable[[], Awaitable[str | bytes | None]]  # the next client frame; None: the peer is gone
 _REFUSALS = {CloseCode.INVALID_CLIENT_ID: "client_id", CloseCode.TRY_AGAIN_LATER: "client_id",
-             CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections"}
+             CloseCode.TOO_MANY_CONNECTIONS: "too_many_connections", CloseCode.BACKEND_UNAVAILABLE: "connect_hook"}
 
 
 class SessionDriver:
-    def __init__(self, edge: Edge, session: Session, connection: Connection) -> None:
+    def __init__(self, edge: Edge, session: Session, connection: Connection, transport: str = "websocket",
+                 headers: Mapping[str, str] | None = None) -> None:
         self.edge = edge
         self.session = session
         self.connection = connection
+        self.transport = transport
+        self._headers = headers  # the handshake's, for the Connect hook (only the allow-listed are given)
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._wake = asyncio.Event()  # the session accepts frames again, or has closed
+        # A timer for the session's next token deadline (a notice or an expiry), to the second, instead
+        # of waiting for the edge's sweep (EDGE_HEARTBEAT_CHECK_INTERVAL).
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_at: float | None = None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
                     since_error: str | None = None) -> None:
@@ -83,6 +95,8 @@ class SessionDriver:
         finally:
             session.closed_by_peer()
             self._run_effects()
+            if self._wakeup is not None:
+                self._wakeup.cancel()
             for task in self._tasks:
                 task.cancel()
             self.edge.detach(self)
@@ -101,6 +115,21 @@ class SessionDriver:
                 self._run(effect)
         if self.session.accepting or self.session.closed:
             self._wake.set()
+        self._set_wakeup(self.session.next_wakeup())
+
+    def _set_wakeup(self, at: float | None) -> None:
+        if at == self._wakeup_at:
+            return
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_at, self._wakeup = at, None
+        if at is not None:
+            loop = asyncio.get_running_loop()
+            self._wakeup = loop.call_later(max(0.0, at - time.time()), self._woken)
+
+    def _woken(self) -> None:
+        self._wakeup_at = self._wakeup = None
+        self.tick(asyncio.get_running_loop().time(), time.time())
 
     def _run(self, effect: Effect) -> None:
         connection, session = self.connection, self.session
@@ -127,10 +156,7 @@ class SessionDriver:
                 self._admitted(self.edge.admit(self, effect.principal))
         elif isinstance(effect, AddInterest):
             waits, retained = self.edge.add_interest(connection, effect.topics)
-            if all(wait.done() for wait in waits):  # nothing to wait for: no task (most connects)
-                session.interest_applied(effect.ticket, retained)
-            else:
-                self._spawn(self._interest(effect.ticket, waits, retained))
+            self._when_confirmed(waits, lambda: session.interest_applied(effect.ticket, retained))
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
         elif isinstance(effect, JoinLeave):
@@ -139,6 +165,12 @@ class SessionDriver:
             self._spawn(self._read_presence(effect))
         elif isinstance(effect, RunHandler):
             self._spawn(self._handle(effect))
+        elif isinstance(effect, CallHook):
+            self._spawn(self._call_hook(effect))
+        elif isinstance(effect, PublishMessage):
+            self._spawn(self._publish(effect))
+        elif isinstance(effect, SetPrincipal):
+            connection.principal = effect.principal  # handlers see the refreshed token (roles, expiry)
         elif isinstance(effect, Close):
             if not connection.started:
                 metrics.REFUSED.labels(_REFUSALS.get(effect.code, "auth")).inc()  # type: ignore[call-overload]
@@ -159,9 +191,12 @@ class SessionDriver:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("#%d: an effect failed", self.connection.id, extra={"conn": self.connection.tag})
-            self.session.refused(CloseCode.INTERNAL_ERROR, "internal error")
-            self._run_effects()
+            self._effect_failed()
+
+    def _effect_failed(self) -> None:
+        log.exception("#%d: an effect failed", self.connection.id, extra={"conn": self.connection.tag})
+        self.session.refused(CloseCode.INTERNAL_ERROR, "internal error")
+        self._run_effects()
 
     async def _admit(self, effect: Admit) -> None:
         refusal = await self.edge.claim(self.connection.client_id, effect.principal)
@@ -171,20 +206,23 @@ class SessionDriver:
     def _admitted(self, admission: tuple[CloseCode, str] | list[asyncio.Future[None]]) -> None:
         if isinstance(admission, tuple):
             self.session.refused(*admission)
-        elif all(wait.done() for wait in admission):
-            self.session.admitted()
         else:
-            self._spawn(self._client_id_routed(admission))
+            self._when_confirmed(admission, self.session.admitted)
 
-    async def _client_id_routed(self, waits: list[asyncio.Future[None]]) -> None:
-        await self.edge.confirmed(waits)
-        self.session.admitted()
-        self._run_effects()
+    def _when_confirmed(self, waits: list[asyncio.Future[None]], answer: Callable[[], None]) -> None:
+        """Feed the session `answer` once the push service has applied `waits`: at once when it has
+        (most connects: the loop in _run_effects carries on), else from the confirm gates' callbacks
+        (no task per waiting connection), guarded like an effect's task."""
+        if not self.edge.when_confirmed(waits, lambda: self._answer_later(answer)):
+            return
+        answer()
 
-    async def _interest(self, ticket: int, waits: list[asyncio.Future[None]], retained: list[bytes]) -> None:
-        await self.edge.confirmed(waits)
-        self.session.interest_applied(ticket, retained)
-        self._run_effects()
+    def _answer_later(self, answer: Callable[[], None]) -> None:
+        try:
+            answer()
+            self._run_effects()
+        except Exception:
+            self._effect_failed()
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)
@@ -227,4 +265,26 @@ class SessionDriver:
             self.session.handler_failed(effect.ticket, ErrorCode.INTERNAL_ERROR, "internal error")
         else:
             self.session.handler_done(effect.ticket, result)
+        self._run_effects()
+
+    async def _call_hook(self, effect: CallHook) -> None:
+        hooks = self.edge.hooks
+        if hooks is None:  # the session asks only for hooks the settings switch on, and those need a client
+            answer = unavailable("no hooks backend configured")
+        else:
+            allowed = self.edge.settings.hook_connect_headers.lower().split(",")
+            headers = {k: v for k, v in (self._headers or {}).items() if k.lower() in allowed}
+            caller = Caller(self.connection.client_id, self.transport, self.connection.address, headers)
+            answer = await hooks.call(effect.call, caller)
+        self.session.hook_answered(effect.ticket, answer, time.time())
+        self._run_effects()
+
+    async def _publish(self, effect: PublishMessage) -> None:
+        try:
+            message_id = await self.edge.push.publish(effect.topic, effect.type, effect.data)
+        except grpc.aio.AioRpcError as exc:
+            code = ErrorCode.INVALID_MESSAGE if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else ErrorCode.UNAVAILABLE
+            self.session.handler_failed(effect.ticket, code, f"push service: {exc.details()}")
+        else:
+            self.session.published(effect.ticket, message_id)
         self._run_effects()

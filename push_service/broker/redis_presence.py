@@ -1,6 +1,7 @@
 """The Redis engine's presence store: per-edge entries, liveness by beats (see broker/presence.py).
 
-Keys, under the engine's prefix (`<p>:pn:`):
+Keys, under the engine's prefix in one hash tag (`{<p>:pn}:`, so that on a Redis Cluster they share a
+slot and the scripts stay atomic; every call declares the `alive` key, which routes it there):
 - `alive`: a sorted set, node -> alive until (Redis ms); `r:<node>`: its report (expires with it);
 - `h:<topic>:<edge>`: a hash, client id -> entry JSON (one edge's clients in that topic);
 - `te:<topic>`: the edges with entries in the topic; `et:<edge>`: the topics an edge has entries in;
@@ -8,7 +9,8 @@ Keys, under the engine's prefix (`<p>:pn:`):
 Each script runs atomically, so a join, a leave or a dead edge's sweep is told by exactly one
 replica. Reads skip the entries of edges past their time before any sweep has run. An edge's keys
 also expire by themselves (3 x TTL + 60 s after its last beat), should no replica be left to sweep.
-The scripts compute key names from the prefix: they need one Redis (not Redis Cluster).
+The scripts compute the other key names from the prefix; all are in the tag's slot (one shard of a
+cluster carries presence).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .base import EngineEvents
 from .presence import Applied, PresenceStore
 
 LUA_COMMON = """
-local p = ARGV[1] .. ':pn:'
+local p = '{' .. ARGV[1] .. ':pn}:'
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -188,11 +190,12 @@ class RedisPresence(PresenceStore):
         self._occupancy = redis.register_script(OCCUPANCY_SCRIPT)
         self._sweep = redis.register_script(SWEEP_SCRIPT)
         self._reports = redis.register_script(REPORTS_SCRIPT)
+        self._keys = ["{%s:pn}:alive" % prefix]  # noqa: UP031 (braces are the key's hash tag)
 
     async def beat(self, node: str, ttl: float, report: bytes) -> None:
         ttl_ms = max(1, int(ttl * 1000))
         with self._unavailable_as("presence", self._events):
-            await self._beat(args=[self._prefix, node, ttl_ms, report, 3 * ttl_ms + 60_000])
+            await self._beat(keys=self._keys, args=[self._prefix, node, ttl_ms, report, 3 * ttl_ms + 60_000])
 
     async def apply(self, edge: str, changes: Sequence[PresenceChange], snapshot: bool = False) -> Applied:
         args: list[object] = [self._prefix, edge, self._max_clients, "1" if snapshot else "0"]
@@ -201,7 +204,7 @@ class RedisPresence(PresenceStore):
         if not snapshot and not changes:
             return Applied()
         with self._unavailable_as("presence", self._events):
-            found = await self._apply(args=args)
+            found = await self._apply(keys=self._keys, args=args)
         applied = Applied()
         for i in range(0, len(found), 3):
             kind = found[i + 1]
@@ -213,7 +216,7 @@ class RedisPresence(PresenceStore):
 
     async def clients(self, topic: str) -> list[ClientEntry]:
         with self._unavailable_as("presence", self._events):
-            found = await self._clients(args=[self._prefix, topic])
+            found = await self._clients(keys=self._keys, args=[self._prefix, topic])
         unique: dict[str, ClientEntry] = {}
         for entry in map(ClientEntry.from_json, found):
             if entry.client_id not in unique or entry.joined_ms < unique[entry.client_id].joined_ms:
@@ -229,19 +232,19 @@ class RedisPresence(PresenceStore):
             for kind, key in items:
                 args += [sign, f"{kind}:{key}"]
         with self._unavailable_as("presence", self._events):
-            found = await self._occupancy(args=args)
+            found = await self._occupancy(keys=self._keys, args=args)
         return [_occupancy(found[i], found[i + 1]) for i in range(0, len(found), 2)]
 
     async def sweep(self) -> tuple[list[PresenceEvent], list[Occupancy]]:
         with self._unavailable_as("presence", self._events):
-            events, changes = await self._sweep(args=[self._prefix, SWEEP_BATCH])
+            events, changes = await self._sweep(keys=self._keys, args=[self._prefix, SWEEP_BATCH])
         return ([PresenceEvent(events[i].decode(), False, ClientEntry.from_json(events[i + 2]))
                  for i in range(0, len(events), 3)],
                 [_occupancy(changes[i], changes[i + 1]) for i in range(0, len(changes), 2)])
 
     async def reports(self) -> dict[str, bytes]:
         with self._unavailable_as("presence", self._events):
-            found = await self._reports(args=[self._prefix])
+            found = await self._reports(keys=self._keys, args=[self._prefix])
         return {found[i].decode(): found[i + 1] for i in range(0, len(found), 2)}
 
 

@@ -114,6 +114,9 @@ async def test_reconnect_schedule_stops_after_max_attempts(own_system: System, p
     config = {"transports": transports} if transports else {}
     await open_client(page, system, reconnectInterval=300, maxReconnectInterval=1000, maxReconnectAttempts=3,
                       **config)
+    # The first connection must be up before the edge goes: killed during its handshake, the client
+    # would (rightly) try its other transports first, which is not the schedule this test pins.
+    await wait_for(page, "() => t.client.clientId !== null", 30_000)
     system.edge.kill(signal.SIGKILL)
     await wait_for(page, "() => t.log.events.some((e) => e.key === '$reconnect_failed')", 20_000)
     await asyncio.sleep(1.5)  # nothing more happens after giving up
@@ -183,11 +186,13 @@ async def test_expired_token_is_refreshed_through_get_token_and_the_client_recon
     system = swept_system
     await page.goto(system.http_url + "/healthz")
     # The first token lives 2 s; getToken is asked again after the 4001 close and gives a long one.
+    # (The fallback when a token is not refreshed in band: autoRefresh off here; in-band refresh is
+    # tests/browser/test_refresh_browser.py.)
     await page.evaluate("""async ([url, short, long]) => {
       const { WebSocketService } = await import('/static/push-client.js');
       const tokens = [short, long];
       window.t = { asked: 0, events: [], users: [] };
-      const client = new WebSocketService({ url, reconnectInterval: 60000,
+      const client = new WebSocketService({ url, reconnectInterval: 60000, autoRefresh: false,
         getToken: async () => tokens[Math.min(window.t.asked++, 1)] });
       for (const key of ['$closed', '$reconnect']) client.on(key, (d) => window.t.events.push({ key, ...d }));
       client.on('connected', (d) => window.t.users.push(d.user));

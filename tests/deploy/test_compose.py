@@ -1,26 +1,28 @@
-"""docker-compose.yml and the Dockerfile: the compose file is valid Compose, its services are the
-Dockerfile's stages, and every service's own command, environment and healthcheck work: started as
-local processes (tests/support/compose_local.py), they become healthy, and the portable integration
-tests pass against them given only the environment a compose stack would give."""
+"""docker-compose.yml and the Dockerfile, read: the compose file is valid Compose (the Specification's
+schema) that Debian's docker-compose 1.29 also takes, its services are the Dockerfile's stages, its
+containers are hardened, its host ports and images can be moved, and an edge's stop grace period
+covers its drain. `make test-compose` (tests/containers) runs it with Docker: images built, the stack
+up, the portable integration tests and a fault pass against it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from tests.containers.images import content_hash, copied_sources
+from tests.containers.stack import built_images, grace_seconds, published_port_variables
 from tests.support.compose_local import COMPOSE_FILE, ComposeError, LocalCompose, interpolate
 from tests.support.processes import ROOT
 from tests.support.timing import timeout
+from ws_edge.__main__ import DRAIN_SECONDS
 
 # The Compose Specification's JSON Schema, beside the checkout (../shared); COMPOSE_SPEC overrides.
 COMPOSE_SPEC = Path(os.environ.get("COMPOSE_SPEC", ROOT.parent / "shared" / "compose-spec.json"))
@@ -87,51 +89,61 @@ def test_a_third_party_healthcheck_asks_the_local_port_of_its_own_service(tmp_pa
     assert nothing_listening.returncode != 0, nothing_listening
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCompose]:
-    compose = LocalCompose(tmp_path_factory.mktemp("compose"), VARIABLES)
-    try:
-        asyncio.run(compose.up())
-    except BaseException:
-        compose.down()
-        raise
-    yield compose
-    compose.down()
+def test_debians_compose_1_29_takes_the_file_and_the_project_name_is_given_outside_it():
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert "name" not in document and "version" not in document  # 1.29 refuses `name:`; `version` is obsolete
+    assert "COMPOSE_PROJECT_NAME=" in (ROOT / ".env.example").read_text()
 
 
-def test_every_service_starts_with_its_compose_command_and_becomes_healthy(stack: LocalCompose):
-    assert list(stack.processes) == ["redis", "push-1", "push-2", "task", "edge-1", "edge-2"]
-    for name, process in stack.processes.items():
-        assert process.proc is not None and process.proc.poll() is None, name
-        assert stack.healthy(name), name
-    # The replicas and the task service found each other through the `push` alias: both replicas.
-    assert stack.environment("edge-1")["EDGE_PUSH_ADDRESS"] == (
-        f"127.0.0.1:{stack.local_port('push-1', 50051)},127.0.0.1:{stack.local_port('push-2', 50051)}")
+def test_every_host_port_and_image_can_be_moved_and_defaults_to_the_documented_one():
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    ports = published_port_variables(document)  # every `ports` entry is "${HOST_PORT_…:-N}:PORT"
+    defaults = {f"{service}:{port}": int(re.search(rf"\${{{variable}:-(\d+)}}", COMPOSE_FILE.read_text())[1])
+                for (service, port), variable in ports.items()}  # type: ignore[index]
+    assert defaults == {"push-1:50051": 50051, "push-1:9101": 9101, "push-2:50051": 50053, "push-2:9101": 9103,
+                        "task:50052": 50052, "task:9102": 9102, "edge-1:8000": 8000, "edge-1:9104": 9104,
+                        "edge-2:8000": 8001, "edge-2:9104": 9105}
+    assert len(set(ports.values())) == len(ports)
+    assert built_images(document) == {"push-service": "pushsystem/push-service", "task-service": "pushsystem/task-service",
+                                      "ws-edge": "pushsystem/ws-edge"}
+    assert document["services"]["redis"]["image"] == "${REDIS_IMAGE:-redis:7.2-alpine}"
+    assert "6379" not in str(document["services"]["redis"].get("ports", ""))  # Redis: this network only
 
 
-def test_the_integration_suite_passes_against_the_stack_given_only_its_environment(stack: LocalCompose):
-    def url(service: str, port: int, path: str = "") -> str:
-        return f"http://127.0.0.1:{stack.local_port(service, port)}{path}"
+def test_containers_are_read_only_unprivileged_and_given_the_time_to_drain():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        if "build" in service:
+            assert service["cap_drop"] == ["ALL"] and service["security_opt"] == ["no-new-privileges:true"], name
+            assert service["tmpfs"] == ["/tmp"], name
+    # Redis's own builds start in protected mode (refusing other hosts) unless told otherwise.
+    assert services["redis"]["command"][-2:] == ["--protected-mode", "no"]
+    for edge in ("edge-1", "edge-2"):
+        assert grace_seconds(services[edge]) > DRAIN_SECONDS >= 9, edge  # else Docker SIGKILLs a draining edge
+    assert "STOPSIGNAL SIGTERM" in (ROOT / "Dockerfile").read_text()
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))},
-        "PUSHTEST_EDGE_URL": url("edge-1", 8000),
-        "PUSHTEST_EDGE_METRICS_URL": url("edge-1", 9104, "/metrics"),
-        "PUSHTEST_PUSH_ADDRESS": f"127.0.0.1:{stack.local_port('push-1', 50051)}",
-        "PUSHTEST_TASK_ADDRESS": f"127.0.0.1:{stack.local_port('task', 50052)}",
-        "PUSHTEST_PUSH_METRICS_URLS": f"{url('push-1', 9101, '/metrics')},{url('push-2', 9101, '/metrics')}",
-        "PUSHTEST_TASK_METRICS_URL": url("task", 9102, "/metrics"),
-        "PUSHTEST_REDIS_URL": f"redis://127.0.0.1:{stack.local_port('redis', 6379)}/0",
-        "PUSHTEST_JWT_SECRET": VARIABLES["PUSH_JWT_SECRET"],
-        "PUSHTEST_GRPC_TOKEN": VARIABLES["PUSH_GRPC_TOKEN"],
-        "PUSHTEST_ALLOW_ANONYMOUS": "false",
-    }
-    command = [sys.executable, "-m", "pytest", "-m", "portable", "-p", "no:cacheprovider", "-q", "tests/integration"]
-    collected = subprocess.run([*command, "--collect-only"], env=env, cwd=ROOT, capture_output=True, text=True,
-                               timeout=timeout(120))
-    portable = int(re.search(r"(\d+)/\d+ tests collected", collected.stdout)[1])  # type: ignore[index]
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout(600))
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    summary = result.stdout.strip().splitlines()[-1]
-    assert re.match(rf"{portable} passed, \d+ deselected in ", summary), summary  # nothing skipped or failed
-    assert portable >= 30, collected.stdout[-500:]
+
+def test_the_images_content_hash_follows_what_the_dockerfile_copies_and_nothing_else(tmp_path, monkeypatch):
+    assert copied_sources((ROOT / "Dockerfile").read_text()) == [
+        "requirements-runtime.txt", "requirements.txt", "proto", "common", "pushclient", "push_service",
+        "task_service", "ws_edge"]
+    before = content_hash("sha256:base")
+    assert content_hash("sha256:other-base") != before
+    for name in ("Dockerfile", "requirements-runtime.txt", "requirements.txt", "common", "push_service", "ws_edge",
+                 "task_service", "pushclient", "proto"):
+        target = tmp_path / name
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.write_bytes(source.read_bytes())
+    (tmp_path / "tests").mkdir()
+    monkeypatch.setattr("tests.containers.images.ROOT", tmp_path)
+    assert content_hash("sha256:base") == before
+    (tmp_path / "tests" / "new_test.py").write_text("# tests are not in the images\n")
+    (tmp_path / "ws_edge" / "__pycache__").mkdir(exist_ok=True)
+    (tmp_path / "ws_edge" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"bytecode")
+    assert content_hash("sha256:base") == before
+    (tmp_path / "ws_edge" / "config.py").write_text((tmp_path / "ws_edge" / "config.py").read_text() + "\n")
+    assert content_hash("sha256:base") != before

@@ -14,22 +14,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import random
 import signal
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pushclient import PushClient
-from pushclient.client import outgoing
 from tests.support.compose_local import LocalCompose
-from tests.support.faults import Blackhole, Outcome, Subscriber, cancel_quietly
+from tests.support.faults import Blackhole, Campaign, Outcome, run_campaign
 from tests.support.processes import read_url
-from tests.support.timing import timeout
-from tests.support.tokens import token
 
 VARIABLES = {
     "PUSH_JWT_SECRET": "fault-suite-secret-that-is-longer-than-thirty-two-bytes",
@@ -178,66 +172,17 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 
 async def run_scenario(name: str, fault: Fault, topology: Topology, run: int) -> Outcome:
-    rng = random.Random(name)
-    topics = [f"fault:{run}:{n}" for n in range(4)]
-    secret = VARIABLES["PUSH_JWT_SECRET"]
-    subscribers = [Subscriber(f"s{i}", topology.edges, rng.sample(topics, 2), token(f"fault-{run}-{i}", secret=secret),
-                              in_url=i % 2 == 0, rng=random.Random(f"{name}/{i}")) for i in range(SUBSCRIBERS)]
-    sent_at: dict[tuple[str, int], float] = {}
-    for s in subscribers:
-        s.sent_at = sent_at
-    published = dict.fromkeys(topics, 0)
-    stop_publishing, stop_subscribers = asyncio.Event(), asyncio.Event()
     await topology.healthy()
     if name in CUTS_EDGE_1 and await topology.edge_replica("edge-1") != "push-1":
         topology.process("edge-1").stop()  # back on the first replica of its list: behind the proxy
         await topology.restart("edge-1")
-    try:
-        readers = [asyncio.create_task(s.run(stop_subscribers)) for s in subscribers]
-        address = topology.push_addresses
-        if name in PUBLISH_BESIDE_EDGE_1:
-            paused = await topology.edge_replica("edge-1")
-            address = topology.compose.address("push-2" if paused == "push-1" else "push-1", 50051)
-        async with PushClient(address, token=VARIABLES["PUSH_GRPC_TOKEN"]) as push:
-            publisher = push.stream_publisher(idempotent=True)
-            publisher.start()
-
-            async def publish() -> None:
-                started = time.monotonic()
-                while not stop_publishing.is_set():
-                    for topic in topics:
-                        n = published[topic]
-                        sent_at[(topic, n)] = time.monotonic()
-                        publisher.submit(outgoing(topic, "tick", {"n": n}, id=f"{topic}-{n}"))
-                        published[topic] = n + 1
-                    due = started + sum(published.values()) / RATE
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-
-            publishing = asyncio.create_task(publish())
-            await asyncio.sleep(timeout(1))  # everyone connected and receiving
-            connects_before = sum(s.connects for s in subscribers)
-            await fault(topology)
-            reconnects = sum(s.connects for s in subscribers) - connects_before
-            await asyncio.sleep(timeout(2))  # churn goes on after the fault
-            stop_publishing.set()
-            await publishing
-            await asyncio.wait_for(publisher.flush(), timeout(60))
-            assert (publisher.rejected, publisher.dropped) == (0, 0)
-            await publisher.close()
-        # Until every subscriber has every topic's last message, or was told it cannot.
-        deadline = time.monotonic() + timeout(30)
-        while time.monotonic() < deadline and not all(
-                t.last == published[topic] - 1 or t.excused for s in subscribers for topic, t in s.tally.items()):
-            await asyncio.sleep(0.2)
-        stop_subscribers.set()
-        await asyncio.wait_for(asyncio.gather(*readers), timeout(10))
-    finally:
-        stop_subscribers.set()
-        stop_publishing.set()
-        await cancel_quietly(*[t for t in asyncio.all_tasks() if t.get_name().startswith("fault-")])
-    outcome = Outcome(name, subscribers, published, reconnects)
-    outcome.close_tails()
-    return outcome
+    address = topology.push_addresses
+    if name in PUBLISH_BESIDE_EDGE_1:
+        paused = await topology.edge_replica("edge-1")
+        address = topology.compose.address("push-2" if paused == "push-1" else "push-1", 50051)
+    campaign = Campaign(topology.edges, address, VARIABLES["PUSH_JWT_SECRET"], VARIABLES["PUSH_GRPC_TOKEN"],
+                        rate=RATE, subscribers=SUBSCRIBERS)
+    return await run_campaign(name, run, campaign, lambda: fault(topology))
 
 
 def record(outcome: Outcome) -> None:

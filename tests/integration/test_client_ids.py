@@ -18,7 +18,7 @@ from tests.conftest import start_system
 from tests.support.processes import System, another_edge
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
-from tests.support.tokens import token
+from tests.support.tokens import exp_of, token
 from tests.support.wsclient import WsClient
 
 HELD = (4400, "client_id is held by another user")
@@ -103,9 +103,11 @@ async def test_the_id_stays_its_users_while_they_are_away(edges: TwoEdges):
     assert await refused(edges.second, client_id=client_id, token=token("dave")) == HELD
     assert await refused(edges.first, client_id=client_id, token=token("dave")) == HELD
     # ... and carol, coming back on either edge, gets in (no terminal close) and gets her messages
-    carol = await WsClient.connect(edges.second, client_id=client_id, token=token("carol"))
+    carol_token = token("carol")
+    carol = await WsClient.connect(edges.second, client_id=client_id, token=carol_token)
     try:
-        assert carol.welcome["data"] == {"client_id": client_id, "topics": [], "user": "carol"}
+        assert carol.welcome["data"] == {"client_id": client_id, "topics": [], "user": "carol",
+                                         "expires_at": exp_of(carol_token)}
         await note(edges.push_first, client_id, "to-carol")
         message = await carol.recv()
         assert (message["id"], message["data"]) == ("to-carol", {"for": client_id})
@@ -165,9 +167,11 @@ async def test_the_hold_lasts_while_connected_and_runs_out_after_the_owner_left(
     await asyncio.sleep(0.3)
     assert await refused(second, client_id="frank-id", token=token("gina")) == HELD
     await asyncio.sleep(HOLD * 1.3)  # frank stayed away longer than the hold: the id is free again
-    gina = await WsClient.connect(second, client_id="frank-id", token=token("gina"))
+    gina_token = token("gina")
+    gina = await WsClient.connect(second, client_id="frank-id", token=gina_token)
     try:
-        assert gina.welcome["data"] == {"client_id": "frank-id", "topics": [], "user": "gina"}
+        assert gina.welcome["data"] == {"client_id": "frank-id", "topics": [], "user": "gina",
+                                        "expires_at": exp_of(gina_token)}
         assert await refused(system.ws_url, client_id="frank-id", token=token("frank")) == HELD
     finally:
         await gina.close()

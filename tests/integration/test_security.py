@@ -19,7 +19,7 @@ from pushclient import PublishError, PushClient
 from tests.conftest import start_system
 from tests.support.processes import System
 from tests.support.timing import timeout
-from tests.support.tokens import SECRET, token
+from tests.support.tokens import SECRET, exp_of, token
 from tests.support.wsclient import WsClient
 
 GRPC_TOKEN = "grpc-shared-secret"
@@ -113,10 +113,12 @@ async def test_first_message_authentication(secure: System):
 
 
 async def test_user_topics_belong_to_their_user_and_forbidden_requests_keep_the_connection(secure: System):
-    alice = await WsClient.connect(secure.ws_url, token=token("alice"), topics="user:alice,user:bob")
+    alice_token = token("alice")
+    alice = await WsClient.connect(secure.ws_url, token=alice_token, topics="user:alice,user:bob")
     bob = await WsClient.connect(secure.ws_url, token=token("bob"), topics="user:bob")
     try:
-        assert alice.welcome["data"] == {"client_id": alice.client_id, "topics": [], "user": "alice"}
+        assert alice.welcome["data"] == {"client_id": alice.client_id, "topics": [], "user": "alice",
+                                         "expires_at": exp_of(alice_token)}
         refused = await alice.recv()
         assert refused["type"] == "error" and refused["error"]["code"] == "FORBIDDEN"
         assert "user:bob" in refused["error"]["message"]

@@ -9,7 +9,9 @@ from push_service.core.presence import ClientEntry, Occupancy, PresenceChange, P
 from tests.push_service import test_broker_contract as contract
 from tests.push_service.test_broker_contract import Engine
 
-redis_server = contract.redis_server  # the contract suite's fixtures: both engines, a real redis-server
+# The contract suite's fixtures: every engine (memory, Redis, Redis Cluster) on real redis-servers.
+redis_server = contract.redis_server
+redis_cluster = contract.redis_cluster
 engine = contract.engine
 
 
@@ -82,9 +84,9 @@ async def test_a_silent_edge_is_unseen_then_swept_once_with_its_leaves_and_holds
     events, changes = await store.sweep()
     assert events == [PresenceEvent("k", False, x)] and changes == [Occupancy("user", "gone", False)]
     assert await store.sweep() == ([], [])
-    if engine.kind == "redis":  # nothing of the dead edge stays in Redis
-        keys = sorted(k.decode() for k in await engine.broker._redis.keys(f"{engine.broker.keys.prefix}:pn:*"))
-        prefix = f"{engine.broker.keys.prefix}:pn:"
+    if engine.kind == "redis":  # nothing of the dead edge stays in Redis (a cluster's keys: on its nodes)
+        prefix = f"{{{engine.broker.keys.prefix}:pn}}:"
+        keys = sorted(k.decode() for k in await engine.broker._redis.keys(prefix.replace("{", "\\{") + "*"))
         assert keys == sorted(prefix + k for k in ("alive", "r:lives", "h:k:lives", "te:k", "et:lives"))
     await store.apply("lives", [leave("k", y)])
     if engine.kind == "memory":

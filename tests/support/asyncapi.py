@@ -19,11 +19,13 @@ DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 BASE = "urn:pushsystem:asyncapi"
 # The schema of a server frame, by its `type`; any other type is a publication.
 SERVER_SCHEMAS = {"connected": "Connected", "ack": "Ack", "pong": "Pong", "error": "Error",
-                  "recovery": "Recovery", "batch": "Batch", "close": "Close", "join": "JoinLeave",
-                  "leave": "JoinLeave", "presence_summary": "PresenceSummary"}
+                  "recovery": "Recovery", "batch": "Batch", "close": "Close", "refresh_required": "RefreshRequired",
+                  "unsubscribed": "Unsubscribed", "join": "JoinLeave", "leave": "JoinLeave",
+                  "presence_summary": "PresenceSummary"}
 CLIENT_SCHEMAS = {"ping": "Ping", "subscribe": "Subscribe", "unsubscribe": "Unsubscribe", "auth": "Auth",
                   "send_message": "SendMessage", "task_start": "TaskStart", "task_cancel": "TaskCancel",
-                  "presence": "PresenceRequest", "presence_stats": "PresenceRequest"}
+                  "refresh": "Refresh", "publish": "Publish", "rpc": "Rpc", "presence": "PresenceRequest",
+                  "presence_stats": "PresenceRequest"}
 
 
 @cache

@@ -9,6 +9,12 @@ with what only a container network provides translated for one machine.
 - `${VAR:?message}`, `${VAR:-default}` and `${VAR}` are interpolated as Compose does, from `variables`.
 - Services built from our Dockerfile run their `command` and `healthcheck` with this interpreter in
   place of `python`; a third-party image's command (Redis) runs as given, plus its local port.
+
+Why it stays beside the real containers (`make test-compose`, tests/containers): the fault suite
+(tests/faults) and the soak (bench/soak.py) need what containers make slow or impossible — SIGSTOP of
+one process, a black-hole proxy between one edge and one replica, short heartbeat intervals set per
+service, Redis restarted empty — on any machine, without Docker, within `make test`. What it no
+longer does: run the portable suite against the compose services (the real containers do that).
 """
 
 from __future__ import annotations

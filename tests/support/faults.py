@@ -1,6 +1,8 @@
 """What a fault campaign needs: a TCP proxy that black-holes a link, subscribers that churn and recover
 the way the browser client does (`?since=` in the URL, or `subscribe{since}`), and their tally per
-subscriber and topic: delivered, silent gaps, duplicates, reorders, told.
+subscriber and topic: delivered, silent gaps, duplicates, reorders, told. `run_campaign` runs one
+fault under an idempotent stream publisher and those subscribers, against any topology: the compose
+services as local processes (tests/faults) or as containers (tests/containers).
 
 Messages carry the publisher's own sequence per topic (`data.n`), so what a subscriber receives is
 judged against what was published, not against the offsets the system itself assigns.
@@ -13,6 +15,7 @@ import contextlib
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -20,8 +23,12 @@ from urllib.parse import urlencode
 import orjson
 import websockets
 
+from pushclient import PushClient
+from pushclient.client import outgoing
+
 from .processes import free_port
 from .timing import timeout
+from .tokens import token
 
 
 class Blackhole:
@@ -255,3 +262,96 @@ async def cancel_quietly(*tasks: asyncio.Task[Any]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+@dataclass
+class Campaign:
+    """Where a fault campaign runs: the edges' ws:// URLs, the push replicas the publisher uses (a
+    comma-separated list), the edges' JWT secret and the gRPC bearer token."""
+
+    edges: list[str]
+    publish_address: str
+    jwt_secret: str
+    grpc_token: str | None
+    rate: float = 200.0  # messages a second, over all topics
+    subscribers: int = 12
+
+
+async def run_campaign(name: str, run: int, campaign: Campaign, fault: Callable[[], Awaitable[None]]) -> Outcome:
+    """Subscribers churning over the edges on topics of this run's own, a publisher streaming to them;
+    `fault()` once everyone receives; then until every subscriber has every topic's last message or
+    was told it cannot have it."""
+    rng = random.Random(name)
+    topics = [f"fault:{run}:{n}" for n in range(4)]
+    subscribers = [Subscriber(f"s{i}", campaign.edges, rng.sample(topics, 2),
+                              token(f"fault-{run}-{i}", secret=campaign.jwt_secret),
+                              in_url=i % 2 == 0, rng=random.Random(f"{name}/{i}")) for i in range(campaign.subscribers)]
+    sent_at: dict[tuple[str, int], float] = {}
+    for s in subscribers:
+        s.sent_at = sent_at
+    published = dict.fromkeys(topics, 0)
+    stop_subscribers = asyncio.Event()
+    try:
+        readers = [asyncio.create_task(s.run(stop_subscribers)) for s in subscribers]
+        reconnects = await _publish_through(campaign, fault, subscribers, published, sent_at)
+        deadline = time.monotonic() + timeout(30)
+        while time.monotonic() < deadline and not all(
+                t.last == published[topic] - 1 or t.excused for s in subscribers for topic, t in s.tally.items()):
+            await asyncio.sleep(0.2)
+        stop_subscribers.set()
+        await asyncio.wait_for(asyncio.gather(*readers), timeout(10))
+    finally:
+        stop_subscribers.set()
+        await cancel_quietly(*[t for t in asyncio.all_tasks() if t.get_name().startswith("fault-")])
+    outcome = Outcome(name, subscribers, published, reconnects)
+    outcome.close_tails()
+    return outcome
+
+
+async def _publish_through(campaign: Campaign, fault: Callable[[], Awaitable[None]], subscribers: list[Subscriber],
+                           published: dict[str, int], sent_at: dict[tuple[str, int], float]) -> int:
+    """Publish at the campaign's rate, numbering each topic's messages, across the fault; every message
+    accepted in the end. The subscribers' reconnections during the fault."""
+    stop_publishing = asyncio.Event()
+    async with PushClient(campaign.publish_address, token=campaign.grpc_token) as push:
+        publisher = push.stream_publisher(idempotent=True)
+        publisher.start()
+
+        async def publish() -> None:
+            started = time.monotonic()
+            while not stop_publishing.is_set():
+                for topic in published:
+                    n = published[topic]
+                    sent_at[(topic, n)] = time.monotonic()
+                    publisher.submit(outgoing(topic, "tick", {"n": n}, id=f"{topic}-{n}"))
+                    published[topic] = n + 1
+                due = started + sum(published.values()) / campaign.rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+        publishing = asyncio.create_task(publish())
+        try:
+            await asyncio.sleep(timeout(1))  # everyone connected and receiving
+            connects_before = sum(s.connects for s in subscribers)
+            await fault()
+            reconnects = sum(s.connects for s in subscribers) - connects_before
+            await asyncio.sleep(timeout(2))  # churn goes on after the fault
+        finally:
+            stop_publishing.set()
+            await publishing
+        await asyncio.wait_for(publisher.flush(), timeout(60))
+        assert (publisher.rejected, publisher.dropped) == (0, 0)
+        await publisher.close()
+    return reconnects
+
+
+def summary_table(outcomes: list[Outcome]) -> str:
+    """One line per scenario: what was published and delivered, and every way it could go wrong."""
+    head = (f"{'scenario':<30} {'published':>9} {'delivered':>9} {'silent gaps':>11} {'duplicates':>10} "
+            f"{'reorders':>8} {'told':>5} {'reconnects':>10} {'max delay':>9}")
+    lines = [head, "-" * len(head)]
+    for o in outcomes:
+        t = o.totals()
+        lines.append(f"{o.scenario:<30} {sum(o.published.values()):>9} {t['delivered']:>9} {t['gaps']:>11} "
+                     f"{t['duplicates']:>10} {t['reorders']:>8} {t['told']:>5} {o.reconnects_during_fault:>10} "
+                     f"{o.max_delay():>8.2f}s")
+    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Where the integration tests find the system: processes they start themselves (the default), or a
-running deployment named by environment variables (a compose stack, or the compose services started
-as local processes by tests/deploy):
+running deployment named by environment variables (a compose stack: `make test-compose` runs the
+portable tests against the real containers, tests/containers):
 
     PUSHTEST_EDGE_URL           http://host:8000            one edge (ws:// is derived)
     PUSHTEST_EDGE_METRICS_URL   http://host:9104/metrics    that edge's /metrics (EDGE_METRICS_PORT)

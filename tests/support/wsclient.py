@@ -15,6 +15,7 @@ import orjson
 import websockets
 
 from pushclient.streams import StreamConnection
+from ws_edge.core.streams import MAX_EMULATION_FRAMES
 
 from .asyncapi import check_server_frame
 from .timing import timeout
@@ -70,6 +71,11 @@ class WsClient:
 
     async def send_raw(self, frame: str | bytes) -> None:
         await self.connection.send(frame)
+
+    async def send_all(self, messages: list[Any]) -> None:
+        """Send messages back to back, as fast as the transport takes them."""
+        for message in messages:
+            await self.send(message)
 
     async def _recv_raw(self) -> str | bytes:
         try:
@@ -156,6 +162,13 @@ class StreamClient(WsClient):
 
     async def send_raw(self, frame: str | bytes) -> None:
         await self.stream.send(frame.decode() if isinstance(frame, bytes) else frame)
+
+    async def send_all(self, messages: list[Any]) -> None:
+        """As many frames in each `POST /emulation` as one may carry (as the browser client sends what
+        queued up while a POST was out): back to back, whatever one request costs on this machine."""
+        for start in range(0, len(messages), MAX_EMULATION_FRAMES):
+            status, answer = await self.stream.send_frames(messages[start:start + MAX_EMULATION_FRAMES])
+            assert status == 202, (status, answer)
 
     async def _recv_raw(self) -> str | bytes:
         item = await self._frames.get()

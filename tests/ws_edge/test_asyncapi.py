@@ -83,12 +83,36 @@ def test_frames_outside_the_document_are_refused(frame: dict, fragment: str):
         {"type": "send_message", "id": "m", "data": {"recipient": "dave", "content": "hi"}},
         {"type": "task_start", "id": "t", "data": {"params": {"symbols": ["A"], "interval": 0.5}}},
         {"type": "task_cancel", "id": "c", "data": {"task_id": "abc"}},
+        {"type": "subscribe", "id": "s2", "data": {"topics": ["private:a"], "tokens": {"private:a": "x.y.z"},
+                                                   "data": {"password": 1}}},
+        {"type": "refresh", "id": "r", "data": {"token": "x.y.z"}},
+        {"type": "refresh", "id": "r2", "data": {"token": "x.y.z", "topic": "private:a"}},
+        {"type": "publish", "id": "p", "data": {"topic": "chat:1", "data": {"text": "hi"}, "type": "said"}},
+        {"type": "rpc", "id": "q", "data": {"method": "echo", "data": [1]}},
     ],
 )
 def test_documented_client_frames_are_accepted_by_the_edge_parser(frame: dict):
     check_client_frame(frame)
     parsed = parse_client_frame(orjson.dumps(frame), 65536)
     assert parsed.type == frame["type"]
+
+
+def test_the_token_and_hook_frames_validate():
+    for frame in (
+        server_frame("refresh_required", None, 1, {"expires_at": 100}),
+        server_frame("refresh_required", None, 1, {"expires_at": 100, "topic": "private:a"}),
+        server_frame("unsubscribed", None, 1, {"topic": "private:a", "code": "TOKEN_EXPIRED", "reason": "r"}),
+        server_frame("ack", "r", 1, {"type": "refresh", "expires_at": 100}),
+        server_frame("ack", "p", 1, {"type": "publish", "topic": "chat:1", "message_id": "m1"}),
+        server_frame("ack", "q", 1, {"type": "rpc", "data": None}),
+        server_frame("ack", "w", 1, {"type": "whatever", "data": {"x": 1}}),
+        server_frame("connected", None, 1, {"client_id": "c", "topics": [], "user": "u", "expires_at": 100}),
+    ):
+        check_server_frame(orjson.loads(frame))
+    with pytest.raises(AssertionError, match="is not valid under any"):  # an ack of publish without its id
+        check_server_frame(orjson.loads(server_frame("ack", "p", 1, {"type": "publish", "topic": "chat:1"})))
+    with pytest.raises(AssertionError):
+        check_server_frame(orjson.loads(server_frame("refresh_required", None, 1, {"topic": "a"})))
 
 
 def test_the_http_streams_frames_validate():

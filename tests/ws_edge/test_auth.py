@@ -84,3 +84,46 @@ def test_a_sub_that_is_not_printable_utf8_is_refused(sub):  # type: ignore[no-un
         TokenVerifier(hs256_secret=SECRET).verify(token, NOW)
     assert (refused.value.close_code, refused.value.message) == (
         CloseCode.UNAUTHORIZED, "`sub` must be a user id of 1 to 100 printable characters")
+
+
+# --- subscription tokens (issue 19) ----------------------------------------------------------------
+
+def sub_token(**claims) -> str:  # type: ignore[no-untyped-def]
+    return jwt.encode({"sub": "alice", "exp": NOW + 60, "topic": "private:a", **claims}, SECRET, algorithm="HS256")
+
+
+ALICE = Principal("alice", NOW + 600)
+
+
+def test_a_subscription_token_gives_its_expiry_for_its_topic_and_user():
+    assert TokenVerifier(hs256_secret=SECRET).verify_subscription(sub_token(), "private:a", ALICE, NOW) == NOW + 60
+
+
+def test_an_anonymous_connections_subscription_token_has_an_empty_sub():
+    token = sub_token(sub="")
+    assert TokenVerifier(hs256_secret=SECRET).verify_subscription(token, "private:a", Principal(None), NOW) == NOW + 60
+    with pytest.raises(AuthError, match="`sub` must be a user id"):  # a user's connection: "" is no user
+        TokenVerifier(hs256_secret=SECRET).verify_subscription(token, "private:a", ALICE, NOW)
+
+
+@pytest.mark.parametrize(
+    ("token", "topic", "code", "message"),
+    [
+        (sub_token(), "private:b", CloseCode.UNAUTHORIZED, "the subscription token is not for private:b"),
+        (sub_token(sub="bob"), "private:a", CloseCode.UNAUTHORIZED, "the subscription token is for another user"),
+        (sub_token(exp=NOW - 10), "private:a", CloseCode.TOKEN_EXPIRED, "token expired"),
+        (sub_token(sub=""), "private:a", CloseCode.UNAUTHORIZED, "`sub` must be a user id"),  # "" only when anonymous
+        (jwt.encode({"sub": "alice", "exp": NOW + 60}, SECRET, algorithm="HS256"), "private:a",
+         CloseCode.UNAUTHORIZED, "the subscription token is not for private:a"),  # a connection token
+        ("x.y.z", "private:a", CloseCode.UNAUTHORIZED, "malformed token"),
+    ],
+)
+def test_subscription_tokens_that_do_not_fit_are_refused(token, topic, code, message):
+    with pytest.raises(AuthError) as caught:
+        TokenVerifier(hs256_secret=SECRET).verify_subscription(token, topic, ALICE, NOW)
+    assert caught.value.close_code is code and caught.value.message.startswith(message)
+
+
+def test_a_subscription_token_is_not_a_connection_token():
+    with pytest.raises(AuthError, match="is not a connection token"):
+        TokenVerifier(hs256_secret=SECRET).verify(sub_token(), NOW)

@@ -341,7 +341,11 @@ def test_heartbeat_timeout_and_token_expiry_close():
     session.admitted()
     session.interest_applied(0)
     session.effects()
-    session.tick(1.0, 999.0)
+    session.tick(1.0, 989.0)
+    assert session.effects() == []
+    session.tick(1.0, 999.0)  # within the notice (10 s): told once (tests/ws_edge/test_refresh.py)
+    assert [f["type"] for f in frames(session.effects())] == ["refresh_required"]
+    session.tick(1.0, 999.5)
     assert session.effects() == []
     session.tick(1.0, 1000.0)
     assert session.effects() == [Close(CloseCode.TOKEN_EXPIRED, "token expired")]

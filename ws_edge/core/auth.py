@@ -7,7 +7,9 @@ is required and honoured, for the handshake and (by the edge's sweeper) for the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 import orjson
@@ -26,7 +28,11 @@ class Principal:
     user: str | None
     expires_at: float | None = None
     admin: bool = False
-    info: bytes = b""  # the token's `info` claim as JSON text: the connection's public info (presence)
+    # The connection's public info (JSON text), shown in presence: the Connect hook's, else the token's
+    # `info` claim. Not part of its identity.
+    info: bytes = field(default=b"", compare=False)
+    # The verified token's claims, for the Connect hook (None: no token); not part of its identity.
+    claims: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def authenticated(self) -> bool:
@@ -62,6 +68,25 @@ class TokenVerifier:
             raise ValueError("a token verifier needs an HS256 secret or a public key")
 
     def verify(self, token: object, now: float) -> Principal:
+        """A connection token: `sub` and `exp`, and no `topic` (a subscription token is not one)."""
+        claims = self._decode(token, now)
+        if "topic" in claims:
+            raise AuthError(CloseCode.UNAUTHORIZED, "a subscription token (with `topic`) is not a connection token")
+        return Principal(user=claims["sub"], expires_at=float(claims["exp"]), admin=self._is_admin(claims),
+                         info=_info(claims), claims=claims)
+
+    def verify_subscription(self, token: object, topic: str, principal: Principal, now: float) -> float:
+        """A subscription token for `topic` held by `principal`: its `exp`. The token's `topic` must
+        be the topic and its `sub` the connection's user ("" for an anonymous connection): a token
+        given to one user for one topic is worth nothing to anyone else, or for another topic."""
+        claims = self._decode(token, now, anonymous=principal.user is None)
+        if claims.get("topic") != topic:
+            raise AuthError(CloseCode.UNAUTHORIZED, f"the subscription token is not for {topic}")
+        if claims["sub"] != (principal.user or ""):
+            raise AuthError(CloseCode.UNAUTHORIZED, "the subscription token is for another user")
+        return float(claims["exp"])
+
+    def _decode(self, token: object, now: float, anonymous: bool = False) -> dict[str, Any]:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(CloseCode.UNAUTHORIZED, "the token must be a non-empty string")
         try:
@@ -90,12 +115,13 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(CloseCode.UNAUTHORIZED, f"invalid token: {exc}") from None
         subject = claims["sub"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= 100 or not _printable_utf8(subject):
+        if anonymous and subject == "":
+            pass  # an anonymous connection's subscription token
+        elif not isinstance(subject, str) or not 0 < len(subject) <= 100 or not _printable_utf8(subject):
             raise AuthError(CloseCode.UNAUTHORIZED, "`sub` must be a user id of 1 to 100 printable characters")
-        expires_at = float(claims["exp"])
-        if expires_at + self.leeway <= now:
+        if float(claims["exp"]) + self.leeway <= now:
             raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
-        return Principal(user=subject, expires_at=expires_at, admin=self._is_admin(claims), info=_info(claims))
+        return claims
 
     def _is_admin(self, claims: dict[str, object]) -> bool:
         if not self.admin_role:

@@ -20,7 +20,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"  # a handler's target does not exist (e.g. an unknown task id)
     TOO_MANY_TASKS = "TOO_MANY_TASKS"  # over the limit of tasks pending or running (per user or in all)
     PRESENCE_DISABLED = "PRESENCE_DISABLED"  # the topic keeps no presence, or sends no join/leave events
-    UNAVAILABLE = "UNAVAILABLE"  # a backend (push or task service) cannot be reached; retry later
+    UNAVAILABLE = "UNAVAILABLE"  # a backend (push or task service, a hook) cannot be reached or answer in time; retry later
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"  # a token (a refresh's, a subscription's) is past its `exp`: get a new one
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug on our side; the message may not have been handled
 
 
@@ -35,6 +36,7 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4003  # no token, or a forged / malformed / wrongly signed one: do not retry as is
     SLOW_CONSUMER = 4008  # the client did not read fast enough: reconnect
     TOO_MANY_CONNECTIONS = 4029  # over the per-user or per-address connection limit: retry later, with backoff
+    BACKEND_UNAVAILABLE = 4503  # the Connect hook could not decide (timeout, backend down, too busy): retry with backoff
     INVALID_CLIENT_ID = 4400  # `client_id` query parameter unusable: fix it, do not retry as is
     # Closed by the backend (the server API's Disconnect; its default code): do not reconnect by itself.
     DISCONNECTED_BY_SERVER = 4010

@@ -86,6 +86,33 @@ def topics_field(message: ClientMessage) -> list[str]:
     return topics
 
 
+# Types a browser's `publish` may not give its message: the server frames' own.
+RESERVED_TYPES = frozenset({"connected", "ack", "pong", "error", "recovery", "batch", "close", "refresh_required",
+                            "unsubscribed", "ping", "subscribe", "unsubscribe", "auth", "refresh", "publish", "rpc"})
+
+
+def publish_fields(message: ClientMessage) -> tuple[str, str, bytes]:
+    """`publish`'s `data = {topic, data, type?}`: the topic (grammar checked by the caller), the
+    message's type (default `message`) and its data as JSON."""
+    topic = message.data.get("topic")
+    if not isinstance(topic, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`data.topic` must be a topic", message.id)
+    type_ = message.data.get("type", "message")
+    if not isinstance(type_, str) or not 0 < len(type_) <= 64 or type_ in RESERVED_TYPES:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`data.type` must be 1 to 64 characters and not a type "
+                            "of the protocol's own", message.id)
+    return topic, type_, orjson.dumps(message.data.get("data"))
+
+
+def rpc_fields(message: ClientMessage) -> tuple[str, bytes]:
+    """`rpc`'s `data = {method, data}`: the method and its data as JSON."""
+    method = message.data.get("method")
+    if not isinstance(method, str) or not 0 < len(method) <= 64:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`data.method` must be a string of 1 to 64 characters",
+                            message.id)
+    return method, orjson.dumps(message.data.get("data"))
+
+
 def split_topics_param(value: str | None) -> list[str]:
     """The `topics` query parameter: comma-separated, blanks ignored, order kept, duplicates dropped."""
     if not value:

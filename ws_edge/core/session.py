@@ -25,7 +25,7 @@ held ones follow without what history already gave, and a floor drops older ones
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from itertools import count
 from typing import Any, Protocol
@@ -38,7 +38,18 @@ from common.topics import topic_error
 
 from .auth import ANONYMOUS, AuthError, Principal
 from .codes import CloseCode, ErrorCode
-from .frames import ClientMessage, ProtocolError, error_frame, parse_client_frame, server_frame, topics_field
+from .deadlines import Deadlines
+from .frames import (
+    ClientMessage,
+    ProtocolError,
+    error_frame,
+    parse_client_frame,
+    publish_fields,
+    rpc_fields,
+    server_frame,
+    topics_field,
+)
+from .hooks import NO_HOOKS, Hook, HookAnswer, HookCall, HookRules
 from .ratelimit import TokenBucket
 from .recovery import Position, in_frames, positions_field, recovery_report, stitch
 from .sequencer import DeliveryLike
@@ -136,7 +147,39 @@ class Close:
     reason: str
 
 
-Effect = Send | Admit | AddInterest | DropInterest | Guard | ReadHistory | RunHandler | JoinLeave | ReadPresence | Close
+@dataclass(frozen=True, slots=True)
+class CallHook:
+    """Ask the backend (core/hooks.py); answer `hook_answered(ticket, answer)`: always, an
+    UNAVAILABLE answer when the call could not be made or took too long."""
+
+    ticket: int
+    call: HookCall
+
+
+@dataclass(frozen=True, slots=True)
+class PublishMessage:
+    """A browser's `publish`, allowed: publish through the push service; answer `published(ticket,
+    message_id)` or `handler_failed(ticket, code, text)`."""
+
+    ticket: int
+    topic: str
+    type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetPrincipal:
+    """The connection is now `principal` (a refreshed token: a new expiry, perhaps new roles)."""
+
+    principal: Principal
+
+
+Effect = (Send | Admit | AddInterest | DropInterest | Guard | ReadHistory | RunHandler | Close | CallHook
+          | PublishMessage | SetPrincipal | JoinLeave | ReadPresence)
+
+
+def _never(*_: object) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +196,19 @@ class SessionRules:
     rate_burst: int = 100
     client_timeout: float = 90.0
     auth_timeout: float = 10.0
+    # `refresh_required` goes out this many seconds before a token's `exp` (or the Refresh hook is asked).
+    refresh_notice: float = 10.0
+    may_publish: Callable[[Principal, str], bool] = _never  # a browser's `publish` (topic rules)
+    needs_subscription_token: Callable[[str], bool] = _never
+    # (token, topic, principal, wall) -> the token's exp; raises AuthError. None: no subscription tokens.
+    verify_subscription: Callable[[object, str, Principal, float], float] | None = None
+    hooks: HookRules = NO_HOOKS
     presence: Callable[[], PresenceRules] = PresenceRules  # the push service's presence rules, as known now
 
 
 class Phase(Enum):
     AUTHENTICATING = "authenticating"  # waiting for an `auth` frame (no token in the URL)
+    CONNECTING = "connecting"  # the Connect hook decides who this is
     ADMITTING = "admitting"  # authenticated; the edge checks its limits
     SUBSCRIBING = "subscribing"  # the URL's topics on their way to the push service
     OPEN = "open"  # `connected` sent
@@ -184,7 +235,27 @@ class _Subscribe:
     url: bool = False  # the URL's topics (answered with `connected`, not an `ack`)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # recovered already, with the URL
     rejected: ProtocolError | None = None
-    join_leave: bool = False
+    expiries: dict[str, float] = field(default_factory=dict)  # topics' subscription tokens' exp
+    data: bytes = b"null"  # `data.data` of the subscribe, for the Subscribe hook
+    asking: dict[int, str] = field(default_factory=dict)  # Subscribe hook calls in flight: ticket -> topic
+    refusals: dict[str, HookAnswer] = field(default_factory=dict)
+    join_leave: bool = False  # the topics' join/leave events asked for (data.join_leave)
+
+
+@dataclass(slots=True)
+class _Publish:
+    """A browser's `publish` in progress: asking the Publish hook, then publishing."""
+
+    message_id: str | None
+    topic: str
+    type: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class _Rpc:
+    message_id: str | None
+    type: str  # `rpc`, or the unknown type sent to the RPC hook
 
 
 _tickets = count(1)
@@ -207,7 +278,13 @@ class Session:
         self._now_ms = clock_ms  # the frames' `timestamp` (Unix ms); injected so tests can pin it
         self._effects: list[Effect] = []
         self._recoveries: dict[str, _Recovery] = {}
-        self._pending: tuple[int, _Subscribe | ClientMessage] | None = None  # the frame being handled
+        self._pending: tuple[int, _Subscribe | ClientMessage | _Publish | _Rpc] | None = None  # the frame being handled
+        self._deadlines = Deadlines(rules.refresh_notice)
+        self._connect_ticket: int | None = None  # the Connect hook's call, while it decides
+        self._refresh_ticket: int | None = None  # the Refresh hook's call, while it decides
+        self._token_principal: Principal | None = None  # who the token said, while the Connect hook decides
+        self._trusted_topics: tuple[str, ...] = ()  # the Connect hook's topics (no topic rules)
+        self._info = b""  # the Connect hook's info about this connection, given back to every hook
         self._url_topics: list[str] = []
         self._url_since: dict[str, Position] = {}
         self._url_recovered: dict[str, dict[str, Any]] = {}  # the URL's recoveries, until a subscribe asks
@@ -244,9 +321,15 @@ class Session:
         self._since_error = since_error
         if token is not None:
             self._authenticate(token, wall)
+        elif self.rules.hooks.connect:
+            self._ask_connect(None)  # the backend decides, e.g. by the session cookie in the headers
         elif self.rules.allow_anonymous:
             self._admit(ANONYMOUS)
         # else: the first frame must be `auth`
+
+    def next_wakeup(self) -> float | None:
+        """The wall time (Unix seconds) at which `tick` has a token to warn about or expire."""
+        return None if self.phase is Phase.CLOSED else self._deadlines.next_due()
 
     def _authenticate(self, token: object, wall: float) -> None:
         if self.rules.verify is None:
@@ -257,11 +340,40 @@ class Session:
         except AuthError as exc:
             self._close(exc.close_code, exc.message)
             return
-        self._admit(principal)
+        if self.rules.hooks.connect:
+            self._ask_connect(principal)
+        else:
+            self._admit(principal)
+
+    def _ask_connect(self, principal: Principal | None) -> None:
+        self.phase = Phase.CONNECTING
+        self._token_principal = principal
+        self._connect_ticket = next(_tickets)
+        call = HookCall(Hook.CONNECT, user=principal.user if principal else None,
+                        claims=principal.claims if principal else None)
+        self._effects.append(CallHook(self._connect_ticket, call))
+
+    def _connect_answered(self, answer: HookAnswer) -> None:
+        self._connect_ticket = None
+        if not answer.allowed:
+            unavailable = answer.code is ErrorCode.UNAVAILABLE
+            self._close(CloseCode.BACKEND_UNAVAILABLE if unavailable else CloseCode.UNAUTHORIZED,
+                        f"connect {'hook unavailable' if unavailable else 'refused'}: {answer.reason}")
+            return
+        token = self._token_principal
+        user = answer.user or (token.user if token else None)
+        expires_at = answer.expires_at if answer.expires_at is not None else (token.expires_at if token else None)
+        admin = token.admin if token is not None and token.user == user else False
+        self._info = answer.info
+        self._trusted_topics = answer.topics
+        # Presence shows the Connect hook's info, else the token's `info` claim (for the same user).
+        info = answer.info or (token.info if token is not None and token.user == user else b"")
+        self._admit(Principal(user, expires_at, admin, info=info))
 
     def _admit(self, principal: Principal) -> None:
         self.principal = principal
         self.phase = Phase.ADMITTING
+        self._deadlines.set(None, principal.expires_at)
         self._effects.append(Admit(principal))
 
     def admitted(self) -> None:
@@ -269,10 +381,16 @@ class Session:
         if self.phase is not Phase.ADMITTING:
             return
         self.phase = Phase.SUBSCRIBING
+        asked = [t for t in self._url_topics if t not in self._trusted_topics]
         try:
-            topics, rejected = self._check_topics(self._url_topics, None), None
+            topics, rejected = self._check_topics(asked, None), None
+            for topic in topics:
+                if self.rules.needs_subscription_token(topic):
+                    raise ProtocolError(ErrorCode.FORBIDDEN, f"{topic} needs a subscription token: subscribe "
+                                        "to it with `data.tokens`")
         except ProtocolError as exc:
             topics, rejected = [], exc
+        topics = list(dict.fromkeys([*self._trusted_topics, *topics]))
         since = {t: p for t, p in self._url_since.items() if t in topics}
         # Each position is a history read, as in a subscribe: charged to the client's rate.
         if len(since) > 1 and not self.bucket.allow(self.last_seen, len(since) - 1):
@@ -293,8 +411,56 @@ class Session:
             return
         elif now - self.last_seen > self.rules.client_timeout:
             self._close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-        elif (expires := self.principal.expires_at) is not None and expires <= wall:
+        else:
+            self._tick_deadlines(wall)
+
+    def _tick_deadlines(self, wall: float) -> None:
+        """Tokens about to expire: `refresh_required` (or the Refresh hook asked); tokens expired: the
+        connection's closes 4001, a subscription token's unsubscribes its topic (`unsubscribed`)."""
+        if self.phase is not Phase.OPEN:  # nothing goes out before `connected`; an expiry still closes
+            if (expires := self._deadlines.expires_at(None)) is not None and expires <= wall:
+                self._close(CloseCode.TOKEN_EXPIRED, "token expired")
+            return
+        notices, expired = self._deadlines.due(wall)
+        if None in expired:
             self._close(CloseCode.TOKEN_EXPIRED, "token expired")
+            return
+        dropped = tuple(t for t in expired if t is not None and t in self.topics)
+        if dropped:
+            self.topics.difference_update(dropped)
+            for topic in dropped:
+                self._unguard(topic)
+                self._send(server_frame("unsubscribed", None, self._now_ms(), {
+                    "topic": topic, "code": ErrorCode.TOKEN_EXPIRED.value,
+                    "reason": "the subscription token expired"}))
+            self._effects.append(DropInterest(dropped))
+        for key in notices:
+            if key is None and self.rules.hooks.refresh and self._refresh_ticket is None:
+                self._refresh_ticket = next(_tickets)
+                self._effects.append(CallHook(self._refresh_ticket, HookCall(
+                    Hook.REFRESH, user=self.principal.user, info=self._info)))
+            else:
+                self._refresh_required(key)
+
+    def _refresh_required(self, topic: str | None) -> None:
+        expires_at = self._deadlines.expires_at(topic)
+        if expires_at is None:
+            return
+        data: dict[str, Any] = {"expires_at": int(expires_at)}
+        if topic is not None:
+            data["topic"] = topic
+        self._send(server_frame("refresh_required", None, self._now_ms(), data))
+
+    def _refresh_answered(self, answer: HookAnswer, wall: float) -> None:
+        self._refresh_ticket = None
+        if answer.allowed and answer.expires_at is not None and answer.expires_at > wall:
+            self.principal = replace(self.principal, expires_at=answer.expires_at)
+            self._deadlines.set(None, answer.expires_at, wall)
+            self._effects.append(SetPrincipal(self.principal))
+        else:
+            # Not extended (refused, or the backend could not say): the client may still refresh in
+            # band with a token; else the connection closes 4001 at `exp`, as without the hook.
+            self._refresh_required(None)
 
     def _close(self, code: int, reason: str) -> None:
         if self.phase is Phase.CLOSED:
@@ -337,7 +503,7 @@ class Session:
                 raise ProtocolError(
                     ErrorCode.RATE_LIMITED,
                     f"more than {self.rules.rate_limit:g} messages per second; message dropped", message_id)
-            self._dispatch(message, now)
+            self._dispatch(message, now, wall)
         except ProtocolError as exc:
             self._error(exc.code, exc.message, exc.message_id)
 
@@ -352,7 +518,7 @@ class Session:
             return
         self._authenticate(message.data.get("token"), wall)
 
-    def _dispatch(self, message: ClientMessage, now: float) -> None:
+    def _dispatch(self, message: ClientMessage, now: float, wall: float) -> None:
         type_ = message.type
         if type_ == "ping":
             self._send(server_frame("pong", message.id, self._now_ms()))
@@ -370,18 +536,27 @@ class Session:
             reported = {t: self._url_recovered.pop(t) for t in list(since)
                         if t in self._url_recovered and t in self.topics}
             since = {t: p for t, p in since.items() if t not in reported}
-            if self._join_leave_field(message, topics):
-                self._effects.append(JoinLeave(tuple(topics), True))
-            self._start_subscribe(_Subscribe(message.id, topics, since, reported=reported,
-                                             join_leave=bool(message.data.get("join_leave"))))
+            expiries = self._subscription_tokens(message, topics, wall)
+            self._start_subscribe(_Subscribe(message.id, topics, since, reported=reported, expiries=expiries,
+                                             data=orjson.dumps(message.data.get("data")),
+                                             join_leave=self._join_leave_field(message, topics)))
         elif type_ == "unsubscribe":
             self._unsubscribe(message)
+        elif type_ == "refresh":
+            self._refresh(message, wall)
+        elif type_ == "publish":
+            self._publish(message)
         elif type_ in ("presence", "presence_stats"):
             self._read_presence(message)
         elif self.rules.handles(type_):
             ticket = next(_tickets)
             self._pending = (ticket, message)
             self._effects.append(RunHandler(ticket, message))
+        elif type_ == "rpc" and self.rules.hooks.rpc:
+            method, data = rpc_fields(message)
+            self._ask_rpc(_Rpc(message.id, type_), method, data)
+        elif self.rules.hooks.rpc_unknown_types and type_ != "rpc":
+            self._ask_rpc(_Rpc(message.id, type_), type_, orjson.dumps(message.data))
         else:
             raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"Unknown message type: {type_}", message.id)
 
@@ -442,6 +617,91 @@ class Session:
     def server_disconnect(self, code: int, reason: str) -> None:
         self._close(code, reason)
 
+    # --- refresh, publish, rpc ------------------------------------------------------------------
+
+    def _refresh(self, message: ClientMessage, wall: float) -> None:
+        """`{"type": "refresh", "data": {"token": ...}}`: the connection's token replaced in band (same
+        user, same rules); with `data.topic`, that topic's subscription token."""
+        token, topic = message.data.get("token"), message.data.get("topic")
+        if topic is not None:
+            if not isinstance(topic, str) or self._deadlines.expires_at(topic) is None:
+                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`data.topic` must be a topic subscribed with a "
+                                    "subscription token", message.id)
+            expires_at = self._verify_subscription(token, topic, wall, message.id)
+            self._deadlines.set(topic, expires_at, wall)
+            self._ack(message.id, {"type": "refresh", "topic": topic, "expires_at": int(expires_at)})
+            return
+        if self.rules.verify is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "this edge does not accept tokens", message.id)
+        if not self.principal.authenticated:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "an anonymous connection has no token to refresh", message.id)
+        try:
+            principal = self.rules.verify(token, wall)
+        except AuthError as exc:
+            code = ErrorCode.TOKEN_EXPIRED if exc.close_code is CloseCode.TOKEN_EXPIRED else ErrorCode.UNAUTHORIZED
+            raise ProtocolError(code, f"refresh refused: {exc.message}", message.id) from None
+        if principal.user != self.principal.user:
+            self._close(CloseCode.UNAUTHORIZED, "refresh: the token is for another user")
+            return
+        self.principal = principal
+        self._deadlines.set(None, principal.expires_at, wall)
+        self._effects.append(SetPrincipal(principal))
+        self._ack(message.id, {"type": "refresh", "expires_at": int(principal.expires_at or 0)})
+
+    def _publish(self, message: ClientMessage) -> None:
+        topic, type_, data = publish_fields(message)
+        if (why := topic_error(topic)) is not None:
+            raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message.id)
+        if not self.rules.may_publish(self.principal, topic):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed to publish on {topic}", message.id)
+        ticket = next(_tickets)
+        op = _Publish(message.id, topic, type_, data)
+        self._pending = (ticket, op)
+        if self.rules.hooks.publish(topic):
+            self._effects.append(CallHook(ticket, HookCall(Hook.PUBLISH, self.principal.user, topic=topic, data=data,
+                                                           info=self._info)))
+        else:
+            self._effects.append(PublishMessage(ticket, topic, type_, data))
+
+    def _ask_rpc(self, op: _Rpc, method: str, data: bytes) -> None:
+        ticket = next(_tickets)
+        self._pending = (ticket, op)
+        self._effects.append(CallHook(ticket, HookCall(Hook.RPC, self.principal.user, method=method, data=data,
+                                                       info=self._info)))
+
+    def published(self, ticket: int, message_id: str) -> None:
+        op = self._take_pending(ticket, _Publish)
+        if op is not None:
+            self._ack(op.message_id, {"type": "publish", "topic": op.topic, "message_id": message_id})
+
+    def hook_answered(self, ticket: int, answer: HookAnswer, wall: float) -> None:
+        """The backend's answer to `CallHook(ticket)` (an UNAVAILABLE one when it could not be asked)."""
+        if self.phase is Phase.CLOSED:
+            return
+        if ticket == self._connect_ticket:
+            self._connect_answered(answer)
+        elif ticket == self._refresh_ticket:
+            self._refresh_answered(answer, wall)
+        elif self._pending is not None and isinstance(self._pending[1], _Subscribe):
+            self._subscribe_answered(ticket, answer)
+        elif self._pending is not None and self._pending[0] == ticket:
+            self._frame_answered(ticket, answer)
+
+    def _frame_answered(self, ticket: int, answer: HookAnswer) -> None:
+        """A `publish` or `rpc` the backend decided."""
+        op = self._pending[1] if self._pending is not None else None
+        if not answer.allowed:
+            self._pending = None
+            assert isinstance(op, _Publish | _Rpc)
+            self._error(answer.code, answer.reason or "refused by the backend", op.message_id)
+        elif isinstance(op, _Publish):
+            data = answer.data if answer.data is not None else op.data
+            self._effects.append(PublishMessage(ticket, op.topic, op.type, data))
+        elif isinstance(op, _Rpc):
+            self._pending = None
+            result = orjson.loads(answer.data) if answer.data else None
+            self._ack(op.message_id, {"type": op.type, "data": result})
+
     def _check_topics(self, topics: Iterable[object], message_id: str | None) -> list[str]:
         """Validated, deduplicated topics this connection may add; raises ProtocolError."""
         checked: list[str] = []
@@ -459,6 +719,29 @@ class Session:
                                 f"{total} topics; a connection may hold {self.rules.max_topics}", message_id)
         return checked
 
+    def _subscription_tokens(self, message: ClientMessage, topics: list[str], wall: float) -> dict[str, float]:
+        """Topics that need a subscription token (`data.tokens`: topic -> JWT): their expiries."""
+        needed = [t for t in topics if self.rules.needs_subscription_token(t)]
+        if not needed:
+            return {}
+        tokens = message.data.get("tokens")
+        if not isinstance(tokens, dict):
+            tokens = {}
+        return {t: self._verify_subscription(tokens.get(t), t, wall, message.id) for t in needed}
+
+    def _verify_subscription(self, token: object, topic: str, wall: float, message_id: str | None) -> float:
+        if self.rules.verify_subscription is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{topic} needs a subscription token; this edge takes none",
+                                message_id)
+        if token is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{topic} needs a subscription token in `data.tokens`",
+                                message_id)
+        try:
+            return self.rules.verify_subscription(token, topic, self.principal, wall)
+        except AuthError as exc:
+            code = ErrorCode.TOKEN_EXPIRED if exc.close_code is CloseCode.TOKEN_EXPIRED else ErrorCode.FORBIDDEN
+            raise ProtocolError(code, f"{topic}: {exc.message}", message_id) from None
+
     def _unsubscribe(self, message: ClientMessage) -> None:
         topics = list(topics_field(message))
         for topic in topics:
@@ -468,6 +751,7 @@ class Session:
         self.topics.difference_update(dropped)
         for topic in dropped:
             self._unguard(topic)
+            self._deadlines.drop(topic)
         if dropped:
             self._effects.append(DropInterest(dropped))
         self._ack(message.id, {"type": "unsubscribe", "topics": topics})
@@ -475,8 +759,44 @@ class Session:
     # --- subscribe, recovery ----------------------------------------------------------------------
 
     def _start_subscribe(self, op: _Subscribe) -> None:
+        """Topics the Subscribe hook decides are asked first (all at once); then the subscribe goes on."""
         ticket = next(_tickets)
         self._pending = (ticket, op)
+        trusted = self._trusted_topics if op.url else ()
+        for topic in op.topics:
+            if topic not in self.topics and topic not in trusted and self.rules.hooks.subscribe(topic):
+                asking = next(_tickets)
+                op.asking[asking] = topic
+                self._effects.append(CallHook(asking, HookCall(Hook.SUBSCRIBE, self.principal.user, topic=topic,
+                                                               data=op.data, info=self._info)))
+        if not op.asking:
+            self._apply_subscribe(ticket, op)
+
+    def _subscribe_answered(self, asking: int, answer: HookAnswer) -> None:
+        ticket, op = self._pending  # type: ignore[misc]
+        assert isinstance(op, _Subscribe)
+        topic = op.asking.pop(asking, None)
+        if topic is None:
+            return
+        if not answer.allowed:
+            op.refusals[topic] = answer
+        if op.asking:
+            return
+        if op.refusals:
+            refused, first = next(iter(op.refusals.items()))
+            error = ProtocolError(first.code, f"{refused}: {first.reason or 'refused by the backend'}", op.message_id)
+            if not op.url:  # a subscribe frame is refused whole, as for a topic the rules forbid
+                self._pending = None
+                self._error(error.code, error.message, error.message_id)
+                return
+            op.topics = [t for t in op.topics if t not in op.refusals]  # the URL's others go on
+            op.since = {t: p for t, p in op.since.items() if t not in op.refusals}
+            op.rejected = error
+        self._apply_subscribe(ticket, op)
+
+    def _apply_subscribe(self, ticket: int, op: _Subscribe) -> None:
+        if op.join_leave and op.topics:  # before the interest: the subscriber's own join reaches it too
+            self._effects.append(JoinLeave(tuple(op.topics), True))
         for topic in op.since:
             self._guard(topic)  # live deliveries wait for the missed ones (or are dropped below a floor)
         new = tuple(t for t in op.topics if t not in self.topics)
@@ -516,9 +836,13 @@ class Session:
 
     def _finish_subscribe(self, op: _Subscribe) -> None:
         self._pending = None
+        for topic, expires_at in op.expiries.items():
+            self._deadlines.set(topic, expires_at)
         if op.url:
             self.phase = Phase.OPEN
             welcome: dict[str, Any] = {"client_id": self.client_id, "topics": op.topics, "user": self.principal.user}
+            if self.principal.expires_at is not None:
+                welcome["expires_at"] = int(self.principal.expires_at)
             if self.session_id is not None:
                 welcome["session"] = self.session_id
             if op.since:
@@ -602,6 +926,12 @@ class Session:
             self._ack(message.id, {"type": message.type} if result is None else {"type": message.type, **result})
 
     def handler_failed(self, ticket: int, code: ErrorCode, text: str) -> None:
+        """A handler's error, or a `publish` the push service refused."""
+        if self._pending is not None and self._pending[0] == ticket and isinstance(self._pending[1], _Publish):
+            op = self._pending[1]
+            self._pending = None
+            self._error(code, text, op.message_id)
+            return
         message = self._pending_message(ticket)
         if message is not None:
             self._error(code, text, message.id)
@@ -612,6 +942,13 @@ class Session:
         if self._pending is None or self._pending[0] != ticket or not isinstance(self._pending[1], _Subscribe):
             return None
         return self._pending[1]
+
+    def _take_pending(self, ticket: int, kind: type[_Publish]) -> _Publish | None:
+        if self._pending is None or self._pending[0] != ticket or not isinstance(self._pending[1], kind):
+            return None
+        op = self._pending[1]
+        self._pending = None
+        return op
 
     def _pending_message(self, ticket: int) -> ClientMessage | None:
         if self._pending is None or self._pending[0] != ticket or not isinstance(self._pending[1], ClientMessage):

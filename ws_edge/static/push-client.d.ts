@@ -32,7 +32,23 @@ export interface WebSocketConfig {
   transports?: Transport[];
   /** ms to wait for the edge's first frame (`connected`) before trying the next transport (5000). */
   connectTimeout?: number;
+  /**
+   * The token of a topic that needs a subscription token (a JWT with `sub` and `topic`, signed by your
+   * backend); null/undefined: the topic needs none. Asked on every (re)subscribe, and when the edge says
+   * the topic's token runs out (`refresh_required` with `topic`).
+   */
+  getSubscriptionToken?: (topic: string) => string | null | undefined | Promise<string | null | undefined>;
+  /**
+   * With getToken: the in-band refresh happens at a random point between these fractions of the
+   * token's time left ([0.6, 0.85]), so clients with tokens from the same minute do not refresh together.
+   */
+  refreshWindow?: [number, number];
+  /** Refresh the token in band by itself (true); false: only on close 4001, by reconnecting with getToken's token. */
+  autoRefresh?: boolean;
 }
+
+/** When to refresh a token with `remainingMs` left (the jitter of the in-band refresh). */
+export declare function refreshDelay(remainingMs: number, random?: () => number, window?: [number, number]): number;
 
 export type Transport = "websocket" | "sse" | "http_stream";
 /** Every transport, in the default order. */
@@ -134,6 +150,9 @@ export declare class WebSocketService {
    * "$recovered" {topic, offset, epoch}, "$recovery_failed" {topic, reason, offset, epoch} (re-sync that topic),
    * "$transport" {transport, previous} (a connection on another transport than before),
    * "$fallback" {from, to} (a transport failed before the edge's first frame; the next one is tried at once),
+   * "$refreshed" {type: "refresh", expires_at, topic?} (a token replaced in band),
+   * "$unsubscribed" {topic, code, reason} (a subscription token ran out; it is subscribed again when
+   * getSubscriptionToken gives a new one),
    * "$server_subscribe" / "$server_unsubscribe" {topics} (the backend changed this connection's topics).
    * "join" / "leave" (data: PresenceClient, message.topic: the topic) and "presence_summary" go to type
    * handlers only, never to the topic's. Returns a function that removes the handler.
@@ -144,6 +163,17 @@ export declare class WebSocketService {
   off(topicOrType: string, handler?: Handler): void;
   onConnectionChange(cb: (connected: boolean) => void): () => void;
   reconnectDelay(attempt: number): number;
+  /** When the connection's token expires (Unix seconds, the edge's clock); null without expiry. */
+  readonly expiresAt: number | null;
+  /**
+   * Replace the token in band, without reconnecting (getToken's token, or `token`). The client does this
+   * by itself ahead of expiry when getToken is set. Rejects with ProtocolError (UNAUTHORIZED, TOKEN_EXPIRED).
+   */
+  refresh(token?: string): Promise<{ type: "refresh"; expires_at: number }>;
+  /** Publish where the edge's topic rules (and its Publish hook) allow; `type` defaults to "message". */
+  publish(topic: string, data: unknown, options?: { type?: string }): Promise<{ type: "publish"; topic: string; message_id: string }>;
+  /** A call answered by the application's backend (the edge's RPC hook): resolves with its data. */
+  rpc<T = any>(method: string, data?: unknown): Promise<T>;
 }
 
 export declare function getWsService(config?: WebSocketConfig): WebSocketService;

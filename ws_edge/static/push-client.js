@@ -21,6 +21,13 @@
 // transport that last worked; one that fails before the edge's first frame (the upgrade refused, or
 // no `connected` within `connectTimeout`) hands over at once to the next, and only a whole round of
 // failures counts as a reconnect attempt. `transport` says which one is in use (`$transport` event).
+//
+// Tokens (issue 19): with `getToken`, the client refreshes its token in band, without reconnecting,
+// ahead of its expiry (`connected.data.expires_at`): at a random point between `refreshWindow[0]` and
+// `[1]` of the time left (so a fleet whose tokens came in the same minute spreads its refreshes), and
+// soon after the edge's `refresh_required` at the latest. `getSubscriptionToken(topic)` gives the
+// token of a topic that needs one; it is asked on every (re)subscribe and when the edge says the
+// topic's token runs out. `publish(topic, data)` and `rpc(method, data)` return Promises.
 
 /** Close codes after which reconnecting as-is cannot help (see the README's table). */
 export const TERMINAL_CLOSE_CODES = new Set([4003, 4010, 4400]); // = ws_edge/core/codes.py TERMINAL_CLOSE_CODES (tests/ws_edge/test_codes.py)
@@ -51,7 +58,19 @@ const DEFAULTS = {
   getToken: undefined,
   transports: TRANSPORTS,
   connectTimeout: 5000,
+  getSubscriptionToken: undefined,
+  autoRefresh: true,
+  refreshWindow: [0.6, 0.85],
 };
+
+/**
+ * When to refresh a token that has `remainingMs` left: at a uniformly random point between
+ * `window[0]` and `window[1]` of it (0.6..0.85 by default). Pure, so a bench can run it (bench/refresh_spread.py).
+ */
+export function refreshDelay(remainingMs, random = Math.random, window = DEFAULTS.refreshWindow) {
+  const [from, to] = window;
+  return Math.max(0, Math.round(Math.max(0, remainingMs) * (from + (to - from) * random())));
+}
 
 function defaultUrl() {
   if (typeof location === "undefined") return "ws://localhost:8000/ws/task";
@@ -224,6 +243,9 @@ export class WebSocketService {
     this._reconnectTimer = null;
     this._pingTimer = null;
     this._pongTimer = null;
+    this._refreshTimer = null;
+    /** When the connection's token expires (Unix seconds, the edge's clock), from `connected` or a refresh. */
+    this.expiresAt = null;
     this._onOnline = () => {
       if (!this._stopped && !this.connected) this._reconnectNow();
     };
@@ -242,6 +264,7 @@ export class WebSocketService {
   disconnect() {
     this._stopped = true;
     clearTimeout(this._reconnectTimer);
+    clearTimeout(this._refreshTimer);
     clearTimeout(this._connectTimer);
     this._stopHeartbeat();
     if (this.ws) {
@@ -287,7 +310,7 @@ export class WebSocketService {
     if (joinLeave) list.forEach((t) => this.joinLeave.add(t));
     if (!this.connected) return Promise.resolve({ type: "subscribe", topics: list, queued: true });
     const data = joinLeave ? { topics: list, join_leave: true } : { topics: list };
-    return this.request({ type: "subscribe", data });
+    return this._subscribeFrame(data).then((frame) => this.request({ type: "subscribe", data: frame }));
   }
 
   /** Who is subscribed to a topic with presence: [{client_id, user, joined, info?}], in join order. */
@@ -298,6 +321,28 @@ export class WebSocketService {
   /** How many clients and distinct users are subscribed to a topic with presence. */
   presenceStats(topic) {
     return this.request({ type: "presence_stats", data: { topic } }).then((d) => ({ clients: d.clients, users: d.users }));
+  }
+
+  /**
+   * Replace the connection's token in band (getToken's, or `token`): no reconnect. Resolves with the
+   * ack's data ({type: "refresh", expires_at}); the next refresh is scheduled from it.
+   */
+  async refresh(token) {
+    const fresh = token !== undefined ? token : await this.config.getToken();
+    const ack = await this.request({ type: "refresh", data: { token: fresh } }); // the ack schedules the next
+    this._emit("$refreshed", ack);
+    return ack;
+  }
+
+  /** Publish to a topic where the edge's rules allow it; resolves with {type, topic, message_id}. */
+  publish(topic, data, { type } = {}) {
+    const body = type === undefined ? { topic, data } : { topic, data, type };
+    return this.request({ type: "publish", data: body });
+  }
+
+  /** A call answered by the application's backend (the edge's RPC hook); resolves with its data. */
+  rpc(method, data) {
+    return this.request({ type: "rpc", data: { method, data } }).then((ack) => ack.data);
   }
 
   unsubscribe(topics) {
@@ -395,8 +440,8 @@ export class WebSocketService {
         const topics = [...this.topics];
         const since = {};
         for (const topic of topics) if (this.positions.has(topic)) since[topic] = this.positions.get(topic);
-        const data = Object.keys(since).length ? { topics, since } : { topics };
-        this.request({ type: "subscribe", data })
+        this._subscribeFrame(Object.keys(since).length ? { topics, since } : { topics })
+          .then((data) => this.request({ type: "subscribe", data }))
           .then((ack) => this._recovered(ack && ack.recovery))
           .catch((err) => this._emit("$error", err));
       }
@@ -422,9 +467,56 @@ export class WebSocketService {
     ws.onerror = () => {}; // onclose follows; nothing to add
   }
 
+  /** A subscribe's data with the subscription tokens of its topics that need one (getSubscriptionToken). */
+  async _subscribeFrame(data) {
+    const ask = this.config.getSubscriptionToken;
+    if (!ask) return data;
+    const tokens = {};
+    for (const topic of data.topics) {
+      const token = await ask(topic);
+      if (token) tokens[topic] = token;
+    }
+    return Object.keys(tokens).length ? { ...data, tokens } : data;
+  }
+
+  /** The next in-band refresh: `expiresAt` (Unix s, the edge's clock) seen in a frame stamped `stampMs`. */
+  _scheduleRefresh(expiresAt, stampMs) {
+    clearTimeout(this._refreshTimer);
+    if (!expiresAt || !this.config.getToken || !this.config.autoRefresh) return;
+    const delay = refreshDelay(expiresAt * 1000 - stampMs, this.config.random, this.config.refreshWindow);
+    this._refreshTimer = setTimeout(() => this._refreshNow(), delay);
+  }
+
+  _refreshNow() {
+    if (!this.connected) return;
+    this.refresh().catch((err) => this._emit("$error", err)); // else 4001 at exp: reconnect with a fresh token
+  }
+
+  /** The edge says a token runs out soon: refresh within a random part of half the time left. */
+  _refreshRequired(message) {
+    const { topic, expires_at: expiresAt } = message.data || {};
+    const soon = Math.round(this.config.random() * Math.max(0, expiresAt * 1000 - message.timestamp) / 2);
+    if (!topic) {
+      if (!this.config.getToken || !this.config.autoRefresh) return;
+      clearTimeout(this._refreshTimer);
+      this._refreshTimer = setTimeout(() => this._refreshNow(), soon);
+      return;
+    }
+    const ask = this.config.getSubscriptionToken;
+    if (!ask) return;
+    setTimeout(() => {
+      if (!this.connected || !this.topics.has(topic)) return; // a new connection subscribes with a new token
+      Promise.resolve(ask(topic))
+        .then((token) => this.request({ type: "refresh", data: { topic, token } }))
+        .then((ack) => this._emit("$refreshed", ack))
+        .catch((err) => this._emit("$error", err));
+    }, soon);
+  }
+
   _closed(code, reason) {
     this.ws = null;
     clearTimeout(this._connectTimer);
+    clearTimeout(this._refreshTimer);
     this._stopHeartbeat();
     this._setConnected(false);
     this._rejectPending(new Error(`connection closed (${code})`));
@@ -451,8 +543,8 @@ export class WebSocketService {
       return;
     }
     this._refreshing = false;
-    // 4010 and 4100-4499: the backend disconnected this client (server API Disconnect).
-    if (TERMINAL_CLOSE_CODES.has(code) || (code >= 4100 && code <= 4499)) {
+    // 4010 and 4100-4399: the backend disconnected this client (server API Disconnect).
+    if (TERMINAL_CLOSE_CODES.has(code) || (code >= 4100 && code <= 4399)) {
       this._stopped = true;
       this._emit("$reconnect_failed", { reason: `terminal close code ${code}` });
       return;
@@ -502,6 +594,8 @@ export class WebSocketService {
     switch (message.type) {
       case "connected": {
         this.clientId = message.data && message.data.client_id;
+        this.expiresAt = (message.data && message.data.expires_at) || null;
+        this._scheduleRefresh(this.expiresAt, message.timestamp);
         // The URL's recoveries; those of topics this client subscribes itself come with that ack.
         const recovery = (message.data && message.data.recovery) || {};
         this._recovered(Object.fromEntries(Object.entries(recovery).filter(([topic]) => !this.topics.has(topic))));
@@ -524,10 +618,25 @@ export class WebSocketService {
           message.data.topics.forEach((t) => (subscribed ? this.topics.add(t) : this.topics.delete(t)));
           this._emit(subscribed ? "$server_subscribe" : "$server_unsubscribe", message.data, message);
         }
+        if (message.data && message.data.type === "refresh" && !message.data.topic) {
+          this.expiresAt = message.data.expires_at;
+          this._scheduleRefresh(this.expiresAt, message.timestamp);
+        }
         this._settle(message.id, (p) => p.resolve(message.data));
         break;
       case "recovery": // the edge lost its stream and cannot fill the gap: re-sync this topic
         this._recovered({ [message.data.topic]: message.data });
+        break;
+      case "refresh_required":
+        this._refreshRequired(message);
+        break;
+      case "unsubscribed": // its subscription token ran out: subscribe again with a fresh one
+        this._emit("$unsubscribed", message.data);
+        if (this.topics.has(message.data.topic) && this.config.getSubscriptionToken) {
+          this._subscribeFrame({ topics: [message.data.topic] })
+            .then((data) => this.request({ type: "subscribe", data }))
+            .catch((err) => this._emit("$error", err));
+        }
         break;
       case "error": {
         const error = message.error || {};
