@@ -15,8 +15,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from common import tracing
+
 from . import metrics
 from .connection import Connection
+from .connection_spans import ConnectionSpans
 from .core.codes import CloseCode, ErrorCode
 from .core.recovery import Position
 from .core.session import (
@@ -47,6 +50,7 @@ class SessionDriver:
         self.connection = connection
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._wake = asyncio.Event()  # the session accepts frames again, or has closed
+        self.spans = ConnectionSpans.sampled(type(connection.sink).__name__) if tracing.ENABLED else None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
                     since_error: str | None = None) -> None:
@@ -80,6 +84,8 @@ class SessionDriver:
             for task in self._tasks:
                 task.cancel()
             self.edge.detach(self)
+            if self.spans is not None:
+                self.spans.ended()
             await self.connection.wait_closed()
             await self.connection.stop()
 
@@ -105,6 +111,8 @@ class SessionDriver:
                 connection.send(effect.frame)
             else:
                 connection.start_writer(effect.frame)  # the session's first frame is `connected`
+                if self.spans is not None:
+                    self.spans.connected(connection.client_id, len(session.topics))
                 log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
                           connection.principal.user, sorted(session.topics))
         elif isinstance(effect, Guard):
@@ -121,8 +129,10 @@ class SessionDriver:
                 self._admitted(self.edge.admit(self, effect.principal))
         elif isinstance(effect, AddInterest):
             waits, retained = self.edge.add_interest(connection, effect.topics)
+            if self.spans is not None:
+                self.spans.subscribing(effect.ticket, effect.topics)
             if all(wait.done() for wait in waits):  # nothing to wait for: no task (most connects)
-                session.interest_applied(effect.ticket, retained)
+                self._interest_applied(effect.ticket, retained)
             else:
                 self._spawn(self._interest(effect.ticket, waits, retained))
         elif isinstance(effect, ReadHistory):
@@ -132,6 +142,8 @@ class SessionDriver:
         elif isinstance(effect, Close):
             if not connection.started:
                 metrics.REFUSED.labels(_REFUSALS.get(effect.code, "auth")).inc()  # type: ignore[call-overload]
+                if self.spans is not None:
+                    self.spans.refused(effect.reason)
             else:
                 log.info("#%d = %s, closing", connection.id, effect.reason, extra={"conn": connection.tag})
             connection.close_soon(effect.code, effect.reason)
@@ -173,8 +185,13 @@ class SessionDriver:
 
     async def _interest(self, ticket: int, waits: list[asyncio.Future[None]], retained: list[bytes]) -> None:
         await self.edge.confirmed(waits)
-        self.session.interest_applied(ticket, retained)
+        self._interest_applied(ticket, retained)
         self._run_effects()
+
+    def _interest_applied(self, ticket: int, retained: list[bytes]) -> None:
+        if self.spans is not None:
+            self.spans.subscribed(ticket)
+        self.session.interest_applied(ticket, retained)
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)
