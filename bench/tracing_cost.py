@@ -99,12 +99,16 @@ def main() -> None:
             results[configuration.name].append(measure(configuration, args))
     print(f"\n{args.scenario}, {args.clients} clients, {args.seconds:g} s, median of {args.rounds} rounds "
           f"(before = {revision[:10]})\n")
-    print("| tracing | delivered/s | push+edge CPU % | CPU ms / 1,000 deliveries | p50 ms | p99 ms | spans |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| tracing | delivered/s | push+edge CPU % | CPU ms / 1,000 deliveries (min–max) | vs before | p50 ms "
+          "| p99 ms | spans |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    base = statistics.median(r["cpu_ms_per_1000"] for r in results["before"])
     for name, rounds in results.items():
         m = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+        low, high = min(r["cpu_ms_per_1000"] for r in rounds), max(r["cpu_ms_per_1000"] for r in rounds)
         print(f"| {name} | {m['delivered_per_s']:,.0f} | {m['cpu_percent']:.0f} | {m['cpu_ms_per_1000']:.2f} "
-              f"| {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['spans']:,.0f} |")
+              f"({low:.2f}–{high:.2f}) | {(m['cpu_ms_per_1000'] / base - 1) * 100:+.1f} % | {m['p50_ms']:.1f} "
+              f"| {m['p99_ms']:.1f} | {m['spans']:,.0f} |")
 
 
 if __name__ == "__main__":

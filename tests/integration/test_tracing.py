@@ -16,25 +16,32 @@ from typing import Any
 import pytest
 
 from tests.support.processes import ROOT, System
+from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient
 
 TOPIC = "traced:news"
 
 
-@pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def traced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The system with tracing on in the push service and the edge, on either engine (with Redis the
+    trace context crosses it in the publication's header)."""
     workdir = tmp_path_factory.mktemp("tracing")
+    redis = RedisServer(workdir) if request.param == "redis" else None
+    if redis is not None:
+        redis.start()
     system = System(workdir,
-                    push_env={"PUSH_TRACING": "file", "PUSH_TRACE_FILE": str(workdir / "push.jsonl")},
+                    push_env={"PUSH_TRACING": "file", "PUSH_TRACE_FILE": str(workdir / "push.jsonl"),
+                              **({"PUSH_BROKER_URL": redis.url} if redis is not None else {})},
                     edge_env={"EDGE_TRACING": "file", "EDGE_TRACE_FILE": str(workdir / "edge.jsonl")})
     try:
         asyncio.run(system.start())
-    except BaseException:
+        yield system
+    finally:
         system.stop()
-        raise
-    yield system
-    system.stop()
+        if redis is not None:
+            redis.stop()
 
 
 def spans(path: Path) -> list[dict[str, Any]]:
