@@ -24,7 +24,7 @@ from typing import Any, Literal
 import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 Exporter = Literal["off", "otlp", "file"]
@@ -36,7 +36,7 @@ _propagator = TraceContextTextMapPropagator()
 # Spans of one process sent in batches from a thread of the SDK's; a file exporter writes every second.
 FILE_EXPORT_DELAY_MS = 1000
 
-__all__ = ["ENABLED", "Link", "Span", "SpanKind", "configure", "context_of", "link", "metadata", "sampled",
+__all__ = ["ENABLED", "Link", "Span", "SpanKind", "Status", "StatusCode", "configure", "context_of", "link", "metadata", "sampled",
            "sampled_root", "start_span", "traceparent"]
 
 

@@ -83,28 +83,25 @@ class PushServicer(pb_grpc.PushServiceServicer):
         return ack
 
     async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
-        if tracing.ENABLED and (parent := _trace_context(request.message, context)):
-            return await self._publish_traced(request.message, context, parent)
-        return await self._answer_publish(request.message, context)
-
-    async def _publish_traced(self, message: pb.OutgoingMessage, context: grpc.aio.ServicerContext,
-                              parent: str) -> pb.PublishResponse:
-        """A sampled publish: its span (the publisher's child) with validation and the broker as its
-        children; the publication carries its context through the broker to the fan-out."""
-        with tracing.start_span("push.publish", parent=parent, kind=tracing.SpanKind.SERVER,
-                                attributes=_span_attributes(message, "Publish")) as span:
-            return await self._answer_publish(message, context, span)
-
-    async def _answer_publish(self, message: pb.OutgoingMessage, context: grpc.aio.ServicerContext,
-                              span: tracing.Span | None = None) -> pb.PublishResponse:
+        message, span = request.message, None
+        if tracing.ENABLED and (parent := _trace_context(message, context)):
+            # A sampled publish: its span (the publisher's child) has validation and the broker as its
+            # children; the publication carries its context through the broker to the fan-out.
+            span = tracing.start_span("push.publish", parent=parent, kind=tracing.SpanKind.SERVER,
+                                      attributes=_span_attributes(message, "Publish"))
         try:
             result = await (self._publish(message) if span is None else self._publish_in(span, message))
         except InvalidPublish as exc:
             metrics.REJECTED.labels("Publish", "INVALID_ARGUMENT").inc()
+            _failed(span, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BrokerUnavailable as exc:
             metrics.REJECTED.labels("Publish", "UNAVAILABLE").inc()
+            _failed(span, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+        finally:
+            if span is not None:
+                span.end()
         metrics.PUBLISHED.labels("Publish").inc()
         return pb.PublishResponse(id=result.id, timestamp_ms=result.timestamp_ms, offset=result.offset,
                                   epoch=result.epoch)
@@ -315,6 +312,12 @@ def _trace_context(message: pb.OutgoingMessage, context: grpc.aio.ServicerContex
     """A sampled publish's W3C context: from the message, else the call's metadata ("": not traced)."""
     parent = message.traceparent or tracing.from_metadata(context.invocation_metadata() or ())
     return parent if tracing.sampled(parent) else ""
+
+
+def _failed(span: tracing.Span | None, exc: Exception) -> None:
+    if span is not None:
+        span.record_exception(exc)
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR, str(exc)))
 
 
 def _span_attributes(message: pb.OutgoingMessage, rpc: str) -> dict[str, str]:

@@ -137,18 +137,19 @@ class PushClient:
         """Publish one message. With `idempotency_key`, a retry (after a timeout, say) is delivered once."""
         request = pb.PublishRequest(message=outgoing(topic, type_, data, id=id, client_id=client_id, retain=retain,
                                                      idempotency_key=idempotency_key))
-        if tracing.ENABLED and (span := _publish_span(request.message)) is not None:
-            with span:  # its context goes in the call's metadata; the push service's spans are its children
-                return await self._publish(request, tracing.metadata(span))
-        return await self._publish(request)
-
-    async def _publish(self, request: pb.PublishRequest, metadata: tuple[tuple[str, str], ...] = ()
-                       ) -> pb.PublishResponse:
+        # A traced publish's context goes in the call's metadata: the push service's spans are its children.
+        span = _publish_span(request.message) if tracing.ENABLED else None
         try:
             async with self._in_flight:
-                return await self.stub.Publish(request, timeout=self.timeout, metadata=metadata or None)
+                return await self.stub.Publish(request, timeout=self.timeout,
+                                               metadata=None if span is None else tracing.metadata(span))
         except grpc.aio.AioRpcError as exc:
+            if span is not None:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, f"{exc.code().name}: {exc.details()}"))
             raise PublishError(exc.code(), exc.details() or "") from None
+        finally:
+            if span is not None:
+                span.end()
 
     async def queue_message(self, message: Mapping[str, Any], topic: str) -> str:
         """The guide's `manager.queue_message(message, topic=...)`: to every subscriber of `topic`.

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry.trace import Status, StatusCode
-
 from common import tracing
 
 
@@ -30,7 +28,7 @@ class ConnectionSpans:
 
     def refused(self, reason: str) -> None:
         if self._connect is not None:
-            self._connect.set_status(Status(StatusCode.ERROR, reason))
+            self._connect.set_status(tracing.Status(tracing.StatusCode.ERROR, reason))
             self._connect.end()
             self._connect = None
 
@@ -46,6 +44,6 @@ class ConnectionSpans:
         """The connection is gone: what is still open ends (a peer that left before `connected`)."""
         self.refused("closed before connected")
         for span in self._subscribes.values():
-            span.set_status(Status(StatusCode.ERROR, "closed before confirmed"))
+            span.set_status(tracing.Status(tracing.StatusCode.ERROR, "closed before confirmed"))
             span.end()
         self._subscribes.clear()
