@@ -154,3 +154,41 @@ async def test_the_edge_traces_connect_and_subscribe(traced: System):
     at_connect, later = subscribes[("traced:a",)], subscribes[("traced:b",)]
     assert (at_connect["trace_id"], at_connect["parent_span_id"]) == (connect["trace_id"], connect["span_id"])
     assert later["parent_span_id"] is None and later["trace_id"] != connect["trace_id"]  # a trace of its own
+
+
+async def test_a_streamed_message_carries_its_own_context_to_the_edge(traced: System, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """The stream publisher (as the task service uses it), tracing in this test's process: each message's
+    context travels in `OutgoingMessage.traceparent`, not in the stream's metadata."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from common import tracing
+    from pushclient import PushClient
+    from pushclient.client import outgoing
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(
+        tracing.JsonLinesExporter(tmp_path / "publisher.jsonl", "test")))  # type: ignore[arg-type]
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(tracing, "ENABLED", True)
+    client = await WsClient.connect(traced.ws_url, topics=TOPIC)
+    try:
+        async with PushClient(traced.push_address) as push:
+            publisher = push.stream_publisher()
+            publisher.start()
+            publisher.submit(outgoing(TOPIC, "news", {"n": 2}, id="streamed-1"))
+            await asyncio.wait_for(publisher.flush(), timeout(10))
+            await publisher.close()
+        (message,) = await client.messages(1)
+        assert message["id"] == "streamed-1"
+    finally:
+        await client.close()
+        provider.shutdown()
+    (published,) = spans(tmp_path / "publisher.jsonl")
+    trace_id = published["trace_id"]
+    push = await spans_named(traced.workdir / "push.jsonl", "push.publish", "push.fan_out", trace_id=trace_id)
+    edge = await spans_named(traced.workdir / "edge.jsonl", "edge.deliver", trace_id=trace_id)
+    (publish,), (fan_out,), (deliver,) = push["push.publish"], push["push.fan_out"], edge["edge.deliver"]
+    assert publish["parent_span_id"] == published["span_id"] and publish["attributes"]["rpc.method"] == "PublishStream"
+    assert fan_out["parent_span_id"] == publish["span_id"] and deliver["parent_span_id"] == fan_out["span_id"]
