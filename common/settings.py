@@ -37,5 +37,6 @@ class TracingSettings(BaseSettings):
     @model_validator(mode="after")
     def _check_tracing(self) -> Self:
         if self.tracing == "file" and self.trace_file is None:
-            raise ValueError("tracing=file needs a trace_file")
+            prefix = self.model_config.get("env_prefix", "")
+            raise ValueError(f"{prefix}TRACING=file needs {prefix}TRACE_FILE (where the spans go)")
         return self

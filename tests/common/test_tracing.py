@@ -132,3 +132,19 @@ def test_a_publications_trace_context_crosses_redis_in_its_header_and_only_when_
     untraced = Publication(topic="news", client_id="", id="1", timestamp_ms=1, frame=b"{}")
     assert b"tp" not in encode_header(untraced)  # what older replicas read, unchanged
     assert decode_payload(encode_header(untraced) + b"\n" + untraced.frame) == untraced
+
+
+@pytest.mark.parametrize("prefix", ["PUSH_", "EDGE_", "TASK_"])
+def test_a_file_exporter_without_a_file_stops_the_service_with_the_variable_to_set(prefix: str):
+    from pydantic import ValidationError
+
+    from push_service.config import PushSettings
+    from task_service.config import TaskSettings
+    from ws_edge.config import EdgeSettings
+
+    settings = {"PUSH_": PushSettings, "EDGE_": EdgeSettings, "TASK_": TaskSettings}[prefix]
+    with pytest.raises(ValidationError, match=f"{prefix}TRACING=file needs {prefix}TRACE_FILE"):
+        settings(tracing="file")
+    with pytest.raises(ValidationError, match="trace_sample_ratio"):
+        settings(trace_sample_ratio=1.5)
+    assert settings().tracing == "off"  # the default
