@@ -38,8 +38,11 @@ run: install
 	@echo "Point a browser at http://$${EDGE_HOST:-127.0.0.1}:$${EDGE_PORT:-8000}/  (Ctrl-C stops everything)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
+# Two workers (pytest-xdist), each test module whole on one of them (its shared system started once):
+# most tests wait on processes, sockets and faults that last seconds, not on the CPU.
+TEST_WORKERS ?= 2
 test: install system-deps lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The fault suite (tests/faults): every scenario FAULT_REPEAT times with FAULT_PAUSE-second faults,
 # each table printed and written to test-artifacts/faults.txt (`make test` runs each once, short).

@@ -9,6 +9,7 @@ target: one round's figure moves by a third on this shared machine), idle connec
 own tests (`bench.guide_tests`) and each target of issue 4 with its figure. Targets:
 - ours: push_service + task_service + ws_edge; publishing through gRPC (streaming and unary);
 - ours-redis: the same with the Redis engine (its own redis-server), to show the engine's cost;
+- ours-cluster: the same with the Redis Cluster engine (3 masters with a replica each, of its own);
 - tutorial: the FastAPI tutorial broadcast (a set of WebSockets, send_text in a loop);
 - broadcaster: FastAPI + encode/broadcaster (memory backend).
 All three run under the same uvicorn settings (uvloop, httptools, websockets-sansio, no deflate).
@@ -167,6 +168,33 @@ class OursOnRedis(Ours):
         self.redis.stop()
 
 
+class OursOnCluster(Ours):
+    """The same system with the Redis Cluster engine: 3 masters with a replica each, of its own."""
+
+    name = "ours"
+
+    def __init__(self) -> None:
+        from tests.support.redis_cluster import RedisCluster
+
+        self.cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bench-redis-cluster-")))
+        self.cluster.start()
+        try:
+            super().__init__(self.cluster.url)
+        except BaseException:
+            self.cluster.stop()
+            raise
+        for n, node in enumerate(self.cluster.nodes[:3]):  # the masters (created first)
+            self.pids[f"redis{n}"] = node.proc.pid  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        super().stop()
+        self.cluster.stop()
+
+
+ENGINE_TARGETS = {"ours-redis": ("ours, Redis engine", OursOnRedis),
+                  "ours-cluster": ("ours, Redis Cluster engine", OursOnCluster)}
+
+
 def run_load(target: Target, scenario: str, *extra: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
     command = [*prefix, sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url,
                "--scenario", scenario, *extra]
@@ -244,12 +272,15 @@ def targets_table(results: dict[str, dict[str, Any]], connects: dict[str, list[f
         if scenario == "rate":
             row(f"{args.clients:,} clients at {args.rate:g} msg/s: p99 ≤ 20 ms, zero loss ({name}, {path})",
                 f"p99 {r['latency_p99_ms']:.1f} ms, {r['lost']} lost", r["latency_p99_ms"] <= 20 and r["lost"] == 0)
-    memory, redis = results.get("ours/gRPC stream/rate"), results.get("ours, Redis engine/gRPC stream/rate")
-    if memory and redis:  # issue 17.8: the Redis engine keeps a paced stream up, near the memory engine
+    memory = results.get("ours/gRPC stream/rate")
+    for label, _ in ENGINE_TARGETS.values():  # issue 17.8 (and 20.1 for the cluster): a paced stream kept up
+        redis = results.get(f"{label}/gRPC stream/rate")
+        if not (memory and redis):
+            continue
         expected = args.rate * args.clients
         ratio = redis["latency_p99_ms"] / memory["latency_p99_ms"]
-        row(f"Redis engine at {args.rate:g} msg/s to {args.clients:,} clients: all kept up with (≥ 95 % of "
-            f"{expected:,.0f}/s, zero loss), p99 ≤ 2× the memory engine's",
+        row(f"{label.removeprefix('ours, ')} at {args.rate:g} msg/s to {args.clients:,} clients: all kept up with "
+            f"(≥ 95 % of {expected:,.0f}/s, zero loss), p99 ≤ 2× the memory engine's",
             f"{redis['delivered_per_s']:,.0f}/s, {redis['lost']} lost, p99 {redis['latency_p99_ms']:.1f} ms vs "
             f"{memory['latency_p99_ms']:.1f} ms ({ratio:.2f}×)",
             redis["lost"] == 0 and redis["delivered_per_s"] >= 0.95 * expected and ratio <= 2)
@@ -340,7 +371,7 @@ def main() -> None:
     parser.add_argument("--max-load-processes", type=int, default=2, help="load processes at max rate")
     parser.add_argument("--connect-rounds", type=int, default=5, help="rounds of connecting per target")
     parser.add_argument("--no-guide", action="store_true", help="skip the guide's own tests")
-    parser.add_argument("--targets", default="ours,ours-redis,tutorial,broadcaster")
+    parser.add_argument("--targets", default="ours,ours-redis,ours-cluster,tutorial,broadcaster")
     parser.add_argument("--scenarios", default="max,unary,rate",
                         help="which to run: max (max rate), unary (ours' unary Publish rows), rate (paced)")
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's results")
@@ -365,14 +396,14 @@ def main() -> None:
     for name in args.targets.split(","):
         if name == "ours":
             target: Target = Ours()
-        elif name == "ours-redis":
-            target = OursOnRedis()
+        elif name in ENGINE_TARGETS:
+            target = ENGINE_TARGETS[name][1]()
         else:
             target = Baseline(name, {"tutorial": "bench.baselines.tutorial:app",
                                      "broadcaster": "bench.baselines.broadcaster_app:app"}[name])
         try:
             if args.connect_rounds:
-                connects[{"ours-redis": "ours, Redis engine"}.get(name, name)] = connect_rounds(
+                connects[ENGINE_TARGETS[name][0] if name in ENGINE_TARGETS else name] = connect_rounds(
                     target, args.clients, args.connect_rounds)
             if name == "ours":
                 if "max" in scenarios:
@@ -393,12 +424,12 @@ def main() -> None:
                     idle = idle_memory(target, args.idle, hold=12.0)  # type: ignore[arg-type]
                     if args.sse:
                         idle_sse = idle_memory(target, args.idle, hold=12.0, transport="sse")  # type: ignore[arg-type]
-            elif name == "ours-redis":
+            elif name in ENGINE_TARGETS:
+                label = ENGINE_TARGETS[name][0]
                 if "max" in scenarios:
-                    results["ours, Redis engine/gRPC stream/max"] = run_load(target, "max", *at_max)
+                    results[f"{label}/gRPC stream/max"] = run_load(target, "max", *at_max)
                 if "rate" in scenarios:
-                    results["ours, Redis engine/gRPC stream/rate"] = run_load(target, "rate", *common, "--rate",
-                                                                             str(args.rate))
+                    results[f"{label}/gRPC stream/rate"] = run_load(target, "rate", *common, "--rate", str(args.rate))
             else:
                 if "max" in scenarios:
                     results[f"{name}/ws/max"] = run_load(target, "max", *at_max)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import LogFormat, LogLevel, TracingSettings
@@ -17,7 +17,7 @@ class PushSettings(TracingSettings):
     port: int = Field(50051, ge=0, le=65535)
     # Prometheus metrics over HTTP (/metrics) on this port; 0 turns them off.
     metrics_port: int = Field(9101, ge=0, le=65535)
-    broker_url: str = "memory://"  # or redis://host:port/db
+    broker_url: str = "memory://"  # or redis://host:port/db, or redis+cluster://host:port,host:port
     redis_prefix: str = "push"  # every Redis key and channel starts with it
     batch_max_size: int = Field(10, ge=1, le=1000)
     batch_interval: float = Field(0.1, ge=0, le=60)
@@ -63,3 +63,11 @@ class PushSettings(TracingSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _a_known_engine(cls, url: str) -> str:
+        from .broker import check_broker_url
+
+        check_broker_url(url)  # a ValueError says what is wrong with it
+        return url

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger("ws_edge")
 
@@ -18,12 +19,25 @@ class ConfirmGates:
         self.timeout = timeout
         self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}
 
-    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
-        """Wait until the push service has applied these interest changes (bounded: while it is
-        down the changes are re-declared on reconnect, and the browser need not wait for that)."""
-        for wait in waits:
-            if not wait.done():
-                await self._gate(wait)
+    def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
+        """True when the push service has applied these interest changes already (`then` is not
+        called); else False, and `then` runs once every one is applied or timed out (bounded: while
+        the push service is down the changes are re-declared on reconnect, and the browser need not
+        wait for that). Callbacks, not a task per waiting connection: a burst of connects is cheap."""
+        gates = {self._gate(wait) for wait in waits if not wait.done()}
+        if not gates:
+            return True
+        remaining = len(gates)
+
+        def opened(_: asyncio.Future[None]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if not remaining:
+                then()
+
+        for gate in gates:
+            gate.add_done_callback(opened)
+        return False
 
     def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
         """A future done when `applied` is, or after the confirm timeout: one per interest change,

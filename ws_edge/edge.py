@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -191,8 +191,8 @@ class Edge:
         if last := self.router.remove_topics(connection, topics):
             self.push.change(remove_topics=last)
 
-    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
-        await self._gates.confirmed(waits)
+    def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
+        return self._gates.when_confirmed(waits, then)
 
     def detach(self, driver: SessionDriver) -> None:
         connection = driver.connection

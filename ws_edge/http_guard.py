@@ -142,6 +142,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                      protocol.conn.handshake_exc)
             protocol.transport.write(b"".join(protocol.conn.data_to_send()))
             protocol.transport.close()
+        # This HTTP protocol is done (the transport has the WebSocket's), and no connection_lost will
+        # come to it: drop its parser (which holds it back) as connection_lost would, so that it is
+        # freed now instead of waiting for the collector's full passes.
+        self.parser = None  # type: ignore[assignment]
 
     # --- bounds ----------------------------------------------------------------------------------
 

@@ -131,10 +131,7 @@ class SessionDriver:
             waits, retained = self.edge.add_interest(connection, effect.topics)
             if self.spans is not None:
                 self.spans.subscribing(effect.ticket, effect.topics)
-            if all(wait.done() for wait in waits):  # nothing to wait for: no task (most connects)
-                self._interest_applied(effect.ticket, retained)
-            else:
-                self._spawn(self._interest(effect.ticket, waits, retained))
+            self._when_confirmed(waits, lambda: self._interest_applied(effect.ticket, retained))
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
         elif isinstance(effect, RunHandler):
@@ -161,9 +158,12 @@ class SessionDriver:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("#%d: an effect failed", self.connection.id, extra={"conn": self.connection.tag})
-            self.session.refused(CloseCode.INTERNAL_ERROR, "internal error")
-            self._run_effects()
+            self._effect_failed()
+
+    def _effect_failed(self) -> None:
+        log.exception("#%d: an effect failed", self.connection.id, extra={"conn": self.connection.tag})
+        self.session.refused(CloseCode.INTERNAL_ERROR, "internal error")
+        self._run_effects()
 
     async def _admit(self, effect: Admit) -> None:
         refusal = await self.edge.claim(self.connection.client_id, effect.principal)
@@ -173,20 +173,23 @@ class SessionDriver:
     def _admitted(self, admission: tuple[CloseCode, str] | list[asyncio.Future[None]]) -> None:
         if isinstance(admission, tuple):
             self.session.refused(*admission)
-        elif all(wait.done() for wait in admission):
-            self.session.admitted()
         else:
-            self._spawn(self._client_id_routed(admission))
+            self._when_confirmed(admission, self.session.admitted)
 
-    async def _client_id_routed(self, waits: list[asyncio.Future[None]]) -> None:
-        await self.edge.confirmed(waits)
-        self.session.admitted()
-        self._run_effects()
+    def _when_confirmed(self, waits: list[asyncio.Future[None]], answer: Callable[[], None]) -> None:
+        """Feed the session `answer` once the push service has applied `waits`: at once when it has
+        (most connects: the loop in _run_effects carries on), else from the confirm gates' callbacks
+        (no task per waiting connection), guarded like an effect's task."""
+        if not self.edge.when_confirmed(waits, lambda: self._answer_later(answer)):
+            return
+        answer()
 
-    async def _interest(self, ticket: int, waits: list[asyncio.Future[None]], retained: list[bytes]) -> None:
-        await self.edge.confirmed(waits)
-        self._interest_applied(ticket, retained)
-        self._run_effects()
+    def _answer_later(self, answer: Callable[[], None]) -> None:
+        try:
+            answer()
+            self._run_effects()
+        except Exception:
+            self._effect_failed()
 
     def _interest_applied(self, ticket: int, retained: list[bytes]) -> None:
         if self.spans is not None:

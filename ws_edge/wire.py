@@ -14,6 +14,7 @@ drains (`SocketWrite`).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -96,18 +97,25 @@ class FastPath(Asgi):
         method of it); a socket served by anything else uses the ASGI send."""
         protocol = getattr(send, "__self__", None)
         if isinstance(protocol, self._protocol_class):
-            scope[SCOPE_KEY] = protocol
+            # A weak reference: the protocol holds the scope, and a cycle would leave every closed
+            # connection (its transport, parser, buffers) to the collector's full passes.
+            scope[SCOPE_KEY] = weakref.ref(protocol)
+
+    @staticmethod
+    def _protocol(scope: Scope) -> Any:
+        ref = scope.get(SCOPE_KEY)
+        return ref() if ref is not None else None
 
     def writer_for(self, scope: Scope) -> Write | None:
         """`write(frame_bytes) -> bool` for this socket: False when it cannot be written at once."""
-        protocol = scope.get(SCOPE_KEY)
+        protocol = self._protocol(scope)
         if protocol is None:
             return None
         return SocketWrite(protocol)
 
     def aborter_for(self, scope: Scope) -> Callable[[], None] | None:
         """`abort()`: drop this socket at once, for a client that does not read even its close frame."""
-        protocol = scope.get(SCOPE_KEY)
+        protocol = self._protocol(scope)
         return protocol.transport.abort if protocol is not None else None
 
     def body_writer_for(self, send: Callable[..., Awaitable[Any]]) -> BodyWrite | None:
@@ -137,7 +145,7 @@ class FastPath(Asgi):
     def tag_frame_logs(self, scope: Scope, tag: str) -> None:
         """At DEBUG, the WebSocket layer logs every frame from the protocol's callbacks, outside the
         connection's task: give its logger the connection id (`conn`). Nothing is kept otherwise."""
-        protocol = scope.get(SCOPE_KEY)
+        protocol = self._protocol(scope)
         if protocol is not None and protocol.conn.debug:
             protocol.conn.logger = logging.LoggerAdapter(protocol.conn.logger, {"conn": tag})
 

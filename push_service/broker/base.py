@@ -3,7 +3,8 @@
 Guarantees every engine gives:
 - `publish` hands a publication to every replica subscribed to its channel (this one included),
   at most once, in publish order per channel; it returns once the engine has accepted it and raises
-  `BrokerUnavailable` when it cannot.
+  `BrokerUnavailable` when it cannot. (The memory and single-Redis engines also keep the order across
+  channels; on a Redis Cluster, channels on different shards arrive over different connections.)
 - A retained publication (`retain=True`) replaces the topic's retained state atomically with its
   publish; `retained(topic)` returns the latest one.
 - `subscribe` / `unsubscribe` are called by the hub on the first / last local interest in channels

@@ -21,6 +21,8 @@
   with the hold as its TTL; another owner: refused), so replicas agree on it; refreshing the hold is
   a PEXPIRE, which binds nothing.
 
+On a Redis Cluster, `redis_cluster.py` runs these scripts with its keys in hash-tagged partitions.
+
 Every key lives under one prefix (`RedisKeys`) and has a bound: streams their rule's count, bytes and
 age + PEXPIRE, the topic meta PEXPIRE (its history's TTL), the retained state 24 h, idempotency keys
 (their first publication's ack only) their window, client id owners their hold. What all topics hold together is bounded by
@@ -40,8 +42,18 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.backoff import Backoff
@@ -62,7 +74,10 @@ PIPELINE_MAX_IN_FLIGHT = 4096  # commands written to Redis and not yet answered;
 CONFIRM_TIMEOUT = 2.0
 # Redis is away, or refuses writes for now (loading, a read-only replica after a failover, maxmemory):
 # callers get UNAVAILABLE and retry. (Connection errors include the pool's "No connection available".)
-UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError)
+# On a Redis Cluster also: a slot moved or moving (MOVED, ASK, TRYAGAIN), the cluster down or a slot not
+# covered while a shard fails over (CLUSTERDOWN; the client's own "no node for this slot").
+UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError, AskError,
+                      TryAgainError, ClusterError, RedisClusterException)
 
 # Shared by both scripts: a stream entry's time (ms) from its id, and its frame's length.
 LUA_HELPERS = """
@@ -290,13 +305,7 @@ class RedisBroker(Broker):
         self._idempotency_ms = int(idempotency_window * 1000)
         self._history = history or HistoryPolicy()
         self.keys = RedisKeys(prefix)
-        # At most max_connections to Redis (the subscriber's among them); a burst waits for a free one.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
-                                                        socket_timeout=2.0, socket_connect_timeout=2.0)
-        self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
-        self._publish = self._redis.register_script(PUBLISH_SCRIPT)
-        # Publishes (unary calls and streams alike) share one connection, in order, pipelined.
-        self._pipeline = OrderedPipeline(pool, [PUBLISH_SCRIPT], PIPELINE_MAX_IN_FLIGHT)
+        self._open(url, max_connections, pool_timeout)
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._refresh = self._redis.register_script(REFRESH_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
@@ -308,6 +317,16 @@ class RedisBroker(Broker):
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._on_reconnect: ReconnectHandler | None = None
         self._was_up = False
+
+    def _open(self, url: str, max_connections: int, pool_timeout: float) -> None:
+        """The client (`_redis`), the publish script and the ordered pipeline publishes go through."""
+        # At most max_connections to Redis (the subscriber's among them); a burst waits for a free one.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
+                                                        socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis = aioredis.Redis.from_pool(pool)  # closed with the client
+        self._publish = self._redis.register_script(PUBLISH_SCRIPT)
+        # Publishes (unary calls and streams alike) share one connection, in order, pipelined.
+        self._pipeline = OrderedPipeline(pool, [PUBLISH_SCRIPT], PIPELINE_MAX_IN_FLIGHT)
 
     async def start(self, on_publication: PublicationHandler, on_reconnect: ReconnectHandler | None = None) -> None:
         self._handler = on_publication
@@ -343,13 +362,18 @@ class RedisBroker(Broker):
 
     def _send_publish(self, publication: Publication, idempotency_key: str, lane: str = "", place: int = 0,
                       after: int | None = None) -> asyncio.Future[Any]:
+        return self._pipeline.send(*self._publish_command(self.keys, publication, idempotency_key, lane, place, after))
+
+    def _publish_command(self, keys: RedisKeys, publication: Publication, idempotency_key: str, lane: str, place: int,
+                         after: int | None) -> tuple[Any, ...]:
+        """The publish script's call (EVALSHA, its keys and arguments) for one message."""
         rule = None if publication.client_id else self._history.rule_for(publication.topic)
         topic = publication.topic or "-"
-        return self._pipeline.send(
+        return (
             "EVALSHA", self._publish.sha, 5,
-            self.keys.stream(topic), self.keys.meta(topic), self.keys.retained(topic),
-            self.keys.idempotency(idempotency_key or "-"), self.keys.lane(lane or "-"),
-            self.keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
+            keys.stream(topic), keys.meta(topic), keys.retained(topic),
+            keys.idempotency(idempotency_key or "-"), keys.lane(lane or "-"),
+            keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
             rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
             "1" if publication.retain else "0", uuid.uuid4().hex[:12],
             self._idempotency_ms if idempotency_key else 0, self._history.topic_bytes,
@@ -404,7 +428,7 @@ class RedisBroker(Broker):
         try:
             granted = await self._claim(keys=[self.keys.client_id_owner(client_id)],
                                         args=[owner, max(1, int(hold * 1000))])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except UNAVAILABLE_ERRORS as exc:
             self._events.failed("claim")
             raise BrokerUnavailable(f"redis: {exc}") from None
         return bool(granted)
@@ -415,7 +439,7 @@ class RedisBroker(Broker):
             for start in range(0, len(client_ids), REFRESH_CHUNK):
                 keys = [self.keys.client_id_owner(c) for c in client_ids[start:start + REFRESH_CHUNK]]
                 await self._refresh(keys=keys, args=holds)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except UNAVAILABLE_ERRORS as exc:
             self._events.failed("refresh")
             raise BrokerUnavailable(f"redis: {exc}") from None
 

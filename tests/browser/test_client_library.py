@@ -114,6 +114,9 @@ async def test_reconnect_schedule_stops_after_max_attempts(own_system: System, p
     config = {"transports": transports} if transports else {}
     await open_client(page, system, reconnectInterval=300, maxReconnectInterval=1000, maxReconnectAttempts=3,
                       **config)
+    # The first connection must be up before the edge goes: killed during its handshake, the client
+    # would (rightly) try its other transports first, which is not the schedule this test pins.
+    await wait_for(page, "() => t.client.clientId !== null", 30_000)
     system.edge.kill(signal.SIGKILL)
     await wait_for(page, "() => t.log.events.some((e) => e.key === '$reconnect_failed')", 20_000)
     await asyncio.sleep(1.5)  # nothing more happens after giving up

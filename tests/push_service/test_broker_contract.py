@@ -1,4 +1,6 @@
-"""One contract suite for the broker interface, run against both engines (Redis: a real redis-server)."""
+"""One contract suite for the broker interface, run against every engine: memory, Redis (a real
+redis-server) and Redis Cluster (3 masters with a replica each, real redis-servers, one cluster for the
+module)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from push_service.broker import broker_from_url
 from push_service.broker.base import Broker, BrokerUnavailable
 from push_service.core.history import HistoryPolicy, HistoryRule, PageLimits
 from push_service.core.publication import Ack, InvalidPublish, Publication, control_publication, make_publication
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
@@ -30,9 +33,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 class Engine:
-    def __init__(self, broker: Broker, kind: str, redis: RedisServer | None) -> None:
-        self.broker, self.kind, self.redis = broker, kind, redis
+    def __init__(self, broker: Broker, kind: str, redis: RedisServer | None, url: str) -> None:
+        self.broker, self.kind, self.redis, self.url = broker, kind, redis, url
         self.received: list[Publication] = []
         self.arrived = asyncio.Event()
 
@@ -46,22 +59,37 @@ class Engine:
             await asyncio.wait_for(self.arrived.wait(), 5)
         return self.received
 
+    def assert_order(self, delivered: list[str], published: list[str], channels: list[str]) -> None:
+        """Delivered in publish order: across channels on one store; on a cluster, per channel (two
+        channels on two shards come over two connections), and all of them."""
+        if self.kind != "cluster":
+            assert delivered == published
+            return
+        assert sorted(delivered) == sorted(published)
+        channel_of = dict(zip(delivered, channels, strict=True))
+        for channel in set(channels):
+            assert [m for m in delivered if channel_of[m] == channel] == [m for m in published if channel_of[m] == channel]
+
     async def lose_everything(self) -> None:
         """What a restart does to the memory engine (a new one), or Redis losing its data."""
         if self.kind == "memory":
             await self.broker.close()
             self.broker = broker_from_url("memory://", POLICY, sweep_interval=0.05)
             await self.broker.start(self.handler)
+        elif self.kind == "cluster":
+            await self.broker._redis.flushall(target_nodes="primaries")  # type: ignore[attr-defined]
         else:
             await self.broker._redis.flushall()  # type: ignore[attr-defined]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     redis = request.getfixturevalue("redis_server") if request.param == "redis" else None
     url = redis.url if redis else "memory://"
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
     broker = broker_from_url(url, POLICY, prefix=f"test-{uuid.uuid4().hex[:8]}", sweep_interval=0.05)
-    engine = Engine(broker, request.param, redis)
+    engine = Engine(broker, request.param, redis, url)
     await broker.start(engine.handler)
     yield engine
     await broker.close()
@@ -101,7 +129,7 @@ async def test_many_channels_subscribed_and_unsubscribed_at_once(engine: Engine)
     for n, client in enumerate(clients, 1):
         await engine.broker.publish(pub("", n, client_id=client))
     got = await engine.wait_for(51)
-    assert [p.id for p in got] == [f"m{n}" for n in range(51)]
+    engine.assert_order([p.id for p in got], [f"m{n}" for n in range(51)], [p.channel for p in got])
     await engine.broker.unsubscribe(*(f"c:{c}" for c in clients[1:]))
     await engine.broker.subscribe()  # nothing: a no-op
     await engine.broker.unsubscribe()
@@ -109,7 +137,8 @@ async def test_many_channels_subscribed_and_unsubscribed_at_once(engine: Engine)
         await engine.broker.publish(pub("", n, client_id=client))
     await engine.broker.publish(pub("h:many", 200))
     got = await engine.wait_for(53)
-    assert [p.id for p in got][51:] == ["m100", "m200"]
+    assert sorted(p.id for p in got[51:]) == ["m100", "m200"]  # (on a cluster, in either order)
+    engine.assert_order([p.id for p in got][51:], ["m100", "m200"], [p.channel for p in got[51:]])
 
 
 async def test_positions_and_the_frame(engine: Engine):
@@ -232,11 +261,10 @@ async def test_a_refresh_holds_anonymous_ids_for_the_anonymous_hold_only(engine:
     assert await broker.claim_client_id("user-id", "bob", 60) is False
 
 
-@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+@pytest.mark.parametrize("engine", ["redis", "cluster"], indirect=True)
 async def test_replicas_agree_on_who_holds_a_client_id(engine: Engine):
-    assert engine.redis is not None
     prefix = engine.broker.keys.prefix  # type: ignore[attr-defined]
-    other = broker_from_url(engine.redis.url, POLICY, prefix=prefix)
+    other = broker_from_url(engine.url, POLICY, prefix=prefix)
     await other.start(lambda _: None)
     try:
         results = await asyncio.gather(*(broker.claim_client_id("raced", owner, 60)
@@ -351,8 +379,8 @@ async def test_a_lane_and_concurrent_calls_keep_their_order(engine: Engine):
     assert ordered == sorted(ordered)
     assert sorted([*ordered, *(a.offset for a in unary_acks)]) == list(range(1, len(ordered) + len(unary) + 1))
     got = await engine.wait_for(n + len(unary))
-    delivered_lane = [p.id for p in got if int(p.id[1:]) < 1000]
-    assert delivered_lane == lane_ids  # the lane's order, across both topics
+    lane_got = [p for p in got if int(p.id[1:]) < 1000]
+    engine.assert_order([p.id for p in lane_got], lane_ids, [p.channel for p in lane_got])  # the lane's order
     by_offset = sorted((p.offset, p.id) for p in got if p.topic == "p:order")
     assert [offset for offset, _ in by_offset] == list(range(1, len(by_offset) + 1))  # no gap, no repeat
     assert [p.id for p in got if p.topic == "p:order"] == [pid for _, pid in by_offset]  # delivered in offset order

@@ -6,16 +6,50 @@ from ws_edge.confirm_gates import ConfirmGates
 async def test_a_gate_opens_when_the_change_is_applied_and_is_shared():
     gates = ConfirmGates(timeout=30.0)
     applied = asyncio.get_running_loop().create_future()
-    waiters = [asyncio.create_task(gates.confirmed([applied])) for _ in range(3)]
+    answered: list[int] = []
+    for n in range(3):
+        assert gates.when_confirmed([applied], lambda n=n: answered.append(n)) is False
     await asyncio.sleep(0)
-    assert not any(w.done() for w in waiters) and len(gates._gates) == 1
+    assert answered == [] and len(gates._gates) == 1
     applied.set_result(None)
-    await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert answered == [0, 1, 2] and gates._gates == {}
+
+
+async def test_changes_applied_already_answer_at_once_without_a_callback():
+    gates = ConfirmGates(timeout=30.0)
+    applied = asyncio.get_running_loop().create_future()
+    applied.set_result(None)
+    assert gates.when_confirmed([applied], lambda: pytest_fail()) is True
+    assert gates.when_confirmed([], lambda: pytest_fail()) is True
     assert gates._gates == {}
+
+
+async def test_the_answer_comes_once_after_every_change_is_applied():
+    gates = ConfirmGates(timeout=30.0)
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    answered: list[str] = []
+    assert gates.when_confirmed([first, second], lambda: answered.append("both")) is False
+    first.set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert answered == []
+    second.set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert answered == ["both"]
 
 
 async def test_a_gate_opens_after_the_timeout_when_the_push_service_is_late():
     gates = ConfirmGates(timeout=0.05)
     never = asyncio.get_running_loop().create_future()
-    await asyncio.wait_for(gates.confirmed([never]), 5)
+    answered = asyncio.get_running_loop().create_future()
+    assert gates.when_confirmed([never], lambda: answered.set_result(None)) is False
+    await asyncio.wait_for(answered, 5)
     assert not never.done() and gates._gates == {}
+
+
+def pytest_fail() -> None:
+    raise AssertionError("called although every change was applied")
