@@ -214,7 +214,13 @@ def _print(value: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.trace_file:
+        try:
+            args.trace_file.open("ab").close()  # spans are written later, from a thread: say now if they cannot be
+        except OSError as exc:
+            parser.error(f"--trace-file: {exc.strerror}: {args.trace_file}")
     if args.trace_file or args.trace_otlp:  # its spans are flushed when the process exits
         tracing.configure("pushctl", "file" if args.trace_file else "otlp", file=args.trace_file)
     try:

@@ -148,3 +148,14 @@ def test_a_file_exporter_without_a_file_stops_the_service_with_the_variable_to_s
     with pytest.raises(ValidationError, match="trace_sample_ratio"):
         settings(trace_sample_ratio=1.5)
     assert settings().tracing == "off"  # the default
+
+
+def test_pushctl_refuses_a_trace_file_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from pushclient.cli import main
+
+    missing = tmp_path / "no-such-directory" / "spans.jsonl"
+    with pytest.raises(SystemExit) as exited:
+        main(["--trace-file", str(missing), "publish", "--topic", "t", "--type", "x"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"pushctl: error: --trace-file: No such file or directory: {missing}\n"
+    assert tracing.ENABLED is False
