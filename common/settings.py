@@ -39,4 +39,10 @@ class TracingSettings(BaseSettings):
         if self.tracing == "file" and self.trace_file is None:
             prefix = self.model_config.get("env_prefix", "")
             raise ValueError(f"{prefix}TRACING=file needs {prefix}TRACE_FILE (where the spans go)")
+        if self.tracing == "file" and self.trace_file is not None:
+            try:  # the exporter writes from a thread later: a path it cannot write stops the start instead
+                self.trace_file.open("ab").close()
+            except OSError as exc:
+                prefix = self.model_config.get("env_prefix", "")
+                raise ValueError(f"{prefix}TRACE_FILE: {exc.strerror}: {self.trace_file}") from None
         return self

@@ -147,6 +147,8 @@ def test_a_file_exporter_without_a_file_stops_the_service_with_the_variable_to_s
         settings(tracing="file")
     with pytest.raises(ValidationError, match="trace_sample_ratio"):
         settings(trace_sample_ratio=1.5)
+    with pytest.raises(ValidationError, match=f"{prefix}TRACE_FILE: No such file or directory: /nonexistent/"):
+        settings(tracing="file", trace_file="/nonexistent/spans.jsonl")
     assert settings().tracing == "off"  # the default
 
 
