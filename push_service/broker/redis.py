@@ -270,7 +270,8 @@ class RedisKeys:
 def encode_header(publication: Publication) -> bytes:
     return orjson.dumps({"t": publication.topic, "c": publication.client_id, "i": publication.id,
                          "ts": publication.timestamp_ms, "r": publication.retain, "k": publication.conflation_key,
-                         **({"x": 1} if publication.control else {})})
+                         **({"x": 1} if publication.control else {}),
+                         **({"tp": publication.traceparent} if publication.traceparent else {})})
 
 
 def decode_payload(payload: bytes) -> Publication:
@@ -278,7 +279,7 @@ def decode_payload(payload: bytes) -> Publication:
     h = orjson.loads(header)
     return Publication(topic=h["t"], client_id=h["c"], id=h["i"], timestamp_ms=h["ts"], frame=frame,
                        retain=bool(h["r"]), offset=int(h.get("o", 0)), epoch=h.get("e", ""),
-                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)))
+                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)), traceparent=h.get("tp", ""))
 
 
 def decode_ack(payload: bytes) -> Ack:
