@@ -96,8 +96,9 @@ class Ours(Target):
     name = "ours"
 
     def __init__(self, broker_url: str = "memory://", edge_env: dict[str, str] | None = None,
-                 edge_argv: list[str] | None = None) -> None:
-        quiet = {"PUSH_LOG_LEVEL": "WARNING", "PUSH_BROKER_URL": broker_url}
+                 edge_argv: list[str] | None = None, push_env: dict[str, str] | None = None,
+                 push_argv: list[str] | None = None) -> None:
+        quiet = {"PUSH_LOG_LEVEL": "WARNING", "PUSH_BROKER_URL": broker_url, **(push_env or {})}
         self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
                              task_env={"TASK_LOG_LEVEL": "WARNING"},
                              # One load process is one address: lift the per-address limits, and let the
@@ -109,6 +110,7 @@ class Ours(Target):
                                        "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000",
                                        **(edge_env or {})})
         self.system.edge.argv = edge_argv  # e.g. another checkout's edge, for a before/after in one run
+        self.system.push.argv = push_argv
         try:
             asyncio.run(self.system.start())
         except BaseException:  # e.g. not serving in time on a crowded machine: leave no process behind

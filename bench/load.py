@@ -32,6 +32,7 @@ import multiprocessing
 import re
 import resource
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -438,7 +439,13 @@ def main() -> None:
     parser.add_argument("--unary-concurrency", type=int, default=32, help="ours: unary calls in flight at once")
     parser.add_argument("--processes", type=int, default=1, help="load processes the clients are spread over "
                         "(max and rate scenarios)")
+    parser.add_argument("--trace-file", type=Path, help="ours: trace publishes (common/tracing.py), spans to this file")
+    parser.add_argument("--trace-ratio", type=float, default=1.0, help="with --trace-file: the share sampled")
     args = parser.parse_args()
+    if args.trace_file:
+        from common import tracing
+
+        tracing.configure("bench.load", "file", file=args.trace_file, ratio=args.trace_ratio)
     if args.transport == "sse" and args.target != "ours":
         parser.error("--transport sse: only our edge serves SSE")
     if args.processes < 1 or (args.processes > 1 and args.scenario not in ("max", "rate")):

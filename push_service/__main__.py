@@ -7,6 +7,7 @@ import logging
 
 from common.lifecycle import load_settings, run_until_signalled
 from common.logs import configure_logging
+from common.tracing import configure_from
 
 from .config import PushSettings
 from .server import start_push_server
@@ -17,6 +18,7 @@ log = logging.getLogger("push_service")
 async def main() -> None:
     settings = load_settings(PushSettings, "push_service")
     configure_logging(settings.log_level, settings.log_format)
+    configure_from(settings, "push_service")
     running = await start_push_server(settings)
     log.info("push service listening on %s:%d (broker %s)", settings.host, running.port, settings.broker_url)
     await run_until_signalled(running)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common.presence_rules import PresenceRules
-from common.settings import LogFormat, LogLevel
+from common.settings import LogFormat, LogLevel, TracingSettings
 from common.topics import topic_error
 
 
-class PushSettings(BaseSettings):
+class PushSettings(TracingSettings):
     model_config = SettingsConfigDict(env_prefix="PUSH_", frozen=True)
 
     host: str = "127.0.0.1"

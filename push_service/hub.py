@@ -6,9 +6,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from common import tracing
 from common.client_ids import routed_by_itself
 from common.interest import InterestTable
 from common.topics import topic_error
@@ -344,5 +345,19 @@ class Hub:
                 session.enqueue(retained)
 
     def _route(self, publication: Publication) -> None:
+        if publication.traceparent and tracing.ENABLED:
+            self._route_traced(publication)
+            return
         for session in self._interest.subscribers(publication.channel):
             session.enqueue(publication)
+
+    def _route_traced(self, publication: Publication) -> None:
+        """A sampled message's fan-out to this replica's edge streams, as a span (the child of its
+        publish span, perhaps on another replica): the edges' delivery spans are its children."""
+        sessions = list(self._interest.subscribers(publication.channel))
+        with tracing.start_span("push.fan_out", parent=publication.traceparent, kind=tracing.SpanKind.PRODUCER,
+                                attributes={"messaging.destination.name": publication.topic,
+                                            "push.edge_streams": len(sessions)}) as span:
+            publication = replace(publication, traceparent=tracing.traceparent(span))
+            for session in sessions:
+                session.enqueue(publication)

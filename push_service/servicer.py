@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import orjson
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
+from common import tracing
 from common.client_ids import chosen_client_id_error
 from common.clock import now_ms
 from common.logs import connection_id
@@ -63,20 +64,49 @@ class PushServicer(pb_grpc.PushServiceServicer):
             raise InvalidPublish(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         return self._publication(message), key
 
+    def _checked_traced(self, message: pb.OutgoingMessage) -> tuple[Publication, str]:
+        """`_checked` for a sampled message of a stream: its publish span (the publisher's child) covers
+        validation (the request's messages go to the broker together); the fan-out is its child."""
+        with tracing.start_span("push.publish", parent=message.traceparent, kind=tracing.SpanKind.SERVER,
+                                attributes=_span_attributes(message, "PublishStream")) as span:
+            publication, key = self._checked(message)
+            return replace(publication, traceparent=tracing.traceparent(span)), key
+
     async def _publish(self, message: pb.OutgoingMessage) -> Ack:
         """Validate and publish (at most once per idempotency key); raises InvalidPublish /
         BrokerUnavailable. Returns the publication's ack with its position (the first's, for a repeat)."""
         return await self._hub.publish(*self._checked(message))
 
+    async def _publish_in(self, span: tracing.Span, message: pb.OutgoingMessage) -> Ack:
+        """`_publish`, its two steps as children of the publish's `span`."""
+        with tracing.start_span("push.validate", parent=span):
+            publication, key = self._checked(message)
+        publication = replace(publication, traceparent=tracing.traceparent(span))
+        with tracing.start_span("push.broker.publish", parent=span, kind=tracing.SpanKind.CLIENT) as step:
+            ack = await self._hub.publish(publication, key)
+            step.set_attribute("push.offset", ack.offset)
+        return ack
+
     async def Publish(self, request: pb.PublishRequest, context: grpc.aio.ServicerContext) -> pb.PublishResponse:
+        message, span = request.message, None
+        if tracing.ENABLED and (parent := _trace_context(message, context)):
+            # A sampled publish: its span (the publisher's child) has validation and the broker as its
+            # children; the publication carries its context through the broker to the fan-out.
+            span = tracing.start_span("push.publish", parent=parent, kind=tracing.SpanKind.SERVER,
+                                      attributes=_span_attributes(message, "Publish"))
         try:
-            result = await self._publish(request.message)
+            result = await (self._publish(message) if span is None else self._publish_in(span, message))
         except InvalidPublish as exc:
             metrics.REJECTED.labels("Publish", "INVALID_ARGUMENT").inc()
+            _failed(span, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BrokerUnavailable as exc:
             metrics.REJECTED.labels("Publish", "UNAVAILABLE").inc()
+            _failed(span, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+        finally:
+            if span is not None:
+                span.end()
         metrics.PUBLISHED.labels("Publish").inc()
         return pb.PublishResponse(id=result.id, timestamp_ms=result.timestamp_ms, offset=result.offset,
                                   epoch=result.epoch)
@@ -147,7 +177,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     valid: list[tuple[Publication, str]] = []
                     for message in request.messages:
                         try:
-                            valid.append(self._checked(message))
+                            valid.append(self._checked(message) if not (tracing.ENABLED and message.traceparent)
+                                         else self._checked_traced(message))
                             results.append(None)  # answered once published
                         except InvalidPublish as exc:
                             invalid.inc()
@@ -317,6 +348,25 @@ class _Room:
 
 
 def _delivery(p: Publication) -> pb.Delivery:
-    return pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
-                       epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms,
-                       control=p.control, kind=p.kind)
+    delivery = pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
+                           epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms,
+                           control=p.control, kind=p.kind)
+    if p.traceparent:  # a sampled message: the edge's delivery span is the fan-out's child
+        delivery.traceparent = p.traceparent
+    return delivery
+
+
+def _trace_context(message: pb.OutgoingMessage, context: grpc.aio.ServicerContext) -> str:
+    """A sampled publish's W3C context: from the message, else the call's metadata ("": not traced)."""
+    parent = message.traceparent or tracing.from_metadata(context.invocation_metadata() or ())
+    return parent if tracing.sampled(parent) else ""
+
+
+def _failed(span: tracing.Span | None, exc: Exception) -> None:
+    if span is not None:
+        span.record_exception(exc)
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR, str(exc)))
+
+
+def _span_attributes(message: pb.OutgoingMessage, rpc: str) -> dict[str, str]:
+    return {"rpc.method": rpc, "messaging.destination.name": message.topic, "messaging.message.type": message.type}

@@ -17,6 +17,7 @@ import orjson
 from task.v1 import task_service_pb2 as task_pb
 from task.v1 import task_service_pb2_grpc as task_grpc
 
+from common import tracing
 from common.grpc_security import secure_channel
 from common.topics import topic_error
 from pushclient.task_json import task_json
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-server-name", default=os.environ.get("PUSH_TLS_SERVER_NAME"),
                         help="the name in the servers' certificates, when the address is an IP list "
                              "(env PUSH_TLS_SERVER_NAME)")
+    parser.add_argument("--trace-file", type=Path, default=os.environ.get("PUSHCTL_TRACE_FILE"),
+                        help="trace every publish: spans as JSON lines appended to this file (env PUSHCTL_TRACE_FILE)")
+    parser.add_argument("--trace-otlp", action="store_true", default=bool(os.environ.get("PUSHCTL_TRACE_OTLP")),
+                        help="trace every publish: spans to the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT "
+                             "(env PUSHCTL_TRACE_OTLP=1)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     publish = commands.add_parser("publish", help="publish one message")
@@ -217,7 +223,15 @@ def _print(value: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.trace_file:
+        try:
+            args.trace_file.open("ab").close()  # spans are written later, from a thread: say now if they cannot be
+        except OSError as exc:
+            parser.error(f"--trace-file: {exc.strerror}: {args.trace_file}")
+    if args.trace_file or args.trace_otlp:  # its spans are flushed when the process exits
+        tracing.configure("pushctl", "file" if args.trace_file else "otlp", file=args.trace_file)
     try:
         return asyncio.run(run(args))
     except CliError as exc:

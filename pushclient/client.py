@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
+from common import tracing
 from common.backoff import Backoff
 from common.grpc_security import secure_channel
 from common.reconnect import reconnect_forever
@@ -78,6 +79,16 @@ def outgoing(
         topic=topic, type=type_, data=encode_data(data), id=id or "", client_id=client_id or "", retain=retain,
         idempotency_key=idempotency_key, conflation_key=conflation_key,
     )
+
+
+def _publish_span(message: pb.OutgoingMessage) -> tracing.Span | None:
+    """A publish's span when it is traced: the child of the caller's current span, or a new trace
+    sampled at the process's ratio (tracing.sampled_root)."""
+    if not (tracing.current_sampled() or tracing.sampled_root()):
+        return None
+    return tracing.start_span("pushclient.publish", kind=tracing.SpanKind.PRODUCER, attributes={
+        "messaging.destination.name": message.topic or "", "messaging.message.type": message.type,
+        **({"push.client_id": message.client_id} if message.client_id else {})})
 
 
 class PushClient:
@@ -136,11 +147,19 @@ class PushClient:
         """Publish one message. With `idempotency_key`, a retry (after a timeout, say) is delivered once."""
         request = pb.PublishRequest(message=outgoing(topic, type_, data, id=id, client_id=client_id, retain=retain,
                                                      idempotency_key=idempotency_key))
+        # A traced publish's context goes in the call's metadata: the push service's spans are its children.
+        span = _publish_span(request.message) if tracing.ENABLED else None
         try:
             async with self._in_flight:
-                return await self.stub.Publish(request, timeout=self.timeout)
+                return await self.stub.Publish(request, timeout=self.timeout,
+                                               metadata=None if span is None else tracing.metadata(span))
         except grpc.aio.AioRpcError as exc:
+            if span is not None:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, f"{exc.code().name}: {exc.details()}"))
             raise PublishError(exc.code(), exc.details() or "") from None
+        finally:
+            if span is not None:
+                span.end()
 
     async def queue_message(self, message: Mapping[str, Any], topic: str) -> str:
         """The guide's `manager.queue_message(message, topic=...)`: to every subscriber of `topic`.
@@ -238,6 +257,9 @@ class StreamPublisher:
             BUFFERED.dec()
             log.warning("publish buffer full (%d): oldest message dropped (%d so far)", self._max_buffer, self.dropped)
         self._sequence += 1
+        if tracing.ENABLED and (span := _publish_span(message)) is not None:
+            message.traceparent = tracing.traceparent(span)  # a stream carries each message's own context
+            span.end()  # the span is the hand-over: the push service's spans follow as its children
         if self._key_prefix is not None and not message.idempotency_key:
             message.idempotency_key = f"{self._key_prefix}{self._sequence}"
         self._pending.append((self._sequence, message))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from common.settings import LogFormat, LogLevel
+from common.settings import LogFormat, LogLevel, TracingSettings
 
 
-class TaskSettings(BaseSettings):
+class TaskSettings(TracingSettings):
     model_config = SettingsConfigDict(env_prefix="TASK_", frozen=True)
 
     host: str = "127.0.0.1"

@@ -90,3 +90,14 @@ def test_no_import_circle():
     # A package's __init__ re-exporting its own modules is not a circle of meaning.
     circles = [c for c in circles if not any(m == c[0].rpartition(".")[0] for m in c)]
     assert circles == []
+
+
+def test_the_edge_stays_readable():
+    """Issue 13's bounds: the edge's composition root under 250 lines, no function of the edge over 50."""
+    assert len((ROOT / "ws_edge" / "edge.py").read_text().splitlines()) < 250
+    long = []
+    for path in sorted((ROOT / "ws_edge").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 50:  # type: ignore[operator]
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert long == []

@@ -14,6 +14,7 @@ import uvicorn
 
 from common.lifecycle import load_settings
 from common.logs import configure_logging
+from common.tracing import configure_from
 
 from .app import create_app
 from .config import EdgeSettings
@@ -48,6 +49,7 @@ class EdgeServer(uvicorn.Server):
 def main() -> None:
     settings = load_settings(EdgeSettings, "ws_edge")
     configure_logging(settings.log_level, settings.log_format)
+    configure_from(settings, "ws_edge")
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -6,15 +6,15 @@ import resource
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from common.settings import LogFormat, LogLevel
+from common.settings import LogFormat, LogLevel, TracingSettings
 
 from .core.auth import TokenVerifier
 from .core.permissions import Access, TopicPolicy
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(TracingSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_", frozen=True)
 
     host: str = "127.0.0.1"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from fnmatch import fnmatchcase
 
+from common import tracing
 from common.clock import now_ms
 
 from . import metrics
@@ -28,6 +29,7 @@ from .core.session import HistoryAnswer
 
 log = logging.getLogger("ws_edge.delivery")
 MAX_BATCHES_PER_FANOUT = 32
+MAX_SPAN_LINKS = 32  # a delivery span links at most so many other sampled messages of its round
 ReadHistory = Callable[[str, Position | None], Awaitable[HistoryAnswer]]
 
 
@@ -158,6 +160,21 @@ class DeliveryPump:
         transport holds nothing unsent), in frames of at most `batch_max` messages built once for all
         the sockets that get the same; the others queue it (`Connection.send_frames`), to leave batched
         when they drain."""
+        if tracing.ENABLED and (traced := _traced(batches)):
+            self._fan_out_traced(batches, traced)
+        else:
+            self._fan_out(batches)
+
+    def _fan_out_traced(self, batches: Sequence[Sequence[DeliveryLike]], traced: list[str]) -> None:
+        """A round with sampled messages: one span for the round's writes to sockets (not one per socket),
+        the child of its first sampled message's fan-out on the push service, linked to the others'."""
+        with tracing.start_span("edge.deliver", parent=traced[0], kind=tracing.SpanKind.CONSUMER,
+                                links=[tracing.link(t) for t in traced[1:MAX_SPAN_LINKS]]) as span:
+            written = self._fan_out(batches)
+            span.set_attributes({"push.messages": sum(map(len, batches)), "push.traced_messages": len(traced),
+                                 "push.deliveries": written})
+
+    def _fan_out(self, batches: Sequence[Sequence[DeliveryLike]]) -> int:
         delivered = 0
         for frames, wire, connections, messages in self.router.route(regroup(batches, self.batch_max)):
             key_of = None
@@ -179,6 +196,7 @@ class DeliveryPump:
         if gaps := self.router.sequencer.take_gaps():
             # A message skipped offsets or began a new epoch (e.g. Redis lost its data): never silently.
             self._fill_gaps_soon(gaps)
+        return delivered
 
     def _conflation_key(self, delivery: DeliveryLike) -> str | None:
         """On a conflated topic, what a newer message supersedes (only asked while a client is slow)."""
@@ -191,3 +209,8 @@ class DeliveryPump:
         if not topic or not conflated:
             return None
         return f"{topic}\x00{delivery.conflation_key}"
+
+
+def _traced(batches: Sequence[Sequence[DeliveryLike]]) -> list[str]:
+    """The trace contexts of the sampled messages among these (only asked while tracing is on)."""
+    return [tp for batch in batches for d in batch if (tp := getattr(d, "traceparent", ""))]

@@ -66,6 +66,9 @@ class StreamExtras(Protocol):
 
 
 class PushLink:
+    _report_interval: float | None = None  # told by the push service (presence TTL / 3)
+    _reporter: asyncio.Task[None] | None = None  # sends the edge's report every interval (extras)
+
     def __init__(
         self,
         address: str,
@@ -81,9 +84,7 @@ class PushLink:
         silence_timeout: float = SILENCE_TIMEOUT,
         extras: StreamExtras | None = None,
     ) -> None:
-        self.address = address
-        self._extras = extras
-        self._report_interval: float | None = None  # told by the push service (presence TTL / 3)
+        self.address, self._extras = address, extras
         self._presence: dict[tuple[str, str], pb.PresenceChange] = {}  # (topic, client id) -> latest change
         # One channel per replica named (one name that resolves to several: one channel balancing them).
         self.replicas = [part.strip() for part in address.split(",") if part.strip()] or [address]
@@ -110,7 +111,6 @@ class PushLink:
         self._last_flush = 0.0
         self._batch_open = False  # the newest sequence still collects changes (not sent yet)
         self._task: asyncio.Task[None] | None = None
-        self._reporter: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.reconnects = 0

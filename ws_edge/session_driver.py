@@ -18,8 +18,11 @@ from typing import Any
 
 import grpc
 
+from common import tracing
+
 from . import metrics
 from .connection import Connection
+from .connection_spans import ConnectionSpans
 from .core.codes import CloseCode, ErrorCode, fit_close_reason
 from .core.hooks import unavailable
 from .core.recovery import Position
@@ -65,6 +68,7 @@ class SessionDriver:
         # of waiting for the edge's sweep (EDGE_HEARTBEAT_CHECK_INTERVAL).
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
+        self.spans = ConnectionSpans.sampled(type(connection.sink).__name__) if tracing.ENABLED else None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
                     since_error: str | None = None) -> None:
@@ -100,6 +104,8 @@ class SessionDriver:
             for task in self._tasks:
                 task.cancel()
             self.edge.detach(self)
+            if self.spans is not None:
+                self.spans.ended()
             await self.connection.wait_closed()
             await self.connection.stop()
 
@@ -140,6 +146,8 @@ class SessionDriver:
                 connection.send(effect.frame)
             else:
                 connection.start_writer(effect.frame)  # the session's first frame is `connected`
+                if self.spans is not None:
+                    self.spans.connected(connection.client_id, len(session.topics))
                 log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
                           connection.principal.user, sorted(session.topics))
         elif isinstance(effect, Guard):
@@ -156,13 +164,13 @@ class SessionDriver:
                 self._admitted(self.edge.admit(self, effect.principal))
         elif isinstance(effect, AddInterest):
             waits, retained = self.edge.add_interest(connection, effect.topics)
-            self._when_confirmed(waits, lambda: session.interest_applied(effect.ticket, retained))
+            if self.spans is not None:
+                self.spans.subscribing(effect.ticket, effect.topics)
+            self._when_confirmed(waits, lambda: self._interest_applied(effect.ticket, retained))
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
-        elif isinstance(effect, JoinLeave):
-            self.edge.presence.want_join_leave(connection, effect.topics, effect.on)
-        elif isinstance(effect, ReadPresence):
-            self._spawn(self._read_presence(effect))
+        elif isinstance(effect, JoinLeave | ReadPresence):
+            self._run_presence(effect)
         elif isinstance(effect, RunHandler):
             self._spawn(self._handle(effect))
         elif isinstance(effect, CallHook):
@@ -174,6 +182,8 @@ class SessionDriver:
         elif isinstance(effect, Close):
             if not connection.started:
                 metrics.REFUSED.labels(_REFUSALS.get(effect.code, "auth")).inc()  # type: ignore[call-overload]
+                if self.spans is not None:
+                    self.spans.refused(effect.reason)
             else:
                 log.info("#%d = %s, closing", connection.id, effect.reason, extra={"conn": connection.tag})
             connection.close_soon(effect.code, effect.reason)
@@ -224,10 +234,21 @@ class SessionDriver:
         except Exception:
             self._effect_failed()
 
+    def _interest_applied(self, ticket: int, retained: list[bytes]) -> None:
+        if self.spans is not None:
+            self.spans.subscribed(ticket)
+        self.session.interest_applied(ticket, retained)
+
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)
         self.session.history_read(effect.ticket, effect.topic, answer)
         self._run_effects()
+
+    def _run_presence(self, effect: JoinLeave | ReadPresence) -> None:
+        if isinstance(effect, JoinLeave):
+            self.edge.presence.want_join_leave(self.connection, effect.topics, effect.on)
+        else:
+            self._spawn(self._read_presence(effect))
 
     async def _read_presence(self, effect: ReadPresence) -> None:
         try:

@@ -271,7 +271,8 @@ class RedisKeys:
 def encode_header(publication: Publication) -> bytes:
     return orjson.dumps({"t": publication.topic, "c": publication.client_id, "i": publication.id,
                          "ts": publication.timestamp_ms, "r": publication.retain, "k": publication.conflation_key,
-                         **({"x": 1} if publication.control else {}), **({"n": publication.kind} if publication.kind else {})})
+                         **({"x": 1} if publication.control else {}), **({"n": publication.kind} if publication.kind else {}),
+                         **({"tp": publication.traceparent} if publication.traceparent else {})})
 
 
 def decode_payload(payload: bytes) -> Publication:
@@ -279,7 +280,7 @@ def decode_payload(payload: bytes) -> Publication:
     h = orjson.loads(header)
     return Publication(topic=h["t"], client_id=h["c"], id=h["i"], timestamp_ms=h["ts"], frame=frame,
                        retain=bool(h["r"]), offset=int(h.get("o", 0)), epoch=h.get("e", ""),
-                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)),
+                       conflation_key=h.get("k", ""), control=bool(h.get("x", 0)), traceparent=h.get("tp", ""),
                        kind=int(h.get("n", 0)))
 
 

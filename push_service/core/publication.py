@@ -33,6 +33,7 @@ class Publication:
     conflation_key: str = ""
     control: bool = False  # client frames for an edge's HTTP-transport session (Emulate), not a message
     kind: int = 0  # MESSAGE, JOIN_LEAVE (of `topic`), COMMAND (for every edge): push.v1.DeliveryKind
+    traceparent: str = ""  # W3C trace context of a sampled message's span (common/tracing.py); "": not traced
 
     def at(self, offset: int, epoch: str) -> Publication:
         """This publication at a history position: the envelope gains `offset` and `epoch`."""

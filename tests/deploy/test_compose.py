@@ -20,6 +20,7 @@ from jsonschema import Draft7Validator
 from tests.containers.images import content_hash, copied_sources
 from tests.containers.stack import built_images, grace_seconds, published_port_variables
 from tests.support.compose_local import COMPOSE_FILE, ComposeError, LocalCompose, interpolate
+from tests.support.deployment import FROM_SECRET, SECRET_VARIABLES, deployment_problems, dockerfile_stages
 from tests.support.processes import ROOT
 from tests.support.timing import timeout
 from ws_edge.__main__ import DRAIN_SECONDS
@@ -30,23 +31,6 @@ VARIABLES = {
     "PUSH_JWT_SECRET": "compose-test-secret-that-is-longer-than-thirty-two-bytes",
     "PUSH_GRPC_TOKEN": "compose-test-grpc-token",
 }
-
-
-def dockerfile_stages() -> dict[str, dict[str, object]]:
-    """Per stage: its base, CMD and HEALTHCHECK command (exec forms), and USER."""
-    stages: dict[str, dict[str, object]] = {}
-    current: dict[str, object] = {}
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        if match := re.match(r"FROM (\S+) AS (\S+)", line):
-            current = stages[match[2]] = {"from": match[1]}
-        elif match := re.match(r"CMD (\[.*\])", line):
-            current["cmd"] = json.loads(match[1])
-        elif match := re.match(r"HEALTHCHECK .*CMD (\[.*\])", line):
-            current["healthcheck"] = json.loads(match[1])
-        elif match := re.match(r"USER (\S+)", line):
-            current["user"] = match[1]
-    return stages
 
 
 def test_the_compose_file_validates_against_the_compose_specification():
@@ -69,12 +53,14 @@ def test_the_compose_services_are_the_dockerfiles_stages_with_their_commands_and
         assert service["command"] == stage["cmd"], name
         assert service["healthcheck"]["test"] == ["CMD", *stage["healthcheck"]], name  # type: ignore[misc]
         assert stage["from"] == "runtime", name
+        # A deployment (tests/support/deployment.py, as deploy/k8s): only its service's variables, no
+        # anonymous browsers or demo tokens, metrics and API docs off the public port; secrets come
+        # from the environment without defaults (`${VAR:?...}`, checked below).
+        env = {k: FROM_SECRET if k in SECRET_VARIABLES and str(v).startswith("${") and ":?" in str(v) else str(v)
+               for k, v in service["environment"].items()}
+        assert deployment_problems(service["build"]["target"], env) == [], name
     assert stages["runtime"]["user"] == "10001:10001"  # the final stages inherit the unprivileged user
-    # A deployment: no anonymous browsers, no demo token minting, secrets without defaults.
     edge_env = services["edge-1"]["environment"]
-    assert edge_env["EDGE_ALLOW_ANONYMOUS"] == "false" and "EDGE_DEV_TOKENS" not in edge_env
-    # Metrics on a port of their own, API docs off: the public port serves neither.
-    assert edge_env["EDGE_METRICS_PORT"] != edge_env["EDGE_PORT"] and edge_env["EDGE_API_DOCS"] == "false"
     with pytest.raises(ComposeError, match="PUSH_JWT_SECRET"):
         interpolate(edge_env["EDGE_JWT_HS256_SECRET"], {})
 
