@@ -5,6 +5,7 @@ when EDGE_ADMIN_TOKEN is not set; the server API's refusals as clear JSON errors
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from tests.conftest import start_system
 from tests.support.processes import System
+from tests.support.timing import timeout
 from tests.support.tokens import token
 
 ADMIN_TOKEN = "admin-token-for-tests-which-is-at-least-32-bytes"
@@ -41,7 +43,8 @@ def call(url: str, method: str, body: dict | None, headers: dict[str, str]) -> t
                                      headers={"content-type": "application/json", **headers})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read(200)
+            stream = response.headers["content-type"].startswith("text/event-stream")
+            return response.status, dict(response.headers), response.read(200) if stream else response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
 
@@ -127,3 +130,38 @@ def test_without_an_admin_token_there_is_no_admin_page(system: System, path):
     method, body = next(((m, b) for m, p, b in ENDPOINTS if p == path), ("GET", None))
     status, _, _ = call(system.http_url + path, method, body, {"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert status == 404
+
+
+def admin_get(system: System, path: str) -> dict:
+    status, _, raw = call(system.http_url + path, "GET", None, {"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert status == 200, raw
+    return json.loads(raw)
+
+
+def test_a_closed_tail_leaves_no_interest_behind(admin_system: System):
+    """The tail is a subscriber of the edge while its response is open (one topic here, and in the
+    edge's report), and no longer once the response is closed."""
+
+    def topics() -> float:
+        return admin_get(admin_system, "/admin/api/metrics")["values"]["ws_edge_topics"]
+
+    def channels() -> list:
+        return admin_get(admin_system, "/admin/api/channels?pattern=room:gone")["channels"]
+
+    assert topics() == 0
+    request = urllib.request.Request(admin_system.http_url + "/admin/api/tail?topic=room:gone",
+                                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.readline() == b"event: ready\n"
+        assert topics() == 1
+        assert poll(lambda: channels() == [{"topic": "room:gone", "subscribers": 1}])
+    assert poll(lambda: topics() == 0)
+    assert poll(lambda: channels() == [])
+
+
+def poll(check, limit: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    """Until `check()` is true (generous for a loaded machine); its last answer."""
+    deadline = time.monotonic() + timeout(limit)
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return result
