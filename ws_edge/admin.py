@@ -17,15 +17,17 @@ import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from prometheus_client import REGISTRY
 from push.v1 import server_api_pb2 as api_pb
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from common.topics import topic_error
 
 from .admin_core import RateMeter, Refusal, credential_refusal, tail_events
 
@@ -68,6 +70,13 @@ def require_admin(request: Request) -> None:
         raise AdminRefused(refusal)
 
 
+def _checked(topic: str) -> str:
+    """Query parameters are checked here, after the credential (FastAPI's own checks would run first)."""
+    if (error := topic_error(topic)) is not None:
+        raise AdminRefused(Refusal(400, "invalid_argument", f"topic: {error}"))
+    return topic
+
+
 def _edge(request: Request) -> Edge:
     return request.app.state.edge
 
@@ -94,16 +103,18 @@ async def info(request: Request) -> dict[str, Any]:
 
 
 @api.get("/channels")
-async def channels(request: Request, pattern: str = Query("", max_length=200)) -> dict[str, Any]:
+async def channels(request: Request, pattern: str = "") -> dict[str, Any]:
+    if len(pattern) > 200:
+        raise AdminRefused(Refusal(400, "invalid_argument", "pattern: at most 200 characters"))
     answer = await _server_api(_edge(request), "Channels", api_pb.ChannelsRequest(pattern=pattern))
     return {"channels": [{"topic": c.topic, "subscribers": c.subscribers} for c in answer.channels],
             "truncated": answer.truncated}
 
 
 @api.get("/presence")
-async def presence(request: Request, topic: str = Query(..., min_length=1, max_length=200)) -> dict[str, Any]:
+async def presence(request: Request, topic: str = "") -> dict[str, Any]:
     """A topic's clients (join order) and counts; 409 where the topic has no presence."""
-    edge, asked = _edge(request), api_pb.PresenceRequest(topic=topic)
+    edge, asked = _edge(request), api_pb.PresenceRequest(topic=_checked(topic))
     answer = await _server_api(edge, "Presence", asked)
     stats = await _server_api(edge, "PresenceStats", asked)
     clients = [{"client_id": c.client_id, "user": c.user or None, "joined_ms": c.joined_ms,
@@ -137,6 +148,9 @@ class Target(BaseModel):
     client_id: str = Field("", max_length=200)
 
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
 class DisconnectBody(Target):
     code: int = Field(0, ge=0, le=4499)
     reason: str = Field("", max_length=123)
@@ -146,8 +160,19 @@ class SubscriptionBody(Target):
     topic: str = Field(..., min_length=1, max_length=200)
 
 
+async def _body(request: Request, model: type[BodyT]) -> BodyT:
+    """The JSON body, read only now that the credential passed (a FastAPI body parameter would be
+    parsed first, and answer strangers 422 before 401)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise AdminRefused(Refusal(400, "invalid_body", problems)) from None
+
+
 @api.post("/disconnect")
-async def disconnect(request: Request, body: DisconnectBody) -> dict[str, bool]:
+async def disconnect(request: Request) -> dict[str, bool]:
+    body = await _body(request, DisconnectBody)
     message = api_pb.DisconnectRequest(user=body.user, client_id=body.client_id, code=body.code, reason=body.reason)
     answer = await _server_api(_edge(request), "Disconnect", message)
     log.warning("admin: disconnect user=%r client_id=%r code=%d", body.user, body.client_id, body.code)
@@ -155,7 +180,8 @@ async def disconnect(request: Request, body: DisconnectBody) -> dict[str, bool]:
 
 
 def _subscription_route(method: str) -> Callable[..., Any]:
-    async def route(request: Request, body: SubscriptionBody) -> dict[str, bool]:
+    async def route(request: Request) -> dict[str, bool]:
+        body = await _body(request, SubscriptionBody)
         message = api_pb.ServerSubscriptionRequest(user=body.user, client_id=body.client_id, topic=body.topic)
         answer = await _server_api(_edge(request), method, message)
         log.warning("admin: %s user=%r client_id=%r topic=%r", method, body.user, body.client_id, body.topic)
@@ -169,9 +195,9 @@ api.add_api_route("/subscribe", _subscription_route("Subscribe"), methods=["POST
 
 
 @api.get("/tail")
-async def tail(request: Request, topic: str = Query(..., min_length=1, max_length=200)) -> StreamingResponse:
+async def tail(request: Request, topic: str = "") -> StreamingResponse:
     """A topic's messages as they reach this edge, as Server-Sent Events (`ready` once subscribed)."""
-    edge = _edge(request)
+    edge, topic = _edge(request), _checked(topic)
     headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
     return StreamingResponse(_tail_stream(edge, topic), media_type="text/event-stream", headers=headers)
 

@@ -78,9 +78,14 @@ def test_the_credential_in_the_query_string_opens_nothing(admin_system: System):
     assert (status, json.loads(raw)["error"]["code"]) == (401, "admin_credential_required")
 
 
-def test_the_credential_is_checked_before_the_body(admin_system: System):
-    status, _, raw = call(admin_system.http_url + "/admin/api/disconnect", "POST", {"code": "nonsense"}, {})
-    assert (status, json.loads(raw)["error"]["code"]) == (401, "admin_credential_required")
+@pytest.mark.parametrize("body", [b'{"code": "nonsense"}', b"{not json", b"\xff" * 100])
+def test_the_credential_is_checked_before_the_body(admin_system: System, body: bytes):
+    request = urllib.request.Request(admin_system.http_url + "/admin/api/disconnect", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    assert json.loads(refused.value.read())["error"]["code"] == "admin_credential_required"
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [e for e in ENDPOINTS if "tail" not in e[1]])
@@ -99,16 +104,37 @@ def test_the_tail_opens_with_the_admin_credential(admin_system: System):
         assert response.readline().startswith(b'data: {"topic":"room:tail","edge":"')
 
 
+def test_a_bad_body_with_the_credential_is_a_json_error(admin_system: System):
+    status, _, raw = call(admin_system.http_url + "/admin/api/disconnect", "POST", {"code": "nonsense"},
+                          {"authorization": f"Bearer {ADMIN_TOKEN}"})
+    error = json.loads(raw)["error"]
+    assert (status, error["code"]) == (400, "invalid_body")
+    assert error["message"].startswith("code: Input should be a valid integer")
+
+
 @pytest.mark.parametrize(("path", "body", "status", "code", "message"), [
     ("/admin/api/disconnect", {"user": "alice", "client_id": "x"}, 400, "invalid_argument", "exactly one"),
     ("/admin/api/disconnect", {}, 400, "invalid_argument", "exactly one"),
     ("/admin/api/unsubscribe", {"user": "alice", "topic": "bad topic"}, 400, "invalid_argument", "topic"),
+    ("/admin/api/subscribe", {"user": "alice"}, 400, "invalid_body", "topic: Field required"),
 ])
 def test_the_server_apis_refusals_are_json_errors(admin_system: System, path, body, status, code, message):
     got, _, raw = call(admin_system.http_url + path, "POST", body, {"authorization": f"Bearer {ADMIN_TOKEN}"})
     error = json.loads(raw)["error"]
     assert (got, error["code"]) == (status, code)
     assert message in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/admin/api/presence", "/admin/api/presence?topic=", "/admin/api/tail",
+                                  "/admin/api/tail?topic=a%20b", "/admin/api/tail?topic=" + "t" * 129,
+                                  "/admin/api/channels?pattern=" + "*" * 201])
+def test_bad_query_parameters_are_json_errors_after_the_credential(admin_system: System, path):
+    status, _, raw = call(admin_system.http_url + path, "GET", None, {})
+    assert (status, json.loads(raw)["error"]["code"]) == (401, "admin_credential_required")
+    status, _, raw = call(admin_system.http_url + path, "GET", None, {"authorization": f"Bearer {ADMIN_TOKEN}"})
+    error = json.loads(raw)["error"]
+    assert (status, error["code"]) == (400, "invalid_argument")
+    assert error["message"].startswith(("topic: ", "pattern: "))
 
 
 def test_presence_of_a_topic_without_it_is_a_conflict(admin_system: System):
