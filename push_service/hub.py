@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from common.client_ids import routed_by_itself
 from common.interest import InterestTable
@@ -76,6 +76,7 @@ class EdgeSession:
                  heartbeat_interval: float = 0.0) -> None:
         self.name = name
         self.edge_id: str | None = None  # the edge's id, from its first request that carries one
+        self.presence: Any = None  # what the stream declared (push_service/presence.EdgeMirror)
         self._heartbeat = heartbeat_interval  # 0: none
         self._window = window
         self._max_pending = max_pending_batches

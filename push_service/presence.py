@@ -33,6 +33,33 @@ log = logging.getLogger("push_service.presence")
 Publish = Callable[[Publication], Awaitable[object]]
 
 
+class EdgeMirror:
+    """What one edge stream has declared (its presence entries, its occupancy holds), kept by the
+    replica serving it so that the broker can be given all of it again after refusing a change."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], PresenceChange] = {}
+        self.holds: set[tuple[str, str]] = set()
+        self.dirty = False
+
+    def update(self, changes: Sequence[PresenceChange], holds: Sequence[tuple[str, str]],
+               releases: Sequence[tuple[str, str]], reset: bool) -> None:
+        if reset:
+            self.entries.clear()
+            self.holds.clear()
+        for change in changes:
+            key = (change.topic, change.client.client_id)
+            if change.leave:
+                self.entries.pop(key, None)
+            else:
+                self.entries[key] = change
+        self.holds.update(holds)
+        self.holds.difference_update(releases)
+
+    def changes(self) -> list[PresenceChange]:
+        return list(self.entries.values())
+
+
 class Roster:
     def __init__(self, broker: Broker, rules: PresenceRules, *, ttl: float = 10.0, occupancy_topic: str = "",
                  address: str = "", figures: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
@@ -57,25 +84,39 @@ class Roster:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def on_edge_request(self, edge: str, *, first: bool, report: bytes | None,
+    async def on_edge_request(self, mirror: EdgeMirror, edge: str, *, first: bool, report: bytes | None,
                               presence: Sequence[PresenceChange], add_topics: Sequence[str] = (),
                               remove_topics: Sequence[str] = (), add_users: Sequence[str] = (),
                               remove_users: Sequence[str] = ()) -> None:
-        """One request of an edge's stream (`first`: its snapshot, the edge's whole state).
-        Raises BrokerUnavailable."""
-        if report is not None:
-            await self._store.beat(edge, self.ttl, report)
+        """One request of an edge's stream (`first`: its snapshot, the edge's whole state). `mirror`
+        is what this stream has declared so far: when the broker refuses (Redis away), the stream goes
+        on and the next request that gets through brings the broker the edge's whole state again."""
         changes = [c for c in presence if self.rules.has_presence(c.topic)]
-        if changes or first:
-            applied = await self._store.apply(edge, changes, snapshot=first)
-            if applied.refused:
-                log.warning("edge %s: %d presence entries refused (topic at PUSH_PRESENCE_MAX_CLIENTS)", edge,
-                            applied.refused)
-            await self._tell(applied.events)
-        if self.occupancy_topic:
-            holds = [*(("topic", t) for t in add_topics if t != self.occupancy_topic), *(("user", u) for u in add_users)]
-            releases = [*(("topic", t) for t in remove_topics), *(("user", u) for u in remove_users)]
-            await self._announce(await self._store.occupancy(edge, holds, releases, snapshot=first))
+        holds = [*(("topic", t) for t in add_topics if t != self.occupancy_topic), *(("user", u) for u in add_users)]
+        releases = [*(("topic", t) for t in remove_topics), *(("user", u) for u in remove_users)]
+        if not self.occupancy_topic:
+            holds, releases = [], []
+        mirror.update(changes, holds, releases, reset=first)
+        try:
+            if report is not None:
+                await self._store.beat(edge, self.ttl, report)
+            if first or mirror.dirty:
+                applied = await self._store.apply(edge, mirror.changes(), snapshot=True)
+                occupancy = await self._store.occupancy(edge, list(mirror.holds), [], snapshot=True)
+                mirror.dirty = False
+            else:
+                applied = await self._store.apply(edge, changes)
+                occupancy = await self._store.occupancy(edge, holds, releases)
+        except BrokerUnavailable as exc:
+            if not mirror.dirty:
+                log.warning("edge %s: presence not recorded, again once the broker answers: %s", edge, exc)
+            mirror.dirty = True
+            return
+        if applied.refused:
+            log.warning("edge %s: %d presence entries refused (topic at PUSH_PRESENCE_MAX_CLIENTS)", edge,
+                        applied.refused)
+        await self._tell(applied.events)
+        await self._announce(occupancy)
 
     async def _tell(self, events: Sequence[PresenceEvent]) -> None:
         for event in events:
@@ -89,6 +130,8 @@ class Roster:
                                                   frame=frame, kind=JOIN_LEAVE))
 
     async def _announce(self, changes: Sequence[Occupancy]) -> None:
+        if not self.occupancy_topic:
+            return
         for change in changes:
             state = {"topic": ("occupied", "vacated"), "user": ("online", "offline")}[change.kind]
             data = {"kind": change.kind, "key": change.key, "state": state[0] if change.occupied else state[1]}
@@ -107,15 +150,18 @@ class Roster:
         if events or changes:
             log.info("swept edges that stopped reporting: %d leaves, %d occupancy changes", len(events), len(changes))
         await self._tell(events)
-        if self.occupancy_topic:
-            await self._announce(changes)
+        await self._announce(changes)
 
     async def _sweep_forever(self) -> None:
+        failing = False
         while True:
             try:
                 await self.sweep_once()
+                failing = False
             except BrokerUnavailable as exc:
-                log.warning("presence sweep skipped: %s", exc)
+                if not failing:  # once per outage
+                    log.warning("presence sweeps skipped while the broker is away: %s", exc)
+                failing = True
             except Exception:
                 log.exception("presence sweep failed")
             await asyncio.sleep(self.sweep_interval)

@@ -24,7 +24,7 @@ from .core.history import PageLimits
 from .core.presence import ClientEntry, PresenceChange
 from .core.publication import Ack, InvalidPublish, Publication, control_publication, make_publication
 from .hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat, Hub, Resync
-from .presence import Roster
+from .presence import EdgeMirror, Roster
 
 log = logging.getLogger("push_service.grpc")
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -263,13 +263,15 @@ class PushServicer(pb_grpc.PushServiceServicer):
 
 
     async def _edge_presence(self, session: EdgeSession, change: pb.EdgeStreamRequest) -> None:
-        """The edge's presence, occupancy and report (raises BrokerUnavailable)."""
+        """The edge's presence, occupancy and report (the broker away: recorded once it answers)."""
         if self._roster is None or not change.edge_id:
             return
         first = session.edge_id is None
         session.edge_id = change.edge_id
+        if first:
+            session.presence = EdgeMirror()
         await self._roster.on_edge_request(
-            change.edge_id, first=first, report=_report_json(change.report) if change.HasField("report") else None,
+            session.presence, change.edge_id, first=first, report=_report_json(change.report) if change.HasField("report") else None,
             presence=[PresenceChange(c.topic, ClientEntry(c.client.client_id, c.client.user, c.client.info,
                                                           c.client.joined_ms), c.leave)
                       for c in change.presence if topic_error(c.topic) is None and c.client.client_id],

@@ -2,7 +2,12 @@ import orjson
 import pytest
 
 from common.presence_rules import PresenceRules
+from push_service.broker.base import BrokerUnavailable
+from push_service.broker.memory import MemoryBroker
+from push_service.broker.presence import MemoryPresence
 from push_service.core.presence import ClientEntry, Occupancy, PresenceChange, PresenceEvent, PresenceTable, stats
+from push_service.core.publication import Publication
+from push_service.presence import EdgeMirror, Roster
 
 
 def entry(client_id: str, user: str = "alice", joined: int = 1000, info: bytes = b"") -> ClientEntry:
@@ -111,3 +116,39 @@ def test_entries_round_trip_and_show_info_as_json():
     assert orjson.loads(orjson.dumps(e.public())) == {"client_id": "a", "user": "alice", "joined": 5,
                                                       "info": {"name": "Alice"}}
     assert orjson.loads(orjson.dumps(entry("x", "", 1).public())) == {"client_id": "x", "user": None, "joined": 1}
+
+
+class FlakyStore(MemoryPresence):
+    """The memory store, refusing while `away` (what the Redis store does while Redis is down)."""
+
+    away = False
+
+    async def apply(self, edge, changes, snapshot=False):  # type: ignore[no-untyped-def]
+        if self.away:
+            raise BrokerUnavailable("away")
+        return await super().apply(edge, changes, snapshot)
+
+
+async def test_a_refused_change_is_recorded_with_the_edges_whole_state_once_the_broker_answers():
+    broker = MemoryBroker()
+    broker.presence = store = FlakyStore()
+    told: list[Publication] = []
+
+    async def signal(publication: Publication) -> bool:
+        told.append(publication)
+        return True
+
+    broker.signal = signal  # type: ignore[method-assign]
+    roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=30)
+    mirror = EdgeMirror()
+    a, b = entry("a"), entry("b")
+    await roster.on_edge_request(mirror, "e1", first=True, report=b"{}", presence=[join("room:1", a)])
+    store.away = True
+    await roster.on_edge_request(mirror, "e1", first=False, report=None,
+                                 presence=[join("room:1", b), leave("room:1", a)])  # refused: no error
+    assert mirror.dirty and await store.clients("room:1") == [a]
+    store.away = False
+    await roster.on_edge_request(mirror, "e1", first=False, report=b"{}", presence=[])
+    assert not mirror.dirty and await store.clients("room:1") == [b]
+    kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
+    assert kinds == [("join", "a"), ("leave", "a"), ("join", "b")]
