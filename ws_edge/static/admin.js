@@ -23,6 +23,7 @@ let token = sessionStorage.getItem("admin-token");
 let refreshTimer = null;
 let presenceTopic = null;
 let tailAbort = null;
+let tailDropped = 0; // frames the edge dropped for this tail so far (a slow page)
 window.admin = { refresh };
 
 class ApiError extends Error {
@@ -242,6 +243,7 @@ async function startTail(topic) {
   stopTail();
   $("#tail-topic").value = topic;
   $("#tail").replaceChildren();
+  tailDropped = 0;
   const controller = new AbortController();
   tailAbort = controller;
   setTailState("connecting");
@@ -254,7 +256,7 @@ async function startTail(topic) {
       const answer = await response.json().catch(() => ({}));
       throw new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
     }
-    await readEvents(response.body, (event, data) => onTailEvent(event, data));
+    await readEvents(response.body, onTailEvent);
     if (tailAbort === controller) setTailState("ended");
   } catch (err) {
     if (controller.signal.aborted) return;
@@ -287,18 +289,25 @@ async function readEvents(stream, onEvent) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       let event = "message";
+      let id = "";
       const data = [];
       for (const line of block.split("\n")) {
         if (line.startsWith("event: ")) event = line.slice(7);
+        else if (line.startsWith("id: ")) id = line.slice(4);
         else if (line.startsWith("data: ")) data.push(line.slice(6));
       }
-      if (data.length) onEvent(event, data.join("\n"));
+      if (data.length) onEvent(event, data.join("\n"), id);
     }
   }
 }
 
-function onTailEvent(event, data) {
+function onTailEvent(event, data, id) {
   const frame = JSON.parse(data);
+  const dropped = id.startsWith("dropped-") ? Number(id.slice(8)) : 0;
+  if (dropped > tailDropped) {
+    tailLine(`${dropped - tailDropped} frames dropped: this page read too slowly`, "notice");
+    tailDropped = dropped;
+  }
   if (event === "ready") {
     setTailState("live");
     tailLine(`tailing ${frame.topic} on edge ${frame.edge}`, "notice");
