@@ -55,3 +55,17 @@ def test_a_short_admin_token_stops_the_edge_at_start():
     with pytest.raises(ValidationError, match="EDGE_ADMIN_TOKEN must be at least 32 bytes"):
         EdgeSettings(admin_token="too-short")
     assert EdgeSettings(admin_token=SECRET).admin_token.get_secret_value() == SECRET
+
+
+async def test_a_tail_keeps_at_most_its_limit_and_counts_what_it_dropped():
+    from ws_edge.admin import TailSubscriber
+
+    tail = TailSubscriber(limit=3)
+    assert tail.direct is None  # never a socket's fast path: the fan-out calls send_frames
+    tail.send_frames([b"1", b"2"], b"", [], None)
+    tail.send(b"3")
+    tail.send_frames([b"4", b"5"], b"", [], None)
+    assert tail.dropped == 2
+    assert [tail.frames.get_nowait() for _ in range(3)] == [b"1", b"2", b"3"]
+    tail.send(b"6")
+    assert (tail.frames.get_nowait(), tail.dropped) == (b"6", 2)
