@@ -45,7 +45,8 @@ PAGE_HEADERS = {"content-security-policy": "default-src 'self'; img-src 'self' d
 GRPC_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 409,
                grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503,
                grpc.StatusCode.DEADLINE_EXCEEDED: 504}
-TAIL_HEARTBEAT = 15.0
+TAIL_HEARTBEAT = 15.0  # an SSE comment this often when the topic is quiet (proxies)
+TAIL_DRAIN_CHECK = 0.5  # how soon an open tail ends once the edge goes away
 
 
 class AdminRefused(Exception):
@@ -229,13 +230,19 @@ async def _tail_stream(edge: Edge, topic: str) -> AsyncIterator[bytes]:
         await edge.confirmed([edge.push.change(add_topics=[topic])])
     try:
         yield tail_events("ready", {"topic": topic, "edge": edge.client_id_mark})
-        while True:
+        quiet = 0.0
+        while not edge.draining:
             try:
-                frame = await asyncio.wait_for(subscriber.frames.get(), TAIL_HEARTBEAT)
+                frame = await asyncio.wait_for(subscriber.frames.get(), TAIL_DRAIN_CHECK)
             except TimeoutError:
-                yield b": heartbeat\n\n"
+                quiet += TAIL_DRAIN_CHECK
+                if quiet >= TAIL_HEARTBEAT:
+                    quiet = 0.0
+                    yield b": heartbeat\n\n"
                 continue
+            quiet = 0.0
             yield tail_events("frame", frame, subscriber.dropped)
+        yield tail_events("end", {"reason": "going away"})  # the edge drains: the response ends with it
     finally:
         if last := edge.router.remove_topics(subscriber, [topic]):
             edge.push.change(remove_topics=last)

@@ -5,6 +5,7 @@ when EDGE_ADMIN_TOKEN is not set; the server API's refusals as clear JSON errors
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -191,3 +192,22 @@ def poll(check, limit: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
     while not (result := check()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return result
+
+
+def test_an_open_tail_ends_when_the_edge_goes_away(tmp_path_factory: pytest.TempPathFactory):
+    """SIGTERM: the tail's response ends with `event: end` while the edge drains, and the edge exits
+    as it does without one (the tail holds no shutdown up)."""
+    system = start_system(tmp_path_factory, "admin-drain", edge_env=ADMIN_ENV)
+    try:
+        request = urllib.request.Request(system.http_url + "/admin/api/tail?topic=room:drain",
+                                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.readline() == b"event: ready\n"
+            response.readline(), response.readline()
+            started = time.monotonic()
+            system.edge.kill(signal.SIGTERM)
+            assert response.read() == b'event: end\ndata: {"reason":"going away"}\n\n'
+        assert system.edge.proc.wait(timeout(15)) == -signal.SIGTERM  # type: ignore[union-attr]
+        assert time.monotonic() - started < timeout(5)
+    finally:
+        system.stop()

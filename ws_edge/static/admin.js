@@ -308,6 +308,10 @@ function onTailEvent(event, data, id) {
     tailLine(`${dropped - tailDropped} frames dropped: this page read too slowly`, "notice");
     tailDropped = dropped;
   }
+  if (event === "end") {
+    tailLine(`the edge ended the tail: ${frame.reason}`, "notice");
+    return;
+  }
   if (event === "ready") {
     setTailState("live");
     tailLine(`tailing ${frame.topic} on edge ${frame.edge}`, "notice");
