@@ -36,6 +36,7 @@ system-deps:
 run: install
 	@echo "Starting push_service (:$${PUSH_PORT:-50051}), task_service (:$${TASK_PORT:-50052}) and ws_edge."
 	@echo "Point a browser at http://$${EDGE_HOST:-127.0.0.1}:$${EDGE_PORT:-8000}/  (Ctrl-C stops everything)"
+	@echo "Admin page: /admin, token local-demo-admin-token-not-a-secret-0123 (the Procfile's, demo only)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # Three workers (pytest-xdist), each test module whole on one of them (its shared system started once):

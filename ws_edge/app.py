@@ -1,4 +1,4 @@
-"""FastAPI routes: the WebSocket endpoints, the task HTTP API, health, the client library and dashboard."""
+"""FastAPI routes: the WebSocket endpoints, the task HTTP API, health, the client library, dashboard and admin page."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from common.client_ids import assign_client_id
 from common.logs import connection_id
 
 from . import metrics
+from .admin import install_admin
 from .config import EdgeSettings
 from .connection import Connection, WebSocketSink
 from .core.frames import ProtocolError, split_topics_param
@@ -95,6 +96,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
     app.add_api_route("/emulation", emulation, methods=["POST"], include_in_schema=False)
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_admin(app, edge, STATIC)  # /admin and /admin/api/*: only with EDGE_ADMIN_TOKEN
     return EdgeApp(app, edge, split_topics_param(settings.task_endpoint_topics))
 
 

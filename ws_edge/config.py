@@ -101,6 +101,9 @@ class EdgeSettings(TracingSettings):
     task_control: Access = Access.PUBLIC
     roles_claim: str = Field("roles", min_length=1)
     admin_role: str = "admin"  # empty: no admins
+    # The admin page and its JSON API at /admin (ws_edge/admin.py): off (404) unless set. A secret of
+    # its own, sent as `Authorization: Bearer <token>`; no user's JWT opens it (README: Admin page).
+    admin_token: SecretStr | None = None
     # GET /dev/token?sub=... mints HS256 tokens: for the local demo only, never in a deployment.
     dev_tokens: bool = False
     # gRPC to the push and task services: a bearer token, and TLS (CA to trust; client cert for mTLS).
@@ -147,6 +150,8 @@ class EdgeSettings(TracingSettings):
             raise ValueError("EDGE_DEV_TOKENS needs EDGE_JWT_HS256_SECRET")
         if self.hooks_on and not self.hooks_address:
             raise ValueError("EDGE_HOOK_* needs EDGE_HOOKS_ADDRESS (the backend implementing hooks.v1.BackendHooks)")
+        if self.admin_token is not None and len(self.admin_token.get_secret_value().encode()) < 32:
+            raise ValueError("EDGE_ADMIN_TOKEN must be at least 32 bytes")
         if self.task_control is Access.OWNER:
             raise ValueError("EDGE_TASK_CONTROL must be public, authenticated or none")
         self.policy  # noqa: B018 - parse the rules now, so a bad value stops the start
