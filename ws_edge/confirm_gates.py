@@ -39,6 +39,12 @@ class ConfirmGates:
             gate.add_done_callback(opened)
         return False
 
+    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
+        """The same, awaited (for a caller with a task of its own anyway, e.g. the admin page's tail)."""
+        answered = asyncio.get_running_loop().create_future()
+        if not self.when_confirmed(waits, lambda: answered.done() or answered.set_result(None)):
+            await answered
+
     def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
         """A future done when `applied` is, or after the confirm timeout: one per interest change,
         shared by every connection of a burst that waits on it (one timer, not one each)."""

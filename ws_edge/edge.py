@@ -192,6 +192,9 @@ class Edge:
     def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
         return self._gates.when_confirmed(waits, then)
 
+    async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
+        await self._gates.confirmed(waits)
+
     def detach(self, driver: SessionDriver) -> None:
         connection = driver.connection
         if self.connections.pop(connection.id, None) is None:

@@ -53,3 +53,14 @@ async def test_a_gate_opens_after_the_timeout_when_the_push_service_is_late():
 
 def pytest_fail() -> None:
     raise AssertionError("called although every change was applied")
+
+
+async def test_confirmed_is_the_awaitable_form():
+    gates = ConfirmGates(timeout=30.0)
+    applied = asyncio.get_running_loop().create_future()
+    waiter = asyncio.ensure_future(gates.confirmed([applied]))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    applied.set_result(None)
+    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(gates.confirmed([applied]), 5)  # applied already: at once
