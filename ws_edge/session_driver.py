@@ -166,7 +166,8 @@ class SessionDriver:
             waits, retained = self.edge.add_interest(connection, effect.topics)
             if self.spans is not None:
                 self.spans.subscribing(effect.ticket, effect.topics)
-            self._when_confirmed(waits, lambda: self._interest_applied(effect.ticket, retained))
+            if not self._when_confirmed(waits, lambda: self._interest_applied(effect.ticket, retained)):
+                session.interest_pending(effect.ticket)  # guards now, before a delivery can come
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
         elif isinstance(effect, JoinLeave | ReadPresence):
@@ -219,13 +220,14 @@ class SessionDriver:
         else:
             self._when_confirmed(admission, self.session.admitted)
 
-    def _when_confirmed(self, waits: list[asyncio.Future[None]], answer: Callable[[], None]) -> None:
+    def _when_confirmed(self, waits: list[asyncio.Future[None]], answer: Callable[[], None]) -> bool:
         """Feed the session `answer` once the push service has applied `waits`: at once when it has
-        (most connects: the loop in _run_effects carries on), else from the confirm gates' callbacks
-        (no task per waiting connection), guarded like an effect's task."""
+        (most connects: the loop in _run_effects carries on; True), else from the confirm gates'
+        callbacks (no task per waiting connection), guarded like an effect's task (False)."""
         if not self.edge.when_confirmed(waits, lambda: self._answer_later(answer)):
-            return
+            return False
         answer()
+        return True
 
     def _answer_later(self, answer: Callable[[], None]) -> None:
         try:

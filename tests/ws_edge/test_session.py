@@ -443,7 +443,12 @@ def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  
                 if effect.error and isinstance(frame, dict) and isinstance(frame.get("id"), str) and frame["id"]:
                     assert sent["id"] == frame["id"]
             elif isinstance(effect, AddInterest):
-                session.interest_applied(effect.ticket)
+                if outcome == "late":  # not applied at once: live messages arrive before the answer
+                    session.interest_pending(effect.ticket)
+                    for topic in effect.topics:
+                        session.admit(envelope(topic, 4))
+                retained = [envelope(t, 1).frame for t in effect.topics] if outcome == "late" else []
+                session.interest_applied(effect.ticket, retained)
             elif isinstance(effect, ReadHistory):
                 answer = History(True, 3, "e", "", [envelope(effect.topic, 2), envelope(effect.topic, 3)]) \
                     if outcome == "answer" else History(
@@ -503,3 +508,63 @@ def test_an_http_transport_session_names_itself_in_connected_and_heartbeats_it_t
     assert session.effects() == []
     session.tick(55.5, 0.0)
     assert session.effects() == [Close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")]
+
+
+def test_live_deliveries_while_the_interest_is_pending_come_after_the_ack_and_the_retained_state():
+    """A subscribe waiting for the push service (another topic is new to the edge) must not let a live
+    message of a topic with known retained state overtake that older state."""
+    session = opened()
+    effects = subscribe(session, ["b", "a"])
+    assert kinds(effects) == ["AddInterest"]
+    session.interest_pending(effects[0].ticket)  # the driver: not applied yet, deliveries may come
+    assert session.effects() == [Guard("b", True), Guard("a", True)]
+    assert [session.admit(D(n, topic="b")) for n in (8, 9)] == [False, False]  # newer than the retained 7
+    session.interest_applied(effects[0].ticket, [b'{"retained":7}'])
+    effects = session.effects()
+    assert frames(effects) == [
+        {"type": "ack", "id": "s1", "timestamp": 7, "data": {"type": "subscribe", "topics": ["b", "a"]}},
+        {"retained": 7},
+        {"type": "batch", "messages": [{"o": 8}, {"o": 9}]},
+    ]
+    assert [e for e in effects if isinstance(e, Guard)] == [Guard("b", False), Guard("a", False)]
+    assert session.admit(D(10, topic="b")) is True
+
+
+def test_the_connected_frame_and_retained_state_precede_live_messages_held_meanwhile():
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["a"], {}, wall=0.0)
+    session.effects()
+    session.admitted()
+    add = session.effects()[0]
+    session.interest_pending(add.ticket)
+    assert session.effects() == [Guard("a", True)]
+    assert session.admit(D(3, topic="a")) is False
+    session.interest_applied(add.ticket, [b'{"retained":2}'])
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["connected", None, None]
+    assert sent[1:] == [{"retained": 2}, {"o": 3}]
+
+
+def test_retained_state_is_not_overtaken_while_history_is_read_for_another_topic():
+    session = opened()
+    effects = subscribe(session, ["r", "t"], {"t": {"offset": 2, "epoch": "e"}})
+    assert kinds(effects) == ["Guard", "AddInterest"]
+    session.interest_applied(effects[1].ticket, [b'{"retained":"r"}'])  # applied at once, history to read
+    effects = session.effects()
+    assert kinds(effects) == ["Guard", "ReadHistory"] and effects[0] == Guard("r", True)
+    assert session.admit(D(5, topic="r")) is False
+    session.history_read(effects[1].ticket, "t", History(True, 2, "e", "", []))
+    sent = frames(session.effects())
+    assert sent[0]["type"] == "ack" and sent[1:] == [{"retained": "r"}, {"o": 5}]
+
+
+def test_a_topic_unsubscribed_while_held_releases_nothing():
+    session = opened()
+    effects = subscribe(session, ["a"])
+    session.interest_pending(effects[0].ticket)
+    session.effects()
+    session.admit(D(4, topic="a"))
+    session.closed_by_peer()
+    assert session.effects() == [Guard("a", False)]
+    session.interest_applied(effects[0].ticket, [])
+    assert frames(session.effects()) == []

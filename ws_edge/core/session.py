@@ -240,6 +240,8 @@ class _Subscribe:
     asking: dict[int, str] = field(default_factory=dict)  # Subscribe hook calls in flight: ticket -> topic
     refusals: dict[str, HookAnswer] = field(default_factory=dict)
     join_leave: bool = False  # the topics' join/leave events asked for (data.join_leave)
+    new: tuple[str, ...] = ()  # the topics this subscribe adds (its AddInterest)
+    holding: list[str] = field(default_factory=list)  # new topics whose live deliveries wait for the answer
 
 
 @dataclass(slots=True)
@@ -799,12 +801,26 @@ class Session:
             self._effects.append(JoinLeave(tuple(op.topics), True))
         for topic in op.since:
             self._guard(topic)  # live deliveries wait for the missed ones (or are dropped below a floor)
-        new = tuple(t for t in op.topics if t not in self.topics)
+        new = op.new = tuple(t for t in op.topics if t not in self.topics)
         self.topics.update(new)
         if new:
             self._effects.append(AddInterest(ticket, new))
         else:
             self._read_histories(ticket, op)
+
+    def interest_pending(self, ticket: int) -> None:
+        """The interest of `ticket` is routed here but not yet applied by the push service: its new
+        topics' live deliveries (which may come meanwhile) wait for the answer, so that they reach the
+        client after its `ack` / `connected` and the retained state read now, never before."""
+        op = self._pending_op(ticket)
+        if op is not None:
+            self._hold_new_topics(op)
+
+    def _hold_new_topics(self, op: _Subscribe) -> None:
+        for topic in op.new:
+            if topic not in op.since and topic not in op.holding:
+                self._guard(topic)
+                op.holding.append(topic)
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
         """The push service applied the interest of `ticket` (or the wait for it timed out)."""
@@ -817,6 +833,8 @@ class Session:
         if op is None:
             return
         op.retained = list(retained)
+        if op.since and op.retained:
+            self._hold_new_topics(op)  # the history reads take time: keep the retained state first
         self._read_histories(ticket, op)
 
     def _read_histories(self, ticket: int, op: _Subscribe) -> None:
@@ -860,6 +878,8 @@ class Session:
             self._send(frame)
         for topic, since in op.since.items():
             self._release(topic, since, op.reads[topic])
+        for topic in op.holding:
+            self._release_held(topic)
         if op.rejected is not None:
             self._error(op.rejected.code, f"?topics= rejected: {op.rejected.message}", None)
         if op.url and self._since_error is not None:
@@ -893,6 +913,16 @@ class Session:
             self._send(frame)
         newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
+
+    def _release_held(self, topic: str) -> None:
+        """The live deliveries held while a subscribe was answered, in their order; then no guard."""
+        recovery = self._recoveries.get(topic)
+        if recovery is None or recovery.held is None:  # unsubscribed meanwhile
+            return
+        held, recovery.held = recovery.held, None
+        for frame in in_frames([delivery.frame for delivery in held]):
+            self._send(frame)
+        self._unguard(topic)
 
     def _guard(self, topic: str) -> None:
         if topic not in self._recoveries:
