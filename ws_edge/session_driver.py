@@ -140,16 +140,7 @@ class SessionDriver:
     def _run(self, effect: Effect) -> None:
         connection, session = self.connection, self.session
         if isinstance(effect, Send):
-            if effect.error is not None:
-                metrics.ERROR_FRAMES.labels(effect.error).inc()
-            if connection.started:
-                connection.send(effect.frame)
-            else:
-                connection.start_writer(effect.frame)  # the session's first frame is `connected`
-                if self.spans is not None:
-                    self.spans.connected(connection.client_id, len(session.topics))
-                log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
-                          connection.principal.user, sorted(session.topics))
+            self._send(effect)
         elif isinstance(effect, Guard):
             if effect.on:
                 self.edge.router.guard(effect.topic, connection, session.admit)
@@ -181,13 +172,30 @@ class SessionDriver:
         elif isinstance(effect, SetPrincipal):
             connection.principal = effect.principal  # handlers see the refreshed token (roles, expiry)
         elif isinstance(effect, Close):
-            if not connection.started:
-                metrics.REFUSED.labels(_REFUSALS.get(effect.code, "auth")).inc()  # type: ignore[call-overload]
-                if self.spans is not None:
-                    self.spans.refused(effect.reason)
-            else:
-                log.info("#%d = %s, closing", connection.id, effect.reason, extra={"conn": connection.tag})
-            connection.close_soon(effect.code, effect.reason)
+            self._close(effect)
+
+    def _send(self, effect: Send) -> None:
+        connection = self.connection
+        if effect.error is not None:
+            metrics.ERROR_FRAMES.labels(effect.error).inc()
+        if connection.started:
+            connection.send(effect.frame)
+            return
+        connection.start_writer(effect.frame)  # the session's first frame is `connected`
+        if self.spans is not None:
+            self.spans.connected(connection.client_id, len(self.session.topics))
+        log.debug("#%d = open, client_id=%s user=%s topics=%s", connection.id, connection.client_id,
+                  connection.principal.user, sorted(self.session.topics))
+
+    def _close(self, effect: Close) -> None:
+        connection = self.connection
+        if not connection.started:
+            metrics.REFUSED.labels(_REFUSALS.get(effect.code, "auth")).inc()  # type: ignore[call-overload]
+            if self.spans is not None:
+                self.spans.refused(effect.reason)
+        else:
+            log.info("#%d = %s, closing", connection.id, effect.reason, extra={"conn": connection.tag})
+        connection.close_soon(effect.code, effect.reason)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(self._guarded(work))
