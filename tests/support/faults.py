@@ -15,6 +15,7 @@ import contextlib
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,24 +113,40 @@ class TopicTally:
     last: int = -1  # the highest sequence received
     excused: bool = False  # told since the last message: a jump is not silent
     seen: set[int] = field(default_factory=set)
+    # What happened to this topic lately (connections, notices, receipts), and the events around each
+    # anomaly: printed with a failing scenario, so that a rare gap can be told apart (code or test).
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    anomalies: list[str] = field(default_factory=list)
 
-    def receive(self, n: int) -> None:
+    def note(self, event: str) -> None:
+        self.recent.append(event)
+
+    def receive(self, n: int, position: str = "") -> None:
+        self.note(f"rx {n} {position}")
         if n in self.seen:
             self.duplicates += 1
+            self._anomaly("duplicate")
             return
         self.seen.add(n)
         self.delivered += 1
         if n < self.last:
             self.reorders += 1
+            self._anomaly("reorder")
         elif self.last >= 0 and n > self.last + 1 and not self.excused:
             self.gaps += 1
             self.missing += n - self.last - 1
+            self._anomaly(f"silent gap {self.last + 1}..{n - 1}")
         self.last = max(self.last, n)
         self.excused = False
 
-    def tell(self) -> None:
+    def tell(self, event: str = "told") -> None:
+        self.note(event)
         self.told += 1
         self.excused = True
+
+    def _anomaly(self, what: str) -> None:
+        if len(self.anomalies) < 3:
+            self.anomalies.append(f"{what}: " + " | ".join(self.recent))
 
 
 class Subscriber:
@@ -169,6 +186,9 @@ class Subscriber:
             params["topics"] = ",".join(self.topics)
             if since:
                 params["since"] = orjson.dumps(since).decode()
+        for topic in self.topics:
+            self.tally[topic].note(f"connect {edge.rsplit(':', 1)[-1]} {'url' if self.in_url else 'sub'} "
+                                   f"since {since.get(topic)}")
         async with websockets.connect(f"{edge}/ws?{urlencode(params)}", open_timeout=timeout(3), close_timeout=0.5,
                                       max_size=None, ping_interval=None) as ws:
             if not self.in_url:
@@ -198,7 +218,7 @@ class Subscriber:
             self._recovery({data["topic"]: data})
         elif kind == "tick":
             topic, n = frame["topic"], data["n"]
-            self.tally[topic].receive(n)
+            self.tally[topic].receive(n, f"{frame['offset']}/{frame['epoch'][-4:]}")
             self.positions[topic] = {"offset": frame["offset"], "epoch": frame["epoch"]}
             sent = self.sent_at.get((topic, n))
             if sent is not None:
@@ -206,8 +226,11 @@ class Subscriber:
 
     def _recovery(self, reports: dict[str, Any]) -> None:
         for topic, report in reports.items():
+            if topic in self.tally and report["recovered"]:
+                self.tally[topic].note(f"recovered to {report.get('offset')}")
             if topic in self.tally and not report["recovered"]:
-                self.tally[topic].tell()
+                self.tally[topic].tell(f"told {report.get('offset')}/{str(report.get('epoch'))[-4:]} "
+                                       f"{report.get('reason', '')}")
                 self.positions[topic] = {"offset": report["offset"], "epoch": report["epoch"]}
 
 
@@ -225,6 +248,7 @@ class Outcome:
                 if tally.last < self.published[topic] - 1 and not tally.excused:
                     tally.gaps += 1
                     tally.missing += self.published[topic] - 1 - tally.last
+                    tally._anomaly(f"silent tail {tally.last + 1}..{self.published[topic] - 1}")
 
     def totals(self) -> dict[str, int]:
         tallies = [t for s in self.subscribers for t in s.tally.values()]
@@ -249,7 +273,9 @@ class Outcome:
         return (f"{self.scenario:<24} published {sum(self.published.values()):>6}  delivered {t['delivered']:>6}  "
                 f"silent gaps {t['gaps']}  dups {t['duplicates']}  reorders {t['reorders']}  told {t['told']}  "
                 f"connects {connects} ({self.reconnects_during_fault} during the fault, {failed} failed)  "
-                f"max delay {worst:.2f}s")
+                f"max delay {worst:.2f}s"
+                + "".join(f"\n  {s.name}/{topic} {anomaly}" for s in self.subscribers
+                          for topic, tally in s.tally.items() for anomaly in tally.anomalies))
 
     def max_delay(self) -> float:
         """The longest a message took from its submission to a subscriber (while a fault held it)."""
