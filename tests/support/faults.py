@@ -115,7 +115,7 @@ class TopicTally:
     seen: set[int] = field(default_factory=set)
     # What happened to this topic lately (connections, notices, receipts), and the events around each
     # anomaly: printed with a failing scenario, so that a rare gap can be told apart (code or test).
-    recent: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=30))
     anomalies: list[str] = field(default_factory=list)
 
     def note(self, event: str) -> None:
