@@ -46,6 +46,7 @@ class DeliveryPump:
         self._task: asyncio.Task[None] | None = None
         self._gap_fills: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
         self._positions_at_loss: dict[str, tuple[int, str]] = {}
+        self._holds_at_loss: dict[str, int | None] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
@@ -66,12 +67,14 @@ class DeliveryPump:
 
     def on_lost(self) -> None:
         """Where each topic was, and hold its deliveries until the gap is filled: the order stays right."""
-        self._positions_at_loss = dict(self.router.sequencer.positions)
+        sequencer = self.router.sequencer
+        self._positions_at_loss = dict(sequencer.positions)
         for topic in self._positions_at_loss:
-            self.router.sequencer.hold(topic)
+            sequencer.hold(topic)
+        self._holds_at_loss = {topic: sequencer.hold_id(topic) for topic in self._positions_at_loss}
 
     def on_restored(self) -> None:
-        self._fill_gaps_soon(self._positions_at_loss)
+        self._fill_gaps_soon(self._positions_at_loss, self._holds_at_loss)
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history."""
@@ -82,12 +85,15 @@ class DeliveryPump:
 
     # --- gaps -----------------------------------------------------------------------------------
 
-    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]]) -> None:
-        task = asyncio.create_task(self._fill_gaps(positions), name="fill-gaps")
+    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]], holds: dict[str, int | None] | None = None) -> None:
+        """Fill these topics' gaps: each only while it is still in the hold it is in now (or `holds`)."""
+        if holds is None:
+            holds = {topic: self.router.sequencer.hold_id(topic) for topic in positions}
+        task = asyncio.create_task(self._fill_gaps(positions, holds), name="fill-gaps")
         self._gap_fills.add(task)
         task.add_done_callback(self._gap_fills.discard)
 
-    async def _fill_gaps(self, positions: dict[str, tuple[int, str]]) -> None:
+    async def _fill_gaps(self, positions: dict[str, tuple[int, str]], holds: dict[str, int | None]) -> None:
         """Per topic: what was published meanwhile comes from history, then what was held, all routed
         as live deliveries. If history cannot say (a new epoch, a gap older than it keeps, or no
         answer), every subscriber is told (`recovery` with recovered false) and the topic goes on
@@ -99,8 +105,10 @@ class DeliveryPump:
                 log.exception("filling the gap of %s failed", topic)
                 resume_at, missed, notice = None, [], None
             sequencer = self.router.sequencer
-            if not sequencer.is_held(topic):
-                continue  # nobody here wants it any more (forgotten with its last subscriber)
+            if holds.get(topic) is None or sequencer.hold_id(topic) != holds[topic]:
+                # Forgotten with its last subscriber, resumed by another fill of the same hold, or held
+                # again for a newer gap, which its own fill answers: this answer is stale.
+                continue
             held = sequencer.resume(topic, resume_at)
             if notice is not None:
                 for connection in list(self.router.topics.subscribers(topic)):

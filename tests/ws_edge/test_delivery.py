@@ -47,3 +47,48 @@ def test_sockets_behind_get_each_message_with_its_conflation_key():
     pump = DeliveryPump(router, read_history=None, conflated=["feed:*"])  # type: ignore[arg-type]
     pump.fan_out([[D(topic="feed:1", frame=b"1", conflation_key="a"), D(topic="other", frame=b"2", conflation_key="b")]])
     assert keys == ["feed:1\x00a", None]
+
+
+class History:
+    def __init__(self, publications: list[D]) -> None:
+        self.recovered, self.publications, self.offset, self.epoch, self.reason = True, publications, 0, "e", ""
+
+
+async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
+    """Fills overlap (a stream loss's and a broker resync's for one hold; a newer gap holds the topic
+    again while an old fill still reads): each resumes only its own hold, so nothing is repeated or
+    lost at the seam."""
+    import asyncio
+
+    reads: list[asyncio.Future[History]] = []
+
+    async def read_history(topic: str, since: Any) -> History:
+        reads.append(asyncio.get_running_loop().create_future())
+        return await reads[-1]
+
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    router.topics.add("t", behind)
+    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    pump.fan_out([[D(5)]])
+    pump.on_lost()
+    pump.on_restored()  # fill A
+    pump.on_resync()  # fill B, for the same hold
+    for _ in range(3):
+        await asyncio.sleep(0)
+    fill_a, fill_b = reads
+    fill_a.set_result(History([D(6), D(7)]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    pump.fan_out([[D(8)], [D(10)]])  # 9 is missing: a newer hold, and fill C for it
+    for _ in range(3):
+        await asyncio.sleep(0)
+    fill_c = reads[2]
+    fill_b.set_result(History([D(6), D(7)]))  # stale: must not resume the newer hold
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
+    fill_c.set_result(History([D(9)]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]

@@ -29,6 +29,12 @@ class TopicSequencer:
         self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
         self._retained: dict[str, bytes] = {}
         self._held: dict[str, list[DeliveryLike]] = {}  # topics whose gap is being filled
+        # Which hold a topic is in: a gap fill resumes only the hold it was started for. (Fills overlap:
+        # a stream loss's and a broker resync's, or one still reading history when a newer gap held
+        # the topic again; the stale one would resume the newer hold with its old answer, and that
+        # hold's own fill, finding the topic resumed, would drop what it read.)
+        self._hold_ids: dict[str, int] = {}
+        self._next_hold = 0
         self._gaps: dict[str, tuple[int, str]] = {}  # topics found with a gap, from where
 
     def accept(self, delivery: DeliveryLike) -> bool:
@@ -44,7 +50,7 @@ class TopicSequencer:
             if last is not None and not (delivery.epoch == last[1] and delivery.offset == last[0] + 1):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
                     return delivery.retained  # a retained state replayed to a new subscriber goes; a repeat not
-                self._held[topic] = [delivery]
+                self._start_hold(topic, [delivery])
                 self._gaps[topic] = last
                 return False
             self.positions[topic] = (delivery.offset, delivery.epoch)
@@ -55,9 +61,19 @@ class TopicSequencer:
     def is_held(self, topic: str) -> bool:
         return topic in self._held
 
+    def hold_id(self, topic: str) -> int | None:
+        """Which hold `topic` is in (None: not held): what a gap fill resumes, and nothing else."""
+        return self._hold_ids.get(topic) if topic in self._held else None
+
+    def _start_hold(self, topic: str, held: list[DeliveryLike]) -> None:
+        self._next_hold += 1
+        self._held[topic] = held
+        self._hold_ids[topic] = self._next_hold
+
     def hold(self, topic: str) -> None:
         """Hold `topic`'s deliveries (the push stream dropped: the gap is filled when it is back)."""
-        self._held.setdefault(topic, [])
+        if topic not in self._held:
+            self._start_hold(topic, [])
 
     def take_gaps(self) -> dict[str, tuple[int, str]]:
         """Topics whose stream skipped offsets or changed epoch, with the last position before it."""
@@ -71,6 +87,7 @@ class TopicSequencer:
             self.positions.pop(topic, None)
         else:
             self.positions[topic] = position
+        self._hold_ids.pop(topic, None)
         return self._held.pop(topic, [])
 
     def advance(self, topic: str, delivery: DeliveryLike) -> None:
@@ -88,4 +105,5 @@ class TopicSequencer:
         self._retained.pop(topic, None)
         self.positions.pop(topic, None)
         self._held.pop(topic, None)
+        self._hold_ids.pop(topic, None)
         self._gaps.pop(topic, None)
