@@ -67,25 +67,31 @@ class DeliveryPump:
 
     def on_lost(self) -> None:
         """Where each topic was, and hold its deliveries until the gap is filled: the order stays right."""
-        sequencer = self.router.sequencer
-        self._positions_at_loss = dict(sequencer.positions)
-        for topic in self._positions_at_loss:
-            sequencer.hold(topic)
-        self._holds_at_loss = {topic: sequencer.hold_id(topic) for topic in self._positions_at_loss}
+        self._positions_at_loss = self._hold_every_topic()
+        self._holds_at_loss = {topic: self.router.sequencer.hold_id(topic) for topic in self._positions_at_loss}
 
     def on_restored(self) -> None:
         self._fill_gaps_soon(self._positions_at_loss, self._holds_at_loss)
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history."""
-        positions = dict(self.router.sequencer.positions)
+        self._fill_gaps_soon(self._hold_every_topic())
+
+    def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:
+        """Every subscribed topic held, with where this edge was (None: nowhere known yet, e.g. no
+        message since it was subscribed, or since a gap nobody could recover: what is published
+        meanwhile cannot be found again, so its subscribers are told)."""
+        sequencer = self.router.sequencer
+        positions: dict[str, tuple[int, str] | None] = {topic: sequencer.positions.get(topic)
+                                                          for topic in self.router.topics.keys()}
         for topic in positions:
-            self.router.sequencer.hold(topic)
-        self._fill_gaps_soon(positions)
+            sequencer.hold(topic)
+        return positions
 
     # --- gaps -----------------------------------------------------------------------------------
 
-    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]], holds: dict[str, int | None] | None = None) -> None:
+    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]] | dict[str, tuple[int, str] | None],
+                        holds: dict[str, int | None] | None = None) -> None:
         """Fill these topics' gaps: each only while it is still in the hold it is in now (or `holds`)."""
         if holds is None:
             holds = {topic: self.router.sequencer.hold_id(topic) for topic in positions}
@@ -93,14 +99,15 @@ class DeliveryPump:
         self._gap_fills.add(task)
         task.add_done_callback(self._gap_fills.discard)
 
-    async def _fill_gaps(self, positions: dict[str, tuple[int, str]], holds: dict[str, int | None]) -> None:
+    async def _fill_gaps(self, positions: dict[str, tuple[int, str]] | dict[str, tuple[int, str] | None],
+                         holds: dict[str, int | None]) -> None:
         """Per topic: what was published meanwhile comes from history, then what was held, all routed
         as live deliveries. If history cannot say (a new epoch, a gap older than it keeps, or no
         answer), every subscriber is told (`recovery` with recovered false) and the topic goes on
         from what the new epoch holds, or from the next delivery."""
-        for topic, (offset, epoch) in positions.items():
+        for topic, position in positions.items():
             try:
-                resume_at, missed, notice = await self._recover(topic, Position(offset, epoch))
+                resume_at, missed, notice = await self._recover(topic, None if position is None else Position(*position))
             except Exception:
                 log.exception("filling the gap of %s failed", topic)
                 resume_at, missed, notice = None, [], None
@@ -115,8 +122,16 @@ class DeliveryPump:
                     connection.send(notice)  # type: ignore[attr-defined]
             self.fan_out([[*missed, *held]])
 
-    async def _recover(self, topic: str, since: Position
+    async def _recover(self, topic: str, since: Position | None
                        ) -> tuple[tuple[int, str] | None, list[DeliveryLike], bytes | None]:
+        if since is None:  # nothing to recover from: the subscribers are told where the topic is now
+            latest = await self._read_history(topic, None)
+            if latest.epoch and not latest.offset and not latest.publications:
+                return None, [], None  # nothing was ever published on it: nothing can have been missed
+            reason = latest.reason if not latest.epoch and latest.reason else "the edge's stream was interrupted"
+            log.warning("%s: subscribers cannot recover: %s", topic, reason)
+            return None, [], server_frame("recovery", None, now_ms(), {
+                "topic": topic, **recovery_report(False, latest.offset, latest.epoch, reason)})
         read = await self._read_history(topic, since)
         if read.recovered:
             return (since.offset, since.epoch), list(read.publications), None

@@ -92,3 +92,48 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     for _ in range(3):
         await asyncio.sleep(0)
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]
+
+
+class Latest:
+    def __init__(self, offset: int, publications: list[D]) -> None:
+        self.recovered, self.publications, self.offset, self.epoch, self.reason = False, publications, offset, "e", ""
+
+
+async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_subscribers_told():
+    """A topic this edge delivered nothing of yet (or since an unrecoverable gap) cannot be filled from
+    history: what was published while the stream was away is announced, never silently skipped; a
+    topic on which nothing was ever published needs no notice."""
+    import asyncio
+
+    import orjson
+
+    answers = {"busy": Latest(7, [D(6, topic="busy"), D(7, topic="busy")]), "never": Latest(0, [])}
+
+    async def read_history(topic: str, since: Any) -> Latest:
+        assert since is None
+        return answers[topic]
+
+    class Subscriber(FakeConnection):
+        def __init__(self) -> None:
+            super().__init__(False)
+            self.notices: list[dict[str, Any]] = []
+
+        def send(self, frame: bytes) -> None:
+            self.notices.append(orjson.loads(frame))
+
+    router = DeliveryRouter()
+    subscriber = Subscriber()
+    router.topics.add("busy", subscriber)
+    router.topics.add("never", subscriber)
+    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    pump.on_lost()
+    assert router.sequencer.is_held("busy") and router.sequencer.is_held("never")
+    pump.fan_out([[D(8, topic="busy")]])  # arrives after the stream is back, before the fill answers
+    assert subscriber.queued == []
+    pump.on_restored()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert [(n["type"], n["data"]["topic"], n["data"]["recovered"], n["data"]["offset"]) for n in subscriber.notices] \
+        == [("recovery", "busy", False, 7)]
+    assert [d.offset for d in subscriber.queued] == [8]
+    assert not router.sequencer.is_held("busy") and not router.sequencer.is_held("never")
