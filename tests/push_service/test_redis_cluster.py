@@ -28,12 +28,8 @@ POLICY = HistoryPolicy((HistoryRule("h:*", size=100, ttl=60), HistoryRule("*", s
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        cluster.start()
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 class Replica:

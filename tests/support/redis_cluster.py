@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -60,6 +61,18 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def __enter__(self) -> Self:
+        """Started (and stopped on the way out, also when it could not start: no node left behind)."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def live(self) -> list[ClusterNode]:
         return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]

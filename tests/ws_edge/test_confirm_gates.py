@@ -21,8 +21,8 @@ async def test_changes_applied_already_answer_at_once_without_a_callback():
     gates = ConfirmGates(timeout=30.0)
     applied = asyncio.get_running_loop().create_future()
     applied.set_result(None)
-    assert gates.when_confirmed([applied], lambda: pytest_fail()) is True
-    assert gates.when_confirmed([], lambda: pytest_fail()) is True
+    assert gates.when_confirmed([applied], lambda: never_called()) is True
+    assert gates.when_confirmed([], lambda: never_called()) is True
     assert gates._gates == {}
 
 
@@ -51,7 +51,7 @@ async def test_a_gate_opens_after_the_timeout_when_the_push_service_is_late():
     assert not never.done() and gates._gates == {}
 
 
-def pytest_fail() -> None:
+def never_called() -> None:
     raise AssertionError("called although every change was applied")
 
 

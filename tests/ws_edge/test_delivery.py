@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import orjson
 
 from tests.support.deliveries import D
 from ws_edge.core.frames import batch_frame, websocket_text_frame
@@ -58,8 +61,6 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     """Fills overlap (a stream loss's and a broker resync's for one hold; a newer gap holds the topic
     again while an old fill still reads): each resumes only its own hold, so nothing is repeated or
     lost at the seam."""
-    import asyncio
-
     reads: list[asyncio.Future[History]] = []
 
     async def read_history(topic: str, since: Any) -> History:
@@ -103,10 +104,6 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
     """A topic this edge delivered nothing of yet (or since an unrecoverable gap) cannot be filled from
     history: what was published while the stream was away is announced, never silently skipped; a
     topic on which nothing was ever published needs no notice."""
-    import asyncio
-
-    import orjson
-
     answers = {"busy": Latest(7, [D(6, topic="busy"), D(7, topic="busy")]), "never": Latest(0, [])}
 
     async def read_history(topic: str, since: Any) -> Latest:
