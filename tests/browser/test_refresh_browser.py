@@ -3,8 +3,8 @@ to end (no reconnect, no recovery), every message in order, refreshes ahead of e
 a client that does not refresh is closed 4001. Publish and RPC through the client library's Promises
 are in test_hooks_browser.py.
 
-Token lifetime is a parameter: 6 s tokens over 20 s show several refreshes; the literal case (30 s
-tokens kept alive 3 minutes) is marked `long`."""
+Token lifetime is a parameter: 15 s tokens over 35 s show several refreshes; the literal case (30 s
+tokens kept alive 3 minutes, the default refresh window) is marked `long`."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ async def open_client(page: Page, system: System, ttl: float, **config) -> int:
     return await page.evaluate(SETUP, [system.ws_url + "/ws", TOPIC, config])
 
 
-async def kept_alive(page: Page, system: System, ttl: float, duration: float) -> None:
-    first_exp = await open_client(page, system, ttl)
+async def kept_alive(page: Page, system: System, ttl: float, duration: float, **config) -> None:
+    first_exp = await open_client(page, system, ttl, **config)
     assert abs(first_exp - (time.time() + ttl)) < 2
     published = 0
     async with PushClient(system.push_address) as push:
@@ -64,8 +64,11 @@ async def kept_alive(page: Page, system: System, ttl: float, duration: float) ->
             await push.queue_message({"type": "tick", "data": {"n": published}}, topic=TOPIC)
             published += 1
             await asyncio.sleep(0.5)
-    await page.wait_for_function(f"() => t.log.ticks.length >= {published}", timeout=15_000)
-    log = await page.evaluate("() => t.log")
+    try:
+        await page.wait_for_function(f"() => t.log.ticks.length >= {published}", timeout=15_000)
+    finally:
+        log = await page.evaluate("() => t.log")
+        print(f"published {published}; first exp {first_exp}; page log {log}")
     assert log["ticks"] == list(range(published))
     # one connection throughout: connected once, never closed, no recovery
     assert log["events"] == [{"key": "$connecting", "attempt": 0}]
@@ -74,8 +77,7 @@ async def kept_alive(page: Page, system: System, ttl: float, duration: float) ->
     assert len(refreshed) >= int(duration / ttl), refreshed
     expiries = [r["expires_at"] for r in refreshed]
     assert expiries == sorted(expiries) and expiries[-1] >= first_exp + duration - ttl
-    # each refresh came ahead of the expiry it replaced, inside the jitter window (0.6..0.85 of the
-    # time left; the window starts from the previous frame's server timestamp, so allow a second)
+    # each refresh came ahead of the expiry it replaced
     previous = first_exp
     for r in refreshed:
         assert r["at"] < previous, (r, previous)
@@ -83,10 +85,14 @@ async def kept_alive(page: Page, system: System, ttl: float, duration: float) ->
 
 
 async def test_a_short_token_is_refreshed_in_band_with_no_reconnect(system: System, page: Page):
-    # The client refreshes at 0.6-0.85 of the time left: with 6 s tokens that left 0.9 s for a token
-    # minted through Playwright's bridge, and a loaded machine (3 workers beside a CPU hog) missed it
-    # once. 15 s tokens leave 2.25 s; 35 s still see two refreshes on one connection.
-    await kept_alive(page, system, ttl=15, duration=35)
+    # By default the client refreshes at 0.6-0.85 of the time left. A short token leaves little of it
+    # for the round trip (timer, a token minted through Playwright's bridge in this process, the
+    # edge's answer): 6 s tokens left 0.9 s, 15 s tokens 2.25 s, and with three workers beside a CPU
+    # hog each failed once, ticks lost (a stall past that margin closes 4001; the reconnect cannot
+    # recover a topic without history). The window is the client's `refreshWindow` setting: 0.3-0.5 leaves 7.5 s, and 35 s
+    # still see four or more refreshes on one connection. The default window is the long case's
+    # (30 s tokens: 4.5 s) and test_the_refresh_jitter_spreads_a_fleet's.
+    await kept_alive(page, system, ttl=15, duration=35, refreshWindow=[0.3, 0.5])
 
 
 @pytest.mark.long
