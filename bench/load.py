@@ -32,6 +32,7 @@ import multiprocessing
 import re
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,8 +72,7 @@ class Client(WSListener):
             self.received += count
             self.stats.received += count
             if self.sampled:
-                now = time.time_ns()
-                self.stats.latencies.extend(now - int(sent) for sent in SENT.findall(payload))
+                self.stats.sampled(payload)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.closed is None:
@@ -113,8 +113,7 @@ class SseClient(asyncio.Protocol):
             self.stats.received += count
             if self.sampled:
                 complete, _, self._pending = (self._pending + data).rpartition(b"\n")
-                now = time.time_ns()
-                self.stats.latencies.extend(now - int(sent) for sent in SENT.findall(complete))
+                self.stats.sampled(complete)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed is None:
@@ -138,6 +137,18 @@ class Stats:
     def __init__(self) -> None:
         self.received = 0
         self.latencies: list[int] = []
+        # Per message (its `sent_ns`), the latency of the sampled client that got it first: the
+        # pipeline's own latency, before the spread of writing it to every socket.
+        self.first: dict[bytes, int] = {}
+
+    def sampled(self, payload: bytes) -> None:
+        now = time.time_ns()
+        first = self.first
+        for sent in SENT.findall(payload):
+            latency = now - int(sent)
+            self.latencies.append(latency)
+            if latency < first.get(sent, latency + 1):
+                first[sent] = latency
 
 
 def message_data(seq: int) -> dict[str, Any]:
@@ -328,7 +339,79 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
-async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> dict[str, Any]:
+async def open_publisher(args: argparse.Namespace) -> Any:
+    if args.target == "ours":
+        return OursPublisher(args.push, unary=args.unary, unary_concurrency=args.unary_concurrency)
+    return await WebSocketPublisher.open(args.publish_url)
+
+
+async def publish_loop(args: argparse.Namespace, publisher: Any, received: Callable[[], int]) -> tuple[int, float]:
+    """Publish as the scenario says; (how many were published, the seconds it took)."""
+    published = 0
+    started = time.perf_counter()
+    deadline = started + args.seconds
+    n = args.clients
+    if args.scenario == "max":
+        while time.perf_counter() < deadline:
+            if published * n - received() < args.window * n:
+                await publisher.publish(published)
+                published += 1
+                if published % 50 == 0:
+                    await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(0.0005)
+    else:
+        interval = 1.0 / args.rate
+        next_at = started
+        while next_at < deadline:
+            await publisher.publish(published)
+            published += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    return published, time.perf_counter() - started
+
+
+class PublisherProcess:
+    """`--publisher-process`: the publisher in a process of its own, as an internal service is, instead
+    of in the loop that also reads every client's socket (where each of its loop turns waits behind a
+    burst of receipts). It sees how much was received through shared memory (the closed loop)."""
+
+    failed = 0
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        context = multiprocessing.get_context("fork")  # before this process starts its event loop
+        self.received = context.Value("q", 0, lock=False)
+        self.go = context.Event()
+        self.results = context.Queue()
+        self.process = context.Process(target=_publisher_main, args=(args, self.received, self.go, self.results),
+                                       daemon=True)
+        self.process.start()
+
+    async def publish(self, received: Callable[[], int]) -> tuple[int, float]:
+        self.go.set()
+        while self.results.empty():
+            self.received.value = received()
+            await asyncio.sleep(0.001)
+        published, wall, self.failed = self.results.get()
+        return published, wall
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.process.join, 10)
+
+
+def _publisher_main(args: argparse.Namespace, received: Any, go: Any, results: Any) -> None:
+    async def main() -> None:
+        publisher = await open_publisher(args)
+        await asyncio.to_thread(go.wait)
+        published, wall = await publish_loop(args, publisher, lambda: received.value)
+        await publisher.close()
+        results.put((published, wall, publisher.failed))
+
+    uvloop.run(main())
+
+
+async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
+              publisher_process: PublisherProcess | None = None) -> dict[str, Any]:
     stats = Stats()
     usage_start = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.perf_counter()
@@ -351,33 +434,14 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
         "connect_ms_mean_handshake": sum(durations) / max(1, len(durations)) * 1000,
     }
     if args.scenario in ("max", "rate"):
-        publisher: Any
-        if args.target == "ours":
-            publisher = OursPublisher(args.push, unary=args.unary, unary_concurrency=args.unary_concurrency)
-        else:
-            publisher = await WebSocketPublisher.open(args.publish_url)
-        published = 0
-        started = time.perf_counter()
-        deadline = started + args.seconds
         n = total_clients
-        if args.scenario == "max":
-            while time.perf_counter() < deadline:
-                if published * n - received() < args.window * n:
-                    await publisher.publish(published)
-                    published += 1
-                    if published % 50 == 0:
-                        await asyncio.sleep(0)
-                else:
-                    await asyncio.sleep(0.0005)
+        started = time.perf_counter()
+        if publisher_process is not None:
+            publisher = publisher_process
+            published, publish_wall = await publisher_process.publish(received)
         else:
-            interval = 1.0 / args.rate
-            next_at = started
-            while next_at < deadline:
-                await publisher.publish(published)
-                published += 1
-                next_at += interval
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-        publish_wall = time.perf_counter() - started
+            publisher = await open_publisher(args)
+            published, publish_wall = await publish_loop(args, publisher, received)
         drain_deadline = time.perf_counter() + args.drain
         while received() < published * n and time.perf_counter() < drain_deadline:
             await asyncio.sleep(0.005)
@@ -396,6 +460,8 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int) -> di
             "latency_p50_ms": percentile(stats.latencies, 0.50),
             "latency_p99_ms": percentile(stats.latencies, 0.99),
             "latency_max_ms": percentile(stats.latencies, 1.0),
+            "first_receipt_p50_ms": percentile(list(stats.first.values()), 0.50),
+            "first_receipt_p99_ms": percentile(list(stats.first.values()), 0.99),
             "closed_by_server": sum(1 for c in clients if c.closed is not None)
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
@@ -439,6 +505,8 @@ def main() -> None:
     parser.add_argument("--unary-concurrency", type=int, default=32, help="ours: unary calls in flight at once")
     parser.add_argument("--processes", type=int, default=1, help="load processes the clients are spread over "
                         "(max and rate scenarios)")
+    parser.add_argument("--publisher-process", action="store_true",
+                        help="publish from a process of its own (max and rate scenarios), not from the clients' loop")
     parser.add_argument("--trace-file", type=Path, help="ours: trace publishes (common/tracing.py), spans to this file")
     parser.add_argument("--trace-ratio", type=float, default=1.0, help="with --trace-file: the share sampled")
     args = parser.parse_args()
@@ -453,7 +521,8 @@ def main() -> None:
     share, extra = divmod(args.clients, args.processes)
     shares = [share + (1 if i < extra else 0) for i in range(args.processes)]
     helpers = Helpers(args, shares[1:]) if args.processes > 1 else None
-    print(orjson.dumps(uvloop.run(run(args, helpers, shares[0]))).decode(), flush=True)
+    publisher = PublisherProcess(args) if args.publisher_process and args.scenario in ("max", "rate") else None
+    print(orjson.dumps(uvloop.run(run(args, helpers, shares[0], publisher))).decode(), flush=True)
 
 
 if __name__ == "__main__":

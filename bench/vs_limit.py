@@ -122,7 +122,8 @@ def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
             for name, target in targets.items():
                 if name == "ours-cap100" and key not in ("max", "paced"):
                     continue
-                extra = [*SCENARIOS[key][1], "--seconds", str(args.seconds)]
+                extra = [*SCENARIOS[key][1], "--seconds", str(args.seconds),
+                         *(["--publisher-process"] if args.publisher_process else [])]
                 results[(key, name)] = run_load(target, extra[3], *extra[:2], *extra[4:], prefix=prefix)
         if args.idle:
             for name in ("limit", "ours"):
@@ -145,14 +146,18 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
     lines = [
         f"Command: `python -m bench.e2e --suite limit --seconds {args.seconds} --idle {args.idle} "
         f"--repeat {args.repeat} --targets {args.targets}"
-        f"{f' --before {args.before}' if args.before else ''}`  ",
+        f"{f' --before {args.before}' if args.before else ''}"
+        f"{' --publisher-process' if args.publisher_process else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; {where}; "
-        f"one load process (picows on uvloop) per scenario; `task_progress` messages of ~245 B; ours "
-        "publishes through the gRPC stream.",
+        f"one load process (picows on uvloop) per scenario"
+        f"{', publishing from a process of its own beside it' if args.publisher_process else ', publishing from the clients loop'}"
+        "; `task_progress` messages of ~245 B; ours publishes through the gRPC stream. `first p50 / p99`: "
+        "the latency of the sampled client that got each message first (the pipeline, before the spread "
+        "over the sockets).",
         "",
-        "| round | scenario | target | delivered msg/s | × limit | lost | p50 ms | p99 ms | p99 × limit | msgs/frame "
-        "| server CPU % | load CPU % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| round | scenario | target | delivered msg/s | × limit | lost | p50 ms | p99 ms | p99 × limit "
+        "| first p50 / p99 ms | msgs/frame | server CPU % | load CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for number, results in enumerate(rounds, 1):
         for key in SCENARIOS:
@@ -167,7 +172,7 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
                 lines.append(
                     f"| {number} | {SCENARIOS[key][0]} | {LABELS[name]} | {fmt(r['delivered_per_s'], 0)} | {ratio} | "
                     f"{r['lost']} | {fmt(r['latency_p50_ms'])} | {fmt(r['latency_p99_ms'])} | {p99_ratio} | "
-                    f"{per_frame(r)} | {cpu} | {fmt(r['load_cpu_percent'], 0)} |")
+                    f"{fmt(r['first_receipt_p50_ms'])} / {fmt(r['first_receipt_p99_ms'])} | {per_frame(r)} | {cpu} | {fmt(r['load_cpu_percent'], 0)} |")
     if args.idle:
         lines += ["", f"Idle connections ({args.idle:,}, ours pinging every 5 s): RSS per connection", "",
                   "| round | target | RSS before MiB | RSS with the clients MiB | KiB per connection | still open |",
@@ -250,6 +255,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--targets", default="limit,node,ours,ours-cap100")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's section")
+    parser.add_argument("--publisher-process", action="store_true",
+                        help="every target's publisher in a process of its own (bench/load.py), not in the clients' loop")
     parser.add_argument("--before", type=Path, help="another checkout (e.g. `git worktree add` of main): its "
                         "edge runs as the target `ours-before`, beside this one's, in the same rounds")
     args = parser.parse_args(argv)
