@@ -14,6 +14,8 @@ On a machine with 2+ cores the server processes are pinned to core 0 and the loa
 at once (idle while another is measured) and each scenario goes over every target in turn, so that
 a scenario's rows are measured within a minute; each shows its ratio to the limit's row of the same
 round; `--repeat` runs every round again (the machine is shared: compare rows of one round).
+By default every target's publisher runs in the load process, in the loop that reads the clients'
+sockets (as issue 18 measured); `--publisher-process` gives it a process of its own on the load core.
 """
 
 from __future__ import annotations
