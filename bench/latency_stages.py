@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from bench.e2e import Ours, run_load
+from bench.load import percentile
 from bench.vs_limit import pin, pinning
 
 # (label, (span, its time), (span, its time)): the stage lasts from the first time to the second.
@@ -44,11 +45,6 @@ def spans_by_trace(workdir: Path) -> dict[str, dict[str, dict[str, Any]]]:
             for link in span.get("links", []):
                 traces[link["trace_id"]].setdefault(span["name"], span)
     return traces
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def main() -> None:
@@ -80,7 +76,7 @@ def main() -> None:
           f"server CPU {', '.join(f'{n} {v:.0f} %' for n, v in result['server_cpu_percent'].items())}")
     traces = spans_by_trace(workdir)
     for label, (first, first_time), (second, second_time) in STAGES:
-        values = [(t[second][second_time] - t[first][first_time]) / 1e6 for t in traces.values() if first in t and second in t]
+        values = [t[second][second_time] - t[first][first_time] for t in traces.values() if first in t and second in t]
         print(f"{label:44} n={len(values):4}  p50 {percentile(values, 0.5):6.2f}  p90 {percentile(values, 0.9):6.2f}  "
               f"p99 {percentile(values, 0.99):6.2f}  max {percentile(values, 1.0):6.2f} ms")
 
