@@ -16,6 +16,7 @@ nothing. A message published without trace context is not traced.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 Exporter = Literal["off", "otlp", "file"]
 ENABLED = False  # read on hot paths: tracing is configured in this process
 METADATA_KEY = "traceparent"  # the W3C header, as gRPC metadata (lower case)
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ratio = 1.0
 _tracer: trace.Tracer = trace.NoOpTracer()
 _propagator = TraceContextTextMapPropagator()
@@ -74,8 +76,9 @@ def sampled_root() -> bool:
 
 
 def sampled(traceparent: str) -> bool:
-    """Whether a W3C traceparent (`00-<trace id>-<span id>-<flags>`) says its trace is sampled."""
-    return len(traceparent) == 55 and int(traceparent[53:], 16) & 1 == 1
+    """Whether a W3C traceparent (`00-<trace id>-<span id>-<flags>`) says its trace is sampled; one that
+    is not well formed (it comes from a publisher: any text) says no."""
+    return TRACEPARENT.fullmatch(traceparent) is not None and int(traceparent[53:], 16) & 1 == 1
 
 
 def context_of(traceparent: str) -> Context | None:

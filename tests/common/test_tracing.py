@@ -42,6 +42,8 @@ def records(file: Path) -> list[dict]:
 def test_traceparents_say_whether_their_trace_is_sampled():
     assert tracing.sampled(SAMPLED) and not tracing.sampled(NOT_SAMPLED)
     assert not tracing.sampled("") and not tracing.sampled("garbage")
+    # a publisher's text of the right length that is not one (the flags were parsed as hex and raised)
+    assert not tracing.sampled(SAMPLED[:53] + "zz") and not tracing.sampled("x" * 55)
     assert tracing.from_metadata([("authorization", "Bearer x"), ("traceparent", SAMPLED)]) == SAMPLED
     assert tracing.from_metadata([("x-bin", b"\x00")]) == ""
 
