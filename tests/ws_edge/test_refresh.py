@@ -189,6 +189,23 @@ def test_a_subscription_token_is_noticed_refreshed_and_on_expiry_unsubscribes_on
     assert session.topics == {"private:a", "public"} and not session.closed
 
 
+def test_a_topic_the_server_unsubscribed_keeps_no_subscription_token_deadline():
+    """The backend unsubscribes a protected topic, then subscribes it again (no token asked): the old
+    token's notice and expiry must not come for it."""
+    session, _ = connected("alice@1000")
+    subscribe(session, ["private:a"], {"private:a": "alice@100#private:a"})
+    session.server_unsubscribe(["private:a"])
+    session.effects()
+    session.server_subscribe(["private:a"])
+    [add] = session.effects()
+    session.interest_applied(add.ticket)
+    session.effects()
+    session.tick(0.0, 90.0)
+    assert session.effects() == []  # no refresh_required for a token the topic no longer has
+    session.tick(0.0, 100.0)
+    assert session.effects() == [] and session.topics == {"private:a"}
+
+
 def test_protected_topics_in_the_url_are_rejected_after_connected():
     session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
     session.open("alice@100", ["private:a", "public"], {}, wall=0.0)

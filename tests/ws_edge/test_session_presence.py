@@ -6,8 +6,9 @@ import orjson
 
 from common.presence_rules import PresenceRules
 from tests.support.asyncapi import check_client_frame, check_server_frame
+from tests.support.deliveries import D
 from tests.ws_edge.test_session import frames, kinds, opened
-from ws_edge.core.session import AddInterest, Close, DropInterest, JoinLeave, ReadPresence, Send
+from ws_edge.core.session import AddInterest, Close, DropInterest, Guard, JoinLeave, ReadPresence, Send
 
 RULES = PresenceRules.parse("room:*:presence+joinleave,task:*:presence")
 
@@ -86,6 +87,24 @@ def test_a_server_subscribe_adds_interest_then_tells_the_client_with_its_retaine
     s.server_subscribe(["news"])  # held already: told at once, no interest to add
     [only] = s.effects()
     assert isinstance(only, Send) and orjson.loads(only.frame)["data"]["topics"] == ["news"]
+
+
+def test_live_deliveries_while_a_server_subscribe_is_pending_come_after_its_ack_and_retained_state():
+    """As for the client's own subscribe: a live message of a topic the backend subscribed must not
+    overtake the `ack {server: true}` and the retained state read when the interest is applied."""
+    s = session()
+    s.server_subscribe(["news"])
+    [add] = s.effects()
+    s.interest_pending(add.ticket)  # the driver: not applied yet, deliveries may come
+    assert s.effects() == [Guard("news", True)]
+    assert [s.admit(D(n, topic="news")) for n in (8, 9)] == [False, False]
+    s.interest_applied(add.ticket, [b'{"retained":7}'])
+    effects = s.effects()
+    ack, *after = frames(effects)
+    assert ack["type"] == "ack" and ack["data"] == {"type": "subscribe", "topics": ["news"], "server": True}
+    assert after == [{"retained": 7}, {"type": "batch", "messages": [{"o": 8}, {"o": 9}]}]
+    assert [e for e in effects if isinstance(e, Guard)] == [Guard("news", False)]
+    assert s.admit(D(10, topic="news")) is True
 
 
 def test_a_server_unsubscribe_drops_what_is_held_and_says_so():

@@ -224,6 +224,15 @@ class _Recovery:
 
 
 @dataclass(slots=True)
+class _ServerSubscribe:
+    """The server API's subscribe of this connection, waiting for its interest."""
+
+    topics: list[str]  # what the client is told it is subscribed to
+    new: tuple[str, ...]  # the topics new to this connection
+    holding: list[str] = field(default_factory=list)  # new topics whose live deliveries wait for the answer
+
+
+@dataclass(slots=True)
 class _Subscribe:
     """A subscribe in progress: waiting for its interest, then for its history reads."""
 
@@ -291,7 +300,7 @@ class Session:
         self._url_since: dict[str, Position] = {}
         self._url_recovered: dict[str, dict[str, Any]] = {}  # the URL's recoveries, until a subscribe asks
         self._since_error: str | None = None
-        self._server_subscribes: dict[int, list[str]] = {}  # the server API's subscribes, by ticket
+        self._server_subscribes: dict[int, _ServerSubscribe] = {}  # the server API's subscribes, by ticket
 
     # --- what the driver asks ---------------------------------------------------------------------
 
@@ -429,13 +438,11 @@ class Session:
             return
         dropped = tuple(t for t in expired if t is not None and t in self.topics)
         if dropped:
-            self.topics.difference_update(dropped)
             for topic in dropped:
-                self._unguard(topic)
                 self._send(server_frame("unsubscribed", None, self._now_ms(), {
                     "topic": topic, "code": ErrorCode.TOKEN_EXPIRED.value,
                     "reason": "the subscription token expired"}))
-            self._effects.append(DropInterest(dropped))
+            self._drop_topics(dropped)
         for key in notices:
             if key is None and self.rules.hooks.refresh and self._refresh_ticket is None:
                 self._refresh_ticket = next(_tickets)
@@ -594,26 +601,23 @@ class Session:
         the client is told by an `ack` with `server: true`, then gets the topics' messages."""
         if self.phase is not Phase.OPEN:
             return
-        valid = [t for t in dict.fromkeys(topics) if topic_error(t) is None]
+        valid: list[str] = [t for t in dict.fromkeys(topics) if topic_error(t) is None]  # type: ignore[misc]
         ticket = next(_tickets)
-        self._server_subscribes[ticket] = valid  # type: ignore[assignment]
         new = tuple(t for t in valid if t not in self.topics)
-        self.topics.update(new)  # type: ignore[arg-type]
+        self._server_subscribes[ticket] = _ServerSubscribe(valid, new)
+        self.topics.update(new)
         if new:
-            self._effects.append(AddInterest(ticket, new))  # type: ignore[arg-type]
+            self._effects.append(AddInterest(ticket, new))
         else:
             self.interest_applied(ticket)
 
     def server_unsubscribe(self, topics: Sequence[object]) -> None:
         if self.phase is not Phase.OPEN:
             return
-        dropped = tuple(t for t in dict.fromkeys(topics) if t in self.topics)
+        dropped: tuple[str, ...] = tuple(t for t in dict.fromkeys(topics) if t in self.topics)  # type: ignore[misc]
         if not dropped:
             return
-        self.topics.difference_update(dropped)
-        for topic in dropped:
-            self._unguard(topic)  # type: ignore[arg-type]
-        self._effects.append(DropInterest(dropped))  # type: ignore[arg-type]
+        self._drop_topics(dropped)
         self._ack(None, {"type": "unsubscribe", "topics": list(dropped), "server": True})
 
     def server_disconnect(self, code: int, reason: str) -> None:
@@ -750,13 +754,18 @@ class Session:
             if (why := topic_error(topic)) is not None:
                 raise ProtocolError(ErrorCode.INVALID_TOPIC, why, message.id)
         dropped = tuple(t for t in topics if t in self.topics)
+        if dropped:
+            self._drop_topics(dropped)
+        self._ack(message.id, {"type": "unsubscribe", "topics": topics})
+
+    def _drop_topics(self, dropped: tuple[str, ...]) -> None:
+        """These topics are no longer this connection's (the client's, the backend's or an expired
+        subscription token's doing): nothing held for them, no token deadline, no interest."""
         self.topics.difference_update(dropped)
         for topic in dropped:
             self._unguard(topic)
             self._deadlines.drop(topic)
-        if dropped:
-            self._effects.append(DropInterest(dropped))
-        self._ack(message.id, {"type": "unsubscribe", "topics": topics})
+        self._effects.append(DropInterest(dropped))
 
     # --- subscribe, recovery ----------------------------------------------------------------------
 
@@ -812,22 +821,25 @@ class Session:
         """The interest of `ticket` is routed here but not yet applied by the push service: its new
         topics' live deliveries (which may come meanwhile) wait for the answer, so that they reach the
         client after its `ack` / `connected` and the retained state read now, never before."""
-        op = self._pending_op(ticket)
-        if op is not None:
+        if (server := self._server_subscribes.get(ticket)) is not None:
+            self._hold_new_topics(server)
+        elif (op := self._pending_op(ticket)) is not None:
             self._hold_new_topics(op)
 
-    def _hold_new_topics(self, op: _Subscribe) -> None:
+    def _hold_new_topics(self, op: _Subscribe | _ServerSubscribe) -> None:
         for topic in op.new:
-            if topic not in op.since and topic not in op.holding:
+            if topic not in op.holding and (isinstance(op, _ServerSubscribe) or topic not in op.since):
                 self._guard(topic)
                 op.holding.append(topic)
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
         """The push service applied the interest of `ticket` (or the wait for it timed out)."""
         if (server := self._server_subscribes.pop(ticket, None)) is not None:
-            self._ack(None, {"type": "subscribe", "topics": server, "server": True})
+            self._ack(None, {"type": "subscribe", "topics": server.topics, "server": True})
             for frame in retained:
                 self._send(frame)
+            for topic in server.holding:
+                self._release_held(topic)
             return
         op = self._pending_op(ticket)
         if op is None:
