@@ -36,25 +36,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import (
-    AskError,
-    ClusterError,
     NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisClusterException,
     RedisError,
     ResponseError,
-    TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.backoff import Backoff
 from common.reconnect import reconnect_forever
@@ -62,6 +54,7 @@ from common.reconnect import reconnect_forever
 from ..core.history import HistoryPolicy, HistoryRead, PageLimits, decide, no_history
 from ..core.publication import Ack, Publication
 from .base import Broker, BrokerUnavailable, EngineEvents, PublicationHandler, PublishLane, ReconnectHandler
+from .redis_errors import UNAVAILABLE_ERRORS, unavailable_as
 from .redis_pipeline import OrderedPipeline
 from .redis_presence import RedisPresence
 
@@ -73,12 +66,6 @@ RETAINED_MS = 24 * 3600 * 1000
 LANE_MS = 60_000
 PIPELINE_MAX_IN_FLIGHT = 4096  # commands written to Redis and not yet answered; more wait
 CONFIRM_TIMEOUT = 2.0
-# Redis is away, or refuses writes for now (loading, a read-only replica after a failover, maxmemory):
-# callers get UNAVAILABLE and retry. (Connection errors include the pool's "No connection available".)
-# On a Redis Cluster also: a slot moved or moving (MOVED, ASK, TRYAGAIN), the cluster down or a slot not
-# covered while a shard fails over (CLUSTERDOWN; the client's own "no node for this slot").
-UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError, AskError,
-                      TryAgainError, ClusterError, RedisClusterException)
 
 # Shared by both scripts: a stream entry's time (ms) from its id, and its frame's length.
 LUA_HELPERS = """
@@ -246,26 +233,31 @@ class RedisKeys:
 
     prefix: str = "push"
 
+    @property
+    def root(self) -> str:
+        """What every name starts with (a cluster partition adds its hash tag: redis_cluster.py)."""
+        return self.prefix
+
     def stream(self, topic: str) -> str:
-        return f"{self.prefix}:h2:{topic}"
+        return f"{self.root}:h2:{topic}"
 
     def meta(self, topic: str) -> str:
-        return f"{self.prefix}:m2:{topic}"
+        return f"{self.root}:m2:{topic}"
 
     def retained(self, topic: str) -> str:
-        return f"{self.prefix}:r:{topic}"
+        return f"{self.root}:r:{topic}"
 
     def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:i2:{key}"
+        return f"{self.root}:i2:{key}"
 
     def channel(self, channel: str) -> str:
-        return f"{self.prefix}:c:{channel}"
+        return f"{self.root}:c:{channel}"
 
     def client_id_owner(self, client_id: str) -> str:
-        return f"{self.prefix}:o:{client_id}"
+        return f"{self.root}:o:{client_id}"
 
     def lane(self, lane: str) -> str:
-        return f"{self.prefix}:l:{lane}"
+        return f"{self.root}:l:{lane}"
 
 
 def encode_header(publication: Publication) -> bytes:
@@ -289,14 +281,6 @@ def decode_ack(payload: bytes) -> Ack:
     return Ack(id=a["i"], timestamp_ms=int(a["ts"]), offset=int(a["o"]), epoch=a["e"])
 
 
-@contextlib.contextmanager
-def unavailable_as(operation: str, events: EngineEvents) -> Iterator[None]:
-    """Redis away (or refusing writes for now) becomes BrokerUnavailable, told by operation."""
-    try:
-        yield
-    except UNAVAILABLE_ERRORS as exc:
-        events.failed(operation)
-        raise BrokerUnavailable(f"redis: {exc}") from None
 
 
 class RedisBroker(Broker):
@@ -311,7 +295,7 @@ class RedisBroker(Broker):
         self._claim = self._redis.register_script(CLAIM_SCRIPT)
         self._refresh = self._redis.register_script(REFRESH_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
-        self.presence = RedisPresence(self._redis, prefix, presence_max_clients, self._events, unavailable_as)
+        self.presence = RedisPresence(self._redis, prefix, presence_max_clients, self._events)
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
         self._pubsub: aioredis.client.PubSub | None = None
@@ -428,23 +412,17 @@ class RedisBroker(Broker):
         return decode_payload(payload) if payload else None
 
     async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:
-        try:
+        with unavailable_as("claim", self._events):
             granted = await self._claim(keys=[self.keys.client_id_owner(client_id)],
                                         args=[owner, max(1, int(hold * 1000))])
-        except UNAVAILABLE_ERRORS as exc:
-            self._events.failed("claim")
-            raise BrokerUnavailable(f"redis: {exc}") from None
         return bool(granted)
 
     async def refresh_client_ids(self, client_ids: Sequence[str], hold: float, anonymous_hold: float) -> None:
         holds = [max(1, int(hold * 1000)), max(1, int(anonymous_hold * 1000))]
-        try:
+        with unavailable_as("refresh", self._events):
             for start in range(0, len(client_ids), REFRESH_CHUNK):
                 keys = [self.keys.client_id_owner(c) for c in client_ids[start:start + REFRESH_CHUNK]]
                 await self._refresh(keys=keys, args=holds)
-        except UNAVAILABLE_ERRORS as exc:
-            self._events.failed("refresh")
-            raise BrokerUnavailable(f"redis: {exc}") from None
 
     async def subscribe(self, *channels: str) -> None:
         """Returns once Redis confirmed the subscriptions (one command for all of them), so what is

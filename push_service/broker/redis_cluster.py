@@ -55,8 +55,8 @@ from .redis import (
     RedisKeys,
     RedisLane,
     encode_header,
-    unavailable_as,
 )
+from .redis_errors import unavailable_as
 from .redis_pipeline import OrderedPipeline
 from .redis_sharded import ShardedSubscriber
 
@@ -113,26 +113,9 @@ class PartitionKeys(RedisKeys):
 
     tag: str = ""
 
-    def stream(self, topic: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:h2:{topic}"
-
-    def meta(self, topic: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:m2:{topic}"
-
-    def retained(self, topic: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:r:{topic}"
-
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:i2:{key}"
-
-    def channel(self, channel: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:c:{channel}"
-
-    def client_id_owner(self, client_id: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:o:{client_id}"
-
-    def lane(self, lane: str) -> str:
-        return f"{self.prefix}:{{{self.tag}}}:l:{lane}"
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}:{{{self.tag}}}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from ..core.presence import ClientEntry, Occupancy, PresenceChange, PresenceEvent, sort_clients
 from .base import EngineEvents
 from .presence import Applied, PresenceStore
+from .redis_errors import unavailable_as
 
 LUA_COMMON = """
 local p = '{' .. ARGV[1] .. ':pn}:'
@@ -178,12 +179,10 @@ SWEEP_BATCH = 50
 
 
 class RedisPresence(PresenceStore):
-    def __init__(self, redis: aioredis.Redis, prefix: str, max_clients: int, events: EngineEvents,
-                 unavailable_as) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, redis: aioredis.Redis, prefix: str, max_clients: int, events: EngineEvents) -> None:
         self._prefix = prefix
         self._max_clients = max_clients
         self._events = events
-        self._unavailable_as = unavailable_as
         self._beat = redis.register_script(BEAT_SCRIPT)
         self._apply = redis.register_script(APPLY_SCRIPT)
         self._clients = redis.register_script(CLIENTS_SCRIPT)
@@ -194,7 +193,7 @@ class RedisPresence(PresenceStore):
 
     async def beat(self, node: str, ttl: float, report: bytes) -> None:
         ttl_ms = max(1, int(ttl * 1000))
-        with self._unavailable_as("presence", self._events):
+        with unavailable_as("presence", self._events):
             await self._beat(keys=self._keys, args=[self._prefix, node, ttl_ms, report, 3 * ttl_ms + 60_000])
 
     async def apply(self, edge: str, changes: Sequence[PresenceChange], snapshot: bool = False) -> Applied:
@@ -203,7 +202,7 @@ class RedisPresence(PresenceStore):
             args += [change.topic, change.client.client_id, b"" if change.leave else change.client.to_json()]
         if not snapshot and not changes:
             return Applied()
-        with self._unavailable_as("presence", self._events):
+        with unavailable_as("presence", self._events):
             found = await self._apply(keys=self._keys, args=args)
         applied = Applied()
         for i in range(0, len(found), 3):
@@ -215,7 +214,7 @@ class RedisPresence(PresenceStore):
         return applied
 
     async def clients(self, topic: str) -> list[ClientEntry]:
-        with self._unavailable_as("presence", self._events):
+        with unavailable_as("presence", self._events):
             found = await self._clients(keys=self._keys, args=[self._prefix, topic])
         unique: dict[str, ClientEntry] = {}
         for entry in map(ClientEntry.from_json, found):
@@ -231,19 +230,19 @@ class RedisPresence(PresenceStore):
         for sign, items in (("+", holds), ("-", releases)):
             for kind, key in items:
                 args += [sign, f"{kind}:{key}"]
-        with self._unavailable_as("presence", self._events):
+        with unavailable_as("presence", self._events):
             found = await self._occupancy(keys=self._keys, args=args)
         return [_occupancy(found[i], found[i + 1]) for i in range(0, len(found), 2)]
 
     async def sweep(self) -> tuple[list[PresenceEvent], list[Occupancy]]:
-        with self._unavailable_as("presence", self._events):
+        with unavailable_as("presence", self._events):
             events, changes = await self._sweep(keys=self._keys, args=[self._prefix, SWEEP_BATCH])
         return ([PresenceEvent(events[i].decode(), False, ClientEntry.from_json(events[i + 2]))
                  for i in range(0, len(events), 3)],
                 [_occupancy(changes[i], changes[i + 1]) for i in range(0, len(changes), 2)])
 
     async def reports(self) -> dict[str, bytes]:
-        with self._unavailable_as("presence", self._events):
+        with unavailable_as("presence", self._events):
             found = await self._reports(keys=self._keys, args=[self._prefix])
         return {found[i].decode(): found[i + 1] for i in range(0, len(found), 2)}
 

@@ -77,6 +77,9 @@ class ShardLink:
             log.warning("shard subscription on %s (%d channels) deferred to its reconnect: %r", self.name,
                         len(channels), exc)
             return False
+        finally:  # as the single-Redis subscriber does: an unconfirmed channel dropped later leaves nothing
+            for channel in channels:
+                self._confirmations.pop(channel, None)
 
     async def drop(self, channels: list[bytes]) -> None:
         dropped = [c for c in channels if self.channels.pop(c, None) is not None]
