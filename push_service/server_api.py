@@ -15,6 +15,7 @@ import orjson
 from push.v1 import server_api_pb2 as pb
 from push.v1 import server_api_pb2_grpc as pb_grpc
 
+from common.disconnect_codes import DISCONNECTED_BY_SERVER, disconnect_code_error
 from common.topics import topic_error
 
 from .broker.base import BrokerUnavailable
@@ -23,7 +24,6 @@ from .core.publication import COMMAND, Publication
 from .hub import Hub
 from .presence import Roster
 
-DEFAULT_DISCONNECT_CODE = 4010  # "disconnected by the server": the browser client does not reconnect
 MAX_REASON_BYTES = 123
 MAX_USER_LENGTH = 100
 
@@ -108,10 +108,9 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
 
     async def Disconnect(self, request: pb.DisconnectRequest, context: grpc.aio.ServicerContext) -> pb.CommandResponse:
         target = await self._target(request.user, request.client_id, context)
-        code = request.code or DEFAULT_DISCONNECT_CODE
-        if code != DEFAULT_DISCONNECT_CODE and not 4100 <= code <= 4399:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"code {code}: use 4010 (the default) or an application code, 4100-4399")
+        code = request.code or DISCONNECTED_BY_SERVER
+        if (why := disconnect_code_error(code)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
         if len(request.reason.encode()) > MAX_REASON_BYTES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason is over {MAX_REASON_BYTES} bytes")
         return await self._command({"op": "disconnect", **target, "code": code,

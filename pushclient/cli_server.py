@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from common.disconnect_codes import disconnect_code_error
+
 from .client import PushClient
 from .server_api import ServerApiError
 
@@ -27,8 +29,8 @@ def _code(value: str) -> int:
         code = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if code != 4010 and not 4100 <= code <= 4399:
-        raise argparse.ArgumentTypeError("use 4010 (the default) or an application code, 4100-4399")
+    if (why := disconnect_code_error(code)) is not None:
+        raise argparse.ArgumentTypeError(why)
     return code
 
 

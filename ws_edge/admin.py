@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY
 from push.v1 import server_api_pb2 as api_pb
 from pydantic import BaseModel, Field, ValidationError
 
+from common.disconnect_codes import APPLICATION_CODES
 from common.topics import topic_error
 
 from .admin_core import RateMeter, Refusal, credential_refusal, tail_events
@@ -153,7 +154,7 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 class DisconnectBody(Target):
-    code: int = Field(0, ge=0, le=4499)
+    code: int = Field(0, ge=0, le=APPLICATION_CODES[-1])  # 0: the default (the server API checks the rest)
     reason: str = Field("", max_length=123)
 
 

@@ -116,6 +116,9 @@ def test_a_bad_body_with_the_credential_is_a_json_error(admin_system: System):
 @pytest.mark.parametrize(("path", "body", "status", "code", "message"), [
     ("/admin/api/disconnect", {"user": "alice", "client_id": "x"}, 400, "invalid_argument", "exactly one"),
     ("/admin/api/disconnect", {}, 400, "invalid_argument", "exactly one"),
+    # the server API's codes end at 4399 (common/disconnect_codes.py): refused by the page's API itself
+    ("/admin/api/disconnect", {"user": "alice", "code": 4400}, 400, "invalid_body", "less than or equal to 4399"),
+    ("/admin/api/disconnect", {"user": "alice", "code": 4099}, 400, "invalid_argument", "4100-4399"),
     ("/admin/api/unsubscribe", {"user": "alice", "topic": "bad topic"}, 400, "invalid_argument", "topic"),
     ("/admin/api/subscribe", {"user": "alice"}, 400, "invalid_body", "topic: Field required"),
 ])
