@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.support.asyncapi import check_server_frame
 
@@ -20,6 +20,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# `expect(...)` assertions wait 5 s by default, and the page's default timeout does not reach them: a page
+# that shows what several processes did (edges' reports, a presence change) gets as long as any wait here.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture

@@ -149,7 +149,6 @@ async def test_occupancy_events_tell_first_and_last_subscriber_and_user_online(s
         await second.close()
         assert await occupancy(backend, keys, 2) == [{"kind": "topic", "key": "room:occ", "state": "vacated"},
                                                      {"kind": "user", "key": "visitor", "state": "offline"}]
-        await asyncio.sleep(0.3)
         assert [f for f in backend._backlog if f.get("data", {}).get("key") in keys] == []
         with pytest.raises(TimeoutError):
             await occupancy(backend, keys, 1)

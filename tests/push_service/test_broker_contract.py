@@ -52,7 +52,7 @@ class Engine:
     async def wait_for(self, count: int) -> list[Publication]:
         while len(self.received) < count:
             self.arrived.clear()
-            await asyncio.wait_for(self.arrived.wait(), 5)
+            await asyncio.wait_for(self.arrived.wait(), timeout(5))
         return self.received
 
     def assert_order(self, delivered: list[str], published: list[str], channels: list[str]) -> None:
