@@ -227,8 +227,8 @@ class TailSubscriber:
 
 async def _tail_stream(edge: Edge, topic: str) -> AsyncIterator[bytes]:
     subscriber = TailSubscriber()
-    if edge.router.topics.add(topic, subscriber):
-        await edge.confirmed([edge.push.change(add_topics=[topic])])
+    waits, _ = edge.interests.route(subscriber, [topic])  # live frames only: no retained state
+    await edge.confirmed(waits)
     try:
         yield tail_events("ready", {"topic": topic, "edge": edge.client_id_mark})
         quiet = 0.0
@@ -245,8 +245,7 @@ async def _tail_stream(edge: Edge, topic: str) -> AsyncIterator[bytes]:
             yield tail_events("frame", frame, subscriber.dropped)
         yield tail_events("end", {"reason": "going away"})  # the edge drains: the response ends with it
     finally:
-        if last := edge.router.remove_topics(subscriber, [topic]):
-            edge.push.change(remove_topics=last)
+        edge.drop_interest(subscriber, [topic])  # type: ignore[arg-type]
 
 
 def install_admin(app: FastAPI, edge: Edge, static: Any) -> None:

@@ -20,7 +20,7 @@ from common import tracing
 from common.clock import now_ms
 
 from . import metrics
-from .core.frames import MAX_FRAME_MESSAGES, regroup, server_frame
+from .core.frames import MAX_FRAME_MESSAGES, regroup, server_frame, websocket_text_frame
 from .core.pacing import FanoutPacing
 from .core.recovery import Position, recovery_report
 from .core.routing import DeliveryRouter
@@ -118,8 +118,9 @@ class DeliveryPump:
                 continue
             held = sequencer.resume(topic, resume_at)
             if notice is not None:
+                wire = websocket_text_frame(notice)  # encoded once for every subscriber
                 for connection in list(self.router.topics.subscribers(topic)):
-                    connection.send(notice)  # type: ignore[attr-defined]
+                    connection.send(notice, wire)  # type: ignore[attr-defined]
             self.fan_out([[*missed, *held]])
 
     async def _recover(self, topic: str, since: Position | None

@@ -2,7 +2,8 @@
 
 Per connection, what the browser protocol decides is in its session (core/session.py), run by a
 SessionDriver (session_driver.py); fan-out is in delivery.py, presence in presence.py. Edge-wide
-here: routing tables, interest confirmations, limits per user and address, client ids, history, sweeps.
+here: routing tables, interest confirmations (interest.py), limits per user and address, client ids,
+history, sweeps.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .core.session import HistoryAnswer
 from .delivery import DeliveryPump
 from .handlers import HandlerContext, HandlerRegistry, default_handlers
 from .inboxes import StreamInboxes
+from .interest import FirstInterests, Interest
 from .presence import EdgePresence
 from .push_link import PushLink
 from .rules import grpc_channel, hook_client, session_rules
@@ -77,7 +79,7 @@ class Edge:
         self.addresses = ConnectionCounter()  # open WebSockets per address (counted by app.serve_socket)
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
-        self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
+        self.interests = FirstInterests(self.router, self.push)
         self._gates = ConfirmGates(settings.subscribe_confirm_timeout)
         self.verifier, self.policy, self.origins = settings.verifier, settings.policy, settings.origins
         self.rules = session_rules(settings, self.verifier, self.policy, lambda t: self.handlers.get(t) is not None,
@@ -88,8 +90,11 @@ class Edge:
         metrics.EDGES.edges.add(self)
 
     def _on_deliveries(self, deliveries: Sequence[Any]) -> None:
-        """From the push stream: stream sessions' client frames to their inboxes, the rest fanned out."""
-        if rest := self.presence.take(self.inboxes.take_control(deliveries)):
+        """From the push stream: stream sessions' client frames to their inboxes, join/leave events and
+        commands to presence, the messages fanned out. Almost every batch is messages only: one scan."""
+        if not any(d.control or d.kind for d in deliveries):  # kind 0: pb.MESSAGE
+            self.pump.on_deliveries(deliveries)
+        elif rest := self.presence.take(self.inboxes.take_control(deliveries)):
             self.pump.on_deliveries(rest)
 
     async def start(self) -> None:
@@ -159,30 +164,11 @@ class Edge:
             return CloseCode.TRY_AGAIN_LATER, "client_id cannot be checked now; retry later"
         return None if granted else (CloseCode.INVALID_CLIENT_ID, CLIENT_ID_HELD)
 
-    def add_interest(self, connection: Connection, topics: Sequence[str]) -> tuple[list[asyncio.Future[None]], list[bytes]]:
-        """Route `topics` to `connection`: what to await (the push service applying first interests)
-        and the retained frames already known here."""
-        first, waits, retained_frames = [], [], []
-        for topic in topics:
-            if self.router.topics.add(topic, connection):
-                first.append(topic)  # the push service will send its retained state, if any
-            elif (pending := self._confirming.get(topic)) is not None:
-                waits.append(pending)  # its retained state is on the way to every subscriber
-            elif (retained := self.router.sequencer.retained_frame(topic)) is not None:
-                retained_frames.append(retained)
-        if first:
-            future = self.push.change(add_topics=first)
-            waits.append(future)
-            for topic in first:
-                self._confirming[topic] = future
-            future.add_done_callback(lambda done, topics=first: self._confirmed_topics(topics, done))
+    def add_interest(self, connection: Connection, topics: Sequence[str]) -> Interest:
+        """`FirstInterests.route` (interest.py), and the connection joins the topics' presence."""
+        routed = self.interests.route(connection, topics)
         self.presence.joined(connection, topics)
-        return waits, retained_frames
-
-    def _confirmed_topics(self, topics: list[str], future: asyncio.Future[None]) -> None:
-        for topic in topics:
-            if self._confirming.get(topic) is future:
-                del self._confirming[topic]
+        return routed
 
     def drop_interest(self, connection: Connection, topics: Sequence[str]) -> None:
         self.presence.left(connection, topics)

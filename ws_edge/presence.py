@@ -62,7 +62,7 @@ class EdgePresence:
 
     # --- from the push stream's first response -----------------------------------------------------
 
-    def on_rules(self, rules: str, report_interval: float) -> None:
+    def on_rules(self, rules: str) -> None:
         try:
             parsed = PresenceRules.parse(rules)
         except ValueError:

@@ -58,7 +58,7 @@ class StreamExtras(Protocol):
 
     edge_id: str
 
-    def on_rules(self, rules: str, report_interval: float) -> None: ...
+    def on_rules(self, rules: str) -> None: ...
 
     def fill_snapshot(self, request: pb.EdgeStreamRequest) -> None: ...
 
@@ -102,6 +102,7 @@ class PushLink:
         # The channel is made in start(): gRPC binds it to the running event loop.
         self._channels: list[grpc.aio.Channel | None] = [None] * len(self.replicas)
         self._stubs: list[pb_grpc.PushServiceStub | None] = [None] * len(self.replicas)
+        self._api_stubs: list[api_grpc.ServerApiStub | None] = [None] * len(self.replicas)
         self._changes: asyncio.Queue[pb.EdgeStreamRequest] | None = None
         # Interest changes not yet confirmed by the push service, oldest first: (sequence, future).
         self._sequence = 0
@@ -115,9 +116,7 @@ class PushLink:
         self.connected = asyncio.Event()
         self.reconnects = 0
         # The stream went down (after having been up) / came back with the whole interest re-declared.
-        self._on_lost = on_lost
-        self._on_restored = on_restored
-        self._on_resync = on_resync
+        self._on_lost, self._on_restored, self._on_resync = on_lost, on_restored, on_resync
         self._was_up = False
 
     @property
@@ -137,6 +136,7 @@ class PushLink:
         channel = self._channel_factory(self.replicas[index])
         self._channels[index] = channel
         self._stubs[index] = pb_grpc.PushServiceStub(channel)
+        self._api_stubs[index] = api_grpc.ServerApiStub(channel)
 
     def _next_replica(self, silent: bool) -> None:
         """After a lost stream: the next replica. A silent one's channel is replaced (its connection may
@@ -204,9 +204,9 @@ class PushLink:
     async def server_api(self, method: str, request: object) -> object:
         """A push.v1.ServerApi call on the link's channel (e.g. a browser's `presence` read). Raises
         grpc.aio.AioRpcError."""
-        channel = self._channels[self._current]
-        assert channel is not None, "PushLink.start() first"
-        return await getattr(api_grpc.ServerApiStub(channel), method)(request, timeout=UNARY_TIMEOUT)
+        stub = self._api_stubs[self._current]
+        assert stub is not None, "PushLink.start() first"
+        return await getattr(stub, method)(request, timeout=UNARY_TIMEOUT)
 
     async def emulate(self, session_id: str, frames: list[str]) -> bool | None:
         """Client frames for a stream session held by another edge (the push service routes them by
@@ -400,7 +400,7 @@ class PushLink:
         if response.report_interval_ms:
             self._report_interval = response.report_interval_ms / 1000
             if self._extras is not None:
-                self._extras.on_rules(response.presence_rules, self._report_interval)
+                self._extras.on_rules(response.presence_rules)
         if response.heartbeat_ms:
             # A replica's interval longer than our patience must not be taken for silence.
             self._limit = max(self._silence, 2.5 * response.heartbeat_ms / 1000)

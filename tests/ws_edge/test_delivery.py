@@ -115,7 +115,8 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
             super().__init__(False)
             self.notices: list[dict[str, Any]] = []
 
-        def send(self, frame: bytes) -> None:
+        def send(self, frame: bytes, wire: bytes | None = None) -> None:
+            assert wire == websocket_text_frame(frame)  # encoded once, by the pump, for every subscriber
             self.notices.append(orjson.loads(frame))
 
     router = DeliveryRouter()

@@ -24,7 +24,6 @@ let refreshTimer = null;
 let presenceTopic = null;
 let tailAbort = null;
 let tailDropped = 0; // frames the edge dropped for this tail so far (a slow page)
-window.admin = { refresh };
 
 class ApiError extends Error {
   constructor(status, code, message) {

@@ -1,0 +1,48 @@
+"""Which topics this edge wants from the push service, as its subscribers come: the first subscriber
+of a topic asks for it, and every subscriber that comes while that ask is unanswered waits for the same
+answer (with it comes the topic's retained state, to every subscriber)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Sequence
+from typing import Protocol
+
+from .core.routing import DeliveryRouter
+
+Interest = tuple[list[asyncio.Future[None]], list[bytes]]  # what to await, the retained frames known here
+
+
+class InterestChanges(Protocol):
+    def change(self, *, add_topics: Sequence[str] = ...) -> asyncio.Future[None]: ...
+
+
+class FirstInterests:
+    def __init__(self, router: DeliveryRouter, push: InterestChanges) -> None:
+        self.router = router
+        self.push = push
+        self._confirming: dict[str, asyncio.Future[None]] = {}  # topic -> its first-interest change
+
+    def route(self, subscriber: Hashable, topics: Sequence[str]) -> Interest:
+        """Route `topics` to a subscriber (a connection, or the admin page's tail): what to await (the
+        push service applying first interests, its own or another's) and the retained frames known here."""
+        first, waits, retained_frames = [], [], []
+        for topic in topics:
+            if self.router.topics.add(topic, subscriber):
+                first.append(topic)  # the push service will send its retained state, if any
+            elif (pending := self._confirming.get(topic)) is not None:
+                waits.append(pending)  # its retained state is on the way to every subscriber
+            elif (retained := self.router.sequencer.retained_frame(topic)) is not None:
+                retained_frames.append(retained)
+        if first:
+            future = self.push.change(add_topics=first)
+            waits.append(future)
+            for topic in first:
+                self._confirming[topic] = future
+            future.add_done_callback(lambda done, topics=first: self._confirmed(topics, done))
+        return waits, retained_frames
+
+    def _confirmed(self, topics: list[str], future: asyncio.Future[None]) -> None:
+        for topic in topics:
+            if self._confirming.get(topic) is future:
+                del self._confirming[topic]
