@@ -25,8 +25,8 @@ $(GEN)/.built: $(VENV)/.installed $(PROTOS)
 	touch $@
 
 # Debian's Chromium for the page tests (Playwright drives it through executable_path) and
-# redis-server for the Redis engine's tests (they start their own, on a free port), and redis-cli,
-# the compose file's Redis healthcheck.
+# redis-server for the Redis engine's tests (they start their own, on a free port), and redis-cli, which
+# makes their Redis Cluster (`redis-cli --cluster create`, tests/support/redis_cluster.py).
 system-deps:
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
@@ -36,7 +36,7 @@ system-deps:
 run: install
 	@echo "Starting push_service (:$${PUSH_PORT:-50051}), task_service (:$${TASK_PORT:-50052}) and ws_edge."
 	@echo "Point a browser at http://$${EDGE_HOST:-127.0.0.1}:$${EDGE_PORT:-8000}/  (Ctrl-C stops everything)"
-	@echo "Admin page: /admin, token local-demo-admin-token-not-a-secret-0123 (the Procfile's, demo only)"
+	@echo "Admin page: /admin, token $$(sed -n 's/.*EDGE_ADMIN_TOKEN=\([^ ]*\).*/\1/p' Procfile) (the Procfile's, demo only)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
 # Three workers (pytest-xdist), each test module whole on one of them (its shared system started once):

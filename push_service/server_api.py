@@ -15,6 +15,7 @@ import orjson
 from push.v1 import server_api_pb2 as pb
 from push.v1 import server_api_pb2_grpc as pb_grpc
 
+from common.client_ids import MAX_CLIENT_ID_LENGTH
 from common.disconnect_codes import DISCONNECTED_BY_SERVER, disconnect_code_error
 from common.topics import topic_error
 
@@ -93,8 +94,9 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
     async def _target(self, user: str, client_id: str, context: grpc.aio.ServicerContext) -> dict[str, str]:
         if bool(user) == bool(client_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give exactly one of user and client_id")
-        if len(user) > MAX_USER_LENGTH or len(client_id) > 128:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user (100) or client_id (128) is too long")
+        if len(user) > MAX_USER_LENGTH or len(client_id) > MAX_CLIENT_ID_LENGTH:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"user ({MAX_USER_LENGTH}) or client_id ({MAX_CLIENT_ID_LENGTH}) is too long")
         return {"user": user} if user else {"client_id": client_id}
 
     async def _command(self, command: dict[str, object], context: grpc.aio.ServicerContext) -> pb.CommandResponse:

@@ -60,7 +60,6 @@ class MemoryPresence(PresenceStore):
 
     def __init__(self, max_clients: int = 1000) -> None:
         self.table = PresenceTable(max_clients)
-        self._holds: dict[str, set[tuple[str, str]]] = {}
 
     async def beat(self, node: str, ttl: float, report: bytes) -> None:
         self.table.beat(node, time.monotonic() + ttl, report)
