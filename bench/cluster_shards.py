@@ -121,13 +121,9 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=500, help="publishes outstanding")
     parser.add_argument("--streams", type=int, default=0, help="publish through this many streams (lanes) instead")
     args = parser.parse_args()
-    cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bench-cluster-shards-")))
-    cluster.start()
-    try:
+    with RedisCluster(Path(tempfile.mkdtemp(prefix="bench-cluster-shards-"))) as cluster:  # stopped also if it fails
         load_before = os.getloadavg()
         per_shard, totals = asyncio.run(measure(cluster, args))
-    finally:
-        cluster.stop()
     print(f"Command: `python -m bench.cluster_shards --topics {args.topics} --seconds {args.seconds} "
           f"--replicas {args.replicas} --in-flight {args.in_flight} --streams {args.streams}`; load average before: "
           f"{', '.join(f'{v:.1f}' for v in load_before)} ({os.cpu_count()} cores)\n")

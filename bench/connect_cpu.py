@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
-from bench.e2e import Ours, run_load
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench.e2e import Ours, cpu_seconds, run_load
 
 
 def main() -> None:

@@ -203,8 +203,8 @@ class OursOnCluster(Ours):
         from tests.support.redis_cluster import RedisCluster
 
         self.cluster = RedisCluster(Path(tempfile.mkdtemp(prefix="bench-redis-cluster-")))
-        self.cluster.start()
-        try:
+        try:  # the nodes stop also when the cluster or the system could not start
+            self.cluster.start()
             super().__init__(self.cluster.url)
         except BaseException:
             self.cluster.stop()

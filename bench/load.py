@@ -400,11 +400,14 @@ class PublisherProcess:
 
 
 def _publisher_main(args: argparse.Namespace, received: Any, go: Any, results: Any) -> None:
+    from common import tracing
+
     async def main() -> None:
         publisher = await open_publisher(args)
         await asyncio.to_thread(go.wait)
         published, wall = await publish_loop(args, publisher, lambda: received.value)
         await publisher.close()
+        tracing.flush()  # a forked process leaves without the SDK's exit handler: its last second of spans
         results.put((published, wall, publisher.failed))
 
     uvloop.run(main())

@@ -1,5 +1,5 @@
 """What tracing costs (issue 20): the same load against the push service and edge of the code before
-tracing (a checkout of `--before`, default the merge base with main), of this code with tracing off, and
+tracing (a checkout of `--before`, default the parent of the commit that added tracing), of this code with tracing off, and
 with tracing on at a 1 % sample (publisher, push service and edge exporting to files), and (--full) at
 100 % for scale. Each configuration runs `rounds` times, interleaved (this machine is shared: a round's figure
 moves), and the median is reported.
@@ -24,6 +24,8 @@ from typing import Any
 
 from bench.e2e import Ours, run_load
 from tests.support.processes import ROOT
+
+TRACING_ADDED = "58eae17"  # the commit that added common/tracing.py
 
 
 def checkout(revision: str) -> Path:
@@ -82,7 +84,8 @@ def measure(configuration: Configuration, args: argparse.Namespace) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", default=None, help="the revision before tracing (default: merge base with main)")
+    parser.add_argument("--before", default=TRACING_ADDED + "^", help="the revision before tracing (default: the "
+                        "parent of the commit that added it)")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=2000.0, help="the rate scenario's messages/s")
@@ -90,9 +93,7 @@ def main() -> None:
     parser.add_argument("--scenario", choices=["max", "rate"], default="rate")
     parser.add_argument("--full", action="store_true", help="also sampled at 100 %%")
     args = parser.parse_args()
-    revision = args.before or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, capture_output=True,
-                                             text=True, check=True).stdout.strip()
-    before = checkout(revision)
+    before = checkout(args.before)
     configurations = [Configuration("before", before=before), Configuration("off"),
                       Configuration("sampled 1 %", ratio=0.01)]
     if args.full:
@@ -102,7 +103,7 @@ def main() -> None:
         for configuration in configurations:
             results[configuration.name].append(measure(configuration, args))
     print(f"\n{args.scenario}, {args.clients} clients, {args.seconds:g} s, median of {args.rounds} rounds "
-          f"(before = {revision[:10]})\n")
+          f"(before = {args.before})\n")
     print("| tracing | delivered/s | push+edge CPU % | CPU ms / 1,000 deliveries (min–max) | vs before (paired) | p50 ms "
           "| p99 ms | spans |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

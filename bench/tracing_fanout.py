@@ -1,7 +1,7 @@
 """The edge's fan-out round with tracing off, on without sampled messages, and on with one sampled
 message per round, beside the same round of another checkout's code (before tracing):
 
-    .venv/bin/python bench/tracing_fanout.py --before main       # main's code, then this checkout
+    .venv/bin/python bench/tracing_fanout.py --before 58eae17^   # the code before tracing, then this checkout
     .venv/bin/python bench/tracing_fanout.py --code /path/to/code    # one checkout's code only
 
 One round: a batch of 10 deliveries (real protobuf `Delivery` messages) routed to 1,000 sockets that

@@ -157,6 +157,12 @@ class JsonLinesExporter:
         return True
 
 
+def flush() -> None:
+    """Export the spans still waiting (a process that ends without the SDK's exit handler: a forked child)."""
+    if ENABLED:
+        trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+
+
 def configure_from(settings: Any, service: str) -> None:
     """`configure` from a service's TracingSettings (common/settings.py)."""
     configure(service, settings.tracing, file=settings.trace_file, ratio=settings.trace_sample_ratio)
