@@ -240,14 +240,12 @@ class LocalPods:
 
 @pytest.fixture
 def pods(tmp_path: Path) -> Iterator[LocalPods]:
-    redis = RedisServer(tmp_path)
-    redis.start()
-    local = LocalPods(tmp_path, redis.url)
-    try:
-        yield local
-    finally:
-        local.stop()
-        redis.stop()
+    with RedisServer(tmp_path) as redis:
+        local = LocalPods(tmp_path, redis.url)
+        try:
+            yield local
+        finally:
+            local.stop()
 
 
 async def test_the_manifests_environments_start_services_whose_probes_pass(pods: LocalPods):

@@ -64,7 +64,7 @@ async def test_presence_lists_subscribers_with_their_info_and_the_browser_reads_
     anon = await connect(system, None, topics="room:a")
     try:
         async with PushClient(system.push_address) as push:
-            clients = await until(lambda: _presence_of(push, "room:a", 3))
+            clients = await until(lambda: presence_of(push, "room:a", 3))
             assert [(c["client_id"], c["user"], c["info"]) for c in clients] == [
                 (alice.client_id, "alice", {"name": "Alice"}), (bob.client_id, "bob", {"name": "Bob"}),
                 (anon.client_id, None, None)]
@@ -86,7 +86,7 @@ async def test_presence_lists_subscribers_with_their_info_and_the_browser_reads_
         assert await until(lambda: _empty(push, "room:a"))
 
 
-async def _presence_of(push: PushClient, topic: str, count: int) -> list | None:
+async def presence_of(push: PushClient, topic: str, count: int) -> list | None:
     clients = await push.server.presence(topic)
     return clients if len(clients) == count else None
 

@@ -4,6 +4,7 @@ the documented bound, Disconnect and Subscribe reach a user's sessions on every 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 
 from pushclient import PushClient
 from tests.conftest import start_system
-from tests.integration.test_presence import next_of, until
+from tests.integration.test_presence import next_of, presence_of, until
 from tests.support.processes import ServiceProcess, System, free_port, wait_http_ok
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
@@ -24,17 +25,16 @@ BOUND = TTL + TTL / 4
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, System]]:
-    redis = RedisServer(tmp_path_factory.mktemp("redis"))
-    redis.start()
-    env = {"PUSH_BROKER_URL": redis.url, "PUSH_PRESENCE_RULES": "room:*:presence+joinleave",
-           "PUSH_PRESENCE_TTL": str(TTL)}
-    edge_env = {"EDGE_JOIN_LEAVE_RATE": "1000"}
-    a = start_system(tmp_path_factory, "presence-a", push_env=env, edge_env=edge_env)
-    b = start_system(tmp_path_factory, "presence-b", push_env=env, edge_env=edge_env)
-    yield a, b
-    a.stop()
-    b.stop()
-    redis.stop()
+    with contextlib.ExitStack() as started:  # whatever started is stopped, also when the next could not start
+        redis = started.enter_context(RedisServer(tmp_path_factory.mktemp("redis")))
+        env = {"PUSH_BROKER_URL": redis.url, "PUSH_PRESENCE_RULES": "room:*:presence+joinleave",
+               "PUSH_PRESENCE_TTL": str(TTL)}
+        edge_env = {"EDGE_JOIN_LEAVE_RATE": "1000"}
+        a = start_system(tmp_path_factory, "presence-a", push_env=env, edge_env=edge_env)
+        started.callback(a.stop)
+        b = start_system(tmp_path_factory, "presence-b", push_env=env, edge_env=edge_env)
+        started.callback(b.stop)
+        yield a, b
 
 
 async def connect(system: System | str, user: str, **params: str) -> WsClient:
@@ -62,7 +62,7 @@ async def test_presence_agrees_on_every_node(cluster):
                await connect(b, "ann", topics="room:agree")]
     try:
         async with PushClient(a.push_address) as via_a, PushClient(b.push_address) as via_b:
-            listed = await until(lambda: _listed(via_a, "room:agree", 3))
+            listed = await until(lambda: presence_of(via_a, "room:agree", 3))
             assert sorted(c["client_id"] for c in listed) == sorted(c.client_id for c in clients)
             assert await via_b.server.presence("room:agree") == listed
             assert await via_a.server.presence_stats("room:agree") == {"clients": 3, "users": 2}
@@ -73,11 +73,6 @@ async def test_presence_agrees_on_every_node(cluster):
     finally:
         for client in clients:
             await client.close()
-
-
-async def _listed(push: PushClient, topic: str, count: int) -> list | None:
-    clients = await push.server.presence(topic)
-    return clients if len(clients) == count else None
 
 
 async def test_join_and_leave_arrive_exactly_once_per_change_at_every_watcher(cluster):

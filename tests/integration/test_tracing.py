@@ -5,17 +5,16 @@ right parents across the three; the edge's connect and subscribe spans; tracing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.processes import ROOT, System
+from tests.integration.test_cli import pushctl
+from tests.support.processes import System
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient
@@ -28,20 +27,15 @@ def traced(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """The system with tracing on in the push service and the edge, on either engine (with Redis the
     trace context crosses it in the publication's header)."""
     workdir = tmp_path_factory.mktemp("tracing")
-    redis = RedisServer(workdir) if request.param == "redis" else None
-    if redis is not None:
-        redis.start()
-    system = System(workdir,
-                    push_env={"PUSH_TRACING": "file", "PUSH_TRACE_FILE": str(workdir / "push.jsonl"),
-                              **({"PUSH_BROKER_URL": redis.url} if redis is not None else {})},
-                    edge_env={"EDGE_TRACING": "file", "EDGE_TRACE_FILE": str(workdir / "edge.jsonl")})
-    try:
+    with contextlib.ExitStack() as started:
+        redis = started.enter_context(RedisServer(workdir)) if request.param == "redis" else None
+        system = System(workdir,
+                        push_env={"PUSH_TRACING": "file", "PUSH_TRACE_FILE": str(workdir / "push.jsonl"),
+                                  **({"PUSH_BROKER_URL": redis.url} if redis is not None else {})},
+                        edge_env={"EDGE_TRACING": "file", "EDGE_TRACE_FILE": str(workdir / "edge.jsonl")})
+        started.callback(system.stop)
         asyncio.run(system.start())
         yield system
-    finally:
-        system.stop()
-        if redis is not None:
-            redis.stop()
 
 
 def spans(path: Path) -> list[dict[str, Any]]:
@@ -63,11 +57,6 @@ async def spans_named(path: Path, *names: str, trace_id: str | None = None, limi
             return found
         assert loop.time() < deadline, f"no {set(names) - set(found)} in {path}: {sorted(found)}"
         await asyncio.sleep(0.2)
-
-
-def pushctl(system: System, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pushclient", "--push", system.push_address, *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=timeout(30), env={**os.environ, **env})
 
 
 async def test_one_trace_from_pushctl_publish_to_the_edges_socket_write(traced: System):

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import orjson
 import pytest
-import redis
 
 from push_service.broker import broker_from_url, redis_sharded
 from push_service.broker.base import BrokerUnavailable
@@ -121,10 +120,10 @@ async def test_a_message_reaches_only_its_slots_shard(cluster: RedisCluster, rep
     owner = cluster.node_for_slot(replica.broker.keys.slot(f"t:{topic}"))
     others = [node for node in masters(cluster) if node is not owner]
     await replica.broker.subscribe(f"t:{topic}")
-    with redis.Redis(port=owner.port) as client:
+    with cluster.client(owner) as client:
         assert client.execute_command("PUBSUB SHARDNUMSUB", channel) == [(channel, 1)]
     for node in others:
-        with redis.Redis(port=node.port) as client:
+        with cluster.client(node) as client:
             assert client.execute_command("PUBSUB SHARDNUMSUB", channel) == [(channel, 0)]
     before = {node.port: bus_stats(node) for node in masters(cluster)}
     for n in range(20):
@@ -202,7 +201,7 @@ async def test_subscriptions_follow_a_slot_moved_to_another_master(cluster: Redi
     while replica.resyncs == 0:
         assert asyncio.get_running_loop().time() < deadline, "the subscription never moved"
         await asyncio.sleep(0.05)
-    with redis.Redis(port=target.port) as client:
+    with cluster.client(target) as client:
         channel = broker.keys.channel(f"t:{topic}").encode()
         assert client.execute_command("PUBSUB SHARDNUMSUB", channel) == [(channel, 1)]
     caplog.set_level("INFO", "push_service.broker.redis")
@@ -220,7 +219,7 @@ def move_slot(cluster: RedisCluster, slot: int, source: ClusterNode, target: Clu
     ids = {node.port: node.cli("CLUSTER", "MYID") for node in (source, target)}
     target.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
     source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target.port])
-    with redis.Redis(port=source.port) as client:
+    with cluster.client(source) as client:
         while keys := client.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
             client.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
     for node in masters(cluster):

@@ -12,12 +12,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
 import redis
 
 from .processes import free_port
-from .redis_server import RedisServer
+from .redis_server import RedisServer, Started
 from .timing import timeout
 
 NODE_TIMEOUT_MS = 1000  # a dead master is failed over after about this (plus an election)
@@ -40,7 +39,7 @@ class ClusterNode(RedisServer):
         return done.stdout.strip()
 
 
-class RedisCluster:
+class RedisCluster(Started):
     def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
         self.nodes = [ClusterNode(workdir / f"node{n}") for n in range(masters * (1 + replicas))]
         self.replicas = replicas
@@ -61,18 +60,6 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        """Started (and stopped on the way out, also when it could not start: no node left behind)."""
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     def live(self) -> list[ClusterNode]:
         return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]

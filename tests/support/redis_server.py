@@ -8,12 +8,35 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 from .processes import free_port
 from .timing import timeout
 
 
-class RedisServer:
+class Started:
+    """`with X(...) as x`: started, and stopped on the way out, also when it could not start (nothing
+    it had begun is left running)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class RedisServer(Started):
     def __init__(self, workdir: Path, *args: str) -> None:
         """`args`: more of redis-server's options, e.g. "--maxclients", "50"."""
         self.args = args
