@@ -517,32 +517,37 @@ class RedisLane(PublishLane):
         self._last: asyncio.Future[Any] | None = None  # the reply of the latest message handed over
 
     def publish_many(self, items: Sequence[tuple[Publication, str]]) -> Awaitable[list[Ack | BrokerUnavailable]]:
-        broker = self._redis_broker
         replies = []
         for publication, key in items:
-            if self.refused is None and self._last is not None and self._last.done():
-                self._note(self._last)
-            if self.refused is not None:
-                break
-            self._place += 1
-            # No check when the message before is known to be published (or there is none): then
-            # the lane key may have expired on an idle stream without meaning anything.
-            after = None if self._last is None or self._last.done() else self._place - 1
-            self._last = broker._send_publish(publication, key, self._name, self._place, after)
-            replies.append(self._last)
+            if (reply := self._send_one(publication, key)) is None:
+                break  # refused: this one and the rest are answered with the refusal
+            replies.append(reply)
+        return asyncio.ensure_future(self._answers(replies, len(items)))
 
-        async def acks() -> list[Ack | BrokerUnavailable]:
-            answered: list[Ack | BrokerUnavailable] = []
-            for reply in replies:
-                try:
-                    answered.append(await broker._acked(reply))
-                except (BrokerUnavailable, ResponseError) as exc:  # any refusal halts the lane
-                    refusal = exc if isinstance(exc, BrokerUnavailable) else BrokerUnavailable(f"redis: {exc}")
-                    self.refused = self.refused or str(refusal)
-                    answered.append(refusal)
-            return answered + [self._refusal()] * (len(items) - len(replies))
+    def _send_one(self, publication: Publication, key: str) -> asyncio.Future[Any] | None:
+        """Into the pipeline, with the place to check; None once the lane is refused."""
+        if self.refused is None and self._last is not None and self._last.done():
+            self._note(self._last)
+        if self.refused is not None:
+            return None
+        self._place += 1
+        # No check when the message before is known to be published (or there is none): then the lane
+        # key may have expired on an idle stream without meaning anything.
+        after = None if self._last is None or self._last.done() else self._place - 1
+        self._last = self._redis_broker._send_publish(publication, key, self._name, self._place, after)
+        return self._last
 
-        return asyncio.ensure_future(acks())
+    async def _answers(self, replies: list[asyncio.Future[Any]], count: int) -> list[Ack | BrokerUnavailable]:
+        """The answers of `count` messages, of which `replies` went out (the others: the refusal)."""
+        answered: list[Ack | BrokerUnavailable] = []
+        for reply in replies:
+            try:
+                answered.append(await self._redis_broker._acked(reply))
+            except (BrokerUnavailable, ResponseError) as exc:  # any refusal halts the lane
+                refusal = exc if isinstance(exc, BrokerUnavailable) else BrokerUnavailable(f"redis: {exc}")
+                self.refused = self.refused or str(refusal)
+                answered.append(refusal)
+        return answered + [self._refusal()] * (count - len(replies))
 
     def _note(self, reply: asyncio.Future[Any]) -> None:
         """A settled reply that was a refusal halts the lane at once."""

@@ -289,18 +289,7 @@ class ClusterLane(RedisLane):
 
     def publish_many(self, items: Sequence[tuple[Publication, str]]) -> Awaitable[list[Ack | BrokerUnavailable]]:
         replies = [self._hand_over(publication, key) for publication, key in items]
-        return asyncio.ensure_future(self._answers(replies))
-
-    async def _answers(self, replies: list[asyncio.Future[Any]]) -> list[Ack | BrokerUnavailable]:
-        answered: list[Ack | BrokerUnavailable] = []
-        for reply in replies:
-            try:
-                answered.append(await self._redis_broker._acked(reply))
-            except (BrokerUnavailable, ResponseError) as exc:  # any refusal halts the lane
-                refusal = exc if isinstance(exc, BrokerUnavailable) else BrokerUnavailable(f"redis: {exc}")
-                self.refused = self.refused or str(refusal)
-                answered.append(refusal)
-        return answered
+        return asyncio.ensure_future(self._answers(replies, len(replies)))
 
     def _must_wait(self, partition: int) -> bool:
         return self._last is not None and not self._last.done() and partition != self._last_partition
@@ -316,17 +305,12 @@ class ClusterLane(RedisLane):
         return waiting
 
     def _send(self, publication: Publication, key: str, partition: int) -> asyncio.Future[Any]:
-        if self.refused is None and self._last is not None and self._last.done():
-            self._note(self._last)
-        if self.refused is not None:
+        if (reply := self._send_one(publication, key)) is None:
             refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             refused.set_exception(self._refusal())
             return refused
-        self._place += 1
-        after = None if self._last is None or self._last.done() else self._place - 1
-        self._last = self._redis_broker._send_publish(publication, key, self._name, self._place, after)
         self._last_partition = partition
-        return self._last
+        return reply
 
     async def _drain(self) -> None:
         try:
