@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+import orjson
+
 _OPTIONS = {"presence": False, "presence+joinleave": True}
 
 
@@ -61,3 +63,12 @@ class PresenceRules:
     def has_join_leave(self, topic: str) -> bool:
         rule = self.rule_for(topic)
         return rule is not None and rule.join_leave
+
+
+def public_client(client_id: str, user: str, info: bytes, joined_ms: int) -> dict[str, object]:
+    """A client as browsers see it, in `presence` answers (the edge) and join/leave events (the push
+    service): `info` is the connection's public JSON, as it came."""
+    out: dict[str, object] = {"client_id": client_id, "user": user or None, "joined": joined_ms}
+    if info:
+        out["info"] = orjson.Fragment(info)
+    return out

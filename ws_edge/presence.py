@@ -24,7 +24,7 @@ from push.v1 import push_service_pb2 as pb
 from push.v1 import server_api_pb2 as api_pb
 
 from common.interest import InterestTable
-from common.presence_rules import PresenceRules
+from common.presence_rules import PresenceRules, public_client
 from common.version import VERSION
 
 from .core.frames import websocket_text_frame
@@ -213,12 +213,5 @@ async def read_presence(push: Any, topic: str, stats: bool) -> dict[str, Any]:
         counts = await push.server_api("PresenceStats", request)
         return {"topic": topic, "clients": counts.num_clients, "users": counts.num_users}
     answer = await push.server_api("Presence", request)
-    return {"topic": topic, "clients": [public_client(c) for c in answer.clients]}
-
-
-def public_client(client: api_pb.ClientInfo) -> dict[str, Any]:
-    """As browsers see a client (push_service.core.presence.ClientEntry.public says the same)."""
-    out: dict[str, Any] = {"client_id": client.client_id, "user": client.user or None, "joined": client.joined_ms}
-    if client.info:
-        out["info"] = orjson.Fragment(client.info)
-    return out
+    return {"topic": topic, "clients": [public_client(c.client_id, c.user, c.info, c.joined_ms)
+                                        for c in answer.clients]}

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from ..core.presence import ClientEntry, Occupancy, PresenceChange, PresenceEvent, sort_clients
+from ..core.presence import ClientEntry, Occupancy, PresenceChange, PresenceEvent, first_joins
 from .base import EngineEvents
 from .presence import Applied, PresenceStore
 from .redis_errors import unavailable_as
@@ -216,11 +216,7 @@ class RedisPresence(PresenceStore):
     async def clients(self, topic: str) -> list[ClientEntry]:
         with unavailable_as("presence", self._events):
             found = await self._clients(keys=self._keys, args=[self._prefix, topic])
-        unique: dict[str, ClientEntry] = {}
-        for entry in map(ClientEntry.from_json, found):
-            if entry.client_id not in unique or entry.joined_ms < unique[entry.client_id].joined_ms:
-                unique[entry.client_id] = entry
-        return sort_clients(unique.values())
+        return first_joins(map(ClientEntry.from_json, found))
 
     async def occupancy(self, edge: str, holds: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]],
                         snapshot: bool = False) -> list[Occupancy]:

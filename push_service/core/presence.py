@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from common.presence_rules import public_client
+
 
 @dataclass(frozen=True, slots=True)
 class ClientEntry:
@@ -40,11 +42,8 @@ class ClientEntry:
         return cls(v["c"], v["u"], v["i"].encode(), int(v["j"]))
 
     def public(self) -> dict[str, object]:
-        """As browsers see it in `presence` answers and join/leave events."""
-        out: dict[str, object] = {"client_id": self.client_id, "user": self.user or None, "joined": self.joined_ms}
-        if self.info:
-            out["info"] = orjson.Fragment(self.info)
-        return out
+        """As browsers see it in join/leave events."""
+        return public_client(self.client_id, self.user, self.info, self.joined_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +74,13 @@ class Occupancy:
     occupied: bool
 
 
-def sort_clients(entries: Iterable[ClientEntry]) -> list[ClientEntry]:
-    return sorted(entries, key=lambda e: (e.joined_ms, e.client_id))
+def first_joins(entries: Iterable[ClientEntry]) -> list[ClientEntry]:
+    """One entry per client id (its first join: a client on several edges is one client), in join order."""
+    first: dict[str, ClientEntry] = {}
+    for entry in entries:
+        if entry.client_id not in first or entry.joined_ms < first[entry.client_id].joined_ms:
+            first[entry.client_id] = entry
+    return sorted(first.values(), key=lambda e: (e.joined_ms, e.client_id))
 
 
 def stats(entries: Iterable[ClientEntry]) -> tuple[int, int]:
@@ -172,13 +176,8 @@ class PresenceTable:
 
     def clients(self, topic: str, now: float) -> list[ClientEntry]:
         """A topic's clients on live edges, one entry per client id (its first join), in join order."""
-        found: dict[str, ClientEntry] = {}
-        for edge, clients in self._topics.get(topic, {}).items():
-            if self.alive(edge, now):
-                for client_id, entry in clients.items():
-                    if client_id not in found or entry.joined_ms < found[client_id].joined_ms:
-                        found[client_id] = entry
-        return sort_clients(found.values())
+        return first_joins(entry for edge, clients in self._topics.get(topic, {}).items() if self.alive(edge, now)
+                           for entry in clients.values())
 
     # --- occupancy --------------------------------------------------------------------------------
 
