@@ -117,11 +117,11 @@ async def channels(request: Request, pattern: str = "") -> dict[str, Any]:
 async def presence(request: Request, topic: str = "") -> dict[str, Any]:
     """A topic's clients (join order) and counts; 409 where the topic has no presence."""
     edge, asked = _edge(request), api_pb.PresenceRequest(topic=_checked(topic))
-    answer = await _server_api(edge, "Presence", asked)
-    stats = await _server_api(edge, "PresenceStats", asked)
+    answer = await _server_api(edge, "Presence", asked)  # the counts follow from it: one call, not two
     clients = [{"client_id": c.client_id, "user": c.user or None, "joined_ms": c.joined_ms,
                 "info": orjson.loads(c.info) if c.info else None} for c in answer.clients]
-    return {"topic": topic, "clients": clients, "stats": {"clients": stats.num_clients, "users": stats.num_users}}
+    users = len({c.user for c in answer.clients if c.user})
+    return {"topic": topic, "clients": clients, "stats": {"clients": len(clients), "users": users}}
 
 
 @api.get("/metrics")

@@ -198,8 +198,11 @@ class EdgePresence:
         except (orjson.JSONDecodeError, AttributeError):
             log.warning("a server command that is not JSON, dropped")
             return
-        targets = [d for d in list(self._connections.values())
-                   if (user and d.connection.principal.user == user) or (client_id and d.connection.client_id == client_id)]
+        # Whose, from the tables the edge keeps anyway (not a scan of every connection).
+        holders = set(self._users.subscribers(user)) if user else set()
+        if client_id:
+            holders.update(self._router.client_ids.subscribers(client_id))
+        targets = [d for c in holders if (d := self._connections.get(c.id)) is not None]  # type: ignore[attr-defined]
         if targets:
             log.info("server command %s for %d connections", command.get("op"), len(targets))
         for driver in targets:
