@@ -107,13 +107,16 @@ async def test_a_sigkilled_edges_clients_leave_presence_within_the_bound(cluster
         victims = [await connect(f"127.0.0.1:{port}", f"v{i}", topics="room:kill") for i in range(2)]
         assert sorted(await events(watcher, 2)) == sorted(("join", v.client_id) for v in victims)
         doomed.kill()  # SIGKILL: no goodbye
-        killed = time.monotonic()
-        left = sorted(await events(watcher, 2))
-        took = time.monotonic() - killed
-        print(f"SIGKILLed edge: its clients' leaves came {took:.2f}s later (bound {BOUND}s)")
-        assert left == sorted(("leave", v.client_id) for v in victims)
-        # The bound: TTL after its last report (sent every TTL / 3), plus one sweep interval.
-        assert took <= timeout(BOUND + 1.0), f"leaves came {took:.2f}s after the kill; bound {BOUND}s"
+        killed = time.time()
+        leaves = [await next_of(watcher, "join", "leave") for _ in range(2)]
+        received = time.time() - killed
+        assert sorted((e["type"], e["data"]["client_id"]) for e in leaves) == sorted(("leave", v.client_id) for v in victims)
+        # The bound: TTL after its last report (sent every TTL / 3), plus one sweep interval. Measured where
+        # the push service decided (the events' own timestamps), not where this process got them.
+        took = max(e["timestamp"] for e in leaves) / 1000 - killed
+        print(f"SIGKILLed edge: its clients left presence {took:.2f}s later, told here after {received:.2f}s "
+              f"(bound {BOUND}s)")
+        assert took <= timeout(BOUND + 1.0), f"the leaves were decided {took:.2f}s after the kill; bound {BOUND}s"
         async with PushClient(b.push_address) as push:
             assert [c["client_id"] for c in await push.server.presence("room:kill")] == [watcher.client_id]
         await watcher.expect_silence(0.5)
