@@ -28,12 +28,12 @@ class TopicSequencer:
     def __init__(self) -> None:
         self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
         self._retained: dict[str, bytes] = {}
-        self._held: dict[str, list[DeliveryLike]] = {}  # topics whose gap is being filled
-        # Which hold a topic is in: a gap fill resumes only the hold it was started for. (Fills overlap:
-        # a stream loss's and a broker resync's, or one still reading history when a newer gap held
-        # the topic again; the stale one would resume the newer hold with its old answer, and that
-        # hold's own fill, finding the topic resumed, would drop what it read.)
-        self._hold_ids: dict[str, int] = {}
+        # Topics whose gap is being filled: which hold each is in, and what came meanwhile. A gap fill
+        # resumes only the hold it was started for. (Fills overlap: a stream loss's and a broker
+        # resync's, or one still reading history when a newer gap held the topic again; the stale one
+        # would resume the newer hold with its old answer, and that hold's own fill, finding the topic
+        # resumed, would drop what it read.)
+        self._held: dict[str, tuple[int, list[DeliveryLike]]] = {}
         self._next_hold = 0
         self._gaps: dict[str, tuple[int, str]] = {}  # topics found with a gap, from where
 
@@ -43,7 +43,7 @@ class TopicSequencer:
         topic = delivery.topic
         held = self._held.get(topic)
         if held is not None:
-            held.append(delivery)
+            held[1].append(delivery)
             return False
         if delivery.offset:
             last = self.positions.get(topic)
@@ -63,12 +63,12 @@ class TopicSequencer:
 
     def hold_id(self, topic: str) -> int | None:
         """Which hold `topic` is in (None: not held): what a gap fill resumes, and nothing else."""
-        return self._hold_ids.get(topic) if topic in self._held else None
+        held = self._held.get(topic)
+        return None if held is None else held[0]
 
     def _start_hold(self, topic: str, held: list[DeliveryLike]) -> None:
         self._next_hold += 1
-        self._held[topic] = held
-        self._hold_ids[topic] = self._next_hold
+        self._held[topic] = (self._next_hold, held)
 
     def hold(self, topic: str) -> None:
         """Hold `topic`'s deliveries (the push stream dropped: the gap is filled when it is back)."""
@@ -87,8 +87,7 @@ class TopicSequencer:
             self.positions.pop(topic, None)
         else:
             self.positions[topic] = position
-        self._hold_ids.pop(topic, None)
-        return self._held.pop(topic, [])
+        return self._held.pop(topic, (0, []))[1]
 
     def advance(self, topic: str, delivery: DeliveryLike) -> None:
         """Record a delivery known to continue the topic's position (the flood path checked it)."""
@@ -105,5 +104,4 @@ class TopicSequencer:
         self._retained.pop(topic, None)
         self.positions.pop(topic, None)
         self._held.pop(topic, None)
-        self._hold_ids.pop(topic, None)
         self._gaps.pop(topic, None)
