@@ -94,10 +94,14 @@ class EdgeSession:
         if self._closed:
             return
         batch = self._window.add(publication, self._loop.time())
-        if batch is None and self._idle:
-            batch = self._window.take()  # an idle stream sends at once: no waiting for the window
         if batch is not None:
             self._hand_over(batch)
+        elif self._idle:
+            # An idle stream sends at once: its writer takes the open batch when it next runs, with
+            # whatever else this turn of the loop adds (all of one publish request), in one write.
+            self._idle = False
+            self._wake.set()
+            return
         self._arm_timer()
 
     def close(self) -> None:

@@ -1,11 +1,13 @@
-"""An edge session's heartbeats: the first event, and one after every quiet interval (issue 17.2)."""
+"""An edge session: its heartbeats (the first event, and one after every quiet interval: issue 17.2), and
+how an idle stream batches what one turn of the loop gives it."""
 
 from __future__ import annotations
 
 import asyncio
 
 from push_service.core.batching import BatchWindow
-from push_service.hub import Applied, EdgeSession, Heartbeat
+from push_service.core.publication import Publication, make_publication
+from push_service.hub import Applied, Deliver, EdgeSession, Heartbeat
 
 
 async def test_a_stream_begins_with_a_heartbeat_and_beats_while_quiet():
@@ -25,5 +27,28 @@ async def test_no_heartbeats_when_the_interval_is_zero():
     events = aiter(session.events())
     session.acknowledge(1)
     assert await anext(events) == Applied(1)
+    session.close()
+    assert [event async for event in events] == []
+
+
+def _publication(i: int) -> Publication:
+    return make_publication(topic="t", type_="tick", data=b"%d" % i, id_=f"m{i}", client_id="", retain=False, now_ms=1,
+                            max_data_bytes=1000)
+
+
+async def test_what_an_idle_stream_is_given_in_one_turn_leaves_as_one_batch():
+    """A publish request of several messages is routed in one turn of the loop: its deliveries reach
+    the edge in one write, not the first alone and the rest behind it."""
+    session = EdgeSession(BatchWindow(10, 60.0), 100, "e")
+    events = aiter(session.events())
+    waiting = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)  # the writer waits: the stream is idle
+    for i in range(3):
+        session.enqueue(_publication(i))
+    event = await asyncio.wait_for(waiting, 5)  # at once: the 60 s window is not waited for
+    assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m0", "m1", "m2"]
+    session.enqueue(_publication(3))
+    event = await asyncio.wait_for(anext(events), 5)
+    assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m3"]  # a lone one, alone
     session.close()
     assert [event async for event in events] == []
