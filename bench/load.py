@@ -178,6 +178,11 @@ class OursPublisher:
         self.unary_calls: set[asyncio.Task[None]] = set()
         self.failed = 0
 
+    @property
+    def requests(self) -> int:
+        """PublishStream requests sent (its batching: published / requests messages each); 0 for unary."""
+        return self.stream.requests if self.stream is not None else 0
+
     async def publish(self, seq: int) -> None:
         from pushclient.client import outgoing
 
@@ -377,6 +382,7 @@ class PublisherProcess:
     burst of receipts). It sees how much was received through shared memory (the closed loop)."""
 
     failed = 0
+    requests = 0
 
     def __init__(self, args: argparse.Namespace) -> None:
         context = multiprocessing.get_context("fork")  # before this process starts its event loop
@@ -392,7 +398,7 @@ class PublisherProcess:
         while self.results.empty():
             self.received.value = received()
             await asyncio.sleep(0.001)
-        published, wall, self.failed = self.results.get()
+        published, wall, self.failed, self.requests = self.results.get()
         return published, wall
 
     async def close(self) -> None:
@@ -408,7 +414,7 @@ def _publisher_main(args: argparse.Namespace, received: Any, go: Any, results: A
         published, wall = await publish_loop(args, publisher, lambda: received.value)
         await publisher.close()
         tracing.flush()  # a forked process leaves without the SDK's exit handler: its last second of spans
-        results.put((published, wall, publisher.failed))
+        results.put((published, wall, publisher.failed, getattr(publisher, "requests", 0)))
 
     uvloop.run(main())
 
@@ -469,6 +475,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
             "publish_failed": publisher.failed,
+            "publish_requests": getattr(publisher, "requests", 0),
         })
     elif args.scenario == "idle":
         print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)

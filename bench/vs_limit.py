@@ -141,6 +141,11 @@ def per_frame(r: dict[str, Any]) -> str:
     return fmt(r["received"] / r["frames"]) if r.get("frames") else "–"
 
 
+def per_request(r: dict[str, Any]) -> str:
+    """Ours: messages per PublishStream request (the publisher's batching); the baselines: –."""
+    return fmt(r["published"] / r["publish_requests"]) if r.get("publish_requests") else "–"
+
+
 def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str], args: argparse.Namespace,
            cores: tuple[str, str] | None) -> str:
     where = (f"server processes pinned to core {cores[0]}, the load process to core {cores[1]} (taskset)"
@@ -158,8 +163,8 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
         "over the sockets).",
         "",
         "| round | scenario | target | delivered msg/s | × limit | lost | p50 ms | p99 ms | p99 × limit "
-        "| first p50 / p99 ms | msgs/frame | server CPU % | load CPU % |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| first p50 / p99 ms | msgs/frame | msgs/publish request | server CPU % | load CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for number, results in enumerate(rounds, 1):
         for key in SCENARIOS:
@@ -174,7 +179,7 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
                 lines.append(
                     f"| {number} | {SCENARIOS[key][0]} | {LABELS[name]} | {fmt(r['delivered_per_s'], 0)} | {ratio} | "
                     f"{r['lost']} | {fmt(r['latency_p50_ms'])} | {fmt(r['latency_p99_ms'])} | {p99_ratio} | "
-                    f"{fmt(r['first_receipt_p50_ms'])} / {fmt(r['first_receipt_p99_ms'])} | {per_frame(r)} | {cpu} | {fmt(r['load_cpu_percent'], 0)} |")
+                    f"{fmt(r['first_receipt_p50_ms'])} / {fmt(r['first_receipt_p99_ms'])} | {per_frame(r)} | {per_request(r)} | {cpu} | {fmt(r['load_cpu_percent'], 0)} |")
     if args.idle:
         lines += ["", f"Idle connections ({args.idle:,}, ours pinging every 5 s): RSS per connection", "",
                   "| round | target | RSS before MiB | RSS with the clients MiB | KiB per connection | still open |",

@@ -21,10 +21,14 @@ class PushSettings(TracingSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)
     broker_url: str = "memory://"  # or redis://host:port/db, or redis+cluster://host:port,host:port
     redis_prefix: str = "push"  # every Redis key and channel starts with it
-    batch_max_size: int = Field(10, ge=1, le=1000)
+    # Deliveries per batch on an edge's stream while it is busy. The edge frames them for browsers
+    # itself (EDGE_BATCH_MAX_MESSAGES, the guide's 10), so this only sets how many one gRPC write
+    # and read carry: each costs ~100 µs of a core, whatever it holds (issue 18).
+    batch_max_size: int = Field(100, ge=1, le=1000)
     batch_interval: float = Field(0.1, ge=0, le=60)
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
-    max_pending_batches: int = Field(10_000, ge=1)
+    # An edge that stops reading is cut off past this many batches: 100,000 deliveries at the default size.
+    max_pending_batches: int = Field(1_000, ge=1)
     # Seconds between heartbeats on an edge's stream while nothing else is sent (0: none): the edge
     # takes a few silent intervals as a lost replica (paused, cut off) and fails over (EDGE_PUSH_SILENCE_TIMEOUT).
     edge_heartbeat_interval: float = Field(1.0, ge=0, le=60)
