@@ -72,8 +72,9 @@ class EngineEvents:
 class PublishLane:
     """One publishing stream's order. `publish_many` takes its place in the order when it is called
     and returns an awaitable of the acks (or BrokerUnavailable); after a refusal everything later is
-    refused. This default publishes one call after the other (the memory engine has no round trip to
-    save); an engine with one overrides it to send them without waiting."""
+    refused. This default publishes one call after the other, each in a task of its own; an engine with
+    a round trip to save overrides it to send them without waiting (the Redis engines), and one with
+    nothing to wait for publishes at once (the memory engine's `ImmediateLane`)."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker

@@ -12,7 +12,7 @@ from ..core.claims import ClientIdClaims
 from ..core.history import HistoryPolicy, HistoryRead, HistoryStore, PageLimits
 from ..core.idempotency import IdempotencyCache
 from ..core.publication import Ack, Publication
-from .base import Broker, PublicationHandler, ReconnectHandler
+from .base import Broker, BrokerUnavailable, PublicationHandler, PublishLane, ReconnectHandler
 from .presence import MemoryPresence
 
 
@@ -43,6 +43,10 @@ class MemoryBroker(Broker):
             self._idempotency.expire(now)
 
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
+        return self.publish_now(publication, idempotency_key)
+
+    def publish_now(self, publication: Publication, idempotency_key: str = "") -> Ack:
+        """`publish`, done before it returns: nothing here waits for anything."""
         now = time.monotonic()
         if idempotency_key:
             first = self._idempotency.get(idempotency_key, now)
@@ -56,6 +60,9 @@ class MemoryBroker(Broker):
         if self._handler is not None and publication.channel in self._channels:
             self._handler(publication)
         return publication.ack
+
+    def lane(self) -> PublishLane:
+        return ImmediateLane(self)
 
     async def signal(self, publication: Publication) -> bool:
         if self._handler is None or publication.channel not in self._channels:
@@ -89,3 +96,19 @@ class MemoryBroker(Broker):
                 await self._sweeper
         self._handler = None
         self._channels.clear()
+
+
+class ImmediateLane(PublishLane):
+    """A publishing stream's lane on the memory engine: each request is published when it is handed
+    over, in the order of the calls, and its acks are ready at once. The default lane would start a
+    task per request and wait a turn of the loop for the one before it: at a thousand one-message
+    requests a second, that was a third of the service's own Python time."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self._publish_now = broker.publish_now
+
+    def publish_many(self, items: Sequence[tuple[Publication, str]]) -> asyncio.Future[list[Ack | BrokerUnavailable]]:
+        done: asyncio.Future[list[Ack | BrokerUnavailable]] = asyncio.get_running_loop().create_future()
+        done.set_result([self._publish_now(publication, key) for publication, key in items])
+        return done
