@@ -33,6 +33,10 @@ from .core.publication import (
 if TYPE_CHECKING:
     from .presence import Roster
 
+# A batch on an edge's stream closes at this many bytes of frames too: one response stays well under
+# gRPC's default 4 MiB that the edge receives (100 deliveries of 64 KiB would not).
+EDGE_BATCH_MAX_BYTES = 1 << 20
+
 log = logging.getLogger("push_service.hub")
 
 
@@ -74,26 +78,28 @@ class EdgeSession:
     """One edge's stream: publications in (sync, from routing), batches out (async iterator)."""
 
     def __init__(self, window: BatchWindow[Publication], max_pending_batches: int, name: str,
-                 heartbeat_interval: float = 0.0) -> None:
+                 heartbeat_interval: float = 0.0, max_pending_deliveries: int = 0) -> None:
         self.name = name
         self.edge_id: str | None = None  # the edge's id, from its first request that carries one
         self.presence: Any = None  # what the stream declared (push_service/presence.EdgeMirror)
         self._heartbeat = heartbeat_interval  # 0: none
         self._window = window
         self._max_pending = max_pending_batches
+        self._max_pending_deliveries = max_pending_deliveries  # 0: batches alone bound the queue
+        self._pending_deliveries = 0  # in the batches of `_ready`
         self._loop = asyncio.get_running_loop()
         # Batches to send, and interest-change sequences to acknowledge, in the order they happened.
         self._ready: deque[EdgeEvent] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self._overflowed = False
+        self._overflowed = ""  # why the edge is cut off (it stopped reading), once it is
         self._idle = False  # the stream's writer waits with nothing to send
 
     def enqueue(self, publication: Publication) -> None:
         if self._closed:
             return
-        batch = self._window.add(publication, self._loop.time())
+        batch = self._window.add(publication, self._loop.time(), len(publication.frame))
         if batch is not None:
             self._hand_over(batch)
         elif self._idle:
@@ -121,6 +127,7 @@ class EdgeSession:
     def request_resync(self) -> None:
         """Tell the edge (after what is queued) to check its topics' positions against history."""
         if not self._closed:
+            self._close_window()
             self._ready.append(Resync())
             self._idle = False
             self._wake.set()
@@ -128,6 +135,7 @@ class EdgeSession:
     def acknowledge(self, sequence: int) -> None:
         """An interest change is in effect; tell the edge after what is already queued."""
         if not self._closed:
+            self._close_window()
             self._ready.append(Applied(sequence))
             self._idle = False
             self._wake.set()
@@ -139,15 +147,18 @@ class EdgeSession:
             yield Heartbeat(self._heartbeat)
         while True:
             while self._ready:
-                yield self._ready.popleft()
+                event = self._ready.popleft()
+                if isinstance(event, Deliver):
+                    self._pending_deliveries -= len(event.batch)
+                yield event
             if self._overflowed:
-                raise EdgeTooSlow(f"edge {self.name} has {self._max_pending} batches unread")
-            if self._closed:
-                return
+                raise EdgeTooSlow(self._overflowed)
             batch = self._window.take()  # everything before it is written: the open batch goes now
             if batch is not None:
                 yield Deliver(batch)
                 continue
+            if self._closed:
+                return
             self._idle = True
             self._wake.clear()
             if not self._heartbeat:
@@ -181,11 +192,20 @@ class EdgeSession:
             self._hand_over(batch)
         self._arm_timer()
 
+    def _close_window(self) -> None:
+        """The open batch into the queue: what is said next (an applied change, a resync) follows
+        the deliveries routed before it."""
+        batch = self._window.take()
+        if batch is not None:
+            self._hand_over(batch)
+
     def _hand_over(self, batch: list[Publication]) -> None:
-        if len(self._ready) >= self._max_pending:
-            self._overflowed = True
+        if len(self._ready) >= self._max_pending or (
+                self._max_pending_deliveries and self._pending_deliveries + len(batch) > self._max_pending_deliveries):
+            self._overflowed = f"edge {self.name} has {len(self._ready)} batches, {self._pending_deliveries} deliveries unread"
             self.close()
             return
+        self._pending_deliveries += len(batch)
         self._ready.append(Deliver(batch))
         self._idle = False
         self._wake.set()
@@ -198,7 +218,8 @@ class Hub:
         *,
         batch_max_size: int = 100,
         batch_interval: float = 0.1,
-        max_pending_batches: int = 1_000,
+        max_pending_batches: int = 10_000,
+        max_pending_deliveries: int = 100_000,
         client_id_hold: float = 86_400.0,
         anonymous_client_id_hold: float = 60.0,
         edge_heartbeat_interval: float = 0.0,
@@ -214,6 +235,7 @@ class Hub:
         self._batch_max_size = batch_max_size
         self._batch_interval = batch_interval
         self._max_pending = max_pending_batches
+        self._max_pending_deliveries = max_pending_deliveries
         self._interest: InterestTable[str, EdgeSession] = InterestTable()
         self._sessions = 0
         self._open: set[EdgeSession] = set()
@@ -296,9 +318,10 @@ class Hub:
 
     def open_session(self, peer: str) -> EdgeSession:
         self._sessions += 1
-        window: BatchWindow[Publication] = BatchWindow(self._batch_max_size, self._batch_interval)
+        window: BatchWindow[Publication] = BatchWindow(self._batch_max_size, self._batch_interval, EDGE_BATCH_MAX_BYTES)
         session = EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}",
-                              heartbeat_interval=self._edge_heartbeat)
+                              heartbeat_interval=self._edge_heartbeat,
+                              max_pending_deliveries=self._max_pending_deliveries)
         self._open.add(session)
         return session
 

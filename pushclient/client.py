@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushclient")
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+MAX_REQUEST_BYTES = 1 << 20  # a PublishStream request's messages, about (the push service takes up to 4 MiB)
 
 # A producer's buffer, visible to Prometheus (a process that serves its default registry exposes them).
 BUFFERED = Gauge("push_publisher_buffered_messages", "Messages waiting for the push service's answer")
@@ -314,7 +315,7 @@ class StreamPublisher:
                     await self._has_work.wait()
                 if generation != self._generation:
                     return
-                batch = list(itertools.islice(self._pending, self._sent, self._sent + self._max_batch))
+                batch = self._next_batch()
                 self._sent += len(batch)
                 self._in_flight += 1
                 self.requests += 1
@@ -333,6 +334,17 @@ class StreamPublisher:
             self._has_work.set()  # wake the stale generator so that it ends
             call.cancel()
 
+    def _next_batch(self) -> list[tuple[int, pb.OutgoingMessage]]:
+        """What waits to be sent, oldest first: at most `max_batch` messages and about
+        MAX_REQUEST_BYTES (at least one message), so that a request stays under gRPC's 4 MiB."""
+        batch, size = [], 0
+        for entry in itertools.islice(self._pending, self._sent, self._sent + self._max_batch):
+            size += entry[1].ByteSize()
+            if batch and size > MAX_REQUEST_BYTES:
+                break
+            batch.append(entry)
+        return batch
+
     async def _read_answers(self, call, up: Callable[[], None]) -> None:  # type: ignore[no-untyped-def]
         """Settle what the push service answered. The backoff starts over only once messages are
         accepted: a stream that connects while the broker refuses everything keeps slowing down."""
@@ -344,7 +356,10 @@ class StreamPublisher:
                 answered.append(self._pending.popleft())
                 self._sent = max(0, self._sent - 1)
             retry = []
-            for entry, result in zip(answered, response.results, strict=False):
+            # The results of a request's messages, the last ones matched to what is still pending (a
+            # full buffer may have dropped its oldest messages while they were in flight).
+            results = response.results[max(0, len(response.results) - len(answered)):]
+            for entry, result in zip(answered, results, strict=False):
                 if result.error_code == UNAVAILABLE:
                     retry.append(entry)  # the push service cannot publish now (its broker is down)
                 elif result.error_code:

@@ -35,3 +35,11 @@ def test_burst_of_25_while_busy_then_idle():
     flushed = [b for i in range(25) if (b := window.add(i, now=5.0)) is not None]
     assert flushed == [list(range(10)), list(range(10, 20))]
     assert window.take() == [20, 21, 22, 23, 24]
+
+
+def test_a_batch_also_closes_at_its_byte_budget():
+    window: BatchWindow[str] = BatchWindow(max_size=100, interval=10.0, max_bytes=1000)
+    assert window.add("a", now=0.0, size=600) is None
+    assert window.add("b", now=0.0, size=400) == ["a", "b"]  # 1,000 bytes: full
+    assert window.add("c", now=0.0, size=5000) == ["c"]  # one item over the budget still goes, alone
+    assert window.add("d", now=0.0, size=10) is None and window.take() == ["d"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from push_service.core.batching import BatchWindow
 from push_service.core.publication import Publication, make_publication
-from push_service.hub import Applied, Deliver, EdgeSession, Heartbeat
+from push_service.hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat
 
 
 async def test_a_stream_begins_with_a_heartbeat_and_beats_while_quiet():
@@ -52,3 +54,32 @@ async def test_what_an_idle_stream_is_given_in_one_turn_leaves_as_one_batch():
     assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m3"]  # a lone one, alone
     session.close()
     assert [event async for event in events] == []
+
+
+async def test_an_applied_change_follows_the_deliveries_routed_before_it():
+    """Retained state routed, then the subscribe's interest applied, in one turn: the edge must see
+    the delivery first (the open batch is closed before the acknowledgement is queued)."""
+    session = EdgeSession(BatchWindow(10, 60.0), 100, "e")
+    events = aiter(session.events())
+    waiting = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)
+    session.enqueue(_publication(0))
+    session.acknowledge(9)
+    session.enqueue(_publication(1))
+    first = await asyncio.wait_for(waiting, 5)
+    assert isinstance(first, Deliver) and [p.id for p in first.batch] == ["m0"]
+    assert await anext(events) == Applied(9)
+    second = await asyncio.wait_for(anext(events), 5)
+    assert isinstance(second, Deliver) and [p.id for p in second.batch] == ["m1"]
+    session.close()
+    await events.aclose()
+
+
+async def test_an_edge_with_too_many_deliveries_unread_is_cut_off():
+    session = EdgeSession(BatchWindow(2, 60.0), 100, "e", max_pending_deliveries=5)
+    events = aiter(session.events())
+    for i in range(8):  # batches of 2 queue up while nobody reads: the third would pass 5 deliveries
+        session.enqueue(_publication(i))
+    assert [len(event.batch) for event in [await anext(events), await anext(events)]] == [2, 2]  # type: ignore[union-attr]
+    with pytest.raises(EdgeTooSlow, match="has 2 batches, 4 deliveries unread"):
+        await anext(events)

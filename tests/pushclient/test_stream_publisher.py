@@ -18,8 +18,12 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 from pushclient import PushClient
 from pushclient.client import StreamPublisher, outgoing
 
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
 
 class HeldAnswers(pb_grpc.PushServiceServicer):
+    """Answers each request when released; a message whose id starts with "bad" is refused."""
+
     def __init__(self) -> None:
         self.requests: asyncio.Queue[list[str]] = asyncio.Queue()  # each request's message ids, as read
         self._release: asyncio.Queue[None] = asyncio.Queue()
@@ -42,7 +46,8 @@ class HeldAnswers(pb_grpc.PushServiceServicer):
                 request = await read.get()
                 await self._release.get()
                 yield pb.PublishStreamResponse(sequence=request.sequence, results=[
-                    pb.PublishResult(id=m.id, timestamp_ms=1) for m in request.messages])
+                    pb.PublishResult(error_code=INVALID_ARGUMENT, error_message="refused") if m.id.startswith("bad")
+                    else pb.PublishResult(id=m.id, timestamp_ms=1) for m in request.messages])
         finally:
             task.cancel()
 
@@ -66,9 +71,9 @@ async def next_request(servicer: HeldAnswers) -> list[str]:
     return await asyncio.wait_for(servicer.requests.get(), 10)
 
 
-def submit(publisher, *ids: str) -> None:  # type: ignore[no-untyped-def]
+def submit(publisher, *ids: str, data: object = None) -> None:  # type: ignore[no-untyped-def]
     for id_ in ids:
-        publisher.submit(outgoing("t", "tick", {"id": id_}, id=id_))
+        publisher.submit(outgoing("t", "tick", {"id": id_} if data is None else data, id=id_))
 
 
 async def test_what_is_submitted_while_a_request_is_unanswered_leaves_as_one_request(held):  # type: ignore[no-untyped-def]
@@ -114,3 +119,38 @@ async def test_max_in_flight_requests_go_out_before_any_answer(held):  # type: i
 def test_max_in_flight_is_at_least_one():
     with pytest.raises(ValueError, match="max_in_flight"):
         StreamPublisher(None, max_in_flight=0)  # type: ignore[arg-type]
+
+
+async def test_a_request_stays_about_one_mebibyte_however_much_waits(held):  # type: ignore[no-untyped-def]
+    servicer, client = held
+    publisher = client.stream_publisher()
+    publisher.start()
+    submit(publisher, "m1")
+    assert await next_request(servicer) == ["m1"]
+    submit(publisher, "big1", "big2", "big3", data="x" * 600_000)  # 200 would fit the count: 1.8 MB would not
+    servicer.answer_one()
+    for expected in (["big1"], ["big2"], ["big3"]):
+        assert await next_request(servicer) == expected
+        servicer.answer_one()
+    await asyncio.wait_for(publisher.flush(), 10)
+    assert (publisher.accepted, publisher.requests) == (4, 4)
+    await publisher.close()
+
+
+async def test_answers_stay_matched_when_a_full_buffer_drops_a_message_in_flight(held):  # type: ignore[no-untyped-def]
+    servicer, client = held
+    publisher = client.stream_publisher(max_buffer=3)
+    publisher.start()
+    submit(publisher, "a")
+    assert await next_request(servicer) == ["a"]
+    submit(publisher, "bad-b", "c")
+    servicer.answer_one()
+    assert await next_request(servicer) == ["bad-b", "c"]
+    submit(publisher, "d", "e")  # the buffer holds 3: "bad-b", in flight, is dropped
+    assert publisher.dropped == 1
+    servicer.answer_one()  # "bad-b" refused, "c" accepted: c's answer is the second result, not the first
+    assert await next_request(servicer) == ["d", "e"]
+    servicer.answer_one()
+    await asyncio.wait_for(publisher.flush(), 10)
+    assert (publisher.accepted, publisher.rejected, publisher.buffered) == (4, 0, 0)
+    await publisher.close()
