@@ -76,12 +76,19 @@ def submit(publisher, *ids: str, data: object = None) -> None:  # type: ignore[n
         publisher.submit(outgoing("t", "tick", {"id": id_} if data is None else data, id=id_))
 
 
-async def test_what_is_submitted_while_a_request_is_unanswered_leaves_as_one_request(held):  # type: ignore[no-untyped-def]
-    servicer, client = held
-    publisher = client.stream_publisher()  # max_in_flight=1
+async def started(servicer: HeldAnswers, client: PushClient, **options: int) -> StreamPublisher:
+    """A started publisher whose first message, "m1", is on the wire and unanswered (a lone message
+    leaves at once)."""
+    publisher = client.stream_publisher(**options)
     publisher.start()
     submit(publisher, "m1")
-    assert await next_request(servicer) == ["m1"]  # a lone message leaves at once
+    assert await next_request(servicer) == ["m1"]
+    return publisher
+
+
+async def test_what_is_submitted_while_a_request_is_unanswered_leaves_as_one_request(held):  # type: ignore[no-untyped-def]
+    servicer, client = held
+    publisher = await started(servicer, client)  # max_in_flight=1
     submit(publisher, "m2", "m3", "m4")
     await asyncio.sleep(0.3)
     assert servicer.requests.empty(), "nothing more goes out before the answer"
@@ -98,10 +105,7 @@ async def test_what_is_submitted_while_a_request_is_unanswered_leaves_as_one_req
 
 async def test_max_in_flight_requests_go_out_before_any_answer(held):  # type: ignore[no-untyped-def]
     servicer, client = held
-    publisher = client.stream_publisher(max_in_flight=2)
-    publisher.start()
-    submit(publisher, "m1")
-    assert await next_request(servicer) == ["m1"]
+    publisher = await started(servicer, client, max_in_flight=2)
     submit(publisher, "m2")
     assert await next_request(servicer) == ["m2"]  # the second in flight: not held
     submit(publisher, "m3", "m4")
@@ -123,10 +127,7 @@ def test_max_in_flight_is_at_least_one():
 
 async def test_a_request_stays_about_one_mebibyte_however_much_waits(held):  # type: ignore[no-untyped-def]
     servicer, client = held
-    publisher = client.stream_publisher()
-    publisher.start()
-    submit(publisher, "m1")
-    assert await next_request(servicer) == ["m1"]
+    publisher = await started(servicer, client)
     submit(publisher, "big1", "big2", "big3", data="x" * 600_000)  # 200 would fit the count: 1.8 MB would not
     servicer.answer_one()
     for expected in (["big1"], ["big2"], ["big3"]):
@@ -139,10 +140,7 @@ async def test_a_request_stays_about_one_mebibyte_however_much_waits(held):  # t
 
 async def test_answers_stay_matched_when_a_full_buffer_drops_a_message_in_flight(held):  # type: ignore[no-untyped-def]
     servicer, client = held
-    publisher = client.stream_publisher(max_buffer=3)
-    publisher.start()
-    submit(publisher, "a")
-    assert await next_request(servicer) == ["a"]
+    publisher = await started(servicer, client, max_buffer=3)
     submit(publisher, "bad-b", "c")
     servicer.answer_one()
     assert await next_request(servicer) == ["bad-b", "c"]
