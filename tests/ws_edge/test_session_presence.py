@@ -124,3 +124,24 @@ def test_a_server_disconnect_closes_with_its_code():
     assert s.effects() == [Close(4010, "banned")]
     s.server_subscribe(["news"])
     assert s.effects() == []
+
+
+def test_an_older_subscribes_answer_does_not_release_a_newer_hold_of_the_same_topic():
+    """The backend subscribes, unsubscribes and subscribes again while the first answer is on its way:
+    that answer releases only its own hold, not the newer one (whose ack has not gone out yet)."""
+    s = session()
+    s.server_subscribe(["news"])
+    [first] = s.effects()
+    s.interest_pending(first.ticket)
+    s.server_unsubscribe(["news"])
+    s.server_subscribe(["news"])
+    second = next(e for e in s.effects() if hasattr(e, "ticket"))
+    s.interest_pending(second.ticket)
+    s.effects()
+    s.interest_applied(first.ticket)
+    s.effects()
+    assert s.admit(D(8, topic="news")) is False  # still held for the second subscribe
+    s.interest_applied(second.ticket)
+    ack, *after = frames(s.effects())
+    assert ack["data"] == {"type": "subscribe", "topics": ["news"], "server": True}
+    assert after == [{"o": 8}]

@@ -229,7 +229,9 @@ class _ServerSubscribe:
 
     topics: list[str]  # what the client is told it is subscribed to
     new: tuple[str, ...]  # the topics new to this connection
-    holding: list[str] = field(default_factory=list)  # new topics whose live deliveries wait for the answer
+    # New topics whose live deliveries wait for the answer, each with the hold it made (released only
+    # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
+    holding: dict[str, _Recovery] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -250,7 +252,9 @@ class _Subscribe:
     refusals: dict[str, HookAnswer] = field(default_factory=dict)
     join_leave: bool = False  # the topics' join/leave events asked for (data.join_leave)
     new: tuple[str, ...] = ()  # the topics this subscribe adds (its AddInterest)
-    holding: list[str] = field(default_factory=list)  # new topics whose live deliveries wait for the answer
+    # New topics whose live deliveries wait for the answer, each with the hold it made (released only
+    # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
+    holding: dict[str, _Recovery] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -829,8 +833,7 @@ class Session:
     def _hold_new_topics(self, op: _Subscribe | _ServerSubscribe) -> None:
         for topic in op.new:
             if topic not in op.holding and (isinstance(op, _ServerSubscribe) or topic not in op.since):
-                self._guard(topic)
-                op.holding.append(topic)
+                op.holding[topic] = self._guard(topic)
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
         """The push service applied the interest of `ticket` (or the wait for it timed out)."""
@@ -838,8 +841,8 @@ class Session:
             self._ack(None, {"type": "subscribe", "topics": server.topics, "server": True})
             for frame in retained:
                 self._send(frame)
-            for topic in server.holding:
-                self._release_held(topic)
+            for topic, hold in server.holding.items():
+                self._release_held(topic, hold)
             return
         op = self._pending_op(ticket)
         if op is None:
@@ -890,8 +893,8 @@ class Session:
             self._send(frame)
         for topic, since in op.since.items():
             self._release(topic, since, op.reads[topic])
-        for topic in op.holding:
-            self._release_held(topic)
+        for topic, hold in op.holding.items():
+            self._release_held(topic, hold)
         if op.rejected is not None:
             self._error(op.rejected.code, f"?topics= rejected: {op.rejected.message}", None)
         if op.url and self._since_error is not None:
@@ -926,20 +929,21 @@ class Session:
         newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
 
-    def _release_held(self, topic: str) -> None:
-        """The live deliveries held while a subscribe was answered, in their order; then no guard."""
-        recovery = self._recoveries.get(topic)
-        if recovery is None or recovery.held is None:  # unsubscribed meanwhile
+    def _release_held(self, topic: str, hold: _Recovery) -> None:
+        """The live deliveries `hold` kept while a subscribe was answered, in their order; then no guard.
+        Nothing if the topic is no longer held by it (unsubscribed meanwhile, maybe subscribed again)."""
+        if self._recoveries.get(topic) is not hold or hold.held is None:
             return
-        held, recovery.held = recovery.held, None
+        held, hold.held = hold.held, None
         for frame in in_frames([delivery.frame for delivery in held]):
             self._send(frame)
         self._unguard(topic)
 
-    def _guard(self, topic: str) -> None:
+    def _guard(self, topic: str) -> _Recovery:
         if topic not in self._recoveries:
             self._effects.append(Guard(topic, True))
-        self._recoveries[topic] = _Recovery()
+        recovery = self._recoveries[topic] = _Recovery()
+        return recovery
 
     def _unguard(self, topic: str) -> None:
         if self._recoveries.pop(topic, None) is not None:
