@@ -119,23 +119,21 @@ class EdgeSession:
 
     def drain(self) -> None:
         """Send what is pending at once, then end the stream (after the batches already queued)."""
-        batch = self._window.take()
-        if batch is not None:
-            self._hand_over(batch)
+        self._close_window()
         self.close()
 
     def request_resync(self) -> None:
         """Tell the edge (after what is queued) to check its topics' positions against history."""
-        if not self._closed:
-            self._close_window()
+        self._close_window()
+        if not self._closed:  # (closed also when the open batch overflowed the queue)
             self._ready.append(Resync())
             self._idle = False
             self._wake.set()
 
     def acknowledge(self, sequence: int) -> None:
         """An interest change is in effect; tell the edge after what is already queued."""
+        self._close_window()
         if not self._closed:
-            self._close_window()
             self._ready.append(Applied(sequence))
             self._idle = False
             self._wake.set()
@@ -146,7 +144,7 @@ class EdgeSession:
         if self._heartbeat:
             yield Heartbeat(self._heartbeat)
         while True:
-            while self._ready:
+            while self._ready and not self._overflowed:
                 event = self._ready.popleft()
                 if isinstance(event, Deliver):
                     self._pending_deliveries -= len(event.batch)
@@ -195,7 +193,7 @@ class EdgeSession:
     def _close_window(self) -> None:
         """The open batch into the queue: what is said next (an applied change, a resync) follows
         the deliveries routed before it."""
-        batch = self._window.take()
+        batch = None if self._closed else self._window.take()
         if batch is not None:
             self._hand_over(batch)
 
@@ -203,6 +201,8 @@ class EdgeSession:
         if len(self._ready) >= self._max_pending or (
                 self._max_pending_deliveries and self._pending_deliveries + len(batch) > self._max_pending_deliveries):
             self._overflowed = f"edge {self.name} has {len(self._ready)} batches, {self._pending_deliveries} deliveries unread"
+            self._ready.clear()  # the stream ends unsent: what it held is freed now, not after the edge reads it
+            self._pending_deliveries = 0
             self.close()
             return
         self._pending_deliveries += len(batch)
