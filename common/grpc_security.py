@@ -122,7 +122,8 @@ def grpc_target(address: str) -> str:
 # round_robin over the replicas; a channel's own subchannels, so that a new client does not inherit
 # another's connection backoff to a server that has just come back.
 BALANCING = [("grpc.lb_policy_name", "round_robin"), ("grpc.use_local_subchannel_pool", 1)]
-# What a client takes in one answer. gRPC's default is 4 MiB, but one message may carry up to
+# What a client of the push service takes in one answer (the edge's push link, PushClient; not the
+# hooks client, whose answers are the application's). gRPC's default is 4 MiB, but one message may carry up to
 # PUSH_MAX_DATA_BYTES' ceiling of 4 MiB of data plus its envelope, alone or at the end of a 1 MiB
 # batch on an edge's stream or of a history page: past the default, the edge's stream broke on it and
 # the message was lost to every subscriber.
@@ -143,7 +144,7 @@ def secure_channel(
     bearer token on every call when given. `server_name`: the name the servers' certificates carry,
     when the address does not (a list of IP addresses of replicas, say)."""
     interceptors = bearer_interceptors(token) if token else None
-    target, options = grpc_target(address), [*BALANCING, *MAX_RECEIVE, *options]
+    target, options = grpc_target(address), [*BALANCING, *options]
     if ca_file is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     if server_name:

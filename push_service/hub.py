@@ -33,8 +33,8 @@ from .core.publication import (
 if TYPE_CHECKING:
     from .presence import Roster
 
-# A batch on an edge's stream closes at this many bytes of frames too: one response stays well under
-# gRPC's default 4 MiB that the edge receives (100 deliveries of 64 KiB would not).
+# A batch on an edge's stream closes at this many bytes of frames too: a response stays small (100
+# deliveries of 64 KiB would be 6.4 MiB; the edge takes up to common.grpc_security.MAX_RECEIVE).
 EDGE_BATCH_MAX_BYTES = 1 << 20
 
 log = logging.getLogger("push_service.hub")

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from common.disconnect_codes import disconnect_code_error
+from common.disconnect_codes import APPLICATION_CODES, DISCONNECTED_BY_SERVER, disconnect_code_error
 
 from .client import PushClient
 from .server_api import ServerApiError
@@ -43,7 +43,8 @@ def add_server_commands(commands: Any, topic: Callable[[str], str]) -> None:
     commands.add_parser("info", help="every push replica and edge: connections, subscriptions, uptime, version")
     disconnect = commands.add_parser("disconnect", help="close a user's (or a client id's) connections everywhere")
     _target(disconnect)
-    disconnect.add_argument("--code", type=_code, default=0, help="close code: 4010 (default) or 4100-4399")
+    disconnect.add_argument("--code", type=_code, default=0, help=f"close code: {DISCONNECTED_BY_SERVER} (default) or "
+                            f"{APPLICATION_CODES[0]}-{APPLICATION_CODES[-1]}")
     disconnect.add_argument("--reason", default="", help="close reason (at most 123 bytes)")
     for name in ("subscribe", "unsubscribe"):
         command = commands.add_parser(name, help=f"{name} a user's (or a client id's) connections, server-side")

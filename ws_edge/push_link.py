@@ -26,6 +26,7 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 from push.v1 import server_api_pb2_grpc as api_grpc
 
 from common.backoff import Backoff
+from common.grpc_security import MAX_RECEIVE
 from common.reconnect import reconnect_forever
 
 log = logging.getLogger("ws_edge.push_link")
@@ -36,6 +37,7 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    *MAX_RECEIVE,
 ]
 
 # Interest changes go to the push service at most this often (the first after a quiet spell at once):

@@ -281,8 +281,6 @@ def decode_ack(payload: bytes) -> Ack:
     return Ack(id=a["i"], timestamp_ms=int(a["ts"]), offset=int(a["o"]), epoch=a["e"])
 
 
-
-
 class RedisBroker(Broker):
     def __init__(self, url: str, history: HistoryPolicy | None = None, prefix: str = "push",
                  idempotency_window: float = 300.0, max_connections: int = 32, pool_timeout: float = 10.0,

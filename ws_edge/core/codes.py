@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+from common import disconnect_codes
+
 
 class ErrorCode(StrEnum):
     """`error.code` of an error frame. The connection always stays open after one."""
@@ -39,7 +41,7 @@ class CloseCode(IntEnum):
     BACKEND_UNAVAILABLE = 4503  # the Connect hook could not decide (timeout, backend down, too busy): retry with backoff
     INVALID_CLIENT_ID = 4400  # `client_id` query parameter unusable: fix it, do not retry as is
     # Closed by the backend (the server API's Disconnect; its default code): do not reconnect by itself.
-    DISCONNECTED_BY_SERVER = 4010
+    DISCONNECTED_BY_SERVER = disconnect_codes.DISCONNECTED_BY_SERVER
 
 
 # A close frame's payload is a control frame's: at most 125 bytes, 2 of them the code (RFC 6455 5.5).
