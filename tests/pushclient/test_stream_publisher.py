@@ -26,6 +26,8 @@ class HeldAnswers(pb_grpc.PushServiceServicer):
 
     def __init__(self) -> None:
         self.requests: asyncio.Queue[list[str]] = asyncio.Queue()  # each request's message ids, as read
+        self.answered = 0  # answers sent so far
+        self.read_after: list[int] = []  # per request read, how many answers had been sent then
         self._release: asyncio.Queue[None] = asyncio.Queue()
 
     def answer_one(self) -> None:
@@ -37,6 +39,7 @@ class HeldAnswers(pb_grpc.PushServiceServicer):
 
         async def reader() -> None:  # requests are read as they come, answered when released
             async for request in request_iterator:
+                self.read_after.append(self.answered)
                 self.requests.put_nowait([m.id for m in request.messages])
                 read.put_nowait(request)
 
@@ -45,6 +48,7 @@ class HeldAnswers(pb_grpc.PushServiceServicer):
             while True:
                 request = await read.get()
                 await self._release.get()
+                self.answered += 1
                 yield pb.PublishStreamResponse(sequence=request.sequence, results=[
                     pb.PublishResult(error_code=INVALID_ARGUMENT, error_message="refused") if m.id.startswith("bad")
                     else pb.PublishResult(id=m.id, timestamp_ms=1) for m in request.messages])
@@ -90,10 +94,9 @@ async def test_what_is_submitted_while_a_request_is_unanswered_leaves_as_one_req
     servicer, client = held
     publisher = await started(servicer, client)  # max_in_flight=1
     submit(publisher, "m2", "m3", "m4")
-    await asyncio.sleep(0.3)
-    assert servicer.requests.empty(), "nothing more goes out before the answer"
     servicer.answer_one()
     assert await next_request(servicer) == ["m2", "m3", "m4"]
+    assert servicer.read_after == [0, 1], "nothing more went out before the answer"
     servicer.answer_one()
     await asyncio.wait_for(publisher.flush(), 10)
     assert (publisher.accepted, publisher.requests, publisher.buffered) == (4, 2, 0)
@@ -109,10 +112,9 @@ async def test_max_in_flight_requests_go_out_before_any_answer(held):  # type: i
     submit(publisher, "m2")
     assert await next_request(servicer) == ["m2"]  # the second in flight: not held
     submit(publisher, "m3", "m4")
-    await asyncio.sleep(0.3)
-    assert servicer.requests.empty()
     servicer.answer_one()
     assert await next_request(servicer) == ["m3", "m4"]
+    assert servicer.read_after == [0, 0, 1], "the third went out only after an answer"
     servicer.answer_one()
     servicer.answer_one()
     await asyncio.wait_for(publisher.flush(), 10)
