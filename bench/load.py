@@ -396,6 +396,8 @@ class PublisherProcess:
     async def publish(self, received: Callable[[], int]) -> tuple[int, float]:
         self.go.set()
         while self.results.empty():
+            if not self.process.is_alive() and self.results.empty():  # it failed: its traceback is on stderr
+                raise RuntimeError(f"the publisher process exited with {self.process.exitcode}")
             self.received.value = received()
             await asyncio.sleep(0.001)
         published, wall, self.failed, self.requests = self.results.get()

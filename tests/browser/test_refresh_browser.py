@@ -57,6 +57,8 @@ async def open_client(page: Page, system: System, ttl: float, **config) -> int:
 async def kept_alive(page: Page, system: System, ttl: float, duration: float, **config) -> None:
     first_exp = await open_client(page, system, ttl, **config)
     assert abs(first_exp - (time.time() + ttl)) < 2
+    for key, value in config.items():  # the margin this test relies on is the client's, as given
+        assert await page.evaluate(f"() => t.client.config.{key}") == value
     published = 0
     async with PushClient(system.push_address) as push:
         started = time.monotonic()
