@@ -216,6 +216,7 @@ class WebSocketPublisher:
     """For the baselines: full envelopes sent as text frames to their `/publish` endpoint."""
 
     failed = 0  # a send has no answer: what does not arrive shows as loss
+    requests = 0  # (no PublishStream)
 
     def __init__(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -416,7 +417,7 @@ def _publisher_main(args: argparse.Namespace, received: Any, go: Any, results: A
         published, wall = await publish_loop(args, publisher, lambda: received.value)
         await publisher.close()
         tracing.flush()  # a forked process leaves without the SDK's exit handler: its last second of spans
-        results.put((published, wall, publisher.failed, getattr(publisher, "requests", 0)))
+        results.put((published, wall, publisher.failed, publisher.requests))
 
     uvloop.run(main())
 
@@ -477,7 +478,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
             "publish_failed": publisher.failed,
-            "publish_requests": getattr(publisher, "requests", 0),
+            "publish_requests": publisher.requests,
         })
     elif args.scenario == "idle":
         print(orjson.dumps({"event": "connected", "clients": len(clients)}).decode(), flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -52,8 +53,12 @@ async def watch(system: System, user: str, topic: str) -> WsClient:
     return client
 
 
+async def presence_frames(client: WsClient, count: int) -> list[dict[str, Any]]:
+    return [await next_of(client, "join", "leave") for _ in range(count)]
+
+
 async def events(client: WsClient, count: int) -> list[tuple[str, str]]:
-    return [(e["type"], e["data"]["client_id"]) for e in [await next_of(client, "join", "leave") for _ in range(count)]]
+    return [(e["type"], e["data"]["client_id"]) for e in await presence_frames(client, count)]
 
 
 async def test_presence_agrees_on_every_node(cluster):
@@ -108,7 +113,7 @@ async def test_a_sigkilled_edges_clients_leave_presence_within_the_bound(cluster
         assert sorted(await events(watcher, 2)) == sorted(("join", v.client_id) for v in victims)
         doomed.kill()  # SIGKILL: no goodbye
         killed = time.time()
-        leaves = [await next_of(watcher, "join", "leave") for _ in range(2)]
+        leaves = await presence_frames(watcher, 2)
         received = time.time() - killed
         assert sorted((e["type"], e["data"]["client_id"]) for e in leaves) == sorted(("leave", v.client_id) for v in victims)
         # The bound: TTL after its last report (sent every TTL / 3), plus one sweep interval. Measured where

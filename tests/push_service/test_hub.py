@@ -10,6 +10,7 @@ import pytest
 from push_service.core.batching import BatchWindow
 from push_service.core.publication import Publication, make_publication
 from push_service.hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat
+from tests.support.timing import timeout
 
 
 async def test_a_stream_begins_with_a_heartbeat_and_beats_while_quiet():
@@ -18,8 +19,8 @@ async def test_a_stream_begins_with_a_heartbeat_and_beats_while_quiet():
     assert await anext(events) == Heartbeat(0.05)
     session.acknowledge(7)
     assert await anext(events) == Applied(7)  # what there is to say goes first
-    assert await asyncio.wait_for(anext(events), 5) == Heartbeat(0.05)  # then, quiet: a heartbeat
-    assert await asyncio.wait_for(anext(events), 5) == Heartbeat(0.05)
+    assert await asyncio.wait_for(anext(events), timeout(5)) == Heartbeat(0.05)  # then, quiet: a heartbeat
+    assert await asyncio.wait_for(anext(events), timeout(5)) == Heartbeat(0.05)
     session.close()
     await events.aclose()
 
@@ -47,10 +48,10 @@ async def test_what_an_idle_stream_is_given_in_one_turn_leaves_as_one_batch():
     await asyncio.sleep(0)  # the writer waits: the stream is idle
     for i in range(3):
         session.enqueue(_publication(i))
-    event = await asyncio.wait_for(waiting, 5)  # at once: the 60 s window is not waited for
+    event = await asyncio.wait_for(waiting, timeout(5))  # at once: the 60 s window is not waited for
     assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m0", "m1", "m2"]
     session.enqueue(_publication(3))
-    event = await asyncio.wait_for(anext(events), 5)
+    event = await asyncio.wait_for(anext(events), timeout(5))
     assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m3"]  # a lone one, alone
     session.close()
     assert [event async for event in events] == []
@@ -66,10 +67,10 @@ async def test_an_applied_change_follows_the_deliveries_routed_before_it():
     session.enqueue(_publication(0))
     session.acknowledge(9)
     session.enqueue(_publication(1))
-    first = await asyncio.wait_for(waiting, 5)
+    first = await asyncio.wait_for(waiting, timeout(5))
     assert isinstance(first, Deliver) and [p.id for p in first.batch] == ["m0"]
     assert await anext(events) == Applied(9)
-    second = await asyncio.wait_for(anext(events), 5)
+    second = await asyncio.wait_for(anext(events), timeout(5))
     assert isinstance(second, Deliver) and [p.id for p in second.batch] == ["m1"]
     session.close()
     await events.aclose()

@@ -17,6 +17,7 @@ from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from pushclient import PushClient
 from pushclient.client import StreamPublisher, outgoing
+from tests.support.timing import timeout
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
@@ -72,7 +73,7 @@ async def held() -> AsyncIterator[tuple[HeldAnswers, PushClient]]:
 
 
 async def next_request(servicer: HeldAnswers) -> list[str]:
-    return await asyncio.wait_for(servicer.requests.get(), 10)
+    return await asyncio.wait_for(servicer.requests.get(), timeout(10))
 
 
 def submit(publisher, *ids: str, data: object = None) -> None:  # type: ignore[no-untyped-def]
@@ -98,7 +99,7 @@ async def test_what_is_submitted_while_a_request_is_unanswered_leaves_as_one_req
     assert await next_request(servicer) == ["m2", "m3", "m4"]
     assert servicer.read_after == [0, 1], "nothing more went out before the answer"
     servicer.answer_one()
-    await asyncio.wait_for(publisher.flush(), 10)
+    await asyncio.wait_for(publisher.flush(), timeout(10))
     assert (publisher.accepted, publisher.requests, publisher.buffered) == (4, 2, 0)
     submit(publisher, "m5")  # answered, so idle again: the next message leaves at once
     assert await next_request(servicer) == ["m5"]
@@ -117,7 +118,7 @@ async def test_max_in_flight_requests_go_out_before_any_answer(held):  # type: i
     assert servicer.read_after == [0, 0, 1], "the third went out only after an answer"
     servicer.answer_one()
     servicer.answer_one()
-    await asyncio.wait_for(publisher.flush(), 10)
+    await asyncio.wait_for(publisher.flush(), timeout(10))
     assert (publisher.accepted, publisher.requests) == (4, 3)
     await publisher.close()
 
@@ -135,7 +136,7 @@ async def test_a_request_stays_about_one_mebibyte_however_much_waits(held):  # t
     for expected in (["big1"], ["big2"], ["big3"]):
         assert await next_request(servicer) == expected
         servicer.answer_one()
-    await asyncio.wait_for(publisher.flush(), 10)
+    await asyncio.wait_for(publisher.flush(), timeout(10))
     assert (publisher.accepted, publisher.requests) == (4, 4)
     await publisher.close()
 
@@ -151,6 +152,6 @@ async def test_answers_stay_matched_when_a_full_buffer_drops_a_message_in_flight
     servicer.answer_one()  # "bad-b" refused, "c" accepted: c's answer is the second result, not the first
     assert await next_request(servicer) == ["d", "e"]
     servicer.answer_one()
-    await asyncio.wait_for(publisher.flush(), 10)
+    await asyncio.wait_for(publisher.flush(), timeout(10))
     assert (publisher.accepted, publisher.rejected, publisher.buffered) == (4, 0, 0)
     await publisher.close()

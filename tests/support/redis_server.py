@@ -63,6 +63,7 @@ class RedisServer(Started):
             except OSError:
                 pass
             if time.monotonic() > deadline:
+                self.stop()  # nothing left running, whether or not the caller used `with`
                 raise TimeoutError("redis-server did not start")
             time.sleep(0.05)
 
