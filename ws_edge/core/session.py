@@ -24,11 +24,12 @@ held ones follow without what history already gave, and a floor drops older ones
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from itertools import count
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
 
 import orjson
 
@@ -229,6 +230,7 @@ class _ServerSubscribe:
 
     topics: list[str]  # what the client is told it is subscribed to
     new: tuple[str, ...]  # the topics new to this connection
+    since: ClassVar[Mapping[str, Position]] = MappingProxyType({})  # no recovery: every new topic is held
     # New topics whose live deliveries wait for the answer, each with the hold it made (released only
     # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
     holding: dict[str, _Recovery] = field(default_factory=dict)
@@ -832,7 +834,7 @@ class Session:
 
     def _hold_new_topics(self, op: _Subscribe | _ServerSubscribe) -> None:
         for topic in op.new:
-            if topic not in op.holding and (isinstance(op, _ServerSubscribe) or topic not in op.since):
+            if topic not in op.holding and topic not in op.since:  # (a recovering one is guarded already)
                 op.holding[topic] = self._guard(topic)
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
