@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
 import multiprocessing
+import os
 import re
 import resource
 import time
@@ -52,6 +54,7 @@ class Client(WSListener):
         self.sampled = sampled
         self.received = 0
         self.frames = 0
+        self.framed_received = 0  # what came in the counted frames
         self.closed: int | None = None
         self.transport: WSTransport | None = None
         self.first_frame = asyncio.get_running_loop().create_future()
@@ -71,6 +74,7 @@ class Client(WSListener):
         if count:
             self.frames += 1
             self.received += count
+            self.framed_received += count
             self.stats.received += count
             if self.sampled:
                 self.stats.sampled(payload)
@@ -89,6 +93,7 @@ class SseClient(asyncio.Protocol):
         self.request = request
         self.received = 0
         self.frames = 0
+        self.framed_received = 0
         self.closed: int | None = None
         self.transport: SseClient | None = None
         self.first_frame = asyncio.get_running_loop().create_future()
@@ -111,6 +116,7 @@ class SseClient(asyncio.Protocol):
         if count:
             self.frames += data.count(b"\ndata: ") or 1
             self.received += count
+            self.framed_received += count
             self.stats.received += count
             if self.sampled:
                 complete, _, self._pending = (self._pending + data).rpartition(b"\n")
@@ -123,6 +129,72 @@ class SseClient(asyncio.Protocol):
     def disconnect(self) -> None:
         if self._socket is not None:
             self._socket.abort()
+
+
+class CountingWsClient(asyncio.Protocol):
+    """`--counting-clients`: a WebSocket client that only counts, for the clients that do not measure
+    latency. It makes the handshake itself, then counts `"seq":` in the bytes as they arrive (a
+    server's frames are not masked: each message's bytes are in the stream as they are), with no
+    frame parsing and no call per frame. The picows client's cost per frame is what bounds the load
+    process at the max rate (~10 messages a frame at the guide's cap against the limit's ~50); this
+    one costs per read and per byte only, so that what is measured is the server. Frames are not
+    counted here: `msgs/frame` then comes from the sampled (picows) clients."""
+
+    def __init__(self, stats: Stats, request: bytes) -> None:
+        self.stats = stats
+        self.request = request
+        self.received = 0
+        self.frames = 0
+        self.framed_received = 0  # none: frames are not counted
+        self.closed: int | None = None
+        self.transport: CountingWsClient | None = None
+        self.first_frame = asyncio.get_running_loop().create_future()
+        self._socket: Any = None
+        self._head = b""  # the handshake's answer until its blank line
+        self._tail = b""  # the last bytes of the previous chunk: a `"seq":` split between two chunks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._socket = transport
+        self.transport = self
+        self._socket.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            self._head += data
+            head, separator, data = self._head.partition(b"\r\n\r\n")
+            if not separator:
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.closed = 1002
+                self._socket.abort()
+                return
+            self._head = None  # type: ignore[assignment]
+        if not self.first_frame.done() and data:
+            self.first_frame.set_result(data)
+        count = (self._tail + data).count(SEQ)
+        self._tail = data[-(len(SEQ) - 1):]
+        if count:
+            self.received += count
+            self.stats.received += count
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed is None:
+            self.closed = 1006
+
+    def disconnect(self) -> None:
+        if self._socket is not None:
+            self._socket.abort()
+
+
+async def counting_ws_connect(url: str, stats: Stats) -> CountingWsClient:
+    parts = urlsplit(url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(lambda: CountingWsClient(stats, request), parts.hostname, parts.port)
+    return client
 
 
 async def sse_connect(url: str, stats: Stats, sampled: bool) -> SseClient:
@@ -237,7 +309,7 @@ class WebSocketPublisher:
 
 
 async def connect_all(
-    url: str, count: int, sample: int, stats: Stats, concurrency: int
+    url: str, count: int, sample: int, stats: Stats, concurrency: int, counting: bool = False
 ) -> tuple[list[Any], list[float], float]:
     clients: list[Any] = []
     durations: list[float] = []
@@ -249,6 +321,8 @@ async def connect_all(
             client: Any
             if url.startswith("http"):
                 client = await sse_connect(url, stats, index < sample)
+            elif counting and index >= sample:
+                client = await counting_ws_connect(url, stats)
             else:
                 _, client = await ws_connect(lambda: Client(stats, index < sample), url, websocket_handshake_timeout=30)
             durations.append(time.perf_counter() - started)
@@ -303,7 +377,8 @@ def _helper_main(args: argparse.Namespace, clients: int, count: Any, ready: Any,
 
 async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any, stop: Any) -> dict[str, Any]:
     stats = Stats()
-    clients, _, _ = await connect_all(clients_url(args), count, 0, stats, args.connect_concurrency)
+    clients, _, _ = await connect_all(clients_url(args), count, 0, stats, args.connect_concurrency,
+                                      args.counting_clients)
     await wait_ready(clients, args.target)
     gc.collect()
     gc.freeze()
@@ -319,7 +394,8 @@ async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any,
     for client in clients:
         if client.transport is not None:
             client.transport.disconnect()
-    return {"received": stats.received, "frames": sum(c.frames for c in clients), "closed_by_server": closed,
+    return {"received": stats.received, "frames": sum(c.frames for c in clients),
+            "framed_received": sum(c.framed_received for c in clients), "closed_by_server": closed,
             "cpu_percent": cpu_percent}
 
 
@@ -431,7 +507,8 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
     stats = Stats()
     usage_start = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.perf_counter()
-    clients, durations, connect_wall = await connect_all(clients_url(args), own, args.sample, stats, args.connect_concurrency)
+    clients, durations, connect_wall = await connect_all(clients_url(args), own, args.sample, stats,
+                                                         args.connect_concurrency, args.counting_clients)
     await wait_ready(clients, args.target)
     if helpers is not None:
         await helpers.wait_ready()
@@ -473,6 +550,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
             "lost": published * n - total,
             "delivered_per_s": total / delivered_wall,
             "frames": sum(c.frames for c in clients) + sum(h["frames"] for h in helper_results),
+            "framed_received": sum(c.framed_received for c in clients) + sum(h["framed_received"] for h in helper_results),
             "latency_p50_ms": percentile(stats.latencies, 0.50),
             "latency_p99_ms": percentile(stats.latencies, 0.99),
             "latency_max_ms": percentile(stats.latencies, 1.0),
@@ -524,6 +602,9 @@ def main() -> None:
                         "(max and rate scenarios)")
     parser.add_argument("--publisher-process", action="store_true",
                         help="publish from a process of its own (max and rate scenarios), not from the clients' loop")
+    parser.add_argument("--counting-clients", action="store_true",
+                        help="WebSocket: the clients that do not measure latency only count what arrives, "
+                        "with no frame parsing (the load's cost per frame is then out of what is measured)")
     parser.add_argument("--trace-file", type=Path, help="ours: trace publishes (common/tracing.py), spans to this file")
     parser.add_argument("--trace-ratio", type=float, default=1.0, help="with --trace-file: the share sampled")
     args = parser.parse_args()
@@ -533,6 +614,8 @@ def main() -> None:
         tracing.configure("bench.load", "file", file=args.trace_file, ratio=args.trace_ratio)
     if args.transport == "sse" and args.target != "ours":
         parser.error("--transport sse: only our edge serves SSE")
+    if args.counting_clients and (args.transport != "websocket" or args.scenario not in ("max", "rate")):
+        parser.error("--counting-clients: WebSocket clients, max and rate scenarios only")
     if args.processes < 1 or (args.processes > 1 and args.scenario not in ("max", "rate")):
         parser.error("--processes: at least 1, and more only for the max and rate scenarios")
     share, extra = divmod(args.clients, args.processes)

@@ -125,7 +125,8 @@ def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
                 if name == "ours-cap100" and key not in ("max", "paced"):
                     continue
                 extra = [*SCENARIOS[key][1], "--seconds", str(args.seconds),
-                         *(["--publisher-process"] if args.publisher_process else [])]
+                         *(["--publisher-process"] if args.publisher_process else []),
+                         *(["--counting-clients"] if args.counting_clients else [])]
                 results[(key, name)] = run_load(target, extra[3], *extra[:2], *extra[4:], prefix=prefix)
         if args.idle:
             for name in ("limit", "ours"):
@@ -138,7 +139,8 @@ def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
 
 
 def per_frame(r: dict[str, Any]) -> str:
-    return fmt(r["received"] / r["frames"]) if r.get("frames") else "–"
+    """Messages per frame, over the clients that count frames (with `--counting-clients`, the sampled ones)."""
+    return fmt(r.get("framed_received", r["received"]) / r["frames"]) if r.get("frames") else "–"
 
 
 def per_request(r: dict[str, Any]) -> str:
@@ -154,10 +156,12 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
         f"Command: `python -m bench.e2e --suite limit --seconds {args.seconds} --idle {args.idle} "
         f"--repeat {args.repeat} --targets {args.targets}"
         f"{f' --before {args.before}' if args.before else ''}"
-        f"{' --publisher-process' if args.publisher_process else ''}`  ",
+        f"{' --publisher-process' if args.publisher_process else ''}"
+        f"{' --counting-clients' if args.counting_clients else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; {where}; "
         f"one load process (picows on uvloop) per scenario"
         f"{', publishing from a process of its own beside it' if args.publisher_process else ', publishing from the clients loop'}"
+        f"{'; all but the 50 sampled clients only count what arrives, with no frame parsing' if args.counting_clients else ''}"
         "; `task_progress` messages of ~245 B; ours publishes through the gRPC stream. `first p50 / p99`: "
         "the latency of the sampled client that got each message first (the pipeline, before the spread "
         "over the sockets).",
@@ -264,6 +268,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--write", action="store_true", help="also write docs/PERFORMANCE.md's section")
     parser.add_argument("--publisher-process", action="store_true",
                         help="every target's publisher in a process of its own (bench/load.py), not in the clients' loop")
+    parser.add_argument("--counting-clients", action="store_true",
+                        help="the clients that do not measure latency only count what arrives, with no frame "
+                        "parsing (bench/load.py): the load's cost per frame is then out of what is measured")
     parser.add_argument("--before", type=Path, help="another checkout (e.g. `git worktree add` of main): its "
                         "edge runs as the target `ours-before`, beside this one's, in the same rounds")
     args = parser.parse_args(argv)
