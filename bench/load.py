@@ -149,6 +149,7 @@ class CountingWsClient(asyncio.Protocol):
         self.closed: int | None = None
         self.transport: CountingWsClient | None = None
         self.first_frame = asyncio.get_running_loop().create_future()
+        self.upgraded = asyncio.get_running_loop().create_future()  # the server's 101 came
         self._socket: Any = None
         self._head = b""  # the handshake's answer until its blank line
         self._tail = b""  # the last bytes of the previous chunk: a `"seq":` split between two chunks
@@ -167,8 +168,10 @@ class CountingWsClient(asyncio.Protocol):
             if not head.startswith(b"HTTP/1.1 101"):
                 self.closed = 1002
                 self._socket.abort()
+                self.upgraded.set_exception(ConnectionError(f"handshake refused: {head[:80]!r}"))
                 return
             self._head = None  # type: ignore[assignment]
+            self.upgraded.set_result(None)
         if not self.first_frame.done() and data:
             self.first_frame.set_result(data)
         count = (self._tail + data).count(SEQ)
@@ -180,6 +183,8 @@ class CountingWsClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed is None:
             self.closed = 1006
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed during the handshake"))
 
     def disconnect(self) -> None:
         if self._socket is not None:
@@ -194,6 +199,9 @@ async def counting_ws_connect(url: str, stats: Stats) -> CountingWsClient:
                f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(lambda: CountingWsClient(stats, request), parts.hostname, parts.port)
+    # As picows's ws_connect: connected once the server has answered the upgrade (a baseline server
+    # takes a subscriber then, and nothing published before is meant for it).
+    await asyncio.wait_for(client.upgraded, 30)
     return client
 
 
