@@ -19,6 +19,7 @@ from common.tracing import configure_from
 from .app import create_app
 from .config import EdgeSettings
 from .http_guard import guarded_http_protocol
+from .wire import edge_websocket_protocol
 
 GO_AWAY_TIMEOUT = 5.0  # clients' queued frames flushed (Edge.go_away waits this, and a second more)
 GRACEFUL_SHUTDOWN_TIMEOUT = 3  # then uvicorn's own: open requests and sockets
@@ -59,7 +60,8 @@ def main() -> None:
         # uvicorn's httptools protocol with the bounds it lacks before a request is in: a handshake
         # timeout, pending connections per address and in all, URL and header sizes (http_guard.py).
         http=guarded_http_protocol(app.state.pending, settings.handshake_timeout),
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O protocol, telling fan-out when a socket stops taking writes (wire.py).
+        ws=edge_websocket_protocol() or "websockets-sansio",
         # Frames a little over our own limit still get a MESSAGE_TOO_LARGE answer; far larger ones
         # are refused by the WebSocket layer (close 1009) before they are buffered.
         ws_max_size=settings.max_frame_bytes * 4,

@@ -58,7 +58,7 @@ class WebSocketSink:
 
 class Connection:
     __slots__ = ("id", "client_id", "sink", "principal", "address", "_write", "_write_json", "_abort",
-                 "direct", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
+                 "direct", "_fast", "_backlog", "_writer", "_closer", "_open", "_closing", "closed_as_slow")
 
     def __init__(
         self,
@@ -80,9 +80,13 @@ class Connection:
         # or False; fan-out then skips `direct` (WebSocket frames) and comes through `send_frames`.
         self._write_json = write_json
         self._abort = abort  # drops the socket at once (the fast path's transport), when there is one
-        # `_write` while frames may go straight to the socket (open, nothing queued, not closing),
+        # `_fast` while frames may go straight to the socket (open, nothing queued, not closing),
         # else None: fan-out calls it for each of a thousand sockets without the checks of `send`.
-        self.direct: Callable[[bytes], bool] | None = None
+        # `_fast` is the transport's bare write when the socket's protocol says at once that it stops
+        # taking writes (wire.SocketWrite.raw: `direct` is then cleared by `_unwritable`; it answers
+        # None), else `_write` itself (which checks, and answers False when it cannot write).
+        self.direct: Callable[[bytes], bool | None] | None = None
+        self._fast: Callable[[bytes], bool | None] | None = getattr(write, "raw", None) or write
         self._backlog = queue  # frames waiting for the writer task: bounded, coalescing
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
@@ -116,8 +120,10 @@ class Connection:
         if self._closing:
             return  # closed before it was connected (a slow consumer, the edge going away)
         self._open = True
+        if self._fast is not None and self._fast is not self._write:
+            self._write.listen(self._unwritable)  # type: ignore[union-attr]
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
-            self.direct = self._write
+            self._resume_direct()
             return
         if not self._backlog and self._write_json is not None and self._write_json((first_frame,)):
             return
@@ -131,6 +137,8 @@ class Connection:
         if self._open and not self._backlog:
             if self._write is not None:
                 if self._write(wire if wire is not None else websocket_text_frame(frame)):
+                    if self.direct is None:
+                        self._resume_direct()
                     return
             elif self._write_json is not None and self._write_json((frame,)):
                 return
@@ -146,12 +154,26 @@ class Connection:
         if self._open and not self._backlog:
             if self._write is not None:
                 if self._write(wire):
+                    if self.direct is None:
+                        self._resume_direct()
                     return
             elif self._write_json is not None and self._write_json(frames):
                 return
         for delivery in deliveries:
             if not self._queue(delivery.frame, conflation_key(delivery), True):
                 return
+
+    def _unwritable(self) -> None:
+        """The socket stopped taking writes (its protocol says so, from inside the write that paused
+        it, or as it sends a close frame or loses the socket): fan-out comes through `send_frames`."""
+        self.direct = None
+
+    def _resume_direct(self) -> None:
+        """Frames may go straight to the socket again, if it takes them now (a write that just went
+        through may have paused it: then its backlog's writer, or the next `send`, tries again)."""
+        clean = getattr(self._write, "clean", None)
+        if self._open and not self._backlog and not self._closing and (clean is None or clean()):
+            self.direct = self._fast
 
     def _queue(self, frame: bytes, key: str | None, envelope: bool) -> bool:
         self.direct = None  # what follows goes behind the backlog, until the writer has drained it
@@ -213,6 +235,8 @@ class Connection:
         """The socket is gone: stop writing."""
         self._closing = True
         self.direct = None
+        if self._fast is not None and self._fast is not self._write:
+            self._write.listen(None)  # type: ignore[union-attr]  # the protocol held this connection
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -244,5 +268,4 @@ class Connection:
             self._closing = True
         finally:
             self._writer = None
-            if not self._backlog and not self._closing:
-                self.direct = self._write
+            self._resume_direct()

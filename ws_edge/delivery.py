@@ -204,11 +204,19 @@ class DeliveryPump:
             key_of = None
             for connection in connections:
                 direct = connection.direct  # type: ignore[attr-defined]
-                if direct is None or not direct(wire):
-                    if key_of is None:  # each message's conflation key once, for all the sockets behind
-                        keys = {id(d): self._conflation_key(d) for d in messages}
-                        key_of = lambda d, keys=keys: keys[id(d)]  # noqa: E731
-                    connection.send_frames(frames, wire, messages, key_of)  # type: ignore[attr-defined]
+                if direct is not None:
+                    try:
+                        if direct(wire) is not False:  # the transport's bare write answers None
+                            continue
+                    except RuntimeError:
+                        # Its transport was closed under us (uvicorn closes it as it answers the
+                        # client's close frame): nothing more for it, its receive loop releases it.
+                        connection.direct = None  # type: ignore[attr-defined]
+                        continue
+                if key_of is None:  # each message's conflation key once, for all the sockets behind
+                    keys = {id(d): self._conflation_key(d) for d in messages}
+                    key_of = lambda d, keys=keys: keys[id(d)]  # noqa: E731
+                connection.send_frames(frames, wire, messages, key_of)  # type: ignore[attr-defined]
             delivered += len(connections) * len(messages)
         metrics.DELIVERED.inc(delivered)
         now = now_ms()

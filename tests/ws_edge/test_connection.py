@@ -123,3 +123,58 @@ async def test_a_socket_gone_while_its_backlog_waited_takes_nothing_more():
     assert connection.direct is None and connection.queued == 0  # no writer task per message for a dead socket
     connection.send_frames([message.frame], websocket_text_frame(message.frame), [message], lambda d: None)  # type: ignore[list-item]
     assert connection.queued == 0
+
+
+class RawWire(Wire):
+    """A socket served by the edge's own protocol (wire.SocketWrite): a bare `raw` write with no checks,
+    and a listener that the protocol calls the moment the socket stops taking writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_frames: list[bytes] = []
+        self.listener: Any = None
+
+    def raw(self, frame: bytes) -> None:
+        self.raw_frames.append(frame)
+
+    def clean(self) -> bool:
+        return self.open
+
+    def listen(self, listener: Any) -> None:
+        self.listener = listener
+
+    def pause(self) -> None:  # what EdgeWebSocketProtocol.pause_writing does
+        self.open = False
+        self.listener()
+
+    async def drained(self) -> None:
+        while not self.open:
+            await asyncio.sleep(0)
+
+
+async def test_the_bare_write_is_offered_only_while_the_protocol_says_the_socket_takes_writes():
+    websocket, wire = RecordingWebSocket(), RawWire()
+    connection = Connection(WebSocketSink(websocket), "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
+    connection.start_writer(b'{"type":"connected"}')
+    assert connection.direct == wire.raw and wire.listener == connection._unwritable
+
+    wire.pause()  # a write left bytes unsent: fan-out must stop writing straight to it at once
+    assert connection.direct is None
+    one = SimpleNamespace(frame=b'{"n":1}')
+    connection.send_frames([one.frame], websocket_text_frame(one.frame), [one], lambda d: None)  # type: ignore[list-item]
+    assert connection.queued == 1 and connection.direct is None  # behind the backlog, through its writer
+    wire.open = True  # the kernel took it all: the writer drains the backlog, and the bare write is back
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert wire.frames[1:] == [websocket_text_frame(one.frame)] and connection.queued == 0
+    assert connection.direct == wire.raw
+
+    wire.pause()
+    wire.open = True  # resumed before anything came: the next write goes through the checks, then
+    two = SimpleNamespace(frame=b'{"n":2}')  # the bare write is offered again
+    connection.send_frames([two.frame], websocket_text_frame(two.frame), [two], lambda d: None)  # type: ignore[list-item]
+    assert wire.frames[2:] == [websocket_text_frame(two.frame)] and connection.direct == wire.raw
+    assert wire.raw_frames == []  # fan-out's calls only
+
+    await connection.stop()
+    assert connection.direct is None and wire.listener is None  # the protocol no longer holds the connection

@@ -40,6 +40,27 @@ def test_a_round_of_several_batches_goes_in_full_frames_to_ready_sockets_and_que
     assert behind.queued == deliveries and behind.wires == []
 
 
+def test_a_bare_transport_write_counts_as_written_and_one_closed_under_the_round_does_not_stop_it():
+    """`direct` may be a transport's own write (wire.SocketWrite.raw): it answers None, and raises
+    RuntimeError once uvicorn has closed the transport (a client's close frame answered)."""
+    router = DeliveryRouter()
+    written: list[bytes] = []
+
+    def closed(wire: bytes) -> None:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    first, gone, last = FakeConnection(True), FakeConnection(True), FakeConnection(True)
+    first.direct, gone.direct = written.append, closed  # type: ignore[assignment]
+    for connection in (first, gone, last):
+        router.topics.add("t", connection)
+    pump = DeliveryPump(router, read_history=None, conflated=[])  # type: ignore[arg-type]
+    delivery = D(topic="t", frame=b'{"n":1}')
+    pump.fan_out([[delivery]])
+    wire = websocket_text_frame(delivery.frame)
+    assert (written, last.wires) == ([wire], [wire])  # the closed one in between stopped nothing
+    assert first.queued == [] and gone.queued == [] and gone.direct is None  # nothing queued for either
+
+
 def test_sockets_behind_get_each_message_with_its_conflation_key():
     router = DeliveryRouter()
     behind = FakeConnection(False)
