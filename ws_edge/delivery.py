@@ -209,8 +209,9 @@ class DeliveryPump:
                         if direct(wire) is not False:  # the transport's bare write answers None
                             continue
                     except RuntimeError:
-                        # Its transport was closed under us (uvicorn closes it as it answers the
-                        # client's close frame): nothing more for it, its receive loop releases it.
+                        # Its transport's handle is closed (uvloop raises then). The protocol's listener
+                        # clears `direct` before that can happen; this keeps one socket from ending the
+                        # round if it ever does. Nothing more for it: its receive loop releases it.
                         connection.direct = None  # type: ignore[attr-defined]
                         continue
                 if key_of is None:  # each message's conflation key once, for all the sockets behind

@@ -71,8 +71,9 @@ class SocketWrite:
     transport's own `write`, and the protocol calls the listener given to `listen` the moment the socket
     stops taking writes (paused, close frame sent, lost): a connection may then hand `raw` to fan-out,
     which calls it for each of a thousand sockets with none of these checks (~1 µs of Python a socket, a
-    tenth of a round's CPU). A transport closed by uvicorn itself (the client's close frame answered)
-    makes `raw` raise RuntimeError, which fan-out takes as "not this socket". Otherwise `raw` is None."""
+    tenth of a round's CPU). A transport that uvicorn closes itself (answering the client's close frame)
+    drops later writes silently, and its handle closes only after `connection_lost` has told the
+    listener; fan-out still takes a RuntimeError from `raw` as "not this socket". Otherwise `raw` is None."""
 
     __slots__ = ("protocol", "transport", "writable", "raw")
 
@@ -91,10 +92,11 @@ class SocketWrite:
         return True
 
     def clean(self) -> bool:
-        """Whether a frame written now goes to the kernel at once: open, nothing unsent, no close sent."""
+        """Whether a frame written now goes to the kernel at once: open, nothing unsent, no close sent.
+        (The buffer is asked too: `writable` alone misses bytes left unsent before the upgrade.)"""
         protocol = self.protocol
         return (self.writable.is_set() and not protocol.close_sent and not protocol.disconnected
-                and not self.transport.is_closing())
+                and not self.transport.is_closing() and not self.transport.get_write_buffer_size())
 
     def listen(self, listener: Callable[[], None] | None) -> None:
         """Have `listener` called when the socket stops taking writes (None: no more). Only with `raw`."""
@@ -199,12 +201,22 @@ def edge_websocket_protocol() -> type | None:
                 if sent:
                     self._tell()
 
+            def connection_made(self, transport: Any) -> None:
+                super().connection_made(transport)
+                if transport.get_write_buffer_size():
+                    # Upgraded on a keep-alive connection whose last HTTP response is not all sent: the
+                    # transport is paused already, and tells no new protocol so (uvloop pauses once).
+                    self.writable.clear()
+
             def pause_writing(self) -> None:
                 super().pause_writing()
                 self._tell()
 
             def connection_lost(self, exc: Exception | None) -> None:
-                self._tell()
+                # Told once, and let go: the listener (a connection) is not held past the socket's end.
+                listener, self.unwritable = self.unwritable, None
+                if listener is not None:
+                    listener()
                 super().connection_lost(exc)
 
             def _tell(self) -> None:

@@ -178,3 +178,27 @@ async def test_the_bare_write_is_offered_only_while_the_protocol_says_the_socket
 
     await connection.stop()
     assert connection.direct is None and wire.listener is None  # the protocol no longer holds the connection
+
+
+class PausingWire(RawWire):
+    """Its checked write leaves bytes unsent once `fills` is set: the protocol pauses it from inside."""
+
+    fills = False
+
+    def __call__(self, frame: bytes) -> bool:
+        written = super().__call__(frame)
+        if self.fills:
+            self.pause()
+        return written
+
+
+async def test_a_write_that_pauses_the_socket_does_not_hand_fan_out_the_bare_write():
+    websocket, wire = RecordingWebSocket(), PausingWire()
+    connection = Connection(WebSocketSink(websocket), "c1", SendQueue(), write=wire)  # type: ignore[arg-type]
+    connection.start_writer(b'{"type":"connected"}')
+    wire.pause()
+    wire.open, wire.fills = True, True  # resumed; the next write goes through the checks, and fills it
+    one = SimpleNamespace(frame=b'{"n":1}')
+    connection.send_frames([one.frame], websocket_text_frame(one.frame), [one], lambda d: None)  # type: ignore[list-item]
+    assert wire.frames[1:] == [websocket_text_frame(one.frame)]
+    assert connection.direct is None  # not restored: the socket holds bytes unsent now

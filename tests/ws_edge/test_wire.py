@@ -1,8 +1,10 @@
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 import uvicorn
+import uvloop
 from uvicorn.server import ServerState
 
 from ws_edge.wire import Asgi, FastPath, SocketWrite, choose_frame_writer, edge_websocket_protocol, fast_path_protocol
@@ -50,6 +52,12 @@ class Transport:
     def write(self, frame: bytes) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
     def is_closing(self) -> bool:
         return self.closed
 
@@ -58,7 +66,7 @@ class Transport:
 
 
 def make_protocol(protocol_class: type) -> Any:
-    config = uvicorn.Config(app=lambda scope, receive, send: None, ws=protocol_class)
+    config = uvicorn.Config(app=lambda scope, receive, send: None, ws=protocol_class, log_config=None)
     config.load()
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     protocol.transport = Transport()
@@ -88,4 +96,54 @@ async def test_the_edge_protocol_tells_its_listener_the_moment_its_socket_stops_
     protocol.unwritable = lambda: told.append("lost")
     protocol.connection_lost(None)
     assert told == ["stop", "stop", "lost"] and protocol.disconnected and protocol.transport.closed
+    assert protocol.unwritable is None  # told once, and the connection no longer held
     assert "unwritable" not in protocol.__dict__ and "close_sent" not in protocol.__dict__  # slots: no dict growth
+
+
+async def test_a_socket_that_still_holds_unsent_bytes_when_it_is_upgraded_is_not_clean():
+    """A keep-alive connection whose last HTTP response is not all sent is paused already, and uvloop
+    pauses a protocol only once: the new one must not take the socket for writable."""
+    protocol_class = edge_websocket_protocol()
+    protocol = make_protocol(protocol_class)
+    transport = Transport()
+    transport.get_write_buffer_size = lambda: 70_000  # type: ignore[method-assign]
+    protocol.connection_made(transport)
+    assert not protocol.writable.is_set() and not SocketWrite(protocol).clean()
+
+
+def test_a_real_transport_stops_the_bare_write_from_inside_the_write_that_fills_it():
+    """The assumption the bare write rests on, with uvloop's own transport: at a high-water mark of 0 a
+    write that leaves bytes unsent pauses the protocol (and tells the listener) before it returns, and
+    a closed transport's write drops the bytes instead of raising."""
+
+    async def main() -> list[str]:
+        told: list[str] = []
+        made: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol_class = edge_websocket_protocol()
+
+        def serve() -> Any:
+            protocol = make_protocol(protocol_class)
+            protocol.connections.discard(protocol)
+            made.set_result(protocol)
+            return protocol
+
+        server = await asyncio.get_running_loop().create_server(serve, "127.0.0.1", 0)
+        _reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])  # never reads
+        protocol = await made
+        protocol.unwritable = lambda: told.append("stop")
+        write = SocketWrite(protocol)
+        assert write.raw is not None and write.clean()
+        chunk = b"x" * 65536
+        for _ in range(1000):  # the kernel's buffers take some; the first write that leaves bytes over
+            write.raw(chunk)
+            if told:
+                break
+        told.append(f"clean={write.clean()}")
+        seen = list(told)
+        protocol.transport.close()
+        write.raw(chunk)  # closing with bytes unsent: kept for the close, never raised
+        writer.close()
+        server.close()
+        return seen
+
+    assert uvloop.run(main()) == ["stop", "clean=False"]
