@@ -83,7 +83,7 @@ class SocketWrite:
         self.writable = protocol.writable
         self.transport.set_write_buffer_limits(high=0)
         self.raw: Callable[[bytes], None] | None = (
-            self.transport.write if isinstance(protocol, _edge_protocol_class or ()) else None)
+            self.transport.write if isinstance(protocol, TellsUnwritable) else None)
 
     def __call__(self, frame: bytes) -> bool:
         if not self.clean():
@@ -170,6 +170,48 @@ class FastPath(Asgi):
             protocol.conn.logger = logging.LoggerAdapter(protocol.conn.logger, {"conn": tag})
 
 
+class TellsUnwritable:
+    """Mixed into uvicorn's sans-I/O WebSocket protocol (`edge_websocket_protocol`): calls `unwritable`
+    the moment the socket stops taking writes (paused with bytes unsent, close frame sent, lost)."""
+
+    # Slots, not attributes: a connection's protocol keeps its __dict__ as uvicorn lays it out (an
+    # attribute added after __init__ would cost every idle connection a larger dict).
+    __slots__ = ("unwritable", "_close_sent")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.unwritable: Callable[[], None] | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, sent: bool) -> None:
+        self._close_sent = sent
+        if sent and (listener := self.unwritable) is not None:
+            listener()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        if transport.get_write_buffer_size():
+            # Upgraded on a keep-alive connection whose last HTTP response is not all sent: the
+            # transport is paused already, and tells no new protocol so (uvloop pauses once).
+            self.writable.clear()  # type: ignore[attr-defined]
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        if (listener := self.unwritable) is not None:
+            listener()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Told once, and let go: the listener (a connection) is not held past the socket's end.
+        listener, self.unwritable = self.unwritable, None
+        if listener is not None:
+            listener()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
 _edge_protocol_class: type | None = None
 
 
@@ -178,53 +220,9 @@ def edge_websocket_protocol() -> type | None:
     moment its socket stops taking writes (`SocketWrite.raw`); None without the fast path."""
     global _edge_protocol_class
     base, _ = fast_path_protocol()
-    if base is None:
-        return None
-    if _edge_protocol_class is None:
-
-        class EdgeWebSocketProtocol(base):  # type: ignore[valid-type,misc]
-            # Slots, not attributes: a connection's protocol keeps its __dict__ as uvicorn lays it out
-            # (an attribute added after __init__ would cost every idle connection a larger dict).
-            __slots__ = ("unwritable", "_close_sent")
-
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self.unwritable: Callable[[], None] | None = None
-                super().__init__(*args, **kwargs)
-
-            @property
-            def close_sent(self) -> bool:
-                return self._close_sent
-
-            @close_sent.setter
-            def close_sent(self, sent: bool) -> None:
-                self._close_sent = sent
-                if sent:
-                    self._tell()
-
-            def connection_made(self, transport: Any) -> None:
-                super().connection_made(transport)
-                if transport.get_write_buffer_size():
-                    # Upgraded on a keep-alive connection whose last HTTP response is not all sent: the
-                    # transport is paused already, and tells no new protocol so (uvloop pauses once).
-                    self.writable.clear()
-
-            def pause_writing(self) -> None:
-                super().pause_writing()
-                self._tell()
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                # Told once, and let go: the listener (a connection) is not held past the socket's end.
-                listener, self.unwritable = self.unwritable, None
-                if listener is not None:
-                    listener()
-                super().connection_lost(exc)
-
-            def _tell(self) -> None:
-                if (listener := self.unwritable) is not None:
-                    listener()
-
-        _edge_protocol_class = EdgeWebSocketProtocol
-    return _edge_protocol_class
+    if base is not None and _edge_protocol_class is None:
+        _edge_protocol_class = type("EdgeWebSocketProtocol", (TellsUnwritable, base), {"__slots__": ()})
+    return _edge_protocol_class if base is not None else None
 
 
 def fast_path_protocol() -> tuple[type | None, str]:
