@@ -82,6 +82,11 @@ class SocketWrite:
         self.transport = protocol.transport
         self.writable = protocol.writable
         self.transport.set_write_buffer_limits(high=0)
+        if self.transport.get_write_buffer_size():
+            # Upgraded on a keep-alive connection whose last HTTP response is not all sent: the
+            # transport is paused already and tells no new protocol so (uvloop pauses once); it will
+            # call the protocol's resume_writing once it has drained.
+            self.writable.clear()
         self.raw: Callable[[bytes], None] | None = (
             self.transport.write if isinstance(protocol, TellsUnwritable) else None)
 
@@ -92,11 +97,10 @@ class SocketWrite:
         return True
 
     def clean(self) -> bool:
-        """Whether a frame written now goes to the kernel at once: open, nothing unsent, no close sent.
-        (The buffer is asked too: `writable` alone misses bytes left unsent before the upgrade.)"""
+        """Whether a frame written now goes to the kernel at once: open, nothing unsent, no close sent."""
         protocol = self.protocol
         return (self.writable.is_set() and not protocol.close_sent and not protocol.disconnected
-                and not self.transport.is_closing() and not self.transport.get_write_buffer_size())
+                and not self.transport.is_closing())
 
     def listen(self, listener: Callable[[], None] | None) -> None:
         """Have `listener` called when the socket stops taking writes (None: no more). Only with `raw`."""
@@ -191,13 +195,6 @@ class TellsUnwritable:
         self._close_sent = sent
         if sent and (listener := self.unwritable) is not None:
             listener()
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
-        if transport.get_write_buffer_size():
-            # Upgraded on a keep-alive connection whose last HTTP response is not all sent: the
-            # transport is paused already, and tells no new protocol so (uvloop pauses once).
-            self.writable.clear()  # type: ignore[attr-defined]
 
     def pause_writing(self) -> None:
         super().pause_writing()  # type: ignore[misc]

@@ -100,15 +100,15 @@ async def test_the_edge_protocol_tells_its_listener_the_moment_its_socket_stops_
     assert "unwritable" not in protocol.__dict__ and "close_sent" not in protocol.__dict__  # slots: no dict growth
 
 
-async def test_a_socket_that_still_holds_unsent_bytes_when_it_is_upgraded_is_not_clean():
+@pytest.mark.parametrize("edge_protocol", [True, False], ids=["edge-protocol", "uvicorn-protocol"])
+async def test_a_socket_that_still_holds_unsent_bytes_when_it_is_upgraded_is_not_clean(edge_protocol: bool):
     """A keep-alive connection whose last HTTP response is not all sent is paused already, and uvloop
-    pauses a protocol only once: the new one must not take the socket for writable."""
-    protocol_class = edge_websocket_protocol()
+    pauses a protocol only once: whichever protocol serves it, its writer must not take it for writable."""
+    protocol_class = edge_websocket_protocol() if edge_protocol else fast_path_protocol()[0]
     protocol = make_protocol(protocol_class)
-    transport = Transport()
-    transport.get_write_buffer_size = lambda: 70_000  # type: ignore[method-assign]
-    protocol.connection_made(transport)
-    assert not protocol.writable.is_set() and not SocketWrite(protocol).clean()
+    protocol.transport.get_write_buffer_size = lambda: 70_000
+    write = SocketWrite(protocol)
+    assert not protocol.writable.is_set() and not write.clean() and write(b"frame") is False
 
 
 def test_a_real_transport_stops_the_bare_write_from_inside_the_write_that_fills_it():
