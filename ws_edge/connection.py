@@ -120,7 +120,7 @@ class Connection:
         if self._closing:
             return  # closed before it was connected (a slow consumer, the edge going away)
         self._open = True
-        if self._fast is not None and self._fast is not self._write:
+        if self._fast is not self._write:  # the bare write: the protocol tells when to stop using it
             self._write.listen(self._unwritable)  # type: ignore[union-attr]
         if not self._backlog and self._write is not None and self._write(websocket_text_frame(first_frame)):
             self._resume_direct()
@@ -235,7 +235,7 @@ class Connection:
         """The socket is gone: stop writing."""
         self._closing = True
         self.direct = None
-        if self._fast is not None and self._fast is not self._write:
+        if self._fast is not self._write:
             self._write.listen(None)  # type: ignore[union-attr]  # the protocol held this connection
         if self._writer is not None:
             self._writer.cancel()
