@@ -54,7 +54,6 @@ class Client(WSListener):
         self.sampled = sampled
         self.received = 0
         self.frames = 0
-        self.framed_received = 0  # what came in the counted frames
         self.closed: int | None = None
         self.transport: WSTransport | None = None
         self.first_frame = asyncio.get_running_loop().create_future()
@@ -74,7 +73,6 @@ class Client(WSListener):
         if count:
             self.frames += 1
             self.received += count
-            self.framed_received += count
             self.stats.received += count
             if self.sampled:
                 self.stats.sampled(payload)
@@ -84,43 +82,33 @@ class Client(WSListener):
             self.closed = 1006
 
 
-class SseClient(asyncio.Protocol):
-    """One `GET /sse` reader, with the WebSocket client's counters (and `transport.disconnect()`)."""
+class RawClient(asyncio.Protocol):
+    """A client on a plain asyncio protocol, with the WebSocket client's counters (and
+    `transport.disconnect()`): it sends `request`, then counts `"seq":` in the bytes as they come."""
 
-    def __init__(self, stats: Stats, sampled: bool, request: bytes) -> None:
+    def __init__(self, stats: Stats, request: bytes) -> None:
         self.stats = stats
-        self.sampled = sampled
         self.request = request
         self.received = 0
         self.frames = 0
-        self.framed_received = 0
         self.closed: int | None = None
-        self.transport: SseClient | None = None
+        self.transport: RawClient | None = None
         self.first_frame = asyncio.get_running_loop().create_future()
         self._socket: Any = None
         self._tail = b""  # the last bytes of the previous chunk: a `"seq":` split between two chunks
-        self._pending = b""  # sampled clients: the start of an incomplete line
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._socket = transport  # uvloop's, which is not an asyncio.Transport
         self.transport = self
         self._socket.write(self.request)
 
-    def data_received(self, data: bytes) -> None:
-        if not self.first_frame.done() and b'"type":"connected"' in data:
-            self.first_frame.set_result(data)
-        if b'"type":"close"' in data:
-            self.closed = 4000
+    def count(self, data: bytes) -> int:
+        """Messages in `data` (counted, and added to this client's and the run's totals)."""
         count = (self._tail + data).count(SEQ)
         self._tail = data[-(len(SEQ) - 1):]
-        if count:
-            self.frames += data.count(b"\ndata: ") or 1
-            self.received += count
-            self.framed_received += count
-            self.stats.received += count
-            if self.sampled:
-                complete, _, self._pending = (self._pending + data).rpartition(b"\n")
-                self.stats.sampled(complete)
+        self.received += count
+        self.stats.received += count
+        return count
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed is None:
@@ -131,33 +119,39 @@ class SseClient(asyncio.Protocol):
             self._socket.abort()
 
 
-class CountingWsClient(asyncio.Protocol):
+class SseClient(RawClient):
+    """One `GET /sse` reader."""
+
+    def __init__(self, stats: Stats, sampled: bool, request: bytes) -> None:
+        super().__init__(stats, request)
+        self.sampled = sampled
+        self._pending = b""  # sampled clients: the start of an incomplete line
+
+    def data_received(self, data: bytes) -> None:
+        if not self.first_frame.done() and b'"type":"connected"' in data:
+            self.first_frame.set_result(data)
+        if b'"type":"close"' in data:
+            self.closed = 4000
+        if self.count(data):
+            self.frames += data.count(b"\ndata: ") or 1
+            if self.sampled:
+                complete, _, self._pending = (self._pending + data).rpartition(b"\n")
+                self.stats.sampled(complete)
+
+
+class CountingWsClient(RawClient):
     """`--counting-clients`: a WebSocket client that only counts, for the clients that do not measure
     latency. It makes the handshake itself, then counts `"seq":` in the bytes as they arrive (a
     server's frames are not masked: each message's bytes are in the stream as they are), with no
     frame parsing and no call per frame. The picows client's cost per frame is what bounds the load
     process at the max rate (~10 messages a frame at the guide's cap against the limit's ~50); this
     one costs per read and per byte only, so that what is measured is the server. Frames are not
-    counted here: `msgs/frame` then comes from the sampled (picows) clients."""
+    counted here (`frames` stays 0): `msgs/frame` then comes from the sampled (picows) clients."""
 
     def __init__(self, stats: Stats, request: bytes) -> None:
-        self.stats = stats
-        self.request = request
-        self.received = 0
-        self.frames = 0
-        self.framed_received = 0  # none: frames are not counted
-        self.closed: int | None = None
-        self.transport: CountingWsClient | None = None
-        self.first_frame = asyncio.get_running_loop().create_future()
+        super().__init__(stats, request)
         self.upgraded = asyncio.get_running_loop().create_future()  # the server's 101 came
-        self._socket: Any = None
-        self._head = b""  # the handshake's answer until its blank line
-        self._tail = b""  # the last bytes of the previous chunk: a `"seq":` split between two chunks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._socket = transport
-        self.transport = self
-        self._socket.write(self.request)
+        self._head: bytes | None = b""  # the handshake's answer until its blank line
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
@@ -170,25 +164,22 @@ class CountingWsClient(asyncio.Protocol):
                 self._socket.abort()
                 self.upgraded.set_exception(ConnectionError(f"handshake refused: {head[:80]!r}"))
                 return
-            self._head = None  # type: ignore[assignment]
+            self._head = None
             self.upgraded.set_result(None)
         if not self.first_frame.done() and data:
             self.first_frame.set_result(data)
-        count = (self._tail + data).count(SEQ)
-        self._tail = data[-(len(SEQ) - 1):]
-        if count:
-            self.received += count
-            self.stats.received += count
+        self.count(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.closed is None:
-            self.closed = 1006
+        super().connection_lost(exc)
         if not self.upgraded.done():
             self.upgraded.set_exception(ConnectionError("closed during the handshake"))
 
-    def disconnect(self) -> None:
-        if self._socket is not None:
-            self._socket.abort()
+
+def framed_received(clients: list[Any]) -> int:
+    """Messages received by the clients that count frames (a counting client's `frames` stay 0, and
+    one that counts frames has received nothing until it has counted one)."""
+    return sum(c.received for c in clients if c.frames)
 
 
 async def counting_ws_connect(url: str, stats: Stats) -> CountingWsClient:
@@ -403,7 +394,7 @@ async def _helper(args: argparse.Namespace, count: int, shared: Any, ready: Any,
         if client.transport is not None:
             client.transport.disconnect()
     return {"received": stats.received, "frames": sum(c.frames for c in clients),
-            "framed_received": sum(c.framed_received for c in clients), "closed_by_server": closed,
+            "framed_received": framed_received(clients), "closed_by_server": closed,
             "cpu_percent": cpu_percent}
 
 
@@ -558,7 +549,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
             "lost": published * n - total,
             "delivered_per_s": total / delivered_wall,
             "frames": sum(c.frames for c in clients) + sum(h["frames"] for h in helper_results),
-            "framed_received": sum(c.framed_received for c in clients) + sum(h["framed_received"] for h in helper_results),
+            "framed_received": framed_received(clients) + sum(h["framed_received"] for h in helper_results),
             "latency_p50_ms": percentile(stats.latencies, 0.50),
             "latency_p99_ms": percentile(stats.latencies, 0.99),
             "latency_max_ms": percentile(stats.latencies, 1.0),
