@@ -209,17 +209,11 @@ class TellsUnwritable:
         super().connection_lost(exc)  # type: ignore[misc]
 
 
-_edge_protocol_class: type | None = None
-
-
 def edge_websocket_protocol() -> type | None:
     """The WebSocket protocol class for uvicorn (`ws=`): uvicorn's sans-I/O one, telling a listener the
     moment its socket stops taking writes (`SocketWrite.raw`); None without the fast path."""
-    global _edge_protocol_class
     base, _ = fast_path_protocol()
-    if base is not None and _edge_protocol_class is None:
-        _edge_protocol_class = type("EdgeWebSocketProtocol", (TellsUnwritable, base), {"__slots__": ()})
-    return _edge_protocol_class if base is not None else None
+    return None if base is None else type("EdgeWebSocketProtocol", (TellsUnwritable, base), {"__slots__": ()})
 
 
 def fast_path_protocol() -> tuple[type | None, str]:
