@@ -25,8 +25,16 @@ TOPIC = "page:ticks"
 
 SETUP = """async ([url, topic, config]) => {
   const { WebSocketService } = await import('/static/push-client.js');
-  const log = { events: [], ticks: [], refreshed: [] };
-  const client = new WebSocketService({ url, getToken: () => window.mintToken(), ...config });
+  const log = { events: [], ticks: [], refreshed: [], mints: [] };
+  // When each token was asked for and came back (through Playwright, from this test's process): a
+  // late refresh then shows whether the time went in the page's timer or in the round trip.
+  const getToken = async () => {
+    const asked = Date.now() / 1000;
+    const token = await window.mintToken();
+    log.mints.push({ asked, got: Date.now() / 1000 });
+    return token;
+  };
+  const client = new WebSocketService({ url, getToken, ...config });
   for (const key of ['$connecting', '$closed', '$reconnect', '$recovered', '$recovery_failed', '$error']) {
     client.on(key, (data) => log.events.push({ key, ...(data || {}) }));
   }
@@ -86,7 +94,7 @@ async def kept_alive(page: Page, system: System, ttl: float, duration: float, **
     # each refresh came ahead of the expiry it replaced
     previous = first_exp
     for r in refreshed:
-        assert r["at"] < previous, (r, previous)
+        assert r["at"] < previous, (r, previous, log["mints"])
         previous = r["expires_at"]
 
 
