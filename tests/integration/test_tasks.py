@@ -94,6 +94,11 @@ async def test_cancelling_mid_run_yields_cancelled_and_no_more_progress(system: 
     cancel = await client.send({"type": "task_cancel", "id": "c1", "data": {"task_id": task_id}})
     assert cancel is None
     seen = await collect_until_status(client, task_id, "cancelled")
+    # The ack answers the task service's reply; the status and the list come through the push
+    # service: two paths, so the ack may come after the list (seen once, in the compose stack).
+    while not any(m["type"] == "ack" and m["id"] == "c1" for m in seen):
+        frame = await client.recv(10)
+        seen.extend(frame["messages"] if frame["type"] == "batch" else [frame])
     acks = [m for m in seen if m["type"] == "ack" and m["id"] == "c1"]
     assert len(acks) == 1 and acks[0]["data"]["task"]["status"] == "cancelled"
     cancelled_at = next(i for i, m in enumerate(seen) if m["type"] == "task_status" and m["data"]["status"] == "cancelled")
