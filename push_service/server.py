@@ -13,6 +13,7 @@ from push.v1 import server_api_pb2_grpc as api_pb_grpc
 
 from common.grpc_security import bind_server, server_interceptors
 from common.grpc_server import add_health_and_reflection, mark_serving
+from common.inprocess_grpc import InProcessServer
 from common.presence_rules import PresenceRules
 
 from .broker import broker_from_url
@@ -33,6 +34,7 @@ class RunningPushServer:
     server: grpc.aio.Server
     hub: Hub
     port: int
+    local: InProcessServer  # the same servicers, for a caller in this process (single_process: the edge)
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Drain: every edge stream gets its pending batches, then ends cleanly (the edges reconnect,
@@ -87,13 +89,16 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         interceptors=server_interceptors(settings.auth_token.get_secret_value() if settings.auth_token else None),
     )
     page = PageLimits(settings.history_page_max_messages, settings.history_page_max_bytes)
-    pb_grpc.add_PushServiceServicer_to_server(
-        PushServicer(hub, max_data_bytes=settings.max_data_bytes, history_page=page, roster=roster), server)
-    api_pb_grpc.add_ServerApiServicer_to_server(ServerApiServicer(hub, roster), server)
+    servicer = PushServicer(hub, max_data_bytes=settings.max_data_bytes, history_page=page, roster=roster)
+    api_servicer = ServerApiServicer(hub, roster)
+    local = InProcessServer()
+    for target in (server, local):
+        pb_grpc.add_PushServiceServicer_to_server(servicer, target)
+        api_pb_grpc.add_ServerApiServicer_to_server(api_servicer, target)
     health_servicer = add_health_and_reflection(server, [SERVICE_NAME, API_SERVICE_NAME])
     port = bind_server(server, f"{settings.host}:{settings.port}", cert_file=settings.tls_cert_file,
                        key_file=settings.tls_key_file, client_ca_file=settings.tls_client_ca_file)
     await server.start()
     await mark_serving(health_servicer, [SERVICE_NAME, API_SERVICE_NAME])
     roster.start()
-    return RunningPushServer(server=server, hub=hub, port=port)
+    return RunningPushServer(server=server, hub=hub, port=port, local=local)

@@ -1,0 +1,206 @@
+"""A gRPC channel to servicers of this same process: generated stubs work on it unchanged, and a call is
+a direct call of the servicer's method, with no serialization, no socket and no poller thread.
+
+`python -m single_process` runs the push service inside the edge's process and links them with it: the
+edge's stream then costs what the two sides' Python costs, not a gRPC write and read per batch, a hop
+between processes and a loop turn behind gRPC's poller thread. The contract stays the proto: the same
+messages and the same status codes.
+
+What a call keeps of gRPC:
+- a servicer's `context.abort(code, details)` reaches the caller as `grpc.aio.AioRpcError` with that
+  code and details; any other exception as UNKNOWN, as grpc reports it; an unknown method as
+  UNIMPLEMENTED;
+- a unary call's `timeout` ends it with DEADLINE_EXCEEDED;
+- responses are flow-controlled: a servicer's response generator waits while STREAM_WINDOW of them are
+  unread (gRPC's window makes it wait the same way), so a caller that stops reading holds the servicer
+  back instead of queueing without bound;
+- `cancel()` cancels the servicer's side, which sees CancelledError as under gRPC; the caller's
+  iteration then ends with CANCELLED.
+What it does not keep: messages go by reference (neither side may change one once sent; ours build
+each for one send), and server interceptors (the token check) do not run: the caller is this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import grpc
+from grpc.aio import AioRpcError, Metadata
+
+STREAM_WINDOW = 64  # responses a call holds unread before its servicer waits
+PEER = "in-process"
+
+
+class InProcessServer:
+    """Takes servicers as a `grpc.aio.Server` does (`add_XServicer_to_server(servicer, this)`) and
+    makes channels to them."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        for method, handler in handlers.items():
+            self.handlers[f"/{service}/{method}"] = handler
+
+    def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
+        """Generated code registers each method both ways; the registered handlers are all we use."""
+
+    def channel(self, address: str = PEER) -> InProcessChannel:
+        return InProcessChannel(self.handlers)
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class _Context:
+    """What our servicers ask of their `grpc.aio.ServicerContext`."""
+
+    def __init__(self, metadata: Any) -> None:
+        self._metadata = tuple(metadata or ())
+
+    def peer(self) -> str:
+        return PEER
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return self._metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        raise _Aborted(code, details)
+
+
+def _error(code: grpc.StatusCode, details: str) -> AioRpcError:
+    return AioRpcError(code, Metadata(), Metadata(), details=details)
+
+
+def _failure(exc: Exception) -> AioRpcError:
+    if isinstance(exc, _Aborted):
+        return _error(exc.code, exc.details)
+    if isinstance(exc, AioRpcError):  # a call the servicer made failed, and it let that through
+        return exc
+    return _error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
+
+
+UNIMPLEMENTED = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+
+class InProcessChannel:
+    """What stubs use of `grpc.aio.Channel`, over an InProcessServer's handlers."""
+
+    def __init__(self, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self._handlers = handlers
+
+    def _handler(self, method: str | bytes) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(method.decode() if isinstance(method, bytes) else method)
+
+    def unary_unary(self, method: str | bytes, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        handler = self._handler(method)
+
+        def call(request: Any = None, *, timeout: float | None = None, metadata: Any = None, **_: Any) -> Any:
+            return _unary(handler, request, _Context(metadata), timeout)
+
+        return call
+
+    def unary_stream(self, method: str | bytes, *args: Any, **kwargs: Any) -> Callable[..., StreamCall]:
+        handler = self._handler(method)
+
+        def call(request: Any = None, *, metadata: Any = None, **_: Any) -> StreamCall:
+            if handler is None:
+                return StreamCall(_failing(_error(*UNIMPLEMENTED)))
+            serve = handler.stream_stream if handler.request_streaming else handler.unary_stream
+            return StreamCall(serve(request, _Context(metadata)))
+
+        return call
+
+    stream_unary = unary_unary  # the handler says whether it reads a stream
+    stream_stream = unary_stream
+
+    async def close(self, grace: float | None = None) -> None:
+        """Nothing to close: the servicers belong to the server that runs them."""
+
+    async def channel_ready(self) -> None:
+        """Always ready."""
+
+
+async def _unary(handler: grpc.RpcMethodHandler | None, request: Any, context: _Context,
+                 timeout: float | None) -> Any:
+    if handler is None:
+        raise _error(*UNIMPLEMENTED)
+    serve = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    try:
+        return await asyncio.wait_for(serve(request, context), timeout)
+    except TimeoutError:
+        raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+    except Exception as exc:
+        raise _failure(exc) from None
+
+
+async def _failing(error: AioRpcError) -> AsyncIterator[Any]:
+    raise error
+    yield  # an async generator
+
+
+_WAKE = object()  # tells a waiting reader that the call ended
+
+
+class StreamCall:
+    """A call with streamed responses: iterate it for them; `cancel()` ends the servicer's side."""
+
+    def __init__(self, responses: AsyncIterator[Any]) -> None:
+        self._responses: asyncio.Queue[Any] = asyncio.Queue(STREAM_WINDOW)
+        self._end: AioRpcError | bool | None = False  # False while it runs, then None (OK) or the error
+        self._task = asyncio.create_task(self._serve(responses), name="in-process-call")
+        self._task.add_done_callback(self._ended)
+
+    async def _serve(self, responses: AsyncIterator[Any]) -> None:
+        try:
+            async for response in responses:
+                await self._responses.put(response)
+        except Exception as exc:
+            self._end = _failure(exc)
+        else:
+            self._end = None
+        finally:  # cancelled while it waited for the reader: the servicer's own cleanup runs now
+            aclose = getattr(responses, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """Also when it was cancelled before it began (then its own code never ran)."""
+        if self._end is False:
+            self._end = _error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+        if not self._responses.full():  # else the reader finds the end once it has read what is queued
+            self._responses.put_nowait(_WAKE)
+
+    async def wait_for_connection(self) -> None:
+        """The servicer is in this process: nothing to wait for."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[Any]:
+        while True:
+            if self._end is not False and self._responses.empty():
+                if self._end is not None:
+                    raise self._end
+                return
+            response = await self._responses.get()
+            if response is not _WAKE:
+                yield response
+
+    def cancel(self) -> bool:
+        if self._task.done():
+            return False
+        self._task.cancel()
+        return True
+
+    def done(self) -> bool:
+        return self._end is not False
+
+    async def code(self) -> grpc.StatusCode:
+        await asyncio.gather(self._task, return_exceptions=True)
+        return self._end.code() if isinstance(self._end, AioRpcError) else grpc.StatusCode.OK
