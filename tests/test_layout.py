@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("common", "push_service", "ws_edge", "task_service", "pushclient")
+PACKAGES = ("common", "push_service", "ws_edge", "task_service", "pushclient", "single_process")
 SERVICES = ("push_service", "ws_edge", "task_service")
 
 

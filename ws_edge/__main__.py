@@ -16,7 +16,7 @@ from common.lifecycle import load_settings
 from common.logs import configure_logging
 from common.tracing import configure_from
 
-from .app import create_app
+from .app import EdgeApp, create_app
 from .config import EdgeSettings
 from .http_guard import guarded_http_protocol
 from .wire import edge_websocket_protocol
@@ -47,12 +47,9 @@ class EdgeServer(uvicorn.Server):
             super().handle_exit(sig, frame)
 
 
-def main() -> None:
-    settings = load_settings(EdgeSettings, "ws_edge")
-    configure_logging(settings.log_level, settings.log_format)
-    configure_from(settings, "ws_edge")
-    app = create_app(settings)
-    config = uvicorn.Config(
+def server_config(app: EdgeApp, settings: EdgeSettings) -> uvicorn.Config:
+    """How uvicorn serves the edge (also single_process, which serves it in a loop of its own)."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -73,7 +70,13 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
     )
-    EdgeServer(config).run()
+
+
+def main() -> None:
+    settings = load_settings(EdgeSettings, "ws_edge")
+    configure_logging(settings.log_level, settings.log_format)
+    configure_from(settings, "ws_edge")
+    EdgeServer(server_config(create_app(settings), settings)).run()
 
 
 if __name__ == "__main__":

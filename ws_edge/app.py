@@ -28,7 +28,7 @@ from .core.frames import ProtocolError, split_topics_param
 from .core.limits import PendingConnections, origin_allowed
 from .core.session import Session, url_positions
 from .door import door_refusal
-from .edge import Edge
+from .edge import ChannelFactory, Edge
 from .handlers import HandlerRegistry
 from .http_stream import emulation, serve_stream
 from .logs import redact_tokens
@@ -79,9 +79,10 @@ class EdgeApp:
         return split_topics_param(topics)
 
 
-def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry | None = None) -> EdgeApp:
+def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry | None = None,
+               push_channel: ChannelFactory | None = None) -> EdgeApp:
     settings = settings or EdgeSettings()
-    edge = Edge(settings, handlers)
+    edge = Edge(settings, handlers, push_channel)
     # API documentation only where enabled (EDGE_API_DOCS): it maps every route for whoever asks.
     docs = settings.api_docs
     app = FastAPI(title="ws_edge", lifespan=_lifespan(edge), openapi_url="/openapi.json" if docs else None,

@@ -51,11 +51,15 @@ class SessionDriver(Protocol):
 
 
 log = logging.getLogger("ws_edge")
+ChannelFactory = Callable[[str], Any]  # an address -> a grpc.aio.Channel, or what stubs take as one
 CLIENT_ID_HELD = "client_id is held by another user"
 
 
 class Edge:
-    def __init__(self, settings: EdgeSettings, handlers: HandlerRegistry | None = None) -> None:
+    def __init__(self, settings: EdgeSettings, handlers: HandlerRegistry | None = None,
+                 push_channel: ChannelFactory | None = None) -> None:
+        """`push_channel`: how the link reaches the push service, when not over the network (the push
+        service in this process: single_process)."""
         self.settings = settings
         self._channel = partial(grpc_channel, settings)  # to a backend, with the configured token and TLS
         self.handlers = handlers if handlers is not None else default_handlers()
@@ -67,7 +71,7 @@ class Edge:
         # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
         self.inboxes = StreamInboxes()
         self.presence = EdgePresence(self.client_id_mark, self.router, self.connections, **settings.presence_options)
-        self.push = PushLink(settings.push_address, self._channel, self._on_deliveries, self._interest_snapshot,
+        self.push = PushLink(settings.push_address, push_channel or self._channel, self._on_deliveries, self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
                              on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
                              silence_timeout=settings.push_silence_timeout, extras=self.presence)

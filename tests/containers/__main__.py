@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 from tests.support.faults import summary_table
+from tests.support.targets import run_portable_suite
 
 from .checks import container_problems
 from .engine import Engine, EngineError
@@ -55,18 +54,8 @@ def step(name: str) -> Iterator[None]:
 
 def portable_suite(stack: ComposeStack) -> str:
     """pytest -m portable against the stack: every selected test passed, none skipped."""
-    junit = ARTIFACTS / "portable-junit.xml"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))},
-           **stack.portable_env()}
-    command = [sys.executable, "-m", "pytest", "-m", "portable", "-p", "no:cacheprovider", "-q",
-               f"--junitxml={junit}", "tests/integration"]
-    result = subprocess.run(command, env=env, cwd=ROOT, timeout=1200)
-    suite = ET.parse(junit).getroot()
-    suite = suite if suite.tag == "testsuite" else suite[0]
-    counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
-    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    summary = f"{passed} passed of {counts['tests']} portable tests ({counts})"
-    if result.returncode != 0 or passed != counts["tests"] or counts["tests"] < 30:
+    ok, summary = run_portable_suite(stack.portable_env(), ARTIFACTS / "portable-junit.xml", ROOT)
+    if not ok:
         raise Failed(f"portable suite: {summary}")
     return summary
 

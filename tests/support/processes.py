@@ -146,6 +146,7 @@ class System:
     push_env: dict[str, str] = field(default_factory=dict)
     task_env: dict[str, str] = field(default_factory=dict)
     edge_env: dict[str, str] = field(default_factory=dict)
+    single_process: bool = False
 
     def __post_init__(self) -> None:
         self.push_port, self.task_port, self.edge_port = free_port(), free_port(), free_port()
@@ -186,9 +187,14 @@ class System:
             },
             self.workdir / "edge.log",
         )
+        if self.single_process:  # `python -m single_process`: the push service inside the edge's process
+            self.edge = ServiceProcess("single_process", "single_process", {**self.push.env, **self.edge.env},
+                                       self.workdir / "edge.log")
+            self.push = self.edge  # killing "the push service" kills the edge too, as it would there
 
     async def start(self) -> None:
-        self.push.start()
+        if self.push is not self.edge:
+            self.push.start()
         self.tasks.start()
         self.edge.start()
         await self.wait_push()
@@ -200,6 +206,18 @@ class System:
 
     async def wait_edge_ready(self) -> None:
         await wait_http_ok(self.http_url + "/readyz", self.edge)
+
+    def portable_env(self) -> dict[str, str]:
+        """The PUSHTEST_* variables (tests/support/targets.py) naming this system."""
+        return {
+            "PUSHTEST_EDGE_URL": self.http_url,
+            "PUSHTEST_EDGE_METRICS_URL": self.edge_metrics_url,
+            "PUSHTEST_PUSH_ADDRESS": self.push_address,
+            "PUSHTEST_TASK_ADDRESS": self.task_address,
+            "PUSHTEST_PUSH_METRICS_URLS": ",".join(self.push_metrics_urls),
+            "PUSHTEST_TASK_METRICS_URL": self.task_metrics_url,
+            "PUSHTEST_JWT_SECRET": SECRET,
+        }
 
     def stop(self) -> None:
         for service in (self.edge, self.tasks, self.push):

@@ -20,7 +20,11 @@ Only the modules marked `portable` run against such targets; the others need pro
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 
 ENV_EDGE_URL = "PUSHTEST_EDGE_URL"
 
@@ -66,3 +70,18 @@ class ExternalSystem:
 
     def stop(self) -> None:
         """Not ours to stop."""
+
+
+def run_portable_suite(env: dict[str, str], junit: Path, root: Path) -> tuple[bool, str]:
+    """`pytest -m portable` over tests/integration against the deployment that `env`'s PUSHTEST_*
+    variables name: (whether every selected test ran and passed, none skipped; a summary)."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))}
+    command = [sys.executable, "-m", "pytest", "-m", "portable", "-p", "no:cacheprovider", "-q",
+               f"--junitxml={junit}", "tests/integration"]
+    result = subprocess.run(command, env={**inherited, **env}, cwd=root, timeout=1200)
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
+    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    ok = result.returncode == 0 and passed == counts["tests"] and counts["tests"] >= 30
+    return ok, f"{passed} passed of {counts['tests']} portable tests ({counts})"

@@ -1,0 +1,80 @@
+"""`python -m single_process`: the push service inside the edge's process, linked by the in-process channel
+(common/inprocess_grpc.py). The portable suite runs against it whole, as it runs against the containers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import websockets
+
+from pushclient import PushClient
+from pushclient.client import outgoing
+from single_process.__main__ import USAGE
+from tests.conftest import start_system
+from tests.support.processes import ROOT, System
+from tests.support.targets import run_portable_suite
+from tests.support.timing import timeout
+from tests.support.wsclient import WsClient, unpack
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "single", single_process=True)
+    yield system
+    system.stop()
+
+
+@pytest.mark.timeout(900)
+def test_the_portable_suite_passes_against_one_process(single: System, tmp_path: Path):
+    ok, summary = run_portable_suite(single.portable_env(), tmp_path / "junit.xml", ROOT)
+    assert ok, summary
+
+
+async def test_a_publish_over_grpc_reaches_a_browser_through_the_in_process_link(single: System):
+    client = await WsClient.connect(single.ws_url, topics="one")
+    async with PushClient(single.push_address) as push:
+        await push.publish("one", "note", {"n": 1}, id="m1")
+    assert [(m["type"], m["id"], m["data"]) for m in unpack([await client.recv(5)])] == [("note", "m1", {"n": 1})]
+    await client.close()
+    assert single.push is single.edge  # one process
+    assert "the edge's link to it is in-process" in single.edge.log_path.read_text()
+
+
+def test_arguments_are_refused_with_a_usage_line():
+    result = subprocess.run([sys.executable, "-m", "single_process", "--port", "1"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=timeout(60))
+    assert (result.returncode, result.stderr.strip()) == (2, USAGE)
+
+
+@pytest.fixture
+def own_single(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "single-sigterm", single_process=True)
+    yield system
+    system.stop()
+
+
+async def test_sigterm_closes_clients_with_going_away_then_stops_the_push_service(own_single: System):
+    system = own_single
+    client = await WsClient.connect(system.ws_url, topics="bye")
+    async with PushClient(system.push_address) as push:
+        publisher = push.stream_publisher()
+        publisher.start()
+        for n in range(300):
+            publisher.submit(outgoing("bye", "t", {"n": n}, id=f"b{n}"))
+        await publisher.flush()
+        await publisher.close()
+    received: list[dict] = []
+    while len(received) < 300:
+        received.extend(unpack([await client.recv(10)]))
+    assert [m["id"] for m in received] == [f"b{n}" for n in range(300)]
+    system.edge.kill(signal.SIGTERM)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await client.recv(10)
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "going away")
+    # uvicorn re-raises the signal it caught once shut down; the push service stopped before that.
+    assert system.edge.proc.wait(timeout(15)) == -signal.SIGTERM  # type: ignore[union-attr]
+    assert "push service stopped" in system.edge.log_path.read_text()
