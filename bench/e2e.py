@@ -97,7 +97,7 @@ class Ours(Target):
 
     def __init__(self, broker_url: str = "memory://", edge_env: dict[str, str] | None = None,
                  edge_argv: list[str] | None = None, push_env: dict[str, str] | None = None,
-                 push_argv: list[str] | None = None) -> None:
+                 push_argv: list[str] | None = None, single_process: bool = False) -> None:
         quiet = {"PUSH_LOG_LEVEL": "WARNING", "PUSH_BROKER_URL": broker_url, **(push_env or {})}
         self.system = System(Path(tempfile.mkdtemp(prefix="bench-ours-")), push_env=quiet,
                              task_env={"TASK_LOG_LEVEL": "WARNING"},
@@ -108,7 +108,7 @@ class Ours(Target):
                                        "EDGE_MAX_CONNECTIONS_PER_IP": "100000",
                                        "EDGE_MAX_PENDING_PER_IP": "100000", "EDGE_MAX_PENDING_CONNECTIONS": "100000",
                                        "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000",
-                                       **(edge_env or {})})
+                                       **(edge_env or {})}, single_process=single_process)
         self.system.edge.argv = edge_argv  # e.g. another checkout's edge, for a before/after in one run
         self.system.push.argv = push_argv
         try:
@@ -116,7 +116,8 @@ class Ours(Target):
         except BaseException:  # e.g. not serving in time on a crowded machine: leave no process behind
             self.system.stop()
             raise
-        self.pids = {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid}  # type: ignore[union-attr]
+        self.pids = ({"edge + push": self.system.edge.proc.pid} if single_process  # type: ignore[union-attr]
+                     else {"edge": self.system.edge.proc.pid, "push": self.system.push.proc.pid})  # type: ignore[union-attr]
         self.other_pids = [self.system.tasks.proc.pid]  # type: ignore[union-attr]  # idle: pinned, not reported
         self.ws_url = self.system.ws_url + "/ws"
         self.push = self.system.push_address

@@ -97,13 +97,15 @@ def start(name: str) -> Target:
     if name == "ours-before":  # the edge of another checkout (--before), beside this one's
         code = f"import sys, runpy; sys.path.insert(0, {str(BEFORE)!r}); runpy.run_module('ws_edge', run_name='__main__')"
         return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, edge_argv=[sys.executable, "-c", code])
+    if name == "ours-single":  # `python -m single_process`: the push service in the edge's process
+        return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, single_process=True)
     cap = {"ours": "10", "ours-cap100": "100"}[name]
     return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": cap})
 
 
 BEFORE = Path()
 LABELS = {"limit": "limit (picows)", "node": "Node ws", "ours": "ours, cap 10", "ours-cap100": "ours, cap 100",
-          "ours-before": "ours before (cap 10)"}
+          "ours-before": "ours before (cap 10)", "ours-single": "ours, one process (cap 10)"}
 
 
 def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
