@@ -245,7 +245,7 @@ def idle_memory(target: Target, count: int, hold: float, prefix: tuple[str, ...]
                 transport: str = "websocket") -> dict[str, Any]:
     """RSS of the edge (or a baseline's server) before and after `count` idle connections that ping
     every 5 s (SSE, ours only: that take the stream's heartbeat)."""
-    edge = target.pids.get("edge") or target.pids["server"]
+    edge = target.pids.get("edge") or target.pids.get("edge + push") or target.pids["server"]
     before = rss_bytes(edge)
     command = [*prefix, sys.executable, "-m", "bench.load", "--target", target.name, "--ws-url", target.ws_url, "--scenario",
                "idle", "--clients", str(count), "--seconds", str(hold), "--sample", "0", "--transport", transport]
