@@ -110,7 +110,8 @@ class Ours(Target):
                                        "EDGE_CONNECT_RATE_PER_IP": "1000000", "EDGE_CONNECT_BURST_PER_IP": "100000",
                                        **(edge_env or {})}, single_process=single_process)
         self.system.edge.argv = edge_argv  # e.g. another checkout's edge, for a before/after in one run
-        self.system.push.argv = push_argv
+        if not single_process:  # (then the push service is the edge's process)
+            self.system.push.argv = push_argv
         try:
             asyncio.run(self.system.start())
         except BaseException:  # e.g. not serving in time on a crowded machine: leave no process behind

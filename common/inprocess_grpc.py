@@ -12,12 +12,13 @@ What a call keeps of gRPC:
   UNIMPLEMENTED;
 - a unary call's `timeout` ends it with DEADLINE_EXCEEDED;
 - responses are flow-controlled: a servicer's response generator waits while STREAM_WINDOW of them are
-  unread (gRPC's window makes it wait the same way), so a caller that stops reading holds the servicer
-  back instead of queueing without bound;
-- `cancel()` cancels the servicer's side, which sees CancelledError as under gRPC; the caller's
-  iteration then ends with CANCELLED.
-What it does not keep: messages go by reference (neither side may change one once sent; ours build
-each for one send), and server interceptors (the token check) do not run: the caller is this process.
+  unread, so a caller that stops reading holds the servicer back instead of queueing without bound;
+- `cancel()`, or cancelling the task that reads the call, cancels the servicer's side (it sees
+  CancelledError) and the caller's iteration raises CancelledError, as grpc.aio's does;
+- the server's `stop()` waits for the calls in progress, then cancels what is left, as a gRPC server's.
+What differs: messages go by reference (neither side may change one once sent; ours build each for one
+send); the window counts responses, not bytes; a streamed call takes no timeout; server interceptors
+(the token check) do not run: the caller is this process.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import grpc
 from grpc.aio import AioRpcError, Metadata
 
-STREAM_WINDOW = 64  # responses a call holds unread before its servicer waits
+STREAM_WINDOW = 64  # responses a call holds unread before its servicer waits (gRPC counts bytes instead)
 PEER = "in-process"
 
 
@@ -39,16 +40,38 @@ class InProcessServer:
 
     def __init__(self) -> None:
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+        self.calls: set[asyncio.Task[Any]] = set()  # streamed calls in progress
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
         for method, handler in handlers.items():
             self.handlers[f"/{service}/{method}"] = handler
 
     def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
-        """Generated code registers each method both ways; the registered handlers are all we use."""
+        self._generic.extend(generic_handlers)
+
+    def handler(self, method: str) -> grpc.RpcMethodHandler | None:
+        if (handler := self.handlers.get(method)) is not None:
+            return handler
+        details = _CallDetails(method, ())
+        return next((h for g in self._generic if (h := g.service(details)) is not None), None)
 
     def channel(self, address: str = PEER) -> InProcessChannel:
-        return InProcessChannel(self.handlers)
+        return InProcessChannel(self)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Wait up to `grace` seconds for the streamed calls in progress to end, then cancel the rest
+        and wait for their servicers' own cleanup (an edge stream's closes its session)."""
+        if self.calls and grace:
+            await asyncio.wait(list(self.calls), timeout=grace)
+        for task in list(self.calls):
+            task.cancel()
+        await asyncio.gather(*self.calls, return_exceptions=True)
+
+
+class _CallDetails(grpc.HandlerCallDetails):
+    def __init__(self, method: str, invocation_metadata: Any) -> None:
+        self.method, self.invocation_metadata = method, invocation_metadata
 
 
 class _Aborted(Exception):
@@ -89,13 +112,13 @@ UNIMPLEMENTED = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
 
 
 class InProcessChannel:
-    """What stubs use of `grpc.aio.Channel`, over an InProcessServer's handlers."""
+    """What stubs use of `grpc.aio.Channel`, over an InProcessServer's servicers."""
 
-    def __init__(self, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
-        self._handlers = handlers
+    def __init__(self, server: InProcessServer) -> None:
+        self._server = server
 
     def _handler(self, method: str | bytes) -> grpc.RpcMethodHandler | None:
-        return self._handlers.get(method.decode() if isinstance(method, bytes) else method)
+        return self._server.handler(method.decode() if isinstance(method, bytes) else method)
 
     def unary_unary(self, method: str | bytes, *args: Any, **kwargs: Any) -> Callable[..., Any]:
         handler = self._handler(method)
@@ -110,9 +133,9 @@ class InProcessChannel:
 
         def call(request: Any = None, *, metadata: Any = None, **_: Any) -> StreamCall:
             if handler is None:
-                return StreamCall(_failing(_error(*UNIMPLEMENTED)))
+                return StreamCall(_failing(_error(*UNIMPLEMENTED)), self._server.calls)
             serve = handler.stream_stream if handler.request_streaming else handler.unary_stream
-            return StreamCall(serve(request, _Context(metadata)))
+            return StreamCall(serve(request, _Context(metadata)), self._server.calls)
 
         return call
 
@@ -120,7 +143,7 @@ class InProcessChannel:
     stream_stream = unary_stream
 
     async def close(self, grace: float | None = None) -> None:
-        """Nothing to close: the servicers belong to the server that runs them."""
+        """Nothing to close: the calls belong to the server (InProcessServer.stop)."""
 
     async def channel_ready(self) -> None:
         """Always ready."""
@@ -131,11 +154,13 @@ async def _unary(handler: grpc.RpcMethodHandler | None, request: Any, context: _
     if handler is None:
         raise _error(*UNIMPLEMENTED)
     serve = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    deadline = asyncio.timeout(timeout)
     try:
-        return await asyncio.wait_for(serve(request, context), timeout)
-    except TimeoutError:
-        raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        async with deadline:
+            return await serve(request, context)
     except Exception as exc:
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         raise _failure(exc) from None
 
 
@@ -150,10 +175,13 @@ _WAKE = object()  # tells a waiting reader that the call ended
 class StreamCall:
     """A call with streamed responses: iterate it for them; `cancel()` ends the servicer's side."""
 
-    def __init__(self, responses: AsyncIterator[Any]) -> None:
+    def __init__(self, responses: AsyncIterator[Any], calls: set[asyncio.Task[Any]]) -> None:
         self._responses: asyncio.Queue[Any] = asyncio.Queue(STREAM_WINDOW)
         self._end: AioRpcError | bool | None = False  # False while it runs, then None (OK) or the error
+        self._cancelled = False  # by this side: its iteration raises CancelledError, as grpc.aio's does
         self._task = asyncio.create_task(self._serve(responses), name="in-process-call")
+        calls.add(self._task)
+        self._task.add_done_callback(calls.discard)
         self._task.add_done_callback(self._ended)
 
     async def _serve(self, responses: AsyncIterator[Any]) -> None:
@@ -167,7 +195,10 @@ class StreamCall:
         finally:  # cancelled while it waited for the reader: the servicer's own cleanup runs now
             aclose = getattr(responses, "aclose", None)
             if aclose is not None:
-                await aclose()
+                try:
+                    await aclose()
+                except Exception as exc:
+                    self._end = self._end or _failure(exc)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """Also when it was cancelled before it began (then its own code never ran)."""
@@ -184,18 +215,27 @@ class StreamCall:
 
     async def _read(self) -> AsyncIterator[Any]:
         while True:
+            if self._cancelled:
+                raise asyncio.CancelledError()
             if self._end is not False and self._responses.empty():
                 if self._end is not None:
                     raise self._end
                 return
-            response = await self._responses.get()
-            if response is not _WAKE:
+            try:
+                response = await self._responses.get()
+            except asyncio.CancelledError:  # the reader's task was cancelled: so is the call
+                self.cancel()
+                raise
+            if response is not _WAKE and not self._cancelled:
                 yield response
 
     def cancel(self) -> bool:
         if self._task.done():
             return False
+        self._cancelled = True
         self._task.cancel()
+        if not self._responses.full():  # wake a reader waiting for a response
+            self._responses.put_nowait(_WAKE)
         return True
 
     def done(self) -> bool:

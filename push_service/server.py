@@ -41,6 +41,7 @@ class RunningPushServer:
         to another replica or to this one restarted); other calls get `grace` seconds."""
         self.hub.drain()
         await self.server.stop(grace)
+        await self.local.stop(grace)  # the in-process calls too (their servicers close their sessions)
         if self.hub.roster is not None:
             await self.hub.roster.close()
         await self.hub.close()

@@ -1,7 +1,8 @@
 """`python -m single_process`: the push service and the edge in one process, until SIGINT/SIGTERM.
 
 Configured as the two are alone, by their environments (PUSH_*, EDGE_*; EDGE_PUSH_ADDRESS is not used:
-the edge's link stays in the process). A signal stops the edge as `python -m ws_edge` does (readiness
+the edge's link stays in the process). Logging and tracing are the process's: the edge's settings
+(EDGE_LOG_LEVEL, EDGE_TRACING, …) decide them. A signal stops the edge as `python -m ws_edge` does (readiness
 off, clients' queued frames flushed, close 1001), then the push service.
 """
 
@@ -40,6 +41,9 @@ class SingleProcessServer(EdgeServer):
         try:
             await super().shutdown(sockets)
         finally:
+            # Its lifespan closed the edge's link, unless a second signal forced the exit: then here,
+            # so that the link does not reconnect into a push service that is stopping.
+            await self.config.app.state.edge.push.close()  # type: ignore[attr-defined]
             await self.stop_push()
 
     async def stop_push(self) -> None:
@@ -53,13 +57,14 @@ async def serve(push_settings: PushSettings, edge_settings: EdgeSettings) -> Non
     running = await start_push_server(push_settings)
     log.info("push service listening on %s:%d (broker %s); the edge's link to it is in-process",
              push_settings.host, running.port, push_settings.broker_url)
-    edge_settings = edge_settings.model_copy(update={"push_address": PEER})
-    app = create_app(edge_settings, push_channel=lambda _address: running.local.channel())
-    server = SingleProcessServer(server_config(app, edge_settings), running)
+    server: SingleProcessServer | None = None
     try:
+        edge_settings = edge_settings.model_copy(update={"push_address": PEER})
+        app = create_app(edge_settings, push_channel=lambda _address: running.local.channel())
+        server = SingleProcessServer(server_config(app, edge_settings), running)
         await server.serve()
-    finally:  # it did not start, or failed
-        await server.stop_push()
+    finally:  # when the edge did not start, or failed (a clean shutdown has stopped it already)
+        await (server.stop_push() if server is not None else running.stop())
 
 
 def main() -> None:

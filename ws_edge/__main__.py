@@ -48,7 +48,7 @@ class EdgeServer(uvicorn.Server):
 
 
 def server_config(app: EdgeApp, settings: EdgeSettings) -> uvicorn.Config:
-    """How uvicorn serves the edge (also single_process, which serves it in a loop of its own)."""
+    """How uvicorn serves the edge (also single_process's, in the loop it shares with the push service)."""
     return uvicorn.Config(
         app,
         host=settings.host,

@@ -71,7 +71,8 @@ class Edge:
         # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
         self.inboxes = StreamInboxes()
         self.presence = EdgePresence(self.client_id_mark, self.router, self.connections, **settings.presence_options)
-        self.push = PushLink(settings.push_address, push_channel or self._channel, self._on_deliveries, self._interest_snapshot,
+        self.push = PushLink(settings.push_address, push_channel or self._channel, self._on_deliveries,
+                             self._interest_snapshot,
                              reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
                              on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
                              silence_timeout=settings.push_silence_timeout, extras=self.presence)

@@ -38,6 +38,9 @@ class Recorder:
         await asyncio.sleep(30)
         return b""
 
+    async def times_out(self, request: bytes, context: Any) -> bytes:
+        raise TimeoutError("its own")
+
     async def count(self, requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
         """Streams `n` responses for each request `n`, then ends; `abort` aborts after what it sent."""
         try:
@@ -58,6 +61,7 @@ def channel(recorder: Recorder) -> Any:
         "Refuse": grpc.unary_unary_rpc_method_handler(recorder.refuse),
         "Crash": grpc.unary_unary_rpc_method_handler(recorder.crash),
         "Slow": grpc.unary_unary_rpc_method_handler(recorder.slow),
+        "TimesOut": grpc.unary_unary_rpc_method_handler(recorder.times_out),
         "Count": grpc.stream_stream_rpc_method_handler(recorder.count),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Made", handlers),))
@@ -65,7 +69,14 @@ def channel(recorder: Recorder) -> Any:
     return server.channel()
 
 
-async def requests(*items: bytes) -> AsyncIterator[bytes]:
+async def requests(*items: Any) -> AsyncIterator[Any]:
+    """These, then nothing more (the stream stays open, as an edge's does)."""
+    for item in items:
+        yield item
+    await asyncio.Event().wait()
+
+
+async def finite(*items: bytes) -> AsyncIterator[bytes]:
     for item in items:
         yield item
 
@@ -80,6 +91,7 @@ async def test_a_unary_call_reaches_the_servicer_with_its_metadata():
 @pytest.mark.parametrize(("method", "code", "details"), [
     ("Refuse", grpc.StatusCode.INVALID_ARGUMENT, "topic is required"),
     ("Crash", grpc.StatusCode.UNKNOWN, "Unexpected <class 'ValueError'>: boom"),
+    ("TimesOut", grpc.StatusCode.UNKNOWN, "Unexpected <class 'TimeoutError'>: its own"),
     ("Missing", grpc.StatusCode.UNIMPLEMENTED, "Method not found!"),
 ])
 async def test_a_failed_unary_call_raises_the_status_grpc_would(method: str, code: grpc.StatusCode, details: str):
@@ -96,7 +108,7 @@ async def test_a_unary_call_past_its_timeout_is_deadline_exceeded():
 
 async def test_a_stream_gives_every_response_in_order_then_ends():
     recorder = Recorder()
-    call = channel(recorder).stream_stream("/test.Made/Count")(requests(b"2", b"3"))
+    call = channel(recorder).stream_stream("/test.Made/Count")(finite(b"2", b"3"))
     await call.wait_for_connection()
     assert [r async for r in call] == [b"1", b"2", b"3", b"4", b"5"]
     assert await call.code() == grpc.StatusCode.OK
@@ -123,7 +135,7 @@ async def test_a_stream_to_an_unknown_method_fails_unimplemented():
 
 async def test_a_reader_that_stops_reading_holds_the_servicer_back_and_loses_nothing():
     recorder = Recorder()
-    call = channel(recorder).stream_stream("/test.Made/Count")(requests(b"1000"))
+    call = channel(recorder).stream_stream("/test.Made/Count")(finite(b"1000"))
     for _ in range(20):
         await asyncio.sleep(0)
     # The window is full and the servicer waits on its next response: produced, not yet taken.
@@ -134,26 +146,48 @@ async def test_a_reader_that_stops_reading_holds_the_servicer_back_and_loses_not
 
 async def test_the_end_of_a_stream_waits_behind_a_full_window():
     recorder = Recorder()
-    call = channel(recorder).stream_stream("/test.Made/Count")(requests(str(STREAM_WINDOW).encode()))
+    call = channel(recorder).stream_stream("/test.Made/Count")(finite(str(STREAM_WINDOW).encode()))
     for _ in range(20):
         await asyncio.sleep(0)
     assert call.done()  # the servicer has ended, with every response still unread
     assert [r async for r in call] == [str(n).encode() for n in range(1, STREAM_WINDOW + 1)]
 
 
-async def test_cancel_ends_the_servicer_side_and_the_callers_iteration():
+async def test_cancel_ends_the_servicer_side_and_the_callers_iteration_as_grpc_aio_does():
     recorder = Recorder()
     call = channel(recorder).stream_stream("/test.Made/Count")(requests(b"1000"))
-    first = await anext(aiter(call))
+    reader = aiter(call)
+    assert await anext(reader) == b"1"
     assert call.cancel() is True
+    with pytest.raises(asyncio.CancelledError):  # at once, not after the responses still queued
+        await anext(reader)
     assert await call.code() == grpc.StatusCode.CANCELLED
-    assert recorder.closed == ["count"]  # its finally ran (the edge session is closed that way)
-    assert first == b"1"
-    with pytest.raises(AioRpcError) as failed:
+    assert recorder.closed == ["count"]  # its finally ran (an edge stream closes its session there)
+    assert call.cancel() is False
+
+
+async def test_cancelling_the_readers_task_cancels_the_call():
+    recorder = Recorder()
+    call = channel(recorder).stream_stream("/test.Made/Count")(requests(b"0"))  # then waits on its requests
+
+    async def read() -> None:
         async for _ in call:
             pass
-    assert failed.value.code() == grpc.StatusCode.CANCELLED
-    assert call.cancel() is False
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await call.code() == grpc.StatusCode.CANCELLED
+    assert recorder.closed == ["count"]
+
+
+async def test_generic_handlers_alone_are_enough():
+    recorder = Recorder()
+    server = InProcessServer()
+    handlers = {"Echo": grpc.unary_unary_rpc_method_handler(recorder.echo)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Made", handlers),))
+    assert await server.channel().unary_unary("/test.Made/Echo")(b"x") == b"echo:x"
 
 
 async def test_generated_stubs_work_on_it_against_the_real_push_service():
@@ -174,3 +208,28 @@ async def test_generated_stubs_work_on_it_against_the_real_push_service():
         assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await running.stop()
+
+
+async def test_an_edge_stream_over_it_is_closed_by_cancel_and_by_the_servers_stop():
+    """The real EdgeStream: a session opens, and closes (hub.close_session) whichever side ends it."""
+    from push_service.config import PushSettings
+    from push_service.server import start_push_server
+
+    running = await start_push_server(PushSettings(port=0, metrics_port=0))
+    try:
+        stub = pb_grpc.PushServiceStub(running.local.channel())
+        interest = pb.EdgeStreamRequest(add_topics=["t:1"], sequence=1)
+        call = stub.EdgeStream(requests(interest))
+        answer = await anext(aiter(call))
+        assert answer.applied_sequence == 1 or answer.heartbeat_ms  # the stream is up
+        assert running.hub.stats()["edge_streams"] == 1
+        call.cancel()
+        assert await call.code() == grpc.StatusCode.CANCELLED
+        assert running.hub.stats()["edge_streams"] == 0
+        left_open = stub.EdgeStream(requests(interest))
+        await anext(aiter(left_open))
+        assert running.hub.stats()["edge_streams"] == 1
+    finally:
+        await running.stop(0.1)
+    assert running.hub.stats()["edge_streams"] == 0
+    assert left_open.done()

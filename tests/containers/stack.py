@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from tests.support.processes import ROOT, free_port
+from tests.support.targets import pushtest_env
 
 from .engine import EngineError, run
 
@@ -138,17 +139,13 @@ class ComposeStack:
 
     def portable_env(self) -> dict[str, str]:
         """The PUSHTEST_* variables (tests/support/targets.py) naming this stack."""
-        return {
-            "PUSHTEST_EDGE_URL": self.url("edge-1", 8000),
-            "PUSHTEST_EDGE_METRICS_URL": self.url("edge-1", 9104, "/metrics"),
-            "PUSHTEST_PUSH_ADDRESS": f"127.0.0.1:{self.port('push-1', 50051)}",
-            "PUSHTEST_TASK_ADDRESS": f"127.0.0.1:{self.port('task', 50052)}",
-            "PUSHTEST_PUSH_METRICS_URLS": f"{self.url('push-1', 9101, '/metrics')},{self.url('push-2', 9101, '/metrics')}",
-            "PUSHTEST_TASK_METRICS_URL": self.url("task", 9102, "/metrics"),
-            "PUSHTEST_JWT_SECRET": self.jwt_secret,
-            "PUSHTEST_GRPC_TOKEN": self.grpc_token,
-            "PUSHTEST_ALLOW_ANONYMOUS": "false",
-        }
+        return pushtest_env(
+            edge_url=self.url("edge-1", 8000), edge_metrics_url=self.url("edge-1", 9104, "/metrics"),
+            push_address=f"127.0.0.1:{self.port('push-1', 50051)}",
+            task_address=f"127.0.0.1:{self.port('task', 50052)}",
+            push_metrics_urls=[self.url("push-1", 9101, "/metrics"), self.url("push-2", 9101, "/metrics")],
+            task_metrics_url=self.url("task", 9102, "/metrics"), jwt_secret=self.jwt_secret,
+            grpc_token=self.grpc_token, anonymous_allowed=False)
 
 
 def _inherited_env() -> dict[str, str]:

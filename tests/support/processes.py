@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .targets import SERVICE_ENV_PREFIXES, pushtest_env
 from .timing import timeout
 from .tokens import SECRET
 
@@ -62,7 +63,7 @@ class ServiceProcess:
 
     def child_env(self) -> dict[str, str]:
         base = os.environ if self.inherit_env else {
-            k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))}
+            k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV_PREFIXES)}
         return {**base, **self.env, "PYTHONUNBUFFERED": "1"}
 
     def start(self) -> None:
@@ -209,15 +210,10 @@ class System:
 
     def portable_env(self) -> dict[str, str]:
         """The PUSHTEST_* variables (tests/support/targets.py) naming this system."""
-        return {
-            "PUSHTEST_EDGE_URL": self.http_url,
-            "PUSHTEST_EDGE_METRICS_URL": self.edge_metrics_url,
-            "PUSHTEST_PUSH_ADDRESS": self.push_address,
-            "PUSHTEST_TASK_ADDRESS": self.task_address,
-            "PUSHTEST_PUSH_METRICS_URLS": ",".join(self.push_metrics_urls),
-            "PUSHTEST_TASK_METRICS_URL": self.task_metrics_url,
-            "PUSHTEST_JWT_SECRET": SECRET,
-        }
+        return pushtest_env(edge_url=self.http_url, edge_metrics_url=self.edge_metrics_url,
+                            push_address=self.push_address, task_address=self.task_address,
+                            push_metrics_urls=self.push_metrics_urls, task_metrics_url=self.task_metrics_url,
+                            jwt_secret=SECRET, grpc_token=self.grpc_token, anonymous_allowed=self.anonymous_allowed)
 
     def stop(self) -> None:
         for service in (self.edge, self.tasks, self.push):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_EDGE_URL = "PUSHTEST_EDGE_URL"
+SERVICE_ENV_PREFIXES = ("PUSH_", "EDGE_", "TASK_", "PUSHTEST_")  # the services' and the tests' own settings
 
 
 def external_targets() -> ExternalSystem | None:
@@ -72,16 +73,35 @@ class ExternalSystem:
         """Not ours to stop."""
 
 
-def run_portable_suite(env: dict[str, str], junit: Path, root: Path) -> tuple[bool, str]:
+def run_portable_suite(env: dict[str, str], junit: Path, root: Path, limit: float = 1200) -> tuple[bool, str]:
     """`pytest -m portable` over tests/integration against the deployment that `env`'s PUSHTEST_*
     variables name: (whether every selected test ran and passed, none skipped; a summary)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_"))}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV_PREFIXES)}
     command = [sys.executable, "-m", "pytest", "-m", "portable", "-p", "no:cacheprovider", "-q",
                f"--junitxml={junit}", "tests/integration"]
-    result = subprocess.run(command, env={**inherited, **env}, cwd=root, timeout=1200)
+    result = subprocess.run(command, env={**inherited, **env}, cwd=root, timeout=limit)
     suite = ET.parse(junit).getroot()
     suite = suite if suite.tag == "testsuite" else suite[0]
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     ok = result.returncode == 0 and passed == counts["tests"] and counts["tests"] >= 30
     return ok, f"{passed} passed of {counts['tests']} portable tests ({counts})"
+
+
+def pushtest_env(*, edge_url: str, edge_metrics_url: str, push_address: str, task_address: str,
+                 push_metrics_urls: list[str], task_metrics_url: str, jwt_secret: str, grpc_token: str | None = None,
+                 anonymous_allowed: bool = True) -> dict[str, str]:
+    """The PUSHTEST_* variables naming a deployment (what external_targets() reads back)."""
+    env = {
+        ENV_EDGE_URL: edge_url,
+        "PUSHTEST_EDGE_METRICS_URL": edge_metrics_url,
+        "PUSHTEST_PUSH_ADDRESS": push_address,
+        "PUSHTEST_TASK_ADDRESS": task_address,
+        "PUSHTEST_PUSH_METRICS_URLS": ",".join(push_metrics_urls),
+        "PUSHTEST_TASK_METRICS_URL": task_metrics_url,
+        "PUSHTEST_JWT_SECRET": jwt_secret,
+        "PUSHTEST_ALLOW_ANONYMOUS": "true" if anonymous_allowed else "false",
+    }
+    if grpc_token:
+        env["PUSHTEST_GRPC_TOKEN"] = grpc_token
+    return env
