@@ -8,10 +8,9 @@ import signal
 import pytest
 import websockets
 
-from pushclient import PushClient
-from pushclient.client import outgoing
 from tests.conftest import start_system
 from tests.support.processes import System
+from tests.support.publishing import publish_through_stream
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient, unpack
 
@@ -26,13 +25,7 @@ def own_system(tmp_path_factory: pytest.TempPathFactory):
 async def test_sigterm_on_the_edge_flushes_then_closes_with_going_away(own_system: System):
     system = own_system
     client = await WsClient.connect(system.ws_url, topics="bye")
-    async with PushClient(system.push_address) as push:
-        publisher = push.stream_publisher()
-        publisher.start()
-        for n in range(300):
-            publisher.submit(outgoing("bye", "t", {"n": n}, id=f"b{n}"))
-        await publisher.flush()
-        await publisher.close()
+    await publish_through_stream(system.push_address, "bye", 300, "b")
     await asyncio.sleep(0.3)  # in the edge now
     system.edge.kill(signal.SIGTERM)
     received: list[dict] = []

@@ -12,10 +12,10 @@ import pytest
 import websockets
 
 from pushclient import PushClient
-from pushclient.client import outgoing
 from single_process.__main__ import USAGE
 from tests.conftest import start_system
 from tests.support.processes import ROOT, System
+from tests.support.publishing import publish_through_stream
 from tests.support.targets import run_portable_suite
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient, unpack
@@ -60,13 +60,7 @@ def own_single(tmp_path_factory: pytest.TempPathFactory):
 async def test_sigterm_closes_clients_with_going_away_then_stops_the_push_service(own_single: System):
     system = own_single
     client = await WsClient.connect(system.ws_url, topics="bye")
-    async with PushClient(system.push_address) as push:
-        publisher = push.stream_publisher()
-        publisher.start()
-        for n in range(300):
-            publisher.submit(outgoing("bye", "t", {"n": n}, id=f"b{n}"))
-        await publisher.flush()
-        await publisher.close()
+    await publish_through_stream(system.push_address, "bye", 300, "b")
     received: list[dict] = []
     while len(received) < 300:
         received.extend(unpack([await client.recv(10)]))
