@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from tests.support.processes import ROOT, free_port
-from tests.support.targets import pushtest_env
+from tests.support.targets import SERVICE_ENV_PREFIXES, pushtest_env
 
 from .engine import EngineError, run
 
@@ -152,4 +152,4 @@ def _inherited_env() -> dict[str, str]:
     """This process's environment without the services' and tests' own settings (a developer's
     PUSH_* must not leak into the stack's interpolation)."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PUSH_", "EDGE_", "TASK_", "PUSHTEST_", "HOST_PORT_", "COMPOSE_", "IMAGE_TAG"))}
+            if not k.startswith((*SERVICE_ENV_PREFIXES, "HOST_PORT_", "COMPOSE_", "IMAGE_TAG"))}
