@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+import uvloop
 
 from common.lifecycle import load_settings, run_until_signalled
 from common.logs import configure_logging
@@ -25,4 +26,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # uvloop, as the edge and the single process run: grpc.aio's callbacks cost the loop less than on
+    # asyncio's own (the push service's CPU at 1,000 publishes a second: 27.5 % against 29.5 %).
+    uvloop.run(main())
