@@ -181,11 +181,14 @@ class EdgeSession:
     def _arm_timer(self) -> None:
         deadline = self._window.deadline
         if deadline is not None and self._timer is None:
-            self._timer = self._loop.call_at(deadline, self._on_deadline)
+            self._timer = self._loop.call_at(deadline, self._on_deadline, deadline)
 
-    def _on_deadline(self) -> None:
+    def _on_deadline(self, deadline: float) -> None:
         self._timer = None
-        batch = self._window.flush_due(self._loop.time())
+        # The timer's own deadline counts as reached: uvloop's clock moves in whole milliseconds, and
+        # runs a timer with `time()` up to one short of it; asked about `time()` alone, the window
+        # says "not yet", and the timer, armed again for a past deadline, spins until the clock ticks.
+        batch = self._window.flush_due(max(self._loop.time(), deadline))
         if batch is not None:
             self._hand_over(batch)
         self._arm_timer()

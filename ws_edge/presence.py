@@ -175,15 +175,17 @@ class EdgePresence:
                            int(time.time() * 1000)):
             self._send(subscribers, delivery.frame)
         elif self._summaries is None and (deadline := self.gate.deadline()) is not None:
-            self._summaries = loop.call_at(deadline, self._send_summaries)
+            self._summaries = loop.call_at(deadline, self._send_summaries, deadline)
 
-    def _send_summaries(self) -> None:
+    def _send_summaries(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         self._summaries = None
-        for topic, frame in self.gate.due(loop.time(), int(time.time() * 1000)):
+        # The timer's deadline counts as reached (uvloop runs timers up to a millisecond early: see
+        # push_service/hub.py's `_on_deadline`), or it would be armed again and spin until the clock ticks.
+        for topic, frame in self.gate.due(max(loop.time(), deadline), int(time.time() * 1000)):
             self._send(self.join_leave.subscribers(topic), frame)
         if (deadline := self.gate.deadline()) is not None:
-            self._summaries = loop.call_at(deadline, self._send_summaries)
+            self._summaries = loop.call_at(deadline, self._send_summaries, deadline)
 
     @staticmethod
     def _send(connections: Any, frame: bytes) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
 from push_service.core.batching import BatchWindow
 from push_service.core.publication import Publication, make_publication
@@ -85,3 +86,34 @@ async def test_an_edge_with_too_many_deliveries_unread_is_cut_off():
     assert session.queued == 0  # what it held is freed at once, not kept until the edge reads it
     with pytest.raises(EdgeTooSlow, match="has 2 batches, 4 deliveries unread"):
         await anext(events)  # the stream ends unsent
+
+
+def test_a_batch_leaves_on_the_first_run_of_its_timer_under_uvloop():
+    """uvloop's clock moves in whole milliseconds, and it runs a timer with `loop.time()` up to one
+    short of the timer's deadline. The window's timer still hands its batch over on that first run,
+    instead of arming itself again for a past deadline and spinning until the clock ticks."""
+
+    async def main() -> list[int]:
+        # 2.3 ms: a deadline between two ticks of uvloop's clock, which it reaches only in part.
+        session = EdgeSession(BatchWindow(100, 0.0023), 100, "e")  # not idle: nobody reads it yet
+        runs = 0
+        on_deadline = session._on_deadline
+
+        def counted(*deadline: float) -> None:
+            nonlocal runs
+            runs += 1
+            on_deadline(*deadline)
+
+        session._on_deadline = counted  # type: ignore[method-assign]
+        runs_per_batch = []
+        for i in range(20):
+            runs, queued = 0, session.queued
+            session.enqueue(_publication(i))
+            async with asyncio.timeout(timeout(5)):
+                while session.queued == queued:
+                    await asyncio.sleep(0)
+            runs_per_batch.append(runs)
+        session.close()
+        return runs_per_batch
+
+    assert uvloop.run(main()) == [1] * 20
