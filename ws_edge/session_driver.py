@@ -131,11 +131,13 @@ class SessionDriver:
         self._wakeup_at, self._wakeup = at, None
         if at is not None:
             loop = asyncio.get_running_loop()
-            self._wakeup = loop.call_later(max(0.0, at - time.time()), self._woken)
+            self._wakeup = loop.call_later(max(0.0, at - time.time()), self._woken, at)
 
-    def _woken(self) -> None:
+    def _woken(self, at: float) -> None:
         self._wakeup_at = self._wakeup = None
-        self.tick(asyncio.get_running_loop().time(), time.time())
+        # The time it was set for counts as reached: uvloop runs a timer up to a millisecond early, and
+        # told the wall clock alone, the session would find nothing due, ask again, and spin until then.
+        self.tick(asyncio.get_running_loop().time(), max(time.time(), at))
 
     def _run(self, effect: Effect) -> None:
         connection, session = self.connection, self.session
