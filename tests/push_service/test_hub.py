@@ -11,6 +11,7 @@ import uvloop
 from push_service.core.batching import BatchWindow
 from push_service.core.publication import Publication, make_publication
 from push_service.hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat
+from tests.support.counting import CallCounter
 from tests.support.timing import timeout
 
 
@@ -96,23 +97,15 @@ def test_a_batch_leaves_on_the_first_run_of_its_timer_under_uvloop():
     async def main() -> list[int]:
         # 2.3 ms: a deadline between two ticks of uvloop's clock, which it reaches only in part.
         session = EdgeSession(BatchWindow(100, 0.0023), 100, "e")  # not idle: nobody reads it yet
-        runs = 0
-        on_deadline = session._on_deadline
-
-        def counted(*deadline: float) -> None:
-            nonlocal runs
-            runs += 1
-            on_deadline(*deadline)
-
-        session._on_deadline = counted  # type: ignore[method-assign]
+        timer = CallCounter(session, "_on_deadline")
         runs_per_batch = []
         for i in range(20):
-            runs, queued = 0, session.queued
+            timer.calls, queued = 0, session.queued
             session.enqueue(_publication(i))
             async with asyncio.timeout(timeout(5)):
                 while session.queued == queued:
                     await asyncio.sleep(0)
-            runs_per_batch.append(runs)
+            runs_per_batch.append(timer.calls)
         session.close()
         return runs_per_batch
 

@@ -9,6 +9,7 @@ import orjson
 import uvloop
 from push.v1 import push_service_pb2 as pb
 
+from tests.support.counting import CallCounter
 from tests.support.timing import timeout
 from ws_edge.core.routing import DeliveryRouter
 from ws_edge.presence import EdgePresence
@@ -34,15 +35,7 @@ def test_a_summary_leaves_on_the_first_run_of_its_timer_under_uvloop():
                                 report_max_topics=10)
         subscriber = Subscriber()
         presence.join_leave.add("room:1", subscriber)
-        runs = 0
-        send_summaries = presence._send_summaries
-
-        def counted(*deadline: float) -> None:
-            nonlocal runs
-            runs += 1
-            send_summaries(*deadline)
-
-        presence._send_summaries = counted  # type: ignore[method-assign]
+        timer = CallCounter(presence, "_send_summaries")
         presence.take([_join("a"), _join("b")])
         assert [orjson.loads(f)["type"] for f in subscriber.frames] == ["join"]
         async with asyncio.timeout(timeout(5)):
@@ -51,7 +44,7 @@ def test_a_summary_leaves_on_the_first_run_of_its_timer_under_uvloop():
         assert orjson.loads(subscriber.frames[1])["type"] == "presence_summary"
         if presence._summaries is not None:
             presence._summaries.cancel()
-        return runs
+        return timer.calls
 
     async def main() -> list[int]:
         return [await one_summary() for _ in range(20)]
