@@ -86,8 +86,8 @@ class SessionDriver:
                 deadline = session.auth_deadline()
                 try:
                     frame = await asyncio.wait_for(receive(), None if deadline is None else deadline - loop.time())
-                except TimeoutError:
-                    self.tick(loop.time(), time.time())
+                except TimeoutError:  # the deadline counts as reached (uvloop's timers run up to 1 ms early)
+                    self.tick(loop.time() if deadline is None else max(loop.time(), deadline), time.time())
                     continue
                 if frame is None:
                     break
