@@ -57,6 +57,8 @@ class InProcessServer:
         return next((h for g in self._generic if (h := g.service(details)) is not None), None)
 
     def channel(self, address: str = PEER) -> InProcessChannel:
+        """A channel to this server; `address` is taken and ignored, so that this method is a channel
+        factory (`create_app(push_channel=...)`): in-process, there is one server whatever the address."""
         return InProcessChannel(self)
 
     async def stop(self, grace: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -40,8 +41,8 @@ class RunningPushServer:
         """Drain: every edge stream gets its pending batches, then ends cleanly (the edges reconnect,
         to another replica or to this one restarted); other calls get `grace` seconds."""
         self.hub.drain()
-        await self.server.stop(grace)
-        await self.local.stop(grace)  # the in-process calls too (their servicers close their sessions)
+        # The in-process calls too (their servicers close their sessions), in the same grace period.
+        await asyncio.gather(self.server.stop(grace), self.local.stop(grace))
         if self.hub.roster is not None:
             await self.hub.roster.close()
         await self.hub.close()

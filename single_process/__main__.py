@@ -60,7 +60,7 @@ async def serve(push_settings: PushSettings, edge_settings: EdgeSettings) -> Non
     server: SingleProcessServer | None = None
     try:
         edge_settings = edge_settings.model_copy(update={"push_address": PEER})
-        app = create_app(edge_settings, push_channel=lambda _address: running.local.channel())
+        app = create_app(edge_settings, push_channel=running.local.channel)
         server = SingleProcessServer(server_config(app, edge_settings), running)
         await server.serve()
     finally:  # when the edge did not start, or failed (a clean shutdown has stopped it already)

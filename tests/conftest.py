@@ -26,8 +26,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def start_system(tmp_path_factory: pytest.TempPathFactory, name: str, **envs: dict[str, str]) -> System:
-    system = System(tmp_path_factory.mktemp(name), **envs)
+def start_system(tmp_path_factory: pytest.TempPathFactory, name: str, single_process: bool = False,
+                 **envs: dict[str, str]) -> System:
+    system = System(tmp_path_factory.mktemp(name), single_process=single_process, **envs)
     try:
         asyncio.run(system.start())
     except BaseException:

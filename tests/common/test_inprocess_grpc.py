@@ -13,6 +13,7 @@ from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from common.inprocess_grpc import PEER, STREAM_WINDOW, InProcessServer
+from tests.support.timing import timeout
 
 
 class Recorder:
@@ -236,7 +237,7 @@ async def test_an_edge_stream_over_it_is_closed_by_cancel_and_by_the_servers_sto
 
 async def applied(call: Any) -> int:
     """The first interest change an edge stream confirms (heartbeats and the like before it skipped)."""
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(timeout(10)):
         async for answer in call:
             if answer.applied_sequence:
                 return answer.applied_sequence
