@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import websockets
 from pushclient import PushClient
 from single_process.__main__ import USAGE
 from tests.conftest import start_system
+from tests.support.metrics import scrape, value
 from tests.support.processes import ROOT, System
 from tests.support.publishing import publish_through_stream
 from tests.support.targets import run_portable_suite
@@ -61,14 +63,16 @@ async def test_sigterm_closes_clients_with_going_away_then_stops_the_push_servic
     system = own_single
     client = await WsClient.connect(system.ws_url, topics="bye")
     await publish_through_stream(system.push_address, "bye", 300, "b")
-    received: list[dict] = []
-    while len(received) < 300:
-        received.extend(unpack([await client.recv(10)]))
-    assert [m["id"] for m in received] == [f"b{n}" for n in range(300)]
+    async with asyncio.timeout(timeout(10)):  # all 300 in the edge, unread by the client: what SIGTERM must flush
+        while value(scrape(system.edge_metrics_url), "ws_edge_messages_received_total") < 300:
+            await asyncio.sleep(0.05)
     system.edge.kill(signal.SIGTERM)
+    received: list[dict] = []
     with pytest.raises(websockets.ConnectionClosed) as closed:
-        await client.recv(10)
+        while True:
+            received.extend(unpack([await client.recv(10)]))
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "going away")
+    assert [m["id"] for m in received] == [f"b{n}" for n in range(300)]
     # uvicorn re-raises the signal it caught once shut down; the push service stopped before that.
     assert system.edge.proc.wait(timeout(15)) == -signal.SIGTERM  # type: ignore[union-attr]
     log = system.edge.log_path.read_text()
