@@ -210,17 +210,22 @@ class Stats:
         self.received = 0
         self.latencies: list[int] = []
         # Per message (its `sent_ns`), the latency of the sampled client that got it first: the
-        # pipeline's own latency, before the spread of writing it to every socket.
+        # pipeline's own latency, before the spread of writing it to every socket; and of the one
+        # that got it last: a message that came while the server was busy with the one before shows
+        # there, as a whole round later than the others.
         self.first: dict[bytes, int] = {}
+        self.last: dict[bytes, int] = {}
 
     def sampled(self, payload: bytes) -> None:
         now = time.time_ns()
-        first = self.first
+        first, last = self.first, self.last
         for sent in SENT.findall(payload):
             latency = now - int(sent)
             self.latencies.append(latency)
             if latency < first.get(sent, latency + 1):
                 first[sent] = latency
+            if latency > last.get(sent, -1):
+                last[sent] = latency
 
 
 def message_data(seq: int) -> dict[str, Any]:
@@ -427,9 +432,13 @@ async def open_publisher(args: argparse.Namespace) -> Any:
     return await WebSocketPublisher.open(args.publish_url)
 
 
-async def publish_loop(args: argparse.Namespace, publisher: Any, received: Callable[[], int]) -> tuple[int, float]:
-    """Publish as the scenario says; (how many were published, the seconds it took)."""
+async def publish_loop(args: argparse.Namespace, publisher: Any, received: Callable[[], int]
+                       ) -> tuple[int, float, list[int]]:
+    """Publish as the scenario says; (how many were published, the seconds it took, and for `rate` how
+    late each publish call came after its slot, in ns: a loop busy with receipts delays the publisher's
+    timer, and a late slot is made up at once, so that two messages leave close together)."""
     published = 0
+    late: list[int] = []
     started = time.perf_counter()
     deadline = started + args.seconds
     n = args.clients
@@ -449,11 +458,12 @@ async def publish_loop(args: argparse.Namespace, publisher: Any, received: Calla
         interval = 1.0 / args.rate
         next_at = started
         while next_at < deadline:
+            late.append(int((time.perf_counter() - next_at) * 1e9))
             await publisher.publish(published)
             published += 1
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-    return published, time.perf_counter() - started
+    return published, time.perf_counter() - started, late
 
 
 class PublisherProcess:
@@ -473,15 +483,15 @@ class PublisherProcess:
                                        daemon=True)
         self.process.start()
 
-    async def publish(self, received: Callable[[], int]) -> tuple[int, float]:
+    async def publish(self, received: Callable[[], int]) -> tuple[int, float, list[int]]:
         self.go.set()
         while self.results.empty():
             if not self.process.is_alive() and self.results.empty():  # it failed: its traceback is on stderr
                 raise RuntimeError(f"the publisher process exited with {self.process.exitcode}")
             self.received.value = received()
             await asyncio.sleep(0.001)
-        published, wall, self.failed, self.requests = self.results.get()
-        return published, wall
+        published, wall, late, self.failed, self.requests = self.results.get()
+        return published, wall, late
 
     async def close(self) -> None:
         await asyncio.to_thread(self.process.join, 10)
@@ -493,10 +503,10 @@ def _publisher_main(args: argparse.Namespace, received: Any, go: Any, results: A
     async def main() -> None:
         publisher = await open_publisher(args)
         await asyncio.to_thread(go.wait)
-        published, wall = await publish_loop(args, publisher, lambda: received.value)
+        published, wall, late = await publish_loop(args, publisher, lambda: received.value)
         await publisher.close()
         tracing.flush()  # a forked process leaves without the SDK's exit handler: its last second of spans
-        results.put((published, wall, publisher.failed, publisher.requests))
+        results.put((published, wall, late, publisher.failed, publisher.requests))
 
     uvloop.run(main())
 
@@ -530,10 +540,10 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
         started = time.perf_counter()
         if publisher_process is not None:
             publisher = publisher_process
-            published, publish_wall = await publisher_process.publish(received)
+            published, publish_wall, late = await publisher_process.publish(received)
         else:
             publisher = await open_publisher(args)
-            published, publish_wall = await publish_loop(args, publisher, received)
+            published, publish_wall, late = await publish_loop(args, publisher, received)
         drain_deadline = time.perf_counter() + args.drain
         while received() < published * n and time.perf_counter() < drain_deadline:
             await asyncio.sleep(0.005)
@@ -544,6 +554,8 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
         result.update({
             "published": published,
             "publish_rate": published / publish_wall,
+            "publish_late_p50_ms": percentile(late, 0.50),  # rate only (NaN for max)
+            "publish_late_p99_ms": percentile(late, 0.99),
             "expected": published * n,
             "received": total,
             "lost": published * n - total,
@@ -555,6 +567,8 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
             "latency_max_ms": percentile(stats.latencies, 1.0),
             "first_receipt_p50_ms": percentile(list(stats.first.values()), 0.50),
             "first_receipt_p99_ms": percentile(list(stats.first.values()), 0.99),
+            "last_receipt_p50_ms": percentile(list(stats.last.values()), 0.50),
+            "last_receipt_p90_ms": percentile(list(stats.last.values()), 0.90),
             "closed_by_server": sum(1 for c in clients if c.closed is not None)
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
