@@ -59,6 +59,17 @@ def pinning() -> tuple[str, str] | None:
     return str(cores[0]), str(cores[1])
 
 
+def conntrack() -> str:
+    """Whether the kernel tracks connections (Docker's firewall rules turn it on for loopback too, until
+    the machine restarts): each packet then pays a table lookup, so rows taken with it and without it
+    are not comparable (ratios within a run still are)."""
+    try:
+        count = int(Path("/proc/sys/net/netfilter/nf_conntrack_count").read_text())
+    except (OSError, ValueError):
+        return "connection tracking off"
+    return f"connection tracking on ({count:,} connections tracked)" if count else "connection tracking off"
+
+
 def pin(pids: list[int], cores: str) -> None:
     for pid in pids:  # -a: every thread (gRPC's too), and what they start later inherits it
         subprocess.run(["taskset", "-a", "-pc", cores, str(pid)], check=True, stdout=subprocess.DEVNULL)
@@ -168,6 +179,7 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
         f"{' --publisher-process' if args.publisher_process else ''}"
         f"{' --counting-clients' if args.counting_clients else ''}`  ",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; {where}; "
+        f"{conntrack()}; "
         f"one load process (picows on uvloop) per scenario"
         f"{', publishing from a process of its own beside it' if args.publisher_process else ', publishing from the clients loop'}"
         f"{'; all but the 50 sampled clients only count what arrives, with no frame parsing' if args.counting_clients else ''}"
