@@ -228,6 +228,17 @@ class Stats:
                 last[sent] = latency
 
 
+def slowest_tenth(stats: Stats) -> dict[str, float]:
+    """The tenth of messages whose last sampled receipt came latest, split into the wait before the
+    first sampled receipt (the pipeline, and any round or rest it waited out) and the spread from the
+    first to the last (its own round, and the reading): medians over those messages, in ms."""
+    slowest = sorted(stats.last, key=stats.last.__getitem__)[len(stats.last) * 9 // 10:]
+    return {
+        "slowest_tenth_first_ms": percentile([stats.first[sent] for sent in slowest], 0.5),
+        "slowest_tenth_spread_ms": percentile([stats.last[sent] - stats.first[sent] for sent in slowest], 0.5),
+    }
+
+
 def message_data(seq: int) -> dict[str, Any]:
     return {
         "task_id": "bench-task-000001",
@@ -569,6 +580,7 @@ async def run(args: argparse.Namespace, helpers: Helpers | None, own: int,
             "first_receipt_p99_ms": percentile(list(stats.first.values()), 0.99),
             "last_receipt_p50_ms": percentile(list(stats.last.values()), 0.50),
             "last_receipt_p90_ms": percentile(list(stats.last.values()), 0.90),
+            **slowest_tenth(stats),
             "closed_by_server": sum(1 for c in clients if c.closed is not None)
             + sum(h["closed_by_server"] for h in helper_results),
             "helper_cpu_percent": [h["cpu_percent"] for h in helper_results],
