@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import tracing
 from common.client_ids import routed_by_itself
+from common.clock import call_at_reached
 from common.interest import InterestTable
 from common.topics import topic_error
 
@@ -181,14 +182,11 @@ class EdgeSession:
     def _arm_timer(self) -> None:
         deadline = self._window.deadline
         if deadline is not None and self._timer is None:
-            self._timer = self._loop.call_at(deadline, self._on_deadline, deadline)
+            self._timer = call_at_reached(self._loop, deadline, self._on_deadline)
 
-    def _on_deadline(self, deadline: float) -> None:
+    def _on_deadline(self, now: float) -> None:
         self._timer = None
-        # The timer's own deadline counts as reached: uvloop's clock moves in whole milliseconds, and
-        # runs a timer with `time()` up to one short of it; asked about `time()` alone, the window
-        # says "not yet", and the timer, armed again for a past deadline, spins until the clock ticks.
-        batch = self._window.flush_due(max(self._loop.time(), deadline))
+        batch = self._window.flush_due(now)
         if batch is not None:
             self._hand_over(batch)
         self._arm_timer()

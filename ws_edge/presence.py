@@ -23,6 +23,7 @@ import orjson
 from push.v1 import push_service_pb2 as pb
 from push.v1 import server_api_pb2 as api_pb
 
+from common.clock import call_at_reached
 from common.interest import InterestTable
 from common.presence_rules import PresenceRules, public_client
 from common.version import VERSION
@@ -175,17 +176,14 @@ class EdgePresence:
                            int(time.time() * 1000)):
             self._send(subscribers, delivery.frame)
         elif self._summaries is None and (deadline := self.gate.deadline()) is not None:
-            self._summaries = loop.call_at(deadline, self._send_summaries, deadline)
+            self._summaries = call_at_reached(loop, deadline, self._send_summaries)
 
-    def _send_summaries(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
+    def _send_summaries(self, now: float) -> None:
         self._summaries = None
-        # The timer's deadline counts as reached (uvloop runs timers up to a millisecond early: see
-        # push_service/hub.py's `_on_deadline`), or it would be armed again and spin until the clock ticks.
-        for topic, frame in self.gate.due(max(loop.time(), deadline), int(time.time() * 1000)):
+        for topic, frame in self.gate.due(now, int(time.time() * 1000)):
             self._send(self.join_leave.subscribers(topic), frame)
         if (deadline := self.gate.deadline()) is not None:
-            self._summaries = loop.call_at(deadline, self._send_summaries, deadline)
+            self._summaries = call_at_reached(asyncio.get_running_loop(), deadline, self._send_summaries)
 
     @staticmethod
     def _send(connections: Any, frame: bytes) -> None:

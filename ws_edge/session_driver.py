@@ -135,8 +135,9 @@ class SessionDriver:
 
     def _woken(self, at: float) -> None:
         self._wakeup_at = self._wakeup = None
-        # The time it was set for counts as reached: uvloop runs a timer up to a millisecond early, and
-        # told the wall clock alone, the session would find nothing due, ask again, and spin until then.
+        # The time it was set for counts as reached, as common/clock.py's `call_at_reached` does on the
+        # loop's clock (uvloop runs a timer up to a millisecond early): told the wall clock alone, the
+        # session would find nothing due, ask again, and spin until then.
         self.tick(asyncio.get_running_loop().time(), max(time.time(), at))
 
     def _run(self, effect: Effect) -> None:

@@ -1,0 +1,26 @@
+"""`call_at_reached`: a timer whose callback is told a time never short of its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+
+from common.clock import call_at_reached
+from tests.support.timing import timeout
+
+
+def test_the_callback_is_told_its_deadline_is_reached_though_uvloop_runs_it_early():
+    async def main() -> list[tuple[bool, bool]]:
+        loop = asyncio.get_running_loop()
+        seen: list[tuple[bool, bool]] = []
+        for _ in range(20):
+            deadline = loop.time() + 0.0023  # between two ticks of uvloop's millisecond clock
+            told: asyncio.Future[tuple[float, float]] = loop.create_future()
+            call_at_reached(loop, deadline, lambda now, told=told: told.set_result((now, loop.time())))
+            async with asyncio.timeout(timeout(5)):
+                now, clock = await told
+            seen.append((now >= deadline, now == max(clock, deadline)))
+        return seen
+
+    assert uvloop.run(main()) == [(True, True)] * 20
