@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import websockets
 from pushclient import PushClient
 from single_process.__main__ import USAGE
 from tests.conftest import start_system
-from tests.support.metrics import scrape, value
+from tests.support.metrics import reaches
 from tests.support.processes import ROOT, System
 from tests.support.publishing import publish_through_stream
 from tests.support.targets import run_portable_suite
@@ -63,9 +62,8 @@ async def test_sigterm_closes_clients_with_going_away_then_stops_the_push_servic
     system = own_single
     client = await WsClient.connect(system.ws_url, topics="bye")
     await publish_through_stream(system.push_address, "bye", 300, "b")
-    async with asyncio.timeout(timeout(10)):  # all 300 in the edge, unread by the client: what SIGTERM must flush
-        while value(scrape(system.edge_metrics_url), "ws_edge_messages_received_total") < 300:
-            await asyncio.sleep(0.05)
+    # All 300 in the edge, unread by the client: what SIGTERM must flush.
+    await reaches(system.edge_metrics_url, "ws_edge_messages_received_total", 300, within=timeout(10))
     system.edge.kill(signal.SIGTERM)
     received: list[dict] = []
     with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,3 +29,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
+
+
+async def reaches(url: str, name: str, at_least: float, within: float) -> None:
+    """Until `name` on `url` reads `at_least` (polled every 50 ms), or TimeoutError after `within` s:
+    a state the service reports, waited for instead of a fixed sleep."""
+    async with asyncio.timeout(within):
+        while value(scrape(url), name) < at_least:
+            await asyncio.sleep(0.05)
