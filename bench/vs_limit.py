@@ -8,7 +8,9 @@ Targets, each started as processes:
 - node: Node's `ws`, batched per loop turn the same way (`bench/baselines/node_ws.js`), when node and
   the `ws` package (`make bench-deps`: npm into bench/.node) are here;
 - ours: push_service + task_service + ws_edge, published through the gRPC stream, at the default
-  batch cap (EDGE_BATCH_MAX_MESSAGES=10); `ours, cap 100` the same edge with the cap at 100.
+  batch cap (EDGE_BATCH_MAX_MESSAGES=10); `ours, cap 100` the same edge with the cap at 100;
+  `ours-single` the push service inside the edge's process (`python -m single_process`);
+  `ours-kernel-slice` the push service's threads at the kernel's time slice (PUSH_SCHED_SLICE_US=0).
 On a machine with 2+ cores the server processes are pinned to core 0 and the load process to core 1
 (`taskset`), one load process for every scenario; every process's CPU is reported. All targets run
 at once (idle while another is measured) and each scenario goes over every target in turn, so that
@@ -116,6 +118,8 @@ def start(name: str) -> Target:
         return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, edge_argv=[sys.executable, "-c", code])
     if name == "ours-single":  # `python -m single_process`: the push service in the edge's process
         return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, single_process=True)
+    if name == "ours-kernel-slice":  # the push service's threads at the kernel's slice (PUSH_SCHED_SLICE_US=0)
+        return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, push_env={"PUSH_SCHED_SLICE_US": "0"})
     cap = {"ours": "10", "ours-cap100": "100"}[name]
     return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": cap})
 
@@ -123,7 +127,8 @@ def start(name: str) -> Target:
 BEFORE = Path()
 IDLE_TARGETS = ("limit", "ours", "ours-single")  # the targets whose idle connections are measured
 LABELS = {"limit": "limit (picows)", "node": "Node ws", "ours": "ours, cap 10", "ours-cap100": "ours, cap 100",
-          "ours-before": "ours before (cap 10)", "ours-single": "ours, one process (cap 10)"}
+          "ours-before": "ours before (cap 10)", "ours-single": "ours, one process (cap 10)",
+          "ours-kernel-slice": "ours, the kernel's slice (cap 10)"}
 
 
 def run_round(names: list[str], scenarios: list[str], args: argparse.Namespace,
@@ -221,7 +226,7 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
                     lines.append(f"| {number} | {LABELS[name]} | {fmt(r['edge_rss_before_mib'])} | "
                                  f"{fmt(r['edge_rss_with_clients_mib'])} | {fmt(r['kib_per_connection'])} | "
                                  f"{r['still_open']:,} |")
-    for name in ("ours", "ours-single"):
+    for name in ("ours", "ours-single", "ours-kernel-slice"):
         if name in names:
             lines += ["", f"Issue 18's targets ({LABELS[name]}): each round, and the median of the rounds' ratios:", "", "| target | figure per round | met |"
                       " median of the rounds |",

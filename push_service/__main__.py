@@ -8,6 +8,7 @@ import uvloop
 
 from common.lifecycle import load_settings, run_until_signalled
 from common.logs import configure_logging
+from common.scheduling import request_slice
 from common.tracing import configure_from
 
 from .config import PushSettings
@@ -20,6 +21,12 @@ async def main() -> None:
     settings = load_settings(PushSettings, "push_service")
     configure_logging(settings.log_level, settings.log_format)
     configure_from(settings, "push_service")
+    if settings.sched_slice_us:  # before gRPC starts its threads: they inherit it (so it holds once serving)
+        try:
+            threads = request_slice(settings.sched_slice_us / 1e6)
+            log.info("a %d µs time slice for this process's %d threads", settings.sched_slice_us, threads)
+        except OSError as exc:
+            log.warning("the kernel's default time slice stays (%s)", exc)
     running = await start_push_server(settings)
     log.info("push service listening on %s:%d (broker %s)", settings.host, running.port, settings.broker_url)
     await run_until_signalled(running)

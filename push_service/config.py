@@ -33,6 +33,10 @@ class PushSettings(TracingSettings):
     # Seconds between heartbeats on an edge's stream while nothing else is sent (0: none): the edge
     # takes a few silent intervals as a lost replica (paused, cut off) and fails over (EDGE_PUSH_SILENCE_TIMEOUT).
     edge_heartbeat_interval: float = Field(1.0, ge=0, le=60)
+    # Each thread's CPU time slice, in µs (Linux 6.12+'s EEVDF; 0: the kernel's default, 1,400 µs on 2
+    # cores): a short one lets gRPC's and the loop's threads run soon after they wake on a core shared
+    # with a busy edge, at the same share of it (common/scheduling.py; docs/PERFORMANCE.md, issue 18).
+    sched_slice_us: int = Field(100, ge=0, le=100_000)
     # Calls received and not yet taken up that gRPC queues (its default is 1,000); beyond this it
     # cancels new ones (from twice this, all of them). A burst of unary publishes queues here.
     max_queued_calls: int = Field(10_000, ge=1)
@@ -84,6 +88,13 @@ class PushSettings(TracingSettings):
     @classmethod
     def _presence_rules(cls, value: str | None) -> str | None:
         PresenceRules.parse(value)  # a bad rule stops the start, naming it
+        return value
+
+    @field_validator("sched_slice_us")
+    @classmethod
+    def _a_slice_the_kernel_takes(cls, value: int) -> int:
+        if 0 < value < 100:
+            raise ValueError("the kernel's shortest slice is 100 µs (0: its default)")
         return value
 
     @field_validator("occupancy_topic")

@@ -179,6 +179,7 @@ async def test_json_logs_carry_the_connection_id(own_system: System):
         ("push_service", [], {"PUSH_LOG_LEVEL": "LOUD"}, "log_level"),
         ("push_service", [], {"PUSH_BROKER_URL": "kafka://k:9092"}, "unsupported broker URL"),
         ("push_service", [], {"PUSH_BROKER_URL": "redis+cluster://nohost"}, "bad node 'nohost'"),
+        ("push_service", [], {"PUSH_SCHED_SLICE_US": "50"}, "shortest slice is 100 µs"),
         ("task_service", [], {"TASK_METRICS_PORT": "70000"}, "metrics_port"),
         ("ws_edge", [], {"EDGE_LOG_FORMAT": "xml"}, "log_format"),
         ("ws_edge", [], {"EDGE_METRICS_PORT": "70000"}, "metrics_port"),
