@@ -23,8 +23,10 @@ async def main() -> None:
     configure_from(settings, "push_service")
     if settings.sched_slice_us:  # before gRPC starts its threads: they inherit it (so it holds once serving)
         try:
-            threads = request_slice(settings.sched_slice_us / 1e6)
-            log.info("a %d µs time slice for this process's %d threads", settings.sched_slice_us, threads)
+            if threads := request_slice(settings.sched_slice_us / 1e6):
+                log.info("a %d µs time slice for this process's %d threads", settings.sched_slice_us, threads)
+            else:
+                log.warning("this kernel has no custom time slices (Linux 6.12+): its default stays")
         except OSError as exc:
             log.warning("the kernel's default time slice stays (%s)", exc)
     running = await start_push_server(settings)
