@@ -180,6 +180,7 @@ def report(rounds: list[dict[tuple[str, str], dict[str, Any]]], names: list[str]
     lines = [
         f"Command: `python -m bench.e2e --suite limit --seconds {args.seconds} --idle {args.idle} "
         f"--repeat {args.repeat} --targets {args.targets}"
+        f"{f' --scenarios {args.scenarios}' if args.scenarios != ','.join(SCENARIOS) else ''}"
         f"{f' --before {args.before}' if args.before else ''}"
         f"{' --publisher-process' if args.publisher_process else ''}"
         f"{' --counting-clients' if args.counting_clients else ''}`  ",

@@ -6,11 +6,12 @@ latency. So after a long round (many sockets), an edge that is busy nearly all t
 long before the next round, and several messages then go out in one write per socket. An edge that
 keeps up never rests: a rest would only delay the next message.
 
-"Nearly all": 90 % of its time in rounds, a moving average that a few rounds in a row with work
-waiting at their end bring there. At 1,000 sockets and 100 messages a second a round takes ~7 ms of
-every 10, and now and then a message arrives while one runs; at 75 % that alone brought a 5-ms rest,
-and the messages that waited it out were the slowest tenth (issue 18: p99 at 1.31× the limit's
-against 1.73×, the median of eight paired rounds, docs/PERFORMANCE.md). No clock: durations are passed in.
+"Nearly all": 90 % of its time in rounds, a moving average that about four rounds in a row with work
+waiting at their end bring there from 70 % (seven from idle). At 1,000 sockets and 100 messages a
+second a round takes ~7 ms of every 10, and now and then a message arrives while one runs; at 75 %
+that alone brought a 5-ms rest for the messages of the next round or two, and those were the slowest
+tenth (issue 18: p99 1.56× the limit's against 1.86×, the median of twelve paired rounds;
+docs/PERFORMANCE.md). No clock: durations are passed in.
 """
 
 from __future__ import annotations
