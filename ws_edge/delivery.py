@@ -47,6 +47,9 @@ class DeliveryPump:
         self._gap_fills: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
         self._positions_at_loss: dict[str, tuple[int, str]] = {}
         self._holds_at_loss: dict[str, int | None] = {}
+        # From a stream loss until the stream is back with the whole interest: no fill may end a hold
+        # then (see _fill_gaps).
+        self._link_down = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
@@ -67,15 +70,19 @@ class DeliveryPump:
 
     def on_lost(self) -> None:
         """Where each topic was, and hold its deliveries until the gap is filled: the order stays right."""
+        self._link_down = True
         self._positions_at_loss = self._hold_every_topic()
         self._holds_at_loss = {topic: self.router.sequencer.hold_id(topic) for topic in self._positions_at_loss}
 
     def on_restored(self) -> None:
+        self._link_down = False
         self._fill_gaps_soon(self._positions_at_loss, self._holds_at_loss)
 
     def on_resync(self) -> None:
-        """The push service's broker reconnected: every topic is checked against history."""
-        self._fill_gaps_soon(self._hold_every_topic())
+        """The push service's broker reconnected: every topic is checked against history (while the
+        stream is down, by the fill when it is back: a replica sends this before it takes the stream)."""
+        if not self._link_down:
+            self._fill_gaps_soon(self._hold_every_topic())
 
     def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:
         """Every subscribed topic held, with where this edge was (None: nowhere known yet, e.g. no
@@ -115,6 +122,13 @@ class DeliveryPump:
             if holds.get(topic) is None or sequencer.hold_id(topic) != holds[topic]:
                 # Forgotten with its last subscriber, resumed by another fill of the same hold, or held
                 # again for a newer gap, which its own fill answers: this answer is stale.
+                continue
+            if self._link_down:
+                # The stream went away after this fill began (the loss took its hold over). Resumed now,
+                # the topic would go on with no position or an old one while the stream carries nothing:
+                # a session recovering meanwhile reads history up to some offset, and the first message
+                # after the stream is back would pass unchecked over what was published in between. The
+                # fill when the stream is back resumes it, telling or filling.
                 continue
             held = sequencer.resume(topic, resume_at)
             if notice is not None:

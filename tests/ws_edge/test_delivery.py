@@ -156,3 +156,44 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
         == [("recovery", "busy", False, 7)]
     assert [d.offset for d in subscriber.queued] == [8]
     assert not router.sequencer.is_held("busy") and not router.sequencer.is_held("never")
+
+
+async def test_a_fill_that_answers_while_the_stream_is_away_leaves_the_hold_to_the_fill_after_it():
+    """A broker resync's fill (or an older gap's) that answers after the stream was lost must not end
+    the hold: the topic would go on with no position while the stream carries nothing, and a gap over
+    the outage would pass unchecked once it is back (the fault suite's "redis restarted empty" once
+    lost 4 messages so, silently). A resync while the stream is down waits for the fill when it is back."""
+    reads: list[tuple[Any, asyncio.Future[History]]] = []
+
+    async def read_history(topic: str, since: Any) -> History:
+        reads.append((since, asyncio.get_running_loop().create_future()))
+        return await reads[-1][1]
+
+    async def turns() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    router.topics.add("t", behind)
+    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    pump.fan_out([[D(5)]])
+    pump.on_resync()  # the stream is up: a fill for the resync's hold
+    await turns()
+    pump.on_lost()
+    pump.on_resync()  # the stream is down: nothing until it is back
+    await turns()
+    assert len(reads) == 1
+    cannot = History([])
+    cannot.recovered, cannot.reason = False, "too old"
+    reads[0][1].set_result(cannot)  # the resync's fill answers while the stream is down
+    await turns()
+    assert router.sequencer.is_held("t") and [d.offset for d in behind.queued] == [5]
+    pump.on_restored()
+    await turns()
+    assert len(reads) == 2 and reads[1][0].offset == 5
+    pump.fan_out([[D(8)]])  # the first message on the stream that is back: held
+    reads[1][1].set_result(History([D(6), D(7)]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
+    assert not router.sequencer.is_held("t")
