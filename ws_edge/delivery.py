@@ -45,11 +45,12 @@ class DeliveryPump:
         self._incoming_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._gap_fills: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
-        self._positions_at_loss: dict[str, tuple[int, str]] = {}
-        self._holds_at_loss: dict[str, int | None] = {}
-        # From a stream loss until the stream is back with the whole interest: no fill may end a hold
-        # then (see _fill_gaps).
-        self._link_down = False
+        self._positions_at_loss: dict[str, tuple[int, str] | None] = {}
+        # Stream losses so far, and whether the stream is down now (from a loss until it is back with
+        # the whole interest): no fill that began before the latest loss, or answers while the stream
+        # is down, ends a hold (see _fill_gaps).
+        self._losses = 0
+        self._stream_down = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
@@ -70,18 +71,24 @@ class DeliveryPump:
 
     def on_lost(self) -> None:
         """Where each topic was, and hold its deliveries until the gap is filled: the order stays right."""
-        self._link_down = True
+        self._losses += 1
+        self._stream_down = True
         self._positions_at_loss = self._hold_every_topic()
-        self._holds_at_loss = {topic: self.router.sequencer.hold_id(topic) for topic in self._positions_at_loss}
 
     def on_restored(self) -> None:
-        self._link_down = False
-        self._fill_gaps_soon(self._positions_at_loss, self._holds_at_loss)
+        """Every topic held now is filled: those the loss held, from where they were, and any that a
+        gap held meanwhile (a stream coming back can deliver before it is up), from its last position."""
+        self._stream_down = False
+        sequencer = self.router.sequencer
+        positions = dict(self._positions_at_loss)
+        for topic in sequencer.held_topics():
+            positions.setdefault(topic, sequencer.positions.get(topic))
+        self._fill_gaps_soon(positions)
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the
         stream is down, by the fill when it is back: a replica sends this before it takes the stream)."""
-        if not self._link_down:
+        if not self._stream_down:
             self._fill_gaps_soon(self._hold_every_topic())
 
     def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:
@@ -102,12 +109,12 @@ class DeliveryPump:
         """Fill these topics' gaps: each only while it is still in the hold it is in now (or `holds`)."""
         if holds is None:
             holds = {topic: self.router.sequencer.hold_id(topic) for topic in positions}
-        task = asyncio.create_task(self._fill_gaps(positions, holds), name="fill-gaps")
+        task = asyncio.create_task(self._fill_gaps(positions, holds, self._losses), name="fill-gaps")
         self._gap_fills.add(task)
         task.add_done_callback(self._gap_fills.discard)
 
     async def _fill_gaps(self, positions: dict[str, tuple[int, str]] | dict[str, tuple[int, str] | None],
-                         holds: dict[str, int | None]) -> None:
+                         holds: dict[str, int | None], losses: int) -> None:
         """Per topic: what was published meanwhile comes from history, then what was held, all routed
         as live deliveries. If history cannot say (a new epoch, a gap older than it keeps, or no
         answer), every subscriber is told (`recovery` with recovered false) and the topic goes on
@@ -123,12 +130,13 @@ class DeliveryPump:
                 # Forgotten with its last subscriber, resumed by another fill of the same hold, or held
                 # again for a newer gap, which its own fill answers: this answer is stale.
                 continue
-            if self._link_down:
-                # The stream went away after this fill began (the loss took its hold over). Resumed now,
-                # the topic would go on with no position or an old one while the stream carries nothing:
-                # a session recovering meanwhile reads history up to some offset, and the first message
-                # after the stream is back would pass unchecked over what was published in between. The
-                # fill when the stream is back resumes it, telling or filling.
+            if self._stream_down or self._losses != losses:
+                # The stream is down, or was lost after this fill began (a loss keeps a held topic's hold
+                # id). An answer read before the loss, or during it, says nothing of what the stream
+                # missed: resumed on it, the topic could go on with no position, and the first message
+                # after the stream is back would pass unchecked over the outage (a session that recovered
+                # from history meanwhile then loses what came between, silently). The fill after the
+                # restore resumes it, filling or telling.
                 continue
             held = sequencer.resume(topic, resume_at)
             if notice is not None:

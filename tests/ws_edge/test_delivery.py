@@ -158,42 +158,103 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
     assert not router.sequencer.is_held("busy") and not router.sequencer.is_held("never")
 
 
+class Reads:
+    """A `read_history` whose answers the test gives, one read at a time."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, Any, asyncio.Future[Any]]] = []
+
+    async def __call__(self, topic: str, since: Any) -> Any:
+        self.reads.append((topic, since, asyncio.get_running_loop().create_future()))
+        return await self.reads[-1][2]
+
+    def answer(self, index: int, answer: Any) -> None:
+        self.reads[index][2].set_result(answer)
+
+
+async def turns() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def cannot_recover() -> History:
+    answer = History([])
+    answer.recovered, answer.reason = False, "too old"
+    return answer
+
+
 async def test_a_fill_that_answers_while_the_stream_is_away_leaves_the_hold_to_the_fill_after_it():
     """A broker resync's fill (or an older gap's) that answers after the stream was lost must not end
     the hold: the topic would go on with no position while the stream carries nothing, and a gap over
     the outage would pass unchecked once it is back (the fault suite's "redis restarted empty" once
     lost 4 messages so, silently). A resync while the stream is down waits for the fill when it is back."""
-    reads: list[tuple[Any, asyncio.Future[History]]] = []
-
-    async def read_history(topic: str, since: Any) -> History:
-        reads.append((since, asyncio.get_running_loop().create_future()))
-        return await reads[-1][1]
-
-    async def turns() -> None:
-        for _ in range(3):
-            await asyncio.sleep(0)
-
+    reads = Reads()
     router = DeliveryRouter()
     behind = FakeConnection(False)
     router.topics.add("t", behind)
-    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
     pump.fan_out([[D(5)]])
     pump.on_resync()  # the stream is up: a fill for the resync's hold
     await turns()
     pump.on_lost()
     pump.on_resync()  # the stream is down: nothing until it is back
     await turns()
-    assert len(reads) == 1
-    cannot = History([])
-    cannot.recovered, cannot.reason = False, "too old"
-    reads[0][1].set_result(cannot)  # the resync's fill answers while the stream is down
+    assert len(reads.reads) == 1
+    reads.answer(0, cannot_recover())  # the resync's fill answers while the stream is down
     await turns()
     assert router.sequencer.is_held("t") and [d.offset for d in behind.queued] == [5]
     pump.on_restored()
     await turns()
-    assert len(reads) == 2 and reads[1][0].offset == 5
+    assert len(reads.reads) == 2 and reads.reads[1][1].offset == 5
     pump.fan_out([[D(8)]])  # the first message on the stream that is back: held
-    reads[1][1].set_result(History([D(6), D(7)]))
+    reads.answer(1, History([D(6), D(7)]))
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
     assert not router.sequencer.is_held("t")
+
+
+async def test_a_fill_begun_before_a_loss_and_answering_after_the_restore_is_stale():
+    reads = Reads()
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    router.topics.add("t", behind)
+    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    pump.fan_out([[D(5)]])
+    pump.on_resync()
+    await turns()
+    pump.on_lost()
+    pump.on_restored()  # the restore's fill, for the same hold
+    await turns()
+    assert len(reads.reads) == 2
+    reads.answer(0, cannot_recover())  # read before the loss: says nothing of the outage
+    await turns()
+    assert router.sequencer.is_held("t")
+    pump.fan_out([[D(8)]])
+    reads.answer(1, History([D(6), D(7)]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
+    assert not router.sequencer.is_held("t")
+
+
+async def test_a_topic_a_gap_held_while_the_stream_came_back_is_filled_after_the_restore():
+    """A stream that is coming back can deliver before it is up; a gap then holds a topic the loss did
+    not (here one subscribed during the outage), and its fill answers while the stream is still down.
+    The restore's fill takes it up: no topic stays held."""
+    reads = Reads()
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    pump.on_lost()
+    router.topics.add("u", behind)
+    pump.fan_out([[D(3, topic="u")], [D(5, topic="u")]])  # 4 is missing: the gap's fill
+    await turns()
+    reads.answer(0, History([D(4, topic="u")]))  # answers while the stream is down: skipped
+    await turns()
+    assert router.sequencer.is_held("u") and [d.offset for d in behind.queued] == [3]
+    pump.on_restored()
+    await turns()
+    assert [(topic, since.offset) for topic, since, _ in reads.reads[1:]] == [("u", 3)]
+    reads.answer(1, History([D(4, topic="u")]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [3, 4, 5]
+    assert not router.sequencer.is_held("u")

@@ -61,6 +61,9 @@ class TopicSequencer:
     def is_held(self, topic: str) -> bool:
         return topic in self._held
 
+    def held_topics(self) -> list[str]:
+        return list(self._held)
+
     def hold_id(self, topic: str) -> int | None:
         """Which hold `topic` is in (None: not held): what a gap fill resumes, and nothing else."""
         held = self._held.get(topic)
