@@ -45,11 +45,10 @@ class DeliveryPump:
         self._incoming_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._gap_fills: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
-        self._positions_at_loss: dict[str, tuple[int, str] | None] = {}
-        # Stream losses so far, and whether the stream is down now (from a loss until it is back with
-        # the whole interest): no fill that began before the latest loss, or answers while the stream
-        # is down, ends a hold (see _fill_gaps).
-        self._losses = 0
+        # Stream losses and restores so far, and whether the stream is down now (from a loss until it
+        # is back with the whole interest): no fill that began before the latest loss or restore, or
+        # answers while the stream is down, ends a hold (see _fill_gaps).
+        self._stream_changes = 0
         self._stream_down = False
 
     def start(self) -> None:
@@ -70,20 +69,19 @@ class DeliveryPump:
         self._incoming_ready.set()
 
     def on_lost(self) -> None:
-        """Where each topic was, and hold its deliveries until the gap is filled: the order stays right."""
-        self._losses += 1
+        """Hold every topic's deliveries until the restore's fill: the order stays right."""
+        self._stream_changes += 1
         self._stream_down = True
-        self._positions_at_loss = self._hold_every_topic()
+        self._hold_every_topic()
 
     def on_restored(self) -> None:
-        """Every topic held now is filled: those the loss held, from where they were, and any that a
-        gap held meanwhile (a stream coming back can deliver before it is up), from its last position."""
+        """Every topic held now is filled from its last position (a held topic's does not move): those
+        the loss held, and any that a gap held meanwhile (a stream coming back can deliver before it is
+        up). Fills begun during the outage answer stale: this one covers their topics."""
+        self._stream_changes += 1
         self._stream_down = False
         sequencer = self.router.sequencer
-        positions = dict(self._positions_at_loss)
-        for topic in sequencer.held_topics():
-            positions.setdefault(topic, sequencer.positions.get(topic))
-        self._fill_gaps_soon(positions)
+        self._fill_gaps_soon({topic: sequencer.positions.get(topic) for topic in sequencer.held_topics()})
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the
@@ -109,12 +107,12 @@ class DeliveryPump:
         """Fill these topics' gaps: each only while it is still in the hold it is in now (or `holds`)."""
         if holds is None:
             holds = {topic: self.router.sequencer.hold_id(topic) for topic in positions}
-        task = asyncio.create_task(self._fill_gaps(positions, holds, self._losses), name="fill-gaps")
+        task = asyncio.create_task(self._fill_gaps(positions, holds, self._stream_changes), name="fill-gaps")
         self._gap_fills.add(task)
         task.add_done_callback(self._gap_fills.discard)
 
     async def _fill_gaps(self, positions: dict[str, tuple[int, str]] | dict[str, tuple[int, str] | None],
-                         holds: dict[str, int | None], losses: int) -> None:
+                         holds: dict[str, int | None], stream_changes: int) -> None:
         """Per topic: what was published meanwhile comes from history, then what was held, all routed
         as live deliveries. If history cannot say (a new epoch, a gap older than it keeps, or no
         answer), every subscriber is told (`recovery` with recovered false) and the topic goes on
@@ -130,9 +128,9 @@ class DeliveryPump:
                 # Forgotten with its last subscriber, resumed by another fill of the same hold, or held
                 # again for a newer gap, which its own fill answers: this answer is stale.
                 continue
-            if self._stream_down or self._losses != losses:
-                # The stream is down, or was lost after this fill began (a loss keeps a held topic's hold
-                # id). An answer read before the loss, or during it, says nothing of what the stream
+            if self._stream_down or self._stream_changes != stream_changes:
+                # The stream is down, or was lost or restored after this fill began (a loss keeps a held
+                # topic's hold id). An answer read before the loss, or during it, says nothing of what the stream
                 # missed: resumed on it, the topic could go on with no position, and the first message
                 # after the stream is back would pass unchecked over the outage (a session that recovered
                 # from history meanwhile then loses what came between, silently). The fill after the

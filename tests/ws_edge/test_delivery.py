@@ -258,3 +258,24 @@ async def test_a_topic_a_gap_held_while_the_stream_came_back_is_filled_after_the
     await turns()
     assert [d.offset for d in behind.queued] == [3, 4, 5]
     assert not router.sequencer.is_held("u")
+
+
+async def test_a_fill_begun_during_the_outage_and_answering_after_the_restore_is_stale():
+    reads = Reads()
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    pump.on_lost()
+    router.topics.add("u", behind)
+    pump.fan_out([[D(3, topic="u")], [D(5, topic="u")]])  # the gap's fill, begun during the outage
+    await turns()
+    pump.on_restored()  # the restore's fill, for the same hold
+    await turns()
+    assert [(topic, since.offset) for topic, since, _ in reads.reads] == [("u", 3), ("u", 3)]
+    reads.answer(0, cannot_recover())  # read during the outage: says nothing of what the stream missed
+    await turns()
+    assert router.sequencer.is_held("u")
+    reads.answer(1, History([D(4, topic="u")]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [3, 4, 5]
+    assert not router.sequencer.is_held("u")
