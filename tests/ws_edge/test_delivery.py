@@ -183,16 +183,31 @@ def cannot_recover() -> History:
     return answer
 
 
+def pump_behind(reads: Reads, topic: str | None = None) -> tuple[DeliveryRouter, FakeConnection, DeliveryPump]:
+    """A pump and one subscriber whose socket is behind (what it gets queues, in order), on `topic`."""
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    if topic is not None:
+        router.topics.add(topic, behind)
+    return router, behind, DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+
+
+async def answer_last_and_expect(reads: Reads, router: DeliveryRouter, behind: FakeConnection, topic: str,
+                                 answer: History, offsets: list[int]) -> None:
+    """The last read answers: the subscriber has `offsets`, in order, and the topic is held no more."""
+    reads.answer(len(reads.reads) - 1, answer)
+    await turns()
+    assert [d.offset for d in behind.queued] == offsets
+    assert not router.sequencer.is_held(topic)
+
+
 async def test_a_fill_that_answers_while_the_stream_is_away_leaves_the_hold_to_the_fill_after_it():
     """A broker resync's fill (or an older gap's) that answers after the stream was lost must not end
     the hold: the topic would go on with no position while the stream carries nothing, and a gap over
     the outage would pass unchecked once it is back (the fault suite's "redis restarted empty" once
     lost 4 messages so, silently). A resync while the stream is down waits for the fill when it is back."""
     reads = Reads()
-    router = DeliveryRouter()
-    behind = FakeConnection(False)
-    router.topics.add("t", behind)
-    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    router, behind, pump = pump_behind(reads, "t")
     pump.fan_out([[D(5)]])
     pump.on_resync()  # the stream is up: a fill for the resync's hold
     await turns()
@@ -207,18 +222,12 @@ async def test_a_fill_that_answers_while_the_stream_is_away_leaves_the_hold_to_t
     await turns()
     assert len(reads.reads) == 2 and reads.reads[1][1].offset == 5
     pump.fan_out([[D(8)]])  # the first message on the stream that is back: held
-    reads.answer(1, History([D(6), D(7)]))
-    await turns()
-    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
-    assert not router.sequencer.is_held("t")
+    await answer_last_and_expect(reads, router, behind, "t", History([D(6), D(7)]), [5, 6, 7, 8])
 
 
 async def test_a_fill_begun_before_a_loss_and_answering_after_the_restore_is_stale():
     reads = Reads()
-    router = DeliveryRouter()
-    behind = FakeConnection(False)
-    router.topics.add("t", behind)
-    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    router, behind, pump = pump_behind(reads, "t")
     pump.fan_out([[D(5)]])
     pump.on_resync()
     await turns()
@@ -230,10 +239,7 @@ async def test_a_fill_begun_before_a_loss_and_answering_after_the_restore_is_sta
     await turns()
     assert router.sequencer.is_held("t")
     pump.fan_out([[D(8)]])
-    reads.answer(1, History([D(6), D(7)]))
-    await turns()
-    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
-    assert not router.sequencer.is_held("t")
+    await answer_last_and_expect(reads, router, behind, "t", History([D(6), D(7)]), [5, 6, 7, 8])
 
 
 async def test_a_topic_a_gap_held_while_the_stream_came_back_is_filled_after_the_restore():
@@ -241,9 +247,7 @@ async def test_a_topic_a_gap_held_while_the_stream_came_back_is_filled_after_the
     not (here one subscribed during the outage), and its fill answers while the stream is still down.
     The restore's fill takes it up: no topic stays held."""
     reads = Reads()
-    router = DeliveryRouter()
-    behind = FakeConnection(False)
-    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    router, behind, pump = pump_behind(reads)
     pump.on_lost()
     router.topics.add("u", behind)
     pump.fan_out([[D(3, topic="u")], [D(5, topic="u")]])  # 4 is missing: the gap's fill
@@ -254,17 +258,12 @@ async def test_a_topic_a_gap_held_while_the_stream_came_back_is_filled_after_the
     pump.on_restored()
     await turns()
     assert [(topic, since.offset) for topic, since, _ in reads.reads[1:]] == [("u", 3)]
-    reads.answer(1, History([D(4, topic="u")]))
-    await turns()
-    assert [d.offset for d in behind.queued] == [3, 4, 5]
-    assert not router.sequencer.is_held("u")
+    await answer_last_and_expect(reads, router, behind, "u", History([D(4, topic="u")]), [3, 4, 5])
 
 
 async def test_a_fill_begun_during_the_outage_and_answering_after_the_restore_is_stale():
     reads = Reads()
-    router = DeliveryRouter()
-    behind = FakeConnection(False)
-    pump = DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    router, behind, pump = pump_behind(reads)
     pump.on_lost()
     router.topics.add("u", behind)
     pump.fan_out([[D(3, topic="u")], [D(5, topic="u")]])  # the gap's fill, begun during the outage
@@ -275,7 +274,4 @@ async def test_a_fill_begun_during_the_outage_and_answering_after_the_restore_is
     reads.answer(0, cannot_recover())  # read during the outage: says nothing of what the stream missed
     await turns()
     assert router.sequencer.is_held("u")
-    reads.answer(1, History([D(4, topic="u")]))
-    await turns()
-    assert [d.offset for d in behind.queued] == [3, 4, 5]
-    assert not router.sequencer.is_held("u")
+    await answer_last_and_expect(reads, router, behind, "u", History([D(4, topic="u")]), [3, 4, 5])
