@@ -24,7 +24,8 @@ async def main() -> None:
     if settings.sched_slice_us:  # before gRPC starts its threads: they inherit it (so it holds once serving)
         try:
             if threads := request_slice(settings.sched_slice_us / 1e6):
-                log.info("a %d µs time slice for this process's %d threads", settings.sched_slice_us, threads)
+                log.info("a %d µs time slice for this process's threads (%d now; those started later inherit it)",
+                         settings.sched_slice_us, threads)
             else:
                 log.warning("this kernel has no custom time slices (Linux 6.12+): its default stays")
         except OSError as exc:
