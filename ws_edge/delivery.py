@@ -102,11 +102,9 @@ class DeliveryPump:
 
     # --- gaps -----------------------------------------------------------------------------------
 
-    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]] | dict[str, tuple[int, str] | None],
-                        holds: dict[str, int | None] | None = None) -> None:
-        """Fill these topics' gaps: each only while it is still in the hold it is in now (or `holds`)."""
-        if holds is None:
-            holds = {topic: self.router.sequencer.hold_id(topic) for topic in positions}
+    def _fill_gaps_soon(self, positions: dict[str, tuple[int, str]] | dict[str, tuple[int, str] | None]) -> None:
+        """Fill these topics' gaps: each only while it is still in the hold it is in now."""
+        holds = {topic: self.router.sequencer.hold_id(topic) for topic in positions}
         task = asyncio.create_task(self._fill_gaps(positions, holds, self._stream_changes), name="fill-gaps")
         self._gap_fills.add(task)
         task.add_done_callback(self._gap_fills.discard)
