@@ -10,9 +10,8 @@ after it wakes, in shorter turns. Its share of the core is its weight's, as befo
 needed, and the nice value and policy are kept. Threads started later inherit the slice.
 
 A kernel without custom slices takes the call and ignores the value (`request_slice` then says 0
-threads took it). Where the call is refused (not
-Linux, an architecture not listed here, a seccomp profile), `request_slice` raises OSError; the
-caller logs it and runs on with the kernel's default.
+threads took it). Where the call is refused (not Linux, an architecture not listed here, a seccomp
+profile), `request_slice` raises OSError; the caller logs it and runs on with the kernel's default.
 """
 
 from __future__ import annotations
