@@ -12,6 +12,7 @@ import pytest
 from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.conftest import start_system
+from tests.support.metrics import reaches, scrape, value
 from tests.support.processes import System, http_status, read_url
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient, unpack
@@ -65,6 +66,44 @@ async def test_push_service_killed_and_restarted_edge_reconnects_and_clients_sta
     finally:
         for client in [*clients, personal]:
             await client.close()
+
+
+@pytest.mark.parametrize(
+    "own_system", [{"edge_env": {"EDGE_PUSH_SILENCE_TIMEOUT": "1.0"}, "push_env": {"PUSH_EDGE_HEARTBEAT_INTERVAL": "0.2"}}],
+    indirect=True,
+)
+async def test_an_edge_stopped_past_its_silence_timeout_keeps_its_stream_and_a_stopped_replica_is_given_up(
+        own_system: System):
+    """A loaded machine can leave the edge's process unscheduled for seconds (CI saw it once): the
+    heartbeats it missed wait in its socket, so the time is not the replica's silence. A replica that
+    stops is still given up, and the edge's subscribers see neither."""
+    system = own_system
+    client = await WsClient.connect(system.ws_url, topics="paused")
+    try:
+        async with PushClient(system.push_address) as push:
+            system.edge.kill(signal.SIGSTOP)
+            try:
+                stopped = await push.publish("paused", "t", {"n": 1}, id="while-edge-stopped")
+                await asyncio.sleep(2.5)  # 2.5 x the edge's silence timeout
+            finally:
+                system.edge.kill(signal.SIGCONT)
+            assert await client.recv() == {"type": "t", "id": "while-edge-stopped", "timestamp": stopped.timestamp_ms,
+                                            "data": {"n": 1}, "topic": "paused", "offset": 1, "epoch": stopped.epoch}
+            await client.expect_silence(0.5)  # no recovery notice: the stream was never lost
+            assert value(scrape(system.edge_metrics_url), "ws_edge_push_silences_total") == 0
+
+            system.push.kill(signal.SIGSTOP)
+            try:
+                await reaches(system.edge_metrics_url, "ws_edge_push_silences_total", 1, timeout(10))
+            finally:
+                system.push.kill(signal.SIGCONT)
+            await wait_until(lambda: _status(system, "/readyz", 200), 15, "edge to take its stream again")
+            after = await push.publish("paused", "t", {"n": 2}, id="after-replica-stopped")
+            # Nothing was missed, and history says so: no notice, the next message in order.
+            assert await client.recv() == {"type": "t", "id": "after-replica-stopped", "timestamp": after.timestamp_ms,
+                                           "data": {"n": 2}, "topic": "paused", "offset": 2, "epoch": stopped.epoch}
+    finally:
+        await client.close()
 
 
 async def _status(system: System, path: str, expected: int) -> bool:
