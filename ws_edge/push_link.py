@@ -7,8 +7,9 @@ A replica that stops answering (paused, cut off by a partition that drops packet
 does not break the connection; gRPC keepalive notices late or never. The push service sends a
 heartbeat whenever it has been quiet for its interval, so a stream silent for `silence_timeout` is
 taken as lost: the link opens it again on the next replica of the list (EDGE_PUSH_ADDRESS may name
-several, each with a channel of its own), and the edge fills the gap from the shared history. Time in
-which the edge's own process did not run (stopped, starved of CPU) is not counted as the replica's. The
+several, each with a channel of its own), and the edge fills the gap from the shared history. A silence
+that the edge's own process partly slept through (stopped, starved of CPU) gets one more limit: what
+the replica sent meanwhile may be waiting unread (`_watched`). The
 link's unary calls (history, publish, client id claims) go to the replica of the live stream, or,
 while there is none, to the one the next stream will try: the replica last heard from.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -48,8 +50,8 @@ CHANNEL_OPTIONS = [
 INTEREST_FLUSH_INTERVAL = 0.005
 UNARY_TIMEOUT = 5.0
 SILENCE_TIMEOUT = 3.0
-# The watchdog's timer woke this much later than asked: this process was not running meanwhile (a loop
-# round of the busiest edge takes tens of milliseconds).
+# The watchdog's timer woke more than this after it was due: this process was not running meanwhile (a
+# loop round of the busiest edge takes tens of milliseconds).
 STALL = 0.25
 
 
@@ -98,6 +100,7 @@ class PushLink:
         self._channel_factory = channel_factory
         self._silence = silence_timeout
         self._heard = 0.0  # loop time of the stream's last response
+        self._responses = 0  # responses heard, over every stream
         self.silences = 0  # streams given up for silence
         self._limit: float | None = silence_timeout  # None: the replica sends no heartbeats
         self._beating = False  # this stream's replica has sent a heartbeat
@@ -354,32 +357,40 @@ class PushLink:
 
     async def _watched(self, up: Callable[[], None]) -> None:
         """The stream, given up when the push service is silent too long: from the start (its first
-        answer, a heartbeat, comes at once) and, once it has said it sends heartbeats, throughout."""
+        answer, a heartbeat, comes at once) and, once it has said it sends heartbeats, throughout.
+
+        A silence that this process partly slept through (stopped, starved of CPU, its loop blocked)
+        is not judged at once: what the replica sent meanwhile waits unread, and the timer wakes before
+        gRPC's poller thread has read it. The watchdog ticks at least every quarter limit, so a tick
+        late by more than STALL tells that the process did not run; the replica then gets a whole limit
+        from that moment, once per silence (without that bound, a loop always late would never judge).
+        A replica that is really silent is so given up at most one limit later."""
         loop = asyncio.get_running_loop()
         self._heard = loop.time()
         self._limit = self._silence
-        graced = None  # the `_heard` of the last grace: one per silence (a loop always late never judges)
+        resumed = -math.inf  # when this process last ran again after not running
+        grace_from = -math.inf  # the silence counts from here, if later than the last response
+        graced_at = -1  # `self._responses` when the last grace was given
         stream = asyncio.create_task(self._stream(up), name="push-stream")
         try:
             while True:
                 limit = self._limit
-                wait = None if limit is None else max(0.01, self._heard + limit - loop.time())
-                due = loop.time() + (wait or 0.0)
+                now = loop.time()
+                wait = None if limit is None else min(limit / 4, max(0.01, max(self._heard, grace_from) + limit - now))
                 done, _ = await asyncio.wait({stream}, timeout=wait)
                 if done:
                     return stream.result()
-                limit = self._limit
-                now = loop.time()
-                if wait is not None and now - due > STALL and graced != self._heard:
-                    # This process did not run (stopped, starved of CPU, its loop blocked): what the replica
-                    # sent meanwhile waits unread, and the timer wakes before gRPC's poller has read it.
-                    # Time not watched is not the replica's silence: it gets a whole limit from now.
-                    log.warning("the push link's watchdog woke %.1fs late: %s gets %.1fs more",
-                                now - due, self.replica, limit or 0.0)
-                    self._heard = graced = now
+                due, now, limit = now + (wait or 0.0), loop.time(), self._limit
+                if wait is not None and now - due > STALL:
+                    resumed = now
+                if limit is None or now - max(self._heard, grace_from) < limit:
                     continue
-                if limit is not None and now - self._heard >= limit:
-                    raise StreamSilent(f"{self.replica} said nothing for {now - self._heard:.1f}s")
+                if resumed > self._heard and graced_at != self._responses:
+                    log.warning("%s said nothing for %.1fs, but this process did not run for part of it: "
+                                "%.1fs more", self.replica, now - self._heard, limit)
+                    grace_from, graced_at = now, self._responses
+                    continue
+                raise StreamSilent(f"{self.replica} said nothing for {now - self._heard:.1f}s")
         finally:
             if not stream.done():
                 stream.cancel()
@@ -408,6 +419,7 @@ class PushLink:
             await call.wait_for_connection()
             async for response in call:
                 self._heard = loop.time()
+                self._responses += 1
                 self._on_response(response, snapshot_sequence, len(topics), len(client_ids), up)
         finally:
             call.cancel()  # when the watchdog gave up on it: nothing more from that replica

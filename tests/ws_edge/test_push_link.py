@@ -1,11 +1,14 @@
 """The push link's interest bookkeeping, without a network: what travels in one request, under which
-sequence, and which futures its acknowledgement resolves."""
+sequence, and which futures its acknowledgement resolves; and its watchdog, on a stream stood in for."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
-from ws_edge.push_link import PushLink
+import pytest
+
+from ws_edge.push_link import PushLink, StreamSilent
 
 # Longer than the edge's 5 ms, so that "not yet sent" holds on a loaded machine too (a process
 # descheduled for 5 ms between two lines would see the interval already over).
@@ -60,3 +63,67 @@ async def test_a_key_changing_direction_within_a_turn_splits_the_request_and_the
     assert (list(second.remove_topics), second.sequence) == (["t"], 2)
     link._confirm(1)
     assert added.done() and not removed.done()  # the removal is not applied before its own answer
+
+
+# --- the watchdog ---------------------------------------------------------------------------------
+
+SILENCE = 0.4
+
+
+def heard_stream(link: PushLink, quiet_after: float | None = None):
+    """In place of the gRPC stream: a response every 50 ms, handed to the loop a few turns after it is
+    due (as gRPC's poller thread does), until `quiet_after` seconds from its start."""
+    async def stream(up) -> None:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            await asyncio.sleep(0.05)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if quiet_after is None or loop.time() - started < quiet_after:
+                link._heard = loop.time()
+                link._responses += 1
+    return stream
+
+
+def not_running(seconds: float) -> None:
+    """The loop does not run (as when the process is stopped or starved): its timers fall due meanwhile,
+    and the stream's answers reach it a few turns after they do."""
+    time.sleep(seconds)
+
+
+def watched_link(quiet_after: float | None = None) -> PushLink:
+    link = PushLink("unused:1", lambda address: None, lambda deliveries: None, lambda: ([], []),  # type: ignore[arg-type, return-value]
+                    silence_timeout=SILENCE)
+    link._stream = heard_stream(link, quiet_after)  # type: ignore[method-assign]
+    return link
+
+
+async def test_a_stall_of_this_process_longer_than_the_limit_is_not_the_replicas_silence():
+    link = watched_link()
+    watchdog = asyncio.create_task(link._watched(lambda: None))
+    await asyncio.sleep(0.2)
+    not_running(3 * SILENCE)
+    await asyncio.sleep(2 * SILENCE)
+    assert not watchdog.done()
+    watchdog.cancel()
+    await asyncio.gather(watchdog, return_exceptions=True)
+
+
+async def test_a_replica_silent_across_a_stall_is_still_given_up_one_limit_later():
+    link = watched_link(quiet_after=0.1)
+    watchdog = asyncio.create_task(link._watched(lambda: None))
+    await asyncio.sleep(0.2)
+    not_running(3 * SILENCE)
+    resumed = time.monotonic()
+    with pytest.raises(StreamSilent):
+        await asyncio.wait_for(watchdog, 10 * SILENCE)
+    assert time.monotonic() - resumed >= SILENCE  # the grace: a whole limit after it ran again
+
+
+async def test_a_silent_replica_is_given_up_after_its_limit():
+    link = watched_link(quiet_after=0.1)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(StreamSilent, match="said nothing for"):
+        await asyncio.wait_for(link._watched(lambda: None), 10 * SILENCE)
+    assert link._responses >= 1 and loop.time() - link._heard >= SILENCE
