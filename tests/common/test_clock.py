@@ -20,7 +20,9 @@ def test_the_callback_is_told_its_deadline_is_reached_though_uvloop_runs_it_earl
             call_at_reached(loop, deadline, lambda now, told=told: told.set_result((now, loop.time())))
             async with asyncio.timeout(timeout(5)):
                 now, clock = await told
-            seen.append((now >= deadline, now == max(clock, deadline)))
+            # `clock` is read after `now` was: the same millisecond, or a later one if the process was
+            # descheduled between the two reads (a loaded machine), so `now` is bounded by it, not equal.
+            seen.append((now >= deadline, now <= max(clock, deadline)))
         return seen
 
     assert uvloop.run(main()) == [(True, True)] * 20
