@@ -48,7 +48,8 @@ class EdgeSettings(TracingSettings):
     subscribe_confirm_timeout: float = Field(3.0, gt=0)
     push_reconnect_max: float = Field(5.0, gt=0)
     # Seconds without a word from the push replica (it sends a heartbeat each PUSH_EDGE_HEARTBEAT_INTERVAL
-    # when quiet) before its stream is taken as lost and opened again on the next replica.
+    # when quiet) before its stream is taken as lost and opened again on the next replica (one more such
+    # time if this process did not run for part of the silence: ws_edge/push_link.py).
     push_silence_timeout: float = Field(3.0, gt=0)
     # Prometheus /metrics on a port of its own (0: off), never on the public port: the series name
     # users' activity and the edge's internals (like PUSH_METRICS_PORT, TASK_METRICS_PORT).
