@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +50,10 @@ class Deliver:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """The edge's interest change `sequence` is in effect."""
+    """The edge's interest change `sequence` is in effect; `positions`: where the topics it added stood."""
 
     sequence: int
+    positions: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +132,11 @@ class EdgeSession:
             self._idle = False
             self._wake.set()
 
-    def acknowledge(self, sequence: int) -> None:
+    def acknowledge(self, sequence: int, positions: Sequence[tuple[str, int, str]] = ()) -> None:
         """An interest change is in effect; tell the edge after what is already queued."""
         self._close_window()
         if not self._closed:
-            self._ready.append(Applied(sequence))
+            self._ready.append(Applied(sequence, tuple(positions)))
             self._idle = False
             self._wake.set()
 
@@ -349,7 +350,11 @@ class Hub:
         remove_client_ids: Iterable[str] = (),
         add_join_leave: Iterable[str] = (),
         remove_join_leave: Iterable[str] = (),
-    ) -> None:
+        positions: bool = False,
+    ) -> list[tuple[str, int, str]]:
+        """Applies an edge's interest change; with `positions`, returns where each added topic with
+        history stands now (topic, offset, epoch), read after this replica routes it to the edge: a
+        publication the edge gets from here on comes after that position, or is one the read saw."""
         added_topics = []
         for topic in add_topics:
             if (why := topic_error(topic)) is not None:
@@ -371,6 +376,18 @@ class Hub:
             retained = await self._broker.retained(topic)
             if retained is not None:
                 session.enqueue(retained)
+        return [position for topic in added_topics if (position := await self._position(topic)) is not None] \
+            if positions else []
+
+    async def _position(self, topic: str) -> tuple[str, int, str] | None:
+        """The topic's latest offset and epoch, if anything was published in an epoch still kept (a
+        topic never published has no epoch yet: its first publication begins one)."""
+        try:
+            latest = await self._broker.history(topic, None, "", 1)
+        except BrokerUnavailable as exc:  # the edge goes on without it, as before positions were told
+            log.warning("the position of %s not read: %s", topic, exc)
+            return None
+        return (topic, latest.offset, latest.epoch) if latest.offset and latest.epoch else None
 
     def _route(self, publication: Publication) -> None:
         if publication.traceparent and tracing.ENABLED:

@@ -232,8 +232,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
                         metrics.SENT.inc(len(batch))
                         metrics.BATCH_SIZE.observe(len(batch))
                         yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
-                    case Applied(sequence):
-                        yield pb.EdgeStreamResponse(applied_sequence=sequence)
+                    case Applied(sequence, positions):
+                        yield pb.EdgeStreamResponse(applied_sequence=sequence, topic_positions=[
+                            pb.TopicPosition(topic=t, offset=o, epoch=e) for t, o, e in positions])
                     case Resync():
                         yield pb.EdgeStreamResponse(resync=True)
                     case Heartbeat(interval):
@@ -268,8 +269,9 @@ class PushServicer(pb_grpc.PushServiceServicer):
         one ("" if it did not)."""
         try:
             await self._hub.route_commands(session)
+            first = True  # the snapshot of a new stream: its topics' positions are the edge's own
             async for change in request_iterator:
-                await self._hub.change_interest(
+                positions = await self._hub.change_interest(
                     session,
                     add_topics=change.add_topics,
                     remove_topics=change.remove_topics,
@@ -277,10 +279,12 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     remove_client_ids=change.remove_client_ids,
                     add_join_leave=change.add_join_leave,
                     remove_join_leave=change.remove_join_leave,
+                    positions=not first and bool(change.sequence),
                 )
+                first = False
                 await self._edge_presence(session, change)
                 if change.sequence:
-                    session.acknowledge(change.sequence)
+                    session.acknowledge(change.sequence, positions)
         except asyncio.CancelledError:
             raise
         except BrokerUnavailable as exc:

@@ -50,6 +50,7 @@ class DeliveryPump:
         # answers while the stream is down, ends a hold (see _fill_gaps).
         self._stream_changes = 0
         self._stream_down = False
+        self._positions: dict[str, tuple[int, str]] = {}  # told while deliveries before them were queued
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
@@ -82,6 +83,21 @@ class DeliveryPump:
         self._stream_down = False
         sequencer = self.router.sequencer
         self._fill_gaps_soon({topic: sequencer.positions.get(topic) for topic in sequencer.held_topics()})
+
+    def on_positions(self, positions: dict[str, tuple[int, str]]) -> None:
+        """Where the topics of an applied interest change stood: each still subscribed here starts there
+        (core/sequencer.py `start_at`), so that a stream lost before its first delivery is filled from
+        history. Taken in the stream's order: after the deliveries that came before it are routed."""
+        self._positions.update(positions)
+        if not self._incoming:
+            self._start_topics()
+
+    def _start_topics(self) -> None:
+        positions, self._positions = self._positions, {}
+        sequencer, subscribed = self.router.sequencer, self.router.topics
+        for topic, position in positions.items():
+            if subscribed.subscribers(topic):
+                sequencer.start_at(topic, position)
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the
@@ -184,6 +200,8 @@ class DeliveryPump:
                 self.fan_out(batches)
             except Exception:
                 log.exception("fan-out failed")
+            if self._positions:  # told after those deliveries: they are routed now
+                self._start_topics()
             ended = time.perf_counter()
             rest = pacing.after_round(ended - started, ended - resumed)
             if rest and await self._behind():  # see core/pacing.py

@@ -73,8 +73,7 @@ class Edge:
         self.presence = EdgePresence(self.client_id_mark, self.router, self.connections, **settings.presence_options)
         self.push = PushLink(settings.push_address, push_channel or self._channel, self._on_deliveries,
                              self._interest_snapshot,
-                             reconnect_max=settings.push_reconnect_max, on_lost=self.pump.on_lost,
-                             on_restored=self.pump.on_restored, on_resync=self.pump.on_resync,
+                             reconnect_max=settings.push_reconnect_max, events=self.pump,
                              silence_timeout=settings.push_silence_timeout, extras=self.presence)
         self.presence.push = self.push
         self.stats = {"coalesced": 0, "slow_consumers": 0}  # of connections already gone

@@ -61,6 +61,22 @@ DeliveriesHandler = Callable[[Sequence[pb.Delivery]], None]
 SnapshotSource = Callable[[], tuple[list[str], list[str]]]
 
 
+class StreamEvents(Protocol):
+    """What the stream tells the edge's deliveries (ws_edge/delivery.py DeliveryPump), beside them."""
+
+    def on_lost(self) -> None:
+        """The stream went down, after having been up."""
+
+    def on_restored(self) -> None:
+        """It is back, with the edge's whole interest declared again."""
+
+    def on_resync(self) -> None:
+        """The push service's broker reconnected: publications may have passed it by."""
+
+    def on_positions(self, positions: dict[str, tuple[int, str]]) -> None:
+        """Where the topics of an applied interest change stood (push.v1 TopicPosition)."""
+
+
 class StreamExtras(Protocol):
     """What the stream carries beside interest (presence, issue 15; ws_edge/presence.py)."""
 
@@ -86,9 +102,7 @@ class PushLink:
         *,
         reconnect_max: float = 5.0,
         flush_interval: float = INTEREST_FLUSH_INTERVAL,
-        on_lost: Callable[[], None] | None = None,
-        on_restored: Callable[[], None] | None = None,
-        on_resync: Callable[[], None] | None = None,
+        events: StreamEvents | None = None,
         silence_timeout: float = SILENCE_TIMEOUT,
         extras: StreamExtras | None = None,
     ) -> None:
@@ -124,8 +138,7 @@ class PushLink:
         self._closing: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         self.reconnects = 0
-        # The stream went down (after having been up) / came back with the whole interest re-declared.
-        self._on_lost, self._on_restored, self._on_resync = on_lost, on_restored, on_resync
+        self._events = events
         self._was_up = False
 
     @property
@@ -349,8 +362,8 @@ class PushLink:
             raise
         finally:
             self._changes = None
-            if self.connected.is_set() and self._on_lost is not None:
-                self._on_lost()
+            if self.connected.is_set() and self._events is not None:
+                self._events.on_lost()
             self.connected.clear()
             self.reconnects += 1
             self._next_replica(silent)
@@ -438,15 +451,17 @@ class PushLink:
             self._limit = None  # its first answer was no heartbeat: a push service that sends none
         if response.deliveries:
             self._on_deliveries(response.deliveries)
-        if response.resync and self._on_resync is not None:
-            self._on_resync()
+        if response.resync and self._events is not None:
+            self._events.on_resync()
         if response.applied_sequence:
+            if response.topic_positions and self._events is not None:
+                self._events.on_positions({p.topic: (p.offset, p.epoch) for p in response.topic_positions})
             self._confirm(response.applied_sequence)
             if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
                 # Connected means: the push service holds this edge's whole interest again.
                 self.connected.set()
-                if self._was_up and self._on_restored is not None:
-                    self._on_restored()
+                if self._was_up and self._events is not None:
+                    self._events.on_restored()
                 self._was_up = True
                 up()
                 log.info("push stream to %s up (%d topics, %d client ids)", self.replica, topics, client_ids)

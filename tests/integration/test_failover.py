@@ -61,3 +61,41 @@ async def test_replica_killed_while_5000_messages_stream_every_client_gets_all_e
         a.stop()
         b.stop()
         redis.stop()
+
+
+async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_stops_before_its_next_message(
+        tmp_path: Path):
+    """A subscriber of a topic that is rarely published (history, but nothing since it subscribed): its
+    edge's replica stops, a message is published on the other, and the edge, moved there, fills the gap
+    from where the push service told it the topic stood when it subscribed. Without that position it
+    could only tell the subscriber it cannot recover."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    env = {"PUSH_BROKER_URL": redis.url, "PUSH_HISTORY_RULES": HISTORY}
+    a = System(tmp_path / "a", push_env=env)
+    b = System(tmp_path / "b", push_env=env)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a.edge.env["EDGE_PUSH_ADDRESS"] = f"{a.push_address},{b.push_address}"
+    client = None
+    try:
+        await a.start()
+        await b.start()
+        async with PushClient(b.push_address) as push:
+            before = await push.publish("inbox:ann", "note", {"n": 1}, id="before")
+            client = await WsClient.connect(a.ws_url, topics="inbox:ann")
+            a.push.kill(signal.SIGSTOP)  # edge a's replica: the edge gives it up after 3 s of silence
+            try:
+                during = await push.publish("inbox:ann", "note", {"n": 2}, id="during")
+                assert await client.recv(15) == {
+                    "type": "note", "id": "during", "timestamp": during.timestamp_ms, "data": {"n": 2},
+                    "topic": "inbox:ann", "offset": before.offset + 1, "epoch": before.epoch}
+            finally:
+                a.push.kill(signal.SIGCONT)
+            await client.expect_silence(0.3)
+    finally:
+        if client is not None:
+            await client.close()
+        a.stop()
+        b.stop()
+        redis.stop()

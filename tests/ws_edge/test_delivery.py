@@ -275,3 +275,41 @@ async def test_a_fill_begun_during_the_outage_and_answering_after_the_restore_is
     await turns()
     assert router.sequencer.is_held("u")
     await answer_last_and_expect(reads, router, behind, "u", History([D(4, topic="u")]), [3, 4, 5])
+
+
+async def test_a_topic_started_where_the_push_service_said_is_filled_from_history_over_a_stream_loss():
+    """A topic subscribed here with nothing delivered yet, but with history: the applied change told where
+    it stood (2). A stream lost before its first delivery is filled from there, with no notice."""
+    reads = Reads()
+    router, behind, pump = pump_behind(reads, "t")
+    pump.on_positions({"t": (2, "e"), "gone": (9, "e")})  # "gone": no subscriber here any more
+    assert router.sequencer.positions == {"t": (2, "e")}
+    pump.on_lost()
+    pump.on_restored()
+    await turns()
+    assert [(topic, (since.offset, since.epoch)) for topic, since, _ in reads.reads] == [("t", (2, "e"))]
+    pump.fan_out([[D(5)]])  # live, held until the fill answers
+    await answer_last_and_expect(reads, router, behind, "t", History([D(3), D(4)]), [3, 4, 5])
+
+
+async def test_a_position_told_after_queued_deliveries_applies_after_they_are_routed_and_never_moves_one():
+    """In the stream's order: deliveries that came before the applied change are routed first (the
+    first of them places the topic, and the told position no longer does); a position never moves a
+    topic already placed or held."""
+    reads = Reads()
+    router, behind, pump = pump_behind(reads, "t")
+    router.topics.add("held", behind)
+    router.topics.add("quiet", behind)
+    pump.start()
+    try:
+        pump.on_deliveries([D(3)])  # queued for the fan-out task
+        pump.on_positions({"t": (4, "e"), "quiet": (7, "e")})
+        assert router.sequencer.positions == {}  # not before the deliveries ahead of it
+        await turns()
+        assert [d.offset for d in behind.queued] == [3]  # routed at no position: goes, and places "t"
+        assert router.sequencer.positions == {"t": (3, "e"), "quiet": (7, "e")}
+        router.sequencer.hold("held")
+        pump.on_positions({"t": (9, "e"), "held": (2, "e")})
+        assert router.sequencer.positions == {"t": (3, "e"), "quiet": (7, "e")}
+    finally:
+        pump.stop()

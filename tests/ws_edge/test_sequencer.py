@@ -44,3 +44,16 @@ def test_forget_drops_position_retained_state_and_hold():
     sequencer.forget("t")
     assert (sequencer.positions, sequencer.retained_frame("t"), sequencer.is_held("t")) == ({}, None, False)
     assert sequencer.accept(D(9)) is True  # no position to continue: the first one starts it
+
+
+def test_a_topic_starts_where_it_was_told_only_if_nothing_placed_or_held_it():
+    sequencer = TopicSequencer()
+    sequencer.start_at("t", (4, "e"))
+    assert sequencer.accept(D(5)) and not sequencer.accept(D(4))  # goes on from 4: 4 is a repeat
+    sequencer.start_at("t", (9, "e"))  # placed already: no move
+    assert sequencer.positions["t"] == (5, "e")
+    sequencer.hold("u")
+    sequencer.start_at("u", (2, "e"))  # held: its fill decides where it goes on
+    assert "u" not in sequencer.positions
+    sequencer.start_at("v", (2, "e"))
+    assert not sequencer.accept(D(4, topic="v")) and sequencer.take_gaps() == {"v": (2, "e")}  # 3 is missing

@@ -78,6 +78,12 @@ class TopicSequencer:
         if topic not in self._held:
             self._start_hold(topic, [])
 
+    def start_at(self, topic: str, position: tuple[int, str]) -> None:
+        """Where the push service says `topic` stood when it took this edge's interest: the topic goes on
+        from there if nothing has placed it yet (no delivery since it was subscribed, and not held)."""
+        if topic not in self.positions and topic not in self._held:
+            self.positions[topic] = position
+
     def take_gaps(self) -> dict[str, tuple[int, str]]:
         """Topics whose stream skipped offsets or changed epoch, with the last position before it."""
         found, self._gaps = self._gaps, {}
