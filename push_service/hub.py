@@ -376,18 +376,21 @@ class Hub:
             retained = await self._broker.retained(topic)
             if retained is not None:
                 session.enqueue(retained)
-        return [position for topic in added_topics if (position := await self._position(topic)) is not None] \
-            if positions else []
+        return await self._positions(added_topics) if positions else []
 
-    async def _position(self, topic: str) -> tuple[str, int, str] | None:
-        """The topic's latest offset and epoch, if anything was published in an epoch still kept (a
-        topic never published has no epoch yet: its first publication begins one)."""
-        try:
-            latest = await self._broker.history(topic, None, "", 1)
-        except BrokerUnavailable as exc:  # the edge goes on without it, as before positions were told
-            log.warning("the position of %s not read: %s", topic, exc)
-            return None
-        return (topic, latest.offset, latest.epoch) if latest.offset and latest.epoch else None
+    async def _positions(self, topics: list[str]) -> list[tuple[str, int, str]]:
+        """Each topic's latest offset and epoch, if anything was published in an epoch still kept (a topic
+        never published has no epoch yet: its first publication begins one)."""
+        found = []
+        for topic in topics:
+            try:
+                position = await self._broker.position(topic)
+            except BrokerUnavailable as exc:  # the edge goes on without them, as before positions were told
+                log.warning("positions of %d topics not read: %s", len(topics), exc)
+                break
+            if position is not None:
+                found.append((topic, *position))
+        return found
 
     def _route(self, publication: Publication) -> None:
         if publication.traceparent and tracing.ENABLED:

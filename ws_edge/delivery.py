@@ -35,8 +35,9 @@ ReadHistory = Callable[[str, Position | None], Awaitable[HistoryAnswer]]
 
 class DeliveryPump:
     def __init__(self, router: DeliveryRouter, read_history: ReadHistory, conflated: Sequence[str],
-                 batch_max: int = MAX_FRAME_MESSAGES) -> None:
+                 batch_max: int = MAX_FRAME_MESSAGES, confirmed_now: Callable[[str], bool] = lambda topic: True) -> None:
         self.router = router
+        self._confirmed_now = confirmed_now  # whether a told position is for the topic's latest subscription
         self.batch_max = batch_max  # messages per frame (EDGE_BATCH_MAX_MESSAGES)
         self._read_history = read_history
         self._conflated = list(conflated)
@@ -71,6 +72,7 @@ class DeliveryPump:
 
     def on_lost(self) -> None:
         """Hold every topic's deliveries until the restore's fill: the order stays right."""
+        self._settle_positions()
         self._stream_changes += 1
         self._stream_down = True
         self._hold_every_topic()
@@ -85,10 +87,11 @@ class DeliveryPump:
         self._fill_gaps_soon({topic: sequencer.positions.get(topic) for topic in sequencer.held_topics()})
 
     def on_positions(self, positions: dict[str, tuple[int, str]]) -> None:
-        """Where the topics of an applied interest change stood: each still subscribed here starts there
-        (core/sequencer.py `start_at`), so that a stream lost before its first delivery is filled from
-        history. Taken in the stream's order: after the deliveries that came before it are routed."""
-        self._positions.update(positions)
+        """Where the topics of an applied interest change stood: each still subscribed here, by the
+        subscription that change made, starts there (core/sequencer.py `start_at`), so that a stream
+        lost before its first delivery is filled from history. Taken in the stream's order: after the
+        deliveries that came before it are routed."""
+        self._positions.update((t, p) for t, p in positions.items() if self._confirmed_now(t))
         if not self._incoming:
             self._start_topics()
 
@@ -99,10 +102,23 @@ class DeliveryPump:
             if subscribed.subscribers(topic):
                 sequencer.start_at(topic, position)
 
+    def _settle_positions(self) -> None:
+        """Positions told after deliveries still queued, before every topic is held: those deliveries are
+        routed now, then the topics start, so that the hold keeps what they said."""
+        if not self._positions:
+            return
+        batches, self._incoming = self._incoming, []
+        try:
+            self.fan_out(batches)
+        except Exception:
+            log.exception("fan-out failed")
+        self._start_topics()
+
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the
         stream is down, by the fill when it is back: a replica sends this before it takes the stream)."""
         if not self._stream_down:
+            self._settle_positions()
             self._fill_gaps_soon(self._hold_every_topic())
 
     def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:

@@ -42,6 +42,13 @@ class FirstInterests:
             future.add_done_callback(lambda done, topics=first: self._confirmed(topics, done))
         return waits, retained_frames
 
+    def confirmed_now(self, topic: str) -> bool:
+        """Whether the push service has just applied the latest first interest in `topic` (its answer is
+        being taken: what it told of the topic belongs to this subscription, not to an older one that
+        was dropped and subscribed again meanwhile)."""
+        future = self._confirming.get(topic)
+        return future is not None and future.done()
+
     def _confirmed(self, topics: list[str], future: asyncio.Future[None]) -> None:
         for topic in topics:
             if self._confirming.get(topic) is future:

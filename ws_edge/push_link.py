@@ -454,9 +454,9 @@ class PushLink:
         if response.resync and self._events is not None:
             self._events.on_resync()
         if response.applied_sequence:
+            self._confirm(response.applied_sequence)  # (its futures' callbacks run later)
             if response.topic_positions and self._events is not None:
                 self._events.on_positions({p.topic: (p.offset, p.epoch) for p in response.topic_positions})
-            self._confirm(response.applied_sequence)
             if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
                 # Connected means: the push service holds this edge's whole interest again.
                 self.connected.set()

@@ -132,6 +132,12 @@ class Broker(abc.ABC):
         """After `since` in `epoch` (recovery), or the latest `limit` messages (all kept: 0) when
         `since` is None: the first page of it (`page`, default `PageLimits()`)."""
 
+    async def position(self, topic: str) -> tuple[int, str] | None:
+        """The topic's latest offset and epoch, or None if nothing was published in an epoch still kept
+        (a topic never published has no epoch yet). Raises BrokerUnavailable."""
+        latest = await self.history(topic, None, "", 1)
+        return (latest.offset, latest.epoch) if latest.offset and latest.epoch else None
+
     @abc.abstractmethod
     async def subscribe(self, *channels: str) -> None: ...
 

@@ -74,6 +74,9 @@ class MemoryBroker(Broker):
                       page: PageLimits | None = None) -> HistoryRead:
         return self._history.read(topic, since, epoch, time.monotonic(), limit, page)
 
+    async def position(self, topic: str) -> tuple[int, str] | None:
+        return self._history.position(topic)
+
     async def subscribe(self, *channels: str) -> None:
         self._channels.update(channels)
 

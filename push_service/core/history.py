@@ -214,6 +214,11 @@ class HistoryStore:
             entries = islice(stream.entries, max(0, since + 1 - stream.entries[0][1].offset), None)
         return decide([p for _, p in entries], stream.offset, stream.epoch, since, epoch, limit, page)
 
+    def position(self, topic: str) -> tuple[int, str] | None:
+        """The topic's latest offset and epoch, or None if nothing was published in an epoch kept."""
+        stream = self._streams.get(topic)
+        return (stream.offset, stream.epoch) if stream is not None and stream.offset else None
+
     @property
     def topics(self) -> int:
         return len(self._streams)

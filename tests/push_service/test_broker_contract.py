@@ -152,6 +152,17 @@ async def test_positions_and_the_frame(engine: Engine):
     assert b"offset" not in delivered[2].frame
 
 
+async def test_a_topics_position_is_its_latest_offset_and_epoch_once_it_has_one(engine: Engine):
+    assert await engine.broker.position("h:where") is None  # never published: no epoch yet
+    for n in range(1, 6):  # more than its history keeps (3): the position is the latest all the same
+        last = await engine.broker.publish(pub("h:where", n))
+    assert await engine.broker.position("h:where") == (5, last.epoch)
+    await engine.broker.publish(pub("nohistory", 1))
+    assert await engine.broker.position("nohistory") is None  # a topic that keeps nothing has no position
+    await engine.lose_everything()
+    assert await engine.broker.position("h:where") is None
+
+
 async def test_history_recovery_and_its_refusals(engine: Engine):
     published = [await engine.broker.publish(pub("h:r", n)) for n in range(1, 6)]  # keeps 3, 4, 5
     epoch = published[0].epoch

@@ -313,3 +313,30 @@ async def test_a_position_told_after_queued_deliveries_applies_after_they_are_ro
         assert router.sequencer.positions == {"t": (3, "e"), "quiet": (7, "e")}
     finally:
         pump.stop()
+
+
+async def test_positions_told_behind_queued_deliveries_are_settled_before_a_loss_holds_every_topic():
+    """The stream is lost while a position waits for the deliveries ahead of it: they are routed, the
+    topic starts there, and the restore's fill reads from it (not "no position": a notice)."""
+    reads = Reads()
+    router, behind, pump = pump_behind(reads, "t")
+    router.topics.add("quiet", behind)
+    pump.on_deliveries([D(3)])  # queued: the fan-out task has not run
+    pump.on_positions({"t": (4, "e"), "quiet": (7, "e")})
+    pump.on_lost()
+    assert [d.offset for d in behind.queued] == [3]
+    assert router.sequencer.positions == {"t": (3, "e"), "quiet": (7, "e")}
+    pump.on_restored()
+    await turns()
+    reads.answer(0, History([]))  # one topic at a time
+    await turns()
+    assert [(topic, (since.offset, since.epoch)) for topic, since, _ in reads.reads] == [("t", (3, "e")), ("quiet", (7, "e"))]
+
+
+async def test_a_position_for_a_subscription_since_replaced_is_not_taken():
+    reads = Reads()
+    router = DeliveryRouter()
+    router.topics.add("t", FakeConnection(False))
+    pump = DeliveryPump(router, read_history=reads, conflated=[], confirmed_now=lambda topic: False)  # type: ignore[arg-type]
+    pump.on_positions({"t": (4, "e")})
+    assert router.sequencer.positions == {}

@@ -31,3 +31,21 @@ async def test_a_subscriber_during_a_first_ask_waits_for_it_and_one_after_it_doe
     await asyncio.sleep(0)  # its done-callbacks run
     assert interests.route("late", ["t"]) == ([], [])  # applied: nothing to wait for, nothing asked
     assert len(push.asked) == 1
+
+
+async def test_a_position_told_with_an_answer_belongs_to_the_latest_subscription_only():
+    """A topic dropped and subscribed again before the first ask's answer: that answer (and what it
+    tells of the topic) is for the old subscription; the new one's answer comes with its own ask."""
+    push = Push()
+    router = DeliveryRouter()
+    interests = FirstInterests(router, push)
+    interests.route("first", ["t"])
+    router.remove_topics("first", ["t"])  # its last subscriber left: the edge asks to drop it
+    interests.route("second", ["t"])  # and to add it again
+    (_, old), (_, new) = push.asked
+    old.set_result(None)  # the old ask's answer is being taken (its callbacks not run yet)
+    assert not interests.confirmed_now("t")
+    new.set_result(None)
+    assert interests.confirmed_now("t")
+    await asyncio.sleep(0)  # callbacks run: nothing is being answered any more
+    assert not interests.confirmed_now("t")
