@@ -239,6 +239,7 @@ class Hub:
         self._max_pending = max_pending_batches
         self._max_pending_deliveries = max_pending_deliveries
         self._interest: InterestTable[str, EdgeSession] = InterestTable()
+        self._subscribing: dict[str, asyncio.Future[None]] = {}  # channel -> its subscribe on its way
         self._sessions = 0
         self._open: set[EdgeSession] = set()
 
@@ -329,8 +330,7 @@ class Hub:
 
     async def route_commands(self, session: EdgeSession) -> None:
         """Every edge stream receives the server API's commands (whichever replica they reach)."""
-        if self._interest.add(COMMAND_CHANNEL, session):
-            await self._broker.subscribe(COMMAND_CHANNEL)
+        await self._subscribe(session, [COMMAND_CHANNEL])
 
     async def close_session(self, session: EdgeSession) -> None:
         session_channels = list(self._interest.keys_of(session))
@@ -365,7 +365,7 @@ class Hub:
         # once (one round trip to Redis for a burst of browsers' personal channels).
         added = [*map(topic_channel, added_topics), *map(client_channel, add_client_ids),
                  *(join_leave_channel(t) for t in add_join_leave if topic_error(t) is None)]
-        await self._broker.subscribe(*(c for c in added if self._interest.add(c, session)))
+        await self._subscribe(session, added)
         removed = [*map(topic_channel, remove_topics), *map(client_channel, remove_client_ids),
                    *map(join_leave_channel, remove_join_leave)]
         await self._broker.unsubscribe(*(c for c in removed if self._interest.remove(c, session)))
@@ -377,6 +377,27 @@ class Hub:
             if retained is not None:
                 session.enqueue(retained)
         return await self._positions(added_topics) if positions else []
+
+    async def _subscribe(self, session: EdgeSession, channels: list[str]) -> None:
+        """The session's interest in `channels`, in effect when this returns: the broker subscribes the
+        first interests, and a channel whose subscribe another session started is waited for (with
+        Redis, until it confirmed; answered before, the edge would miss what is published meanwhile)."""
+        first = [c for c in channels if self._interest.add(c, session)]
+        firsts = set(first)
+        waits = {id(f): f for c in channels if c not in firsts and (f := self._subscribing.get(c)) is not None}
+        if first:
+            done = asyncio.get_running_loop().create_future()
+            for channel in first:
+                self._subscribing[channel] = done
+            try:
+                await self._broker.subscribe(*first)
+            finally:
+                done.set_result(None)
+                for channel in first:
+                    if self._subscribing.get(channel) is done:
+                        del self._subscribing[channel]
+        if waits:
+            await asyncio.gather(*waits.values())
 
     async def _positions(self, topics: list[str]) -> list[tuple[str, int, str]]:
         """Each topic's latest offset and epoch, if anything was published in an epoch still kept (a topic

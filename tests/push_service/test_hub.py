@@ -8,9 +8,10 @@ import asyncio
 import pytest
 import uvloop
 
+from push_service.broker.memory import MemoryBroker
 from push_service.core.batching import BatchWindow
 from push_service.core.publication import Publication, make_publication
-from push_service.hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat
+from push_service.hub import Applied, Deliver, EdgeSession, EdgeTooSlow, Heartbeat, Hub
 from tests.support.counting import CallCounter
 from tests.support.timing import timeout
 
@@ -110,3 +111,40 @@ def test_a_batch_leaves_on_the_first_run_of_its_timer_under_uvloop():
         return runs_per_batch
 
     assert uvloop.run(main()) == [1] * 20
+
+
+class SubscribeAwaited(MemoryBroker):
+    """A broker whose subscribe takes effect when the test says (as Redis's does after a round trip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def subscribe(self, *channels: str) -> None:
+        if channels:  # (an empty call is answered at once, as Redis's is)
+            await self.answer.wait()
+        await super().subscribe(*channels)
+
+
+async def test_a_second_edge_adding_a_topic_whose_subscribe_is_on_its_way_waits_for_it():
+    """Its change is answered (and its subscribers acked) only once the broker delivers the topic: what
+    is published after the answer reaches it too, never only the first edge."""
+    broker = SubscribeAwaited()
+    hub = Hub(broker)
+    await hub.start()
+    try:
+        first, second = hub.open_session("first"), hub.open_session("second")
+        first_change = asyncio.create_task(hub.change_interest(first, add_topics=["t"]))
+        await asyncio.sleep(0)
+        second_change = asyncio.create_task(hub.change_interest(second, add_topics=["t"]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not first_change.done() and not second_change.done()
+        broker.answer.set()
+        await asyncio.wait_for(asyncio.gather(first_change, second_change), timeout(5))
+        await hub.publish(_publication(1))
+        for session in (first, second):
+            event = await asyncio.wait_for(anext(aiter(session.events())), timeout(5))
+            assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
+    finally:
+        await hub.close()
