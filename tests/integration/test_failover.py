@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pushclient import PushClient
@@ -15,7 +17,10 @@ from tests.support.wsclient import WsClient, unpack
 HISTORY = '[{"pattern": "big:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 1000, "ttl": 300}]'
 
 
-async def test_replica_killed_while_5000_messages_stream_every_client_gets_all_exactly_once(tmp_path: Path):
+@asynccontextmanager
+async def two_systems_on_redis(tmp_path: Path) -> AsyncIterator[tuple[System, System, str]]:
+    """Systems a and b on one Redis, started; each edge lists both replicas, a's first. Yields them
+    with that list."""
     redis = RedisServer(tmp_path)
     redis.start()
     env = {"PUSH_BROKER_URL": redis.url, "PUSH_HISTORY_RULES": HISTORY}
@@ -27,40 +32,46 @@ async def test_replica_killed_while_5000_messages_stream_every_client_gets_all_e
     for system in (a, b):
         system.edge.env["EDGE_PUSH_ADDRESS"] = replicas
         system.edge.env["EDGE_PUSH_RECONNECT_MAX"] = "0.3"
-    clients: list[WsClient] = []
     try:
         await a.start()
         await b.start()
-        clients = [await WsClient.connect(s.ws_url, topics="big:stream") for s in (a, b) for _ in range(2)]
-        received: list[list[dict]] = [[] for _ in clients]
-
-        async def read(index: int) -> None:
-            while len(received[index]) < 5000:
-                received[index].extend(unpack([await clients[index].recv(30)]))
-
-        readers = [asyncio.create_task(read(i)) for i in range(len(clients))]
-        async with PushClient(replicas) as push:
-            publisher = push.stream_publisher(idempotent=True)
-            publisher.start()
-            for n in range(5000):
-                publisher.submit(outgoing("big:stream", "tick", {"n": n}, id=f"m{n}"))
-                if n % 100 == 99:
-                    await asyncio.sleep(0.03)
-                if n == 1500:
-                    a.push.kill(signal.SIGKILL)  # replica A dies mid-stream
-            await asyncio.wait_for(publisher.flush(), 60)
-            await publisher.close()
-        await asyncio.wait_for(asyncio.gather(*readers), 60)
-        for messages in received:
-            assert [m["id"] for m in messages] == [f"m{n}" for n in range(5000)]
-        for client in clients:
-            await client.expect_silence(0.3)
+        yield a, b, replicas
     finally:
-        for client in clients:
-            await client.close()
         a.stop()
         b.stop()
         redis.stop()
+
+
+async def test_replica_killed_while_5000_messages_stream_every_client_gets_all_exactly_once(tmp_path: Path):
+    async with two_systems_on_redis(tmp_path) as (a, b, replicas):
+        clients = [await WsClient.connect(s.ws_url, topics="big:stream") for s in (a, b) for _ in range(2)]
+        try:
+            received: list[list[dict]] = [[] for _ in clients]
+
+            async def read(index: int) -> None:
+                while len(received[index]) < 5000:
+                    received[index].extend(unpack([await clients[index].recv(30)]))
+
+            readers = [asyncio.create_task(read(i)) for i in range(len(clients))]
+            async with PushClient(replicas) as push:
+                publisher = push.stream_publisher(idempotent=True)
+                publisher.start()
+                for n in range(5000):
+                    publisher.submit(outgoing("big:stream", "tick", {"n": n}, id=f"m{n}"))
+                    if n % 100 == 99:
+                        await asyncio.sleep(0.03)
+                    if n == 1500:
+                        a.push.kill(signal.SIGKILL)  # replica A dies mid-stream
+                await asyncio.wait_for(publisher.flush(), 60)
+                await publisher.close()
+            await asyncio.wait_for(asyncio.gather(*readers), 60)
+            for messages in received:
+                assert [m["id"] for m in messages] == [f"m{n}" for n in range(5000)]
+            for client in clients:
+                await client.expect_silence(0.3)
+        finally:
+            for client in clients:
+                await client.close()
 
 
 async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_stops_before_its_next_message(
@@ -69,21 +80,10 @@ async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_st
     edge's replica stops, a message is published on the other, and the edge, moved there, fills the gap
     from where the push service told it the topic stood when it subscribed. Without that position it
     could only tell the subscriber it cannot recover."""
-    redis = RedisServer(tmp_path)
-    redis.start()
-    env = {"PUSH_BROKER_URL": redis.url, "PUSH_HISTORY_RULES": HISTORY}
-    a = System(tmp_path / "a", push_env=env)
-    b = System(tmp_path / "b", push_env=env)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a.edge.env["EDGE_PUSH_ADDRESS"] = f"{a.push_address},{b.push_address}"
-    client = None
-    try:
-        await a.start()
-        await b.start()
-        async with PushClient(b.push_address) as push:
-            before = await push.publish("inbox:ann", "note", {"n": 1}, id="before")
-            client = await WsClient.connect(a.ws_url, topics="inbox:ann")
+    async with two_systems_on_redis(tmp_path) as (a, b, _), PushClient(b.push_address) as push:
+        before = await push.publish("inbox:ann", "note", {"n": 1}, id="before")
+        client = await WsClient.connect(a.ws_url, topics="inbox:ann")
+        try:
             a.push.kill(signal.SIGSTOP)  # edge a's replica: the edge gives it up after 3 s of silence
             try:
                 during = await push.publish("inbox:ann", "note", {"n": 2}, id="during")
@@ -93,9 +93,5 @@ async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_st
             finally:
                 a.push.kill(signal.SIGCONT)
             await client.expect_silence(0.3)
-    finally:
-        if client is not None:
+        finally:
             await client.close()
-        a.stop()
-        b.stop()
-        redis.stop()
