@@ -383,8 +383,7 @@ class Hub:
         first interests, and a channel whose subscribe another session started is waited for (with
         Redis, until it confirmed; answered before, the edge would miss what is published meanwhile)."""
         first = [c for c in channels if self._interest.add(c, session)]
-        firsts = set(first)
-        waits = {id(f): f for c in channels if c not in firsts and (f := self._subscribing.get(c)) is not None}
+        waits = {f for c in channels if (f := self._subscribing.get(c)) is not None}  # before this one's own
         if first:
             done = asyncio.get_running_loop().create_future()
             for channel in first:
@@ -397,7 +396,7 @@ class Hub:
                     if self._subscribing.get(channel) is done:
                         del self._subscribing[channel]
         if waits:
-            await asyncio.gather(*waits.values())
+            await asyncio.gather(*waits)
 
     async def _positions(self, topics: list[str]) -> list[tuple[str, int, str]]:
         """Each topic's latest offset and epoch, if anything was published in an epoch still kept (a topic
