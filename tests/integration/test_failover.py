@@ -32,6 +32,9 @@ async def two_systems_on_redis(tmp_path: Path) -> AsyncIterator[tuple[System, Sy
     for system in (a, b):
         system.edge.env["EDGE_PUSH_ADDRESS"] = replicas
         system.edge.env["EDGE_PUSH_RECONNECT_MAX"] = "0.3"
+        # A welcome only once the replica applied the subscription (not after 3 s without its answer, on
+        # a loaded machine): the tests stop a replica right after it.
+        system.edge.env["EDGE_SUBSCRIBE_CONFIRM_TIMEOUT"] = "30"
     try:
         await a.start()
         await b.start()

@@ -69,7 +69,9 @@ async def test_push_service_killed_and_restarted_edge_reconnects_and_clients_sta
 
 
 @pytest.mark.parametrize(
-    "own_system", [{"edge_env": {"EDGE_PUSH_SILENCE_TIMEOUT": "2.0"}, "push_env": {"PUSH_EDGE_HEARTBEAT_INTERVAL": "0.2"}}],
+    # A welcome only once the push service applied the subscription (not after 3 s without its answer).
+    "own_system", [{"edge_env": {"EDGE_PUSH_SILENCE_TIMEOUT": "2.0", "EDGE_SUBSCRIBE_CONFIRM_TIMEOUT": "30"},
+                    "push_env": {"PUSH_EDGE_HEARTBEAT_INTERVAL": "0.2"}}],
     indirect=True,
 )
 async def test_an_edge_stopped_past_its_silence_timeout_keeps_its_stream_and_a_stopped_replica_is_given_up(

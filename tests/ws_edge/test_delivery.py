@@ -183,13 +183,15 @@ def cannot_recover() -> History:
     return answer
 
 
-def pump_behind(reads: Reads, topic: str | None = None) -> tuple[DeliveryRouter, FakeConnection, DeliveryPump]:
+def pump_behind(reads: Reads, topic: str | None = None, confirmed_now: Any = lambda topic: True
+                ) -> tuple[DeliveryRouter, FakeConnection, DeliveryPump]:
     """A pump and one subscriber whose socket is behind (what it gets queues, in order), on `topic`."""
     router = DeliveryRouter()
     behind = FakeConnection(False)
     if topic is not None:
         router.topics.add(topic, behind)
-    return router, behind, DeliveryPump(router, read_history=reads, conflated=[])  # type: ignore[arg-type]
+    return router, behind, DeliveryPump(router, read_history=reads, conflated=[],  # type: ignore[arg-type]
+                                        confirmed_now=confirmed_now)
 
 
 async def answer_last_and_expect(reads: Reads, router: DeliveryRouter, behind: FakeConnection, topic: str,
@@ -337,9 +339,6 @@ async def test_positions_told_behind_queued_deliveries_are_settled_before_a_loss
 
 
 async def test_a_position_for_a_subscription_since_replaced_is_not_taken():
-    reads = Reads()
-    router = DeliveryRouter()
-    router.topics.add("t", FakeConnection(False))
-    pump = DeliveryPump(router, read_history=reads, conflated=[], confirmed_now=lambda topic: False)  # type: ignore[arg-type]
+    router, _, pump = pump_behind(Reads(), "t", confirmed_now=lambda topic: False)
     pump.on_positions({"t": (4, "e")})
     assert router.sequencer.positions == {}
