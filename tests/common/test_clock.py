@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import uvloop
 
@@ -26,3 +27,22 @@ def test_the_callback_is_told_its_deadline_is_reached_though_uvloop_runs_it_earl
         return seen
 
     assert uvloop.run(main()) == [(True, True)] * 20
+
+
+def test_a_callback_run_late_is_told_the_clock_not_its_deadline():
+    """The second bound above cannot tell a `now` that is the clock from one that is the deadline: a
+    timer run well after its deadline can."""
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.002
+        told: asyncio.Future[float] = loop.create_future()
+        call_at_reached(loop, deadline, told.set_result)
+        block_the_loop(0.02)  # the timer falls due meanwhile and runs after
+        return deadline, await told
+
+    deadline, now = uvloop.run(main())
+    assert now >= deadline + 0.015
+
+
+def block_the_loop(seconds: float) -> None:
+    time.sleep(seconds)
