@@ -353,8 +353,9 @@ class Hub:
         positions: bool = False,
     ) -> list[tuple[str, int, str]]:
         """Applies an edge's interest change; with `positions`, returns where each added topic with
-        history stands now (topic, offset, epoch), read after this replica routes it to the edge: a
-        publication the edge gets from here on comes after that position, or is one the read saw."""
+        history stands now (topic, offset, epoch; offset 0 and no epoch: nothing published in a kept
+        epoch), read after this replica routes it to the edge: a publication the edge gets from here on
+        comes after that position, or is one the read saw."""
         added_topics = []
         for topic in add_topics:
             if (why := topic_error(topic)) is not None:
@@ -399,8 +400,8 @@ class Hub:
             await asyncio.gather(*waits)
 
     async def _positions(self, topics: list[str]) -> list[tuple[str, int, str]]:
-        """Each topic's latest offset and epoch, if anything was published in an epoch still kept (a topic
-        never published has no epoch yet: its first publication begins one)."""
+        """Each topic's latest offset and epoch, for the topics that keep history: (0, "") for one with
+        nothing published in an epoch still kept (its first publication begins one)."""
         found = []
         for topic in topics:
             try:

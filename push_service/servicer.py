@@ -233,8 +233,10 @@ class PushServicer(pb_grpc.PushServiceServicer):
                         metrics.BATCH_SIZE.observe(len(batch))
                         yield pb.EdgeStreamResponse(deliveries=[_delivery(p) for p in batch])
                     case Applied(sequence, positions):
-                        yield pb.EdgeStreamResponse(applied_sequence=sequence, topic_positions=[
-                            pb.TopicPosition(topic=t, offset=o, epoch=e) for t, o, e in positions])
+                        yield pb.EdgeStreamResponse(
+                            applied_sequence=sequence,
+                            topic_positions=[pb.TopicPosition(topic=t, offset=o, epoch=e) for t, o, e in positions if o],
+                            unpublished_topics=[t for t, o, _ in positions if not o])
                     case Resync():
                         yield pb.EdgeStreamResponse(resync=True)
                     case Heartbeat(interval):

@@ -166,6 +166,10 @@ class DeliveryPump:
                 # from history meanwhile then loses what came between, silently). The fill after the
                 # restore resumes it, filling or telling.
                 continue
+            if resume_at == (0, "") and (first := sequencer.first_held(topic)) is not None and first[0] > 1:
+                # History holds nothing (lost, expired), yet the stream went past a first message: what
+                # came before it cannot be found, and from (0, "") it would only be held again.
+                resume_at, notice = None, _notice(topic, first[0] - 1, first[1], "too old")
             held = sequencer.resume(topic, resume_at)
             if notice is not None:
                 wire = websocket_text_frame(notice)  # encoded once for every subscriber
@@ -180,15 +184,16 @@ class DeliveryPump:
             if latest.epoch and not latest.offset and not latest.publications:
                 return None, [], None  # nothing was ever published on it: nothing can have been missed
             reason = latest.reason if not latest.epoch and latest.reason else "the edge's stream was interrupted"
-            log.warning("%s: subscribers cannot recover: %s", topic, reason)
-            return None, [], server_frame("recovery", None, now_ms(), {
-                "topic": topic, **recovery_report(False, latest.offset, latest.epoch, reason)})
-        read = await self._read_history(topic, since)
+            return None, [], _notice(topic, latest.offset, latest.epoch, reason)
+        read = await self._read_history(topic, since if since.epoch else None)
+        if not since.epoch and read.recovered:  # (0, ""): nothing was published when it was subscribed here
+            if not read.offset:
+                return (0, ""), [], None  # still nothing: nothing can have been missed (see _fill_gaps)
+            since = Position(0, read.epoch)  # all its epoch holds came after: from its first message on
+            read = await self._read_history(topic, since)
         if read.recovered:
             return (since.offset, since.epoch), list(read.publications), None
-        log.warning("%s: subscribers cannot recover: %s", topic, read.reason)
-        notice = server_frame("recovery", None, now_ms(), {
-            "topic": topic, **recovery_report(False, read.offset, read.epoch, read.reason)})
+        notice = _notice(topic, read.offset, read.epoch, read.reason)
         missed: list[DeliveryLike] = []
         if read.reason == "epoch changed":
             latest = await self._read_history(topic, None)
@@ -299,3 +304,9 @@ class DeliveryPump:
 def _traced(batches: Sequence[Sequence[DeliveryLike]]) -> list[str]:
     """The trace contexts of the sampled messages among these (only asked while tracing is on)."""
     return [tp for batch in batches for d in batch if (tp := getattr(d, "traceparent", ""))]
+
+
+def _notice(topic: str, offset: int, epoch: str, reason: str) -> bytes:
+    """What every subscriber of `topic` is told when the edge cannot fill its gap: where it is now."""
+    log.warning("%s: subscribers cannot recover: %s", topic, reason)
+    return server_frame("recovery", None, now_ms(), {"topic": topic, **recovery_report(False, offset, epoch, reason)})

@@ -455,8 +455,10 @@ class PushLink:
             self._events.on_resync()
         if response.applied_sequence:
             self._confirm(response.applied_sequence)  # (its futures' callbacks run later)
-            if response.topic_positions and self._events is not None:
-                self._events.on_positions({p.topic: (p.offset, p.epoch) for p in response.topic_positions})
+            if (response.topic_positions or response.unpublished_topics) and self._events is not None:
+                # (0, ""): nothing published yet (core/sequencer.py)
+                self._events.on_positions({**dict.fromkeys(response.unpublished_topics, (0, "")),
+                                           **{p.topic: (p.offset, p.epoch) for p in response.topic_positions}})
             if response.applied_sequence >= snapshot_sequence and not self.connected.is_set():
                 # Connected means: the push service holds this edge's whole interest again.
                 self.connected.set()

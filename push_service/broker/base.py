@@ -133,8 +133,9 @@ class Broker(abc.ABC):
         `since` is None: the first page of it (`page`, default `PageLimits()`)."""
 
     async def position(self, topic: str) -> tuple[int, str] | None:
-        """The topic's latest offset and epoch, or None if nothing was published in an epoch still kept
-        (a topic never published has no epoch yet). Raises BrokerUnavailable."""
+        """The topic's latest offset and epoch; (0, "") when it keeps history but nothing was published
+        in an epoch still kept (a topic never published has no epoch yet); None when it keeps no
+        history, or this engine cannot tell. Raises BrokerUnavailable."""
         latest = await self.history(topic, None, "", 1)
         return (latest.offset, latest.epoch) if latest.offset and latest.epoch else None
 

@@ -404,6 +404,11 @@ class RedisBroker(Broker):
         current_epoch, offset = found[0].decode(), int(found[1])
         return decide([decode_payload(p) for p in found[2:]], offset, current_epoch, since, epoch, limit, page)
 
+    async def position(self, topic: str) -> tuple[int, str] | None:
+        if self._history.rule_for(topic) is None:
+            return None
+        return await super().position(topic) or (0, "")
+
     async def retained(self, topic: str) -> Publication | None:
         with unavailable_as("retained", self._events):
             payload = await self._redis.get(self.keys.retained(topic))

@@ -204,8 +204,8 @@ class HistoryStore:
         stream = self._streams.get(topic)
         if stream is None:
             rule = self.policy.rule_for(topic)
-            if rule is None:
-                return no_history(since, self._new_epoch())
+            if rule is None:  # no epoch, as from every engine: nothing after a loss can be recovered
+                return no_history(since, "")
             # Nothing published in this epoch yet (not stored: reads are free).
             return decide([], 0, self._new_epoch(), since, epoch, limit, page)
         self.bytes -= stream.prune(now, self.policy.topic_bytes)
@@ -215,9 +215,12 @@ class HistoryStore:
         return decide([p for _, p in entries], stream.offset, stream.epoch, since, epoch, limit, page)
 
     def position(self, topic: str) -> tuple[int, str] | None:
-        """The topic's latest offset and epoch, or None if nothing was published in an epoch kept."""
+        """The topic's latest offset and epoch; (0, "") if nothing was published in an epoch kept; None
+        if the topic keeps no history."""
         stream = self._streams.get(topic)
-        return (stream.offset, stream.epoch) if stream is not None and stream.offset else None
+        if stream is not None and stream.offset:
+            return stream.offset, stream.epoch
+        return (0, "") if self.policy.rule_for(topic) is not None else None
 
     @property
     def topics(self) -> int:

@@ -98,3 +98,26 @@ async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_st
             await client.expect_silence(0.3)
         finally:
             await client.close()
+
+
+async def test_a_topic_never_published_is_recovered_from_its_first_message_when_the_edges_replica_stops_before_it(
+        tmp_path: Path):
+    """As above, for a topic with history on which nothing was ever published when it was subscribed
+    (a user's inbox, a job's status): the push service told the edge so, and the message published on
+    the other replica while the edge's replica is stopped, the topic's first, reaches the subscriber
+    exactly. Before, the edge had no position for it and could only tell the subscriber it cannot
+    recover."""
+    async with two_systems_on_redis(tmp_path) as (a, b, _), PushClient(b.push_address) as push:
+        client = await WsClient.connect(a.ws_url, topics="inbox:new")
+        try:
+            a.push.kill(signal.SIGSTOP)  # edge a's replica: the edge gives it up after 3 s of silence
+            try:
+                first = await push.publish("inbox:new", "note", {"n": 1}, id="first")
+                assert await client.recv(15) == {
+                    "type": "note", "id": "first", "timestamp": first.timestamp_ms, "data": {"n": 1},
+                    "topic": "inbox:new", "offset": 1, "epoch": first.epoch}
+            finally:
+                a.push.kill(signal.SIGCONT)
+            await client.expect_silence(0.3)
+        finally:
+            await client.close()

@@ -284,7 +284,8 @@ async def test_reconnect_seam_never_repeats_nor_reorders(history_system: System,
 async def test_an_applied_interest_change_tells_where_its_topics_with_history_stood(history_system: System):
     """push.v1 `topic_positions`: for a change after the stream's first request (the snapshot: the edge
     knows its own positions then), the latest offset and epoch of each topic it added that has history;
-    a topic never published has no epoch yet and is left out."""
+    a topic never published has no epoch yet and is in `unpublished_topics` (a topic that keeps no
+    history is in neither: tests/push_service/test_broker_contract.py)."""
     system = history_system
     async with PushClient(system.push_address) as push:
         for n in range(3):
@@ -302,11 +303,12 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
         applied = []
         async for response in call:
             if response.applied_sequence:
-                applied.append((response.applied_sequence, [(p.topic, p.offset, p.epoch) for p in response.topic_positions]))
+                applied.append((response.applied_sequence, [(p.topic, p.offset, p.epoch) for p in response.topic_positions],
+                                list(response.unpublished_topics)))
                 if response.applied_sequence == 1:
                     await requests.put(pb.EdgeStreamRequest(add_topics=["stream:positioned", "stream:never"], sequence=2))
                 else:
                     break
         call.cancel()
         await requests.put(None)
-    assert applied == [(1, []), (2, [("stream:positioned", 3, last.epoch)])]
+    assert applied == [(1, [], []), (2, [("stream:positioned", 3, last.epoch)], ["stream:never"])]

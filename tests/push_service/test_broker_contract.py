@@ -153,14 +153,30 @@ async def test_positions_and_the_frame(engine: Engine):
 
 
 async def test_a_topics_position_is_its_latest_offset_and_epoch_once_it_has_one(engine: Engine):
-    assert await engine.broker.position("h:where") is None  # never published: no epoch yet
+    assert await engine.broker.position("h:where") == (0, "")  # never published: no epoch yet
     for n in range(1, 6):  # more than its history keeps (3): the position is the latest all the same
         last = await engine.broker.publish(pub("h:where", n))
     assert await engine.broker.position("h:where") == (5, last.epoch)
-    await engine.broker.publish(pub("nohistory", 1))
     assert await engine.broker.position("nohistory") is None  # a topic that keeps nothing has no position
+    await engine.broker.publish(pub("nohistory", 1))
+    assert await engine.broker.position("nohistory") is None
     await engine.lose_everything()
-    assert await engine.broker.position("h:where") is None
+    assert await engine.broker.position("h:where") == (0, "")
+
+
+async def test_an_epoch_is_read_from_its_first_message_after_offset_0(engine: Engine):
+    """What an edge asks for a topic that had nothing published when it was subscribed (ws_edge/delivery.py)."""
+    first = await engine.broker.publish(pub("h:start", 1))
+    await engine.broker.publish(pub("h:start", 2))
+    read = await engine.broker.history("h:start", 0, first.epoch)
+    assert (read.recovered, [p.offset for p in read.publications], read.offset) == (True, [1, 2], 2)
+    for n in range(3, 5):  # 1 is no longer kept (it keeps 3)
+        await engine.broker.publish(pub("h:start", n))
+    assert (await engine.broker.history("h:start", 0, first.epoch)).reason == "too old"
+    for topic in ("h:never", "nohistory"):  # no epoch to read, for any engine
+        never = await engine.broker.history(topic, None, "")
+        assert (never.offset, never.publications) == (0, [])
+    assert (await engine.broker.history("nohistory", None, "")).epoch == ""
 
 
 async def test_history_recovery_and_its_refusals(engine: Engine):

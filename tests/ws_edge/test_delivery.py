@@ -342,3 +342,113 @@ async def test_a_position_for_a_subscription_since_replaced_is_not_taken():
     router, _, pump = pump_behind(Reads(), "t", confirmed_now=lambda topic: False)
     pump.on_positions({"t": (4, "e")})
     assert router.sequencer.positions == {}
+
+
+class Noticed(FakeConnection):
+    """A subscriber whose socket is behind, and the notices it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+        self.notices: list[dict[str, Any]] = []
+
+    def send(self, frame: bytes, wire: bytes | None = None) -> None:
+        self.notices.append(orjson.loads(frame))
+
+
+async def test_a_topic_with_nothing_published_when_subscribed_is_filled_from_its_epochs_start_over_a_stream_loss():
+    """The applied change said nothing was published on it yet ((0, "")). A stream lost before its first
+    delivery is filled from offset 1 of the epoch history holds after the restore, with no notice: every
+    message of that epoch came after the subscription."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads)
+    subscriber = Noticed()
+    router.topics.add("t", subscriber)
+    pump.on_positions({"t": (0, "")})
+    pump.on_lost()
+    pump.on_restored()
+    await turns()
+    pump.fan_out([[D(3, epoch="new")]])  # live, held until the fill answers
+    assert [(topic, since) for topic, since, _ in reads.reads] == [("t", None)]  # where the topic is now
+    reads.answer(0, Answer(2, "new", [D(1, epoch="new"), D(2, epoch="new")]))
+    await turns()
+    assert [(topic, (since.offset, since.epoch)) for topic, since, _ in reads.reads[1:]] == [("t", (0, "new"))]
+    reads.answer(1, History([D(1, epoch="new"), D(2, epoch="new")]))
+    await turns()
+    assert [(d.offset, d.epoch) for d in subscriber.queued] == [(1, "new"), (2, "new"), (3, "new")]
+    assert subscriber.notices == [] and not router.sequencer.is_held("t")
+
+
+class Answer:
+    """A history answer: `recovered` false with a reason when history cannot say."""
+
+    def __init__(self, offset: int, epoch: str = "e", publications: list[D] | None = None, reason: str = "") -> None:
+        self.publications, self.offset, self.epoch = publications or [], offset, epoch
+        self.recovered, self.reason = not reason, reason
+
+
+def unpublished_subscribed(reads: Reads) -> tuple[DeliveryRouter, Noticed, DeliveryPump]:
+    router, _, pump = pump_behind(reads)
+    subscriber = Noticed()
+    router.topics.add("t", subscriber)
+    pump.on_positions({"t": (0, "")})
+    return router, subscriber, pump
+
+
+async def lose_and_restore(pump: DeliveryPump) -> None:
+    pump.on_lost()
+    pump.on_restored()
+    await turns()
+
+
+def told(subscriber: Noticed) -> list[tuple[str, bool, int, str, str]]:
+    return [(n["data"]["topic"], n["data"]["recovered"], n["data"]["offset"], n["data"]["epoch"], n["data"]["reason"])
+            for n in subscriber.notices]
+
+
+async def test_a_topic_still_unpublished_after_a_stream_loss_stays_so_and_one_past_its_history_is_told():
+    """Nothing published meanwhile: no notice, and the topic still starts at (0, ""). More published than
+    history keeps (its offset 1 is gone): the subscribers are told, as for any gap history cannot fill."""
+    reads = Reads()
+    router, subscriber, pump = unpublished_subscribed(reads)
+    await lose_and_restore(pump)
+    reads.answer(0, Answer(0, epoch=""))  # (Redis: no epoch before the first message)
+    await turns()
+    assert router.sequencer.positions == {"t": (0, "")} and subscriber.notices == [] and len(reads.reads) == 1
+    await lose_and_restore(pump)
+    reads.answer(1, Answer(9))
+    await turns()
+    assert (reads.reads[2][1].offset, reads.reads[2][1].epoch) == (0, "e")
+    reads.answer(2, Answer(9, reason="too old"))
+    await turns()
+    assert told(subscriber) == [("t", False, 9, "e", "too old")]
+    assert len(reads.reads) == 3 and not router.sequencer.is_held("t") and "t" not in router.sequencer.positions
+
+
+async def test_a_topic_unpublished_when_subscribed_whose_history_does_not_answer_is_told():
+    """The push service does not answer the first read (where the topic is now): no position is taken
+    for "nothing published", the subscribers are told, and the topic goes on from its next message."""
+    reads = Reads()
+    router, subscriber, pump = unpublished_subscribed(reads)
+    await lose_and_restore(pump)
+    reads.answer(0, Answer(0, epoch="", reason="history unavailable"))
+    await turns()
+    assert told(subscriber) == [("t", False, 0, "", "history unavailable")] and len(reads.reads) == 1
+    pump.fan_out([[D(4)]])
+    assert [d.offset for d in subscriber.queued] == [4] and router.sequencer.positions == {"t": (4, "e")}
+
+
+async def test_a_topic_whose_history_lost_what_the_stream_went_on_from_is_told_and_not_held_again():
+    """History says nothing was published, yet the stream, back, delivers offset 5 (history lost or
+    expired 1-4): the subscribers are told, and 5 goes out. From (0, "") it would be a gap again, and
+    its fill the same answer, for ever."""
+    reads = Reads()
+    router, subscriber, pump = unpublished_subscribed(reads)
+    await lose_and_restore(pump)
+    pump.fan_out([[D(5, epoch="x")]])  # held until the fill answers
+    reads.answer(0, Answer(0, epoch=""))
+    await turns()
+    assert told(subscriber) == [("t", False, 4, "x", "too old")]
+    assert [(d.offset, d.epoch) for d in subscriber.queued] == [(5, "x")]
+    assert router.sequencer.positions == {"t": (5, "x")} and not router.sequencer.is_held("t")
+    await turns()
+    assert len(reads.reads) == 1

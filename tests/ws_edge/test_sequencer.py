@@ -57,3 +57,15 @@ def test_a_topic_starts_where_it_was_told_only_if_nothing_placed_or_held_it():
     assert "u" not in sequencer.positions
     sequencer.start_at("v", (2, "e"))
     assert not sequencer.accept(D(4, topic="v")) and sequencer.take_gaps() == {"v": (2, "e")}  # 3 is missing
+
+
+def test_a_topic_with_nothing_published_when_it_was_subscribed_goes_on_from_offset_1_of_any_epoch():
+    """(0, ""): the push service said nothing was published on it yet, and an epoch is named by its first
+    message: offset 1 of whatever epoch comes goes on; a later offset is a gap from (0, "")."""
+    sequencer = TopicSequencer()
+    sequencer.start_at("t", (0, ""))
+    assert sequencer.accept(D(1, epoch="new")) and sequencer.positions["t"] == (1, "new")
+    assert not sequencer.accept(D(1, epoch="new"))  # a repeat now
+    sequencer.start_at("u", (0, ""))
+    assert not sequencer.accept(D(3, topic="u")) and sequencer.take_gaps() == {"u": (0, "")}  # 1 and 2 are missing
+    assert sequencer.is_held("u")

@@ -6,6 +6,9 @@ stream dropped, Redis lost its data), so the topic is held from there and the ed
 history (`take_gaps`, then `resume`) or tells the subscribers. A topic's position and retained state
 are kept only while it has local subscribers (`forget`): deliveries that arrive after the last one
 left must not move a position that nobody will continue from.
+
+A topic that had nothing published when it was subscribed here starts at (0, ""): before the first
+message of whatever epoch comes (its name is not known before that message is published).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ class TopicSequencer:
             return False
         if delivery.offset:
             last = self.positions.get(topic)
-            if last is not None and not (delivery.epoch == last[1] and delivery.offset == last[0] + 1):
+            # The next offset in the same epoch; after (0, ""), offset 1 of any.
+            if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
                     return delivery.retained  # a retained state replayed to a new subscriber goes; a repeat not
                 self._start_hold(topic, [delivery])
@@ -69,6 +73,11 @@ class TopicSequencer:
         held = self._held.get(topic)
         return None if held is None else held[0]
 
+    def first_held(self, topic: str) -> tuple[int, str] | None:
+        """The position of the first delivery with one that `topic`'s hold keeps (None: none yet)."""
+        held = self._held.get(topic)
+        return next(((d.offset, d.epoch) for d in held[1] if d.offset), None) if held is not None else None
+
     def _start_hold(self, topic: str, held: list[DeliveryLike]) -> None:
         self._next_hold += 1
         self._held[topic] = (self._next_hold, held)
@@ -79,8 +88,9 @@ class TopicSequencer:
             self._start_hold(topic, [])
 
     def start_at(self, topic: str, position: tuple[int, str]) -> None:
-        """Where the push service says `topic` stood when it took this edge's interest: the topic goes on
-        from there if nothing has placed it yet (no delivery since it was subscribed, and not held)."""
+        """Where the push service says `topic` stood when it took this edge's interest ((0, ""): nothing
+        published yet): the topic goes on from there if nothing has placed it yet (no delivery since it
+        was subscribed, and not held)."""
         if topic not in self.positions and topic not in self._held:
             self.positions[topic] = position
 
