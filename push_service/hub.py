@@ -94,6 +94,12 @@ class EdgeSession:
         self._ready: deque[EdgeEvent] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        # One timer for the heartbeats, armed once per interval (not a timeout per wait: at a thousand
+        # batches a second that was a tenth of the service's own CPU): when it fires, a heartbeat is due
+        # if nothing was sent for a whole interval, else it is armed for an interval after the last send.
+        self._sent_at = self._loop.time()
+        self._heartbeat_timer: asyncio.TimerHandle | None = None
+        self._heartbeat_due = False
         self._closed = False
         self._overflowed = ""  # why the edge is cut off (it stopped reading), once it is
         self._idle = False  # the stream's writer waits with nothing to send
@@ -114,9 +120,10 @@ class EdgeSession:
 
     def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._heartbeat_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._heartbeat_timer = None
         self._wake.set()
 
     def drain(self) -> None:
@@ -145,31 +152,30 @@ class EdgeSession:
         a heartbeat first, and after every interval with nothing else to send."""
         if self._heartbeat:
             yield Heartbeat(self._heartbeat)
+            self._sent()
         while True:
             while self._ready and not self._overflowed:
                 event = self._ready.popleft()
                 if isinstance(event, Deliver):
                     self._pending_deliveries -= len(event.batch)
                 yield event
+                self._sent()
             if self._overflowed:
                 raise EdgeTooSlow(self._overflowed)
             batch = self._window.take()  # everything before it is written: the open batch goes now
             if batch is not None:
                 yield Deliver(batch)
+                self._sent()
                 continue
             if self._closed:
                 return
+            if self._heartbeat_due:
+                yield Heartbeat(self._heartbeat)
+                self._sent()
+                continue
             self._idle = True
             self._wake.clear()
-            if not self._heartbeat:
-                await self._wake.wait()
-            else:
-                try:
-                    async with asyncio.timeout(self._heartbeat):
-                        await self._wake.wait()
-                except TimeoutError:
-                    self._idle = False
-                    yield Heartbeat(self._heartbeat)
+            await self._wake.wait()
             self._idle = False
 
     @property
@@ -179,6 +185,23 @@ class EdgeSession:
     @property
     def queued(self) -> int:
         return len(self._ready)
+
+    def _sent(self) -> None:
+        """Something was written to the edge: the next heartbeat is due an interval from now (the timer
+        armed for it, unless one is armed already: it looks again when it fires)."""
+        self._sent_at = self._loop.time()
+        if self._heartbeat and self._heartbeat_timer is None and not self._closed:
+            self._heartbeat_due = False
+            self._heartbeat_timer = call_at_reached(self._loop, self._sent_at + self._heartbeat, self._on_heartbeat)
+
+    def _on_heartbeat(self, now: float) -> None:
+        due = self._sent_at + self._heartbeat
+        if now >= due:
+            self._heartbeat_timer = None
+            self._heartbeat_due = True
+            self._wake.set()
+        else:
+            self._heartbeat_timer = call_at_reached(self._loop, due, self._on_heartbeat)
 
     def _arm_timer(self) -> None:
         deadline = self._window.deadline

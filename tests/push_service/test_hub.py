@@ -28,6 +28,28 @@ async def test_a_stream_begins_with_a_heartbeat_and_beats_while_quiet():
     await events.aclose()
 
 
+async def test_a_busy_stream_sends_no_heartbeat_and_arms_its_timer_once_an_interval_not_once_a_batch():
+    """While batches go out more often than the interval, no heartbeat; its timer is armed again only
+    when it fires (a timeout per wait for the next batch cost a tenth of the service's own CPU)."""
+    loop = asyncio.get_running_loop()
+    interval = 0.5
+    session = EdgeSession(BatchWindow(1, 0.1), 10_000, "e", heartbeat_interval=interval)  # a batch per message
+    events = aiter(session.events())
+    assert await anext(events) == Heartbeat(interval)
+    arms = CallCounter(loop, "call_at")  # (a batch of one is handed over at once: no window timer)
+    started = loop.time()
+    for i in range(200):
+        delivered = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)  # the writer waits, idle, for the next batch
+        session.enqueue(_publication(i))
+        assert await delivered == Deliver([_publication(i)])
+    elapsed = loop.time() - started
+    assert arms.calls <= 2 + elapsed / interval, (arms.calls, elapsed)
+    assert await asyncio.wait_for(anext(events), timeout(5)) == Heartbeat(interval)  # quiet now
+    session.close()
+    await events.aclose()
+
+
 async def test_no_heartbeats_when_the_interval_is_zero():
     session = EdgeSession(BatchWindow(10, 0.1), 100, "e")
     events = aiter(session.events())

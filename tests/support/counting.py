@@ -13,8 +13,8 @@ class CallCounter:
         self.calls = 0
         original = getattr(owner, name)
 
-        def counted(*args: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return original(*args)
+            return original(*args, **kwargs)
 
         setattr(owner, name, counted)
