@@ -113,9 +113,11 @@ def start(name: str) -> Target:
     if name == "node":
         return Process("node", ["node", str(ROOT / "bench" / "baselines" / "node_ws.js")],
                        {"NODE_PATH": str(NODE_MODULES)})
-    if name == "ours-before":  # the edge of another checkout (--before), beside this one's
-        code = f"import sys, runpy; sys.path.insert(0, {str(BEFORE)!r}); runpy.run_module('ws_edge', run_name='__main__')"
-        return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, edge_argv=[sys.executable, "-c", code])
+    if name == "ours-before":  # the edge and push service of another checkout (--before), beside this one's
+        def argv(module: str) -> list[str]:
+            return [sys.executable, "-c",
+                    f"import sys, runpy; sys.path.insert(0, {str(BEFORE)!r}); runpy.run_module({module!r}, run_name='__main__')"]
+        return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, edge_argv=argv("ws_edge"), push_argv=argv("push_service"))
     if name == "ours-single":  # `python -m single_process`: the push service in the edge's process
         return Ours(edge_env={"EDGE_BATCH_MAX_MESSAGES": "10"}, single_process=True)
     if name == "ours-kernel-slice":  # the push service's threads at the kernel's slice (PUSH_SCHED_SLICE_US=0)
@@ -330,7 +332,7 @@ def main(argv: list[str]) -> None:
                         help="the clients that do not measure latency only count what arrives, with no frame "
                         "parsing (bench/load.py): the load's cost per frame is then out of what is measured")
     parser.add_argument("--before", type=Path, help="another checkout (e.g. `git worktree add` of main): its "
-                        "edge runs as the target `ours-before`, beside this one's, in the same rounds")
+                        "edge and push service run as the target `ours-before`, beside this one's, in the same rounds")
     args = parser.parse_args(argv)
     global BEFORE
     if args.before:
