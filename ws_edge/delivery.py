@@ -30,7 +30,8 @@ from .core.session import HistoryAnswer
 log = logging.getLogger("ws_edge.delivery")
 MAX_BATCHES_PER_FANOUT = 32
 MAX_SPAN_LINKS = 32  # a delivery span links at most so many other sampled messages of its round
-ReadHistory = Callable[[str, Position | None], Awaitable[HistoryAnswer]]
+# (topic, since, latest): without `since`, the latest `latest` messages (0: all that is kept)
+ReadHistory = Callable[[str, Position | None, int], Awaitable[HistoryAnswer]]
 
 
 class DeliveryPump:
@@ -180,23 +181,26 @@ class DeliveryPump:
     async def _recover(self, topic: str, since: Position | None
                        ) -> tuple[tuple[int, str] | None, list[DeliveryLike], bytes | None]:
         if since is None:  # nothing to recover from: the subscribers are told where the topic is now
-            latest = await self._read_history(topic, None)
+            latest = await self._read_history(topic, None, 1)  # (its position: one message says it)
             if latest.epoch and not latest.offset and not latest.publications:
                 return None, [], None  # nothing was ever published on it: nothing can have been missed
             reason = latest.reason if not latest.epoch and latest.reason else "the edge's stream was interrupted"
             return None, [], _notice(topic, latest.offset, latest.epoch, reason)
-        read = await self._read_history(topic, since if since.epoch else None)
-        if not since.epoch and read.recovered:  # (0, ""): nothing was published when it was subscribed here
-            if not read.offset:
+        if since.epoch:
+            read = await self._read_history(topic, since, 0)
+        else:  # (0, ""): nothing was published when it was subscribed here
+            read = await self._read_history(topic, None, 1)  # where it is now
+            if read.recovered and not read.offset:
                 return (0, ""), [], None  # still nothing: nothing can have been missed (see _fill_gaps)
-            since = Position(0, read.epoch)  # all its epoch holds came after: from its first message on
-            read = await self._read_history(topic, since)
+            if read.recovered:
+                since = Position(0, read.epoch)  # all its epoch holds came after: from its first message on
+                read = await self._read_history(topic, since, 0)
         if read.recovered:
             return (since.offset, since.epoch), list(read.publications), None
         notice = _notice(topic, read.offset, read.epoch, read.reason)
         missed: list[DeliveryLike] = []
         if read.reason == "epoch changed":
-            latest = await self._read_history(topic, None)
+            latest = await self._read_history(topic, None, 0)  # all the new epoch holds
             missed = list(latest.publications) if latest.epoch == read.epoch else []
         return None, missed, notice
 

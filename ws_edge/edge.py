@@ -208,9 +208,9 @@ class Edge:
 
     # --- calls to the backends ------------------------------------------------------------------
 
-    async def read_history(self, topic: str, since: Position | None) -> HistoryAnswer:
+    async def read_history(self, topic: str, since: Position | None, latest: int = 0) -> HistoryAnswer:
         return await self.push.history(topic, None if since is None else (since.offset, since.epoch),
-                                       self.settings.send_queue_bytes)
+                                       self.settings.send_queue_bytes, latest)
 
     def may_control_tasks(self, principal: Principal) -> bool:
         control = self.settings.task_control

@@ -174,15 +174,16 @@ class PushLink:
 
     # --- unary calls on the link's channel ---------------------------------------------------
 
-    async def history(self, topic: str, since: tuple[int, str] | None, max_bytes: int = 1 << 20) -> pb.HistoryResponse:
-        """`topic`'s history after `since` (None: the latest it keeps), every page of it (the push
+    async def history(self, topic: str, since: tuple[int, str] | None, max_bytes: int = 1 << 20,
+                      latest: int = 0) -> pb.HistoryResponse:
+        """`topic`'s history after `since` (None: the latest `latest` it keeps, 0: all), every page of it (the push
         service answers at most a page at a time, `truncated` when more remain) up to `max_bytes` of
         frames: past that, not recovered ("too far behind": more than a client's send queue holds, and
         the edge would hold it all meanwhile); not recovered, with no epoch, when the push service
         cannot answer."""
         try:
             if since is None:
-                return await self.stub.History(pb.HistoryRequest(topic=topic), timeout=UNARY_TIMEOUT)
+                return await self.stub.History(pb.HistoryRequest(topic=topic, limit=latest), timeout=UNARY_TIMEOUT)
             answer = await self._history_page(topic, since)
             whole = list(answer.publications)
             size = sum(len(p.frame) for p in whole)

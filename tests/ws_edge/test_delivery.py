@@ -84,7 +84,7 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     lost at the seam."""
     reads: list[asyncio.Future[History]] = []
 
-    async def read_history(topic: str, since: Any) -> History:
+    async def read_history(topic: str, since: Any, latest: int) -> History:
         reads.append(asyncio.get_running_loop().create_future())
         return await reads[-1]
 
@@ -127,8 +127,8 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
     topic on which nothing was ever published needs no notice."""
     answers = {"busy": Latest(7, [D(6, topic="busy"), D(7, topic="busy")]), "never": Latest(0, [])}
 
-    async def read_history(topic: str, since: Any) -> Latest:
-        assert since is None
+    async def read_history(topic: str, since: Any, latest: int) -> Latest:
+        assert since is None and latest == 1  # where the topic is now: its latest message says it
         return answers[topic]
 
     class Subscriber(FakeConnection):
@@ -163,8 +163,10 @@ class Reads:
 
     def __init__(self) -> None:
         self.reads: list[tuple[str, Any, asyncio.Future[Any]]] = []
+        self.latest: list[int] = []  # each read's
 
-    async def __call__(self, topic: str, since: Any) -> Any:
+    async def __call__(self, topic: str, since: Any, latest: int) -> Any:
+        self.latest.append(latest)
         self.reads.append((topic, since, asyncio.get_running_loop().create_future()))
         return await self.reads[-1][2]
 
@@ -372,6 +374,7 @@ async def test_a_topic_with_nothing_published_when_subscribed_is_filled_from_its
     reads.answer(0, Answer(2, "new", [D(1, epoch="new"), D(2, epoch="new")]))
     await turns()
     assert [(topic, (since.offset, since.epoch)) for topic, since, _ in reads.reads[1:]] == [("t", (0, "new"))]
+    assert reads.latest == [1, 0]  # where the topic is now from its latest message; then all of its epoch
     reads.answer(1, History([D(1, epoch="new"), D(2, epoch="new")]))
     await turns()
     assert [(d.offset, d.epoch) for d in subscriber.queued] == [(1, "new"), (2, "new"), (3, "new")]
