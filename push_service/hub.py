@@ -94,7 +94,7 @@ class EdgeSession:
         self._ready: deque[EdgeEvent] = deque()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
-        # One timer for the heartbeats, armed once per interval (not a timeout per wait: at a thousand
+        # One timer for the heartbeats, armed at most twice an interval (not a timeout per wait: at a thousand
         # batches a second that was a tenth of the service's own CPU): when it fires, a heartbeat is due
         # if nothing was sent for a whole interval, else it is armed for an interval after the last send.
         self._sent_at = self._loop.time()

@@ -182,7 +182,7 @@ class DeliveryPump:
                        ) -> tuple[tuple[int, str] | None, list[DeliveryLike], bytes | None]:
         if since is None:  # nothing to recover from: the subscribers are told where the topic is now
             latest = await self._read_history(topic, None, 1)  # (its position: one message says it)
-            if latest.epoch and not latest.offset and not latest.publications:
+            if latest.recovered and not latest.offset and not latest.reason:
                 return None, [], None  # nothing was ever published on it: nothing can have been missed
             reason = latest.reason if not latest.epoch and latest.reason else "the edge's stream was interrupted"
             return None, [], _notice(topic, latest.offset, latest.epoch, reason)
@@ -200,7 +200,8 @@ class DeliveryPump:
         notice = _notice(topic, read.offset, read.epoch, read.reason)
         missed: list[DeliveryLike] = []
         if read.reason == "epoch changed":
-            latest = await self._read_history(topic, None, 0)  # all the new epoch holds
+            # What the new epoch holds, a page of it (a gap after it is held and filled as any other).
+            latest = await self._read_history(topic, None, 0)
             missed = list(latest.publications) if latest.epoch == read.epoch else []
         return None, missed, notice
 

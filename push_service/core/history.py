@@ -232,7 +232,9 @@ class HistoryStore:
 
 
 def no_history(since: int | None, epoch: str) -> HistoryRead:
-    return HistoryRead([], 0, epoch, since is None, "" if since is None else "no history for this topic")
+    """A topic that keeps none: without `since` an empty answer (its reason tells an edge that nothing
+    published can be found again, rather than that nothing was published)."""
+    return HistoryRead([], 0, epoch, since is None, "no history for this topic")
 
 
 def take_page(publications: Iterable[Publication], page: PageLimits) -> tuple[list[Publication], bool]:

@@ -116,18 +116,16 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]
 
 
-class Latest:
-    def __init__(self, offset: int, publications: list[D]) -> None:
-        self.recovered, self.publications, self.offset, self.epoch, self.reason = False, publications, offset, "e", ""
-
-
 async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_subscribers_told():
     """A topic this edge delivered nothing of yet (or since an unrecoverable gap) cannot be filled from
-    history: what was published while the stream was away is announced, never silently skipped; a
-    topic on which nothing was ever published needs no notice."""
-    answers = {"busy": Latest(7, [D(6, topic="busy"), D(7, topic="busy")]), "never": Latest(0, [])}
+    history: what was published while the stream was away is announced, never silently skipped, also
+    on a topic that keeps no history; a topic on which nothing was ever published needs no notice
+    (the memory engine names the epoch to come, Redis none)."""
+    answers = {"busy": Answer(7, publications=[D(7, topic="busy")]), "never": Answer(0),
+               "never-on-redis": Answer(0, epoch=""), "keeps-none": Answer(0, epoch="")}
+    answers["keeps-none"].reason = "no history for this topic"  # (recovered all the same: no `since`)
 
-    async def read_history(topic: str, since: Any, latest: int) -> Latest:
+    async def read_history(topic: str, since: Any, latest: int) -> Answer:
         assert since is None and latest == 1  # where the topic is now: its latest message says it
         return answers[topic]
 
@@ -142,20 +140,21 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
 
     router = DeliveryRouter()
     subscriber = Subscriber()
-    router.topics.add("busy", subscriber)
-    router.topics.add("never", subscriber)
+    for topic in answers:
+        router.topics.add(topic, subscriber)
     pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
     pump.on_lost()
-    assert router.sequencer.is_held("busy") and router.sequencer.is_held("never")
+    assert all(router.sequencer.is_held(topic) for topic in answers)
     pump.fan_out([[D(8, topic="busy")]])  # arrives after the stream is back, before the fill answers
     assert subscriber.queued == []
     pump.on_restored()
     for _ in range(3):
         await asyncio.sleep(0)
-    assert [(n["type"], n["data"]["topic"], n["data"]["recovered"], n["data"]["offset"]) for n in subscriber.notices] \
-        == [("recovery", "busy", False, 7)]
+    assert [(n["type"], n["data"]["topic"], n["data"]["recovered"], n["data"]["offset"], n["data"]["reason"])
+            for n in subscriber.notices] == [("recovery", "busy", False, 7, "the edge's stream was interrupted"),
+                                             ("recovery", "keeps-none", False, 0, "no history for this topic")]
     assert [d.offset for d in subscriber.queued] == [8]
-    assert not router.sequencer.is_held("busy") and not router.sequencer.is_held("never")
+    assert not any(router.sequencer.is_held(topic) for topic in answers)
 
 
 class Reads:
