@@ -135,6 +135,26 @@ def test_a_batch_leaves_on_the_first_run_of_its_timer_under_uvloop():
     assert uvloop.run(main()) == [1] * 20
 
 
+def test_a_heartbeat_comes_on_the_first_run_of_its_timer_under_uvloop():
+    """The same for the heartbeat's timer: due on its first run, not armed again until the clock ticks."""
+
+    async def main() -> list[int]:
+        session = EdgeSession(BatchWindow(10, 0.1), 100, "e", heartbeat_interval=0.0023)  # between two ticks
+        timer = CallCounter(session, "_on_heartbeat")
+        events = aiter(session.events())
+        assert await anext(events) == Heartbeat(0.0023)
+        runs_per_heartbeat = []
+        for _ in range(20):
+            timer.calls = 0
+            assert await asyncio.wait_for(anext(events), timeout(5)) == Heartbeat(0.0023)
+            runs_per_heartbeat.append(timer.calls)
+        session.close()
+        await events.aclose()
+        return runs_per_heartbeat
+
+    assert uvloop.run(main()) == [1] * 20
+
+
 class SubscribeAwaited(MemoryBroker):
     """A broker whose subscribe takes effect when the test says (as Redis's does after a round trip)."""
 
