@@ -387,7 +387,7 @@ class RedisBroker(Broker):
                       page: PageLimits | None = None) -> HistoryRead:
         rule = self._history.rule_for(topic)
         if rule is None:
-            return no_history(since, "")
+            return no_history(since)
         page = page or PageLimits()
         # A recovery's `limit` caps its page (decide does the same).
         count = min(limit, page.max_count) if since is not None and limit else page.max_count
@@ -407,7 +407,9 @@ class RedisBroker(Broker):
     async def position(self, topic: str) -> tuple[int, str] | None:
         if self._history.rule_for(topic) is None:
             return None
-        return await super().position(topic) or (0, "")
+        with unavailable_as("history", self._events):  # the topic's meta, as READ_SCRIPT reads it
+            epoch, offset = await self._redis.hmget(self.keys.meta(topic), "epoch", "offset")
+        return (int(offset), epoch.decode()) if epoch and offset and int(offset) else (0, "")
 
     async def retained(self, topic: str) -> Publication | None:
         with unavailable_as("retained", self._events):
