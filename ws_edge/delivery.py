@@ -106,14 +106,18 @@ class DeliveryPump:
     def _settle_positions(self) -> None:
         """Positions told after deliveries still queued, before every topic is held: those deliveries are
         routed now, then the topics start, so that the hold keeps what they said."""
-        if not self._positions:
-            return
+        if self._positions:
+            self._route_incoming()
+
+    def _route_incoming(self) -> None:
+        """What the stream queued, routed and written; then the topics whose positions were told after it."""
         batches, self._incoming = self._incoming, []
         try:
             self.fan_out(batches)
         except Exception:
             log.exception("fan-out failed")
-        self._start_topics()
+        if self._positions:  # told after those deliveries: they are routed now
+            self._start_topics()
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the
@@ -219,15 +223,9 @@ class DeliveryPump:
                 queued = len(self._incoming)
                 await asyncio.sleep(0)
                 quiet = quiet + 1 if len(self._incoming) == queued else 0
-            batches, self._incoming = self._incoming, []
             self._incoming_ready.clear()
             started = time.perf_counter()
-            try:
-                self.fan_out(batches)
-            except Exception:
-                log.exception("fan-out failed")
-            if self._positions:  # told after those deliveries: they are routed now
-                self._start_topics()
+            self._route_incoming()
             ended = time.perf_counter()
             rest = pacing.after_round(ended - started, ended - resumed)
             if rest and await self._behind():  # see core/pacing.py

@@ -114,7 +114,6 @@ class PushLink:
         self._channel_factory = channel_factory
         self._silence = silence_timeout
         self._heard = 0.0  # loop time of the stream's last response
-        self._responses = 0  # responses heard, over every stream
         self.silences = 0  # streams given up for silence
         self._limit: float | None = silence_timeout  # None: the replica sends no heartbeats
         self._beating = False  # this stream's replica has sent a heartbeat
@@ -384,7 +383,7 @@ class PushLink:
         self._limit = self._silence
         resumed = -math.inf  # when this process last ran again after not running
         grace_from = -math.inf  # the silence counts from here, if later than the last response
-        graced_at = -1  # `self._responses` when the last grace was given
+        graced = None  # the `_heard` of the silence last given a grace: one grace per silence
         stream = asyncio.create_task(self._stream(up), name="push-stream")
         try:
             while True:
@@ -399,10 +398,10 @@ class PushLink:
                     resumed = now
                 if limit is None or now - max(self._heard, grace_from) < limit:
                     continue
-                if resumed > self._heard and graced_at != self._responses:
+                if resumed > self._heard and graced != self._heard:
                     log.warning("%s said nothing for %.1fs, but this process did not run for part of it: "
                                 "%.1fs more", self.replica, now - self._heard, limit)
-                    grace_from, graced_at = now, self._responses
+                    grace_from, graced = now, self._heard
                     continue
                 raise StreamSilent(f"{self.replica} said nothing for {now - self._heard:.1f}s")
         finally:
@@ -433,7 +432,6 @@ class PushLink:
             await call.wait_for_connection()
             async for response in call:
                 self._heard = loop.time()
-                self._responses += 1
                 self._on_response(response, snapshot_sequence, len(topics), len(client_ids), up)
         finally:
             call.cancel()  # when the watchdog gave up on it: nothing more from that replica

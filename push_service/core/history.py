@@ -205,7 +205,7 @@ class HistoryStore:
         if stream is None:
             rule = self.policy.rule_for(topic)
             if rule is None:  # no epoch, as from every engine: nothing after a loss can be recovered
-                return no_history(since, "")
+                return no_history(since)
             # Nothing published in this epoch yet (not stored: reads are free).
             return decide([], 0, self._new_epoch(), since, epoch, limit, page)
         self.bytes -= stream.prune(now, self.policy.topic_bytes)
@@ -231,10 +231,10 @@ class HistoryStore:
         return sum(len(s.entries) for s in self._streams.values())
 
 
-def no_history(since: int | None, epoch: str) -> HistoryRead:
+def no_history(since: int | None) -> HistoryRead:
     """A topic that keeps none: without `since` an empty answer (its reason tells an edge that nothing
     published can be found again, rather than that nothing was published)."""
-    return HistoryRead([], 0, epoch, since is None, "no history for this topic")
+    return HistoryRead([], 0, "", since is None, "no history for this topic")
 
 
 def take_page(publications: Iterable[Publication], page: PageLimits) -> tuple[list[Publication], bool]:

@@ -86,7 +86,6 @@ def heard_stream(link: PushLink, responses: int | None = None):
             if responses is None or heard < responses:
                 heard += 1
                 link._heard = loop.time()
-                link._responses += 1
     return stream
 
 
@@ -119,15 +118,17 @@ async def test_a_replica_silent_across_a_stall_is_still_given_up_one_limit_later
     watchdog = asyncio.create_task(link._watched(lambda: None))
     await asyncio.sleep(0.2)
     not_running(3 * SILENCE)
-    resumed = time.monotonic()
+    loop = asyncio.get_running_loop()
+    resumed = loop.time()  # (the watchdog's own clock)
     with pytest.raises(StreamSilent):
         await asyncio.wait_for(watchdog, timeout(10 * SILENCE))
-    assert time.monotonic() - resumed >= SILENCE  # the grace: a whole limit after it ran again
+    assert loop.time() - resumed >= SILENCE  # the grace: a whole limit after it ran again
 
 
 async def test_a_silent_replica_is_given_up_after_its_limit():
     link = watched_link(responses=1)
     loop = asyncio.get_running_loop()
+    started = loop.time()
     with pytest.raises(StreamSilent, match="said nothing for"):
         await asyncio.wait_for(link._watched(lambda: None), timeout(10 * SILENCE))
-    assert link._responses == 1 and loop.time() - link._heard >= SILENCE
+    assert link._heard - started >= 0.04 and loop.time() - link._heard >= SILENCE  # heard once (at 50 ms), then silent
