@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,20 +28,12 @@ import uvloop
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
+from bench.e2e import cpu_seconds
+from tests.support.processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "task:progress"
 DATA = {"task_id": "bench", "progress": 0.5, "note": "x" * 150}  # ~245 B envelopes, as bench.load's
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def switches_by_thread(pid: int) -> dict[str, int]:
@@ -58,8 +49,9 @@ def switches_by_thread(pid: int) -> dict[str, int]:
     return found
 
 
-def publish(address: str, rate: float, seconds: float, go: Any) -> None:
-    """The publisher's process: `rate` messages a second for `seconds`, through one PublishStream."""
+def publish(address: str, rate: float, seconds: float, ready: Any, go: Any) -> None:
+    """The publisher's process: `rate` messages a second for `seconds`, through one PublishStream,
+    opened (one message through it) before it says it is ready."""
     async def run() -> None:
         from pushclient import PushClient
         from pushclient.client import outgoing
@@ -67,7 +59,10 @@ def publish(address: str, rate: float, seconds: float, go: Any) -> None:
         client = PushClient(address)
         stream = client.stream_publisher(max_buffer=1_000_000)
         stream.start()
-        go.wait()
+        stream.submit(outgoing(TOPIC, "task_progress", DATA, id="cost_opening"))
+        await stream.flush()
+        ready.set()
+        await asyncio.to_thread(go.wait)
         started = time.perf_counter()
         for n in range(int(rate * seconds)):
             stream.submit(outgoing(TOPIC, "task_progress", DATA, id=f"cost_{n}"))
@@ -92,15 +87,19 @@ async def measure(address: str, pid: int, rate: float, seconds: float) -> dict[s
         while not (await call.read()).applied_sequence:
             pass
         context = multiprocessing.get_context("spawn")
-        go = context.Event()
-        publisher = context.Process(target=publish, args=(address, rate, seconds, go))
+        ready, go = context.Event(), context.Event()
+        publisher = context.Process(target=publish, args=(address, rate, seconds, ready, go))
         publisher.start()
-        await asyncio.sleep(1.0)  # its stream open
+        if not await asyncio.to_thread(ready.wait, 60):
+            raise RuntimeError("the publisher did not open its stream")
+        opened = False
+        while not opened:  # (heartbeats may come first)
+            opened = any(b"cost_opening" in d.frame for d in (await asyncio.wait_for(call.read(), 10)).deliveries)
         switches, cpu, started = switches_by_thread(pid), cpu_seconds(pid), time.perf_counter()
         go.set()
         expected, received, responses = int(rate * seconds), 0, 0
         while received < expected:
-            response = await call.read()
+            response = await asyncio.wait_for(call.read(), 10)  # a lost message: an error, not a hang
             if response.deliveries:
                 responses += 1
                 received += len(response.deliveries)

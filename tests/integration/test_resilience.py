@@ -137,32 +137,28 @@ async def test_silent_connection_is_closed_by_heartbeat_and_released(own_system:
         await lively.close()
 
 
-# A 6 s window: a message held for it would take 6 s, so "not held" is read as under 4 s, with room for a
-# loaded machine's stalls (one of 3 s was seen in CI).
-@pytest.mark.parametrize("own_system", [{"push_env": {"PUSH_BATCH_INTERVAL": "6.0"}}], indirect=True)
-async def test_lone_message_after_quiet_period_is_not_held_for_a_6s_window(own_system: System):
+# A 60 s window: a message held for it would miss every receive's deadline (at most 15 s on a loaded
+# machine), so no clock needs reading here.
+@pytest.mark.parametrize("own_system", [{"push_env": {"PUSH_BATCH_INTERVAL": "60"}}], indirect=True)
+async def test_lone_message_after_quiet_period_is_not_held_for_the_batch_window(own_system: System):
     system = own_system
     client = await WsClient.connect(system.ws_url, topics="quiet")
     try:
         async with PushClient(system.push_address) as push:
             await push.publish("quiet", "t", {"n": 1}, id="q1")
             assert (await client.recv(5))["id"] == "q1"
-            await asyncio.sleep(6.2)  # quiet for longer than the window
-            started = time.monotonic()
+            await asyncio.sleep(0.5)  # quiet: the stream idle again
             await push.publish("quiet", "t", {"n": 2}, id="q2")
             assert (await client.recv(5))["id"] == "q2"
-            assert time.monotonic() - started < 4.0
             # Under load the window does coalesce: a burst goes out in batches, and its tail does not
-            # wait for the 6 s window either (it leaves once the stream has sent what came before).
+            # wait for the window either (it leaves once the stream has sent what came before).
             publisher = push.stream_publisher()
             publisher.start()
-            started = time.monotonic()
             for i in range(25):
                 publisher.submit(outgoing("quiet", "t", {"n": i}, id=f"load{i}"))
             await publisher.flush()
             await publisher.close()
             frames = await client.frames_until(25)
-            assert time.monotonic() - started < 4.0
             assert any(f["type"] == "batch" for f in frames)
             assert [m["id"] for m in unpack(frames)] == [f"load{i}" for i in range(25)]
     finally:

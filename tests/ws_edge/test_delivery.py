@@ -73,6 +73,18 @@ def test_sockets_behind_get_each_message_with_its_conflation_key():
     assert keys == ["feed:1\x00a", None]
 
 
+class Noticed(FakeConnection):
+    """A subscriber whose socket is behind, and the notices it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(False)
+        self.notices: list[dict[str, Any]] = []
+
+    def send(self, frame: bytes, wire: bytes | None = None) -> None:
+        assert wire == websocket_text_frame(frame)  # encoded once, by the pump, for every subscriber
+        self.notices.append(orjson.loads(frame))
+
+
 class History:
     def __init__(self, publications: list[D]) -> None:
         self.recovered, self.publications, self.offset, self.epoch, self.reason = True, publications, 0, "e", ""
@@ -96,23 +108,18 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     pump.on_lost()
     pump.on_restored()  # fill A
     pump.on_resync()  # fill B, for the same hold
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns()
     fill_a, fill_b = reads
     fill_a.set_result(History([D(6), D(7)]))
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns()
     pump.fan_out([[D(8)], [D(10)]])  # 9 is missing: a newer hold, and fill C for it
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns()
     fill_c = reads[2]
     fill_b.set_result(History([D(6), D(7)]))  # stale: must not resume the newer hold
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
     fill_c.set_result(History([D(9)]))
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]
 
 
@@ -129,17 +136,8 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
         assert since is None and latest == 1  # where the topic is now: its latest message says it
         return answers[topic]
 
-    class Subscriber(FakeConnection):
-        def __init__(self) -> None:
-            super().__init__(False)
-            self.notices: list[dict[str, Any]] = []
-
-        def send(self, frame: bytes, wire: bytes | None = None) -> None:
-            assert wire == websocket_text_frame(frame)  # encoded once, by the pump, for every subscriber
-            self.notices.append(orjson.loads(frame))
-
     router = DeliveryRouter()
-    subscriber = Subscriber()
+    subscriber = Noticed()
     for topic in answers:
         router.topics.add(topic, subscriber)
     pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
@@ -148,8 +146,7 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
     pump.fan_out([[D(8, topic="busy")]])  # arrives after the stream is back, before the fill answers
     assert subscriber.queued == []
     pump.on_restored()
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await turns()
     assert [(n["type"], n["data"]["topic"], n["data"]["recovered"], n["data"]["offset"], n["data"]["reason"])
             for n in subscriber.notices] == [("recovery", "busy", False, 7, "the edge's stream was interrupted"),
                                              ("recovery", "keeps-none", False, 0, "no history for this topic")]
@@ -340,20 +337,11 @@ async def test_positions_told_behind_queued_deliveries_are_settled_before_a_loss
 
 
 async def test_a_position_for_a_subscription_since_replaced_is_not_taken():
-    router, _, pump = pump_behind(Reads(), "t", confirmed_now=lambda topic: False)
-    pump.on_positions({"t": (4, "e")})
-    assert router.sequencer.positions == {}
+    router, behind, pump = pump_behind(Reads(), "t", confirmed_now=lambda topic: topic == "u")  # "t" replaced
+    router.topics.add("u", behind)
+    pump.on_positions({"t": (4, "e"), "u": (2, "e")})
+    assert router.sequencer.positions == {"u": (2, "e")}
 
-
-class Noticed(FakeConnection):
-    """A subscriber whose socket is behind, and the notices it is sent."""
-
-    def __init__(self) -> None:
-        super().__init__(False)
-        self.notices: list[dict[str, Any]] = []
-
-    def send(self, frame: bytes, wire: bytes | None = None) -> None:
-        self.notices.append(orjson.loads(frame))
 
 
 async def test_a_topic_with_nothing_published_when_subscribed_is_filled_from_its_epochs_start_over_a_stream_loss():
