@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 
 import pytest
 from playwright.async_api import Page, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from pushclient import PushClient
 from pushclient.client import outgoing
@@ -33,11 +35,20 @@ async def test_browser_client_ends_with_all_5000_exactly_once_across_an_edge_kil
     await page.goto(system.http_url + "/healthz")
     await page.evaluate("""async (url) => {
       const { WebSocketService } = await import('/static/push-client.js');
-      window.t = { ids: [], recovered: [] };
+      window.t = { ids: [], recovered: [], failed: [], events: [] };
       const client = new WebSocketService({ url, topics: ['stream:page'], reconnectInterval: 200,
                                             maxReconnectInterval: 1000, maxReconnectAttempts: Infinity });
       client.on('stream:page', (data, m) => window.t.ids.push(m.id));
       client.on('$recovered', (r) => window.t.recovered.push(r.topic));
+      client.on('$recovery_failed', (r) => window.t.failed.push(r));
+      // What the connection went through, for the failure's account (the last 60 events).
+      for (const name of ['$closed', '$transport', '$recovered', '$recovery_failed', '$reconnect_failed', '$error']) {
+        client.on(name, (e) => {
+          const what = JSON.stringify(e && e.message ? e.message : e);
+          window.t.events.push(`${performance.now().toFixed(0)} ms ${name} ${what} ids=${window.t.ids.length}`);
+          if (window.t.events.length > 60) window.t.events.shift();
+        });
+      }
       window.t.client = client;
       await new Promise((resolve) => { client.onConnectionChange((c) => c && resolve()); client.connect(); });
       await client.request({ type: 'ping' });
@@ -61,11 +72,17 @@ async def test_browser_client_ends_with_all_5000_exactly_once_across_an_edge_kil
         await system.wait_edge_ready()
         await publishing
         await publisher.close()
-    await page.wait_for_function("() => t.ids.length >= 5000", timeout=30_000)
+    # On a timeout the assertions below say what is missing, with the page's and the edge's account.
+    with contextlib.suppress(PlaywrightTimeout):
+        await page.wait_for_function("() => t.ids.length >= 5000", timeout=30_000)
     await asyncio.sleep(0.5)
-    ids = await page.evaluate("() => t.ids")
-    assert ids == [f"p{n}" for n in range(5000)]
-    assert await page.evaluate("() => t.recovered") == ["stream:page"]
+    seen = await page.evaluate("() => ({ids: t.ids, recovered: t.recovered, failed: t.failed, events: t.events,"
+                               " connected: t.client.connected, transport: t.client.transport})")
+    account = (f"connected {seen['connected']} over {seen['transport']}, {len(seen['ids'])} ids; "
+               f"events:\n" + "\n".join(seen["events"]) + f"\nedge log:\n{system.edge.log_tail(30)}")
+    assert seen["failed"] == [], account
+    assert seen["ids"] == [f"p{n}" for n in range(5000)], account
+    assert seen["recovered"] == ["stream:page"], account
 
 
 async def test_push_restart_mid_task_dashboard_resyncs_and_finishes(history_system: System, page: Page):
