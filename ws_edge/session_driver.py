@@ -26,6 +26,7 @@ from .connection_spans import ConnectionSpans
 from .core.codes import CloseCode, ErrorCode, fit_close_reason
 from .core.hooks import unavailable
 from .core.recovery import Position
+from .core.sequencer import DeliveryLike
 from .core.session import (
     AddInterest,
     Admit,
@@ -68,6 +69,7 @@ class SessionDriver:
         # of waiting for the edge's sweep (EDGE_HEARTBEAT_CHECK_INTERVAL).
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
+        self._effects_soon = False  # a run of the effects `admit` asked for is scheduled
         self.spans = ConnectionSpans.sampled(type(connection.sink).__name__) if tracing.ENABLED else None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
@@ -146,7 +148,7 @@ class SessionDriver:
             self._send(effect)
         elif isinstance(effect, Guard):
             if effect.on:
-                self.edge.router.guard(effect.topic, connection, session.admit)
+                self.edge.router.guard(effect.topic, connection, self._admit_live)
             else:
                 self.edge.router.unguard(effect.topic, connection)
         elif isinstance(effect, DropInterest):
@@ -176,6 +178,23 @@ class SessionDriver:
             connection.principal = effect.principal  # handlers see the refreshed token (roles, expiry)
         elif isinstance(effect, Close):
             self._close(effect)
+
+    def _admit_live(self, delivery: DeliveryLike) -> bool:
+        """The session's `admit`, as the router asks it in a fan-out round. What it makes the session do
+        (read a hole after a recovery, lift the guard) is carried out right after the round, not at the
+        connection's next frame."""
+        admitted = self.session.admit(delivery)
+        if not self._effects_soon and self.session.has_effects:
+            self._effects_soon = True
+            asyncio.get_running_loop().call_soon(self._run_admitted_effects)
+        return admitted
+
+    def _run_admitted_effects(self) -> None:
+        self._effects_soon = False
+        try:
+            self._run_effects()
+        except Exception:
+            self._effect_failed()
 
     def _send(self, effect: Send) -> None:
         connection = self.connection

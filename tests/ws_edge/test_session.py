@@ -248,6 +248,73 @@ def test_recovery_order_ack_retained_missed_then_held_live_exactly_once():
     assert session.admit(D(8)) is True
 
 
+def recovered_to(session, since, answer):  # type: ignore[no-untyped-def]
+    """`t` subscribed with `since`, its interest applied, history answering `answer`; the frames sent."""
+    effects = subscribe(session, ["t"], {"t": {"offset": since, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket)
+    session.history_read(session.effects()[0].ticket, "t", answer)
+    return frames(session.effects())
+
+
+def test_a_hole_after_what_history_gave_is_read_before_the_stream_goes_on():
+    # The push service applied the topic's interest after history was read (its confirmation timed
+    # out): the stream goes on from 9 while history gave up to 5. 6..8 are read, 9 held meanwhile.
+    session = opened()
+    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    assert session.admit(D(9)) is False
+    [read] = session.effects()
+    assert read == ReadHistory(read.ticket, "t", Position(5, "e"))
+    assert session.admit(D(10)) is False  # held behind 9
+    session.history_read(read.ticket, "t", History(True, 10, "e", "", [D(6), D(7), D(8), D(9), D(10)]))
+    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": 6}, {"o": 7}, {"o": 8}, {"o": 9},
+                                                                        {"o": 10}]}]
+    assert session.admit(D(10)) is False  # the floor is 10 now
+    assert session.admit(D(11)) is True
+    assert session.effects() == [Guard("t", False)]
+
+
+@pytest.mark.parametrize(("answer", "told", "then"), [
+    # History cannot be asked: the client is told its own position; the held stream follows it.
+    (History(False, 0, "", "history unavailable"), 5, [{"type": "batch", "messages": [{"o": 9}, {"o": 10}]}]),
+    # History lost 6..8 ("too old", the topic at 9): told 9, so what it holds from 10 on follows.
+    (History(False, 9, "e", "too old"), 9, [{"o": 10}]),
+])
+def test_a_hole_history_cannot_fill_is_told_once_and_the_stream_goes_on(answer, told, then):  # type: ignore[no-untyped-def]
+    session = opened()
+    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    assert session.admit(D(9)) is False
+    [read] = session.effects()
+    assert session.admit(D(10)) is False
+    session.history_read(read.ticket, "t", answer)
+    sent = frames(session.effects())
+    assert sent[0].pop("id").startswith("recovery_")
+    assert sent[0] == {"type": "recovery", "timestamp": 7, "data": {
+        "topic": "t", "recovered": False, "offset": told, "epoch": "e", "reason": answer.reason}}
+    assert sent[1:] == then
+    # Told once: a later skip is not read again (the client knows it must re-sync).
+    assert session.admit(D(13)) is True
+    assert session.effects() == [Guard("t", False)]
+
+
+def test_a_hole_after_a_recovery_that_failed_is_not_read():
+    # The client was told it did not recover: nothing was promised, the stream goes on as it comes.
+    session = opened()
+    recovered_to(session, 2, History(False, 0, "", "history unavailable"))
+    assert session.admit(D(9)) is True
+    assert session.effects() == [Guard("t", False)]
+
+
+def test_a_hole_read_for_a_topic_unsubscribed_meanwhile_sends_nothing():
+    session = opened()
+    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    assert session.admit(D(9)) is False
+    [read] = session.effects()
+    session.receive(orjson.dumps({"type": "unsubscribe", "id": "u1", "data": {"topics": ["t"]}}), now=2.0, wall=2.0)
+    session.effects()
+    session.history_read(read.ticket, "t", History(True, 9, "e", "", [D(6), D(7), D(8), D(9)]))
+    assert frames(session.effects()) == []
+
+
 def test_a_failed_history_read_keeps_the_clients_position_and_sets_a_floor():
     session = opened()
     effects = subscribe(session, ["t"], {"t": {"offset": 9, "epoch": "e"}})

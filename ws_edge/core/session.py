@@ -222,6 +222,10 @@ class _Recovery:
 
     held: list[DeliveryLike] | None = field(default_factory=list)
     floor: tuple[int, str] | None = None
+    # The client was told it recovered up to the floor, so the stream must go on from the next offset.
+    # A later one is a hole between history and the stream: the push service applied the topic's
+    # interest after history was read (its confirmation timed out). It is read once, the stream held.
+    promised: bool = False
 
 
 @dataclass(slots=True)
@@ -295,6 +299,7 @@ class Session:
         self._now_ms = clock_ms  # the frames' `timestamp` (Unix ms); injected so tests can pin it
         self._effects: list[Effect] = []
         self._recoveries: dict[str, _Recovery] = {}
+        self._hole_reads: dict[int, tuple[str, _Recovery]] = {}  # ticket -> the topic whose hole it reads
         self._pending: tuple[int, _Subscribe | ClientMessage | _Publish | _Rpc] | None = None  # the frame being handled
         self._deadlines = Deadlines(rules.refresh_notice)
         self._connect_ticket: int | None = None  # the Connect hook's call, while it decides
@@ -314,6 +319,11 @@ class Session:
         """What must happen now, in order; taken once."""
         effects, self._effects = self._effects, []
         return effects
+
+    @property
+    def has_effects(self) -> bool:
+        """Effects wait to be taken (asked after `admit`, which the router calls, not the driver)."""
+        return bool(self._effects)
 
     @property
     def accepting(self) -> bool:
@@ -862,6 +872,9 @@ class Session:
             self._effects.append(ReadHistory(ticket, topic, position))
 
     def history_read(self, ticket: int, topic: str, answer: HistoryAnswer) -> None:
+        if (hole := self._hole_reads.pop(ticket, None)) is not None:
+            self._hole_filled(*hole, answer)
+            return
         op = self._pending_op(ticket)
         if op is None or topic not in op.since:
             return
@@ -894,7 +907,7 @@ class Session:
         for frame in op.retained:
             self._send(frame)
         for topic, since in op.since.items():
-            self._release(topic, since, op.reads[topic])
+            self._release(topic, since, op.reads[topic], promise=True)
         for topic, hold in op.holding.items():
             self._release_held(topic, hold)
         if op.rejected is not None:
@@ -917,12 +930,14 @@ class Session:
         told = Position(answer.offset, answer.epoch) if answer.epoch else since
         return recovery_report(answer.recovered, told.offset, told.epoch, answer.reason)
 
-    def _release(self, topic: str, since: Position, answer: HistoryAnswer) -> None:
+    def _release(self, topic: str, since: Position, answer: HistoryAnswer, promise: bool = False) -> None:
         """The missed messages, then the live ones held meanwhile that come after them; then a floor
-        at the newest position the client has, so that older deliveries still on their way are dropped."""
+        at the newest position the client has, so that older deliveries still on their way are dropped
+        (and, when `promise`d and recovered, a hole after it is read: `_Recovery.promised`)."""
         recovery = self._recoveries.get(topic)
         if recovery is None:  # unsubscribed meanwhile
             return
+        recovery.promised = promise and answer.recovered
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
         told = self._told(answer, since)
@@ -961,10 +976,34 @@ class Session:
             recovery.held.append(delivery)
             return False
         floor = recovery.floor
-        if floor is not None and delivery.offset and delivery.epoch == floor[1] and delivery.offset <= floor[0]:
-            return False
+        if floor is not None and delivery.offset and delivery.epoch == floor[1]:
+            if delivery.offset <= floor[0]:
+                return False
+            if recovery.promised and delivery.offset > floor[0] + 1:
+                self._read_hole(delivery, recovery, floor)
+                return False
         self._unguard(delivery.topic)  # a newer message passed: nothing older can come any more
         return True
+
+    def _read_hole(self, delivery: DeliveryLike, recovery: _Recovery, floor: tuple[int, str]) -> None:
+        """The stream skipped what came after the floor: read it, holding the stream meanwhile (once)."""
+        recovery.promised = False
+        recovery.held = [delivery]
+        ticket = next(_tickets)
+        self._hole_reads[ticket] = (delivery.topic, recovery)
+        self._effects.append(ReadHistory(ticket, delivery.topic, Position(*floor)))
+
+    def _hole_filled(self, topic: str, recovery: _Recovery, answer: HistoryAnswer) -> None:
+        """The hole's messages, then the stream held meanwhile; if history cannot give them, the client
+        is told (a `recovery` frame, as for the edge's own gaps) and the stream goes on."""
+        if self.phase is Phase.CLOSED or self._recoveries.get(topic) is not recovery or recovery.floor is None:
+            return  # closed, or unsubscribed meanwhile (maybe subscribed again: that has its own)
+        since = Position(*recovery.floor)
+        if not answer.recovered:
+            told = self._told(answer, since)
+            self._send(server_frame("recovery", None, self._now_ms(), {
+                "topic": topic, **recovery_report(False, told.offset, told.epoch, answer.reason)}))
+        self._release(topic, since, answer)
 
     # --- handlers -------------------------------------------------------------------------------
 
