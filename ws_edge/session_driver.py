@@ -162,7 +162,7 @@ class SessionDriver:
             waits, retained = self.edge.add_interest(connection, effect.topics)
             if self.spans is not None:
                 self.spans.subscribing(effect.ticket, effect.topics)
-            if not self._when_confirmed(waits, lambda: self._interest_applied(effect.ticket, retained)):
+            if not self._when_confirmed(waits, lambda: self._interest_applied(effect.ticket, retained, waits)):
                 session.interest_pending(effect.ticket)  # guards now, before a delivery can come
         elif isinstance(effect, ReadHistory):
             self._spawn(self._read_history(effect))
@@ -266,10 +266,11 @@ class SessionDriver:
         except Exception:
             self._effect_failed()
 
-    def _interest_applied(self, ticket: int, retained: list[bytes]) -> None:
+    def _interest_applied(self, ticket: int, retained: list[bytes], waits: list[asyncio.Future[None]]) -> None:
         if self.spans is not None:
             self.spans.subscribed(ticket)
-        self.session.interest_applied(ticket, retained)
+        # Not all applied: the wait for them timed out (the confirm gates' bound).
+        self.session.interest_applied(ticket, retained, confirmed=all(wait.done() for wait in waits))
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)

@@ -28,17 +28,19 @@ class Router:
 
 @dataclass
 class Edge:
-    """The edge as the driver sees it: interest applied at once, history read from `answers`."""
+    """The edge as the driver sees it: the wait for the push service to apply an interest times out at
+    once (the push service applies it later), history is read from `answers`."""
 
     answers: list[History]
     router: Router = field(default_factory=Router)
     reads: list[tuple[str, Position | None]] = field(default_factory=list)
 
     def add_interest(self, connection, topics):  # type: ignore[no-untyped-def]
-        return [], []
+        return [asyncio.get_running_loop().create_future()], []  # never applied: its wait times out
 
     def when_confirmed(self, waits, then) -> bool:  # type: ignore[no-untyped-def]
-        return True
+        asyncio.get_running_loop().call_soon(then)  # the confirm gate's timeout, made short
+        return False
 
     async def read_history(self, topic: str, since: Position | None, latest: int = 0) -> History:
         self.reads.append((topic, since))

@@ -52,7 +52,7 @@ from .frames import (
 )
 from .hooks import NO_HOOKS, Hook, HookAnswer, HookCall, HookRules
 from .ratelimit import TokenBucket
-from .recovery import Position, in_frames, positions_field, recovery_report, stitch
+from .recovery import Position, first_skip, in_frames, positions_field, recovery_report, stitch
 from .sequencer import DeliveryLike
 
 
@@ -222,10 +222,11 @@ class _Recovery:
 
     held: list[DeliveryLike] | None = field(default_factory=list)
     floor: tuple[int, str] | None = None
-    # The client was told it recovered up to the floor, so the stream must go on from the next offset.
-    # A later one is a hole between history and the stream: the push service applied the topic's
-    # interest after history was read (its confirmation timed out). It is read once, the stream held.
-    promised: bool = False
+    # The client was told it recovered up to the floor from a history read made before the push service
+    # confirmed the topic's interest (the wait timed out), so it may have applied it later: a stream
+    # that goes on past the floor's next offset skipped what was published between the read and
+    # then. That hole is read (once), the stream held meanwhile. (Confirmed first, the seam is exact.)
+    check_seam: bool = False
 
 
 @dataclass(slots=True)
@@ -258,6 +259,7 @@ class _Subscribe:
     refusals: dict[str, HookAnswer] = field(default_factory=dict)
     join_leave: bool = False  # the topics' join/leave events asked for (data.join_leave)
     new: tuple[str, ...] = ()  # the topics this subscribe adds (its AddInterest)
+    confirmed: bool = True  # the push service applied its interest before its histories were read
     # New topics whose live deliveries wait for the answer, each with the hold it made (released only
     # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
     holding: dict[str, _Recovery] = field(default_factory=dict)
@@ -847,8 +849,8 @@ class Session:
             if topic not in op.holding and topic not in op.since:  # (a recovering one is guarded already)
                 op.holding[topic] = self._guard(topic)
 
-    def interest_applied(self, ticket: int, retained: Sequence[bytes] = ()) -> None:
-        """The push service applied the interest of `ticket` (or the wait for it timed out)."""
+    def interest_applied(self, ticket: int, retained: Sequence[bytes] = (), confirmed: bool = True) -> None:
+        """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out."""
         if (server := self._server_subscribes.pop(ticket, None)) is not None:
             self._ack(None, {"type": "subscribe", "topics": server.topics, "server": True})
             for frame in retained:
@@ -860,6 +862,7 @@ class Session:
         if op is None:
             return
         op.retained = list(retained)
+        op.confirmed = confirmed
         if op.since and op.retained:
             self._hold_new_topics(op)  # the history reads take time: keep the retained state first
         self._read_histories(ticket, op)
@@ -907,7 +910,7 @@ class Session:
         for frame in op.retained:
             self._send(frame)
         for topic, since in op.since.items():
-            self._release(topic, since, op.reads[topic], promise=True)
+            self._release(topic, since, op.reads[topic], check_seam=not op.confirmed)
         for topic, hold in op.holding.items():
             self._release_held(topic, hold)
         if op.rejected is not None:
@@ -930,21 +933,26 @@ class Session:
         told = Position(answer.offset, answer.epoch) if answer.epoch else since
         return recovery_report(answer.recovered, told.offset, told.epoch, answer.reason)
 
-    def _release(self, topic: str, since: Position, answer: HistoryAnswer, promise: bool = False) -> None:
+    def _release(self, topic: str, since: Position, answer: HistoryAnswer, check_seam: bool = False) -> None:
         """The missed messages, then the live ones held meanwhile that come after them; then a floor
-        at the newest position the client has, so that older deliveries still on their way are dropped
-        (and, when `promise`d and recovered, a hole after it is read: `_Recovery.promised`)."""
+        at the newest position the client has, so that older deliveries still on their way are dropped.
+        `check_seam` (see `_Recovery`): held ones that skip past what history gave wait for the hole's read."""
         recovery = self._recoveries.get(topic)
         if recovery is None:  # unsubscribed meanwhile
             return
-        recovery.promised = promise and answer.recovered
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
         told = self._told(answer, since)
-        for frame in in_frames(stitch(missed, held, told)):
+        newest = max([told.offset, *(d.offset for d in missed if d.offset and d.epoch == told.epoch)])
+        recovery.check_seam = check_seam and answer.recovered
+        skip = first_skip(held, (newest, told.epoch)) if recovery.check_seam else None
+        sent = held if skip is None else held[:skip]
+        for frame in in_frames(stitch(missed, sent, told)):
             self._send(frame)
-        newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
+        newest = max([newest, *(d.offset for d in sent if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
+        if skip is not None:
+            self._read_hole(topic, recovery, held[skip:])
 
     def _release_held(self, topic: str, hold: _Recovery) -> None:
         """The live deliveries `hold` kept while a subscribe was answered, in their order; then no guard.
@@ -979,19 +987,20 @@ class Session:
         if floor is not None and delivery.offset and delivery.epoch == floor[1]:
             if delivery.offset <= floor[0]:
                 return False
-            if recovery.promised and delivery.offset > floor[0] + 1:
-                self._read_hole(delivery, recovery, floor)
+            if recovery.check_seam and delivery.offset > floor[0] + 1:
+                self._read_hole(delivery.topic, recovery, [delivery])
                 return False
         self._unguard(delivery.topic)  # a newer message passed: nothing older can come any more
         return True
 
-    def _read_hole(self, delivery: DeliveryLike, recovery: _Recovery, floor: tuple[int, str]) -> None:
+    def _read_hole(self, topic: str, recovery: _Recovery, held: list[DeliveryLike]) -> None:
         """The stream skipped what came after the floor: read it, holding the stream meanwhile (once)."""
-        recovery.promised = False
-        recovery.held = [delivery]
+        assert recovery.floor is not None
+        recovery.check_seam = False
+        recovery.held = held
         ticket = next(_tickets)
-        self._hole_reads[ticket] = (delivery.topic, recovery)
-        self._effects.append(ReadHistory(ticket, delivery.topic, Position(*floor)))
+        self._hole_reads[ticket] = (topic, recovery)
+        self._effects.append(ReadHistory(ticket, topic, Position(*recovery.floor)))
 
     def _hole_filled(self, topic: str, recovery: _Recovery, answer: HistoryAnswer) -> None:
         """The hole's messages, then the stream held meanwhile; if history cannot give them, the client
