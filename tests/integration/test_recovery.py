@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import orjson
 import pytest
+import uvicorn
 from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from pushclient import PushClient
 from pushclient.client import outgoing
 from tests.conftest import start_system
-from tests.support.processes import System, read_url
+from tests.support.processes import System, free_port, read_url
 from tests.support.timing import timeout
 from tests.support.wsclient import TRANSPORTS, Closed, StreamClient, WsClient, connect_client, unpack
+from ws_edge.__main__ import server_config
+from ws_edge.app import create_app
+from ws_edge.config import EdgeSettings
 
 HISTORY = '[{"pattern": "stream:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 100, "ttl": 60}]'
 
@@ -312,3 +319,69 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
         call.cancel()
         await requests.put(None)
     assert applied == [(1, [], []), (2, [("stream:positioned", 3, last.epoch)], ["stream:never"])]
+
+
+class LateInterest(grpc.aio.StreamStreamClientInterceptor):
+    """On the edge's channel to the push service: while `delay` is set, the edge stream's interest
+    changes reach the push service that much later (a push service slow to apply them)."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        async def late():  # type: ignore[no-untyped-def]
+            async for request in request_iterator:
+                if self.delay and request.add_topics:
+                    await asyncio.sleep(self.delay)
+                yield request
+
+        return await continuation(client_call_details, late())
+
+
+@contextlib.asynccontextmanager
+async def edge_in_this_process(push_address: str, interceptor: grpc.aio.ClientInterceptor,
+                               **settings: Any) -> AsyncIterator[str]:
+    """An edge served by uvicorn in the test's own loop, its channel to the push service through
+    `interceptor`; yields its ws:// base URL once its stream is up."""
+    edge_settings = EdgeSettings(port=free_port(), metrics_port=0, push_address=push_address, **settings)
+    app = create_app(edge_settings, push_channel=lambda address: grpc.aio.insecure_channel(
+        address, interceptors=[interceptor]))
+    server = uvicorn.Server(server_config(app, edge_settings))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(timeout(10)):
+            while not (server.started and app.state.edge.push.connected.is_set()):
+                await asyncio.sleep(0.01)
+        yield f"ws://127.0.0.1:{edge_settings.port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_a_recovery_whose_interest_is_applied_after_its_history_read_loses_nothing(history_system: System):
+    """The wait for the push service to apply a subscribe's interest is bounded (the confirm timeout);
+    past it, history is read and the client told it recovered. What is published between that read
+    and the push service applying the interest reaches the edge by neither: the edge reads that hole
+    when the stream goes on past it, before the stream goes on."""
+    late = LateInterest()
+    async with PushClient(history_system.push_address) as push, edge_in_this_process(
+            history_system.push_address, late, subscribe_confirm_timeout=0.2) as ws_url:
+        for n in range(1, 6):
+            published = await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
+        epoch = published.epoch
+        late.delay = 2.0
+        client = await WsClient.connect(ws_url)
+        try:
+            ack = await client.request({"type": "subscribe", "id": "s1", "data": {
+                "topics": ["stream:late"], "since": {"stream:late": {"offset": 2, "epoch": epoch}}}})
+            assert ack["data"]["recovery"] == {"stream:late": {"recovered": True, "offset": 5, "epoch": epoch}}
+            assert [m["id"] for m in await client.messages(3)] == ["late3", "late4", "late5"]
+            for n in range(6, 9):  # read by neither: history was read, the interest is not applied yet
+                await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
+            await asyncio.sleep(late.delay + 0.5)  # the interest is applied now
+            await push.publish("stream:late", "t", {"n": 9}, id="late9")
+            got = await client.messages(4)
+            assert [(m["id"], m["offset"]) for m in got] == [(f"late{n}", n) for n in range(6, 10)]
+            await client.expect_silence(0.3)
+        finally:
+            await client.close()
