@@ -26,7 +26,6 @@ from .connection_spans import ConnectionSpans
 from .core.codes import CloseCode, ErrorCode, fit_close_reason
 from .core.hooks import unavailable
 from .core.recovery import Position
-from .core.sequencer import DeliveryLike
 from .core.session import (
     AddInterest,
     Admit,
@@ -69,7 +68,6 @@ class SessionDriver:
         # of waiting for the edge's sweep (EDGE_HEARTBEAT_CHECK_INTERVAL).
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
-        self._effects_soon = False  # a run of the effects `admit` asked for is scheduled
         self.spans = ConnectionSpans.sampled(type(connection.sink).__name__) if tracing.ENABLED else None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
@@ -148,7 +146,7 @@ class SessionDriver:
             self._send(effect)
         elif isinstance(effect, Guard):
             if effect.on:
-                self.edge.router.guard(effect.topic, connection, self._admit_live)
+                self.edge.router.guard(effect.topic, connection, session.admit)
             else:
                 self.edge.router.unguard(effect.topic, connection)
         elif isinstance(effect, DropInterest):
@@ -178,23 +176,6 @@ class SessionDriver:
             connection.principal = effect.principal  # handlers see the refreshed token (roles, expiry)
         elif isinstance(effect, Close):
             self._close(effect)
-
-    def _admit_live(self, delivery: DeliveryLike) -> bool:
-        """The session's `admit`, as the router asks it in a fan-out round. What it makes the session do
-        (read a hole after a recovery, lift the guard) is carried out right after the round, not at the
-        connection's next frame."""
-        admitted = self.session.admit(delivery)
-        if not self._effects_soon and self.session.has_effects:
-            self._effects_soon = True
-            asyncio.get_running_loop().call_soon(self._run_admitted_effects)
-        return admitted
-
-    def _run_admitted_effects(self) -> None:
-        self._effects_soon = False
-        try:
-            self._run_effects()
-        except Exception:
-            self._effect_failed()
 
     def _send(self, effect: Send) -> None:
         connection = self.connection
@@ -269,8 +250,23 @@ class SessionDriver:
     def _interest_applied(self, ticket: int, retained: list[bytes], waits: list[asyncio.Future[None]]) -> None:
         if self.spans is not None:
             self.spans.subscribed(ticket)
-        # Not all applied: the wait for them timed out (the confirm gates' bound).
-        self.session.interest_applied(ticket, retained, confirmed=all(wait.done() for wait in waits))
+        pending = [wait for wait in waits if not wait.done()]  # the wait for them timed out (the gates' bound)
+        self.session.interest_applied(ticket, retained, confirmed=not pending)
+        if pending:
+            self._when_all_done(pending, lambda: self._answer_later(lambda: self.session.interest_confirmed(ticket)))
+
+    @staticmethod
+    def _when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None]) -> None:
+        remaining = len(futures)
+
+        def done(_: asyncio.Future[None]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if not remaining:
+                then()
+
+        for future in futures:
+            future.add_done_callback(done)
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)

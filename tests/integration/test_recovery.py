@@ -323,16 +323,19 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
 
 class LateInterest(grpc.aio.StreamStreamClientInterceptor):
     """On the edge's channel to the push service: while `delay` is set, the edge stream's interest
-    changes reach the push service that much later (a push service slow to apply them)."""
+    changes reach the push service that much later (a push service slow to apply them); `released` is
+    set when one goes on."""
 
     def __init__(self) -> None:
         self.delay = 0.0
+        self.released = asyncio.Event()
 
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
         async def late():  # type: ignore[no-untyped-def]
             async for request in request_iterator:
                 if self.delay and request.add_topics:
                     await asyncio.sleep(self.delay)
+                    self.released.set()
                 yield request
 
         return await continuation(client_call_details, late())
@@ -361,37 +364,29 @@ async def edge_in_this_process(push_address: str, interceptor: grpc.aio.ClientIn
 async def test_a_recovery_whose_interest_is_applied_after_its_history_read_loses_nothing(history_system: System):
     """The wait for the push service to apply a subscribe's interest is bounded (the confirm timeout);
     past it, history is read and the client told it recovered. What is published between that read
-    and the push service applying the interest reaches the edge by neither: the edge reads that hole
-    when the stream goes on past it, before the stream goes on."""
+    and the push service applying the interest reaches the edge by neither path: the edge reads history
+    again once the interest is applied, and sends it, though nothing more is published."""
     late = LateInterest()
     async with PushClient(history_system.push_address) as push, edge_in_this_process(
             history_system.push_address, late, subscribe_confirm_timeout=0.2) as ws_url:
         for n in range(1, 6):
             published = await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
         epoch = published.epoch
-        late.delay = 2.0
+        late.delay = 3.0
         client = await WsClient.connect(ws_url)
         try:
             ack = await client.request({"type": "subscribe", "id": "s1", "data": {
                 "topics": ["stream:late"], "since": {"stream:late": {"offset": 2, "epoch": epoch}}}})
             assert ack["data"]["recovery"] == {"stream:late": {"recovered": True, "offset": 5, "epoch": epoch}}
             assert [m["id"] for m in await client.messages(3)] == ["late3", "late4", "late5"]
-            for n in range(6, 9):  # read by neither: history was read, the interest is not applied yet
+            for n in range(6, 9):
                 await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
-            await asyncio.sleep(late.delay)  # the interest reaches the push service about now
-            # Published until the stream goes on: what came before the push service applied the interest
-            # is in the hole (read from history), the rest live. The client gets them all, in order.
-            got: list[dict[str, Any]] = []
-            last = 8
-            while not got:
-                assert last < 40, "the stream never went on"
-                last += 1
-                await push.publish("stream:late", "t", {"n": last}, id=f"late{last}")
-                with contextlib.suppress(TimeoutError):
-                    got.extend(unpack([await client.recv(wait=0.5)]))
-            while got[-1]["id"] != f"late{last}":
-                got.extend(unpack([await client.recv()]))
-            assert [(m["id"], m["offset"]) for m in got] == [(f"late{n}", n) for n in range(6, last + 1)]
+            assert not late.released.is_set(), "published after the interest reached the push service: no hole"
+            got = await client.messages(3, wait=late.delay + 10)
+            assert late.released.is_set()
+            assert [(m["id"], m["offset"]) for m in got] == [(f"late{n}", n) for n in range(6, 9)]
+            await push.publish("stream:late", "t", {"n": 9}, id="late9")
+            assert [(m["id"], m["offset"]) for m in await client.messages(1)] == [("late9", 9)]
             await client.expect_silence(0.3)
         finally:
             await client.close()

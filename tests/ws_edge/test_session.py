@@ -249,56 +249,94 @@ def test_recovery_order_ack_retained_missed_then_held_live_exactly_once():
 
 
 def recovered_to(session, since, answer, confirmed=False):  # type: ignore[no-untyped-def]
-    """`t` subscribed with `since`, its interest applied (by default: its wait timed out, not confirmed),
-    history answering `answer`; the frames sent."""
+    """`t` subscribed with `since`, its interest applied (by default: the wait for it timed out, not
+    confirmed), history answering `answer`; the interest's ticket."""
     effects = subscribe(session, ["t"], {"t": {"offset": since, "epoch": "e"}})
     session.interest_applied(effects[1].ticket, confirmed=confirmed)
     session.history_read(session.effects()[0].ticket, "t", answer)
-    return frames(session.effects())
+    assert frames(session.effects())[0]["data"]["recovery"]["t"]["recovered"] is answer.recovered
+    return effects[1].ticket
 
 
-def test_a_hole_after_what_history_gave_is_read_before_the_stream_goes_on():
-    # The push service applied the topic's interest after history was read (the wait for its
-    # confirmation timed out): the stream goes on from 9 while history gave up to 5. 6..8 are read,
-    # 9 held meanwhile.
+def test_a_recovery_read_before_its_interest_was_confirmed_reads_its_seam_once_it_is():
+    # The wait for the push service to apply `t`'s interest timed out: history was read (up to 5), and
+    # the push service may apply the interest later. What is published in between (6..8) reaches the
+    # edge by neither path: the stream is held until the confirmation, then history is read again.
     session = opened()
-    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
     assert session.admit(D(9)) is False
+    assert session.effects() == []  # not before the push service has applied the interest
+    session.interest_confirmed(ticket)
     [read] = session.effects()
     assert read == ReadHistory(read.ticket, "t", Position(5, "e"))
-    assert session.admit(D(10)) is False  # held behind 9
-    session.history_read(read.ticket, "t", History(True, 10, "e", "", [D(6), D(7), D(8), D(9), D(10)]))
-    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": 6}, {"o": 7}, {"o": 8}, {"o": 9},
-                                                                        {"o": 10}]}]
+    assert session.admit(D(10)) is False
+    session.history_read(read.ticket, "t", History(True, 9, "e", "", [D(6), D(7), D(8), D(9)]))
+    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": n} for n in range(6, 11)]}]
     assert session.admit(D(10)) is False  # the floor is 10 now
     assert session.admit(D(11)) is True
     assert session.effects() == [Guard("t", False)]
+    session.interest_confirmed(ticket)  # told twice: nothing more
+    assert session.effects() == []
 
 
-def test_a_hole_between_what_history_gave_and_what_was_held_meanwhile_is_read_first():
+def test_a_quiet_topics_seam_is_read_too():
+    # Nothing published after the interest is applied: what came before it is still found and sent.
+    session = opened()
+    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    session.interest_confirmed(ticket)
+    [read] = session.effects()
+    session.history_read(read.ticket, "t", History(True, 8, "e", "", [D(6), D(7), D(8)]))
+    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": 6}, {"o": 7}, {"o": 8}]}]
+
+
+def test_a_seam_confirmed_while_history_was_read_is_read_again_at_once():
     session = opened()
     effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
     session.interest_applied(effects[1].ticket, confirmed=False)
-    [read] = session.effects()
-    # Applied after the read left: the stream comes from 9 while history answers up to 5.
-    assert [session.admit(D(9)), session.admit(D(10))] == [False, False]
-    session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    [first] = session.effects()
+    session.interest_confirmed(effects[1].ticket)  # the read may have been answered before it
+    assert session.effects() == []
+    session.history_read(first.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
     effects = session.effects()
-    assert frames(effects)[1:] == [{"type": "batch", "messages": [{"o": 3}, {"o": 4}, {"o": 5}]}]
-    [hole] = [e for e in effects if isinstance(e, ReadHistory)]
-    assert hole.since == Position(5, "e")
-    assert session.admit(D(11)) is False
-    session.history_read(hole.ticket, "t", History(True, 9, "e", "", [D(6), D(7), D(8), D(9)]))
-    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": n} for n in range(6, 12)]}]
+    assert [f["type"] for f in frames(effects)] == ["ack", "batch"]
+    assert [e.since for e in effects if isinstance(e, ReadHistory)] == [Position(5, "e")]
 
 
-def test_a_confirmed_subscribes_seam_is_exact_and_a_later_skip_is_the_edges_to_fill():
+def test_a_subscribe_for_a_topic_whose_earlier_interest_is_unconfirmed_waits_for_it_too():
+    # The URL's `t` was applied unconfirmed; a subscribe{since} for it (the browser client sends one on
+    # open) adds no interest of its own, yet its history read may predate the push service's.
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["t"], {}, wall=0.0)
+    session.effects()
+    session.admitted()
+    [add] = [e for e in session.effects() if isinstance(e, AddInterest)]
+    session.interest_applied(add.ticket, confirmed=False)
+    session.effects()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    [read] = [e for e in effects if isinstance(e, ReadHistory)]
+    session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    session.effects()
+    assert session.admit(D(9)) is False
+    session.interest_confirmed(add.ticket)
+    assert [e.since for e in session.effects() if isinstance(e, ReadHistory)] == [Position(5, "e")]
+
+
+def test_a_confirmed_subscribes_seam_is_exact_and_not_read_again():
     # Confirmed before the read, the stream went on from what history gave: a skip after it is a gap
-    # of the edge's stream, which the delivery pump fills or tells (ws_edge/delivery.py), not a hole.
+    # of the edge's stream, which the delivery pump fills or tells (ws_edge/delivery.py).
     session = opened()
     recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]), confirmed=True)
     assert session.admit(D(9)) is True
     assert session.effects() == [Guard("t", False)]
+
+
+def test_a_failed_recovery_is_not_read_again():
+    # The client was told it did not recover: nothing was promised, the stream goes on as it comes.
+    session = opened()
+    ticket = recovered_to(session, 2, History(False, 0, "", "history unavailable"))
+    session.interest_confirmed(ticket)
+    assert session.effects() == []
+    assert session.admit(D(9)) is True
 
 
 @pytest.mark.parametrize(("answer", "told", "then"), [
@@ -307,10 +345,11 @@ def test_a_confirmed_subscribes_seam_is_exact_and_a_later_skip_is_the_edges_to_f
     # History lost 6..8 ("too old", and the topic is at 10): told 10, so what is held is behind it.
     (History(False, 10, "e", "too old"), 10, []),
 ])
-def test_a_hole_history_cannot_fill_is_told_once_and_the_stream_goes_on(answer, told, then):  # type: ignore[no-untyped-def]
+def test_a_seam_history_cannot_give_is_told_once_and_the_stream_goes_on(answer, told, then):  # type: ignore[no-untyped-def]
     session = opened()
-    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
     assert session.admit(D(9)) is False
+    session.interest_confirmed(ticket)
     [read] = session.effects()
     assert session.admit(D(10)) is False
     session.history_read(read.ticket, "t", answer)
@@ -319,24 +358,15 @@ def test_a_hole_history_cannot_fill_is_told_once_and_the_stream_goes_on(answer, 
     assert sent[0] == {"type": "recovery", "timestamp": 7, "data": {
         "topic": "t", "recovered": False, "offset": told, "epoch": "e", "reason": answer.reason}}
     assert sent[1:] == then
-    # Told once: a later skip is not read again (the client knows it must re-sync).
     assert session.admit(D(13)) is True
     assert session.effects() == [Guard("t", False)]
 
 
-def test_a_hole_after_a_recovery_that_failed_is_not_read():
-    # The client was told it did not recover: nothing was promised, the stream goes on as it comes.
-    session = opened()
-    recovered_to(session, 2, History(False, 0, "", "history unavailable"))
-    assert session.admit(D(9)) is True
-    assert session.effects() == [Guard("t", False)]
-
-
 @pytest.mark.parametrize("meanwhile", ["unsubscribe", "subscribe again", "close"])
-def test_a_hole_read_answered_after_the_topic_changed_hands_sends_nothing(meanwhile):  # type: ignore[no-untyped-def]
+def test_a_seam_read_answered_after_the_topic_changed_hands_sends_nothing(meanwhile):  # type: ignore[no-untyped-def]
     session = opened()
-    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    assert session.admit(D(9)) is False
+    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    session.interest_confirmed(ticket)
     [read] = session.effects()
     session.receive(orjson.dumps({"type": "unsubscribe", "id": "u1", "data": {"topics": ["t"]}}), now=2.0, wall=2.0)
     if meanwhile == "subscribe again":

@@ -54,15 +54,6 @@ def stitch(missed: Iterable[DeliveryLike], live: Iterable[DeliveryLike], since: 
     return frames
 
 
-def first_skip(held: Sequence[DeliveryLike], floor: tuple[int, str]) -> int | None:
-    """Where `held` skips offsets after `floor`: the index of its first delivery past the floor, if
-    that one does not continue it (None: it does, or none comes)."""
-    for index, delivery in enumerate(held):
-        if delivery.offset and delivery.epoch == floor[1] and delivery.offset > floor[0]:
-            return index if delivery.offset > floor[0] + 1 else None
-    return None
-
-
 def in_frames(envelopes: list[bytes]) -> list[bytes]:
     """Envelopes as frames of the guide's batches (at most 10 each; a lone one as itself)."""
     return [batch_frame(envelopes[i:i + MAX_FRAME_MESSAGES]) for i in range(0, len(envelopes), MAX_FRAME_MESSAGES)]

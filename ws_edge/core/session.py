@@ -52,7 +52,7 @@ from .frames import (
 )
 from .hooks import NO_HOOKS, Hook, HookAnswer, HookCall, HookRules
 from .ratelimit import TokenBucket
-from .recovery import Position, first_skip, in_frames, positions_field, recovery_report, stitch
+from .recovery import Position, in_frames, positions_field, recovery_report, stitch
 from .sequencer import DeliveryLike
 
 
@@ -222,11 +222,11 @@ class _Recovery:
 
     held: list[DeliveryLike] | None = field(default_factory=list)
     floor: tuple[int, str] | None = None
-    # The client was told it recovered up to the floor from a history read made before the push service
-    # confirmed the topic's interest (the wait timed out), so it may have applied it later: a stream
-    # that goes on past the floor's next offset skipped what was published between the read and
-    # then. That hole is read (once), the stream held meanwhile. (Confirmed first, the seam is exact.)
-    check_seam: bool = False
+    # Recovered from a history read made before the push service confirmed the topic's interest (the
+    # wait for it timed out): what is published between that read and the push service applying the
+    # interest reaches the edge by neither path. The stream is held from the release until the
+    # interest is confirmed, then history is read again from the floor (`_read_seam`).
+    awaiting_confirmation: bool = False
 
 
 @dataclass(slots=True)
@@ -301,7 +301,9 @@ class Session:
         self._now_ms = clock_ms  # the frames' `timestamp` (Unix ms); injected so tests can pin it
         self._effects: list[Effect] = []
         self._recoveries: dict[str, _Recovery] = {}
-        self._hole_reads: dict[int, tuple[str, _Recovery]] = {}  # ticket -> the topic whose hole it reads
+        # Interest changes whose wait timed out, until the push service confirms them: ticket -> topics.
+        self._unconfirmed: dict[int, tuple[str, ...]] = {}
+        self._seam_reads: dict[int, tuple[str, _Recovery]] = {}  # ticket -> the topic whose seam it reads
         self._pending: tuple[int, _Subscribe | ClientMessage | _Publish | _Rpc] | None = None  # the frame being handled
         self._deadlines = Deadlines(rules.refresh_notice)
         self._connect_ticket: int | None = None  # the Connect hook's call, while it decides
@@ -321,11 +323,6 @@ class Session:
         """What must happen now, in order; taken once."""
         effects, self._effects = self._effects, []
         return effects
-
-    @property
-    def has_effects(self) -> bool:
-        """Effects wait to be taken (asked after `admit`, which the router calls, not the driver)."""
-        return bool(self._effects)
 
     @property
     def accepting(self) -> bool:
@@ -850,8 +847,11 @@ class Session:
                 op.holding[topic] = self._guard(topic)
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = (), confirmed: bool = True) -> None:
-        """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out."""
+        """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out
+        (then `interest_confirmed` follows when it does)."""
         if (server := self._server_subscribes.pop(ticket, None)) is not None:
+            if not confirmed:
+                self._unconfirmed[ticket] = server.new
             self._ack(None, {"type": "subscribe", "topics": server.topics, "server": True})
             for frame in retained:
                 self._send(frame)
@@ -863,6 +863,8 @@ class Session:
             return
         op.retained = list(retained)
         op.confirmed = confirmed
+        if not confirmed:
+            self._unconfirmed[ticket] = op.new
         if op.since and op.retained:
             self._hold_new_topics(op)  # the history reads take time: keep the retained state first
         self._read_histories(ticket, op)
@@ -874,9 +876,21 @@ class Session:
         for topic, position in op.since.items():
             self._effects.append(ReadHistory(ticket, topic, position))
 
+    def interest_confirmed(self, ticket: int) -> None:
+        """The push service applied, late, the interest of `ticket` whose wait had timed out: from now on
+        its topics' messages reach the edge live. A topic recovered meanwhile reads its seam now."""
+        for topic in self._unconfirmed.pop(ticket, ()):
+            recovery = self._recoveries.get(topic)
+            if (self.phase is not Phase.CLOSED and recovery is not None and recovery.awaiting_confirmation
+                    and not self._is_unconfirmed(topic)):
+                self._read_seam(topic, recovery)
+
+    def _is_unconfirmed(self, topic: str) -> bool:
+        return any(topic in topics for topics in self._unconfirmed.values())
+
     def history_read(self, ticket: int, topic: str, answer: HistoryAnswer) -> None:
-        if (hole := self._hole_reads.pop(ticket, None)) is not None:
-            self._hole_filled(*hole, answer)
+        if (seam := self._seam_reads.pop(ticket, None)) is not None:
+            self._seam_read(*seam, answer)
             return
         op = self._pending_op(ticket)
         if op is None or topic not in op.since:
@@ -910,7 +924,10 @@ class Session:
         for frame in op.retained:
             self._send(frame)
         for topic, since in op.since.items():
-            self._release(topic, since, op.reads[topic], check_seam=not op.confirmed)
+            # Read before its interest was confirmed (by this subscribe's wait, or an earlier one's still
+            # pending): the seam is read again once it is (at once if it is by now).
+            unconfirmed = (not op.confirmed and topic in op.new) or self._is_unconfirmed(topic)
+            self._release(topic, since, op.reads[topic], await_confirmation=unconfirmed)
         for topic, hold in op.holding.items():
             self._release_held(topic, hold)
         if op.rejected is not None:
@@ -933,26 +950,24 @@ class Session:
         told = Position(answer.offset, answer.epoch) if answer.epoch else since
         return recovery_report(answer.recovered, told.offset, told.epoch, answer.reason)
 
-    def _release(self, topic: str, since: Position, answer: HistoryAnswer, check_seam: bool = False) -> None:
+    def _release(self, topic: str, since: Position, answer: HistoryAnswer, await_confirmation: bool = False) -> None:
         """The missed messages, then the live ones held meanwhile that come after them; then a floor
         at the newest position the client has, so that older deliveries still on their way are dropped.
-        `check_seam` (see `_Recovery`): held ones that skip past what history gave wait for the hole's read."""
+        `await_confirmation` (see `_Recovery`): the stream is held again until the seam is read."""
         recovery = self._recoveries.get(topic)
         if recovery is None:  # unsubscribed meanwhile
             return
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
         told = self._told(answer, since)
-        newest = max([told.offset, *(d.offset for d in missed if d.offset and d.epoch == told.epoch)])
-        recovery.check_seam = check_seam and answer.recovered
-        skip = first_skip(held, (newest, told.epoch)) if recovery.check_seam else None
-        sent = held if skip is None else held[:skip]
-        for frame in in_frames(stitch(missed, sent, told)):
+        for frame in in_frames(stitch(missed, held, told)):
             self._send(frame)
-        newest = max([newest, *(d.offset for d in sent if d.offset and d.epoch == told.epoch)])
+        newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
-        if skip is not None:
-            self._read_hole(topic, recovery, held[skip:])
+        if await_confirmation and answer.recovered:
+            recovery.held, recovery.awaiting_confirmation = [], True
+            if not self._is_unconfirmed(topic):  # confirmed while history was read: the read may predate it
+                self._read_seam(topic, recovery)
 
     def _release_held(self, topic: str, hold: _Recovery) -> None:
         """The live deliveries `hold` kept while a subscribe was answered, in their order; then no guard.
@@ -984,27 +999,23 @@ class Session:
             recovery.held.append(delivery)
             return False
         floor = recovery.floor
-        if floor is not None and delivery.offset and delivery.epoch == floor[1]:
-            if delivery.offset <= floor[0]:
-                return False
-            if recovery.check_seam and delivery.offset > floor[0] + 1:
-                self._read_hole(delivery.topic, recovery, [delivery])
-                return False
+        if floor is not None and delivery.offset and delivery.epoch == floor[1] and delivery.offset <= floor[0]:
+            return False
         self._unguard(delivery.topic)  # a newer message passed: nothing older can come any more
         return True
 
-    def _read_hole(self, topic: str, recovery: _Recovery, held: list[DeliveryLike]) -> None:
-        """The stream skipped what came after the floor: read it, holding the stream meanwhile (once)."""
+    def _read_seam(self, topic: str, recovery: _Recovery) -> None:
+        """History from the floor, now that every later message reaches the edge live (held meanwhile)."""
         assert recovery.floor is not None
-        recovery.check_seam = False
-        recovery.held = held
+        recovery.awaiting_confirmation = False
         ticket = next(_tickets)
-        self._hole_reads[ticket] = (topic, recovery)
+        self._seam_reads[ticket] = (topic, recovery)
         self._effects.append(ReadHistory(ticket, topic, Position(*recovery.floor)))
 
-    def _hole_filled(self, topic: str, recovery: _Recovery, answer: HistoryAnswer) -> None:
-        """The hole's messages, then the stream held meanwhile; if history cannot give them, the client
-        is told (a `recovery` frame, as for the edge's own gaps) and the stream goes on."""
+    def _seam_read(self, topic: str, recovery: _Recovery, answer: HistoryAnswer) -> None:
+        """What was published between the recovery's read and the interest's confirmation, then the
+        stream held meanwhile; if history cannot say, the client is told (a `recovery` frame, as for the
+        edge's own gaps) and the stream goes on."""
         if self.phase is Phase.CLOSED or self._recoveries.get(topic) is not recovery or recovery.floor is None:
             return  # closed, or unsubscribed meanwhile (maybe subscribed again: that has its own)
         since = Position(*recovery.floor)
