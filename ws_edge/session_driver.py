@@ -253,7 +253,16 @@ class SessionDriver:
         pending = [wait for wait in waits if not wait.done()]  # the wait for them timed out (the gates' bound)
         self.session.interest_applied(ticket, retained, confirmed=not pending)
         if pending:
-            self._when_all_done(pending, lambda: self._answer_later(lambda: self.session.interest_confirmed(ticket)))
+            # A recovery's history read waits for them (core/session.py `_read_histories`): as long again.
+            overdue = asyncio.get_running_loop().call_later(
+                self.edge.settings.subscribe_confirm_timeout, self._answer_later,
+                lambda: self.session.interest_overdue(ticket))
+
+            def confirmed() -> None:
+                overdue.cancel()
+                self._answer_later(lambda: self.session.interest_confirmed(ticket))
+
+            self._when_all_done(pending, confirmed)
 
     @staticmethod
     def _when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None]) -> None:

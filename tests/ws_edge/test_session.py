@@ -248,63 +248,42 @@ def test_recovery_order_ack_retained_missed_then_held_live_exactly_once():
     assert session.admit(D(8)) is True
 
 
-def recovered_to(session, since, answer, confirmed=False):  # type: ignore[no-untyped-def]
-    """`t` subscribed with `since`, its interest applied (by default: the wait for it timed out, not
-    confirmed), history answering `answer`; the interest's ticket."""
-    effects = subscribe(session, ["t"], {"t": {"offset": since, "epoch": "e"}})
-    session.interest_applied(effects[1].ticket, confirmed=confirmed)
-    session.history_read(session.effects()[0].ticket, "t", answer)
-    assert frames(session.effects())[0]["data"]["recovery"]["t"]["recovered"] is answer.recovered
-    return effects[1].ticket
-
-
-def test_a_recovery_read_before_its_interest_was_confirmed_reads_its_seam_once_it_is():
-    # The wait for the push service to apply `t`'s interest timed out: history was read (up to 5), and
-    # the push service may apply the interest later. What is published in between (6..8) reaches the
-    # edge by neither path: the stream is held until the confirmation, then history is read again.
-    session = opened()
-    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    assert session.admit(D(9)) is False
-    assert session.effects() == []  # not before the push service has applied the interest
-    session.interest_confirmed(ticket)
-    [read] = session.effects()
-    assert read == ReadHistory(read.ticket, "t", Position(5, "e"))
-    assert session.admit(D(10)) is False
-    session.history_read(read.ticket, "t", History(True, 9, "e", "", [D(6), D(7), D(8), D(9)]))
-    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": n} for n in range(6, 11)]}]
-    assert session.admit(D(10)) is False  # the floor is 10 now
-    assert session.admit(D(11)) is True
-    assert session.effects() == [Guard("t", False)]
-    session.interest_confirmed(ticket)  # told twice: nothing more
-    assert session.effects() == []
-
-
-def test_a_quiet_topics_seam_is_read_too():
-    # Nothing published after the interest is applied: what came before it is still found and sent.
-    session = opened()
-    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    session.interest_confirmed(ticket)
-    [read] = session.effects()
-    session.history_read(read.ticket, "t", History(True, 8, "e", "", [D(6), D(7), D(8)]))
-    assert frames(session.effects()) == [{"type": "batch", "messages": [{"o": 6}, {"o": 7}, {"o": 8}]}]
-
-
-def test_a_seam_confirmed_while_history_was_read_is_read_again_at_once():
+def test_a_recovery_reads_history_once_the_push_service_has_applied_its_interest():
+    # The wait for the push service to apply `t`'s interest timed out. Read now, history could miss
+    # what is published before the push service applies it, which would not come live either.
     session = opened()
     effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
     session.interest_applied(effects[1].ticket, confirmed=False)
-    [first] = session.effects()
-    session.interest_confirmed(effects[1].ticket)  # the read may have been answered before it
+    assert session.effects() == []  # no read yet
+    assert session.admit(D(9)) is False  # held, as during any recovery
+    session.interest_confirmed(effects[1].ticket)
+    [read] = session.effects()
+    assert read == ReadHistory(effects[1].ticket, "t", Position(2, "e"))
+    session.history_read(read.ticket, "t", History(True, 8, "e", "", [D(n) for n in range(3, 9)]))
+    sent = frames(session.effects())
+    assert sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 8, "epoch": "e"}}
+    assert sent[1:] == [{"type": "batch", "messages": [{"o": n} for n in range(3, 10)]}]
+    session.interest_overdue(effects[1].ticket)  # its timer, late: nothing
     assert session.effects() == []
-    session.history_read(first.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    effects = session.effects()
-    assert [f["type"] for f in frames(effects)] == ["ack", "batch"]
-    assert [e.since for e in effects if isinstance(e, ReadHistory)] == [Position(5, "e")]
+
+
+def test_a_recovery_past_the_longer_wait_is_not_recovered_and_keeps_the_clients_position():
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket, confirmed=False)
+    assert session.admit(D(9)) is False
+    session.interest_overdue(effects[1].ticket)
+    sent = frames(session.effects())
+    assert sent[0]["data"]["recovery"] == {"t": {
+        "recovered": False, "offset": 2, "epoch": "e", "reason": "the push service did not take the subscription in time"}}
+    assert sent[1:] == [{"o": 9}]
+    session.interest_confirmed(effects[1].ticket)  # later: nothing more
+    assert session.effects() == []
 
 
 def test_a_subscribe_for_a_topic_whose_earlier_interest_is_unconfirmed_waits_for_it_too():
     # The URL's `t` was applied unconfirmed; a subscribe{since} for it (the browser client sends one on
-    # open) adds no interest of its own, yet its history read may predate the push service's.
+    # open) adds no interest of its own, yet its read must wait for the push service's all the same.
     session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
     session.open(None, ["t"], {}, wall=0.0)
     session.effects()
@@ -312,71 +291,23 @@ def test_a_subscribe_for_a_topic_whose_earlier_interest_is_unconfirmed_waits_for
     [add] = [e for e in session.effects() if isinstance(e, AddInterest)]
     session.interest_applied(add.ticket, confirmed=False)
     session.effects()
-    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
-    [read] = [e for e in effects if isinstance(e, ReadHistory)]
-    session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    session.effects()
-    assert session.admit(D(9)) is False
+    effects = subscribe(session, ["t", "u"], {"t": {"offset": 2, "epoch": "e"}, "u": {"offset": 1, "epoch": "e"}})
+    [add_u] = [e for e in effects if isinstance(e, AddInterest)]
+    assert add_u.topics == ("u",)
+    session.interest_applied(add_u.ticket)  # `u`'s own is confirmed: read at once; `t` waits
+    assert [(e.topic, e.since) for e in session.effects()] == [("u", Position(1, "e"))]
     session.interest_confirmed(add.ticket)
-    assert [e.since for e in session.effects() if isinstance(e, ReadHistory)] == [Position(5, "e")]
+    assert [(e.topic, e.since) for e in session.effects()] == [("t", Position(2, "e"))]
 
 
-def test_a_confirmed_subscribes_seam_is_exact_and_not_read_again():
-    # Confirmed before the read, the stream went on from what history gave: a skip after it is a gap
-    # of the edge's stream, which the delivery pump fills or tells (ws_edge/delivery.py).
+def test_a_recovery_waiting_for_its_interest_ends_with_the_connection():
     session = opened()
-    recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]), confirmed=True)
-    assert session.admit(D(9)) is True
-    assert session.effects() == [Guard("t", False)]
-
-
-def test_a_failed_recovery_is_not_read_again():
-    # The client was told it did not recover: nothing was promised, the stream goes on as it comes.
-    session = opened()
-    ticket = recovered_to(session, 2, History(False, 0, "", "history unavailable"))
-    session.interest_confirmed(ticket)
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket, confirmed=False)
+    session.closed_by_peer()
+    session.effects()  # its guards lifted
+    session.interest_confirmed(effects[1].ticket)
     assert session.effects() == []
-    assert session.admit(D(9)) is True
-
-
-@pytest.mark.parametrize(("answer", "told", "then"), [
-    # History cannot be asked: the client is told its own position; the held stream follows it.
-    (History(False, 0, "", "history unavailable"), 5, [{"type": "batch", "messages": [{"o": 9}, {"o": 10}]}]),
-    # History lost 6..8 ("too old", and the topic is at 10): told 10, so what is held is behind it.
-    (History(False, 10, "e", "too old"), 10, []),
-])
-def test_a_seam_history_cannot_give_is_told_once_and_the_stream_goes_on(answer, told, then):  # type: ignore[no-untyped-def]
-    session = opened()
-    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    assert session.admit(D(9)) is False
-    session.interest_confirmed(ticket)
-    [read] = session.effects()
-    assert session.admit(D(10)) is False
-    session.history_read(read.ticket, "t", answer)
-    sent = frames(session.effects())
-    assert sent[0].pop("id").startswith("recovery_")
-    assert sent[0] == {"type": "recovery", "timestamp": 7, "data": {
-        "topic": "t", "recovered": False, "offset": told, "epoch": "e", "reason": answer.reason}}
-    assert sent[1:] == then
-    assert session.admit(D(13)) is True
-    assert session.effects() == [Guard("t", False)]
-
-
-@pytest.mark.parametrize("meanwhile", ["unsubscribe", "subscribe again", "close"])
-def test_a_seam_read_answered_after_the_topic_changed_hands_sends_nothing(meanwhile):  # type: ignore[no-untyped-def]
-    session = opened()
-    ticket = recovered_to(session, 2, History(True, 5, "e", "", [D(3), D(4), D(5)]))
-    session.interest_confirmed(ticket)
-    [read] = session.effects()
-    session.receive(orjson.dumps({"type": "unsubscribe", "id": "u1", "data": {"topics": ["t"]}}), now=2.0, wall=2.0)
-    if meanwhile == "subscribe again":
-        session.effects()
-        subscribe(session, ["t"], {"t": {"offset": 9, "epoch": "e"}}, id_="s2")
-    elif meanwhile == "close":
-        session.closed_by_peer()
-    session.effects()
-    session.history_read(read.ticket, "t", History(True, 9, "e", "", [D(6), D(7), D(8), D(9)]))
-    assert frames(session.effects()) == []
 
 
 def test_a_failed_history_read_keeps_the_clients_position_and_sets_a_floor():
@@ -556,7 +487,8 @@ def envelope(topic: str, offset: int) -> D:
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)  # the same examples on every run (CI)
-@given(st.lists(st.tuples(_FRAME, st.sampled_from(["answer", "fail", "late"])), max_size=12))
+@given(st.lists(st.tuples(_FRAME, st.sampled_from(["answer", "fail", "late", "unconfirmed", "overdue"])),
+                max_size=12))
 def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  # type: ignore[no-untyped-def]
     """Whatever a client sends and however the backends answer: the session never raises, never
     closes, and every frame it sends is one the protocol document describes (docs/asyncapi.yaml),
@@ -579,10 +511,17 @@ def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  
                     for topic in effect.topics:
                         session.admit(envelope(topic, 4))
                 retained = [envelope(t, 1).frame for t in effect.topics] if outcome == "late" else []
-                session.interest_applied(effect.ticket, retained)
+                if outcome in ("unconfirmed", "overdue"):  # the wait timed out; the push service is late
+                    session.interest_applied(effect.ticket, retained, confirmed=False)
+                    pending.extend(session.effects())
+                    for topic in effect.topics:
+                        session.admit(envelope(topic, 4))
+                    (session.interest_confirmed if outcome == "unconfirmed" else session.interest_overdue)(effect.ticket)
+                else:
+                    session.interest_applied(effect.ticket, retained)
             elif isinstance(effect, ReadHistory):
                 answer = History(True, 3, "e", "", [envelope(effect.topic, 2), envelope(effect.topic, 3)]) \
-                    if outcome == "answer" else History(
+                    if outcome in ("answer", "unconfirmed", "overdue") else History(
                     False, 0, "" if outcome == "fail" else "new", "history unavailable")
                 session.history_read(effect.ticket, effect.topic, answer)
             elif isinstance(effect, RunHandler):

@@ -1,5 +1,5 @@
-"""The session driver carries out what the session asks, including what `admit` asks while the router
-fans a round out (no event of the connection's own follows it): a hole after a recovery is read at once."""
+"""The session driver carries out what the session asks, and tells it what the push service did: here,
+that an interest whose wait timed out was applied after all, or is overdue."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import orjson
 
 from tests.support.deliveries import D
 from tests.ws_edge.test_session import History, rules
+from ws_edge.config import EdgeSettings
 from ws_edge.core.recovery import Position
 from ws_edge.core.session import Session
 from ws_edge.session_driver import SessionDriver
@@ -35,6 +36,7 @@ class Edge:
     router: Router = field(default_factory=Router)
     reads: list[tuple[str, Position | None]] = field(default_factory=list)
     applied: list[asyncio.Future[None]] = field(default_factory=list)
+    settings: EdgeSettings = field(default_factory=lambda: EdgeSettings(subscribe_confirm_timeout=0.2))
 
     def add_interest(self, connection, topics):  # type: ignore[no-untyped-def]
         self.applied.append(asyncio.get_running_loop().create_future())
@@ -65,8 +67,8 @@ async def turns(n: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_recovery_read_before_the_push_service_applied_its_interest_reads_its_seam_when_it_has():
-    edge = Edge([History(True, 5, "e", "", [D(3), D(4), D(5)]), History(True, 8, "e", "", [D(6), D(7), D(8)])])
+def connected(edge: Edge) -> SessionDriver:
+    """A driven session that subscribed `t` from position 2."""
     session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
     connection = Connection()
     driver = SessionDriver(edge, session, connection)  # type: ignore[arg-type]
@@ -77,12 +79,24 @@ async def test_a_recovery_read_before_the_push_service_applied_its_interest_read
     session.receive(orjson.dumps({"type": "subscribe", "id": "s1", "data": {
         "topics": ["t"], "since": {"t": {"offset": 2, "epoch": "e"}}}}), now=1.0, wall=1.0)
     driver._run_effects()
+    return driver
+
+
+async def test_a_recovery_reads_history_when_the_push_service_applies_its_interest_after_the_gate_opened():
+    edge = Edge([History(True, 8, "e", "", [D(n) for n in range(3, 9)])])
+    connection = connected(edge).connection
+    await turns()
+    assert edge.reads == [] and connection.sent == []  # the gate opened, the interest is not applied
+    edge.applied[0].set_result(None)  # the push service applied it, late
     await turns()
     assert edge.reads == [("t", Position(2, "e"))]
-    assert connection.sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 5, "epoch": "e"}}
-    assert connection.sent[1:] == [{"type": "batch", "messages": [{"o": 3}, {"o": 4}, {"o": 5}]}]
-    del connection.sent[:]
-    edge.applied[0].set_result(None)  # the push service applied the interest, late
-    await turns()
-    assert edge.reads[1:] == [("t", Position(5, "e"))]
-    assert connection.sent == [{"type": "batch", "messages": [{"o": 6}, {"o": 7}, {"o": 8}]}]
+    assert connection.sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 8, "epoch": "e"}}
+    assert connection.sent[1:] == [{"type": "batch", "messages": [{"o": n} for n in range(3, 9)]}]
+
+
+async def test_a_recovery_whose_interest_is_not_applied_in_twice_the_gates_bound_is_not_recovered():
+    edge = Edge([])
+    connection = connected(edge).connection
+    await asyncio.sleep(edge.settings.subscribe_confirm_timeout + 0.1)
+    assert edge.reads == []
+    assert connection.sent[0]["data"]["recovery"]["t"]["recovered"] is False

@@ -66,6 +66,20 @@ class HistoryAnswer(Protocol):
     publications: Sequence[DeliveryLike]
 
 
+@dataclass(frozen=True, slots=True)
+class _Unread:
+    """A recovery's answer when history was not read (see `Session._read_histories`)."""
+
+    reason: str
+    recovered: bool = False
+    offset: int = 0
+    epoch: str = ""  # none: the client is told to keep its own position
+    publications: Sequence[DeliveryLike] = ()
+
+
+_NOT_CONFIRMED = _Unread("the push service did not take the subscription in time")
+
+
 # --- effects ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +236,6 @@ class _Recovery:
 
     held: list[DeliveryLike] | None = field(default_factory=list)
     floor: tuple[int, str] | None = None
-    # Recovered from a history read made before the push service confirmed the topic's interest (the
-    # wait for it timed out): what is published between that read and the push service applying the
-    # interest reaches the edge by neither path. The stream is held from the release until the
-    # interest is confirmed, then history is read again from the floor (`_read_seam`).
-    awaiting_confirmation: bool = False
-
 
 @dataclass(slots=True)
 class _ServerSubscribe:
@@ -259,7 +267,8 @@ class _Subscribe:
     refusals: dict[str, HookAnswer] = field(default_factory=dict)
     join_leave: bool = False  # the topics' join/leave events asked for (data.join_leave)
     new: tuple[str, ...] = ()  # the topics this subscribe adds (its AddInterest)
-    confirmed: bool = True  # the push service applied its interest before its histories were read
+    # Positions whose history read waits for the push service to confirm the topic's interest.
+    deferred: set[str] = field(default_factory=set)
     # New topics whose live deliveries wait for the answer, each with the hold it made (released only
     # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
     holding: dict[str, _Recovery] = field(default_factory=dict)
@@ -301,9 +310,10 @@ class Session:
         self._now_ms = clock_ms  # the frames' `timestamp` (Unix ms); injected so tests can pin it
         self._effects: list[Effect] = []
         self._recoveries: dict[str, _Recovery] = {}
-        # Interest changes whose wait timed out, until the push service confirms them: ticket -> topics.
+        # Interest changes whose wait timed out, until the push service confirms them: ticket -> topics;
+        # those past the longer wait a recovery allows (`interest_overdue`).
         self._unconfirmed: dict[int, tuple[str, ...]] = {}
-        self._seam_reads: dict[int, tuple[str, _Recovery]] = {}  # ticket -> the topic whose seam it reads
+        self._overdue: set[int] = set()
         self._pending: tuple[int, _Subscribe | ClientMessage | _Publish | _Rpc] | None = None  # the frame being handled
         self._deadlines = Deadlines(rules.refresh_notice)
         self._connect_ticket: int | None = None  # the Connect hook's call, while it decides
@@ -847,8 +857,8 @@ class Session:
                 op.holding[topic] = self._guard(topic)
 
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = (), confirmed: bool = True) -> None:
-        """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out
-        (then `interest_confirmed` follows when it does)."""
+        """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out:
+        then `interest_confirmed` follows when it does, or `interest_overdue` first."""
         if (server := self._server_subscribes.pop(ticket, None)) is not None:
             if not confirmed:
                 self._unconfirmed[ticket] = server.new
@@ -862,7 +872,6 @@ class Session:
         if op is None:
             return
         op.retained = list(retained)
-        op.confirmed = confirmed
         if not confirmed:
             self._unconfirmed[ticket] = op.new
         if op.since and op.retained:
@@ -870,30 +879,48 @@ class Session:
         self._read_histories(ticket, op)
 
     def _read_histories(self, ticket: int, op: _Subscribe) -> None:
+        """A recovery's history is read once the push service has applied the topic's interest: read
+        before, what is published between the read and the application would reach the edge by neither
+        path. Until then (by this subscribe's change, or an earlier one of the topic still unconfirmed)
+        the read waits; past the longer wait, the topic is not recovered, and the client keeps its position."""
         if not op.since:
             self._finish_subscribe(op)
             return
-        for topic, position in op.since.items():
-            self._effects.append(ReadHistory(ticket, topic, position))
+        op.deferred = set(op.since)
+        self._read_confirmed(ticket, op)
+
+    def _read_confirmed(self, ticket: int, op: _Subscribe) -> None:
+        for topic in [t for t in op.since if t in op.deferred]:
+            waits = [t for t, topics in self._unconfirmed.items() if topic in topics]
+            if waits and not self._overdue.issuperset(waits):
+                continue
+            op.deferred.discard(topic)
+            if waits:
+                op.reads[topic] = _NOT_CONFIRMED
+            else:
+                self._effects.append(ReadHistory(ticket, topic, op.since[topic]))
+        if len(op.reads) == len(op.since):
+            self._finish_subscribe(op)
 
     def interest_confirmed(self, ticket: int) -> None:
-        """The push service applied, late, the interest of `ticket` whose wait had timed out: from now on
-        its topics' messages reach the edge live. A topic recovered meanwhile reads its seam now."""
-        for topic in self._unconfirmed.pop(ticket, ()):
-            recovery = self._recoveries.get(topic)
-            if (self.phase is not Phase.CLOSED and recovery is not None and recovery.awaiting_confirmation
-                    and not self._is_unconfirmed(topic)):
-                self._read_seam(topic, recovery)
+        """The push service applied, late, the interest of `ticket` whose wait had timed out."""
+        self._unconfirmed.pop(ticket, None)
+        self._overdue.discard(ticket)
+        self._read_deferred()
 
-    def _is_unconfirmed(self, topic: str) -> bool:
-        return any(topic in topics for topics in self._unconfirmed.values())
+    def interest_overdue(self, ticket: int) -> None:
+        """The push service has still not applied the interest of `ticket`, past the wait a recovery allows."""
+        if ticket in self._unconfirmed:
+            self._overdue.add(ticket)
+            self._read_deferred()
+
+    def _read_deferred(self) -> None:
+        if self._pending is not None and isinstance(op := self._pending[1], _Subscribe) and op.deferred:
+            self._read_confirmed(self._pending[0], op)
 
     def history_read(self, ticket: int, topic: str, answer: HistoryAnswer) -> None:
-        if (seam := self._seam_reads.pop(ticket, None)) is not None:
-            self._seam_read(*seam, answer)
-            return
         op = self._pending_op(ticket)
-        if op is None or topic not in op.since:
+        if op is None or topic not in op.since or topic in op.deferred:
             return
         op.reads[topic] = answer
         if len(op.reads) == len(op.since):
@@ -924,10 +951,7 @@ class Session:
         for frame in op.retained:
             self._send(frame)
         for topic, since in op.since.items():
-            # Read before its interest was confirmed (by this subscribe's wait, or an earlier one's still
-            # pending): the seam is read again once it is (at once if it is by now).
-            unconfirmed = (not op.confirmed and topic in op.new) or self._is_unconfirmed(topic)
-            self._release(topic, since, op.reads[topic], await_confirmation=unconfirmed)
+            self._release(topic, since, op.reads[topic])
         for topic, hold in op.holding.items():
             self._release_held(topic, hold)
         if op.rejected is not None:
@@ -950,10 +974,9 @@ class Session:
         told = Position(answer.offset, answer.epoch) if answer.epoch else since
         return recovery_report(answer.recovered, told.offset, told.epoch, answer.reason)
 
-    def _release(self, topic: str, since: Position, answer: HistoryAnswer, await_confirmation: bool = False) -> None:
+    def _release(self, topic: str, since: Position, answer: HistoryAnswer) -> None:
         """The missed messages, then the live ones held meanwhile that come after them; then a floor
-        at the newest position the client has, so that older deliveries still on their way are dropped.
-        `await_confirmation` (see `_Recovery`): the stream is held again until the seam is read."""
+        at the newest position the client has, so that older deliveries still on their way are dropped."""
         recovery = self._recoveries.get(topic)
         if recovery is None:  # unsubscribed meanwhile
             return
@@ -964,10 +987,6 @@ class Session:
             self._send(frame)
         newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
-        if await_confirmation and answer.recovered:
-            recovery.held, recovery.awaiting_confirmation = [], True
-            if not self._is_unconfirmed(topic):  # confirmed while history was read: the read may predate it
-                self._read_seam(topic, recovery)
 
     def _release_held(self, topic: str, hold: _Recovery) -> None:
         """The live deliveries `hold` kept while a subscribe was answered, in their order; then no guard.
@@ -1003,27 +1022,6 @@ class Session:
             return False
         self._unguard(delivery.topic)  # a newer message passed: nothing older can come any more
         return True
-
-    def _read_seam(self, topic: str, recovery: _Recovery) -> None:
-        """History from the floor, now that every later message reaches the edge live (held meanwhile)."""
-        assert recovery.floor is not None
-        recovery.awaiting_confirmation = False
-        ticket = next(_tickets)
-        self._seam_reads[ticket] = (topic, recovery)
-        self._effects.append(ReadHistory(ticket, topic, Position(*recovery.floor)))
-
-    def _seam_read(self, topic: str, recovery: _Recovery, answer: HistoryAnswer) -> None:
-        """What was published between the recovery's read and the interest's confirmation, then the
-        stream held meanwhile; if history cannot say, the client is told (a `recovery` frame, as for the
-        edge's own gaps) and the stream goes on."""
-        if self.phase is Phase.CLOSED or self._recoveries.get(topic) is not recovery or recovery.floor is None:
-            return  # closed, or unsubscribed meanwhile (maybe subscribed again: that has its own)
-        since = Position(*recovery.floor)
-        if not answer.recovered:
-            told = self._told(answer, since)
-            self._send(server_frame("recovery", None, self._now_ms(), {
-                "topic": topic, **recovery_report(False, told.offset, told.epoch, answer.reason)}))
-        self._release(topic, since, answer)
 
     # --- handlers -------------------------------------------------------------------------------
 
