@@ -237,6 +237,7 @@ class _Recovery:
     held: list[DeliveryLike] | None = field(default_factory=list)
     floor: tuple[int, str] | None = None
 
+
 @dataclass(slots=True)
 class _ServerSubscribe:
     """The server API's subscribe of this connection, waiting for its interest."""
