@@ -365,20 +365,20 @@ async def test_a_recovery_whose_interest_the_push_service_applies_late_reads_his
     """The wait for the push service to apply a subscribe's interest is bounded (the confirm timeout).
     A recovery's history read waits for it longer (as long again): read before the push service applies
     the interest, history would miss what is published until it does, and that would not come live
-    either. Here the interest arrives 1.5 s after the confirm timeout; what is published in between
-    is recovered with the rest."""
+    either. Here the interest arrives 2.5 s after the confirm timeout (5 s, so 10 s before a recovery
+    gives up); what is published in between is recovered with the rest."""
     late = LateInterest()
     async with PushClient(history_system.push_address) as push, edge_in_this_process(
-            history_system.push_address, late, subscribe_confirm_timeout=3.0) as ws_url:
+            history_system.push_address, late, subscribe_confirm_timeout=5.0) as ws_url:
         for n in range(1, 6):
             published = await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
         epoch = published.epoch
-        late.delay = 4.5
+        late.delay = 7.5
         client = await WsClient.connect(ws_url)
         try:
             acked = asyncio.create_task(client.request({"type": "subscribe", "id": "s1", "data": {
                 "topics": ["stream:late"], "since": {"stream:late": {"offset": 2, "epoch": epoch}}}}, wait=30))
-            await asyncio.sleep(3.3)  # past the confirm timeout, before the push service has the interest
+            await asyncio.sleep(5.3)  # past the confirm timeout, before the push service has the interest
             for n in range(6, 9):
                 await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
             assert not late.released.is_set(), "published after the interest reached the push service"

@@ -300,6 +300,18 @@ def test_a_subscribe_for_a_topic_whose_earlier_interest_is_unconfirmed_waits_for
     assert [(e.topic, e.since) for e in session.effects()] == [("t", Position(2, "e"))]
 
 
+def test_a_recovery_of_a_topic_the_backend_just_subscribed_waits_for_that_interest():
+    # The server API subscribed `t` (its change not yet applied); the client's subscribe{since} for it
+    # adds no change of its own, and must not read before the push service has `t`.
+    session = opened()
+    session.server_subscribe(["t"])
+    [add] = [e for e in session.effects() if isinstance(e, AddInterest)]
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    assert not [e for e in effects if isinstance(e, ReadHistory)]
+    session.interest_applied(add.ticket)  # applied within the gate's bound
+    assert [(e.topic, e.since) for e in session.effects() if isinstance(e, ReadHistory)] == [("t", Position(2, "e"))]
+
+
 def test_a_recovery_waiting_for_its_interest_ends_with_the_connection():
     session = opened()
     effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})

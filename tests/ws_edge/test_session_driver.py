@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from tests.support.deliveries import D
+from tests.support.timing import timeout
 from tests.ws_edge.test_session import History, rules
 from ws_edge.config import EdgeSettings
 from ws_edge.core.recovery import Position
@@ -83,7 +84,8 @@ def connected(edge: Edge) -> SessionDriver:
 
 
 async def test_a_recovery_reads_history_when_the_push_service_applies_its_interest_after_the_gate_opened():
-    edge = Edge([History(True, 8, "e", "", [D(n) for n in range(3, 9)])])
+    edge = Edge([History(True, 8, "e", "", [D(n) for n in range(3, 9)])],
+                settings=EdgeSettings(subscribe_confirm_timeout=60))  # never overdue here
     connection = connected(edge).connection
     await turns()
     assert edge.reads == [] and connection.sent == []  # the gate opened, the interest is not applied
@@ -97,6 +99,8 @@ async def test_a_recovery_reads_history_when_the_push_service_applies_its_intere
 async def test_a_recovery_whose_interest_is_not_applied_in_twice_the_gates_bound_is_not_recovered():
     edge = Edge([])
     connection = connected(edge).connection
-    await asyncio.sleep(edge.settings.subscribe_confirm_timeout + 0.1)
+    async with asyncio.timeout(timeout(10)):
+        while not connection.sent:
+            await asyncio.sleep(0.05)
     assert edge.reads == []
     assert connection.sent[0]["data"]["recovery"]["t"]["recovered"] is False

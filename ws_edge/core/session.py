@@ -311,8 +311,8 @@ class Session:
         self._now_ms = clock_ms  # the frames' `timestamp` (Unix ms); injected so tests can pin it
         self._effects: list[Effect] = []
         self._recoveries: dict[str, _Recovery] = {}
-        # Interest changes whose wait timed out, until the push service confirms them: ticket -> topics;
-        # those past the longer wait a recovery allows (`interest_overdue`).
+        # Interest changes the push service has not confirmed yet (asked, or their wait timed out):
+        # ticket -> topics; those past the longer wait a recovery allows (`interest_overdue`).
         self._unconfirmed: dict[int, tuple[str, ...]] = {}
         self._overdue: set[int] = set()
         self._pending: tuple[int, _Subscribe | ClientMessage | _Publish | _Rpc] | None = None  # the frame being handled
@@ -633,6 +633,7 @@ class Session:
         self._server_subscribes[ticket] = _ServerSubscribe(valid, new)
         self.topics.update(new)
         if new:
+            self._unconfirmed[ticket] = new
             self._effects.append(AddInterest(ticket, new))
         else:
             self.interest_applied(ticket)
@@ -839,6 +840,7 @@ class Session:
         new = op.new = tuple(t for t in op.topics if t not in self.topics)
         self.topics.update(new)
         if new:
+            self._unconfirmed[ticket] = new
             self._effects.append(AddInterest(ticket, new))
         else:
             self._read_histories(ticket, op)
@@ -860,21 +862,21 @@ class Session:
     def interest_applied(self, ticket: int, retained: Sequence[bytes] = (), confirmed: bool = True) -> None:
         """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out:
         then `interest_confirmed` follows when it does, or `interest_overdue` first."""
+        if confirmed:
+            self._unconfirmed.pop(ticket, None)
         if (server := self._server_subscribes.pop(ticket, None)) is not None:
-            if not confirmed:
-                self._unconfirmed[ticket] = server.new
             self._ack(None, {"type": "subscribe", "topics": server.topics, "server": True})
             for frame in retained:
                 self._send(frame)
             for topic, hold in server.holding.items():
                 self._release_held(topic, hold)
+            if confirmed:
+                self._read_deferred()  # a client's recovery of these topics may wait for it
             return
         op = self._pending_op(ticket)
         if op is None:
             return
         op.retained = list(retained)
-        if not confirmed:
-            self._unconfirmed[ticket] = op.new
         if op.since and op.retained:
             self._hold_new_topics(op)  # the history reads take time: keep the retained state first
         self._read_histories(ticket, op)
