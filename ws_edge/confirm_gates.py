@@ -27,16 +27,7 @@ class ConfirmGates:
         gates = {self._gate(wait) for wait in waits if not wait.done()}
         if not gates:
             return True
-        remaining = len(gates)
-
-        def opened(_: asyncio.Future[None]) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if not remaining:
-                then()
-
-        for gate in gates:
-            gate.add_done_callback(opened)
+        when_all_done(list(gates), then)
         return False
 
     async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
@@ -67,3 +58,16 @@ class ConfirmGates:
             applied.add_done_callback(lambda _: open_gate(False))
         return gate
 
+
+def when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None]) -> None:
+    """`then()` once every one of `futures` is done (callbacks: no task)."""
+    remaining = len(futures)
+
+    def done(_: asyncio.Future[None]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if not remaining:
+            then()
+
+    for future in futures:
+        future.add_done_callback(done)

@@ -21,6 +21,7 @@ import grpc
 from common import tracing
 
 from . import metrics
+from .confirm_gates import when_all_done
 from .connection import Connection
 from .connection_spans import ConnectionSpans
 from .core.codes import CloseCode, ErrorCode, fit_close_reason
@@ -262,20 +263,7 @@ class SessionDriver:
                 overdue.cancel()
                 self._answer_later(lambda: self.session.interest_confirmed(ticket))
 
-            self._when_all_done(pending, confirmed)
-
-    @staticmethod
-    def _when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None]) -> None:
-        remaining = len(futures)
-
-        def done(_: asyncio.Future[None]) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if not remaining:
-                then()
-
-        for future in futures:
-            future.add_done_callback(done)
+            when_all_done(pending, confirmed)
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)
