@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import signal
 from collections.abc import AsyncIterator
@@ -359,6 +360,7 @@ async def edge_in_this_process(push_address: str, interceptor: grpc.aio.ClientIn
     finally:
         server.should_exit = True
         await serving
+        gc.unfreeze()  # the edge's start-up froze what this process held (ws_edge/app.py's lifespan)
 
 
 async def test_a_recovery_whose_interest_the_push_service_applies_late_reads_history_after_it(history_system: System):
