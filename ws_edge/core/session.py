@@ -923,7 +923,7 @@ class Session:
 
     def history_read(self, ticket: int, topic: str, answer: HistoryAnswer) -> None:
         op = self._pending_op(ticket)
-        if op is None or topic not in op.since or topic in op.deferred:
+        if op is None or topic not in op.since:
             return
         op.reads[topic] = answer
         if len(op.reads) == len(op.since):
