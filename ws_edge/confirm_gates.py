@@ -15,8 +15,9 @@ log = logging.getLogger("ws_edge")
 
 
 class ConfirmGates:
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, late: str = "push service did not confirm an interest change within %.1fs") -> None:
         self.timeout = timeout
+        self._late = late  # the WARNING when a gate opens on its timeout
         self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}
 
     def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
@@ -49,7 +50,7 @@ class ConfirmGates:
                 if gate.done():
                     return
                 if late:
-                    log.warning("push service did not confirm an interest change within %.1fs", timeout)
+                    log.warning(self._late, timeout)
                 gate.set_result(None)
                 self._gates.pop(applied, None)
                 timer.cancel()

@@ -86,6 +86,9 @@ class Edge:
         self.draining = False
         self.interests = FirstInterests(self.router, self.push)
         self._gates = ConfirmGates(settings.subscribe_confirm_timeout)
+        # A recovery's history read waits as long again (core/session.py `_read_histories`).
+        self._recovery_gates = ConfirmGates(settings.subscribe_confirm_timeout, "push service did not confirm an "
+                                            "interest change within %.1fs more: recoveries waiting on it give up")
         self.verifier, self.policy, self.origins = settings.verifier, settings.policy, settings.origins
         self.rules = session_rules(settings, self.verifier, self.policy, lambda t: self.handlers.get(t) is not None,
                                    presence=lambda: self.presence.rules)
@@ -182,6 +185,10 @@ class Edge:
 
     def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
         return self._gates.when_confirmed(waits, then)
+
+    def when_confirmed_for_recovery(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
+        """The same, for the changes whose first wait timed out: one gate and one timer per change."""
+        return self._recovery_gates.when_confirmed(waits, then)
 
     async def confirmed(self, waits: list[asyncio.Future[None]]) -> None:
         await self._gates.confirmed(waits)

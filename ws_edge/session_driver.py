@@ -254,16 +254,14 @@ class SessionDriver:
         pending = [wait for wait in waits if not wait.done()]  # the wait for them timed out (the gates' bound)
         self.session.interest_applied(ticket, retained, confirmed=not pending)
         if pending:
-            # A recovery's history read waits for them (core/session.py `_read_histories`): as long again.
-            overdue = asyncio.get_running_loop().call_later(
-                self.edge.settings.subscribe_confirm_timeout, self._answer_later,
-                lambda: self.session.interest_overdue(ticket))
+            # A recovery's history read waits for them as long again (core/session.py `_read_histories`),
+            # and is told if they are applied even later.
+            def overdue() -> None:
+                if not all(wait.done() for wait in pending):
+                    self._answer_later(lambda: self.session.interest_overdue(ticket))
 
-            def confirmed() -> None:
-                overdue.cancel()
-                self._answer_later(lambda: self.session.interest_confirmed(ticket))
-
-            when_all_done(pending, confirmed)
+            self.edge.when_confirmed_for_recovery(pending, overdue)
+            when_all_done(pending, lambda: self._answer_later(lambda: self.session.interest_confirmed(ticket)))
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)

@@ -10,6 +10,7 @@ import orjson
 
 from tests.support.deliveries import D
 from tests.support.timing import timeout
+from tests.ws_edge.test_delivery import turns
 from tests.ws_edge.test_session import History, rules
 from ws_edge.config import EdgeSettings
 from ws_edge.core.recovery import Position
@@ -47,6 +48,10 @@ class Edge:
         asyncio.get_running_loop().call_soon(then)  # the confirm gate's timeout, made short
         return False
 
+    def when_confirmed_for_recovery(self, waits, then) -> bool:  # type: ignore[no-untyped-def]
+        asyncio.get_running_loop().call_later(self.settings.subscribe_confirm_timeout, then)  # its timeout
+        return False
+
     async def read_history(self, topic: str, since: Position | None, latest: int = 0) -> History:
         self.reads.append((topic, since))
         return self.answers.pop(0)
@@ -61,11 +66,6 @@ class Connection:
 
     def send(self, frame: bytes) -> None:
         self.sent.append(orjson.loads(frame))
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 def connected(edge: Edge) -> SessionDriver:
@@ -96,11 +96,12 @@ async def test_a_recovery_reads_history_when_the_push_service_applies_its_intere
     assert connection.sent[1:] == [{"type": "batch", "messages": [{"o": n} for n in range(3, 9)]}]
 
 
-async def test_a_recovery_whose_interest_is_not_applied_in_twice_the_gates_bound_is_not_recovered():
+async def test_a_recovery_whose_interest_is_not_applied_within_the_recovery_gate_is_not_recovered():
     edge = Edge([])
     connection = connected(edge).connection
     async with asyncio.timeout(timeout(10)):
         while not connection.sent:
             await asyncio.sleep(0.05)
     assert edge.reads == []
-    assert connection.sent[0]["data"]["recovery"]["t"]["recovered"] is False
+    assert connection.sent[0]["data"]["recovery"] == {"t": {
+        "recovered": False, "offset": 2, "epoch": "e", "reason": "the push service did not take the subscription in time"}}

@@ -899,11 +899,9 @@ class Session:
                 continue
             op.deferred.discard(topic)
             if waits:
-                op.reads[topic] = _NOT_CONFIRMED
+                self.history_read(ticket, topic, _NOT_CONFIRMED)
             else:
                 self._effects.append(ReadHistory(ticket, topic, op.since[topic]))
-        if len(op.reads) == len(op.since):
-            self._finish_subscribe(op)
 
     def interest_confirmed(self, ticket: int) -> None:
         """The push service applied, late, the interest of `ticket` whose wait had timed out."""
