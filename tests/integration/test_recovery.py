@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import logging
 import signal
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import orjson
@@ -323,23 +324,41 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
 
 
 class LateInterest(grpc.aio.StreamStreamClientInterceptor):
-    """On the edge's channel to the push service: while `delay` is set, the edge stream's interest
-    changes reach the push service that much later (a push service slow to apply them); `released` is
-    set when one goes on."""
+    """On the edge's channel to the push service: while `holding`, the edge stream's interest changes
+    wait for `release` (a push service slow to apply them)."""
 
     def __init__(self) -> None:
-        self.delay = 0.0
-        self.released = asyncio.Event()
+        self.holding = False
+        self.release = asyncio.Event()
 
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
         async def late():  # type: ignore[no-untyped-def]
             async for request in request_iterator:
-                if self.delay and request.add_topics:
-                    await asyncio.sleep(self.delay)
-                    self.released.set()
+                if self.holding and request.add_topics:
+                    await self.release.wait()
                 yield request
 
         return await continuation(client_call_details, late())
+
+
+class Logged(logging.Handler):
+    """Set when `logger` says something containing `text`."""
+
+    def __init__(self, logger: str, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.said = text, asyncio.Event()
+        self.logger = logging.getLogger(logger)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.said.set()
+
+    def __enter__(self) -> Self:
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
 
 
 @contextlib.asynccontextmanager
@@ -367,23 +386,24 @@ async def test_a_recovery_whose_interest_the_push_service_applies_late_reads_his
     """The wait for the push service to apply a subscribe's interest is bounded (the confirm timeout).
     A recovery's history read waits for it longer (as long again): read before the push service applies
     the interest, history would miss what is published until it does, and that would not come live
-    either. Here the interest arrives 2.5 s after the confirm timeout (5 s, so 10 s before a recovery
-    gives up); what is published in between is recovered with the rest."""
+    either. Here the interest is held until the confirm gate has opened and 6..8 are published; they
+    are recovered with the rest."""
     late = LateInterest()
     async with PushClient(history_system.push_address) as push, edge_in_this_process(
-            history_system.push_address, late, subscribe_confirm_timeout=5.0) as ws_url:
+            history_system.push_address, late, subscribe_confirm_timeout=3.0) as ws_url:
         for n in range(1, 6):
             published = await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
         epoch = published.epoch
-        late.delay = 7.5
+        late.holding = True
         client = await WsClient.connect(ws_url)
         try:
-            acked = asyncio.create_task(client.request({"type": "subscribe", "id": "s1", "data": {
-                "topics": ["stream:late"], "since": {"stream:late": {"offset": 2, "epoch": epoch}}}}, wait=30))
-            await asyncio.sleep(5.3)  # past the confirm timeout, before the push service has the interest
+            with Logged("ws_edge", "did not confirm an interest change within 3.0s") as gate:
+                acked = asyncio.create_task(client.request({"type": "subscribe", "id": "s1", "data": {
+                    "topics": ["stream:late"], "since": {"stream:late": {"offset": 2, "epoch": epoch}}}}, wait=30))
+                await asyncio.wait_for(gate.said.wait(), timeout(10))  # the gate opened without the interest
             for n in range(6, 9):
                 await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
-            assert not late.released.is_set(), "published after the interest reached the push service"
+            late.release.set()
             ack = await acked
             assert ack["data"]["recovery"] == {"stream:late": {"recovered": True, "offset": 8, "epoch": epoch}}
             got = await client.messages(6)
