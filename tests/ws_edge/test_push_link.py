@@ -10,7 +10,6 @@ import grpc
 import pytest
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
-from tests.support.processes import free_port
 from tests.support.timing import timeout
 from ws_edge import push_link
 from ws_edge.push_link import PushLink, StreamSilent
@@ -141,23 +140,28 @@ async def test_a_silent_replica_is_given_up_after_its_limit():
 class HungReplica(pb_grpc.PushServiceServicer):
     """A replica that takes calls and never answers them (stopped, or cut off without a reset)."""
 
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
     async def History(self, request, context):  # type: ignore[no-untyped-def]
+        self.called.set()
         await asyncio.Event().wait()
 
 
 async def test_a_history_read_on_a_silent_replicas_channel_ends_with_an_answer_when_the_channel_is_replaced(
         monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", 0.5)
+    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(2))
     server = grpc.aio.server()
-    pb_grpc.add_PushServiceServicer_to_server(HungReplica(), server)
-    address = f"127.0.0.1:{free_port()}"
-    server.add_insecure_port(address)
+    replica = HungReplica()
+    pb_grpc.add_PushServiceServicer_to_server(replica, server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     await server.start()
     link = PushLink(address, grpc.aio.insecure_channel, lambda deliveries: None, lambda: ([], []))  # type: ignore[arg-type, return-value]
     link._open_channel(0)  # the channels alone: no stream
     try:
         reading = asyncio.create_task(link.history("t", (3, "e")))
-        await asyncio.sleep(0.2)  # the call is on the replica's channel
+        await asyncio.wait_for(replica.called.wait(), timeout(5))
+        assert not reading.done()  # the call is still on the replica's channel
         link._next_replica(True)  # given up for its silence: the channel replaced, the old one closed
         answer = await asyncio.wait_for(reading, timeout(5))
         assert (answer.recovered, answer.reason) == (False, "history unavailable")
