@@ -425,17 +425,12 @@ class Hub:
     async def _positions(self, topics: list[str]) -> list[tuple[str, int, str]]:
         """Each topic's latest offset and epoch, for the topics that keep history: (0, "") for one with
         nothing published in an epoch still kept (its first publication begins one)."""
-        read = await asyncio.gather(*map(self._broker.position, topics), return_exceptions=True)  # all at once
-        found = []
-        for topic, position in zip(topics, read, strict=True):
-            if isinstance(position, BrokerUnavailable):  # the edge goes on without them, as before positions were told
-                log.warning("positions of %d topics not read: %s", len(topics), position)
-                break
-            if isinstance(position, BaseException):
-                raise position
-            if position is not None:
-                found.append((topic, *position))
-        return found
+        try:
+            read = await self._broker.positions(topics)
+        except BrokerUnavailable as exc:  # the edge goes on without them, as before positions were told
+            log.warning("positions of %d topics not read: %s", len(topics), exc)
+            return []
+        return [(topic, *position) for topic, position in zip(topics, read, strict=True) if position is not None]
 
     def _route(self, publication: Publication) -> None:
         if publication.traceparent and tracing.ENABLED:

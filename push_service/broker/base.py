@@ -139,6 +139,11 @@ class Broker(abc.ABC):
         latest = await self.history(topic, None, "", 1)
         return (latest.offset, latest.epoch) if latest.offset and latest.epoch else None
 
+    async def positions(self, topics: list[str]) -> list[tuple[int, str] | None]:
+        """`position` of each topic, in order; an engine behind a network reads them in one round trip.
+        Raises BrokerUnavailable."""
+        return [await self.position(topic) for topic in topics]
+
     @abc.abstractmethod
     async def subscribe(self, *channels: str) -> None: ...
 

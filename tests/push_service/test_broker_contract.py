@@ -160,6 +160,8 @@ async def test_a_topics_position_is_its_latest_offset_and_epoch_once_it_has_one(
     assert await engine.broker.position("nohistory") is None  # a topic that keeps nothing has no position
     await engine.broker.publish(pub("nohistory", 1))
     assert await engine.broker.position("nohistory") is None
+    # All at once (Redis: one round trip), in the order asked.
+    assert await engine.broker.positions(["nohistory", "h:where", "h:never"]) == [None, (5, last.epoch), (0, "")]
     await engine.lose_everything()
     assert await engine.broker.position("h:where") == (0, "")
 
