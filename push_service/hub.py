@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -373,12 +373,13 @@ class Hub:
         remove_client_ids: Iterable[str] = (),
         add_join_leave: Iterable[str] = (),
         remove_join_leave: Iterable[str] = (),
-        positions: bool = False,
+        positions: bool | Collection[str] = False,
     ) -> list[tuple[str, int, str]]:
-        """Applies an edge's interest change; with `positions`, returns where each added topic with
-        history stands now (topic, offset, epoch; offset 0 and no epoch: nothing published in a kept
-        epoch), read after this replica routes it to the edge: a publication the edge gets from here on
-        comes after that position, or is one the read saw."""
+        """Applies an edge's interest change; with `positions` (True: every added topic; or those of
+        them in it), returns where each such topic with history stands now (topic, offset, epoch;
+        offset 0 and no epoch: nothing published in a kept epoch), read after this replica routes it to
+        the edge: a publication the edge gets from here on comes after that position, or is one the
+        read saw."""
         added_topics = []
         for topic in add_topics:
             if (why := topic_error(topic)) is not None:
@@ -400,7 +401,10 @@ class Hub:
             retained = await self._broker.retained(topic)
             if retained is not None:
                 session.enqueue(retained)
-        return await self._positions(added_topics) if positions else []
+        if not positions:
+            return []
+        asked = added_topics if positions is True else [topic for topic in added_topics if topic in positions]
+        return await self._positions(asked) if asked else []
 
     async def _subscribe(self, session: EdgeSession, channels: list[str]) -> None:
         """The session's interest in `channels`, in effect when this returns: the broker subscribes the

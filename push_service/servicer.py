@@ -271,7 +271,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
         one ("" if it did not)."""
         try:
             await self._hub.route_commands(session)
-            first = True  # the snapshot of a new stream: its topics' positions are the edge's own
+            first = True  # a new stream's snapshot: the edge knows its topics' positions, but those it asks for
             async for change in request_iterator:
                 positions = await self._hub.change_interest(
                     session,
@@ -281,7 +281,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     remove_client_ids=change.remove_client_ids,
                     add_join_leave=change.add_join_leave,
                     remove_join_leave=change.remove_join_leave,
-                    positions=not first and bool(change.sequence),
+                    positions=set(change.position_topics) if first else bool(change.sequence),
                 )
                 first = False
                 await self._edge_presence(session, change)

@@ -209,9 +209,12 @@ class Edge:
         if self.router.client_ids.remove(client_id, connection) and routed_by_itself(client_id):
             self.push.change(remove_client_ids=[client_id])
 
-    def _interest_snapshot(self) -> tuple[list[str], list[str]]:
+    def _interest_snapshot(self) -> tuple[list[str], list[str], list[str]]:
+        """The whole interest, for a new stream's first request; with the topics whose positions the
+        push service is asked for (those of the others are checked against history on a restore)."""
         chosen = [client_id for client_id in self.router.client_ids.keys() if routed_by_itself(client_id)]
-        return list(self.router.topics.keys()), [self.client_id_mark, *chosen]
+        topics = list(self.router.topics.keys())
+        return topics, [self.client_id_mark, *chosen], self.router.sequencer.unplaced(topics)
 
     # --- calls to the backends ------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ STALL = 0.25
 class StreamSilent(Exception):
     """The push service said nothing (not even a heartbeat) for longer than the link waits."""
 DeliveriesHandler = Callable[[Sequence[pb.Delivery]], None]
-SnapshotSource = Callable[[], tuple[list[str], list[str]]]
+SnapshotSource = Callable[[], tuple[list[str], list[str], list[str]]]  # topics, client ids, topics to position
 
 
 class StreamEvents(Protocol):
@@ -414,11 +414,12 @@ class PushLink:
 
     async def _stream(self, up: Callable[[], None]) -> None:
         changes: asyncio.Queue[pb.EdgeStreamRequest] = asyncio.Queue()
-        topics, client_ids = self._snapshot()
+        topics, client_ids, position_topics = self._snapshot()
         self._pending, self._presence = {}, {}  # covered by the snapshot
         self._batch_open = False  # changes from now on are not covered by this snapshot
         snapshot_sequence = self._next_sequence()
-        snapshot = pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence)
+        snapshot = pb.EdgeStreamRequest(add_topics=topics, add_client_ids=client_ids, sequence=snapshot_sequence,
+                                        position_topics=position_topics)
         if self._extras is not None:
             self._extras.fill_snapshot(snapshot)
         changes.put_nowait(snapshot)

@@ -12,17 +12,19 @@ import pytest
 
 from pushclient import PushClient
 from pushclient.client import outgoing
+from tests.support.metrics import reaches, scrape, value
 from tests.support.processes import System
 from tests.support.redis_server import RedisServer
+from tests.support.timing import timeout
 from tests.support.wsclient import WsClient, unpack
 
 HISTORY = '[{"pattern": "big:*", "size": 10000, "ttl": 600}, {"pattern": "*", "size": 1000, "ttl": 300}]'
 
 
 @asynccontextmanager
-async def two_systems_on_redis(tmp_path: Path) -> AsyncIterator[tuple[System, System, str]]:
-    """Systems a and b on one Redis, started; each edge lists both replicas, a's first. Yields them
-    with that list."""
+async def two_systems_on_redis(tmp_path: Path, a_on_b_only: bool = False) -> AsyncIterator[tuple[System, System, str]]:
+    """Systems a and b on one Redis, started; each edge lists both replicas, a's first (with
+    `a_on_b_only`, edge a lists b alone). Yields them with that list."""
     redis = RedisServer(tmp_path)
     redis.start()
     env = {"PUSH_BROKER_URL": redis.url, "PUSH_HISTORY_RULES": HISTORY}
@@ -37,9 +39,11 @@ async def two_systems_on_redis(tmp_path: Path) -> AsyncIterator[tuple[System, Sy
         # A welcome only once the replica applied the subscription (not after 3 s without its answer, on
         # a loaded machine): the tests stop a replica right after it.
         system.edge.env["EDGE_SUBSCRIBE_CONFIRM_TIMEOUT"] = "30"
+    if a_on_b_only:
+        a.edge.env["EDGE_PUSH_ADDRESS"] = b.push_address
     try:
-        await a.start()
-        await b.start()
+        for system in (b, a) if a_on_b_only else (a, b):  # an edge is ready once its replica serves it
+            await system.start()
         yield a, b, replicas
     finally:
         a.stop()
@@ -101,6 +105,44 @@ async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_st
                     "topic": "inbox:ann", "offset": during.offset, "epoch": during.epoch}
             finally:
                 a.push.kill(signal.SIGCONT)
+            await client.expect_silence(0.3)
+        finally:
+            await client.close()
+
+
+async def push_connected_falls_to_0(system: System, within: float) -> None:
+    async with asyncio.timeout(within):
+        while value(scrape(system.edge_metrics_url), "ws_edge_push_connected") != 0:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_topic_subscribed_while_the_edge_had_no_stream_is_recovered_over_the_next_loss(tmp_path: Path):
+    """A topic subscribed while the edge's stream was down rides the next stream's first request (the
+    snapshot), and the edge asks where it stands then (`position_topics`). Lost again before its first
+    delivery, its gap is filled from history: the subscriber gets what was published meanwhile. Without
+    that position the edge could only tell it "the edge's stream was interrupted"."""
+    async with two_systems_on_redis(tmp_path, a_on_b_only=True) as (a, b, _), PushClient(a.push_address) as push:
+        before = await push.publish("inbox:bea", "note", {"n": 1}, id="before")
+        b.push.kill(signal.SIGSTOP)  # edge a's only replica
+        connecting = None
+        try:
+            await push_connected_falls_to_0(a, timeout(15))
+            connecting = asyncio.create_task(WsClient.connect(a.ws_url, topics="inbox:bea"))
+            await reaches(a.edge_metrics_url, "ws_edge_topics", 1, timeout(10))  # subscribed, no stream
+        finally:
+            b.push.kill(signal.SIGCONT)
+        client = await connecting  # welcomed once the new stream's snapshot is applied
+        try:
+            b.push.kill(signal.SIGSTOP)
+            try:
+                await push_connected_falls_to_0(a, timeout(15))
+                during = await push.publish("inbox:bea", "note", {"n": 2}, id="during")  # in the outage
+            finally:
+                b.push.kill(signal.SIGCONT)
+            assert (during.offset, during.epoch) == (before.offset + 1, before.epoch)
+            assert await client.recv(15) == {
+                "type": "note", "id": "during", "timestamp": during.timestamp_ms, "data": {"n": 2},
+                "topic": "inbox:bea", "offset": during.offset, "epoch": during.epoch}
             await client.expect_silence(0.3)
         finally:
             await client.close()

@@ -291,17 +291,21 @@ async def test_reconnect_seam_never_repeats_nor_reorders(history_system: System,
 
 
 async def test_an_applied_interest_change_tells_where_its_topics_with_history_stood(history_system: System):
-    """push.v1 `topic_positions`: for a change after the stream's first request (the snapshot: the edge
-    knows its own positions then), the latest offset and epoch of each topic it added that has history;
-    a topic never published has no epoch yet and is in `unpublished_topics` (a topic that keeps no
-    history is in neither: tests/push_service/test_broker_contract.py)."""
+    """push.v1 `topic_positions`: for a change after the stream's first request, the latest offset and
+    epoch of each topic it added that has history; a topic never published has no epoch yet and is in
+    `unpublished_topics` (a topic that keeps no history is in neither:
+    tests/push_service/test_broker_contract.py). For the first request (the snapshot: the edge knows
+    the positions of most of its topics then), those of its `position_topics` only."""
     system = history_system
     async with PushClient(system.push_address) as push:
         for n in range(3):
             last = await push.publish("stream:positioned", "t", {"n": n})
         await push.publish("stream:in-snapshot", "t", {"n": 0})
+        asked = await push.publish("stream:in-snapshot-asked", "t", {"n": 0})
     requests: asyncio.Queue[pb.EdgeStreamRequest | None] = asyncio.Queue()
-    await requests.put(pb.EdgeStreamRequest(add_topics=["stream:in-snapshot"], sequence=1))
+    await requests.put(pb.EdgeStreamRequest(
+        add_topics=["stream:in-snapshot", "stream:in-snapshot-asked", "stream:in-snapshot-never"], sequence=1,
+        position_topics=["stream:in-snapshot-asked", "stream:in-snapshot-never", "stream:not-in-snapshot"]))
 
     async def edge_requests():  # type: ignore[no-untyped-def]
         while (change := await requests.get()) is not None:
@@ -320,7 +324,8 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
                     break
         call.cancel()
         await requests.put(None)
-    assert applied == [(1, [], []), (2, [("stream:positioned", 3, last.epoch)], ["stream:never"])]
+    assert applied == [(1, [("stream:in-snapshot-asked", 1, asked.epoch)], ["stream:in-snapshot-never"]),
+                       (2, [("stream:positioned", 3, last.epoch)], ["stream:never"])]
 
 
 class LateInterest(grpc.aio.StreamStreamClientInterceptor):

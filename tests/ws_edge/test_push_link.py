@@ -20,7 +20,7 @@ INTERVAL = 0.2
 
 
 def connected_link() -> tuple[PushLink, asyncio.Queue]:
-    link = PushLink("unused:1", lambda address: None, lambda deliveries: None, lambda: ([], []),  # type: ignore[arg-type, return-value]
+    link = PushLink("unused:1", lambda address: None, lambda deliveries: None, lambda: ([], [], []),  # type: ignore[arg-type, return-value]
                     flush_interval=INTERVAL)
     requests: asyncio.Queue = asyncio.Queue()
     link._changes = requests  # as while its stream is up
@@ -99,7 +99,7 @@ def not_running(seconds: float) -> None:
 
 
 def watched_link(responses: int | None = None) -> PushLink:
-    link = PushLink("unused:1", lambda address: None, lambda deliveries: None, lambda: ([], []),  # type: ignore[arg-type, return-value]
+    link = PushLink("unused:1", lambda address: None, lambda deliveries: None, lambda: ([], [], []),  # type: ignore[arg-type, return-value]
                     silence_timeout=SILENCE)
     link._stream = heard_stream(link, responses)  # type: ignore[method-assign]
     return link
@@ -156,7 +156,7 @@ async def test_a_history_read_on_a_silent_replicas_channel_ends_with_an_answer_w
     pb_grpc.add_PushServiceServicer_to_server(replica, server)
     address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     await server.start()
-    link = PushLink(address, grpc.aio.insecure_channel, lambda deliveries: None, lambda: ([], []))  # type: ignore[arg-type, return-value]
+    link = PushLink(address, grpc.aio.insecure_channel, lambda deliveries: None, lambda: ([], [], []))  # type: ignore[arg-type, return-value]
     link._open_channel(0)  # the channels alone: no stream
     try:
         reading = asyncio.create_task(link.history("t", (3, "e")))

@@ -55,6 +55,7 @@ def test_a_topic_starts_where_it_was_told_only_if_nothing_placed_or_held_it():
     sequencer.hold("u")
     sequencer.start_at("u", (2, "e"))  # held: its fill decides where it goes on
     assert "u" not in sequencer.positions
+    assert sequencer.unplaced(["t", "u", "v", "w"]) == ["v", "w"]  # what a new stream's snapshot asks positions for
     sequencer.start_at("v", (2, "e"))
     assert not sequencer.accept(D(4, topic="v")) and sequencer.take_gaps() == {"v": (2, "e")}  # 3 is missing
 

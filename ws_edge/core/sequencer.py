@@ -13,6 +13,7 @@ message of whatever epoch comes (its name is not known before that message is pu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 
@@ -91,8 +92,15 @@ class TopicSequencer:
         """Where the push service says `topic` stood when it took this edge's interest ((0, ""): nothing
         published yet): the topic goes on from there if nothing has placed it yet (no delivery since it
         was subscribed, and not held)."""
-        if topic not in self.positions and topic not in self._held:
+        if not self._placed(topic):
             self.positions[topic] = position
+
+    def unplaced(self, topics: Iterable[str]) -> list[str]:
+        """Those of `topics` that a position told now would start (`start_at`): neither placed nor held."""
+        return [topic for topic in topics if not self._placed(topic)]
+
+    def _placed(self, topic: str) -> bool:
+        return topic in self.positions or topic in self._held
 
     def take_gaps(self) -> dict[str, tuple[int, str]]:
         """Topics whose stream skipped offsets or changed epoch, with the last position before it."""
