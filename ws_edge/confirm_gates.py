@@ -60,8 +60,9 @@ class ConfirmGates:
         return gate
 
 
-def when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None]) -> None:
-    """`then()` once every one of `futures` is done (callbacks: no task)."""
+def when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None]) -> Callable[[], None]:
+    """`then()` once every one of `futures` is done (callbacks: no task). Returns what forgets it:
+    a future that may stay pending for long (an outage) holds `then` and all it refers to until then."""
     remaining = len(futures)
 
     def done(_: asyncio.Future[None]) -> None:
@@ -72,3 +73,9 @@ def when_all_done(futures: list[asyncio.Future[None]], then: Callable[[], None])
 
     for future in futures:
         future.add_done_callback(done)
+
+    def forget() -> None:
+        for future in futures:
+            future.remove_done_callback(done)
+
+    return forget

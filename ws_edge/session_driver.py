@@ -69,6 +69,9 @@ class SessionDriver:
         # of waiting for the edge's sweep (EDGE_HEARTBEAT_CHECK_INTERVAL).
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
+        # What forgets the callbacks on interest changes a recovery waits for past their gate: the push
+        # service applies them only when it is back, and a closed connection must not be held till then.
+        self._late_interests: list[Callable[[], None]] = []
         self.spans = ConnectionSpans.sampled(type(connection.sink).__name__) if tracing.ENABLED else None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
@@ -104,6 +107,8 @@ class SessionDriver:
                 self._wakeup.cancel()
             for task in self._tasks:
                 task.cancel()
+            for forget in self._late_interests:
+                forget()
             self.edge.detach(self)
             if self.spans is not None:
                 self.spans.ended()
@@ -261,7 +266,8 @@ class SessionDriver:
                     self._answer_later(lambda: self.session.interest_overdue(ticket))
 
             self.edge.when_confirmed_for_recovery(pending, overdue)
-            when_all_done(pending, lambda: self._answer_later(lambda: self.session.interest_confirmed(ticket)))
+            self._late_interests.append(when_all_done(
+                pending, lambda: self._answer_later(lambda: self.session.interest_confirmed(ticket))))
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)

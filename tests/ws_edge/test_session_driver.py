@@ -4,6 +4,8 @@ that an interest whose wait timed out was applied after all, or is overdue."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from dataclasses import dataclass, field
 
 import orjson
@@ -13,6 +15,7 @@ from tests.support.timing import timeout
 from tests.ws_edge.test_delivery import turns
 from tests.ws_edge.test_session import History, rules
 from ws_edge.config import EdgeSettings
+from ws_edge.core.auth import ANONYMOUS, Principal
 from ws_edge.core.recovery import Position
 from ws_edge.core.session import Session
 from ws_edge.session_driver import SessionDriver
@@ -105,3 +108,66 @@ async def test_a_recovery_whose_interest_is_not_applied_within_the_recovery_gate
     assert edge.reads == []
     assert connection.sent[0]["data"]["recovery"] == {"t": {
         "recovered": False, "offset": 2, "epoch": "e", "reason": "the push service did not take the subscription in time"}}
+
+
+async def test_a_connection_closed_while_its_recovery_waits_for_an_interest_is_not_held_by_that_wait():
+    """The push service is down: the interest a recovery waits for is applied only when it is back
+    (the outage's length). The connection's driver and session go with the connection, not then."""
+    edge = ServedEdge([])
+    frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+    driver = SessionDriver(edge, Session(rules(), "c1", now=0.0, clock_ms=lambda: 7), ServedConnection())  # type: ignore[arg-type]
+    serving = asyncio.create_task(driver.serve(frames.get, None, [], {}))
+    await frames.put(orjson.dumps({"type": "subscribe", "id": "s1", "data": {
+        "topics": ["t"], "since": {"t": {"offset": 2, "epoch": "e"}}}}))
+    await frames.put(None)  # the peer is gone (read once the recovery is answered: overdue)
+    await asyncio.wait_for(serving, timeout(10))
+    sent = driver.connection.sent
+    assert sent[0]["type"] == "connected" and sent[1]["id"] == "s1"
+    assert sent[1]["data"]["recovery"]["t"]["reason"] == "the push service did not take the subscription in time"
+    assert edge.detached == [driver]
+    gone = weakref.ref(driver)
+    del driver, serving, sent
+    edge.detached.clear()
+    gc.collect()
+    assert gone() is None
+    assert not edge.applied[0].done()  # still waiting for the push service
+
+
+@dataclass
+class ServedEdge(Edge):
+    """The edge as a served connection's driver sees it: no claim, admitted at once."""
+
+    detached: list[SessionDriver] = field(default_factory=list)
+
+    def needs_claim(self, client_id: str) -> bool:
+        return False
+
+    def admit(self, driver, principal):  # type: ignore[no-untyped-def]
+        return []
+
+    def drop_interest(self, connection, topics) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def detach(self, driver: SessionDriver) -> None:
+        self.detached.append(driver)
+
+
+@dataclass
+class ServedConnection(Connection):
+    started: bool = False
+    client_id: str = "c1"
+    principal: Principal = ANONYMOUS
+    closed: list[tuple[int, str]] = field(default_factory=list)
+
+    def start_writer(self, frame: bytes) -> None:
+        self.started = True
+        self.send(frame)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+    async def wait_closed(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
