@@ -52,7 +52,6 @@ class DeliveryPump:
         # answers while the stream is down, ends a hold (see _fill_gaps).
         self._stream_changes = 0
         self._stream_down = False
-        self._positions: dict[str, tuple[int, str]] = {}  # told while deliveries before them were queued
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._fan_out_forever(), name="fan-out")
@@ -92,21 +91,17 @@ class DeliveryPump:
         subscription that change made, starts there (core/sequencer.py `start_at`), so that a stream
         lost before its first delivery is filled from history. Taken in the stream's order: after the
         deliveries that came before it are routed."""
-        self._positions.update((t, p) for t, p in positions.items() if self._confirmed_now(t))
-        if not self._incoming:
-            self._start_topics()
-
-    def _start_topics(self) -> None:
-        positions, self._positions = self._positions, {}
         sequencer, subscribed = self.router.sequencer, self.router.topics
         for topic, position in positions.items():
-            if subscribed.subscribers(topic):
-                sequencer.start_at(topic, position)
+            if self._confirmed_now(topic) and subscribed.subscribers(topic):
+                sequencer.tell(topic, position)
+        if not self._incoming:
+            sequencer.start_told()
 
     def _settle_positions(self) -> None:
         """Positions told after deliveries still queued, before every topic is held: those deliveries are
         routed now, then the topics start, so that the hold keeps what they said."""
-        if self._positions:
+        if self.router.sequencer.told:
             self._route_incoming()
 
     def _route_incoming(self) -> None:
@@ -116,8 +111,7 @@ class DeliveryPump:
             self.fan_out(batches)
         except Exception:
             log.exception("fan-out failed")
-        if self._positions:  # told after those deliveries: they are routed now
-            self._start_topics()
+        self.router.sequencer.start_told()  # told after those deliveries: they are routed now
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the

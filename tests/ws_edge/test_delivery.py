@@ -343,6 +343,18 @@ async def test_a_position_for_a_subscription_since_replaced_is_not_taken():
     assert router.sequencer.positions == {"u": (2, "e")}
 
 
+def test_a_position_told_behind_queued_deliveries_is_dropped_with_its_subscription():
+    """The topic's last subscriber leaves, and another subscribes, before the deliveries ahead of its
+    told position are routed: that position was the old subscription's, not the new one's."""
+    router, behind, pump = pump_behind(Reads(), "t")
+    pump.on_deliveries([D(1, topic="other")])  # queued: the fan-out task has not run
+    pump.on_positions({"t": (4, "e")})
+    assert router.remove_connection(behind) == ["t"]
+    router.topics.add("t", behind)  # subscribed again: its own change will tell its position
+    pump._route_incoming()
+    assert router.sequencer.positions == {}
+
+
 
 async def test_a_topic_with_nothing_published_when_subscribed_is_filled_from_its_epochs_start_over_a_stream_loss():
     """The applied change said nothing was published on it yet ((0, "")). A stream lost before its first

@@ -38,6 +38,9 @@ class TopicSequencer:
         # would resume the newer hold with its old answer, and that hold's own fill, finding the topic
         # resumed, would drop what it read.)
         self._held: dict[str, tuple[int, list[DeliveryLike]]] = {}
+        # Positions the push service told (`tell`) that wait for the deliveries queued before them: a
+        # topic forgotten meanwhile drops its own (a new subscription gets its own position).
+        self._told: dict[str, tuple[int, str]] = {}
         self._next_hold = 0
         self._gaps: dict[str, tuple[int, str]] = {}  # topics found with a gap, from where
 
@@ -95,6 +98,20 @@ class TopicSequencer:
         if not self._placed(topic):
             self.positions[topic] = position
 
+    def tell(self, topic: str, position: tuple[int, str]) -> None:
+        """Where the push service said `topic` stood, to `start_at` once what was queued before it is routed."""
+        self._told[topic] = position
+
+    def start_told(self) -> None:
+        """`start_at` every told position."""
+        told, self._told = self._told, {}
+        for topic, position in told.items():
+            self.start_at(topic, position)
+
+    @property
+    def told(self) -> bool:
+        return bool(self._told)
+
     def unplaced(self, topics: Iterable[str]) -> list[str]:
         """Those of `topics` that a position told now would start (`start_at`): neither placed nor held."""
         return [topic for topic in topics if not self._placed(topic)]
@@ -132,3 +149,4 @@ class TopicSequencer:
         self.positions.pop(topic, None)
         self._held.pop(topic, None)
         self._gaps.pop(topic, None)
+        self._told.pop(topic, None)
