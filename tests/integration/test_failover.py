@@ -129,9 +129,15 @@ async def test_a_topic_subscribed_while_the_edge_had_no_stream_is_recovered_over
             await push_connected_falls_to_0(a, timeout(15))
             connecting = asyncio.create_task(WsClient.connect(a.ws_url, topics="inbox:bea"))
             await reaches(a.edge_metrics_url, "ws_edge_topics", 1, timeout(10))  # subscribed, no stream
+            # The edge keeps trying the stopped replica, each try given up after 3 s of silence: one
+            # open when the subscription came took it as a change after its first request. Once that
+            # try has ended, every later one declares the topic in its first request.
+            tries = value(scrape(a.edge_metrics_url), "ws_edge_push_reconnects_total")
+            await reaches(a.edge_metrics_url, "ws_edge_push_reconnects_total", tries + 1, timeout(15))
         finally:
             b.push.kill(signal.SIGCONT)
         client = await connecting  # welcomed once the new stream's snapshot is applied
+        assert f"push stream to {b.push_address} up (1 topics" in a.edge.log_path.read_text(), a.edge.log_tail()
         try:
             b.push.kill(signal.SIGSTOP)
             try:
