@@ -71,7 +71,7 @@ class SessionDriver:
         self._wakeup_at: float | None = None
         # What forgets the callbacks on interest changes a recovery waits for past their gate: the push
         # service applies them only when it is back, and a closed connection must not be held till then.
-        self._late_interests: list[Callable[[], None]] = []
+        self._late_interests: dict[int, Callable[[], None]] = {}  # by ticket, until applied
         self.spans = ConnectionSpans.sampled(type(connection.sink).__name__) if tracing.ENABLED else None
 
     async def serve(self, receive: Receive, token: str | None, topics: list[str], since: dict[str, Position],
@@ -107,7 +107,7 @@ class SessionDriver:
                 self._wakeup.cancel()
             for task in self._tasks:
                 task.cancel()
-            for forget in self._late_interests:
+            for forget in self._late_interests.values():
                 forget()
             self.edge.detach(self)
             if self.spans is not None:
@@ -266,8 +266,12 @@ class SessionDriver:
                     self._answer_later(lambda: self.session.interest_overdue(ticket))
 
             self.edge.when_confirmed_for_recovery(pending, overdue)
-            self._late_interests.append(when_all_done(
-                pending, lambda: self._answer_later(lambda: self.session.interest_confirmed(ticket))))
+
+            def confirmed() -> None:
+                self._late_interests.pop(ticket, None)
+                self._answer_later(lambda: self.session.interest_confirmed(ticket))
+
+            self._late_interests[ticket] = when_all_done(pending, confirmed)
 
     async def _read_history(self, effect: ReadHistory) -> None:
         answer = await self.edge.read_history(effect.topic, effect.since)

@@ -89,12 +89,14 @@ def connected(edge: Edge) -> SessionDriver:
 async def test_a_recovery_reads_history_when_the_push_service_applies_its_interest_after_the_gate_opened():
     edge = Edge([History(True, 8, "e", "", [D(n) for n in range(3, 9)])],
                 settings=EdgeSettings(subscribe_confirm_timeout=60))  # never overdue here
-    connection = connected(edge).connection
+    driver = connected(edge)
+    connection = driver.connection
     await turns()
     assert edge.reads == [] and connection.sent == []  # the gate opened, the interest is not applied
+    assert list(driver._late_interests) != []
     edge.applied[0].set_result(None)  # the push service applied it, late
     await turns()
-    assert edge.reads == [("t", Position(2, "e"))]
+    assert edge.reads == [("t", Position(2, "e"))] and driver._late_interests == {}  # nothing left to forget
     assert connection.sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 8, "epoch": "e"}}
     assert connection.sent[1:] == [{"type": "batch", "messages": [{"o": n} for n in range(3, 9)]}]
 
