@@ -111,7 +111,8 @@ class DeliveryPump:
             self.fan_out(batches)
         except Exception:
             log.exception("fan-out failed")
-        self.router.sequencer.start_told()  # told after those deliveries: they are routed now
+        if (sequencer := self.router.sequencer).told:  # told after those deliveries: they are routed now
+            sequencer.start_told()
 
     def on_resync(self) -> None:
         """The push service's broker reconnected: every topic is checked against history (while the
