@@ -182,31 +182,43 @@ class PushLink:
         service answers at most a page at a time, `truncated` when more remain) up to `max_bytes` of
         frames: past that, not recovered ("too far behind": more than a client's send queue holds, and
         the edge would hold it all meanwhile); not recovered, with no epoch, when the push service
-        cannot answer."""
+        cannot answer. A read whose call fails after the link moved to another replica (a silent one
+        given up: its call ends at its deadline) is read once more there: the read has no effect."""
+        stub = self.stub
         try:
-            if since is None:
-                return await self.stub.History(pb.HistoryRequest(topic=topic, limit=latest), timeout=UNARY_TIMEOUT)
-            answer = await self._history_page(topic, since)
-            whole = list(answer.publications)
-            size = sum(len(p.frame) for p in whole)
-            while answer.truncated and answer.recovered and whole:
-                if size > max_bytes:
-                    return pb.HistoryResponse(offset=answer.offset, epoch=answer.epoch, recovered=False,
-                                              reason="too far behind")
-                answer = await self._history_page(topic, (whole[-1].offset, since[1]))
-                if not answer.recovered or answer.epoch != since[1]:
-                    return answer  # the topic moved on meanwhile (a new epoch, trimmed): not recovered
-                whole.extend(answer.publications)
-                size += sum(len(p.frame) for p in answer.publications)
+            return await self._read_history(stub, topic, since, max_bytes, latest)
         except grpc.aio.AioRpcError as exc:
-            log.warning("history of %s unavailable: %s", topic, exc.details())
-            return pb.HistoryResponse(recovered=False, reason="history unavailable")
+            failure = exc
+        if self.stub is not stub:
+            log.info("history of %s: read again on %s (%s)", topic, self.replica, failure.code().name)
+            try:
+                return await self._read_history(self.stub, topic, since, max_bytes, latest)
+            except grpc.aio.AioRpcError as exc:
+                failure = exc
+        log.warning("history of %s unavailable: %s", topic, failure.details())
+        return pb.HistoryResponse(recovered=False, reason="history unavailable")
+
+    @staticmethod
+    async def _read_history(stub: pb_grpc.PushServiceStub, topic: str, since: tuple[int, str] | None,
+                            max_bytes: int, latest: int) -> pb.HistoryResponse:
+        if since is None:
+            return await stub.History(pb.HistoryRequest(topic=topic, limit=latest), timeout=UNARY_TIMEOUT)
+        answer = await stub.History(pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1]),
+                                    timeout=UNARY_TIMEOUT)
+        whole = list(answer.publications)
+        size = sum(len(p.frame) for p in whole)
+        while answer.truncated and answer.recovered and whole:
+            if size > max_bytes:
+                return pb.HistoryResponse(offset=answer.offset, epoch=answer.epoch, recovered=False,
+                                          reason="too far behind")
+            answer = await stub.History(pb.HistoryRequest(topic=topic, since_offset=whole[-1].offset, epoch=since[1]),
+                                        timeout=UNARY_TIMEOUT)
+            if not answer.recovered or answer.epoch != since[1]:
+                return answer  # the topic moved on meanwhile (a new epoch, trimmed): not recovered
+            whole.extend(answer.publications)
+            size += sum(len(p.frame) for p in answer.publications)
         return pb.HistoryResponse(publications=whole, offset=answer.offset, epoch=answer.epoch,
                                   recovered=answer.recovered, reason=answer.reason)
-
-    async def _history_page(self, topic: str, since: tuple[int, str]) -> pb.HistoryResponse:
-        request = pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1])
-        return await self.stub.History(request, timeout=UNARY_TIMEOUT)
 
     async def publish(self, topic: str, type_: str, data: bytes) -> str:
         """Publish one message; its id. Raises grpc.aio.AioRpcError."""

@@ -8,6 +8,7 @@ import time
 
 import grpc
 import pytest
+from push.v1 import push_service_pb2 as pb
 from push.v1 import push_service_pb2_grpc as pb_grpc
 
 from tests.support.timing import timeout
@@ -148,23 +149,49 @@ class HungReplica(pb_grpc.PushServiceServicer):
         await asyncio.Event().wait()
 
 
-async def test_a_history_read_on_a_silent_replicas_channel_ends_with_an_answer_when_the_channel_is_replaced(
-        monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(2))
+class AnsweringReplica(pb_grpc.PushServiceServicer):
+    def __init__(self) -> None:
+        self.requests: list[pb.HistoryRequest] = []
+
+    async def History(self, request, context):  # type: ignore[no-untyped-def]
+        self.requests.append(request)
+        return pb.HistoryResponse(publications=[pb.Delivery(topic="t", offset=4, epoch="e")], offset=4, epoch="e",
+                                  recovered=True)
+
+
+async def serve(replica: pb_grpc.PushServiceServicer) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
-    replica = HungReplica()
     pb_grpc.add_PushServiceServicer_to_server(replica, server)
     address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     await server.start()
-    link = PushLink(address, grpc.aio.insecure_channel, lambda deliveries: None, lambda: ([], [], []))  # type: ignore[arg-type, return-value]
-    link._open_channel(0)  # the channels alone: no stream
+    return server, address
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_a_history_read_on_a_silent_replicas_channel_is_answered_when_the_channel_is_replaced(
+        monkeypatch: pytest.MonkeyPatch, replicas: int):
+    """Its call ends at its deadline (not cancelled with the old channel: that would end the reading task
+    unanswered), and it is read once more on the channel the link moved to: there it is answered (two
+    replicas), or it ends as unavailable (the one replica, silent still)."""
+    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(1))
+    hung, answering = HungReplica(), AnsweringReplica()
+    servers = [await serve(hung), *([await serve(answering)] if replicas == 2 else [])]
+    link = PushLink(",".join(address for _, address in servers), grpc.aio.insecure_channel,  # type: ignore[arg-type]
+                    lambda deliveries: None, lambda: ([], [], []))
+    for index in range(replicas):
+        link._open_channel(index)  # the channels alone: no stream
     try:
         reading = asyncio.create_task(link.history("t", (3, "e")))
-        await asyncio.wait_for(replica.called.wait(), timeout(5))
+        await asyncio.wait_for(hung.called.wait(), timeout(5))
         assert not reading.done()  # the call is still on the replica's channel
         link._next_replica(True)  # given up for its silence: the channel replaced, the old one closed
-        answer = await asyncio.wait_for(reading, timeout(5))
-        assert (answer.recovered, answer.reason) == (False, "history unavailable")
+        answer = await asyncio.wait_for(reading, timeout(10))
+        if replicas == 2:
+            assert (answer.recovered, answer.offset, [d.offset for d in answer.publications]) == (True, 4, [4])
+            assert [(r.topic, r.since_offset, r.epoch) for r in answering.requests] == [("t", 3, "e")]
+        else:
+            assert (answer.recovered, answer.reason) == (False, "history unavailable")
     finally:
         await link.close()
-        await server.stop(None)
+        for server, _ in servers:
+            await server.stop(None)
