@@ -148,6 +148,8 @@ class DeliveryPump:
         answer), every subscriber is told (`recovery` with recovered false) and the topic goes on
         from what the new epoch holds, or from the next delivery."""
         for topic, position in positions.items():
+            if self._stream_changes != stream_changes:
+                return  # its answers would be stale (below): the restore's fill reads its topics
             try:
                 resume_at, missed, notice = await self._recover(topic, None if position is None else Position(*position))
             except Exception:

@@ -135,6 +135,7 @@ class PushLink:
         self._batch_open = False  # the newest sequence still collects changes (not sent yet)
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._moved: asyncio.Future[None] | None = None  # done when the link moves to the next replica
         self.connected = asyncio.Event()
         self.reconnects = 0
         self._events = events
@@ -173,6 +174,9 @@ class PushLink:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         self._current = (self._current + 1) % len(self.replicas)
+        if self._moved is not None:
+            self._moved.set_result(None)
+            self._moved = None
 
     # --- unary calls on the link's channel ---------------------------------------------------
 
@@ -182,43 +186,60 @@ class PushLink:
         service answers at most a page at a time, `truncated` when more remain) up to `max_bytes` of
         frames: past that, not recovered ("too far behind": more than a client's send queue holds, and
         the edge would hold it all meanwhile); not recovered, with no epoch, when the push service
-        cannot answer. A read whose call fails after the link moved to another replica (a silent one
-        given up: its call ends at its deadline) is read once more there: the read has no effect."""
-        stub = self.stub
+        cannot answer. A read still out when the link moves to the next replica (the last one given up,
+        perhaps for its silence: the call would only wait out its deadline) is read again there at once."""
         try:
-            return await self._read_history(stub, topic, since, max_bytes, latest)
-        except grpc.aio.AioRpcError as exc:
-            failure = exc
-        if self.stub is not stub:
-            log.info("history of %s: read again on %s (%s)", topic, self.replica, failure.code().name)
-            try:
-                return await self._read_history(self.stub, topic, since, max_bytes, latest)
-            except grpc.aio.AioRpcError as exc:
-                failure = exc
-        log.warning("history of %s unavailable: %s", topic, failure.details())
-        return pb.HistoryResponse(recovered=False, reason="history unavailable")
+            answer = await self._unless_moved(topic, since, max_bytes, latest)
+            if answer is None:
+                log.info("history of %s: read again on %s, the replica the link moved to", topic, self.replica)
+                answer = await self._read_history(topic, since, max_bytes, latest)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:  # (UsageError: its channel closed)
+            log.warning("history of %s unavailable: %s", topic, exc)
+            return pb.HistoryResponse(recovered=False, reason="history unavailable")
+        return answer
 
-    @staticmethod
-    async def _read_history(stub: pb_grpc.PushServiceStub, topic: str, since: tuple[int, str] | None,
-                            max_bytes: int, latest: int) -> pb.HistoryResponse:
+    async def _unless_moved(self, topic: str, since: tuple[int, str] | None, max_bytes: int,
+                            latest: int) -> pb.HistoryResponse | None:
+        """The read, or None when the link moves to the next replica first (or as it fails): then the
+        read is dropped. A read has no effect, so reading again is safe."""
+        if self._moved is None:
+            self._moved = asyncio.get_running_loop().create_future()
+        moved = self._moved
+        reading = asyncio.ensure_future(self._read_history(topic, since, max_bytes, latest))
+        try:
+            await asyncio.wait((reading, moved), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not reading.done():  # moved, or the caller was cancelled
+                reading.cancel()
+        if not reading.done():
+            await asyncio.gather(reading, return_exceptions=True)  # its call cancelled
+            return None
+        if moved.done() and reading.exception() is not None:
+            return None
+        return reading.result()
+
+    async def _read_history(self, topic: str, since: tuple[int, str] | None, max_bytes: int,
+                            latest: int) -> pb.HistoryResponse:
         if since is None:
-            return await stub.History(pb.HistoryRequest(topic=topic, limit=latest), timeout=UNARY_TIMEOUT)
-        answer = await stub.History(pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1]),
-                                    timeout=UNARY_TIMEOUT)
+            return await self.stub.History(pb.HistoryRequest(topic=topic, limit=latest), timeout=UNARY_TIMEOUT)
+        answer = await self._history_page(topic, since)
         whole = list(answer.publications)
         size = sum(len(p.frame) for p in whole)
         while answer.truncated and answer.recovered and whole:
             if size > max_bytes:
                 return pb.HistoryResponse(offset=answer.offset, epoch=answer.epoch, recovered=False,
                                           reason="too far behind")
-            answer = await stub.History(pb.HistoryRequest(topic=topic, since_offset=whole[-1].offset, epoch=since[1]),
-                                        timeout=UNARY_TIMEOUT)
+            answer = await self._history_page(topic, (whole[-1].offset, since[1]))
             if not answer.recovered or answer.epoch != since[1]:
                 return answer  # the topic moved on meanwhile (a new epoch, trimmed): not recovered
             whole.extend(answer.publications)
             size += sum(len(p.frame) for p in answer.publications)
         return pb.HistoryResponse(publications=whole, offset=answer.offset, epoch=answer.epoch,
                                   recovered=answer.recovered, reason=answer.reason)
+
+    async def _history_page(self, topic: str, since: tuple[int, str]) -> pb.HistoryResponse:
+        request = pb.HistoryRequest(topic=topic, since_offset=since[0], epoch=since[1])
+        return await self.stub.History(request, timeout=UNARY_TIMEOUT)
 
     async def publish(self, topic: str, type_: str, data: bytes) -> str:
         """Publish one message; its id. Raises grpc.aio.AioRpcError."""

@@ -242,6 +242,23 @@ async def test_a_fill_begun_before_a_loss_and_answering_after_the_restore_is_sta
     await answer_last_and_expect(reads, router, behind, "t", History([D(6), D(7)]), [5, 6, 7, 8])
 
 
+async def test_a_fill_caught_by_a_loss_reads_no_more_of_its_topics():
+    """Its answers from then on would be stale: the restore's fill reads every held topic."""
+    reads = Reads()
+    router, behind, pump = pump_behind(reads, "t")
+    router.topics.add("u", behind)
+    pump.fan_out([[D(5)], [D(2, topic="u")]])
+    pump.on_resync()  # reads "t", then "u"
+    await turns()
+    pump.on_lost()
+    reads.answer(0, History([]))
+    await turns()
+    assert [topic for topic, _, _ in reads.reads] == ["t"]
+    pump.on_restored()
+    await turns()
+    assert [(topic, since.offset) for topic, since, _ in reads.reads] == [("t", 5), ("t", 5)]
+
+
 async def test_a_topic_a_gap_held_while_the_stream_came_back_is_filled_after_the_restore():
     """A stream that is coming back can deliver before it is up; a gap then holds a topic the loss did
     not (here one subscribed during the outage), and its fill answers while the stream is still down.

@@ -170,10 +170,11 @@ async def serve(replica: pb_grpc.PushServiceServicer) -> tuple[grpc.aio.Server, 
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_a_history_read_on_a_silent_replicas_channel_is_answered_when_the_channel_is_replaced(
         monkeypatch: pytest.MonkeyPatch, replicas: int):
-    """Its call ends at its deadline (not cancelled with the old channel: that would end the reading task
-    unanswered), and it is read once more on the channel the link moved to: there it is answered (two
-    replicas), or it ends as unavailable (the one replica, silent still)."""
-    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(1))
+    """It is read again at once on the channel the link moved to (not when its call reaches its
+    deadline: here 30 s with two replicas), and answered there; with the one replica, silent still,
+    it ends as unavailable at the deadline (not cancelled with the old channel: that would end the
+    reading task unanswered)."""
+    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(30) if replicas == 2 else timeout(1))
     hung, answering = HungReplica(), AnsweringReplica()
     servers = [await serve(hung), *([await serve(answering)] if replicas == 2 else [])]
     link = PushLink(",".join(address for _, address in servers), grpc.aio.insecure_channel,  # type: ignore[arg-type]
