@@ -36,9 +36,11 @@ ReadHistory = Callable[[str, Position | None, int], Awaitable[HistoryAnswer]]
 
 class DeliveryPump:
     def __init__(self, router: DeliveryRouter, read_history: ReadHistory, conflated: Sequence[str],
-                 batch_max: int = MAX_FRAME_MESSAGES, confirmed_now: Callable[[str], bool] = lambda topic: True) -> None:
+                 batch_max: int = MAX_FRAME_MESSAGES, confirmed_now: Callable[[str], bool] = lambda topic: True,
+                 applying: Callable[[str], bool] = lambda topic: False) -> None:
         self.router = router
         self._confirmed_now = confirmed_now  # whether a told position is for the topic's latest subscription
+        self._applying = applying  # whether the push service has yet to apply the topic's first interest here
         self.batch_max = batch_max  # messages per frame (EDGE_BATCH_MAX_MESSAGES)
         self._read_history = read_history
         self._conflated = list(conflated)
@@ -123,11 +125,18 @@ class DeliveryPump:
 
     def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:
         """Every subscribed topic held, with where this edge was (None: nowhere known yet, e.g. no
-        message since it was subscribed, or since a gap nobody could recover: what is published
-        meanwhile cannot be found again, so its subscribers are told)."""
+        message since a gap nobody could recover: what is published meanwhile cannot be found again,
+        so its subscribers are told). Not a topic placed nowhere yet whose interest the push service
+        has yet to apply: nothing of it was missed here, it starts where the push service says when it
+        applies it (a new stream's first request asks), and a recovering client reads from its own
+        position once it has. (Held, it could only have been told "interrupted": the fault suite's
+        paused replica and paused Redis told three or four subscribers so in a run, with all they had.)"""
         sequencer = self.router.sequencer
         positions: dict[str, tuple[int, str] | None] = {topic: sequencer.positions.get(topic)
                                                           for topic in self.router.topics.keys()}
+        for topic in sequencer.unplaced(positions):
+            if self._applying(topic):
+                del positions[topic]
         for topic in positions:
             sequencer.hold(topic)
         return positions

@@ -49,6 +49,11 @@ class FirstInterests:
         future = self._confirming.get(topic)
         return future is not None and future.done()
 
+    def applying(self, topic: str) -> bool:
+        """Whether the push service has yet to apply the latest first interest in `topic`."""
+        future = self._confirming.get(topic)
+        return future is not None and not future.done()
+
     def _confirmed(self, topics: list[str], future: asyncio.Future[None]) -> None:
         for topic in topics:
             if self._confirming.get(topic) is future:

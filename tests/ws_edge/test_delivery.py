@@ -9,6 +9,7 @@ import orjson
 
 from tests.support.deliveries import D
 from ws_edge.core.frames import batch_frame, websocket_text_frame
+from ws_edge.core.recovery import Position
 from ws_edge.core.routing import DeliveryRouter
 from ws_edge.delivery import DeliveryPump
 
@@ -181,15 +182,15 @@ def cannot_recover() -> History:
     return answer
 
 
-def pump_behind(reads: Reads, topic: str | None = None, confirmed_now: Any = lambda topic: True
-                ) -> tuple[DeliveryRouter, FakeConnection, DeliveryPump]:
+def pump_behind(reads: Reads, topic: str | None = None, confirmed_now: Any = lambda topic: True,
+                applying: Any = lambda topic: False) -> tuple[DeliveryRouter, FakeConnection, DeliveryPump]:
     """A pump and one subscriber whose socket is behind (what it gets queues, in order), on `topic`."""
     router = DeliveryRouter()
     behind = FakeConnection(False)
     if topic is not None:
         router.topics.add(topic, behind)
     return router, behind, DeliveryPump(router, read_history=reads, conflated=[],  # type: ignore[arg-type]
-                                        confirmed_now=confirmed_now)
+                                        confirmed_now=confirmed_now, applying=applying)
 
 
 async def answer_last_and_expect(reads: Reads, router: DeliveryRouter, behind: FakeConnection, topic: str,
@@ -358,6 +359,31 @@ async def test_a_position_for_a_subscription_since_replaced_is_not_taken():
     router.topics.add("u", behind)
     pump.on_positions({"t": (4, "e"), "u": (2, "e")})
     assert router.sequencer.positions == {"u": (2, "e")}
+
+
+async def test_a_topic_placed_nowhere_whose_interest_is_not_applied_yet_is_not_held_over_a_loss_nor_told():
+    """Nothing of it was missed here: it starts where the push service says when it applies it. A topic
+    placed nowhere since a gap nobody could recover is still held, and its subscribers told."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads, "t", applying=lambda topic: topic == "new")
+    subscriber = Noticed()
+    router.topics.add("new", subscriber)
+    router.topics.add("lost", subscriber)
+    pump.fan_out([[D(5)]])
+    pump.on_lost()
+    assert router.sequencer.held_topics() == ["t", "lost"]
+    pump.on_restored()
+    await turns()
+    reads.answer(0, History([]))
+    await turns()
+    now = History([])
+    now.offset = 9
+    reads.answer(1, now)  # where "lost" is now: its subscribers are told
+    await turns()
+    assert [(topic, since) for topic, since, _ in reads.reads] == [("t", Position(5, "e")), ("lost", None)]
+    assert [(n["type"], n["data"]["topic"], n["data"]["reason"]) for n in subscriber.notices] == [
+        ("recovery", "lost", "the edge's stream was interrupted")]
+    assert not router.sequencer.is_held("new") and router.sequencer.unplaced(["new"]) == ["new"]
 
 
 def test_a_position_told_behind_queued_deliveries_is_dropped_with_its_subscription():
