@@ -17,8 +17,9 @@ log = logging.getLogger("ws_edge")
 class ConfirmGates:
     def __init__(self, timeout: float, late: str = "push service did not confirm an interest change within %.1fs") -> None:
         self.timeout = timeout
-        self._late = late  # the WARNING when a gate opens on its timeout
+        self._late_warning = late  # the WARNING when a gate opens on its timeout
         self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}
+        self._late: set[asyncio.Future[None]] = set()  # changes whose gate opened on its timeout, not applied yet
 
     def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
         """True when the push service has applied these interest changes already (`then` is not
@@ -37,6 +38,11 @@ class ConfirmGates:
         if not self.when_confirmed(waits, lambda: answered.done() or answered.set_result(None)):
             await answered
 
+    def timed_out(self, applied: asyncio.Future[None]) -> bool:
+        """Whether a gate opened on its timeout for this change, which is not applied yet: a connection
+        waiting on it may have been answered without it (a plain subscribe acknowledged anyway)."""
+        return applied in self._late
+
     def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
         """A future done when `applied` is, or after the confirm timeout: one per interest change,
         shared by every connection of a burst that waits on it (one timer, not one each)."""
@@ -47,10 +53,13 @@ class ConfirmGates:
             timeout = self.timeout
 
             def open_gate(late: bool) -> None:
+                if not late:
+                    self._late.discard(applied)
                 if gate.done():
                     return
                 if late:
-                    log.warning(self._late, timeout)
+                    log.warning(self._late_warning, timeout)
+                    self._late.add(applied)
                 gate.set_result(None)
                 self._gates.pop(applied, None)
                 timer.cancel()

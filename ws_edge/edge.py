@@ -69,7 +69,7 @@ class Edge:
         self.client_id_mark = new_edge_mark()
         self.pump = DeliveryPump(self.router, self.read_history, settings.conflated, settings.batch_max_messages,
                                  confirmed_now=lambda topic: self.interests.confirmed_now(topic),
-                                 applying=lambda topic: self.interests.applying(topic))
+                                 applying=lambda topic: self.interests.applying(topic, self._gates.timed_out))
         # HTTP-transport sessions by session id (`~<mark>.<hex>`): where `POST /emulation` puts frames.
         self.inboxes = StreamInboxes()
         self.presence = EdgePresence(self.client_id_mark, self.router, self.connections, **settings.presence_options)

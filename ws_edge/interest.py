@@ -5,7 +5,7 @@ answer (with it comes the topic's retained state, to every subscriber)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 from .core.routing import DeliveryRouter
@@ -49,10 +49,11 @@ class FirstInterests:
         future = self._confirming.get(topic)
         return future is not None and future.done()
 
-    def applying(self, topic: str) -> bool:
-        """Whether the push service has yet to apply the latest first interest in `topic`."""
+    def applying(self, topic: str, answered_without: Callable[[asyncio.Future[None]], bool]) -> bool:
+        """Whether the push service has yet to apply the latest first interest in `topic`, and no one
+        waiting for it was answered without it (`answered_without`: the confirm gates' `timed_out`)."""
         future = self._confirming.get(topic)
-        return future is not None and not future.done()
+        return future is not None and not future.done() and not answered_without(future)
 
     def _confirmed(self, topics: list[str], future: asyncio.Future[None]) -> None:
         for topic in topics:

@@ -14,7 +14,7 @@ async def test_a_gate_opens_when_the_change_is_applied_and_is_shared():
     applied.set_result(None)
     for _ in range(3):
         await asyncio.sleep(0)
-    assert answered == [0, 1, 2] and gates._gates == {}
+    assert answered == [0, 1, 2] and gates._gates == {} and not gates.timed_out(applied)
 
 
 async def test_changes_applied_already_answer_at_once_without_a_callback():
@@ -49,6 +49,11 @@ async def test_a_gate_opens_after_the_timeout_when_the_push_service_is_late():
     assert gates.when_confirmed([never], lambda: answered.set_result(None)) is False
     await asyncio.wait_for(answered, 5)
     assert not never.done() and gates._gates == {}
+    assert gates.timed_out(never)  # someone was answered without it
+    never.set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not gates.timed_out(never) and gates._late == set()  # applied: forgotten
 
 
 def never_called() -> None:

@@ -44,8 +44,9 @@ async def test_a_position_told_with_an_answer_belongs_to_the_latest_subscription
     interests.route("second", ["t"])  # and to add it again
     (_, old), (_, new) = push.asked
     old.set_result(None)  # the old ask's answer is being taken (its callbacks not run yet)
-    assert not interests.confirmed_now("t") and interests.applying("t")
+    assert not interests.confirmed_now("t") and interests.applying("t", lambda change: False)
+    assert not interests.applying("t", lambda change: change is new)  # someone was answered without it
     new.set_result(None)
-    assert interests.confirmed_now("t") and not interests.applying("t")
+    assert interests.confirmed_now("t") and not interests.applying("t", lambda change: False)
     await asyncio.sleep(0)  # callbacks run: nothing is being answered any more
     assert not interests.confirmed_now("t")
