@@ -101,9 +101,10 @@ class DeliveryPump:
             sequencer.start_told()
 
     def _settle_positions(self) -> None:
-        """Positions told after deliveries still queued, before every topic is held: those deliveries are
-        routed now, then the topics start, so that the hold keeps what they said."""
-        if self.router.sequencer.told:
+        """Before every topic is held: the deliveries still queued are routed now, then the topics whose
+        positions were told after them start, so that the hold keeps what they said (and a topic placed
+        by them is held: routed after the hold was decided, it would go on unheld over the outage)."""
+        if self._incoming or self.router.sequencer.told:
             self._route_incoming()
 
     def _route_incoming(self) -> None:

@@ -53,6 +53,7 @@ SILENCE_TIMEOUT = 3.0
 # The watchdog's timer woke more than this after it was due: this process was not running meanwhile (a
 # loop round of the busiest edge takes tens of milliseconds).
 STALL = 0.25
+MOVE_WAIT = 0.5  # how long a read refused as unavailable waits for the link to move (its replica went away)
 
 
 class StreamSilent(Exception):
@@ -136,6 +137,7 @@ class PushLink:
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._moved: asyncio.Future[None] | None = None  # done when the link moves to the next replica
+        self._closed = False
         self.connected = asyncio.Event()
         self.reconnects = 0
         self._events = events
@@ -174,7 +176,7 @@ class PushLink:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         self._current = (self._current + 1) % len(self.replicas)
-        if self._moved is not None:
+        if self._moved is not None and not self._closed:
             self._moved.set_result(None)
             self._moved = None
 
@@ -196,27 +198,37 @@ class PushLink:
         except (grpc.aio.AioRpcError, grpc.aio.UsageError) as exc:  # (UsageError: its channel closed)
             log.warning("history of %s unavailable: %s", topic, exc)
             return pb.HistoryResponse(recovered=False, reason="history unavailable")
+        except asyncio.CancelledError:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise  # the caller is cancelled
+            # Its call was, with its channel (the link closing): answered, not left to end the caller.
+            return pb.HistoryResponse(recovered=False, reason="history unavailable")
         return answer
 
     async def _unless_moved(self, topic: str, since: tuple[int, str] | None, max_bytes: int,
                             latest: int) -> pb.HistoryResponse | None:
         """The read, or None when the link moves to the next replica first (or as it fails): then the
-        read is dropped. A read has no effect, so reading again is safe."""
+        read is dropped. A read has no effect, so reading again is safe. A replica that went away fails
+        the read and the stream at about the same time: a read refused as unavailable waits a moment
+        for the link to move."""
         if self._moved is None:
             self._moved = asyncio.get_running_loop().create_future()
         moved = self._moved
         reading = asyncio.ensure_future(self._read_history(topic, since, max_bytes, latest))
         try:
             await asyncio.wait((reading, moved), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not reading.done():  # moved, or the caller was cancelled
+            if not reading.done():  # moved
                 reading.cancel()
-        if not reading.done():
-            await asyncio.gather(reading, return_exceptions=True)  # its call cancelled
-            return None
-        if moved.done() and reading.exception() is not None:
-            return None
-        return reading.result()
+                await asyncio.gather(reading, return_exceptions=True)  # its call cancelled
+                return None
+            failure = None if reading.cancelled() else reading.exception()
+            if isinstance(failure, grpc.aio.AioRpcError) and failure.code() == grpc.StatusCode.UNAVAILABLE:
+                await asyncio.wait((moved,), timeout=MOVE_WAIT)
+        except BaseException:  # the caller is cancelled: the read's outcome is nobody's
+            reading.cancel()
+            reading.add_done_callback(lambda task: task.cancelled() or task.exception())
+            raise
+        return None if moved.done() and failure is not None else reading.result()
 
     async def _read_history(self, topic: str, since: tuple[int, str] | None, max_bytes: int,
                             latest: int) -> pb.HistoryResponse:
@@ -296,6 +308,7 @@ class PushLink:
                                                               report=self._extras.report()))
 
     async def close(self) -> None:
+        self._closed = True  # its reads are not read again elsewhere: their channels close below
         for task in (self._task, self._reporter):
             if task is not None:
                 task.cancel()

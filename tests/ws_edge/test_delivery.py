@@ -386,6 +386,14 @@ async def test_a_topic_placed_nowhere_whose_interest_is_not_applied_yet_is_not_h
     assert not router.sequencer.is_held("new") and router.sequencer.unplaced(["new"]) == ["new"]
 
 
+def test_deliveries_still_queued_at_a_loss_are_routed_before_the_hold_and_the_topics_they_place_are_held():
+    """Routed after the hold was decided, a topic they place would go on unheld over the outage."""
+    router, behind, pump = pump_behind(Reads(), "new", applying=lambda topic: topic == "new")
+    pump.on_deliveries([D(3, topic="new")])  # queued: the fan-out task has not run
+    pump.on_lost()
+    assert [d.offset for d in behind.queued] == [3] and router.sequencer.held_topics() == ["new"]
+
+
 def test_a_position_told_behind_queued_deliveries_is_dropped_with_its_subscription():
     """The topic's last subscriber leaves, and another subscribes, before the deliveries ahead of its
     told position are routed: that position was the old subscription's, not the new one's."""

@@ -196,3 +196,52 @@ async def test_a_history_read_on_a_silent_replicas_channel_is_answered_when_the_
         await link.close()
         for server, _ in servers:
             await server.stop(None)
+
+
+class RefusingReplica(pb_grpc.PushServiceServicer):
+    """A replica going away: its calls are refused as unavailable."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    async def History(self, request, context):  # type: ignore[no-untyped-def]
+        self.called.set()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+
+
+async def test_a_read_refused_as_unavailable_is_read_again_where_the_link_moves_next():
+    """A replica that went away fails the read a little before the stream (here the move comes 0.1 s
+    after the refusal): the read waits for the move, and is answered by the next replica."""
+    refusing, answering = RefusingReplica(), AnsweringReplica()
+    servers = [await serve(refusing), await serve(answering)]
+    link = PushLink(",".join(address for _, address in servers), grpc.aio.insecure_channel,  # type: ignore[arg-type]
+                    lambda deliveries: None, lambda: ([], [], []))
+    for index in range(2):
+        link._open_channel(index)
+    try:
+        reading = asyncio.create_task(link.history("t", (3, "e")))
+        await asyncio.wait_for(refusing.called.wait(), timeout(5))
+        await asyncio.sleep(0.1)
+        link._next_replica(False)
+        answer = await asyncio.wait_for(reading, timeout(5))
+        assert (answer.recovered, answer.offset) == (True, 4) and len(answering.requests) == 1
+    finally:
+        await link.close()
+        for server, _ in servers:
+            await server.stop(None)
+
+
+async def test_a_read_out_when_the_link_closes_is_answered_unavailable():
+    """Not read again elsewhere, and not left to end its caller with the channel's cancellation."""
+    hung = HungReplica()
+    server, address = await serve(hung)
+    link = PushLink(address, grpc.aio.insecure_channel, lambda deliveries: None, lambda: ([], [], []))  # type: ignore[arg-type]
+    link._open_channel(0)
+    try:
+        reading = asyncio.create_task(link.history("t", (3, "e")))
+        await asyncio.wait_for(hung.called.wait(), timeout(5))
+        await link.close()
+        answer = await asyncio.wait_for(reading, timeout(5))
+        assert (answer.recovered, answer.reason) == (False, "history unavailable")
+    finally:
+        await server.stop(None)
