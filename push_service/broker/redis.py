@@ -514,6 +514,11 @@ class RedisBroker(Broker):
                     log.exception("bad message on %s", message.get("channel"))
         except (RedisError, OSError):
             self._events.failed("subscriber")
+            # Redis went away (restarted, perhaps), and the pool's idle connections with it: dropped
+            # now, each connects again when next taken. Kept, each would fail its next command once (a
+            # history read answered unavailable, an edge's interest change ending its stream).
+            with contextlib.suppress(Exception):
+                await self._redis.connection_pool.disconnect(inuse_connections=False)
             raise
         finally:
             self._ready.clear()

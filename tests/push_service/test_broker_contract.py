@@ -5,6 +5,7 @@ module)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -248,6 +249,26 @@ async def test_redis_outage_is_unavailable_then_the_subscriber_comes_back(engine
         if engine.received:
             break
     assert engine.received and engine.received[0].id == "m2"
+
+
+@pytest.mark.parametrize("engine", ["redis"], indirect=True)
+async def test_after_redis_restarts_no_command_fails_on_a_connection_from_before(engine: Engine):
+    """The pool's idle connections went with the Redis that restarted. Kept, each failed its next
+    command once ("Connection closed by server"): a history read answered unavailable, an edge's
+    interest change ended its stream (the fault suite, after its Redis restart)."""
+    assert engine.redis is not None
+    await engine.broker.subscribe("t:h:r")
+    await asyncio.gather(*(engine.broker.history(f"h:r{n}", None, "") for n in range(8)))  # 8 in the pool
+    engine.redis.stop()
+    engine.redis.start()
+    async with asyncio.timeout(timeout(10)):
+        while not engine.received:  # the subscriber is back, its channels subscribed again
+            await asyncio.sleep(0.1)
+            with contextlib.suppress(BrokerUnavailable):
+                await engine.broker.publish(pub("h:r", 1))
+    reads = await asyncio.gather(*(engine.broker.history(f"h:r{n}", None, "") for n in range(8)),
+                                 *(engine.broker.retained(f"h:r{n}") for n in range(8)), return_exceptions=True)
+    assert [r for r in reads if isinstance(r, BaseException)] == []
 
 
 async def test_idempotency_key_publishes_once(engine: Engine):
