@@ -12,7 +12,7 @@ import pytest
 
 from pushclient import PushClient
 from pushclient.client import outgoing
-from tests.support.metrics import reaches, scrape, value
+from tests.support.metrics import falls_to, reaches, scrape, value
 from tests.support.processes import System
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
@@ -110,12 +110,6 @@ async def test_a_quiet_topic_with_history_is_recovered_when_the_edges_replica_st
             await client.close()
 
 
-async def push_connected_falls_to_0(system: System, within: float) -> None:
-    async with asyncio.timeout(within):
-        while value(scrape(system.edge_metrics_url), "ws_edge_push_connected") != 0:
-            await asyncio.sleep(0.05)
-
-
 async def test_a_topic_subscribed_while_the_edge_had_no_stream_is_recovered_over_the_next_loss(tmp_path: Path):
     """A topic subscribed while the edge's stream was down rides the next stream's first request (the
     snapshot), and the edge asks where it stands then (`position_topics`). Lost again before its first
@@ -126,8 +120,9 @@ async def test_a_topic_subscribed_while_the_edge_had_no_stream_is_recovered_over
         b.push.kill(signal.SIGSTOP)  # edge a's only replica
         connecting = None
         try:
-            await push_connected_falls_to_0(a, timeout(15))
-            connecting = asyncio.create_task(WsClient.connect(a.ws_url, topics="inbox:bea"))
+            await falls_to(a.edge_metrics_url, "ws_edge_push_connected", 0, timeout(15))
+            # Welcomed once the stream's first request is applied, after the try open now has ended.
+            connecting = asyncio.create_task(WsClient.connect(a.ws_url, welcome_wait=30, topics="inbox:bea"))
             await reaches(a.edge_metrics_url, "ws_edge_topics", 1, timeout(10))  # subscribed, no stream
             # The edge keeps trying the stopped replica, each try given up after 3 s of silence: one
             # open when the subscription came took it as a change after its first request. Once that
@@ -141,7 +136,7 @@ async def test_a_topic_subscribed_while_the_edge_had_no_stream_is_recovered_over
         try:
             b.push.kill(signal.SIGSTOP)
             try:
-                await push_connected_falls_to_0(a, timeout(15))
+                await falls_to(a.edge_metrics_url, "ws_edge_push_connected", 0, timeout(15))
                 during = await push.publish("inbox:bea", "note", {"n": 2}, id="during")  # in the outage
             finally:
                 b.push.kill(signal.SIGCONT)

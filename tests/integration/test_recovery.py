@@ -347,7 +347,7 @@ class LateInterest(grpc.aio.StreamStreamClientInterceptor):
 
 
 class Logged(logging.Handler):
-    """Set when `logger` says something containing `text`."""
+    """Set when `logger` says exactly `text`."""
 
     def __init__(self, logger: str, text: str) -> None:
         super().__init__(logging.WARNING)
@@ -355,7 +355,7 @@ class Logged(logging.Handler):
         self.logger = logging.getLogger(logger)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
+        if record.getMessage() == self.text:
             self.said.set()
 
     def __enter__(self) -> Self:
@@ -394,15 +394,16 @@ async def test_a_recovery_whose_interest_the_push_service_applies_late_reads_his
     either. Here the interest is held until the confirm gate has opened and 6..8 are published; they
     are recovered with the rest."""
     late = LateInterest()
+    confirm = timeout(3.0)  # the gate's bound; the recovery's is twice it
     async with PushClient(history_system.push_address) as push, edge_in_this_process(
-            history_system.push_address, late, subscribe_confirm_timeout=3.0) as ws_url:
+            history_system.push_address, late, subscribe_confirm_timeout=confirm) as ws_url:
         for n in range(1, 6):
             published = await push.publish("stream:late", "t", {"n": n}, id=f"late{n}")
         epoch = published.epoch
         late.holding = True
         client = await WsClient.connect(ws_url)
         try:
-            with Logged("ws_edge", "did not confirm an interest change within 3.0s") as gate:
+            with Logged("ws_edge", f"push service did not confirm an interest change within {confirm:.1f}s") as gate:
                 acked = asyncio.create_task(client.request({"type": "subscribe", "id": "s1", "data": {
                     "topics": ["stream:late"], "since": {"stream:late": {"offset": 2, "epoch": epoch}}}}, wait=30))
                 await asyncio.wait_for(gate.said.wait(), timeout(10))  # the gate opened without the interest

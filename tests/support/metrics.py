@@ -37,3 +37,11 @@ async def reaches(url: str, name: str, at_least: float, within: float) -> None:
     async with asyncio.timeout(within):
         while value(scrape(url), name) < at_least:
             await asyncio.sleep(0.05)
+
+
+async def falls_to(url: str, name: str, at_most: float, within: float) -> None:
+    """Until `name` on `url` reads `at_most` or less (polled every 50 ms), or TimeoutError after
+    `within` s. (A sample the service does not expose reads 0: name one it does.)"""
+    async with asyncio.timeout(within):
+        while value(scrape(url), name) > at_most:
+            await asyncio.sleep(0.05)

@@ -56,10 +56,11 @@ class WsClient:
         self._backlog: deque[dict[str, Any]] = deque()  # frames read past by request(), in order
 
     @classmethod
-    async def connect(cls, base_url: str, path: str = "/ws", **params: str) -> WsClient:
+    async def connect(cls, base_url: str, path: str = "/ws", *, welcome_wait: float = 10, **params: str) -> WsClient:
+        """`welcome_wait`: seconds (scaled) to wait for `connected`; `params`: the URL's query."""
         query = f"?{urlencode(params)}" if params else ""
         connection = await websockets.connect(base_url + path + query, max_size=None)
-        welcome = parse_server_frame(await asyncio.wait_for(connection.recv(), timeout(10)))
+        welcome = parse_server_frame(await asyncio.wait_for(connection.recv(), timeout(welcome_wait)))
         assert welcome["type"] == "connected", welcome
         return cls(connection, welcome)
 

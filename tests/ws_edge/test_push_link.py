@@ -4,7 +4,9 @@ sequence, and which futures its acknowledgement resolves; and its watchdog, on a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -159,29 +161,36 @@ class AnsweringReplica(pb_grpc.PushServiceServicer):
                                   recovered=True)
 
 
-async def serve(replica: pb_grpc.PushServiceServicer) -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server()
-    pb_grpc.add_PushServiceServicer_to_server(replica, server)
-    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-    await server.start()
-    return server, address
+@contextlib.asynccontextmanager
+async def linked(*replicas: pb_grpc.PushServiceServicer) -> AsyncIterator[PushLink]:
+    """A push link to these replicas, each a real in-process gRPC server, their channels open (no stream)."""
+    servers = []
+    for replica in replicas:
+        server = grpc.aio.server()
+        pb_grpc.add_PushServiceServicer_to_server(replica, server)
+        servers.append((server, f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"))
+        await server.start()
+    link = PushLink(",".join(address for _, address in servers), grpc.aio.insecure_channel,  # type: ignore[arg-type]
+                    lambda deliveries: None, lambda: ([], [], []))
+    for index in range(len(replicas)):
+        link._open_channel(index)
+    try:
+        yield link
+    finally:
+        await link.close()
+        for server, _ in servers:
+            await server.stop(None)
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_a_history_read_on_a_silent_replicas_channel_is_answered_when_the_channel_is_replaced(
         monkeypatch: pytest.MonkeyPatch, replicas: int):
     """It is read again at once on the channel the link moved to (not when its call reaches its
-    deadline: here 30 s with two replicas), and answered there; with the one replica, silent still,
-    it ends as unavailable at the deadline (not cancelled with the old channel: that would end the
-    reading task unanswered)."""
-    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(30) if replicas == 2 else timeout(1))
+    deadline: here 30 s with two replicas), and answered there. With the one replica, silent still,
+    the read again there ends "unavailable" at its deadline: an answer all the same."""
+    monkeypatch.setattr(push_link, "UNARY_TIMEOUT", timeout(30) if replicas == 2 else timeout(3))
     hung, answering = HungReplica(), AnsweringReplica()
-    servers = [await serve(hung), *([await serve(answering)] if replicas == 2 else [])]
-    link = PushLink(",".join(address for _, address in servers), grpc.aio.insecure_channel,  # type: ignore[arg-type]
-                    lambda deliveries: None, lambda: ([], [], []))
-    for index in range(replicas):
-        link._open_channel(index)  # the channels alone: no stream
-    try:
+    async with linked(hung, *([answering] if replicas == 2 else [])) as link:
         reading = asyncio.create_task(link.history("t", (3, "e")))
         await asyncio.wait_for(hung.called.wait(), timeout(5))
         assert not reading.done()  # the call is still on the replica's channel
@@ -192,56 +201,47 @@ async def test_a_history_read_on_a_silent_replicas_channel_is_answered_when_the_
             assert [(r.topic, r.since_offset, r.epoch) for r in answering.requests] == [("t", 3, "e")]
         else:
             assert (answer.recovered, answer.reason) == (False, "history unavailable")
-    finally:
-        await link.close()
-        for server, _ in servers:
-            await server.stop(None)
 
 
 class RefusingReplica(pb_grpc.PushServiceServicer):
     """A replica going away: its calls are refused as unavailable."""
 
-    def __init__(self) -> None:
-        self.called = asyncio.Event()
-
     async def History(self, request, context):  # type: ignore[no-untyped-def]
-        self.called.set()
         await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
 
 
 async def test_a_read_refused_as_unavailable_is_read_again_where_the_link_moves_next():
-    """A replica that went away fails the read a little before the stream (here the move comes 0.1 s
-    after the refusal): the read waits for the move, and is answered by the next replica."""
+    """A replica that went away fails the read a little before the stream: the read waits for the
+    move, and is answered by the next replica. (The move comes on a timer armed once the read has
+    failed: the loop runs the reader's own turns, which start its wait, before any timer.)"""
     refusing, answering = RefusingReplica(), AnsweringReplica()
-    servers = [await serve(refusing), await serve(answering)]
-    link = PushLink(",".join(address for _, address in servers), grpc.aio.insecure_channel,  # type: ignore[arg-type]
-                    lambda deliveries: None, lambda: ([], [], []))
-    for index in range(2):
-        link._open_channel(index)
-    try:
-        reading = asyncio.create_task(link.history("t", (3, "e")))
-        await asyncio.wait_for(refusing.called.wait(), timeout(5))
+    async with linked(refusing, answering) as link:
+        failed = asyncio.Event()
+        read = link._read_history
+
+        async def reading(*args):  # type: ignore[no-untyped-def]
+            try:
+                return await read(*args)
+            except grpc.aio.AioRpcError:
+                failed.set()
+                raise
+
+        link._read_history = reading  # type: ignore[method-assign]
+        answered = asyncio.create_task(link.history("t", (3, "e")))
+        await asyncio.wait_for(failed.wait(), timeout(5))
         await asyncio.sleep(0.1)
+        assert not answered.done()  # it waits for the move (before the wait: answered unavailable)
         link._next_replica(False)
-        answer = await asyncio.wait_for(reading, timeout(5))
+        answer = await asyncio.wait_for(answered, timeout(5))
         assert (answer.recovered, answer.offset) == (True, 4) and len(answering.requests) == 1
-    finally:
-        await link.close()
-        for server, _ in servers:
-            await server.stop(None)
 
 
 async def test_a_read_out_when_the_link_closes_is_answered_unavailable():
     """Not read again elsewhere, and not left to end its caller with the channel's cancellation."""
     hung = HungReplica()
-    server, address = await serve(hung)
-    link = PushLink(address, grpc.aio.insecure_channel, lambda deliveries: None, lambda: ([], [], []))  # type: ignore[arg-type]
-    link._open_channel(0)
-    try:
+    async with linked(hung) as link:
         reading = asyncio.create_task(link.history("t", (3, "e")))
         await asyncio.wait_for(hung.called.wait(), timeout(5))
         await link.close()
         answer = await asyncio.wait_for(reading, timeout(5))
         assert (answer.recovered, answer.reason) == (False, "history unavailable")
-    finally:
-        await server.stop(None)
