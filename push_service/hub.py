@@ -373,10 +373,10 @@ class Hub:
         remove_client_ids: Iterable[str] = (),
         add_join_leave: Iterable[str] = (),
         remove_join_leave: Iterable[str] = (),
-        positions: bool | Collection[str] = False,
+        positions: Collection[str] = (),
     ) -> list[tuple[str, int, str]]:
-        """Applies an edge's interest change; with `positions` (True: every added topic; or those of
-        them in it), returns where each such topic with history stands now (topic, offset, epoch;
+        """Applies an edge's interest change; returns where each added topic in `positions` that has
+        history stands now (topic, offset, epoch;
         offset 0 and no epoch: nothing published in a kept epoch), read after this replica routes it to
         the edge: a publication the edge gets from here on comes after that position, or is one the
         read saw."""
@@ -401,9 +401,7 @@ class Hub:
             retained = await self._broker.retained(topic)
             if retained is not None:
                 session.enqueue(retained)
-        if not positions:
-            return []
-        asked = added_topics if positions is True else [topic for topic in added_topics if topic in positions]
+        asked = [topic for topic in added_topics if topic in positions]
         return await self._positions(asked) if asked else []
 
     async def _subscribe(self, session: EdgeSession, channels: list[str]) -> None:

@@ -272,6 +272,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
         try:
             await self._hub.route_commands(session)
             first = True  # a new stream's snapshot: the edge knows its topics' positions, but those it asks for
+            # (a later change: every topic it adds)
             async for change in request_iterator:
                 positions = await self._hub.change_interest(
                     session,
@@ -281,7 +282,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     remove_client_ids=change.remove_client_ids,
                     add_join_leave=change.add_join_leave,
                     remove_join_leave=change.remove_join_leave,
-                    positions=set(change.position_topics) if first else bool(change.sequence),
+                    positions=set(change.position_topics if first else change.add_topics if change.sequence else ()),
                 )
                 first = False
                 await self._edge_presence(session, change)

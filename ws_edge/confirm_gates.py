@@ -15,11 +15,13 @@ log = logging.getLogger("ws_edge")
 
 
 class ConfirmGates:
-    def __init__(self, timeout: float, late: str = "push service did not confirm an interest change within %.1fs") -> None:
+    def __init__(self, timeout: float, late: str = "push service did not confirm an interest change within %.1fs",
+                 remember_late: bool = True) -> None:
         self.timeout = timeout
         self._late_warning = late  # the WARNING when a gate opens on its timeout
         self._gates: dict[asyncio.Future[None], asyncio.Future[None]] = {}
-        self._late: set[asyncio.Future[None]] = set()  # changes whose gate opened on its timeout, not applied yet
+        # Changes whose gate opened on its timeout, not applied yet (`timed_out`), if asked for.
+        self._late: set[asyncio.Future[None]] | None = set() if remember_late else None
 
     def when_confirmed(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> bool:
         """True when the push service has applied these interest changes already (`then` is not
@@ -41,7 +43,7 @@ class ConfirmGates:
     def timed_out(self, applied: asyncio.Future[None]) -> bool:
         """Whether a gate opened on its timeout for this change, which is not applied yet: a connection
         waiting on it may have been answered without it (a plain subscribe acknowledged anyway)."""
-        return applied in self._late
+        return self._late is not None and applied in self._late
 
     def _gate(self, applied: asyncio.Future[None]) -> asyncio.Future[None]:
         """A future done when `applied` is, or after the confirm timeout: one per interest change,
@@ -53,13 +55,14 @@ class ConfirmGates:
             timeout = self.timeout
 
             def open_gate(late: bool) -> None:
-                if not late:
+                if not late and self._late is not None:
                     self._late.discard(applied)
                 if gate.done():
                     return
                 if late:
                     log.warning(self._late_warning, timeout)
-                    self._late.add(applied)
+                    if self._late is not None:
+                        self._late.add(applied)
                 gate.set_result(None)
                 self._gates.pop(applied, None)
                 timer.cancel()

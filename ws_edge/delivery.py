@@ -133,11 +133,9 @@ class DeliveryPump:
         position once it has. (Held, it could only have been told "interrupted": the fault suite's
         paused replica and paused Redis told three or four subscribers so in a run, with all they had.)"""
         sequencer = self.router.sequencer
-        positions: dict[str, tuple[int, str] | None] = {topic: sequencer.positions.get(topic)
-                                                          for topic in self.router.topics.keys()}
-        for topic in sequencer.unplaced(positions):
-            if self._applying(topic):
-                del positions[topic]
+        topics = list(self.router.topics.keys())
+        applying = {topic for topic in sequencer.unplaced(topics) if self._applying(topic)}
+        positions = {topic: sequencer.positions.get(topic) for topic in topics if topic not in applying}
         for topic in positions:
             sequencer.hold(topic)
         return positions

@@ -86,10 +86,10 @@ class Edge:
         self._sweeper: asyncio.Task[None] | None = None
         self.draining = False
         self.interests = FirstInterests(self.router, self.push)
-        self._gates = ConfirmGates(settings.subscribe_confirm_timeout)
-        # A recovery's history read waits as long again (core/session.py `_read_histories`).
+        self._gates = ConfirmGates(settings.subscribe_confirm_timeout)  # a recovery's read: as long again
         self._recovery_gates = ConfirmGates(settings.subscribe_confirm_timeout, "push service did not confirm an "
-                                            "interest change within %.1fs more: recoveries waiting on it give up")
+                                            "interest change within %.1fs more: recoveries waiting on it give up",
+                                            remember_late=False)
         self.verifier, self.policy, self.origins = settings.verifier, settings.policy, settings.origins
         self.rules = session_rules(settings, self.verifier, self.policy, lambda t: self.handlers.get(t) is not None,
                                    presence=lambda: self.presence.rules)

@@ -169,9 +169,10 @@ class PushLink:
             old = self._channels[self._current]
             self._open_channel(self._current)
             if old is not None:
-                # With a grace past the unary deadline: a call still on it (a recovery's history read)
-                # ends with its own deadline's error, which its caller answers. Closed at once, the
-                # channel would cancel it, and the CancelledError would end the caller's task unanswered.
+                # With a grace past the unary deadline: a call still on it (a publish, a client id's
+                # claim; a history read is moved by `_unless_moved` itself) ends with its own deadline's
+                # error, which its caller answers. Closed at once, the channel would cancel it, and the
+                # CancelledError would end the caller's task unanswered.
                 task = asyncio.create_task(old.close(grace=UNARY_TIMEOUT + 1), name="close-silent-channel")
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)

@@ -254,6 +254,8 @@ class SessionDriver:
             self._effect_failed()
 
     def _interest_applied(self, ticket: int, retained: list[bytes], waits: list[asyncio.Future[None]]) -> None:
+        if self.session.closed:  # its gate opened after the connection ended: nothing to wait for
+            return
         if self.spans is not None:
             self.spans.subscribed(ticket)
         pending = [wait for wait in waits if not wait.done()]  # the wait for them timed out (the gates' bound)

@@ -127,6 +127,9 @@ async def test_a_connection_closed_while_its_recovery_waits_for_an_interest_is_n
     assert sent[0]["type"] == "connected" and sent[1]["id"] == "s1"
     assert sent[1]["data"]["recovery"]["t"]["reason"] == "the push service did not take the subscription in time"
     assert edge.detached == [driver]
+    waiting_on_it = len(edge.applied[0]._callbacks or ())  # type: ignore[attr-defined]
+    driver._interest_applied(0, [], [edge.applied[0]])  # a gate that opens after the connection ended
+    assert len(edge.applied[0]._callbacks or ()) == waiting_on_it  # type: ignore[attr-defined]  # nothing new holds it
     gone = weakref.ref(driver)
     del driver, serving, sent
     edge.detached.clear()
