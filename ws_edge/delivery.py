@@ -22,7 +22,7 @@ from common.clock import now_ms
 from . import metrics
 from .core.frames import MAX_FRAME_MESSAGES, regroup, server_frame, websocket_text_frame
 from .core.pacing import FanoutPacing
-from .core.recovery import Position, recovery_report
+from .core.recovery import GapNotice, Position, recovery_report
 from .core.routing import DeliveryRouter
 from .core.sequencer import DeliveryLike
 from .core.session import HistoryAnswer
@@ -183,7 +183,7 @@ class DeliveryPump:
             held = sequencer.resume(topic, resume_at)
             if notice is not None:
                 wire = websocket_text_frame(notice)  # encoded once for every subscriber
-                for connection in list(self.router.topics.subscribers(topic)):
+                for connection in self.router.notice_targets(GapNotice(topic, notice)):
                     connection.send(notice, wire)  # type: ignore[attr-defined]
             self.fan_out([[*missed, *held]])
 

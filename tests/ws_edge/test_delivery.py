@@ -9,7 +9,7 @@ import orjson
 
 from tests.support.deliveries import D
 from ws_edge.core.frames import batch_frame, websocket_text_frame
-from ws_edge.core.recovery import Position
+from ws_edge.core.recovery import GapNotice, Position
 from ws_edge.core.routing import DeliveryRouter
 from ws_edge.delivery import DeliveryPump
 
@@ -153,6 +153,27 @@ async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_
                                              ("recovery", "keeps-none", False, 0, "no history for this topic")]
     assert [d.offset for d in subscriber.queued] == [8]
     assert not any(router.sequencer.is_held(topic) for topic in answers)
+
+
+async def test_a_gap_notice_for_a_guarding_session_goes_through_its_admit():
+    """A session answering a subscribe of the topic holds the notice behind its answer (or drops it when
+    its own read is still to come): the pump must not send it past the session, before the `ack`."""
+    async def read_history(topic: str, since: Any, latest: int) -> Answer:
+        return Answer(7, publications=[D(7)])
+
+    router = DeliveryRouter()
+    told, subscribing = Noticed(), Noticed()
+    router.topics.add("t", told)
+    router.topics.add("t", subscribing)
+    admitted: list[Any] = []
+    router.guard("t", subscribing, lambda delivery: admitted.append(delivery) or False)
+    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    pump.on_lost()
+    pump.on_restored()
+    await turns()
+    assert [n["data"]["topic"] for n in told.notices] == ["t"] and subscribing.notices == []
+    [notice] = admitted
+    assert (type(notice), notice.topic, orjson.loads(notice.frame)) == (GapNotice, "t", told.notices[0])
 
 
 class Reads:

@@ -27,6 +27,13 @@ def test_in_frames_batches_at_most_ten():
     assert len(frames) == 3 and frames[-1].count(b"{}") == 3
 
 
+def test_in_frames_keeps_a_notice_out_of_batches_in_its_place():
+    notice = b'{"type":"recovery"}'
+    frames = in_frames([b'{"o":1}', b'{"o":2}', notice, b'{"o":3}'], {notice})
+    assert frames == [b'{"type":"batch","messages":[{"o":1},{"o":2}]}', notice, b'{"o":3}']
+    assert in_frames([notice], {notice}) == [notice]
+
+
 def test_positions_field():
     message = ClientMessage("subscribe", "s", {"since": {"a": {"offset": 3, "epoch": "e"}, "z": {}}}, None)
     assert positions_field(message, ["a"]) == {"a": Position(3, "e")}

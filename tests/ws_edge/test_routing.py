@@ -1,5 +1,6 @@
 from tests.support.deliveries import D
 from ws_edge.core.frames import websocket_text_frame
+from ws_edge.core.recovery import GapNotice
 from ws_edge.core.routing import DeliveryRouter
 
 
@@ -75,6 +76,19 @@ def test_a_guarded_topic_goes_through_the_sessions_admit_and_skips_the_flood_pat
     router.unguard("t", "a")
     assert [sorted(c) for _, _, c, _ in router.route([[D(4)]])] == [["a", "b"]]
     assert admitted == [1, 2, 3]
+
+
+def test_a_gap_notice_reaches_each_subscriber_that_its_session_lets_take_it_now():
+    router = DeliveryRouter()
+    for connection in ("a", "b", "c"):
+        router.topics.add("t", connection)
+    router.topics.add("u", "d")
+    asked = []
+    router.guard("t", "a", lambda notice: asked.append(notice) or False)  # holds it behind an answer
+    router.guard("t", "b", lambda notice: True)
+    notice = GapNotice("t", b"{}")
+    assert sorted(router.notice_targets(notice)) == ["b", "c"]
+    assert asked == [notice]
 
 
 def test_a_gap_holds_the_topic_for_every_subscriber():

@@ -15,7 +15,7 @@ from tests.support.deliveries import D
 from ws_edge.core.auth import AuthError, Principal
 from ws_edge.core.codes import CloseCode, ErrorCode
 from ws_edge.core.frames import ProtocolError
-from ws_edge.core.recovery import Position
+from ws_edge.core.recovery import GapNotice, Position
 from ws_edge.core.session import (
     AddInterest,
     Admit,
@@ -650,3 +650,52 @@ def test_a_topic_unsubscribed_while_held_releases_nothing():
     assert session.effects() == [Guard("a", False)]
     session.interest_applied(effects[0].ticket, [])
     assert frames(session.effects()) == []
+
+
+NOTICE = b'{"type":"recovery","data":{"topic":"t","recovered":false}}'
+
+
+def test_the_edges_gap_notice_follows_a_subscribes_answer_in_order_once_its_read_is_out():
+    """The edge could not fill a gap of `t` after this subscribe's history read went out: that read may end
+    before the gap, so the client is told, after the ack and the missed messages, in the order it came."""
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket)
+    [read] = session.effects()
+    assert session.admit(D(4)) is False
+    assert session.admit(GapNotice("t", NOTICE)) is False  # held behind the answer, not sent before it
+    assert session.admit(D(9)) is False  # after the gap: the edge's stream goes on unchecked
+    session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack", "batch", "recovery", None]
+    assert sent[1] == {"type": "batch", "messages": [{"o": 3}, {"o": 4}, {"o": 5}]}
+    assert sent[2] == orjson.loads(NOTICE) and sent[3] == {"o": 9}
+    # Past the answer, a notice goes at once and keeps the guard: it is not a newer message.
+    assert session.admit(GapNotice("t", NOTICE)) is True
+    assert session.effects() == []
+    assert session.admit(D(8)) is False and session.admit(D(10)) is True
+
+
+def test_the_edges_gap_notice_is_dropped_while_the_subscribes_own_read_is_still_to_come():
+    """That read, from the client's position to now, covers the gap the edge could not fill."""
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    assert session.admit(GapNotice("t", NOTICE)) is False  # the interest is not applied yet
+    session.interest_applied(effects[1].ticket)
+    [read] = session.effects()
+    session.history_read(read.ticket, "t", History(True, 6, "e", "", [D(n) for n in range(3, 7)]))
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack", "batch"]
+    assert sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 6, "epoch": "e"}}
+
+
+def test_the_edges_gap_notice_for_a_topic_held_for_a_pending_interest_follows_the_ack():
+    session = opened()
+    effects = subscribe(session, ["t"])
+    session.interest_pending(effects[0].ticket)
+    session.effects()
+    assert [session.admit(d) for d in (D(3), GapNotice("t", NOTICE), D(7))] == [False, False, False]
+    session.interest_applied(effects[0].ticket)
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack", None, "recovery", None]
+    assert sent[1] == {"o": 3} and sent[3] == {"o": 7}

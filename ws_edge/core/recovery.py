@@ -3,7 +3,7 @@ gap and no duplicate. No I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,22 @@ from .sequencer import DeliveryLike
 class Position:
     offset: int
     epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class GapNotice:
+    """The edge's `recovery` frame for a topic whose gap it could not fill, shaped as a delivery so
+    that it passes a recovering session's `admit` like one: held in order behind the subscribe's
+    answer, never before it. It has no position (offset 0), so stitching keeps it as it is."""
+
+    topic: str
+    frame: bytes
+    client_id: str = ""
+    retained: bool = False
+    offset: int = 0
+    epoch: str = ""
+    conflation_key: str = ""
+    timestamp_ms: int = 0
 
 
 def positions_field(message: ClientMessage, topics: Sequence[str]) -> dict[str, Position]:
@@ -54,8 +70,24 @@ def stitch(missed: Iterable[DeliveryLike], live: Iterable[DeliveryLike], since: 
     return frames
 
 
-def in_frames(envelopes: list[bytes]) -> list[bytes]:
-    """Envelopes as frames of the guide's batches (at most 10 each; a lone one as itself)."""
+def in_frames(envelopes: list[bytes], alone: Collection[bytes] = ()) -> list[bytes]:
+    """Envelopes as frames of the guide's batches (at most 10 each; a lone one as itself). Those in
+    `alone` (the edge's notices: not messages, so not in a batch) are frames of their own, in their place."""
+    if not alone:
+        return _batched(envelopes)
+    frames: list[bytes] = []
+    run: list[bytes] = []
+    for envelope in envelopes:
+        if envelope in alone:
+            frames += _batched(run)
+            frames.append(envelope)
+            run = []
+        else:
+            run.append(envelope)
+    return frames + _batched(run)
+
+
+def _batched(envelopes: list[bytes]) -> list[bytes]:
     return [batch_frame(envelopes[i:i + MAX_FRAME_MESSAGES]) for i in range(0, len(envelopes), MAX_FRAME_MESSAGES)]
 
 

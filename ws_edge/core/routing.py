@@ -38,6 +38,12 @@ class DeliveryRouter:
             if not guards:
                 del self._guarded[topic]
 
+    def notice_targets(self, notice: DeliveryLike) -> list[Hashable]:
+        """The subscribers of `notice.topic` to tell now that the edge could not fill its gap; a session
+        that guards the topic decides through its `admit` (it holds the notice behind a subscribe's answer)."""
+        guards = self._guarded.get(notice.topic, {})
+        return [c for c in self.topics.subscribers(notice.topic) if (admit := guards.get(c)) is None or admit(notice)]
+
     def remove_topics(self, connection: Hashable, topics: Iterable[str]) -> list[str]:
         """Drop `connection`'s interest in `topics`; returns those left with no local subscriber
         (their position and retained state are forgotten)."""

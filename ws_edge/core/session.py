@@ -52,7 +52,7 @@ from .frames import (
 )
 from .hooks import NO_HOOKS, Hook, HookAnswer, HookCall, HookRules
 from .ratelimit import TokenBucket
-from .recovery import Position, in_frames, positions_field, recovery_report, stitch
+from .recovery import GapNotice, Position, in_frames, positions_field, recovery_report, stitch
 from .sequencer import DeliveryLike
 
 
@@ -270,6 +270,7 @@ class _Subscribe:
     new: tuple[str, ...] = ()  # the topics this subscribe adds (its AddInterest)
     # Positions whose history read waits for the push service to confirm the topic's interest.
     deferred: set[str] = field(default_factory=set)
+    reading: set[str] = field(default_factory=set)  # positions whose history read has gone out
     # New topics whose live deliveries wait for the answer, each with the hold it made (released only
     # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
     holding: dict[str, _Recovery] = field(default_factory=dict)
@@ -898,6 +899,7 @@ class Session:
             if waits and not self._overdue.issuperset(waits):
                 continue
             op.deferred.discard(topic)
+            op.reading.add(topic)
             if waits:
                 self.history_read(ticket, topic, _NOT_CONFIRMED)
             else:
@@ -984,7 +986,7 @@ class Session:
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
         told = self._told(answer, since)
-        for frame in in_frames(stitch(missed, held, told)):
+        for frame in in_frames(stitch(missed, held, told), _notices(held)):
             self._send(frame)
         newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
@@ -995,7 +997,7 @@ class Session:
         if self._recoveries.get(topic) is not hold or hold.held is None:
             return
         held, hold.held = hold.held, None
-        for frame in in_frames([delivery.frame for delivery in held]):
+        for frame in in_frames([delivery.frame for delivery in held], _notices(held)):
             self._send(frame)
         self._unguard(topic)
 
@@ -1015,6 +1017,8 @@ class Session:
         recovery = self._recoveries.get(delivery.topic)
         if recovery is None:
             return True
+        if isinstance(delivery, GapNotice):
+            return self._admit_notice(delivery, recovery)
         if recovery.held is not None:
             recovery.held.append(delivery)
             return False
@@ -1023,6 +1027,21 @@ class Session:
             return False
         self._unguard(delivery.topic)  # a newer message passed: nothing older can come any more
         return True
+
+    def _admit_notice(self, notice: GapNotice, recovery: _Recovery) -> bool:
+        """The edge could not fill a gap of a guarded topic. While a subscribe of it is answered, the
+        notice follows the answer and what it releases, in order; it is dropped if that subscribe's
+        history read is still to come, because that read, from the client's own position to now,
+        covers the gap. Past the answer (a floor), it goes now, and the guard stays: it is no message."""
+        if recovery.held is None:
+            return True
+        if not self._reads_later(notice.topic):
+            recovery.held.append(notice)
+        return False
+
+    def _reads_later(self, topic: str) -> bool:
+        op = self._pending[1] if self._pending is not None else None
+        return isinstance(op, _Subscribe) and topic in op.since and topic not in op.reading
 
     # --- handlers -------------------------------------------------------------------------------
 
@@ -1086,3 +1105,8 @@ def url_positions(value: str | None) -> dict[str, Position]:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "`since` must be a JSON object of positions") from None
     message = ClientMessage(type="subscribe", id=None, data={"since": since}, topic=None)
     return positions_field(message, list(since) if isinstance(since, dict) else [])
+
+
+def _notices(held: Sequence[DeliveryLike]) -> frozenset[bytes]:
+    """The edge's notices among held deliveries: each goes as a frame of its own, not in a batch."""
+    return frozenset(d.frame for d in held if isinstance(d, GapNotice))
