@@ -32,6 +32,8 @@ def test_in_frames_keeps_a_notice_out_of_batches_in_its_place():
     frames = in_frames([b'{"o":1}', b'{"o":2}', notice, b'{"o":3}'], {notice})
     assert frames == [b'{"type":"batch","messages":[{"o":1},{"o":2}]}', notice, b'{"o":3}']
     assert in_frames([notice], {notice}) == [notice]
+    frames = in_frames([b"{}"] * 12 + [notice] + [b"{}"] * 3, {notice})  # the cap of ten on either side
+    assert [f.count(b"{}") for f in frames] == [10, 2, 0, 3] and frames[2] == notice
 
 
 def test_positions_field():

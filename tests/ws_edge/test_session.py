@@ -15,6 +15,7 @@ from tests.support.deliveries import D
 from ws_edge.core.auth import AuthError, Principal
 from ws_edge.core.codes import CloseCode, ErrorCode
 from ws_edge.core.frames import ProtocolError
+from ws_edge.core.hooks import HookAnswer, HookRules, Outcome
 from ws_edge.core.recovery import GapNotice, Position
 from ws_edge.core.session import (
     AddInterest,
@@ -662,14 +663,14 @@ def test_the_edges_gap_notice_follows_a_subscribes_answer_in_order_once_its_read
     effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
     session.interest_applied(effects[1].ticket)
     [read] = session.effects()
-    assert session.admit(D(4)) is False
+    assert session.admit(D(6)) is False
     assert session.admit(GapNotice("t", NOTICE)) is False  # held behind the answer, not sent before it
     assert session.admit(D(9)) is False  # after the gap: the edge's stream goes on unchecked
     session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
     sent = frames(session.effects())
-    assert [f.get("type") for f in sent] == ["ack", "batch", "recovery", None]
-    assert sent[1] == {"type": "batch", "messages": [{"o": 3}, {"o": 4}, {"o": 5}]}
-    assert sent[2] == orjson.loads(NOTICE) and sent[3] == {"o": 9}
+    assert sent[1:] == [{"type": "batch", "messages": [{"o": 3}, {"o": 4}, {"o": 5}, {"o": 6}]},
+                        orjson.loads(NOTICE), {"o": 9}]
+    assert sent[0]["type"] == "ack"
     # Past the answer, a notice goes at once and keeps the guard: it is not a newer message.
     assert session.admit(GapNotice("t", NOTICE)) is True
     assert session.effects() == []
@@ -685,8 +686,20 @@ def test_the_edges_gap_notice_is_dropped_while_the_subscribes_own_read_is_still_
     [read] = session.effects()
     session.history_read(read.ticket, "t", History(True, 6, "e", "", [D(n) for n in range(3, 7)]))
     sent = frames(session.effects())
-    assert [f.get("type") for f in sent] == ["ack", "batch"]
+    assert sent[1:] == [{"type": "batch", "messages": [{"o": n} for n in range(3, 7)]}]
     assert sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 6, "epoch": "e"}}
+
+
+def test_a_gap_notice_dropped_while_the_read_waits_for_its_interest_is_covered_by_the_answer_not_recovered():
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket, confirmed=False)  # the read waits for the push service
+    assert session.admit(GapNotice("t", NOTICE)) is False
+    session.interest_overdue(effects[1].ticket)  # no read at all: the answer says so, and keeps the position
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack"]
+    assert sent[0]["data"]["recovery"]["t"] == {"recovered": False, "offset": 2, "epoch": "e",
+                                                "reason": "the push service did not take the subscription in time"}
 
 
 def test_the_edges_gap_notice_for_a_topic_held_for_a_pending_interest_follows_the_ack():
@@ -699,3 +712,43 @@ def test_the_edges_gap_notice_for_a_topic_held_for_a_pending_interest_follows_th
     sent = frames(session.effects())
     assert [f.get("type") for f in sent] == ["ack", None, "recovery", None]
     assert sent[1] == {"o": 3} and sent[3] == {"o": 7}
+
+
+def test_a_gap_notice_on_the_backends_hold_is_kept_though_a_subscribe_asking_its_hook_names_the_topic():
+    """The client's subscribe{since} of `t` waits for its Subscribe hook; the backend subscribes `t`
+    meanwhile. The notice lands in the backend's hold, which no read of the client's covers: it is kept,
+    and follows the backend's ack, even when the hook then refuses the client's subscribe."""
+    session = opened(hooks=HookRules(subscribe=lambda topic: True))
+    [ask] = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    session.server_subscribe(["t"])
+    [add] = session.effects()
+    session.interest_pending(add.ticket)
+    session.effects()
+    assert session.admit(GapNotice("t", NOTICE)) is False
+    session.hook_answered(ask.ticket, HookAnswer(Outcome.REFUSE, ErrorCode.FORBIDDEN, "no"), wall=1.0)
+    assert [f.get("type") for f in frames(session.effects())] == ["error"]
+    session.interest_applied(add.ticket)
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack", "recovery"] and sent[0]["data"]["server"] is True
+
+
+def test_a_recovery_whose_topic_the_backend_unsubscribed_and_subscribed_again_meanwhile_is_not_recovered():
+    """Its guard went with the unsubscribe: what its read gave would not reach the client, and the backend's
+    new subscription is live only from its own ack. The client keeps its position, and is told to re-sync."""
+    session = opened()
+    effects = subscribe(session, ["t"], {"t": {"offset": 2, "epoch": "e"}})
+    session.interest_applied(effects[1].ticket)
+    [read] = session.effects()
+    session.server_unsubscribe(["t"])
+    session.server_subscribe(["t"])
+    [add] = [e for e in session.effects() if isinstance(e, AddInterest)]
+    session.interest_pending(add.ticket)
+    session.effects()
+    assert session.admit(D(6)) is False
+    session.interest_applied(add.ticket)
+    assert [f.get("type") for f in frames(session.effects())] == ["ack", None]  # the backend's, then 6
+    session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(3), D(4), D(5)]))
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack"]
+    assert sent[0]["data"]["recovery"] == {"t": {"recovered": False, "offset": 2, "epoch": "e",
+                                                 "reason": "unsubscribed while it recovered"}}

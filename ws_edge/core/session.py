@@ -271,6 +271,9 @@ class _Subscribe:
     # Positions whose history read waits for the push service to confirm the topic's interest.
     deferred: set[str] = field(default_factory=set)
     reading: set[str] = field(default_factory=set)  # positions whose history read has gone out
+    # Each position's guard: its live deliveries wait in it for the missed ones. A guard replaced meanwhile
+    # (the backend unsubscribed the topic, maybe subscribed it again) voids the recovery.
+    recovering: dict[str, _Recovery] = field(default_factory=dict)
     # New topics whose live deliveries wait for the answer, each with the hold it made (released only
     # if still its own: an unsubscribe and a newer subscribe of the topic meanwhile make their own).
     holding: dict[str, _Recovery] = field(default_factory=dict)
@@ -837,7 +840,7 @@ class Session:
         if op.join_leave and op.topics:  # before the interest: the subscriber's own join reaches it too
             self._effects.append(JoinLeave(tuple(op.topics), True))
         for topic in op.since:
-            self._guard(topic)  # live deliveries wait for the missed ones (or are dropped below a floor)
+            op.recovering[topic] = self._guard(topic)  # live deliveries wait for the missed ones
         new = op.new = tuple(t for t in op.topics if t not in self.topics)
         self.topics.update(new)
         if new:
@@ -941,7 +944,7 @@ class Session:
             if self.session_id is not None:
                 welcome["session"] = self.session_id
             if op.since:
-                self._url_recovered = {t: self._report(op.reads[t], op.since[t]) for t in op.since}
+                self._url_recovered = {t: self._answer(op, t) for t in op.since}
                 welcome["recovery"] = self._url_recovered
             self._send(server_frame("connected", None, self._now_ms(), welcome))
         else:
@@ -949,12 +952,12 @@ class Session:
             if op.join_leave:
                 ack["join_leave"] = True
             if op.since or op.reported:
-                ack["recovery"] = {**op.reported, **{t: self._report(op.reads[t], op.since[t]) for t in op.since}}
+                ack["recovery"] = {**op.reported, **{t: self._answer(op, t) for t in op.since}}
             self._ack(op.message_id, ack)
         for frame in op.retained:
             self._send(frame)
         for topic, since in op.since.items():
-            self._release(topic, since, op.reads[topic])
+            self._release(topic, op.recovering[topic], since, op.reads[topic])
         for topic, hold in op.holding.items():
             self._release_held(topic, hold)
         if op.rejected is not None:
@@ -971,17 +974,20 @@ class Session:
             return since
         return Position(answer.offset, answer.epoch)
 
-    @staticmethod
-    def _report(answer: HistoryAnswer, since: Position) -> dict[str, Any]:
-        """The topic's position as history says, or the client's own when history could not be asked."""
+    def _answer(self, op: _Subscribe, topic: str) -> dict[str, Any]:
+        """The topic's position as history says, or the client's own when history could not be asked or
+        the recovery was voided (its guard replaced: what it read would not reach the client)."""
+        answer, since = op.reads[topic], op.since[topic]
+        if self._recoveries.get(topic) is not op.recovering[topic]:
+            return recovery_report(False, since.offset, since.epoch, "unsubscribed while it recovered")
         told = Position(answer.offset, answer.epoch) if answer.epoch else since
         return recovery_report(answer.recovered, told.offset, told.epoch, answer.reason)
 
-    def _release(self, topic: str, since: Position, answer: HistoryAnswer) -> None:
+    def _release(self, topic: str, recovery: _Recovery, since: Position, answer: HistoryAnswer) -> None:
         """The missed messages, then the live ones held meanwhile that come after them; then a floor
-        at the newest position the client has, so that older deliveries still on their way are dropped."""
-        recovery = self._recoveries.get(topic)
-        if recovery is None:  # unsubscribed meanwhile
+        at the newest position the client has, so that older deliveries still on their way are dropped.
+        Nothing if the guard is no longer this recovery's (unsubscribed meanwhile, maybe subscribed again)."""
+        if self._recoveries.get(topic) is not recovery:
             return
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
@@ -1035,13 +1041,12 @@ class Session:
         covers the gap. Past the answer (a floor), it goes now, and the guard stays: it is no message."""
         if recovery.held is None:
             return True
-        if not self._reads_later(notice.topic):
+        op = self._pending[1] if self._pending is not None else None
+        reads_later = isinstance(op, _Subscribe) and op.recovering.get(notice.topic) is recovery \
+            and notice.topic not in op.reading
+        if not reads_later:
             recovery.held.append(notice)
         return False
-
-    def _reads_later(self, topic: str) -> bool:
-        op = self._pending[1] if self._pending is not None else None
-        return isinstance(op, _Subscribe) and topic in op.since and topic not in op.reading
 
     # --- handlers -------------------------------------------------------------------------------
 
