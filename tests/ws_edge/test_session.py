@@ -752,3 +752,20 @@ def test_a_recovery_whose_topic_the_backend_unsubscribed_and_subscribed_again_me
     assert [f.get("type") for f in sent] == ["ack"]
     assert sent[0]["data"]["recovery"] == {"t": {"recovered": False, "offset": 2, "epoch": "e",
                                                  "reason": "unsubscribed while it recovered"}}
+
+
+def test_a_subscribes_other_new_topic_waits_for_the_ack_while_a_recovery_reads_its_history():
+    """`u` is new to the connection and routed here already: its interest is applied at once (no pending
+    wait), and while `t`'s history is read a message and a gap notice of `u` come. Both follow the ack."""
+    session = opened()
+    effects = subscribe(session, ["t", "u"], {"t": {"offset": 2, "epoch": "e"}})
+    [add] = [e for e in effects if isinstance(e, AddInterest)]
+    session.interest_applied(add.ticket)
+    effects = session.effects()
+    assert [type(e).__name__ for e in effects] == ["Guard", "ReadHistory"] and effects[0] == Guard("u", True)
+    notice = GapNotice("u", NOTICE.replace(b'"t"', b'"u"'))
+    assert [session.admit(D(4, topic="u")), session.admit(notice)] == [False, False]
+    session.history_read(effects[1].ticket, "t", History(True, 2, "e", "", []))
+    sent = frames(session.effects())
+    assert [f.get("type") for f in sent] == ["ack", None, "recovery"]
+    assert sent[1] == {"o": 4} and sent[2]["data"]["topic"] == "u"

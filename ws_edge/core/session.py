@@ -881,8 +881,10 @@ class Session:
         if op is None:
             return
         op.retained = list(retained)
-        if op.since and op.retained:
-            self._hold_new_topics(op)  # the history reads take time: keep the retained state first
+        if op.since:
+            # The history reads take time: what comes meanwhile on the subscribe's other new topics (a
+            # message, an edge's gap notice) waits for the ack and the retained state, as a recovery's does.
+            self._hold_new_topics(op)
         self._read_histories(ticket, op)
 
     def _read_histories(self, ticket: int, op: _Subscribe) -> None:
