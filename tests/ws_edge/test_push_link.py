@@ -210,10 +210,11 @@ class RefusingReplica(pb_grpc.PushServiceServicer):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
 
 
-async def test_a_read_refused_as_unavailable_is_read_again_where_the_link_moves_next():
+async def test_a_read_refused_as_unavailable_is_read_again_where_the_link_moves_next(monkeypatch: pytest.MonkeyPatch):
     """A replica that went away fails the read a little before the stream: the read waits for the
-    move, and is answered by the next replica. (The move comes on a timer armed once the read has
-    failed: the loop runs the reader's own turns, which start its wait, before any timer.)"""
+    move, and is answered by the next replica. (Its wait is made long here, so that a process starved
+    between the failure and the move cannot see the wait run out first.)"""
+    monkeypatch.setattr(push_link, "MOVE_WAIT", timeout(30))
     refusing, answering = RefusingReplica(), AnsweringReplica()
     async with linked(refusing, answering) as link:
         failed = asyncio.Event()
