@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import orjson
 
 from tests.support.asyncapi import check_server_frame
@@ -32,6 +34,15 @@ def verify_subscription(token, topic, principal, wall):  # type: ignore[no-untyp
     if float(exp) <= wall:
         raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
     return float(exp)
+
+
+@dataclass
+class History:
+    recovered: bool = True
+    offset: int = 1
+    epoch: str = "e"
+    reason: str = ""
+    publications: list = field(default_factory=list)
 
 
 def rules(**overrides):  # type: ignore[no-untyped-def]
@@ -204,6 +215,50 @@ def test_a_topic_the_server_unsubscribed_keeps_no_subscription_token_deadline():
     assert session.effects() == []  # no refresh_required for a token the topic no longer has
     session.tick(0.0, 100.0)
     assert session.effects() == [] and session.topics == {"private:a"}
+
+
+def test_a_topic_the_server_unsubscribes_while_its_subscribe_is_answered_is_not_acked_and_keeps_no_deadline():
+    """The backend unsubscribes `private:a` while the client's subscribe of it waits for its interest.
+    The client is told so at once; the subscribe's ack, after it, lists only what is still subscribed,
+    and the subscribe's token sets no deadline for a topic the connection no longer has."""
+    session, _ = connected("alice@1000")
+    effects = send(session, {"type": "subscribe", "id": "s1", "data": {
+        "topics": ["private:a", "public"], "tokens": {"private:a": "alice@100#private:a"}}}, 1.0)
+    [add] = [e for e in effects if isinstance(e, AddInterest)]
+    session.server_unsubscribe(["private:a"])
+    [told] = frames(session.effects())
+    assert told["data"] == {"type": "unsubscribe", "topics": ["private:a"], "server": True}
+    session.interest_applied(add.ticket)
+    [ack] = frames(session.effects())
+    assert ack["id"] == "s1" and ack["data"] == {"type": "subscribe", "topics": ["public"]}
+    assert session.topics == {"public"}
+    session.tick(0.0, 90.0)
+    assert session.effects() == []  # no refresh_required for a topic the connection does not have
+    [error] = frames(send(session, {"type": "refresh", "id": "r", "data": {"topic": "private:a",
+                                                                          "token": "alice@200#private:a"}}, 95.0))
+    assert error["error"]["code"] == "INVALID_MESSAGE"
+    session.tick(0.0, 100.0)
+    assert session.effects() == [] and session.topics == {"public"}
+
+
+def test_a_topic_whose_old_token_expires_while_a_new_subscribe_of_it_is_answered_is_not_acked():
+    """The old subscription token of `private:a` runs out while a subscribe of it with a new one waits
+    for its history: the topic is unsubscribed (`unsubscribed`), and the ack after it does not say it is
+    subscribed, nor does the new token's deadline come back for it."""
+    session, _ = connected("alice@1000")
+    subscribe(session, ["private:a"], {"private:a": "alice@100#private:a"})
+    effects = send(session, {"type": "subscribe", "id": "s2", "data": {
+        "topics": ["private:a"], "tokens": {"private:a": "alice@300#private:a"},
+        "since": {"private:a": {"offset": 1, "epoch": "e"}}}}, 99.0)
+    [read] = [e for e in effects if type(e).__name__ == "ReadHistory"]
+    session.tick(0.0, 100.0)
+    [gone] = frames(session.effects())
+    assert gone["type"] == "unsubscribed" and gone["data"]["topic"] == "private:a"
+    session.history_read(read.ticket, "private:a", History())
+    [ack] = frames(session.effects())
+    assert ack["id"] == "s2" and ack["data"]["topics"] == []
+    session.tick(0.0, 290.0)
+    assert session.effects() == [] and session.topics == set()
 
 
 def test_protected_topics_in_the_url_are_rejected_after_connected():

@@ -796,6 +796,9 @@ class Session:
         for topic in dropped:
             self._unguard(topic)
             self._deadlines.drop(topic)
+        if self._pending is not None and isinstance(op := self._pending[1], _Subscribe):
+            for topic in dropped:  # a subscribe still answered: its token must not set a deadline after this
+                op.expiries.pop(topic, None)
         self._effects.append(DropInterest(dropped))
 
     # --- subscribe, recovery ----------------------------------------------------------------------
@@ -950,7 +953,9 @@ class Session:
                 welcome["recovery"] = self._url_recovered
             self._send(server_frame("connected", None, self._now_ms(), welcome))
         else:
-            ack: dict[str, Any] = {"type": "subscribe", "topics": op.topics}
+            # A topic the backend or an expired token dropped meanwhile was told as gone already: the ack,
+            # after that, names only what the connection still has.
+            ack: dict[str, Any] = {"type": "subscribe", "topics": [t for t in op.topics if t in self.topics]}
             if op.join_leave:
                 ack["join_leave"] = True
             if op.since or op.reported:
