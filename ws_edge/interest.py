@@ -10,7 +10,9 @@ from typing import Protocol
 
 from .core.routing import DeliveryRouter
 
-Interest = tuple[list[asyncio.Future[None]], list[bytes]]  # what to await, the retained frames known here
+# What to await, and the retained frames known here with their topics (a subscribe answered later
+# leaves out those of topics dropped meanwhile).
+Interest = tuple[list[asyncio.Future[None]], list[tuple[str, bytes]]]
 
 
 class InterestChanges(Protocol):
@@ -26,14 +28,16 @@ class FirstInterests:
     def route(self, subscriber: Hashable, topics: Sequence[str]) -> Interest:
         """Route `topics` to a subscriber (a connection, or the admin page's tail): what to await (the
         push service applying first interests, its own or another's) and the retained frames known here."""
-        first, waits, retained_frames = [], [], []
+        first: list[str] = []
+        waits: list[asyncio.Future[None]] = []
+        retained_frames: list[tuple[str, bytes]] = []
         for topic in topics:
             if self.router.topics.add(topic, subscriber):
                 first.append(topic)  # the push service will send its retained state, if any
             elif (pending := self._confirming.get(topic)) is not None:
                 waits.append(pending)  # its retained state is on the way to every subscriber
             elif (retained := self.router.sequencer.retained_frame(topic)) is not None:
-                retained_frames.append(retained)
+                retained_frames.append((topic, retained))
         if first:
             future = self.push.change(add_topics=first)
             waits.append(future)

@@ -253,7 +253,7 @@ class SessionDriver:
         except Exception:
             self._effect_failed()
 
-    def _interest_applied(self, ticket: int, retained: list[bytes], waits: list[asyncio.Future[None]]) -> None:
+    def _interest_applied(self, ticket: int, retained: list[tuple[str, bytes]], waits: list[asyncio.Future[None]]) -> None:
         if self.session.closed:  # its gate opened after the connection ended: nothing to wait for
             return
         if self.spans is not None:

@@ -91,7 +91,7 @@ def test_connected_only_after_admission_and_the_interest_is_applied():
     session.admitted()
     effects = session.effects()
     assert kinds(effects) == ["AddInterest"] and effects[0].topics == ("a", "b")
-    session.interest_applied(effects[0].ticket, [b'{"retained":1}'])
+    session.interest_applied(effects[0].ticket, [("a", b'{"retained":1}')])
     effects = session.effects()
     assert frames(effects)[0] == {"type": "connected", "id": frames(effects)[0]["id"], "timestamp": 7,
                                   "data": {"client_id": "c1", "topics": ["a", "b"], "user": None}}
@@ -197,7 +197,7 @@ def test_subscribe_is_acked_only_after_the_interest_is_applied():
     session = opened()
     effects = subscribe(session, ["a", "b"])
     assert kinds(effects) == ["AddInterest"] and not session.accepting
-    session.interest_applied(effects[0].ticket, [b'{"r":1}'])
+    session.interest_applied(effects[0].ticket, [("a", b'{"r":1}')])
     sent = frames(session.effects())
     assert sent == [{"type": "ack", "id": "s1", "timestamp": 7, "data": {"type": "subscribe", "topics": ["a", "b"]}},
                     {"r": 1}]
@@ -231,7 +231,7 @@ def test_recovery_order_ack_retained_missed_then_held_live_exactly_once():
     assert kinds(effects) == ["Guard", "AddInterest"] and effects[0] == Guard("t", True)
     # Live deliveries while the interest and history are on their way are held.
     assert [session.admit(D(n)) for n in (4, 5)] == [False, False]
-    session.interest_applied(effects[1].ticket, [b'{"retained":true}'])
+    session.interest_applied(effects[1].ticket, [("t", b'{"retained":true}')])
     effects = session.effects()
     assert effects == [ReadHistory(effects[0].ticket, "t", Position(2, "e"))]
     assert session.admit(D(6)) is False
@@ -523,7 +523,7 @@ def test_any_frames_get_documented_answers_and_never_break_the_session(steps):  
                     session.interest_pending(effect.ticket)
                     for topic in effect.topics:
                         session.admit(envelope(topic, 4))
-                retained = [envelope(t, 1).frame for t in effect.topics] if outcome == "late" else []
+                retained = [(t, envelope(t, 1).frame) for t in effect.topics] if outcome == "late" else []
                 if outcome in ("unconfirmed", "overdue"):  # the wait timed out; the push service is late
                     session.interest_applied(effect.ticket, retained, confirmed=False)
                     pending.extend(session.effects())
@@ -602,7 +602,7 @@ def test_live_deliveries_while_the_interest_is_pending_come_after_the_ack_and_th
     session.interest_pending(effects[0].ticket)  # the driver: not applied yet, deliveries may come
     assert session.effects() == [Guard("b", True), Guard("a", True)]
     assert [session.admit(D(n, topic="b")) for n in (8, 9)] == [False, False]  # newer than the retained 7
-    session.interest_applied(effects[0].ticket, [b'{"retained":7}'])
+    session.interest_applied(effects[0].ticket, [("a", b'{"retained":7}')])
     effects = session.effects()
     assert frames(effects) == [
         {"type": "ack", "id": "s1", "timestamp": 7, "data": {"type": "subscribe", "topics": ["b", "a"]}},
@@ -622,7 +622,7 @@ def test_the_connected_frame_and_retained_state_precede_live_messages_held_meanw
     session.interest_pending(add.ticket)
     assert session.effects() == [Guard("a", True)]
     assert session.admit(D(3, topic="a")) is False
-    session.interest_applied(add.ticket, [b'{"retained":2}'])
+    session.interest_applied(add.ticket, [("a", b'{"retained":2}')])
     sent = frames(session.effects())
     assert [f.get("type") for f in sent] == ["connected", None, None]
     assert sent[1:] == [{"retained": 2}, {"o": 3}]
@@ -632,7 +632,7 @@ def test_retained_state_is_not_overtaken_while_history_is_read_for_another_topic
     session = opened()
     effects = subscribe(session, ["r", "t"], {"t": {"offset": 2, "epoch": "e"}})
     assert kinds(effects) == ["Guard", "AddInterest"]
-    session.interest_applied(effects[1].ticket, [b'{"retained":"r"}'])  # applied at once, history to read
+    session.interest_applied(effects[1].ticket, [("r", b'{"retained":"r"}')])  # applied at once, history to read
     effects = session.effects()
     assert kinds(effects) == ["Guard", "ReadHistory"] and effects[0] == Guard("r", True)
     assert session.admit(D(5, topic="r")) is False
@@ -769,3 +769,57 @@ def test_a_subscribes_other_new_topic_waits_for_the_ack_while_a_recovery_reads_i
     sent = frames(session.effects())
     assert [f.get("type") for f in sent] == ["ack", None, "recovery"]
     assert sent[1] == {"o": 4} and sent[2]["data"]["topic"] == "u"
+
+
+def test_a_server_subscribes_ack_leaves_out_a_topic_dropped_before_its_interest_was_applied():
+    """The backend subscribes `a` and `b`, then unsubscribes `a` before the push service applied the
+    interest: the client is told of the unsubscribe at once; the ack after it names `b` alone, and
+    only `b`'s retained state follows."""
+    session = opened()
+    session.server_subscribe(["a", "b"])
+    [add] = session.effects()
+    session.server_unsubscribe(["a"])
+    [told] = frames(session.effects())
+    assert told["data"] == {"type": "unsubscribe", "topics": ["a"], "server": True}
+    session.interest_applied(add.ticket, [("a", b'{"retained":"a"}'), ("b", b'{"retained":"b"}')])
+    ack, retained = frames(session.effects())
+    assert ack["data"] == {"type": "subscribe", "topics": ["b"], "server": True}
+    assert retained == {"retained": "b"}
+    assert session.topics == {"b"}
+
+
+def test_a_subscribes_ack_and_retained_state_leave_out_a_topic_the_backend_dropped_meanwhile():
+    session = opened()
+    [add] = [e for e in subscribe(session, ["a", "b"]) if isinstance(e, AddInterest)]
+    session.server_unsubscribe(["a"])
+    [told] = frames(session.effects())
+    assert told["data"] == {"type": "unsubscribe", "topics": ["a"], "server": True}
+    session.interest_applied(add.ticket, [("a", b'{"retained":"a"}'), ("b", b'{"retained":"b"}')])
+    assert frames(session.effects()) == [
+        {"type": "ack", "id": "s1", "timestamp": 7, "data": {"type": "subscribe", "topics": ["b"]}},
+        {"retained": "b"}]
+
+
+def test_a_url_recovery_is_not_repeated_for_a_topic_dropped_and_subscribed_again_since():
+    """The URL recovered `t`; the backend then unsubscribed and subscribed it again. A subscribe of `t`
+    with a position is a recovery of its own (a history read), not the URL's answer told again: what
+    was published while `t` was unsubscribed would be in neither."""
+    session = Session(rules(), "c1", now=0.0, clock_ms=lambda: 7)
+    session.open(None, ["t"], {"t": Position(1, "e")}, wall=0.0)
+    session.effects()
+    session.admitted()
+    session.interest_applied(session.effects()[1].ticket)
+    session.history_read(session.effects()[0].ticket, "t", History(True, 2, "e", "", [D(2)]))
+    session.effects()
+    session.server_unsubscribe(["t"])
+    session.server_subscribe(["t"])
+    [add] = [e for e in session.effects() if isinstance(e, AddInterest)]
+    session.interest_applied(add.ticket)
+    session.effects()
+    effects = subscribe(session, ["t"], {"t": {"offset": 9, "epoch": "e"}})
+    [read] = [e for e in effects if isinstance(e, ReadHistory)]
+    assert read.topic == "t" and read.since == Position(9, "e")
+    session.history_read(read.ticket, "t", History(True, 11, "e", "", [D(10), D(11)]))
+    sent = frames(session.effects())
+    assert sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 11, "epoch": "e"}}
+    assert sent[1:] == [{"type": "batch", "messages": [{"o": 10}, {"o": 11}]}]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 
 from tests.support.asyncapi import check_server_frame
@@ -242,3 +244,28 @@ def test_refresh_hook_is_asked_at_the_notice_and_extends_or_lets_it_expire():
     assert notice["type"] == "refresh_required" and notice["data"] == {"expires_at": 200}
     session.tick(0.0, 200.0)
     assert session.effects() == [Close(CloseCode.TOKEN_EXPIRED, "token expired")]
+
+
+def test_an_in_band_refresh_while_the_refresh_hook_decides_makes_the_hooks_answer_stale():
+    """The client refreshed with a token (to 300) while the Refresh hook was being asked: the hook's
+    later answer, shorter or a refusal, must not cut what the client was told, nor notice it again."""
+    def verify_exp(token, wall):  # type: ignore[no-untyped-def]
+        user, exp = token.split("@")
+        return Principal(user, expires_at=float(exp))
+
+    for answer in (HookAnswer(Outcome.ALLOW, expires_at=150.0), HookAnswer(Outcome.REFUSE, reason="logged out")):
+        session = Session(replace(rules(refresh=True), verify=verify_exp), "c1", now=0.0, clock_ms=lambda: 7)
+        session.open("alice@100", [], {}, wall=0.0)
+        session.effects()
+        to_open(session)
+        session.tick(0.0, 90.0)
+        [call] = calls(session.effects())
+        session.receive(orjson.dumps({"type": "refresh", "id": "r", "data": {"token": "alice@300"}}), now=92.0, wall=92.0)
+        [ack] = frames(session.effects())
+        assert ack["data"] == {"type": "refresh", "expires_at": 300}
+        session.hook_answered(call.ticket, answer, wall=93.0)
+        assert session.effects() == []
+        session.tick(0.0, 150.0)
+        assert session.effects() == [] and not session.closed
+        session.tick(0.0, 290.0)  # the new token's notice asks the hook again, once
+        assert [c.call for c in calls(session.effects())] == [HookCall(Hook.REFRESH, "alice")]

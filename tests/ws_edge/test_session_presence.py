@@ -78,7 +78,7 @@ def test_a_server_subscribe_adds_interest_then_tells_the_client_with_its_retaine
     s.server_subscribe(["news", "task:1", "bad topic"])
     [add] = s.effects()
     assert isinstance(add, AddInterest) and add.topics == ("news",)
-    s.interest_applied(add.ticket, [b'{"type":"state","id":"r","timestamp":1,"topic":"news"}'])
+    s.interest_applied(add.ticket, [("news", b'{"type":"state","id":"r","timestamp":1,"topic":"news"}')])
     ack, retained = frames(s.effects())
     assert ack["data"] == {"type": "subscribe", "topics": ["news", "task:1"], "server": True}
     assert retained["type"] == "state"
@@ -98,7 +98,7 @@ def test_live_deliveries_while_a_server_subscribe_is_pending_come_after_its_ack_
     s.interest_pending(add.ticket)  # the driver: not applied yet, deliveries may come
     assert s.effects() == [Guard("news", True)]
     assert [s.admit(D(n, topic="news")) for n in (8, 9)] == [False, False]
-    s.interest_applied(add.ticket, [b'{"retained":7}'])
+    s.interest_applied(add.ticket, [("news", b'{"retained":7}')])
     effects = s.effects()
     ack, *after = frames(effects)
     assert ack["type"] == "ack" and ack["data"] == {"type": "subscribe", "topics": ["news"], "server": True}

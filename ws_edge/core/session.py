@@ -101,7 +101,8 @@ class Admit:
 @dataclass(frozen=True, slots=True)
 class AddInterest:
     """Route `topics` to this connection; answer `interest_applied(ticket, retained)` once the push
-    service has applied the first interests (retained: the topics' retained frames known locally)."""
+    service has applied the first interests (retained: (topic, frame) of the topics' retained state
+    known locally)."""
 
     ticket: int
     topics: tuple[str, ...]
@@ -258,7 +259,7 @@ class _Subscribe:
     topics: list[str]
     since: dict[str, Position]
     reads: dict[str, HistoryAnswer] = field(default_factory=dict)
-    retained: list[bytes] = field(default_factory=list)
+    retained: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, frame)
     url: bool = False  # the URL's topics (answered with `connected`, not an `ack`)
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # recovered already, with the URL
     rejected: ProtocolError | None = None
@@ -682,6 +683,7 @@ class Session:
             return
         self.principal = principal
         self._deadlines.set(None, principal.expires_at, wall)
+        self._refresh_ticket = None  # the Refresh hook asked before this token: its answer is stale now
         self._effects.append(SetPrincipal(principal))
         self._ack(message.id, {"type": "refresh", "expires_at": int(principal.expires_at or 0)})
 
@@ -796,6 +798,7 @@ class Session:
         for topic in dropped:
             self._unguard(topic)
             self._deadlines.drop(topic)
+            self._url_recovered.pop(topic, None)  # a later subscribe of it recovers for itself
         if self._pending is not None and isinstance(op := self._pending[1], _Subscribe):
             for topic in dropped:  # a subscribe still answered: its token must not set a deadline after this
                 op.expiries.pop(topic, None)
@@ -866,15 +869,15 @@ class Session:
             if topic not in op.holding and topic not in op.since:  # (a recovering one is guarded already)
                 op.holding[topic] = self._guard(topic)
 
-    def interest_applied(self, ticket: int, retained: Sequence[bytes] = (), confirmed: bool = True) -> None:
+    def interest_applied(self, ticket: int, retained: Sequence[tuple[str, bytes]] = (), confirmed: bool = True) -> None:
         """The push service applied the interest of `ticket` (`confirmed`), or the wait for it timed out:
-        then `interest_confirmed` follows when it does, or `interest_overdue` first."""
+        then `interest_confirmed` follows when it does, or `interest_overdue` first. `retained`: the
+        (topic, frame) of each topic's retained state known at the edge."""
         if confirmed:
             self._unconfirmed.pop(ticket, None)
         if (server := self._server_subscribes.pop(ticket, None)) is not None:
-            self._ack(None, {"type": "subscribe", "topics": server.topics, "server": True})
-            for frame in retained:
-                self._send(frame)
+            self._ack(None, {"type": "subscribe", "topics": self._still_subscribed(server.topics), "server": True})
+            self._send_retained(retained)
             for topic, hold in server.holding.items():
                 self._release_held(topic, hold)
             if confirmed:
@@ -953,16 +956,13 @@ class Session:
                 welcome["recovery"] = self._url_recovered
             self._send(server_frame("connected", None, self._now_ms(), welcome))
         else:
-            # A topic the backend or an expired token dropped meanwhile was told as gone already: the ack,
-            # after that, names only what the connection still has.
-            ack: dict[str, Any] = {"type": "subscribe", "topics": [t for t in op.topics if t in self.topics]}
+            ack: dict[str, Any] = {"type": "subscribe", "topics": self._still_subscribed(op.topics)}
             if op.join_leave:
                 ack["join_leave"] = True
             if op.since or op.reported:
                 ack["recovery"] = {**op.reported, **{t: self._answer(op, t) for t in op.since}}
             self._ack(op.message_id, ack)
-        for frame in op.retained:
-            self._send(frame)
+        self._send_retained(op.retained)
         for topic, since in op.since.items():
             self._release(topic, op.recovering[topic], since, op.reads[topic])
         for topic, hold in op.holding.items():
@@ -971,6 +971,16 @@ class Session:
             self._error(op.rejected.code, f"?topics= rejected: {op.rejected.message}", None)
         if op.url and self._since_error is not None:
             self._error(ErrorCode.INVALID_MESSAGE, f"?since= ignored: {self._since_error}", None)
+
+    def _still_subscribed(self, topics: list[str]) -> list[str]:
+        """A topic the backend, the client or an expired token dropped while its subscribe was answered
+        was told as gone already: what answers that subscribe after it names only what is left."""
+        return [t for t in topics if t in self.topics]
+
+    def _send_retained(self, retained: Sequence[tuple[str, bytes]]) -> None:
+        for topic, frame in retained:
+            if topic in self.topics:  # (not for a topic dropped meanwhile)
+                self._send(frame)
 
     @staticmethod
     def _told(answer: HistoryAnswer, since: Position) -> Position:
