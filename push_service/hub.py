@@ -262,7 +262,7 @@ class Hub:
         self._max_pending = max_pending_batches
         self._max_pending_deliveries = max_pending_deliveries
         self._interest: InterestTable[str, EdgeSession] = InterestTable()
-        self._subscribing: dict[str, asyncio.Future[None]] = {}  # channel -> its subscribe on its way
+        self._subscribing: dict[str, asyncio.Future[bool]] = {}  # channel -> its subscribe on its way
         self._sessions = 0
         self._open: set[EdgeSession] = set()
 
@@ -409,20 +409,31 @@ class Hub:
         first interests, and a channel whose subscribe another session started is waited for (with
         Redis, until it confirmed; answered before, the edge would miss what is published meanwhile)."""
         first = [c for c in channels if self._interest.add(c, session)]
-        waits = {f for c in channels if (f := self._subscribing.get(c)) is not None}  # before this one's own
+        waits = {c: f for c in channels if (f := self._subscribing.get(c)) is not None}  # before this one's own
         if first:
-            done = asyncio.get_running_loop().create_future()
-            for channel in first:
-                self._subscribing[channel] = done
-            try:
-                await self._broker.subscribe(*first)
-            finally:
-                done.set_result(None)
-                for channel in first:
-                    if self._subscribing.get(channel) is done:
-                        del self._subscribing[channel]
+            await self._broker_subscribe(first)
         if waits:
-            await asyncio.gather(*waits)
+            # `wait`, not `gather`: this session's stream may end meanwhile (this change cancelled), and
+            # that must not cancel a subscribe that belongs to another session and that others wait for.
+            await asyncio.wait(set(waits.values()))
+            # A subscribe cut short (its session's stream ended before the broker applied it): the
+            # channels are this session's now, and subscribed for it (a broker's subscribe is idempotent).
+            if cut_short := [c for c, f in waits.items() if not f.result()]:
+                await self._broker_subscribe(cut_short)
+
+    async def _broker_subscribe(self, channels: list[str]) -> None:
+        applied = asyncio.get_running_loop().create_future()  # its result: whether the broker applied it
+        for channel in channels:
+            self._subscribing[channel] = applied
+        done = False
+        try:
+            await self._broker.subscribe(*channels)
+            done = True
+        finally:
+            for channel in channels:
+                if self._subscribing.get(channel) is applied:
+                    del self._subscribing[channel]
+            applied.set_result(done)
 
     async def _positions(self, topics: list[str]) -> list[tuple[str, int, str]]:
         """Each topic's latest offset and epoch, for the topics that keep history: (0, "") for one with

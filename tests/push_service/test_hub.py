@@ -190,3 +190,64 @@ async def test_a_second_edge_adding_a_topic_whose_subscribe_is_on_its_way_waits_
             assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
     finally:
         await hub.close()
+
+
+async def test_an_edge_whose_stream_ends_while_it_waits_for_anothers_subscribe_leaves_that_subscribe_alone():
+    """The third edge's stream ends while it waits for the first's subscribe of `t` (its change cancelled):
+    the first's subscribe and the second edge, waiting for the same, go on as if it had never come, and
+    nothing of the topic's subscribing stays behind."""
+    broker = SubscribeAwaited()
+    hub = Hub(broker)
+    await hub.start()
+    try:
+        first, second, third = (hub.open_session(name) for name in ("first", "second", "third"))
+        first_change = asyncio.create_task(hub.change_interest(first, add_topics=["t"]))
+        await asyncio.sleep(0)
+        second_change = asyncio.create_task(hub.change_interest(second, add_topics=["t"]))
+        third_change = asyncio.create_task(hub.change_interest(third, add_topics=["t"]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        third_change.cancel()
+        await asyncio.gather(third_change, return_exceptions=True)
+        await hub.close_session(third)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not first_change.done() and not second_change.done()
+        broker.answer.set()
+        await asyncio.wait_for(asyncio.gather(first_change, second_change), timeout(5))
+        assert hub._subscribing == {}
+        await hub.publish(_publication(1))
+        for session in (first, second):
+            event = await asyncio.wait_for(anext(aiter(session.events())), timeout(5))
+            assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
+    finally:
+        await hub.close()
+
+
+async def test_an_edge_waiting_for_a_subscribe_cut_short_subscribes_the_topic_itself():
+    """The first edge's stream ends during its subscribe of `t` (cancelled before the broker applied it):
+    the second edge, which waited for that subscribe, is answered only once the broker has `t` for it."""
+    broker = SubscribeAwaited()
+    hub = Hub(broker)
+    await hub.start()
+    try:
+        first, second = hub.open_session("first"), hub.open_session("second")
+        first_change = asyncio.create_task(hub.change_interest(first, add_topics=["t"]))
+        await asyncio.sleep(0)
+        second_change = asyncio.create_task(hub.change_interest(second, add_topics=["t"]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        first_change.cancel()
+        await asyncio.gather(first_change, return_exceptions=True)
+        await hub.close_session(first)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not second_change.done()  # its own subscribe of `t` waits for the broker's answer
+        broker.answer.set()
+        await asyncio.wait_for(second_change, timeout(5))
+        assert hub._subscribing == {}
+        await hub.publish(_publication(1))
+        event = await asyncio.wait_for(anext(aiter(second.events())), timeout(5))
+        assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
+    finally:
+        await hub.close()
