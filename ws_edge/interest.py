@@ -1,6 +1,7 @@
 """Which topics this edge wants from the push service, as its subscribers come: the first subscriber
 of a topic asks for it, and every subscriber that comes while that ask is unanswered waits for the same
-answer (with it comes the topic's retained state, to every subscriber)."""
+answer (with it comes the topic's retained state, to every subscriber routed then; one that comes after
+the state reached the edge is handed it from here)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,13 @@ class FirstInterests:
         for topic in topics:
             if self.router.topics.add(topic, subscriber):
                 first.append(topic)  # the push service will send its retained state, if any
-            elif (pending := self._confirming.get(topic)) is not None:
-                waits.append(pending)  # its retained state is on the way to every subscriber
-            elif (retained := self.router.sequencer.retained_frame(topic)) is not None:
-                retained_frames.append((topic, retained))
+            else:
+                if (pending := self._confirming.get(topic)) is not None:
+                    waits.append(pending)  # its retained state is on the way to every subscriber routed
+                # Known here already (routed before this subscriber came, maybe while the ask is still
+                # unanswered): handed to it, as it will not be routed to it again.
+                if (retained := self.router.sequencer.retained_frame(topic)) is not None:
+                    retained_frames.append((topic, retained))
         if first:
             future = self.push.change(add_topics=first)
             waits.append(future)

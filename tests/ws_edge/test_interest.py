@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from tests.support.deliveries import D
 from ws_edge.core.routing import DeliveryRouter
 from ws_edge.interest import FirstInterests
 
@@ -50,3 +51,17 @@ async def test_a_position_told_with_an_answer_belongs_to_the_latest_subscription
     assert interests.confirmed_now("t") and not interests.applying("t", lambda change: False)
     await asyncio.sleep(0)  # callbacks run: nothing is being answered any more
     assert not interests.confirmed_now("t")
+
+
+async def test_a_subscriber_during_a_first_ask_gets_the_retained_state_routed_before_it_came():
+    """The push service's replay of `t`'s retained state reached the edge (and its first subscriber)
+    before the ask's answer; a subscriber that comes between the two is not routed that replay, so the
+    state known here is handed to it, as to one that comes after the answer."""
+    push = Push()
+    router = DeliveryRouter()
+    interests = FirstInterests(router, push)
+    interests.route("first", ["t"])
+    router.route([[D(5, retained=True)]])
+    waits, retained = interests.route("second", ["t"])
+    [(_, ask)] = push.asked
+    assert waits == [ask] and retained == [("t", b'{"o":5}')]

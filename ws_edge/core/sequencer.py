@@ -54,10 +54,19 @@ class TopicSequencer:
             return False
         if delivery.offset:
             last = self.positions.get(topic)
+            if last is None and delivery.retained:
+                # The push service replays a topic's retained state when the edge declares it: to a topic
+                # just subscribed here it goes, but does not place it. The position the push service tells
+                # does (messages without state may have followed it, and are not this subscription's).
+                self._retained[topic] = delivery.frame
+                return True
             # The next offset in the same epoch; after (0, ""), offset 1 of any.
             if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
-                    return delivery.retained  # a retained state replayed to a new subscriber goes; a repeat not
+                    # A replay of the position's own retained state goes (a subscriber that came while the
+                    # topic was declared waits for it); an older one, never (newer messages came before it:
+                    # it would put every subscriber's state back); a repeat, never.
+                    return delivery.retained and delivery.offset == last[0]
                 self._start_hold(topic, [delivery])
                 self._gaps[topic] = last
                 return False
