@@ -49,6 +49,8 @@ class MemoryBroker(Broker):
         """`publish`, done before it returns: nothing here waits for anything."""
         now = time.monotonic()
         if idempotency_key:
+            # A key is its channel's own (as in Centrifugo); a space is in no channel's name.
+            idempotency_key = f"{publication.channel} {idempotency_key}"
             first = self._idempotency.get(idempotency_key, now)
             if first is not None:
                 return first
