@@ -122,9 +122,11 @@ class DeliveryPump:
         stream is down, by the fill when it is back: a replica sends this before it takes the stream)."""
         if not self._stream_down:
             self._settle_positions()
-            self._fill_gaps_soon(self._hold_every_topic())
+            # A topic held for a gap already is held anew: its fill may have read history before what
+            # the broker missed was published, and resumed on that it would skip it until the next message.
+            self._fill_gaps_soon(self._hold_every_topic(renew=True))
 
-    def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:
+    def _hold_every_topic(self, renew: bool = False) -> dict[str, tuple[int, str] | None]:
         """Every subscribed topic held, with where this edge was (None: nowhere known yet, e.g. no
         message since a gap nobody could recover: what is published meanwhile cannot be found again,
         so its subscribers are told). Not a topic placed nowhere yet whose interest the push service
@@ -137,7 +139,7 @@ class DeliveryPump:
         applying = {topic for topic in sequencer.unplaced(topics) if self._applying(topic)}
         positions = {topic: sequencer.positions.get(topic) for topic in topics if topic not in applying}
         for topic in positions:
-            sequencer.hold(topic)
+            sequencer.hold(topic, renew)
         return positions
 
     # --- gaps -----------------------------------------------------------------------------------

@@ -92,9 +92,9 @@ class History:
 
 
 async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
-    """Fills overlap (a stream loss's and a broker resync's for one hold; a newer gap holds the topic
-    again while an old fill still reads): each resumes only its own hold, so nothing is repeated or
-    lost at the seam."""
+    """Fills overlap (a stream loss's and a broker resync's; a newer gap holds the topic again while an
+    old fill still reads): each resumes only its own hold, so nothing is repeated or lost at the seam.
+    A resync holds anew a topic held already: the fill begun before it is stale."""
     reads: list[asyncio.Future[History]] = []
 
     async def read_history(topic: str, since: Any, latest: int) -> History:
@@ -108,20 +108,48 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     pump.fan_out([[D(5)]])
     pump.on_lost()
     pump.on_restored()  # fill A
-    pump.on_resync()  # fill B, for the same hold
+    pump.on_resync()  # fill B, for a new hold of the topic
     await turns()
     fill_a, fill_b = reads
-    fill_a.set_result(History([D(6), D(7)]))
+    fill_a.set_result(History([D(6), D(7)]))  # stale: read before the resync
     await turns()
+    assert [d.offset for d in behind.queued] == [5]
+    fill_b.set_result(History([D(6), D(7)]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [5, 6, 7]
     pump.fan_out([[D(8)], [D(10)]])  # 9 is missing: a newer hold, and fill C for it
     await turns()
     fill_c = reads[2]
-    fill_b.set_result(History([D(6), D(7)]))  # stale: must not resume the newer hold
-    await turns()
-    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
     fill_c.set_result(History([D(9)]))
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]
+
+
+async def test_a_resync_during_a_gap_fill_reads_again_what_the_broker_missed_after_that_fills_read():
+    """A gap's fill read history (11, 12); then the push service's broker reconnected (13 was published
+    while its pub/sub was away, after that read) and asked for a resync. The older fill must not resume
+    the topic on its answer: the resync's read, with 13, does, and 13 is not left for a next message."""
+    reads: list[asyncio.Future[History]] = []
+
+    async def read_history(topic: str, since: Any, latest: int) -> History:
+        reads.append(asyncio.get_running_loop().create_future())
+        return await reads[-1]
+
+    router = DeliveryRouter()
+    behind = FakeConnection(False)
+    router.topics.add("t", behind)
+    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    pump.fan_out([[D(10)], [D(12)]])  # 11 is missing: fill F1
+    await turns()
+    pump.on_resync()  # fill F2
+    await turns()
+    first, second = reads
+    first.set_result(History([D(11), D(12)]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [10]
+    second.set_result(History([D(11), D(12), D(13)]))
+    await turns()
+    assert [d.offset for d in behind.queued] == [10, 11, 12, 13]
 
 
 async def test_a_topic_with_no_position_here_is_held_over_a_stream_loss_and_its_subscribers_told():
