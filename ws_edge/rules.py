@@ -42,7 +42,7 @@ def session_rules(settings: EdgeSettings, verifier: TokenVerifier | None, policy
         client_timeout=s.client_timeout, auth_timeout=s.auth_timeout, refresh_notice=s.token_refresh_notice,
         may_publish=policy.can_publish, needs_subscription_token=matcher(s.subscription_token_topics),
         verify_subscription=verifier.verify_subscription if verifier is not None else None, hooks=hooks,
-        presence=presence)
+        presence=presence, batch_max_messages=s.batch_max_messages)
 
 
 def grpc_channel(settings: EdgeSettings, address: str) -> grpc.aio.Channel:

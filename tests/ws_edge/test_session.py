@@ -823,3 +823,15 @@ def test_a_url_recovery_is_not_repeated_for_a_topic_dropped_and_subscribed_again
     sent = frames(session.effects())
     assert sent[0]["data"]["recovery"] == {"t": {"recovered": True, "offset": 11, "epoch": "e"}}
     assert sent[1:] == [{"type": "batch", "messages": [{"o": 10}, {"o": 11}]}]
+
+
+def test_a_recoverys_missed_messages_go_in_frames_of_the_edges_batch_cap():
+    session = opened(batch_max_messages=3)
+    [add] = [e for e in subscribe(session, ["t"], {"t": {"offset": 0, "epoch": "e"}}) if isinstance(e, AddInterest)]
+    session.interest_applied(add.ticket)
+    [read] = [e for e in session.effects() if isinstance(e, ReadHistory)]
+    session.history_read(read.ticket, "t", History(True, 5, "e", "", [D(n) for n in range(1, 6)]))
+    ack, *batches = frames(session.effects())
+    assert ack["type"] == "ack" and batches == [
+        {"type": "batch", "messages": [{"o": 1}, {"o": 2}, {"o": 3}]},
+        {"type": "batch", "messages": [{"o": 4}, {"o": 5}]}]

@@ -70,25 +70,26 @@ def stitch(missed: Iterable[DeliveryLike], live: Iterable[DeliveryLike], since: 
     return frames
 
 
-def in_frames(envelopes: list[bytes], alone: Collection[bytes] = ()) -> list[bytes]:
-    """Envelopes as frames of the guide's batches (at most 10 each; a lone one as itself). Those in
-    `alone` (the edge's notices: not messages, so not in a batch) are frames of their own, in their place."""
+def in_frames(envelopes: list[bytes], alone: Collection[bytes] = (), cap: int = MAX_FRAME_MESSAGES) -> list[bytes]:
+    """Envelopes as frames of batches (at most `cap` each: the edge's setting, the guide's 10 by default;
+    a lone one as itself). Those in `alone` (the edge's notices: not messages, so not in a batch) are
+    frames of their own, in their place."""
     if not alone:
-        return _batched(envelopes)
+        return _batched(envelopes, cap)
     frames: list[bytes] = []
     run: list[bytes] = []
     for envelope in envelopes:
         if envelope in alone:
-            frames += _batched(run)
+            frames += _batched(run, cap)
             frames.append(envelope)
             run = []
         else:
             run.append(envelope)
-    return frames + _batched(run)
+    return frames + _batched(run, cap)
 
 
-def _batched(envelopes: list[bytes]) -> list[bytes]:
-    return [batch_frame(envelopes[i:i + MAX_FRAME_MESSAGES]) for i in range(0, len(envelopes), MAX_FRAME_MESSAGES)]
+def _batched(envelopes: list[bytes], cap: int) -> list[bytes]:
+    return [batch_frame(envelopes[i:i + cap]) for i in range(0, len(envelopes), cap)]
 
 
 def recovery_report(recovered: bool, offset: int, epoch: str, reason: str) -> dict[str, Any]:

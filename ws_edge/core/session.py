@@ -41,6 +41,7 @@ from .auth import ANONYMOUS, AuthError, Principal
 from .codes import CloseCode, ErrorCode
 from .deadlines import Deadlines
 from .frames import (
+    MAX_FRAME_MESSAGES,
     ClientMessage,
     ProtocolError,
     error_frame,
@@ -220,6 +221,7 @@ class SessionRules:
     verify_subscription: Callable[[object, str, Principal, float], float] | None = None
     hooks: HookRules = NO_HOOKS
     presence: Callable[[], PresenceRules] = PresenceRules  # the push service's presence rules, as known now
+    batch_max_messages: int = MAX_FRAME_MESSAGES  # per `batch` frame of a recovery's release, as live ones
 
 
 class Phase(Enum):
@@ -1009,7 +1011,7 @@ class Session:
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
         told = self._told(answer, since)
-        for frame in in_frames(stitch(missed, held, told), _notices(held)):
+        for frame in in_frames(stitch(missed, held, told), _notices(held), self.rules.batch_max_messages):
             self._send(frame)
         newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
@@ -1020,7 +1022,7 @@ class Session:
         if self._recoveries.get(topic) is not hold or hold.held is None:
             return
         held, hold.held = hold.held, None
-        for frame in in_frames([delivery.frame for delivery in held], _notices(held)):
+        for frame in in_frames([delivery.frame for delivery in held], _notices(held), self.rules.batch_max_messages):
             self._send(frame)
         self._unguard(topic)
 
