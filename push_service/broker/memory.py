@@ -49,8 +49,7 @@ class MemoryBroker(Broker):
         """`publish`, done before it returns: nothing here waits for anything."""
         now = time.monotonic()
         if idempotency_key:
-            # A key is its channel's own (as in Centrifugo); a space is in no channel's name.
-            idempotency_key = f"{publication.channel} {idempotency_key}"
+            idempotency_key = publication.idempotency_key(idempotency_key)  # a topic's own
             first = self._idempotency.get(idempotency_key, now)
             if first is not None:
                 return first

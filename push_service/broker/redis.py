@@ -228,7 +228,7 @@ REFRESH_CHUNK = 1000  # owner keys per script call
 class RedisKeys:
     """Every key and channel name, under one prefix. History streams and their meta are in their second
     format (`h2`, `m2`: stream ids by offset, byte count in the meta), idempotency keys in their third
-    (`i3`: per channel, acks only), so a replica of this version never misreads keys an older one wrote
+    (`i3`: per topic, acks only), so a replica of this version never misreads keys an older one wrote
     (their topics start a new epoch; an older key is not taken for a channel's)."""
 
     prefix: str = "push"
@@ -247,9 +247,9 @@ class RedisKeys:
     def retained(self, topic: str) -> str:
         return f"{self.root}:r:{topic}"
 
-    def idempotency(self, channel: str, key: str) -> str:
-        """A key is its channel's own (a topic's, or a personal message's client id), as in Centrifugo."""
-        return f"{self.root}:i3:{channel}:{key}"
+    def idempotency(self, scoped_key: str) -> str:
+        """`scoped_key`: `Publication.idempotency_key` (a topic's own, as in Centrifugo)."""
+        return f"{self.root}:i3:{scoped_key}"
 
     def channel(self, channel: str) -> str:
         return f"{self.root}:c:{channel}"
@@ -363,7 +363,8 @@ class RedisBroker(Broker):
         return (
             "EVALSHA", self._publish.sha, 5,
             keys.stream(topic), keys.meta(topic), keys.retained(topic),
-            keys.idempotency(publication.channel, idempotency_key or "-"), keys.lane(lane or "-"),
+            keys.idempotency(publication.idempotency_key(idempotency_key) if idempotency_key else "-"),
+            keys.lane(lane or "-"),
             keys.channel(publication.channel), encode_header(publication), publication.frame[:-1],
             rule.size if rule else 0, int(rule.ttl * 1000) if rule else 0,
             "1" if publication.retain else "0", uuid.uuid4().hex[:12],

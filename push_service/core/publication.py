@@ -52,6 +52,12 @@ class Publication:
             return COMMAND_CHANNEL
         return client_channel(route_key(self.client_id)) if self.client_id else topic_channel(self.topic)
 
+    def idempotency_key(self, key: str) -> str:
+        """`key` as its scope's own, as in Centrifugo: a topic's (a personal message's: its client id's).
+        The scope's length first, so that no scope and key run into another's (topics may hold `:`)."""
+        scope = client_channel(self.client_id) if self.client_id else topic_channel(self.topic)
+        return f"{len(scope)}:{scope}:{key}"
+
 
 @dataclass(frozen=True, slots=True)
 class Ack:

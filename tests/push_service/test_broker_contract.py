@@ -287,15 +287,19 @@ async def test_an_idempotency_key_is_a_topics_own(engine: Engine):
     """As in Centrifugo, a key is per topic (per channel: a personal message's client id): the same key on
     another topic is another message, delivered, in every engine alike (Redis Cluster keeps a key in its
     channel's partition, where a global key would have been one partition's only)."""
-    for topic in ("h:idem-a", "h:idem-b"):
+    for topic in ("h:idem-a", "h:idem-b", "h:idem-b:k"):
         await engine.broker.subscribe(f"t:{topic}")
     first = await engine.broker.publish(pub("h:idem-a", 1), "shared-key")
     other = await engine.broker.publish(pub("h:idem-b", 2), "shared-key")
     repeat = await engine.broker.publish(pub("h:idem-b", 3), "shared-key")
-    assert (first.id, other.id, repeat) == ("m1", "m2", other)
-    assert await engine.wait_for(2)
+    # Topic and key do not run into each other's: ("h:idem-b:k", "x") is not ("h:idem-b", "k:x").
+    colon = await engine.broker.publish(pub("h:idem-b", 4), "k:x")
+    another = await engine.broker.publish(pub("h:idem-b:k", 5), "x")
+    assert (first.id, other.id, repeat, colon.id, another.id) == ("m1", "m2", other, "m4", "m5")
+    assert await engine.wait_for(4)
     await asyncio.sleep(0.2)
-    assert sorted((p.topic, p.id) for p in engine.received) == [("h:idem-a", "m1"), ("h:idem-b", "m2")]
+    assert sorted((p.topic, p.id) for p in engine.received) == [
+        ("h:idem-a", "m1"), ("h:idem-b", "m2"), ("h:idem-b", "m4"), ("h:idem-b:k", "m5")]
 
 
 async def test_a_chosen_client_id_is_bound_to_its_first_owner_until_the_hold_runs_out(engine: Engine):
@@ -411,7 +415,7 @@ async def test_every_operation_is_unavailable_while_redis_is_away(engine: Engine
 async def test_redis_keeps_only_the_ack_of_an_idempotency_key(engine: Engine):
     redis = engine.broker._redis  # type: ignore[attr-defined]
     first = await engine.broker.publish(pub("nohistory", 1, pad=60_000), "big-key")
-    stored = await redis.get(engine.broker.keys.idempotency("t:nohistory", "big-key"))  # type: ignore[attr-defined]
+    stored = await redis.get(engine.broker.keys.idempotency(pub("nohistory", 1).idempotency_key("big-key")))  # type: ignore[attr-defined]
     assert orjson.loads(stored) == {"i": "m1", "ts": 1, "o": 0, "e": ""}
     assert await engine.broker.publish(pub("nohistory", 2), "big-key") == first
 

@@ -55,3 +55,15 @@ def test_missing_id_is_assigned():
 def test_invalid_messages_are_refused_with_a_reason(overrides, fragment):
     with pytest.raises(InvalidPublish, match=fragment):
         publish(**overrides)
+
+
+def test_an_idempotency_key_is_scoped_to_its_topic_or_its_personal_messages_client_id():
+    def scoped(topic: str, client_id: str, key: str) -> str:
+        return make_publication(topic=topic, type_="t", data=b"{}", id_="m", client_id=client_id, retain=False,
+                                now_ms=1, max_data_bytes=1024).idempotency_key(key)
+
+    assert scoped("a", "", "k") != scoped("b", "", "k")
+    assert scoped("a:b", "", "k") != scoped("a", "", "b:k")  # no scope runs into its key
+    # Personal messages: per client id, also for ids an edge assigned (which share the edge's channel).
+    assert scoped("", "~edge1.1", "k") != scoped("", "~edge1.2", "k")
+    assert scoped("", "alice-1", "k") == scoped("", "alice-1", "k")
