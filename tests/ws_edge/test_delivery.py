@@ -111,15 +111,15 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     pump.on_resync()  # fill B, for a new hold of the topic
     await turns()
     fill_a, fill_b = reads
-    fill_a.set_result(History([D(6), D(7)]))  # stale: read before the resync
-    await turns()
-    assert [d.offset for d in behind.queued] == [5]
     fill_b.set_result(History([D(6), D(7)]))
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7]
     pump.fan_out([[D(8)], [D(10)]])  # 9 is missing: a newer hold, and fill C for it
     await turns()
     fill_c = reads[2]
+    fill_a.set_result(History([D(6), D(7)]))  # stale (read before the resync): must not resume the newer hold
+    await turns()
+    assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
     fill_c.set_result(History([D(9)]))
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]

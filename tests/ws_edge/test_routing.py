@@ -101,12 +101,3 @@ def test_a_gap_holds_the_topic_for_every_subscriber():
     routed = router.route([[D(2), *held, D(3)]])  # history's 2, the held 3, and 3 again from history
     assert [[m.offset for m in ms] for _, _, _, ms in routed] == [[2, 3]]
 
-
-def test_a_retained_replay_to_a_topic_not_placed_yet_does_not_place_it_on_the_one_topic_path_either():
-    router = DeliveryRouter()
-    router.topics.add("t", "a")
-    [(_, _, connections, _)] = router.route([[D(5, retained=True)]])
-    assert connections == ["a"] and router.sequencer.positions == {}
-    router.sequencer.start_at("t", (8, "e"))
-    [(_, _, connections, _)] = router.route([[D(9)]])
-    assert connections == ["a"] and router.sequencer.take_gaps() == {}

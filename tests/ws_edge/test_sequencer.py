@@ -31,30 +31,40 @@ def test_a_new_epoch_is_a_gap_and_resume_without_a_position_takes_what_comes():
 
 def test_a_replayed_retained_state_goes_but_is_no_step_back():
     """The push service replays a topic's retained state when an edge declares it (a first subscriber, or
-    every topic on a new stream). Of the position's own message it goes (a subscriber that joined while
-    it was asked waits for it); older than the position (newer messages came while the replay was on its
-    way), it is dropped: sent after them, it would put every subscriber's state back."""
+    every topic on a new stream). It goes while it is the topic's current state, also behind newer
+    messages that set none (a subscriber that came meanwhile waits for it); once a newer state went out,
+    it is dropped: sent after it, it would put every subscriber's state back. It never moves the position."""
     sequencer = TopicSequencer()
     sequencer.start_at("t", (2, "e"))
     assert sequencer.accept(D(3, retained=True)) is True  # live
     assert sequencer.accept(D(3, retained=True)) is True  # its replay
-    assert sequencer.positions == {"t": (3, "e")}
-    assert sequencer.retained_frame("t") == b'{"o":3}'
     assert sequencer.accept(D(4)) is True
-    assert sequencer.accept(D(3, retained=True)) is False
-    assert sequencer.positions == {"t": (4, "e")} and sequencer.take_gaps() == {}
-
-
-def test_a_retained_state_replayed_to_a_topic_just_subscribed_goes_but_does_not_place_it():
-    """Non-retained 6-8 came after the retained state 5: the position the push service tells (8) places
-    the topic, not the replay, else 9 would look like a gap and 6-8, published before the subscription,
-    would be filled in to its subscribers."""
-    sequencer = TopicSequencer()
+    assert sequencer.accept(D(3, retained=True)) is True  # still the current state
+    assert sequencer.positions == {"t": (4, "e")} and sequencer.retained_frame("t") == b'{"o":3}'
     assert sequencer.accept(D(5, retained=True)) is True
-    assert sequencer.positions == {} and sequencer.retained_frame("t") == b'{"o":5}'
-    sequencer.start_at("t", (8, "e"))
-    assert sequencer.accept(D(9)) is True
-    assert sequencer.positions == {"t": (9, "e")} and sequencer.take_gaps() == {}
+    assert sequencer.accept(D(3, retained=True)) is False
+    assert sequencer.positions == {"t": (5, "e")} and sequencer.retained_frame("t") == b'{"o":5}'
+    assert sequencer.take_gaps() == {}
+
+
+def test_a_replay_behind_a_message_that_set_no_state_is_kept_as_the_topics_state():
+    """Subscribed here, 6 (no state) came before the replay of the state 5 (the push service reads it
+    after the subscription): the replay goes, and is what a later subscriber is handed."""
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(6)) is True
+    assert sequencer.accept(D(5, retained=True)) is True
+    assert sequencer.positions == {"t": (6, "e")} and sequencer.retained_frame("t") == b'{"o":5}'
+
+
+def test_a_topic_whose_every_message_is_retained_is_placed_again_by_the_first_after_a_resume_from_nowhere():
+    sequencer = TopicSequencer()
+    sequencer.accept(D(7, retained=True))
+    sequencer.hold("t")
+    sequencer.resume("t", None)  # history could not say (a new epoch): from whatever comes next
+    assert sequencer.accept(D(1, epoch="new", retained=True)) is True
+    assert sequencer.positions == {"t": (1, "new")}
+    assert sequencer.accept(D(3, epoch="new", retained=True)) is False  # a skipped offset is a gap again
+    assert sequencer.take_gaps() == {"t": (1, "new")}
 
 
 def test_forget_drops_position_retained_state_and_hold():

@@ -130,8 +130,6 @@ class DeliveryRouter:
                         expected = (last[0] + 1, last[1])
                 if delivery.offset and expected is not None and (delivery.offset, delivery.epoch) != expected:
                     return None  # not the next position: the careful path decides
-                if delivery.offset and expected is None and delivery.retained:
-                    return None  # a retained replay to a topic not placed yet: `accept` does not place it
                 if delivery.offset:
                     expected = (delivery.offset + 1, delivery.epoch)
         return topic

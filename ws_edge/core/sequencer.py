@@ -32,6 +32,7 @@ class TopicSequencer:
     def __init__(self) -> None:
         self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
         self._retained: dict[str, bytes] = {}
+        self._retained_at: dict[str, tuple[int, str]] = {}  # the position of the retained state sent last
         # Topics whose gap is being filled: which hold each is in, and what came meanwhile. A gap fill
         # resumes only the hold it was started for. (Fills overlap: a stream loss's and a broker
         # resync's, or one still reading history when a newer gap held the topic again; the stale one
@@ -54,26 +55,32 @@ class TopicSequencer:
             return False
         if delivery.offset:
             last = self.positions.get(topic)
-            if last is None and delivery.retained:
-                # The push service replays a topic's retained state when the edge declares it: to a topic
-                # just subscribed here it goes, but does not place it. The position the push service tells
-                # does (messages without state may have followed it, and are not this subscription's).
-                self._retained[topic] = delivery.frame
-                return True
             # The next offset in the same epoch; after (0, ""), offset 1 of any.
             if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
-                    # A replay of the position's own retained state goes (a subscriber that came while the
-                    # topic was declared waits for it); an older one, never (newer messages came before it:
-                    # it would put every subscriber's state back); a repeat, never.
-                    return delivery.retained and delivery.offset == last[0]
+                    # The push service replays a topic's retained state when the edge declares it (a first
+                    # subscriber, every topic of a new stream): it goes, unless a newer state went out
+                    # before it (then it would put every subscriber's state back). A repeat never goes.
+                    return delivery.retained and self._is_current_state(topic, delivery)
                 self._start_hold(topic, [delivery])
                 self._gaps[topic] = last
                 return False
             self.positions[topic] = (delivery.offset, delivery.epoch)
         if delivery.retained:
-            self._retained[topic] = delivery.frame
+            self._keep_state(topic, delivery)
         return True
+
+    def _is_current_state(self, topic: str, replay: DeliveryLike) -> bool:
+        kept = self._retained_at.get(topic)
+        if kept is not None and kept[1] == replay.epoch and replay.offset < kept[0]:
+            return False
+        self._keep_state(topic, replay)
+        return True
+
+    def _keep_state(self, topic: str, delivery: DeliveryLike) -> None:
+        self._retained[topic] = delivery.frame
+        if delivery.offset:
+            self._retained_at[topic] = (delivery.offset, delivery.epoch)
 
     def is_held(self, topic: str) -> bool:
         return topic in self._held
@@ -151,7 +158,7 @@ class TopicSequencer:
         if delivery.offset:
             self.positions[topic] = (delivery.offset, delivery.epoch)
         if delivery.retained:
-            self._retained[topic] = delivery.frame
+            self._keep_state(topic, delivery)
 
     def retained_frame(self, topic: str) -> bytes | None:
         return self._retained.get(topic)
@@ -159,6 +166,7 @@ class TopicSequencer:
     def forget(self, topic: str) -> None:
         """The last local subscriber left."""
         self._retained.pop(topic, None)
+        self._retained_at.pop(topic, None)
         self.positions.pop(topic, None)
         self._held.pop(topic, None)
         self._gaps.pop(topic, None)
