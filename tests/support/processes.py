@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,21 +35,31 @@ _handed_out: set[int] = set()
 # Below Linux's ephemeral range (32768-60999): outgoing connections (gRPC clients, the tests' own)
 # take their local ports from that range and could take a port between picking and binding it.
 SERVICE_PORTS = range(20000, 32768)
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "pushtest-port-claims"
+_claims: list[int] = []  # the claims' descriptors, open (locked) for the process's life
 
 
 def free_port() -> int:
-    """A port outside the ephemeral range that nothing listens on now and that this test run has not
-    handed out before (a stopped service's port may be taken again by its restart, never by another)."""
+    """A port outside the ephemeral range that nothing listens on now, that this test run has not handed
+    out before (a stopped service's port may be taken again by its restart, never by another), and that
+    no other test process on this machine holds: each port handed out is claimed with a lock that its
+    process keeps until it exits. Without it, pytest-xdist's workers (and CI's long and container passes,
+    run side by side) drew the same port now and then, and the later service failed to bind it."""
+    PORT_CLAIMS.mkdir(exist_ok=True)
     while True:
         port = random.choice(SERVICE_PORTS)
         if port in _handed_out:
             continue
-        with socket.socket() as sock:
-            try:
+        claim = os.open(PORT_CLAIMS / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as sock:
                 sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        except OSError:
+            os.close(claim)  # (its lock, if taken, with it)
+            continue
         _handed_out.add(port)
+        _claims.append(claim)
         return port
 
 
