@@ -4,6 +4,8 @@ how an idle stream batches what one turn of the loop gives it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 import uvloop
@@ -168,86 +170,84 @@ class SubscribeAwaited(MemoryBroker):
         await super().subscribe(*channels)
 
 
-async def test_a_second_edge_adding_a_topic_whose_subscribe_is_on_its_way_waits_for_it():
-    """Its change is answered (and its subscribers acked) only once the broker delivers the topic: what
-    is published after the answer reaches it too, never only the first edge."""
+@contextlib.asynccontextmanager
+async def awaited_subscribes() -> AsyncIterator[tuple[SubscribeAwaited, Hub]]:
     broker = SubscribeAwaited()
     hub = Hub(broker)
     await hub.start()
     try:
-        first, second = hub.open_session("first"), hub.open_session("second")
-        first_change = asyncio.create_task(hub.change_interest(first, add_topics=["t"]))
+        yield broker, hub
+    finally:
+        await hub.close()
+
+
+def adding_t(hub: Hub, session: EdgeSession) -> asyncio.Task[list[tuple[str, int, str]]]:
+    return asyncio.create_task(hub.change_interest(session, add_topics=["t"]))
+
+
+async def turns() -> None:
+    for _ in range(5):
         await asyncio.sleep(0)
-        second_change = asyncio.create_task(hub.change_interest(second, add_topics=["t"]))
-        for _ in range(5):
-            await asyncio.sleep(0)
+
+
+async def each_gets_the_next_publication(hub: Hub, *sessions: EdgeSession) -> None:
+    await hub.publish(_publication(1))
+    for session in sessions:
+        event = await asyncio.wait_for(anext(aiter(session.events())), timeout(5))
+        assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
+
+
+async def test_a_second_edge_adding_a_topic_whose_subscribe_is_on_its_way_waits_for_it():
+    """Its change is answered (and its subscribers acked) only once the broker delivers the topic: what
+    is published after the answer reaches it too, never only the first edge."""
+    async with awaited_subscribes() as (broker, hub):
+        first, second = hub.open_session("first"), hub.open_session("second")
+        first_change = adding_t(hub, first)
+        await asyncio.sleep(0)
+        second_change = adding_t(hub, second)
+        await turns()
         assert not first_change.done() and not second_change.done()
         broker.answer.set()
         await asyncio.wait_for(asyncio.gather(first_change, second_change), timeout(5))
-        await hub.publish(_publication(1))
-        for session in (first, second):
-            event = await asyncio.wait_for(anext(aiter(session.events())), timeout(5))
-            assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
-    finally:
-        await hub.close()
+        await each_gets_the_next_publication(hub, first, second)
 
 
 async def test_an_edge_whose_stream_ends_while_it_waits_for_anothers_subscribe_leaves_that_subscribe_alone():
     """The third edge's stream ends while it waits for the first's subscribe of `t` (its change cancelled):
     the first's subscribe and the second edge, waiting for the same, go on as if it had never come, and
     nothing of the topic's subscribing stays behind."""
-    broker = SubscribeAwaited()
-    hub = Hub(broker)
-    await hub.start()
-    try:
+    async with awaited_subscribes() as (broker, hub):
         first, second, third = (hub.open_session(name) for name in ("first", "second", "third"))
-        first_change = asyncio.create_task(hub.change_interest(first, add_topics=["t"]))
+        first_change = adding_t(hub, first)
         await asyncio.sleep(0)
-        second_change = asyncio.create_task(hub.change_interest(second, add_topics=["t"]))
-        third_change = asyncio.create_task(hub.change_interest(third, add_topics=["t"]))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        second_change, third_change = adding_t(hub, second), adding_t(hub, third)
+        await turns()
         third_change.cancel()
         await asyncio.gather(third_change, return_exceptions=True)
         await hub.close_session(third)
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await turns()
         assert not first_change.done() and not second_change.done()
         broker.answer.set()
         await asyncio.wait_for(asyncio.gather(first_change, second_change), timeout(5))
         assert hub._subscribing == {}
-        await hub.publish(_publication(1))
-        for session in (first, second):
-            event = await asyncio.wait_for(anext(aiter(session.events())), timeout(5))
-            assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
-    finally:
-        await hub.close()
+        await each_gets_the_next_publication(hub, first, second)
 
 
 async def test_an_edge_waiting_for_a_subscribe_cut_short_subscribes_the_topic_itself():
     """The first edge's stream ends during its subscribe of `t` (cancelled before the broker applied it):
     the second edge, which waited for that subscribe, is answered only once the broker has `t` for it."""
-    broker = SubscribeAwaited()
-    hub = Hub(broker)
-    await hub.start()
-    try:
+    async with awaited_subscribes() as (broker, hub):
         first, second = hub.open_session("first"), hub.open_session("second")
-        first_change = asyncio.create_task(hub.change_interest(first, add_topics=["t"]))
+        first_change = adding_t(hub, first)
         await asyncio.sleep(0)
-        second_change = asyncio.create_task(hub.change_interest(second, add_topics=["t"]))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        second_change = adding_t(hub, second)
+        await turns()
         first_change.cancel()
         await asyncio.gather(first_change, return_exceptions=True)
         await hub.close_session(first)
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await turns()
         assert not second_change.done()  # its own subscribe of `t` waits for the broker's answer
         broker.answer.set()
         await asyncio.wait_for(second_change, timeout(5))
         assert hub._subscribing == {}
-        await hub.publish(_publication(1))
-        event = await asyncio.wait_for(anext(aiter(second.events())), timeout(5))
-        assert isinstance(event, Deliver) and [p.id for p in event.batch] == ["m1"]
-    finally:
-        await hub.close()
+        await each_gets_the_next_publication(hub, second)
