@@ -95,32 +95,23 @@ async def test_a_stale_gap_fill_never_resumes_a_newer_hold():
     """Fills overlap (a stream loss's and a broker resync's; a newer gap holds the topic again while an
     old fill still reads): each resumes only its own hold, so nothing is repeated or lost at the seam.
     A resync holds anew a topic held already: the fill begun before it is stale."""
-    reads: list[asyncio.Future[History]] = []
-
-    async def read_history(topic: str, since: Any, latest: int) -> History:
-        reads.append(asyncio.get_running_loop().create_future())
-        return await reads[-1]
-
-    router = DeliveryRouter()
-    behind = FakeConnection(False)
-    router.topics.add("t", behind)
-    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
+    reads = Reads()
+    _, behind, pump = pump_behind(reads, "t")
     pump.fan_out([[D(5)]])
     pump.on_lost()
-    pump.on_restored()  # fill A
-    pump.on_resync()  # fill B, for a new hold of the topic
+    pump.on_restored()  # fill A (read 0)
+    pump.on_resync()  # fill B (read 1), for a new hold of the topic
     await turns()
-    fill_a, fill_b = reads
-    fill_b.set_result(History([D(6), D(7)]))
+    reads.answer(1, History([D(6), D(7)]))
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7]
-    pump.fan_out([[D(8)], [D(10)]])  # 9 is missing: a newer hold, and fill C for it
+    pump.fan_out([[D(8)], [D(10)]])  # 9 is missing: a newer hold, and fill C (read 2) for it
     await turns()
-    fill_c = reads[2]
-    fill_a.set_result(History([D(6), D(7)]))  # stale (read before the resync): must not resume the newer hold
+    assert len(reads.reads) == 3
+    reads.answer(0, History([D(6), D(7)]))  # stale (read before the resync): must not resume the newer hold
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8]
-    fill_c.set_result(History([D(9)]))
+    reads.answer(2, History([D(9)]))
     await turns()
     assert [d.offset for d in behind.queued] == [5, 6, 7, 8, 9, 10]
 
@@ -129,25 +120,17 @@ async def test_a_resync_during_a_gap_fill_reads_again_what_the_broker_missed_aft
     """A gap's fill read history (11, 12); then the push service's broker reconnected (13 was published
     while its pub/sub was away, after that read) and asked for a resync. The older fill must not resume
     the topic on its answer: the resync's read, with 13, does, and 13 is not left for a next message."""
-    reads: list[asyncio.Future[History]] = []
-
-    async def read_history(topic: str, since: Any, latest: int) -> History:
-        reads.append(asyncio.get_running_loop().create_future())
-        return await reads[-1]
-
-    router = DeliveryRouter()
-    behind = FakeConnection(False)
-    router.topics.add("t", behind)
-    pump = DeliveryPump(router, read_history=read_history, conflated=[])  # type: ignore[arg-type]
-    pump.fan_out([[D(10)], [D(12)]])  # 11 is missing: fill F1
+    reads = Reads()
+    _, behind, pump = pump_behind(reads, "t")
+    pump.fan_out([[D(10)], [D(12)]])  # 11 is missing: fill F1 (read 0)
     await turns()
-    pump.on_resync()  # fill F2
+    pump.on_resync()  # fill F2 (read 1)
     await turns()
-    first, second = reads
-    first.set_result(History([D(11), D(12)]))
+    assert len(reads.reads) == 2
+    reads.answer(0, History([D(11), D(12)]))
     await turns()
     assert [d.offset for d in behind.queued] == [10]
-    second.set_result(History([D(11), D(12), D(13)]))
+    reads.answer(1, History([D(11), D(12), D(13)]))
     await turns()
     assert [d.offset for d in behind.queued] == [10, 11, 12, 13]
 
