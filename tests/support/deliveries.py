@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,3 +19,14 @@ class D:
     def __post_init__(self) -> None:
         if not self.frame:
             self.frame = f'{{"o":{self.offset}}}'.encode() if self.offset else f'{{"t":"{self.topic}"}}'.encode()
+
+
+@dataclass
+class History:
+    """A history read's answer as the push service gives it (the fields of push.v1.HistoryResponse)."""
+
+    recovered: bool = True
+    offset: int = 0
+    epoch: str = "e"
+    reason: str = ""
+    publications: list = field(default_factory=list)

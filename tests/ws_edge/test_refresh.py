@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import orjson
 
 from tests.support.asyncapi import check_server_frame
+from tests.support.deliveries import History
 from ws_edge.core.auth import AuthError, Principal
 from ws_edge.core.codes import CloseCode
 from ws_edge.core.deadlines import Deadlines
@@ -34,15 +33,6 @@ def verify_subscription(token, topic, principal, wall):  # type: ignore[no-untyp
     if float(exp) <= wall:
         raise AuthError(CloseCode.TOKEN_EXPIRED, "token expired")
     return float(exp)
-
-
-@dataclass
-class History:
-    recovered: bool = True
-    offset: int = 1
-    epoch: str = "e"
-    reason: str = ""
-    publications: list = field(default_factory=list)
 
 
 def rules(**overrides):  # type: ignore[no-untyped-def]

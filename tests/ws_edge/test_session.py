@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
@@ -11,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.asyncapi import check_server_frame
-from tests.support.deliveries import D
+from tests.support.deliveries import D, History
 from ws_edge.core.auth import AuthError, Principal
 from ws_edge.core.codes import CloseCode, ErrorCode
 from ws_edge.core.frames import ProtocolError
@@ -44,15 +43,6 @@ def rules(**overrides):  # type: ignore[no-untyped-def]
                 "client_timeout": 30.0, "auth_timeout": 10.0}
     base.update(overrides)
     return SessionRules(**base)
-
-
-@dataclass
-class History:
-    recovered: bool = True
-    offset: int = 0
-    epoch: str = "e"
-    reason: str = ""
-    publications: list = field(default_factory=list)
 
 
 def frames(effects):  # type: ignore[no-untyped-def]
