@@ -122,11 +122,9 @@ class DeliveryPump:
         stream is down, by the fill when it is back: a replica sends this before it takes the stream)."""
         if not self._stream_down:
             self._settle_positions()
-            # A topic held for a gap already is held anew: its fill may have read history before what
-            # the broker missed was published, and resumed on that it would skip it until the next message.
-            self._fill_gaps_soon(self._hold_every_topic(renew=True))
+            self._fill_gaps_soon(self._hold_every_topic())
 
-    def _hold_every_topic(self, renew: bool = False) -> dict[str, tuple[int, str] | None]:
+    def _hold_every_topic(self) -> dict[str, tuple[int, str] | None]:
         """Every subscribed topic held, with where this edge was (None: nowhere known yet, e.g. no
         message since a gap nobody could recover: what is published meanwhile cannot be found again,
         so its subscribers are told). Not a topic placed nowhere yet whose interest the push service
@@ -139,7 +137,7 @@ class DeliveryPump:
         applying = {topic for topic in sequencer.unplaced(topics) if self._applying(topic)}
         positions = {topic: sequencer.positions.get(topic) for topic in topics if topic not in applying}
         for topic in positions:
-            sequencer.hold(topic, renew)
+            sequencer.hold(topic)  # (anew if held for a gap already: see TopicSequencer.hold)
         return positions
 
     # --- gaps -----------------------------------------------------------------------------------
@@ -171,8 +169,8 @@ class DeliveryPump:
                 # again for a newer gap, which its own fill answers: this answer is stale.
                 continue
             if self._stream_down or self._stream_changes != stream_changes:
-                # The stream is down, or was lost or restored after this fill began (a loss keeps a held
-                # topic's hold id). An answer read before the loss, or during it, says nothing of what the stream
+                # The stream is down, or was lost or restored after this fill began (a restore holds
+                # nothing anew). An answer read before the loss, or during it, says nothing of what the stream
                 # missed: resumed on it, the topic could go on with no position, and the first message
                 # after the stream is back would pass unchecked over the outage (a session that recovered
                 # from history meanwhile then loses what came between, silently). The fill after the

@@ -102,14 +102,12 @@ class TopicSequencer:
         self._next_hold += 1
         self._held[topic] = (self._next_hold, held)
 
-    def hold(self, topic: str, renew: bool = False) -> None:
-        """Hold `topic`'s deliveries (the push stream dropped: the gap is filled when it is back). With
-        `renew`, a topic held already keeps what it holds under a new hold: a fill begun before (its
-        history read maybe older than what the push service's broker missed) then ends nothing."""
-        if topic not in self._held:
-            self._start_hold(topic, [])
-        elif renew:
-            self._start_hold(topic, self._held[topic][1])
+    def hold(self, topic: str) -> None:
+        """Hold `topic`'s deliveries (the push stream dropped, or its broker reconnected: the gap is
+        filled from history). A topic held already keeps what it holds, under a new hold: a fill begun
+        before (its history read maybe older than what was missed) then ends nothing."""
+        held = self._held.get(topic)
+        self._start_hold(topic, [] if held is None else held[1])
 
     def start_at(self, topic: str, position: tuple[int, str]) -> None:
         """Where the push service says `topic` stood when it took this edge's interest ((0, ""): nothing
