@@ -160,8 +160,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
     ) -> AsyncIterator[pb.PublishStreamResponse]:
         """Requests are handed to the broker's lane as they arrive, without waiting for the answers of
         those before them (the lane keeps their order: issue 17.8), at most MAX_STREAM_IN_FLIGHT
-        messages unanswered (valid or not; an empty request counts as one) (then the stream is read no further: the publisher waits); answers go
-        back in request order. After a refusal the lane publishes nothing later on this stream: the
+        messages unanswered, valid or not, an empty request as one (then the stream is read no further:
+        the publisher waits); answers go back in request order. After a refusal the lane publishes nothing later on this stream: the
         publisher sends again from the refused message, in order."""
         published = metrics.PUBLISHED.labels("PublishStream")
         invalid = metrics.REJECTED.labels("PublishStream", "INVALID_ARGUMENT")
@@ -183,8 +183,8 @@ class PushServicer(pb_grpc.PushServiceServicer):
                         except InvalidPublish as exc:
                             invalid.inc()
                             results.append(pb.PublishResult(error_code=INVALID_ARGUMENT, error_message=str(exc)))
-                    # Counted in messages, and a request as one at least: one of no valid message is
-                    # still an answer queued, and a publisher that never reads them must meet the bound too.
+                    # A request of no valid message is still an answer queued: a publisher that never
+                    # reads its answers meets the bound whatever it sends.
                     count = max(1, len(request.messages))
                     await room.take(count)
                     taken.put_nowait(_Taken(request.sequence, results, lane.publish_many(valid) if valid else None,

@@ -35,13 +35,13 @@ class FirstInterests:
         for topic in topics:
             if self.router.topics.add(topic, subscriber):
                 first.append(topic)  # the push service will send its retained state, if any
-            else:
-                if (pending := self._confirming.get(topic)) is not None:
-                    waits.append(pending)  # its retained state is on the way to every subscriber routed
-                # Known here already (routed before this subscriber came, maybe while the ask is still
-                # unanswered): handed to it, as it will not be routed to it again.
-                if (retained := self.router.sequencer.retained_frame(topic)) is not None:
-                    retained_frames.append((topic, retained))
+                continue
+            if (pending := self._confirming.get(topic)) is not None:
+                waits.append(pending)  # its retained state is on the way to every subscriber routed
+            # Known here already (routed before this subscriber came, maybe while the ask is still
+            # unanswered): handed to it, as it will not be routed to it again.
+            if (retained := self.router.sequencer.retained_frame(topic)) is not None:
+                retained_frames.append((topic, retained))
         if first:
             future = self.push.change(add_topics=first)
             waits.append(future)

@@ -100,4 +100,3 @@ def test_a_gap_holds_the_topic_for_every_subscriber():
     held = router.sequencer.resume("t", (1, "e"))
     routed = router.route([[D(2), *held, D(3)]])  # history's 2, the held 3, and 3 again from history
     assert [[m.offset for m in ms] for _, _, _, ms in routed] == [[2, 3]]
-

@@ -61,7 +61,7 @@ class TopicSequencer:
                     # The push service replays a topic's retained state when the edge declares it (a first
                     # subscriber, every topic of a new stream): it goes, unless a newer state went out
                     # before it (then it would put every subscriber's state back). A repeat never goes.
-                    return delivery.retained and self._is_current_state(topic, delivery)
+                    return delivery.retained and self._take_replay(topic, delivery)
                 self._start_hold(topic, [delivery])
                 self._gaps[topic] = last
                 return False
@@ -70,7 +70,8 @@ class TopicSequencer:
             self._keep_state(topic, delivery)
         return True
 
-    def _is_current_state(self, topic: str, replay: DeliveryLike) -> bool:
+    def _take_replay(self, topic: str, replay: DeliveryLike) -> bool:
+        """Whether a replayed retained state goes: not behind a newer one; kept as the state if it does."""
         kept = self._retained_at.get(topic)
         if kept is not None and kept[1] == replay.epoch and replay.offset < kept[0]:
             return False
