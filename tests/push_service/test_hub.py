@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import uvloop
@@ -190,6 +191,25 @@ async def turns() -> None:
         await asyncio.sleep(0)
 
 
+async def first_and_waiting(hub: Hub, *names: str) -> tuple[list[EdgeSession], list[asyncio.Task[Any]]]:
+    """The first edge's subscribe of `t` on its way (the broker not answering yet), the others' waiting for it."""
+    sessions = [hub.open_session(name) for name in names]
+    changes = [adding_t(hub, sessions[0])]
+    await asyncio.sleep(0)
+    changes += [adding_t(hub, session) for session in sessions[1:]]
+    await turns()
+    return sessions, changes
+
+
+async def stream_ends(hub: Hub, session: EdgeSession, change: asyncio.Task[Any]) -> None:
+    """What the servicer does when an edge's stream ends: its interest reader (this change) is cancelled,
+    and its session closed."""
+    change.cancel()
+    await asyncio.gather(change, return_exceptions=True)
+    await hub.close_session(session)
+    await turns()
+
+
 async def each_gets_the_next_publication(hub: Hub, *sessions: EdgeSession) -> None:
     await hub.publish(_publication(1))
     for session in sessions:
@@ -201,11 +221,7 @@ async def test_a_second_edge_adding_a_topic_whose_subscribe_is_on_its_way_waits_
     """Its change is answered (and its subscribers acked) only once the broker delivers the topic: what
     is published after the answer reaches it too, never only the first edge."""
     async with awaited_subscribes() as (broker, hub):
-        first, second = hub.open_session("first"), hub.open_session("second")
-        first_change = adding_t(hub, first)
-        await asyncio.sleep(0)
-        second_change = adding_t(hub, second)
-        await turns()
+        (first, second), (first_change, second_change) = await first_and_waiting(hub, "first", "second")
         assert not first_change.done() and not second_change.done()
         broker.answer.set()
         await asyncio.wait_for(asyncio.gather(first_change, second_change), timeout(5))
@@ -217,15 +233,9 @@ async def test_an_edge_whose_stream_ends_while_it_waits_for_anothers_subscribe_l
     the first's subscribe and the second edge, waiting for the same, go on as if it had never come, and
     nothing of the topic's subscribing stays behind."""
     async with awaited_subscribes() as (broker, hub):
-        first, second, third = (hub.open_session(name) for name in ("first", "second", "third"))
-        first_change = adding_t(hub, first)
-        await asyncio.sleep(0)
-        second_change, third_change = adding_t(hub, second), adding_t(hub, third)
-        await turns()
-        third_change.cancel()
-        await asyncio.gather(third_change, return_exceptions=True)
-        await hub.close_session(third)
-        await turns()
+        (first, second, third), (first_change, second_change, third_change) = await first_and_waiting(
+            hub, "first", "second", "third")
+        await stream_ends(hub, third, third_change)
         assert not first_change.done() and not second_change.done()
         broker.answer.set()
         await asyncio.wait_for(asyncio.gather(first_change, second_change), timeout(5))
@@ -237,15 +247,8 @@ async def test_an_edge_waiting_for_a_subscribe_cut_short_subscribes_the_topic_it
     """The first edge's stream ends during its subscribe of `t` (cancelled before the broker applied it):
     the second edge, which waited for that subscribe, is answered only once the broker has `t` for it."""
     async with awaited_subscribes() as (broker, hub):
-        first, second = hub.open_session("first"), hub.open_session("second")
-        first_change = adding_t(hub, first)
-        await asyncio.sleep(0)
-        second_change = adding_t(hub, second)
-        await turns()
-        first_change.cancel()
-        await asyncio.gather(first_change, return_exceptions=True)
-        await hub.close_session(first)
-        await turns()
+        (first, second), (first_change, second_change) = await first_and_waiting(hub, "first", "second")
+        await stream_ends(hub, first, first_change)
         assert not second_change.done()  # its own subscribe of `t` waits for the broker's answer
         broker.answer.set()
         await asyncio.wait_for(second_change, timeout(5))
