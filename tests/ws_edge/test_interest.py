@@ -65,3 +65,18 @@ async def test_a_subscriber_during_a_first_ask_gets_the_retained_state_routed_be
     waits, retained = interests.route("second", ["t"])
     [(_, ask)] = push.asked
     assert waits == [ask] and retained == [("t", b'{"o":5}')]
+
+
+async def test_the_replay_of_a_state_handed_to_a_subscriber_during_a_first_ask_reaches_no_one_again():
+    """The live state 5 reached the first subscriber while its ask was unanswered, and was handed to a
+    second that came then; the push service's replay of the same state, read after the subscription,
+    is a repeat for both."""
+    push = Push()
+    router = DeliveryRouter()
+    interests = FirstInterests(router, push)
+    interests.route("first", ["t"])
+    [[_, _, first_targets, _]] = router.route([[D(5, retained=True)]])  # live
+    _, retained = interests.route("second", ["t"])
+    assert first_targets == ["first"] and retained == [("t", b'{"o":5}')]
+    assert router.route([[D(5, retained=True)]]) == []  # its replay
+    assert router.route([[D(6, retained=True)]])[0][2] == ["first", "second"]

@@ -29,22 +29,33 @@ def test_a_new_epoch_is_a_gap_and_resume_without_a_position_takes_what_comes():
     assert sequencer.positions == {"t": (1, "new")}
 
 
-def test_a_replayed_retained_state_goes_but_is_no_step_back():
+def test_a_replayed_retained_state_goes_only_when_no_subscriber_has_it():
     """The push service replays a topic's retained state when an edge declares it (a first subscriber, or
-    every topic on a new stream). It goes while it is the topic's current state, also behind newer
-    messages that set none (a subscriber that came meanwhile waits for it); once a newer state went out,
-    it is dropped: sent after it, it would put every subscriber's state back. It never moves the position."""
+    every topic on a new stream). The state that went out last reached every subscriber then, and each
+    that came later was handed it (`FirstInterests.route`): its replay is a repeat, and never goes. An
+    older state's replay would put every subscriber's state back, and never goes either. It never moves
+    the position."""
     sequencer = TopicSequencer()
     sequencer.start_at("t", (2, "e"))
     assert sequencer.accept(D(3, retained=True)) is True  # live
-    assert sequencer.accept(D(3, retained=True)) is True  # its replay
+    assert sequencer.accept(D(3, retained=True)) is False  # its replay
     assert sequencer.accept(D(4)) is True
-    assert sequencer.accept(D(3, retained=True)) is True  # still the current state
+    assert sequencer.accept(D(3, retained=True)) is False  # still the current state: sent already
     assert sequencer.positions == {"t": (4, "e")} and sequencer.retained_frame("t") == b'{"o":3}'
     assert sequencer.accept(D(5, retained=True)) is True
     assert sequencer.accept(D(3, retained=True)) is False
     assert sequencer.positions == {"t": (5, "e")} and sequencer.retained_frame("t") == b'{"o":5}'
     assert sequencer.take_gaps() == {}
+
+
+def test_a_replayed_state_that_no_subscriber_has_goes_behind_the_position():
+    """Placed by the position the push service told (4), no state went out here yet: the replay of
+    the state 3 goes, and is kept."""
+    sequencer = TopicSequencer()
+    sequencer.start_at("t", (4, "e"))
+    assert sequencer.accept(D(3, retained=True)) is True
+    assert sequencer.accept(D(3, retained=True)) is False
+    assert sequencer.positions == {"t": (4, "e")} and sequencer.retained_frame("t") == b'{"o":3}'
 
 
 def test_a_replay_behind_a_message_that_set_no_state_is_kept_as_the_topics_state():

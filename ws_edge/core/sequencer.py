@@ -59,8 +59,9 @@ class TopicSequencer:
             if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
                     # The push service replays a topic's retained state when the edge declares it (a first
-                    # subscriber, every topic of a new stream): it goes, unless a newer state went out
-                    # before it (then it would put every subscriber's state back). A repeat never goes.
+                    # subscriber, every topic of a new stream): it goes only if no state as new went out
+                    # (that one reached every subscriber, or was handed to it; an older one would put
+                    # every subscriber's state back). A repeat never goes.
                     return delivery.retained and self._take_replay(topic, delivery)
                 self._start_hold(topic, [delivery])
                 self._gaps[topic] = last
@@ -71,9 +72,10 @@ class TopicSequencer:
         return True
 
     def _take_replay(self, topic: str, replay: DeliveryLike) -> bool:
-        """Whether a replayed retained state goes: not behind a newer one; kept as the state if it does."""
+        """Whether a replayed retained state goes: not if it, or a newer one, went out already; kept as
+        the state if it does."""
         kept = self._retained_at.get(topic)
-        if kept is not None and kept[1] == replay.epoch and replay.offset < kept[0]:
+        if kept is not None and kept[1] == replay.epoch and replay.offset <= kept[0]:
             return False
         self._keep_state(topic, replay)
         return True
