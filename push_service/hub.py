@@ -400,7 +400,7 @@ class Hub:
         for topic in added_topics:
             retained = await self._broker.retained(topic)
             if retained is not None:
-                session.enqueue(retained)
+                session.enqueue(replace(retained, replay=True))
         asked = [topic for topic in added_topics if topic in positions]
         return await self._positions(asked) if asked else []
 

@@ -360,7 +360,7 @@ class _Room:
 def _delivery(p: Publication) -> pb.Delivery:
     delivery = pb.Delivery(topic=p.topic, client_id=p.client_id, frame=p.frame, retained=p.retain, offset=p.offset,
                            epoch=p.epoch, conflation_key=p.conflation_key, timestamp_ms=p.timestamp_ms,
-                           control=p.control, kind=p.kind)
+                           control=p.control, kind=p.kind, replay=p.replay)
     if p.traceparent:  # a sampled message: the edge's delivery span is the fan-out's child
         delivery.traceparent = p.traceparent
     return delivery

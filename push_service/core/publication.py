@@ -34,6 +34,7 @@ class Publication:
     control: bool = False  # client frames for an edge's HTTP-transport session (Emulate), not a message
     kind: int = 0  # MESSAGE, JOIN_LEAVE (of `topic`), COMMAND (for every edge): push.v1.DeliveryKind
     traceparent: str = ""  # W3C trace context of a sampled message's span (common/tracing.py); "": not traced
+    replay: bool = False  # a retained state sent again to an edge that declared the topic (push.v1.Delivery.replay)
 
     def at(self, offset: int, epoch: str) -> Publication:
         """This publication at a history position: the envelope gains `offset` and `epoch`."""

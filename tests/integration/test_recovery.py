@@ -328,6 +328,31 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
                        (2, [("stream:positioned", 3, last.epoch)], ["stream:never"])]
 
 
+async def test_a_topics_retained_state_reaches_a_new_subscriber_without_what_was_published_before_it(
+        history_system: System):
+    """The topic's state (1) was followed by messages without state (2, 3) before anyone subscribed at
+    the edge. The subscriber gets the state, then what is published after it subscribed: the replay of
+    the state does not place the topic at 1 (then 4 would be a gap, filled from history with 2 and 3:
+    messages from before the subscription)."""
+    system = history_system
+    async with PushClient(system.push_address) as push:
+        state = await push.publish("stream:stateful", "state", {"n": 1}, retain=True, id="s1")
+        for n in (2, 3):
+            await push.publish("stream:stateful", "t", {"n": n}, id=f"s{n}")
+        client = await WsClient.connect(system.ws_url)
+        try:
+            ack = await client.request({"type": "subscribe", "id": "sub", "data": {"topics": ["stream:stateful"]}})
+            assert ack["data"] == {"type": "subscribe", "topics": ["stream:stateful"]}
+            [replayed] = await client.messages(1)
+            assert (replayed["id"], replayed["offset"], replayed["epoch"]) == ("s1", 1, state.epoch)
+            await push.publish("stream:stateful", "t", {"n": 4}, id="s4")
+            [live] = await client.messages(1)
+            assert (live["id"], live["offset"]) == ("s4", 4)
+            await client.expect_silence(0.3)
+        finally:
+            await client.close()
+
+
 class LateInterest(grpc.aio.StreamStreamClientInterceptor):
     """On the edge's channel to the push service: while `holding`, the edge stream's interest changes
     wait for `release` (a push service slow to apply them)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -254,3 +255,26 @@ async def test_an_edge_waiting_for_a_subscribe_cut_short_subscribes_the_topic_it
         await asyncio.wait_for(second_change, timeout(5))
         assert hub._subscribing == {}
         await each_gets_the_next_publication(hub, second)
+
+
+async def test_the_retained_state_an_edge_gets_for_declaring_a_topic_is_marked_a_replay():
+    """push.v1.Delivery.replay: the state sent again because the edge added the topic tells the state,
+    not where the topic stands (the edge does not place the topic by it); a retained message published
+    afterwards is no replay."""
+    hub = Hub(MemoryBroker())
+    await hub.start()
+    try:
+        await hub.publish(replace(_publication(0), retain=True))
+        session = hub.open_session("edge")
+        await hub.change_interest(session, add_topics=["t"])
+        await hub.publish(replace(_publication(1), retain=True))
+        events, delivered = aiter(session.events()), []
+        while len(delivered) < 2:
+            event = await asyncio.wait_for(anext(events), timeout(5))
+            assert isinstance(event, Deliver)
+            delivered += [(p.id, p.retain, p.replay) for p in event.batch]
+        assert delivered == [("m0", True, True), ("m1", True, False)]
+        session.close()
+        await events.aclose()
+    finally:
+        await hub.close()

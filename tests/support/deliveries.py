@@ -12,6 +12,7 @@ class D:
     topic: str = "t"
     client_id: str = ""
     retained: bool = False
+    replay: bool = False  # a retained state sent again because the edge declared the topic
     frame: bytes = b""
     conflation_key: str = ""
     timestamp_ms: int = 0

@@ -100,3 +100,15 @@ def test_a_gap_holds_the_topic_for_every_subscriber():
     held = router.sequencer.resume("t", (1, "e"))
     routed = router.route([[D(2), *held, D(3)]])  # history's 2, the held 3, and 3 again from history
     assert [[m.offset for m in ms] for _, _, _, ms in routed] == [[2, 3]]
+
+
+def test_a_replay_on_a_topic_with_no_position_goes_to_all_without_placing_it():
+    """The flood path (one topic, every subscriber) places a topic by what it routes; a replay must not."""
+    router = DeliveryRouter()
+    router.topics.add("t", "a")
+    router.topics.add("t", "b")
+    [(frames, _, connections, _)] = router.route([[D(3, retained=True, replay=True)]])
+    assert frames == [b'{"o":3}'] and sorted(connections) == ["a", "b"]
+    assert router.sequencer.positions == {} and router.sequencer.retained_frame("t") == b'{"o":3}'
+    [(frames, _, _, _)] = router.route([[D(6)]])  # the told position not here yet: 6 places the topic
+    assert frames == [b'{"o":6}'] and router.sequencer.positions == {"t": (6, "e")}

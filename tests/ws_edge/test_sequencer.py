@@ -111,3 +111,24 @@ def test_a_topic_with_nothing_published_when_it_was_subscribed_goes_on_from_offs
     sequencer.start_at("u", (0, ""))
     assert not sequencer.accept(D(3, topic="u")) and sequencer.take_gaps() == {"u": (0, "")}  # 1 and 2 are missing
     assert sequencer.is_held("u")
+
+
+def test_a_replay_does_not_place_a_topic_the_position_told_with_the_answer_does():
+    """Subscribed here, the replay of the state 3 comes before the answer that tells 5 (4 and 5 set no
+    state, and were published before the subscription): the replay goes, and 6 continues the told
+    position; placed by the replay, 6 would have been a gap, filled with 4 and 5."""
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(3, retained=True, replay=True)) is True
+    assert sequencer.positions == {} and sequencer.retained_frame("t") == b'{"o":3}'
+    sequencer.tell("t", (5, "e"))
+    sequencer.start_told()
+    assert sequencer.accept(D(6)) is True
+    assert sequencer.positions == {"t": (6, "e")} and sequencer.take_gaps() == {}
+
+
+def test_a_live_retained_message_places_a_topic_a_replay_does_not():
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(3, retained=True, replay=True)) is True
+    assert sequencer.accept(D(3, retained=True, replay=True)) is False  # the same state again
+    assert sequencer.accept(D(7, retained=True)) is True
+    assert sequencer.positions == {"t": (7, "e")}

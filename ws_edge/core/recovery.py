@@ -28,6 +28,7 @@ class GapNotice:
     frame: bytes
     client_id: str = ""
     retained: bool = False
+    replay: bool = False
     offset: int = 0
     epoch: str = ""
     conflation_key: str = ""

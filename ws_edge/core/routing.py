@@ -131,6 +131,8 @@ class DeliveryRouter:
                 if delivery.offset and expected is not None and (delivery.offset, delivery.epoch) != expected:
                     return None  # not the next position: the careful path decides
                 if delivery.offset:
+                    if expected is None and delivery.replay:
+                        return None  # a replay does not place a topic (the sequencer's accept)
                     expected = (delivery.offset + 1, delivery.epoch)
         return topic
 

@@ -22,6 +22,7 @@ class DeliveryLike(Protocol):
     client_id: str
     frame: bytes
     retained: bool
+    replay: bool  # a retained state sent again because the edge declared the topic, not a message published now
     offset: int
     epoch: str
     conflation_key: str
@@ -55,6 +56,11 @@ class TopicSequencer:
             return False
         if delivery.offset:
             last = self.positions.get(topic)
+            if last is None and delivery.replay:
+                # A replay tells the state, not where the topic stands (messages without state may have
+                # followed it, from before this subscription): the position the push service tells with
+                # the interest's answer starts the topic.
+                return self._take_replay(topic, delivery)
             # The next offset in the same epoch; after (0, ""), offset 1 of any.
             if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
