@@ -353,6 +353,27 @@ async def test_a_topics_retained_state_reaches_a_new_subscriber_without_what_was
             await client.close()
 
 
+async def test_a_first_subscriber_that_cannot_recover_gets_the_topics_retained_state(history_system: System):
+    """Its position is of an epoch gone: it is told where the topic is now (3), and gets the state (1)
+    that its own is not, though its offset is below that position."""
+    system = history_system
+    async with PushClient(system.push_address) as push:
+        state = await push.publish("stream:stateful-lost", "state", {"n": 1}, retain=True, id="s1")
+        for n in (2, 3):
+            await push.publish("stream:stateful-lost", "t", {"n": n}, id=f"s{n}")
+        client = await WsClient.connect(system.ws_url)
+        try:
+            ack = await client.request({"type": "subscribe", "id": "sub", "data": {
+                "topics": ["stream:stateful-lost"], "since": {"stream:stateful-lost": {"offset": 3, "epoch": "gone"}}}})
+            assert ack["data"]["recovery"] == {"stream:stateful-lost": {
+                "recovered": False, "offset": 3, "epoch": state.epoch, "reason": "epoch changed"}}
+            [replayed] = await client.messages(1)
+            assert (replayed["id"], replayed["offset"]) == ("s1", 1)
+            await client.expect_silence(0.3)
+        finally:
+            await client.close()
+
+
 class LateInterest(grpc.aio.StreamStreamClientInterceptor):
     """On the edge's channel to the push service: while `holding`, the edge stream's interest changes
     wait for `release` (a push service slow to apply them)."""

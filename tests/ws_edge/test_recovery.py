@@ -5,8 +5,9 @@ from ws_edge.core.recovery import Position, in_frames, positions_field, stitch
 
 
 class D:
-    def __init__(self, offset, epoch="e", topic="t", client_id="", retained=False):  # type: ignore[no-untyped-def]
+    def __init__(self, offset, epoch="e", topic="t", client_id="", retained=False, replay=False):  # type: ignore[no-untyped-def]
         self.offset, self.epoch, self.topic, self.client_id, self.retained = offset, epoch, topic, client_id, retained
+        self.replay = replay
         self.frame = f'{{"o":{offset}}}'.encode()
         self.conflation_key = ""
 
@@ -41,3 +42,11 @@ def test_positions_field():
     assert positions_field(message, ["a"]) == {"a": Position(3, "e")}
     with pytest.raises(ProtocolError):
         positions_field(ClientMessage("subscribe", "s", {"since": {"a": {"offset": "3", "epoch": "e"}}}, None), ["a"])
+
+
+def test_stitch_gives_a_client_that_did_not_recover_the_replayed_state():
+    """Its position is told as where the topic is now (9): the replay of the state 4, held while history
+    was read, is the state its own is not, and goes; a live repeat does not."""
+    live = [D(4, retained=True, replay=True), D(9), D(10)]
+    assert stitch([], live, Position(9, "e"), recovered=False) == [b'{"o":4}', b'{"o":10}']
+    assert stitch([], live, Position(9, "e")) == [b'{"o":10}']  # recovered: it had that state

@@ -112,3 +112,15 @@ def test_a_replay_on_a_topic_with_no_position_goes_to_all_without_placing_it():
     assert router.sequencer.positions == {} and router.sequencer.retained_frame("t") == b'{"o":3}'
     [(frames, _, _, _)] = router.route([[D(6)]])  # the told position not here yet: 6 places the topic
     assert frames == [b'{"o":6}'] and router.sequencer.positions == {"t": (6, "e")}
+
+
+def test_the_flood_path_leaves_a_state_that_went_out_already_to_the_sequencer():
+    """The replay of 5 went out before its live copy; 4 (no state) and 5 continue the position, but 5
+    is no news: one frame of 4 alone."""
+    router = DeliveryRouter()
+    router.topics.add("t", "a")
+    router.route([[D(5, retained=True, replay=True)]])
+    router.sequencer.start_at("t", (3, "e"))
+    [(frames, _, connections, _)] = router.route([[D(4), D(5, retained=True)]])
+    assert frames == [b'{"o":4}'] and connections == ["a"]
+    assert router.sequencer.positions == {"t": (5, "e")}

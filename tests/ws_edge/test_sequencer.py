@@ -132,3 +132,54 @@ def test_a_live_retained_message_places_a_topic_a_replay_does_not():
     assert sequencer.accept(D(3, retained=True, replay=True)) is False  # the same state again
     assert sequencer.accept(D(7, retained=True)) is True
     assert sequencer.positions == {"t": (7, "e")}
+
+
+def test_the_live_copy_of_a_replayed_state_places_the_topic_and_is_no_news():
+    """On Redis the push service's read of the retained state can see a state whose live copy reaches
+    it (and the edge) after the replay: that copy places the topic, and goes to no one again. A message
+    without state that was published before it still goes; an older state does not."""
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(5, retained=True, replay=True)) is True
+    assert sequencer.accept(D(3)) is True  # live, after the subscription
+    assert sequencer.accept(D(4, retained=True)) is False  # older than the state that went out
+    assert sequencer.accept(D(5, retained=True)) is False  # the replay's live copy
+    assert sequencer.positions == {"t": (5, "e")} and sequencer.retained_frame("t") == b'{"o":5}'
+    assert sequencer.accept(D(6, retained=True)) is True
+    assert sequencer.take_gaps() == {}
+
+
+def test_a_replay_from_an_epoch_history_let_go_opens_no_gap():
+    """The retained state outlives the history of its epoch (its key is kept longer): replayed to a topic
+    placed in the new epoch, it goes if no state went out since the subscription, and is no gap."""
+    sequencer = TopicSequencer()
+    sequencer.start_at("t", (7, "new"))
+    assert sequencer.accept(D(3, epoch="old", retained=True, replay=True, timestamp_ms=10)) is True
+    assert sequencer.positions == {"t": (7, "new")} and sequencer.take_gaps() == {} and not sequencer.is_held("t")
+    assert sequencer.accept(D(8, epoch="new", retained=True, timestamp_ms=20)) is True
+    assert sequencer.accept(D(3, epoch="old", retained=True, replay=True, timestamp_ms=10)) is False  # older
+
+
+def test_a_replay_held_in_a_gap_goes_back_through_accept_as_a_replay():
+    """A stream's loss holds the topic; the new stream's replay is held with the live messages. The fill
+    resumes the topic where history says: the replay neither opens a gap nor counts as where the stream
+    went, and it is no news to the subscribers who had that state."""
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(4, retained=True)) is True
+    sequencer.hold("t")
+    assert sequencer.accept(D(4, retained=True, replay=True)) is False  # held
+    assert sequencer.first_held("t") is None
+    assert sequencer.accept(D(6)) is False
+    assert sequencer.first_held("t") == (6, "e")
+    held = sequencer.resume("t", (5, "e"))  # history gave 5
+    assert [sequencer.accept(d) for d in held] == [False, True]
+    assert sequencer.positions == {"t": (6, "e")} and sequencer.take_gaps() == {}
+
+
+def test_a_state_without_history_is_no_news_when_replayed():
+    """A topic that keeps no history (offset 0): its replayed state is told apart by its frame."""
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(retained=True, frame=b'{"s":1}', timestamp_ms=5)) is True
+    assert sequencer.accept(D(retained=True, frame=b'{"s":1}', timestamp_ms=5, replay=True)) is False
+    assert sequencer.accept(D(retained=True, frame=b'{"s":0}', timestamp_ms=4, replay=True)) is False  # older
+    assert sequencer.accept(D(retained=True, frame=b'{"s":2}', timestamp_ms=5)) is True  # same ms, another state
+    assert sequencer.retained_frame("t") == b'{"s":2}'

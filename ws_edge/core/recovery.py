@@ -55,15 +55,18 @@ def positions_field(message: ClientMessage, topics: Sequence[str]) -> dict[str, 
     return positions
 
 
-def stitch(missed: Iterable[DeliveryLike], live: Iterable[DeliveryLike], since: Position) -> list[bytes]:
-    """The missed messages (offset > since), then the live ones held meanwhile that come after them."""
+def stitch(missed: Iterable[DeliveryLike], live: Iterable[DeliveryLike], since: Position, *,
+           recovered: bool = True) -> list[bytes]:
+    """The missed messages (offset > since), then the live ones held meanwhile that come after them. A
+    client that did not recover (`since` is then where the topic is now) gets a replayed retained
+    state whatever its offset: it is the state, which the client's own is not."""
     frames, last = [], since.offset
     for delivery in missed:
         if delivery.offset > last:
             frames.append(delivery.frame)
             last = delivery.offset
     for delivery in live:
-        if delivery.epoch == since.epoch and delivery.offset:
+        if delivery.epoch == since.epoch and delivery.offset and not (delivery.replay and not recovered):
             if delivery.offset <= last:
                 continue  # already sent from history: the seam's duplicate
             last = delivery.offset

@@ -130,9 +130,9 @@ class DeliveryRouter:
                         expected = (last[0] + 1, last[1])
                 if delivery.offset and expected is not None and (delivery.offset, delivery.epoch) != expected:
                     return None  # not the next position: the careful path decides
+                if delivery.retained and (delivery.replay or not self.sequencer.newer_state(topic, delivery)):
+                    return None  # a replay, or a state that went out already: the sequencer's accept decides
                 if delivery.offset:
-                    if expected is None and delivery.replay:
-                        return None  # a replay does not place a topic (the sequencer's accept)
                     expected = (delivery.offset + 1, delivery.epoch)
         return topic
 

@@ -32,8 +32,7 @@ class DeliveryLike(Protocol):
 class TopicSequencer:
     def __init__(self) -> None:
         self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
-        self._retained: dict[str, bytes] = {}
-        self._retained_at: dict[str, tuple[int, str]] = {}  # the position of the retained state sent last
+        self._state: dict[str, DeliveryLike] = {}  # the retained state that went out last, per topic
         # Topics whose gap is being filled: which hold each is in, and what came meanwhile. A gap fill
         # resumes only the hold it was started for. (Fills overlap: a stream loss's and a broker
         # resync's, or one still reading history when a newer gap held the topic again; the stale one
@@ -54,42 +53,47 @@ class TopicSequencer:
         if held is not None:
             held[1].append(delivery)
             return False
+        if delivery.replay:
+            # The push service replays a topic's retained state when the edge declares it (a first
+            # subscriber, every topic of a new stream). It tells the state, not where the topic stands
+            # (messages without state may have followed it, from before this subscription; its epoch
+            # may be one that history has let go): it neither places the topic nor opens a gap.
+            return self._take_state(topic, delivery)
         if delivery.offset:
             last = self.positions.get(topic)
-            if last is None and delivery.replay:
-                # A replay tells the state, not where the topic stands (messages without state may have
-                # followed it, from before this subscription): the position the push service tells with
-                # the interest's answer starts the topic.
-                return self._take_replay(topic, delivery)
             # The next offset in the same epoch; after (0, ""), offset 1 of any.
             if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
-                    # The push service replays a topic's retained state when the edge declares it (a first
-                    # subscriber, every topic of a new stream): it goes only if no state as new went out
-                    # (that one reached every subscriber, or was handed to it; an older one would put
-                    # every subscriber's state back). A repeat never goes.
-                    return delivery.retained and self._take_replay(topic, delivery)
+                    # A repeat never goes; a retained state here is a replay from a push service that
+                    # predates `replay`.
+                    return delivery.retained and self._take_state(topic, delivery)
                 self._start_hold(topic, [delivery])
                 self._gaps[topic] = last
                 return False
             self.positions[topic] = (delivery.offset, delivery.epoch)
         if delivery.retained:
-            self._keep_state(topic, delivery)
+            return self._take_state(topic, delivery)  # (its position is recorded either way)
         return True
 
-    def _take_replay(self, topic: str, replay: DeliveryLike) -> bool:
-        """Whether a replayed retained state goes: not if it, or a newer one, went out already; kept as
-        the state if it does."""
-        kept = self._retained_at.get(topic)
-        if kept is not None and kept[1] == replay.epoch and replay.offset <= kept[0]:
+    def _take_state(self, topic: str, delivery: DeliveryLike) -> bool:
+        """Whether a retained state goes: only if it is newer than the one that went out last, which
+        reached every subscriber then and was handed to each that came later (a replay's live copy,
+        which Redis may deliver after the replay, is no news; an older state would put every
+        subscriber's state back). Kept as the topic's state if it goes."""
+        if not self.newer_state(topic, delivery):
             return False
-        self._keep_state(topic, replay)
+        self._state[topic] = delivery
         return True
 
-    def _keep_state(self, topic: str, delivery: DeliveryLike) -> None:
-        self._retained[topic] = delivery.frame
-        if delivery.offset:
-            self._retained_at[topic] = (delivery.offset, delivery.epoch)
+    def newer_state(self, topic: str, delivery: DeliveryLike) -> bool:
+        """Whether retained `delivery` is newer than the state that went out last: by offset within an
+        epoch; else (no history, or another epoch) by when the push service accepted it."""
+        kept = self._state.get(topic)
+        if kept is None:
+            return True
+        if delivery.offset and kept.offset and delivery.epoch == kept.epoch:
+            return delivery.offset > kept.offset
+        return delivery.frame != kept.frame and delivery.timestamp_ms >= kept.timestamp_ms
 
     def is_held(self, topic: str) -> bool:
         return topic in self._held
@@ -105,7 +109,8 @@ class TopicSequencer:
     def first_held(self, topic: str) -> tuple[int, str] | None:
         """The position of the first delivery with one that `topic`'s hold keeps (None: none yet)."""
         held = self._held.get(topic)
-        return next(((d.offset, d.epoch) for d in held[1] if d.offset), None) if held is not None else None
+        # (not a replay's: it tells the state, not where the stream went)
+        return next(((d.offset, d.epoch) for d in held[1] if d.offset and not d.replay), None) if held is not None else None
 
     def _start_hold(self, topic: str, held: list[DeliveryLike]) -> None:
         self._next_hold += 1
@@ -165,15 +170,15 @@ class TopicSequencer:
         if delivery.offset:
             self.positions[topic] = (delivery.offset, delivery.epoch)
         if delivery.retained:
-            self._keep_state(topic, delivery)
+            self._state[topic] = delivery  # (the flood path takes only a newer state)
 
     def retained_frame(self, topic: str) -> bytes | None:
-        return self._retained.get(topic)
+        state = self._state.get(topic)
+        return None if state is None else state.frame
 
     def forget(self, topic: str) -> None:
         """The last local subscriber left."""
-        self._retained.pop(topic, None)
-        self._retained_at.pop(topic, None)
+        self._state.pop(topic, None)
         self.positions.pop(topic, None)
         self._held.pop(topic, None)
         self._gaps.pop(topic, None)

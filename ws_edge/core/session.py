@@ -1011,7 +1011,8 @@ class Session:
         missed = list(answer.publications) if answer.recovered else []
         held, recovery.held = recovery.held or [], None
         told = self._told(answer, since)
-        for frame in in_frames(stitch(missed, held, told), _notices(held), self.rules.batch_max_messages):
+        stitched = stitch(missed, held, told, recovered=answer.recovered)
+        for frame in in_frames(stitched, _notices(held), self.rules.batch_max_messages):
             self._send(frame)
         newest = max([told.offset, *(d.offset for d in (*missed, *held) if d.offset and d.epoch == told.epoch)])
         recovery.floor = (newest, told.epoch)
