@@ -376,19 +376,16 @@ class Hub:
         positions: Collection[str] = (),
     ) -> list[tuple[str, int, str]]:
         """Applies an edge's interest change; returns where each added topic in `positions` that has
-        history stood (topic, offset, epoch; offset 0 and no epoch: nothing published in a kept epoch),
-        read before this replica routes it to the edge. Every publication after the read reaches the
-        edge, live or, if it came between the read and the routing, as a gap the edge fills from
-        history. (Read after the routing, a publication it saw could reach the edge after the answer
-        through Redis's pub/sub, and be dropped there as a repeat of the told position.)"""
+        history stands now (topic, offset, epoch;
+        offset 0 and no epoch: nothing published in a kept epoch), read after this replica routes it to
+        the edge: a publication the edge gets from here on comes after that position, or is one the
+        read saw."""
         added_topics = []
         for topic in add_topics:
             if (why := topic_error(topic)) is not None:
                 log.warning("edge %s declared an invalid topic, ignored: %s", session.name, why)
                 continue
             added_topics.append(topic)
-        asked = [topic for topic in added_topics if topic in positions]
-        told = await self._positions(asked) if asked else []
         # The engine hears of a channel's first and last local interest only, all of a request's at
         # once (one round trip to Redis for a burst of browsers' personal channels).
         added = [*map(topic_channel, added_topics), *map(client_channel, add_client_ids),
@@ -404,7 +401,8 @@ class Hub:
             retained = await self._broker.retained(topic)
             if retained is not None:
                 session.enqueue(replace(retained, replay=True))
-        return told
+        asked = [topic for topic in added_topics if topic in positions]
+        return await self._positions(asked) if asked else []
 
     async def _subscribe(self, session: EdgeSession, channels: list[str]) -> None:
         """The session's interest in `channels`, in effect when this returns: the broker subscribes the
