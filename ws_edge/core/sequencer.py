@@ -32,7 +32,14 @@ class DeliveryLike(Protocol):
 class TopicSequencer:
     def __init__(self) -> None:
         self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
-        self._state: dict[str, DeliveryLike] = {}  # the retained state that went out last, per topic
+        # The retained state that went out last, per topic: (frame, offset, epoch), plain values (a
+        # delivery would keep alive the whole response it was parsed from).
+        self._state: dict[str, tuple[bytes, int, str]] = {}
+        # Topics started at a position the push service told, with the last offset up to it sent since:
+        # its read may have seen messages published after the subscription whose copies reach this
+        # edge later (Redis's pub/sub is a connection of its own): each goes once, in order, until the
+        # stream passes the position.
+        self._late: dict[str, int] = {}
         # Topics whose gap is being filled: which hold each is in, and what came meanwhile. A gap fill
         # resumes only the hold it was started for. (Fills overlap: a stream loss's and a broker
         # resync's, or one still reading history when a newer gap held the topic again; the stale one
@@ -64,6 +71,10 @@ class TopicSequencer:
             # The next offset in the same epoch; after (0, ""), offset 1 of any.
             if last is not None and not (delivery.offset == last[0] + 1 and (delivery.epoch == last[1] or not last[1])):
                 if delivery.epoch == last[1] and delivery.offset <= last[0]:
+                    late = self._late.get(topic) if self._late else None
+                    if late is not None and delivery.offset > late:  # the told position's read saw it
+                        self._late[topic] = delivery.offset
+                        return not delivery.retained or self._take_state(topic, delivery)
                     # A repeat never goes; a retained state here is a replay from a push service that
                     # predates `replay`.
                     return delivery.retained and self._take_state(topic, delivery)
@@ -71,6 +82,8 @@ class TopicSequencer:
                 self._gaps[topic] = last
                 return False
             self.positions[topic] = (delivery.offset, delivery.epoch)
+            if self._late:
+                self._late.pop(topic, None)  # past the told position: nothing before it can come any more
         if delivery.retained:
             return self._take_state(topic, delivery)  # (its position is recorded either way)
         return True
@@ -82,18 +95,20 @@ class TopicSequencer:
         subscriber's state back). Kept as the topic's state if it goes."""
         if not self.newer_state(topic, delivery):
             return False
-        self._state[topic] = delivery
+        self._state[topic] = (delivery.frame, delivery.offset, delivery.epoch)
         return True
 
     def newer_state(self, topic: str, delivery: DeliveryLike) -> bool:
         """Whether retained `delivery` is newer than the state that went out last: by offset within an
-        epoch; else (no history, or another epoch) by when the push service accepted it."""
+        epoch; else (no history, or another epoch) any other state is. (Not by timestamp: each push
+        replica stamps with its own clock.)"""
         kept = self._state.get(topic)
         if kept is None:
             return True
-        if delivery.offset and kept.offset and delivery.epoch == kept.epoch:
-            return delivery.offset > kept.offset
-        return delivery.frame != kept.frame and delivery.timestamp_ms >= kept.timestamp_ms
+        frame, offset, epoch = kept
+        if delivery.offset and offset and delivery.epoch == epoch:
+            return delivery.offset > offset
+        return delivery.frame != frame
 
     def is_held(self, topic: str) -> bool:
         return topic in self._held
@@ -113,6 +128,7 @@ class TopicSequencer:
         return next(((d.offset, d.epoch) for d in held[1] if d.offset and not d.replay), None) if held is not None else None
 
     def _start_hold(self, topic: str, held: list[DeliveryLike]) -> None:
+        self._late.pop(topic, None)  # (the fill reads on from the position)
         self._next_hold += 1
         self._held[topic] = (self._next_hold, held)
 
@@ -129,6 +145,8 @@ class TopicSequencer:
         was subscribed, and not held)."""
         if not self._placed(topic):
             self.positions[topic] = position
+            if position[0]:
+                self._late[topic] = 0
 
     def tell(self, topic: str, position: tuple[int, str]) -> None:
         """Where the push service said `topic` stood, to `start_at` once what was queued before it is routed."""
@@ -169,16 +187,19 @@ class TopicSequencer:
         """Record a delivery known to continue the topic's position (the flood path checked it)."""
         if delivery.offset:
             self.positions[topic] = (delivery.offset, delivery.epoch)
+        if self._late:
+            self._late.pop(topic, None)
         if delivery.retained:
-            self._state[topic] = delivery  # (the flood path takes only a newer state)
+            self._state[topic] = (delivery.frame, delivery.offset, delivery.epoch)  # (the flood path takes only a newer state)
 
     def retained_frame(self, topic: str) -> bytes | None:
         state = self._state.get(topic)
-        return None if state is None else state.frame
+        return None if state is None else state[0]
 
     def forget(self, topic: str) -> None:
         """The last local subscriber left."""
         self._state.pop(topic, None)
+        self._late.pop(topic, None)
         self.positions.pop(topic, None)
         self._held.pop(topic, None)
         self._gaps.pop(topic, None)
