@@ -162,6 +162,21 @@ def test_a_replay_from_an_epoch_history_let_go_opens_no_gap():
     assert sequencer.accept(D(8, epoch="new", retained=True)) is True
 
 
+def test_an_older_epochs_replay_held_in_a_gap_puts_no_state_back():
+    """A stream loss holds the topic; the new stream's replay is of a state of an epoch history let go,
+    and a newer state was published after it. The fill gives the newer state; the replay, routed after
+    it, is older (by when each was accepted), and the held live copy is a repeat."""
+    sequencer = TopicSequencer()
+    sequencer.start_at("t", (7, "new"))
+    sequencer.hold("t")
+    sequencer.accept(D(3, epoch="old", retained=True, replay=True, timestamp_ms=10))
+    sequencer.accept(D(8, epoch="new", retained=True, timestamp_ms=20))
+    held = sequencer.resume("t", (7, "new"))
+    missed = D(8, epoch="new", retained=True, timestamp_ms=20)
+    assert [sequencer.accept(d) for d in [missed, *held]] == [True, False, False]
+    assert sequencer.retained_frame("t") == b'{"o":8}' and sequencer.take_gaps() == {}
+
+
 def test_a_replay_held_in_a_gap_goes_back_through_accept_as_a_replay():
     """A stream's loss holds the topic; the new stream's replay is held with the live messages. The fill
     resumes the topic where history says: the replay neither opens a gap nor counts as where the stream
@@ -186,6 +201,18 @@ def test_a_state_without_history_is_no_news_when_replayed():
     assert sequencer.accept(D(retained=True, frame=b'{"s":1}', timestamp_ms=5, replay=True)) is False
     assert sequencer.accept(D(retained=True, frame=b'{"s":2}', timestamp_ms=3)) is True  # another replica's clock
     assert sequencer.retained_frame("t") == b'{"s":2}'
+
+
+def test_states_without_history_published_just_before_a_replays_read_come_after_it_and_are_older():
+    """On Redis, S1 and S2 were published after the subscription and before the retained read, which
+    gave S2: their live copies come after the replay. S1 is older than the replay (by when each was
+    accepted), S2 is its copy; a state after them goes."""
+    sequencer = TopicSequencer()
+    assert sequencer.accept(D(retained=True, frame=b'{"s":2}', timestamp_ms=20, replay=True)) is True
+    assert sequencer.accept(D(retained=True, frame=b'{"s":1}', timestamp_ms=10)) is False
+    assert sequencer.accept(D(retained=True, frame=b'{"s":2}', timestamp_ms=20)) is False
+    assert sequencer.accept(D(retained=True, frame=b'{"s":3}', timestamp_ms=30)) is True
+    assert sequencer.retained_frame("t") == b'{"s":3}'
 
 
 def test_messages_the_told_positions_read_saw_go_when_their_copies_come_late():

@@ -1,7 +1,7 @@
 """Per topic, the edge's position in the push service's stream, and the retained state. No I/O.
 
 Every positioned delivery of a topic that has local subscribers passes `accept`: the next offset goes
-on; a repeat is dropped; a skipped offset or a new epoch means the edge missed something (the push
+on; a repeat is dropped (but for late copies of what a told position's read saw, `_late`); a skipped offset or a new epoch means the edge missed something (the push
 stream dropped, Redis lost its data), so the topic is held from there and the edge fills the gap from
 history (`take_gaps`, then `resume`) or tells the subscribers. A topic's position and retained state
 are kept only while it has local subscribers (`forget`): deliveries that arrive after the last one
@@ -14,7 +14,7 @@ message of whatever epoch comes (its name is not known before that message is pu
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class DeliveryLike(Protocol):
@@ -29,12 +29,24 @@ class DeliveryLike(Protocol):
     timestamp_ms: int  # when the push service accepted it (Unix ms)
 
 
+class _State(NamedTuple):
+    frame: bytes
+    offset: int
+    epoch: str
+    timestamp_ms: int
+    replay: bool
+
+    @classmethod
+    def of(cls, delivery: DeliveryLike) -> _State:
+        return cls(delivery.frame, delivery.offset, delivery.epoch, delivery.timestamp_ms, delivery.replay)
+
+
 class TopicSequencer:
     def __init__(self) -> None:
         self.positions: dict[str, tuple[int, str]] = {}  # the last position delivered, per topic
-        # The retained state that went out last, per topic: (frame, offset, epoch), plain values (a
-        # delivery would keep alive the whole response it was parsed from).
-        self._state: dict[str, tuple[bytes, int, str]] = {}
+        # The retained state that went out last, per topic, as plain values (a delivery would keep alive
+        # the whole response it was parsed from).
+        self._state: dict[str, _State] = {}
         # Topics started at a position the push service told, with the last offset up to it sent since:
         # its read may have seen messages published after the subscription whose copies reach this
         # edge later (Redis's pub/sub is a connection of its own): each goes once, in order, until the
@@ -95,20 +107,25 @@ class TopicSequencer:
         subscriber's state back). Kept as the topic's state if it goes."""
         if not self.newer_state(topic, delivery):
             return False
-        self._state[topic] = (delivery.frame, delivery.offset, delivery.epoch)
+        self._state[topic] = _State.of(delivery)
         return True
 
     def newer_state(self, topic: str, delivery: DeliveryLike) -> bool:
-        """Whether retained `delivery` is newer than the state that went out last: by offset within an
-        epoch; else (no history, or another epoch) any other state is. (Not by timestamp: each push
-        replica stamps with its own clock.)"""
+        """Whether retained `delivery` is newer than the state that went out last. By offset within an
+        epoch. Else (no history, or another epoch) the same frame is not; live states come in publish
+        order, so a live one after a live one is; only a replay and a live state are ordered by when
+        they were accepted. (A replay's read races the live copies of states published just before it:
+        those come after it, older. Timestamps are each replica's own clock, so they decide nothing else.)"""
         kept = self._state.get(topic)
         if kept is None:
             return True
-        frame, offset, epoch = kept
-        if delivery.offset and offset and delivery.epoch == epoch:
-            return delivery.offset > offset
-        return delivery.frame != frame
+        if delivery.offset and kept.offset and delivery.epoch == kept.epoch:
+            return delivery.offset > kept.offset
+        if delivery.frame == kept.frame:
+            return False
+        if delivery.replay or kept.replay:
+            return delivery.timestamp_ms >= kept.timestamp_ms
+        return True
 
     def is_held(self, topic: str) -> bool:
         return topic in self._held
@@ -190,11 +207,11 @@ class TopicSequencer:
         if self._late:
             self._late.pop(topic, None)
         if delivery.retained:
-            self._state[topic] = (delivery.frame, delivery.offset, delivery.epoch)  # (the flood path takes only a newer state)
+            self._state[topic] = _State.of(delivery)  # (the flood path takes only a newer state)
 
     def retained_frame(self, topic: str) -> bytes | None:
         state = self._state.get(topic)
-        return None if state is None else state[0]
+        return None if state is None else state.frame
 
     def forget(self, topic: str) -> None:
         """The last local subscriber left."""
