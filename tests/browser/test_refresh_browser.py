@@ -144,4 +144,7 @@ async def test_the_refresh_jitter_spreads_a_fleet(system: System, page: Page):
     per_second = {}
     for delay in delays:
         per_second[int(delay)] = per_second.get(int(delay), 0) + 1
-    assert max(per_second.values()) <= 8, max(per_second.values())  # uniform over ~900 s: ~1 a second
+    # Uniform over ~900 s: ~1.1 a second. The busiest second of a run holds 9 or more in 1 run of 400
+    # (a simulation of 20,000 runs: this asserted at most 8, and failed so once beside a CPU hog), 13 or
+    # more in about 1 of 10 million; the same fleet with no jitter puts 16-17 in each second.
+    assert max(per_second.values()) <= 12, max(per_second.values())
