@@ -159,10 +159,11 @@ class DeliveryPump:
             if self._stream_changes != stream_changes:
                 return  # its answers would be stale (below): the restore's fill reads its topics
             try:
-                resume_at, missed, notice = await self._recover(topic, None if position is None else Position(*position))
+                resume_at, missed, notice, told_at = await self._recover(
+                    topic, None if position is None else Position(*position))
             except Exception:
                 log.exception("filling the gap of %s failed", topic)
-                resume_at, missed, notice = None, [], None
+                resume_at, missed, notice, told_at = None, [], None, None
             sequencer = self.router.sequencer
             if holds.get(topic) is None or sequencer.hold_id(topic) != holds[topic]:
                 # Forgotten with its last subscriber, resumed by another fill of the same hold, or held
@@ -180,6 +181,11 @@ class DeliveryPump:
                 # History holds nothing (lost, expired), yet the stream went past a first message: what
                 # came before it cannot be found, and from (0, "") it would only be held again.
                 resume_at, notice = None, _notice(topic, first[0] - 1, first[1], "too old")
+            elif told_at is not None and not missed and sequencer.first_held(topic) is None:
+                # The subscribers are told where the topic is now, and nothing came since: it goes on from
+                # there (from nowhere, the next loss would tell them again though nothing was published).
+                # Held messages place it themselves (resumed there, they would be dropped as repeats).
+                resume_at = told_at
             held = sequencer.resume(topic, resume_at)
             if notice is not None:
                 wire = websocket_text_frame(notice)  # encoded once for every subscriber
@@ -187,32 +193,34 @@ class DeliveryPump:
                     connection.send(notice, wire)  # type: ignore[attr-defined]
             self.fan_out([[*missed, *held]])
 
-    async def _recover(self, topic: str, since: Position | None
-                       ) -> tuple[tuple[int, str] | None, list[DeliveryLike], bytes | None]:
+    async def _recover(self, topic: str, since: Position | None) -> tuple[
+            tuple[int, str] | None, list[DeliveryLike], bytes | None, tuple[int, str] | None]:
+        """Where the topic resumes, what was missed, the notice for its subscribers if history cannot
+        say, and the position that notice tells (None: none, or one the topic cannot go on from)."""
         if since is None:  # nothing to recover from: the subscribers are told where the topic is now
             latest = await self._read_history(topic, None, 1)  # (its position: one message says it)
             if latest.recovered and not latest.offset and not latest.reason:
-                return None, [], None  # nothing was ever published on it: nothing can have been missed
+                return None, [], None, None  # nothing was ever published on it: nothing can have been missed
             reason = latest.reason if not latest.epoch and latest.reason else "the edge's stream was interrupted"
-            return None, [], _notice(topic, latest.offset, latest.epoch, reason)
+            return None, [], _notice(topic, latest.offset, latest.epoch, reason), _told_at(latest)
         if since.epoch:
             read = await self._read_history(topic, since, 0)
         else:  # (0, ""): nothing was published when it was subscribed here
             read = await self._read_history(topic, None, 1)  # where it is now
             if read.recovered and not read.offset:
-                return (0, ""), [], None  # still nothing: nothing can have been missed (see _fill_gaps)
+                return (0, ""), [], None, None  # still nothing: nothing can have been missed (see _fill_gaps)
             if read.recovered:
                 since = Position(0, read.epoch)  # all its epoch holds came after: from its first message on
                 read = await self._read_history(topic, since, 0)
         if read.recovered:
-            return (since.offset, since.epoch), list(read.publications), None
+            return (since.offset, since.epoch), list(read.publications), None, None
         notice = _notice(topic, read.offset, read.epoch, read.reason)
         missed: list[DeliveryLike] = []
         if read.reason == "epoch changed":
             # What the new epoch holds, a page of it (a gap after it is held and filled as any other).
             latest = await self._read_history(topic, None, 0)
             missed = list(latest.publications) if latest.epoch == read.epoch else []
-        return None, missed, notice
+        return None, missed, notice, _told_at(read)
 
     # --- fan-out ----------------------------------------------------------------------------------
 
@@ -312,6 +320,11 @@ class DeliveryPump:
 def _traced(batches: Sequence[Sequence[DeliveryLike]]) -> list[str]:
     """The trace contexts of the sampled messages among these (only asked while tracing is on)."""
     return [tp for batch in batches for d in batch if (tp := getattr(d, "traceparent", ""))]
+
+
+def _told_at(answer: HistoryAnswer) -> tuple[int, str] | None:
+    """The position a history answer tells, if a topic can go on from it (a kept epoch, a message in it)."""
+    return (answer.offset, answer.epoch) if answer.epoch and answer.offset else None
 
 
 def _notice(topic: str, offset: int, epoch: str, reason: str) -> bytes:

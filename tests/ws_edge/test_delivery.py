@@ -506,7 +506,41 @@ async def test_a_topic_still_unpublished_after_a_stream_loss_stays_so_and_one_pa
     reads.answer(2, Answer(9, reason="too old"))
     await turns()
     assert told(subscriber) == [("t", False, 9, "e", "too old")]
-    assert len(reads.reads) == 3 and not router.sequencer.is_held("t") and "t" not in router.sequencer.positions
+    # nothing came meanwhile: the topic goes on from where they were told it is
+    assert len(reads.reads) == 3 and not router.sequencer.is_held("t") and router.sequencer.positions == {"t": (9, "e")}
+
+
+async def test_a_topic_whose_subscribers_were_told_where_it_is_is_not_told_again_when_nothing_came_since():
+    """A topic with no position here, over a stream loss: its subscribers are told where it is now (7).
+    Nothing is published before the next loss: that fill reads on from 7, and tells them nothing."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads)
+    subscriber = Noticed()
+    router.topics.add("quiet", subscriber)
+    await lose_and_restore(pump)
+    reads.answer(0, Answer(7))
+    await turns()
+    assert told(subscriber) == [("quiet", False, 7, "e", "the edge's stream was interrupted")]
+    assert router.sequencer.positions == {"quiet": (7, "e")}
+    await lose_and_restore(pump)
+    assert (reads.reads[1][1].offset, reads.reads[1][1].epoch) == (7, "e")
+    reads.answer(1, Answer(7))
+    await turns()
+    assert len(subscriber.notices) == 1 and not router.sequencer.is_held("quiet")
+
+
+async def test_a_topic_told_where_it_is_goes_on_from_what_the_stream_brought_meanwhile():
+    """8 came while the fill read where the topic is (7, an answer older than 8): resumed at 7, 8 would
+    be the next; but the held message places the topic itself, as before, and goes out."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads)
+    subscriber = Noticed()
+    router.topics.add("busy", subscriber)
+    await lose_and_restore(pump)
+    pump.fan_out([[D(8, topic="busy")]])
+    reads.answer(0, Answer(7))
+    await turns()
+    assert [d.offset for d in subscriber.queued] == [8] and router.sequencer.positions == {"busy": (8, "e")}
 
 
 async def test_a_topic_unpublished_when_subscribed_whose_history_does_not_answer_is_told():
