@@ -177,6 +177,7 @@ class DeliveryPump:
                 # from history meanwhile then loses what came between, silently). The fill after the
                 # restore resumes it, filling or telling.
                 continue
+            late_after = None
             if resume_at == (0, "") and (first := sequencer.first_held(topic)) is not None and first[0] > 1:
                 # History holds nothing (lost, expired), yet the stream went past a first message: what
                 # came before it cannot be found, and from (0, "") it would only be held again.
@@ -186,7 +187,9 @@ class DeliveryPump:
                 # there (from nowhere, the next loss would tell them again though nothing was published).
                 # Held messages place it themselves (resumed there, they would be dropped as repeats).
                 resume_at = told_at
-            held = sequencer.resume(topic, resume_at)
+                # (copies of what the read saw may still come: they go, once each)
+                late_after = position[0] if position is not None and position[1] == told_at[1] else 0
+            held = sequencer.resume(topic, resume_at, late_after=late_after)
             if notice is not None:
                 wire = websocket_text_frame(notice)  # encoded once for every subscriber
                 for connection in self.router.notice_targets(GapNotice(topic, notice)):
@@ -219,7 +222,9 @@ class DeliveryPump:
         if read.reason == "epoch changed":
             # What the new epoch holds, a page of it (a gap after it is held and filled as any other).
             latest = await self._read_history(topic, None, 0)
-            missed = list(latest.publications) if latest.epoch == read.epoch else []
+            if latest.epoch != read.epoch:  # (changed again meanwhile: that epoch is gone too)
+                return None, [], notice, None
+            missed = list(latest.publications)
         return None, missed, notice, _told_at(read)
 
     # --- fan-out ----------------------------------------------------------------------------------

@@ -529,6 +529,35 @@ async def test_a_topic_whose_subscribers_were_told_where_it_is_is_not_told_again
     assert len(subscriber.notices) == 1 and not router.sequencer.is_held("quiet")
 
 
+async def test_a_topic_told_where_it_is_takes_the_late_copy_of_a_message_the_read_saw():
+    """The fill's read saw 8, whose copy through the push service's pub/sub comes after the resume: it
+    goes (once), as after a position the push service tells."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads)
+    subscriber = Noticed()
+    router.topics.add("quiet", subscriber)
+    await lose_and_restore(pump)
+    reads.answer(0, Answer(8))
+    await turns()
+    assert told(subscriber) == [("quiet", False, 8, "e", "the edge's stream was interrupted")]
+    pump.fan_out([[D(8, topic="quiet")], [D(8, topic="quiet")], [D(9, topic="quiet")]])
+    assert [d.offset for d in subscriber.queued] == [8, 9]
+
+
+async def test_an_epoch_changed_again_while_the_fill_read_leaves_the_topic_to_what_comes_next():
+    """History said "epoch changed" at (7, e2), then its page of the new epoch came from e3: e2 is gone
+    too, so the topic does not go on from it (the first e3 message would be a gap, and a second notice)."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads, "t")
+    router.sequencer.start_at("t", (3, "e1"))
+    await lose_and_restore(pump)
+    reads.answer(0, Answer(7, epoch="e2", reason="epoch changed"))
+    await turns()
+    reads.answer(1, Answer(2, epoch="e3"))
+    await turns()
+    assert "t" not in router.sequencer.positions and not router.sequencer.is_held("t")
+
+
 async def test_a_topic_told_where_it_is_goes_on_from_what_the_stream_brought_meanwhile():
     """8 came while the fill read where the topic is (7, an answer older than 8): resumed at 7, 8 would
     be the next; but the held message places the topic itself, as before, and goes out."""
