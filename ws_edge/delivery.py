@@ -177,7 +177,6 @@ class DeliveryPump:
                 # from history meanwhile then loses what came between, silently). The fill after the
                 # restore resumes it, filling or telling.
                 continue
-            late_after = None
             if resume_at == (0, "") and (first := sequencer.first_held(topic)) is not None and first[0] > 1:
                 # History holds nothing (lost, expired), yet the stream went past a first message: what
                 # came before it cannot be found, and from (0, "") it would only be held again.
@@ -186,10 +185,12 @@ class DeliveryPump:
                 # The subscribers are told where the topic is now, and nothing came since: it goes on from
                 # there (from nowhere, the next loss would tell them again though nothing was published).
                 # Held messages place it themselves (resumed there, they would be dropped as repeats).
+                # (A copy of a message the read saw that comes later is a repeat: the subscribers were told
+                # the topic is at that position, and re-sync from there.)
                 resume_at = told_at
-                # (copies of what the read saw may still come: they go, once each)
-                late_after = position[0] if position is not None and position[1] == told_at[1] else 0
-            held = sequencer.resume(topic, resume_at, late_after=late_after)
+            if told_at is not None:
+                sequencer.history_at(topic, told_at)
+            held = sequencer.resume(topic, resume_at)
             if notice is not None:
                 wire = websocket_text_frame(notice)  # encoded once for every subscriber
                 for connection in self.router.notice_targets(GapNotice(topic, notice)):

@@ -529,9 +529,10 @@ async def test_a_topic_whose_subscribers_were_told_where_it_is_is_not_told_again
     assert len(subscriber.notices) == 1 and not router.sequencer.is_held("quiet")
 
 
-async def test_a_topic_told_where_it_is_takes_the_late_copy_of_a_message_the_read_saw():
-    """The fill's read saw 8, whose copy through the push service's pub/sub comes after the resume: it
-    goes (once), as after a position the push service tells."""
+async def test_a_topic_told_where_it_is_takes_no_late_copy_of_what_the_notice_covered():
+    """The fill's read saw 8, whose copy through the push service's pub/sub comes after the resume. The
+    subscribers were told the topic is at 8 and re-sync from there (as a client whose own recovery is
+    answered so gets nothing at or below it): the copy is a repeat; 9 goes."""
     reads = Reads()
     router, _, pump = pump_behind(reads)
     subscriber = Noticed()
@@ -540,8 +541,26 @@ async def test_a_topic_told_where_it_is_takes_the_late_copy_of_a_message_the_rea
     reads.answer(0, Answer(8))
     await turns()
     assert told(subscriber) == [("quiet", False, 8, "e", "the edge's stream was interrupted")]
-    pump.fan_out([[D(8, topic="quiet")], [D(8, topic="quiet")], [D(9, topic="quiet")]])
-    assert [d.offset for d in subscriber.queued] == [8, 9]
+    pump.fan_out([[D(8, topic="quiet")], [D(9, topic="quiet")]])
+    assert [d.offset for d in subscriber.queued] == [9]
+
+
+async def test_states_at_offsets_history_lost_go_when_other_messages_use_them_again():
+    """A Redis failover lost the writes 6 and 7, the state 7 among them, which had gone out. The fill's
+    read says the topic is at 5 ("ahead of the stream"); 6' (a new state at the reused offset) came
+    meanwhile and is held. It goes, and is the state a later subscriber is handed."""
+    reads = Reads()
+    router, _, pump = pump_behind(reads)
+    subscriber = Noticed()
+    router.topics.add("t", subscriber)
+    router.sequencer.start_at("t", (6, "e"))
+    pump.fan_out([[D(7, retained=True, frame=b'{"s":"lost 7"}')]])
+    await lose_and_restore(pump)
+    pump.fan_out([[D(6, retained=True, frame=b'{"s":"new 6"}')]])
+    reads.answer(0, Answer(5, reason="ahead of the stream"))
+    await turns()
+    assert [d.frame for d in subscriber.queued] == [b'{"s":"lost 7"}', b'{"s":"new 6"}']
+    assert router.sequencer.retained_frame("t") == b'{"s":"new 6"}'
 
 
 async def test_an_epoch_changed_again_while_the_fill_read_leaves_the_topic_to_what_comes_next():

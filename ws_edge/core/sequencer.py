@@ -191,24 +191,22 @@ class TopicSequencer:
         found, self._gaps = self._gaps, {}
         return found
 
-    def resume(self, topic: str, position: tuple[int, str] | None, *, late_after: int | None = None
-               ) -> list[DeliveryLike]:
+    def resume(self, topic: str, position: tuple[int, str] | None) -> list[DeliveryLike]:
         """End the hold of `topic`, continuing from `position` (None: from whatever comes next);
-        returns the deliveries held meanwhile, for the caller to route again (they pass `accept`).
-        `late_after`: `position` is where a history read said the topic is, and copies of the messages
-        that read saw after this offset may still come (as after a told position: `_late`)."""
+        returns the deliveries held meanwhile, for the caller to route again (they pass `accept`)."""
         if position is None:
             self.positions.pop(topic, None)
         else:
             self.positions[topic] = position
-            if late_after is not None and late_after < position[0]:
-                self._late[topic] = late_after
-            kept = self._state.get(topic)
-            if kept is not None and kept.offset > position[0] and kept.epoch == position[1]:
-                # History went back (a Redis failover lost the last writes): its offsets will be used
-                # again by other messages, so the state that went out is ordered by arrival from here.
-                self._state[topic] = kept._replace(offset=0)
         return self._held.pop(topic, (0, []))[1]
+
+    def history_at(self, topic: str, position: tuple[int, str]) -> None:
+        """Where history says `topic` is now, as a fill that could not recover it read. A state that went
+        out past it in its epoch lost its offset with history (a Redis failover lost the last writes),
+        and other messages will use that offset again: the state is ordered by arrival from here."""
+        kept = self._state.get(topic)
+        if kept is not None and kept.offset > position[0] and kept.epoch == position[1]:
+            self._state[topic] = kept._replace(offset=0)
 
     def advance(self, topic: str, delivery: DeliveryLike) -> None:
         """Record a delivery known to continue the topic's position (the flood path checked it)."""
