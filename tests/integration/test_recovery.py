@@ -328,6 +328,14 @@ async def test_an_applied_interest_change_tells_where_its_topics_with_history_st
                        (2, [("stream:positioned", 3, last.epoch)], ["stream:never"])]
 
 
+async def a_state_then_two_messages(push: PushClient, topic: str) -> Any:
+    """The topic's retained state (s1, offset 1), then two messages that set none (s2, s3); the state's ack."""
+    state = await push.publish(topic, "state", {"n": 1}, retain=True, id="s1")
+    for n in (2, 3):
+        await push.publish(topic, "t", {"n": n}, id=f"s{n}")
+    return state
+
+
 async def test_a_topics_retained_state_reaches_a_new_subscriber_without_what_was_published_before_it(
         history_system: System):
     """The topic's state (1) was followed by messages without state (2, 3) before anyone subscribed at
@@ -336,9 +344,7 @@ async def test_a_topics_retained_state_reaches_a_new_subscriber_without_what_was
     messages from before the subscription)."""
     system = history_system
     async with PushClient(system.push_address) as push:
-        state = await push.publish("stream:stateful", "state", {"n": 1}, retain=True, id="s1")
-        for n in (2, 3):
-            await push.publish("stream:stateful", "t", {"n": n}, id=f"s{n}")
+        state = await a_state_then_two_messages(push, "stream:stateful")
         client = await WsClient.connect(system.ws_url)
         try:
             ack = await client.request({"type": "subscribe", "id": "sub", "data": {"topics": ["stream:stateful"]}})
@@ -358,9 +364,7 @@ async def test_a_first_subscriber_that_cannot_recover_gets_the_topics_retained_s
     that its own is not, though its offset is below that position."""
     system = history_system
     async with PushClient(system.push_address) as push:
-        state = await push.publish("stream:stateful-lost", "state", {"n": 1}, retain=True, id="s1")
-        for n in (2, 3):
-            await push.publish("stream:stateful-lost", "t", {"n": n}, id=f"s{n}")
+        state = await a_state_then_two_messages(push, "stream:stateful-lost")
         client = await WsClient.connect(system.ws_url)
         try:
             ack = await client.request({"type": "subscribe", "id": "sub", "data": {

@@ -510,17 +510,23 @@ async def test_a_topic_still_unpublished_after_a_stream_loss_stays_so_and_one_pa
     assert len(reads.reads) == 3 and not router.sequencer.is_held("t") and router.sequencer.positions == {"t": (9, "e")}
 
 
-async def test_a_topic_whose_subscribers_were_told_where_it_is_is_not_told_again_when_nothing_came_since():
-    """A topic with no position here, over a stream loss: its subscribers are told where it is now (7).
-    Nothing is published before the next loss: that fill reads on from 7, and tells them nothing."""
+async def told_over_a_loss_that_quiet_is_at(offset: int) -> tuple[Reads, DeliveryRouter, Noticed, DeliveryPump]:
+    """A topic with no position here ("quiet"), over a stream loss: its subscriber is told where it is now."""
     reads = Reads()
     router, _, pump = pump_behind(reads)
     subscriber = Noticed()
     router.topics.add("quiet", subscriber)
     await lose_and_restore(pump)
-    reads.answer(0, Answer(7))
+    reads.answer(0, Answer(offset))
     await turns()
-    assert told(subscriber) == [("quiet", False, 7, "e", "the edge's stream was interrupted")]
+    assert told(subscriber) == [("quiet", False, offset, "e", "the edge's stream was interrupted")]
+    return reads, router, subscriber, pump
+
+
+async def test_a_topic_whose_subscribers_were_told_where_it_is_is_not_told_again_when_nothing_came_since():
+    """A topic with no position here, over a stream loss: its subscribers are told where it is now (7).
+    Nothing is published before the next loss: that fill reads on from 7, and tells them nothing."""
+    reads, router, subscriber, pump = await told_over_a_loss_that_quiet_is_at(7)
     assert router.sequencer.positions == {"quiet": (7, "e")}
     await lose_and_restore(pump)
     assert (reads.reads[1][1].offset, reads.reads[1][1].epoch) == (7, "e")
@@ -533,14 +539,7 @@ async def test_a_topic_told_where_it_is_takes_no_late_copy_of_what_the_notice_co
     """The fill's read saw 8, whose copy through the push service's pub/sub comes after the resume. The
     subscribers were told the topic is at 8 and re-sync from there (as a client whose own recovery is
     answered so gets nothing at or below it): the copy is a repeat; 9 goes."""
-    reads = Reads()
-    router, _, pump = pump_behind(reads)
-    subscriber = Noticed()
-    router.topics.add("quiet", subscriber)
-    await lose_and_restore(pump)
-    reads.answer(0, Answer(8))
-    await turns()
-    assert told(subscriber) == [("quiet", False, 8, "e", "the edge's stream was interrupted")]
+    _, _, subscriber, pump = await told_over_a_loss_that_quiet_is_at(8)
     pump.fan_out([[D(8, topic="quiet")], [D(9, topic="quiet")]])
     assert [d.offset for d in subscriber.queued] == [9]
 
