@@ -1,15 +1,8 @@
 import pytest
 
+from tests.support.deliveries import D
 from ws_edge.core.frames import ClientMessage, ProtocolError
 from ws_edge.core.recovery import Position, in_frames, positions_field, stitch
-
-
-class D:
-    def __init__(self, offset, epoch="e", topic="t", client_id="", retained=False, replay=False):  # type: ignore[no-untyped-def]
-        self.offset, self.epoch, self.topic, self.client_id, self.retained = offset, epoch, topic, client_id, retained
-        self.replay = replay
-        self.frame = f'{{"o":{offset}}}'.encode()
-        self.conflation_key = ""
 
 
 def test_stitch_skips_what_history_already_gave_and_keeps_order():

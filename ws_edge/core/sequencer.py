@@ -1,9 +1,11 @@
 """Per topic, the edge's position in the push service's stream, and the retained state. No I/O.
 
 Every positioned delivery of a topic that has local subscribers passes `accept`: the next offset goes
-on; a repeat is dropped (but for late copies of what a told position's read saw, `_late`); a skipped offset or a new epoch means the edge missed something (the push
-stream dropped, Redis lost its data), so the topic is held from there and the edge fills the gap from
-history (`take_gaps`, then `resume`) or tells the subscribers. A topic's position and retained state
+on; a repeat is dropped (but for late copies of what a told position's read saw, `_late`); a skipped
+offset or a new epoch means the edge missed something (the push stream dropped, Redis lost its data),
+so the topic is held from there and the edge fills the gap from history (`take_gaps`, then `resume`)
+or tells the subscribers. A retained state goes only if newer than the one that went out last
+(`newer_state`); a replay of one (push.v1 `Delivery.replay`) never moves a position. A topic's position and retained state
 are kept only while it has local subscribers (`forget`): deliveries that arrive after the last one
 left must not move a position that nobody will continue from.
 
