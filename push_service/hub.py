@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from common.interest import InterestTable
 from common.topics import topic_error
 
 from .broker import Broker
-from .broker.base import BrokerUnavailable, PublishLane
+from .broker.base import BrokerUnavailable, PublishLane, Stopping
 from .core.batching import BatchWindow
 from .core.claims import ANONYMOUS_OWNER
 from .core.history import HistoryRead, PageLimits
@@ -265,6 +265,12 @@ class Hub:
         self._subscribing: dict[str, asyncio.Future[bool]] = {}  # channel -> its subscribe on its way
         self._sessions = 0
         self._open: set[EdgeSession] = set()
+        # Stopping: publishes are refused from then on, and the edge streams drain only once those
+        # already taken are published (routed to a drained stream, an answered message was lost).
+        self._stopping = False
+        self._publishing = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     @property
     def broker(self) -> Broker:
@@ -314,20 +320,52 @@ class Hub:
             except Exception:
                 log.exception("refreshing client id holds failed")
 
+    async def stop_publishing(self, timeout: float) -> None:
+        """Refuse publishes from now on (UNAVAILABLE: the publisher sends them again, to another replica
+        or to this one restarted), and wait up to `timeout` for those already taken to be published."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        except TimeoutError:
+            log.warning("%d publishes still in progress after %.1fs; draining the edge streams", self._publishing, timeout)
+
     def drain(self) -> None:
         for session in list(self._open):
             session.drain()
 
+    def _refuse_if_stopping(self) -> None:
+        if self._stopping:
+            raise Stopping()
+
+    def _taken(self) -> None:
+        self._publishing += 1
+        self._settled.clear()
+
+    def _published(self, _: object = None) -> None:
+        self._publishing -= 1
+        if not self._publishing:
+            self._settled.set()
+
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
-        return await self._broker.publish(publication, idempotency_key)
+        self._refuse_if_stopping()
+        self._taken()
+        try:
+            return await self._broker.publish(publication, idempotency_key)
+        finally:
+            self._published()
 
     def lane(self) -> PublishLane:
         """A publishing stream's order (the broker keeps it while pipelining)."""
-        return self._broker.lane()
+        return StoppableLane(self, self._broker.lane())
 
     async def signal(self, publication: Publication) -> bool:
         """A control publication to the edge holding its session (any replica): whether one was reached."""
-        return await self._broker.signal(publication)
+        self._refuse_if_stopping()
+        self._taken()
+        try:
+            return await self._broker.signal(publication)
+        finally:
+            self._published()
 
     async def history(self, topic: str, since: int | None, epoch: str, limit: int = 0,
                       page: PageLimits | None = None) -> HistoryRead:
@@ -462,3 +500,29 @@ class Hub:
             publication = replace(publication, traceparent=tracing.traceparent(span))
             for session in sessions:
                 session.enqueue(publication)
+
+
+class StoppableLane(PublishLane):
+    """A publishing stream's lane that the hub's stop refuses from then on (each later message
+    UNAVAILABLE, as after a broker's refusal), and whose requests the stop waits for."""
+
+    def __init__(self, hub: Hub, lane: PublishLane) -> None:
+        self._hub = hub
+        self._lane = lane
+
+    def publish_many(self, items: Sequence[tuple[Publication, str]]) -> Awaitable[list[Ack | BrokerUnavailable]]:
+        if self._hub._stopping:
+            # Refused from here on, as after a broker's refusal (so nothing later is published either).
+            self._lane.refused = self._lane.refused or str(Stopping())
+            return _ready([Stopping()] * len(items))
+        outcomes = asyncio.ensure_future(self._lane.publish_many(items))
+        if not outcomes.done():
+            self._hub._taken()
+            outcomes.add_done_callback(self._hub._published)
+        return outcomes
+
+
+def _ready(result: list[Ack | BrokerUnavailable]) -> asyncio.Future[list[Ack | BrokerUnavailable]]:
+    done: asyncio.Future[list[Ack | BrokerUnavailable]] = asyncio.get_running_loop().create_future()
+    done.set_result(result)
+    return done

@@ -38,8 +38,11 @@ class RunningPushServer:
     local: InProcessServer  # the same servicers, for a caller in this process (single_process: the edge)
 
     async def stop(self, grace: float | None = 1.0) -> None:
-        """Drain: every edge stream gets its pending batches, then ends cleanly (the edges reconnect,
-        to another replica or to this one restarted); other calls get `grace` seconds."""
+        """Publishes are refused from now on (UNAVAILABLE: their publishers send them again, to another
+        replica or to this one restarted), those already taken are published, then every edge stream
+        gets its pending batches and ends cleanly (the edges reconnect likewise); other calls get
+        `grace` seconds."""
+        await self.hub.stop_publishing(grace if grace is not None else 5.0)
         self.hub.drain()
         # The in-process calls too (their servicers close their sessions), in the same grace period.
         await asyncio.gather(self.server.stop(grace), self.local.stop(grace))

@@ -19,7 +19,7 @@ from common.client_ids import MAX_CLIENT_ID_LENGTH
 from common.disconnect_codes import DISCONNECTED_BY_SERVER, disconnect_code_error
 from common.topics import topic_error
 
-from .broker.base import BrokerUnavailable
+from .broker.base import BrokerUnavailable, unavailable_message
 from .core.presence import stats
 from .core.publication import COMMAND, Publication
 from .hub import Hub
@@ -47,7 +47,7 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
         try:
             clients = await self._store.clients(request.topic)
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         return pb.PresenceResponse(clients=[pb.ClientInfo(client_id=c.client_id, user=c.user, info=c.info,
                                                           joined_ms=c.joined_ms) for c in clients])
 
@@ -57,14 +57,14 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
         try:
             clients, users = stats(await self._store.clients(request.topic))
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         return pb.PresenceStatsResponse(num_clients=clients, num_users=users)
 
     async def _reports(self, context: grpc.aio.ServicerContext) -> dict[str, dict]:
         try:
             return {node: orjson.loads(r) for node, r in (await self._store.reports()).items()}
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
             raise  # unreachable: abort raises
 
     async def Channels(self, request: pb.ChannelsRequest, context: grpc.aio.ServicerContext) -> pb.ChannelsResponse:
@@ -105,7 +105,7 @@ class ServerApiServicer(pb_grpc.ServerApiServicer):
         try:
             delivered = await self._hub.signal(publication)
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         return pb.CommandResponse(delivered=delivered)
 
     async def Disconnect(self, request: pb.DisconnectRequest, context: grpc.aio.ServicerContext) -> pb.CommandResponse:

@@ -19,7 +19,7 @@ from common.logs import connection_id
 from common.topics import topic_error
 
 from . import metrics
-from .broker.base import BrokerUnavailable
+from .broker.base import BrokerUnavailable, unavailable_message
 from .core.claims import ANONYMOUS_OWNER
 from .core.history import PageLimits
 from .core.presence import ClientEntry, PresenceChange
@@ -103,7 +103,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
         except BrokerUnavailable as exc:
             metrics.REJECTED.labels("Publish", "UNAVAILABLE").inc()
             _failed(span, exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         finally:
             if span is not None:
                 span.end()
@@ -118,7 +118,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
         try:
             read = await self._hub.history(request.topic, since, request.epoch, request.limit, self._history_page)
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         return pb.HistoryResponse(
             publications=[_delivery(p) for p in read.publications],
             offset=read.offset,
@@ -139,7 +139,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
         try:
             granted = await self._hub.claim_client_id(request.client_id, owner)
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         return pb.ClaimClientIdResponse(granted=granted)
 
     async def Emulate(self, request: pb.EmulateRequest, context: grpc.aio.ServicerContext) -> pb.EmulateResponse:
@@ -152,7 +152,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
         except InvalidPublish as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BrokerUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"broker unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable_message(exc))
         return pb.EmulateResponse(delivered=delivered)
 
     async def PublishStream(
@@ -207,7 +207,7 @@ class PushServicer(pb_grpc.PushServiceServicer):
                     if isinstance(outcome, BrokerUnavailable):
                         unavailable.inc()
                         response.append(pb.PublishResult(error_code=UNAVAILABLE,
-                                                         error_message=f"broker unavailable: {outcome}"))
+                                                         error_message=unavailable_message(outcome)))
                     else:
                         published.inc()
                         response.append(pb.PublishResult(id=outcome.id, timestamp_ms=outcome.timestamp_ms))

@@ -58,6 +58,19 @@ class BrokerUnavailable(Exception):
     """The engine cannot take or deliver publications now; publishers get UNAVAILABLE and retry."""
 
 
+class Stopping(BrokerUnavailable):
+    """The service is stopping: publishers get UNAVAILABLE and send again (to another replica, or to
+    this one restarted)."""
+
+    def __init__(self) -> None:
+        super().__init__("the push service is stopping")
+
+
+def unavailable_message(exc: BrokerUnavailable) -> str:
+    """What a refused caller is told."""
+    return str(exc) if isinstance(exc, Stopping) else f"broker unavailable: {exc}"
+
+
 class EngineEvents:
     """What an engine tells about its backing store, for whoever counts it (the service's metrics are
     given to the engine at start-up; the engine imports no service module). Does nothing by default."""

@@ -138,3 +138,48 @@ async def test_a_burst_of_5000_unary_publishes_waits_for_redis_connections(tmp_p
     finally:
         service.stop()
         redis.stop()
+
+
+async def test_a_stopping_service_refuses_what_it_would_not_deliver_and_delivers_what_it_answered():
+    """Its edge streams drained, a publish it still took on an open stream was answered and never
+    delivered: with the memory engine, lost for good (the publisher sends again only what is refused)."""
+    running = await start_push_server(PushSettings(port=0, metrics_port=0, history_rules=HISTORY))
+    stopped = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = pb_grpc.PushServiceStub(channel)
+            interest = asyncio.Queue[pb.EdgeStreamRequest | None]()
+            await interest.put(pb.EdgeStreamRequest(add_topics=["s:t"], sequence=1))
+
+            async def edge_requests() -> AsyncIterator[pb.EdgeStreamRequest]:
+                while (change := await interest.get()) is not None:
+                    yield change
+
+            edge = stub.EdgeStream(edge_requests(), timeout=timeout(30))
+            async for response in edge:  # (a heartbeat first)
+                if response.applied_sequence == 1:
+                    break
+            publishes = asyncio.Queue[pb.PublishStreamRequest | None]()
+
+            async def publish_requests() -> AsyncIterator[pb.PublishStreamRequest]:
+                while (request := await publishes.get()) is not None:
+                    yield request
+
+            answers = aiter(stub.PublishStream(publish_requests(), timeout=timeout(30)))
+            await publishes.put(pb.PublishStreamRequest(sequence=1, messages=[message("s:t", 1)]))
+            first = await anext(answers)
+            assert (first.sequence, [(r.error_code, r.id) for r in first.results]) == (1, [(0, "m1")])
+            stopped = asyncio.create_task(running.stop(5))
+            await asyncio.sleep(0)
+            await publishes.put(pb.PublishStreamRequest(sequence=2, messages=[message("s:t", 2)]))
+            second = await anext(answers)
+            assert (second.sequence, [(r.error_code, r.error_message) for r in second.results]) == (
+                2, [(grpc.StatusCode.UNAVAILABLE.value[0], "the push service is stopping")])
+            await publishes.put(None)
+            delivered = [orjson.loads(d.frame)["id"] async for response in edge for d in response.deliveries]
+            await interest.put(None)
+            assert delivered == ["m1"]  # and the stream ended cleanly (no error raised)
+            await stopped
+    finally:
+        if stopped is None:
+            await running.stop(0)
