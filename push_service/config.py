@@ -27,9 +27,12 @@ class PushSettings(TracingSettings):
     batch_max_size: int = Field(100, ge=1, le=1000)
     batch_interval: float = Field(0.1, ge=0, le=60)
     max_data_bytes: int = Field(65536, ge=1, le=4 * 1024 * 1024)
-    # An edge that stops reading is cut off past this many batches, or deliveries, unsent to it.
+    # An edge that stops reading is cut off past this many batches, deliveries, or bytes of frames
+    # unsent to it (what it holds stays in memory, history's bounds aside: 100,000 deliveries of 64 KiB
+    # would be 6.5 GB).
     max_pending_batches: int = Field(10_000, ge=1)
     max_pending_deliveries: int = Field(100_000, ge=1)
+    max_pending_bytes: int = Field(64 * 1024 * 1024, ge=1)
     # Seconds between heartbeats on an edge's stream while nothing else is sent (0: none): the edge
     # takes a few silent intervals as a lost replica (paused, cut off) and fails over (EDGE_PUSH_SILENCE_TIMEOUT).
     edge_heartbeat_interval: float = Field(1.0, ge=0, le=60)

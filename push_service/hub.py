@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from common import tracing
@@ -46,6 +46,7 @@ class Deliver:
     """A batch of publications for the edge."""
 
     batch: list[Publication]
+    size: int = field(default=0, compare=False)  # bytes of frames, when it was queued (bookkeeping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class EdgeSession:
     """One edge's stream: publications in (sync, from routing), batches out (async iterator)."""
 
     def __init__(self, window: BatchWindow[Publication], max_pending_batches: int, name: str,
-                 heartbeat_interval: float = 0.0, max_pending_deliveries: int = 0) -> None:
+                 heartbeat_interval: float = 0.0, max_pending_deliveries: int = 0, max_pending_bytes: int = 0) -> None:
         self.name = name
         self.edge_id: str | None = None  # the edge's id, from its first request that carries one
         self.presence: Any = None  # what the stream declared (push_service/presence.EdgeMirror)
@@ -89,6 +90,10 @@ class EdgeSession:
         self._max_pending = max_pending_batches
         self._max_pending_deliveries = max_pending_deliveries  # 0: batches alone bound the queue
         self._pending_deliveries = 0  # in the batches of `_ready`
+        # And their frames' bytes: a delivery keeps its frame alive after history let it go, so a
+        # stuck edge's queue is bounded in memory too, not only in count (0: no byte bound).
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self._loop = asyncio.get_running_loop()
         # Batches to send, and interest-change sequences to acknowledge, in the order they happened.
         self._ready: deque[EdgeEvent] = deque()
@@ -158,6 +163,7 @@ class EdgeSession:
                 event = self._ready.popleft()
                 if isinstance(event, Deliver):
                     self._pending_deliveries -= len(event.batch)
+                    self._pending_bytes -= event.size
                 yield event
                 self._sent()
             if self._overflowed:
@@ -223,15 +229,19 @@ class EdgeSession:
             self._hand_over(batch)
 
     def _hand_over(self, batch: list[Publication]) -> None:
+        size = self._window.taken_bytes
         if len(self._ready) >= self._max_pending or (
-                self._max_pending_deliveries and self._pending_deliveries + len(batch) > self._max_pending_deliveries):
-            self._overflowed = f"edge {self.name} has {len(self._ready)} batches, {self._pending_deliveries} deliveries unread"
+                self._max_pending_deliveries and self._pending_deliveries + len(batch) > self._max_pending_deliveries) or (
+                self._max_pending_bytes and self._pending_bytes + size > self._max_pending_bytes):
+            self._overflowed = (f"edge {self.name} has {len(self._ready)} batches, {self._pending_deliveries} deliveries"
+                                f" ({self._pending_bytes} bytes) unread")
             self._ready.clear()  # the stream ends unsent: what it held is freed now, not after the edge reads it
-            self._pending_deliveries = 0
+            self._pending_deliveries = self._pending_bytes = 0
             self.close()
             return
         self._pending_deliveries += len(batch)
-        self._ready.append(Deliver(batch))
+        self._pending_bytes += size
+        self._ready.append(Deliver(batch, size))
         self._idle = False
         self._wake.set()
 
@@ -245,6 +255,7 @@ class Hub:
         batch_interval: float = 0.1,
         max_pending_batches: int = 10_000,
         max_pending_deliveries: int = 100_000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
         client_id_hold: float = 86_400.0,
         anonymous_client_id_hold: float = 60.0,
         edge_heartbeat_interval: float = 0.0,
@@ -261,6 +272,7 @@ class Hub:
         self._batch_interval = batch_interval
         self._max_pending = max_pending_batches
         self._max_pending_deliveries = max_pending_deliveries
+        self._max_pending_bytes = max_pending_bytes
         self._interest: InterestTable[str, EdgeSession] = InterestTable()
         self._subscribing: dict[str, asyncio.Future[bool]] = {}  # channel -> its subscribe on its way
         self._sessions = 0
@@ -385,7 +397,8 @@ class Hub:
         window: BatchWindow[Publication] = BatchWindow(self._batch_max_size, self._batch_interval, EDGE_BATCH_MAX_BYTES)
         session = EdgeSession(window, self._max_pending, name=f"{self._sessions}@{peer}",
                               heartbeat_interval=self._edge_heartbeat,
-                              max_pending_deliveries=self._max_pending_deliveries)
+                              max_pending_deliveries=self._max_pending_deliveries,
+                              max_pending_bytes=self._max_pending_bytes)
         self._open.add(session)
         return session
 

@@ -72,6 +72,7 @@ async def start_push_server(settings: PushSettings) -> RunningPushServer:
         batch_interval=settings.batch_interval,
         max_pending_batches=settings.max_pending_batches,
         max_pending_deliveries=settings.max_pending_deliveries,
+        max_pending_bytes=settings.max_pending_bytes,
         client_id_hold=settings.client_id_hold,
         anonymous_client_id_hold=settings.anonymous_client_id_hold,
         edge_heartbeat_interval=settings.edge_heartbeat_interval,

@@ -28,6 +28,7 @@ class BatchWindow(Generic[T]):
         self._pending: list[T] = []
         self._bytes = 0
         self._opened = 0.0
+        self.taken_bytes = 0  # the size of the batch `take` returned last (what its caller queues)
 
     def add(self, item: T, now: float, size: int = 0) -> list[T] | None:
         """Queue `item` (of `size` bytes); returns the batch if it is now full."""
@@ -43,7 +44,7 @@ class BatchWindow(Generic[T]):
         """The open batch, whatever its size (the stream is idle), or None when there is none."""
         if not self._pending:
             return None
-        batch, self._pending, self._bytes = self._pending, [], 0
+        batch, self._pending, self.taken_bytes, self._bytes = self._pending, [], self._bytes, 0
         return batch
 
     @property

@@ -106,6 +106,35 @@ async def test_an_applied_change_follows_the_deliveries_routed_before_it():
     await events.aclose()
 
 
+async def test_an_edge_with_too_many_bytes_unread_is_cut_off():
+    """A delivery keeps its frame alive: an edge that stops reading held up to 100,000 of them, 6.5 GB
+    of 64 KiB messages, whatever history kept."""
+    session = EdgeSession(BatchWindow(2, 60.0, 1 << 20), 100, "e", max_pending_deliveries=1000,
+                          max_pending_bytes=3000)
+    events = aiter(session.events())
+    big = [replace(_publication(i), frame=b"x" * 700) for i in range(6)]
+    for publication in big[:4]:  # two batches of 1,400 bytes: 2,800, within the bound
+        session.enqueue(publication)
+    assert session.queued == 2
+    session.enqueue(big[4])
+    session.enqueue(big[5])  # a third would make 4,200
+    assert session.queued == 0
+    with pytest.raises(EdgeTooSlow, match=r"has 2 batches, 4 deliveries \(2800 bytes\) unread"):
+        await anext(events)
+
+
+async def test_an_edge_that_reads_gives_back_its_bytes():
+    session = EdgeSession(BatchWindow(2, 60.0, 1 << 20), 100, "e", max_pending_bytes=3000)
+    events = aiter(session.events())
+    for round_ in range(5):  # 2,800 bytes queued each round, read each round: never cut off
+        for i in range(4):
+            session.enqueue(replace(_publication(4 * round_ + i), frame=b"x" * 700))
+        for _ in range(2):
+            event = await anext(events)
+            assert isinstance(event, Deliver) and event.size == 1400
+    session.close()
+
+
 async def test_an_edge_with_too_many_deliveries_unread_is_cut_off():
     session = EdgeSession(BatchWindow(2, 60.0), 100, "e", max_pending_deliveries=5)
     events = aiter(session.events())
@@ -113,7 +142,7 @@ async def test_an_edge_with_too_many_deliveries_unread_is_cut_off():
         session.enqueue(_publication(i))
     session.acknowledge(3)  # after the cut-off: nothing more is queued
     assert session.queued == 0  # what it held is freed at once, not kept until the edge reads it
-    with pytest.raises(EdgeTooSlow, match="has 2 batches, 4 deliveries unread"):
+    with pytest.raises(EdgeTooSlow, match=r"has 2 batches, 4 deliveries \(\d+ bytes\) unread"):
         await anext(events)  # the stream ends unsent
 
 
