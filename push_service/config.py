@@ -87,6 +87,15 @@ class PushSettings(TracingSettings):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
 
+    @field_validator("history_rules")
+    @classmethod
+    def _history_rules(cls, value: str | None) -> str | None:
+        if value:
+            from .core.history import HistoryPolicy
+
+            HistoryPolicy.from_json(value)  # a bad rule stops the start, naming it
+        return value
+
     @field_validator("presence_rules")
     @classmethod
     def _presence_rules(cls, value: str | None) -> str | None:

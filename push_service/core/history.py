@@ -75,20 +75,37 @@ class HistoryPolicy:
 
     @classmethod
     def from_json(cls, text: str, **bounds: int) -> HistoryPolicy:
-        """`[{"pattern": "task:progress", "size": 100, "ttl": 60}, ...]`, first match wins."""
-        items = orjson.loads(text)
+        """`[{"pattern": "task:progress", "size": 100, "ttl": 60}, ...]`, first match wins; a ValueError
+        names what is wrong."""
+        try:
+            items = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"history rules are not JSON: {exc}") from None
         if not isinstance(items, list):
             raise ValueError("history rules must be a JSON list")
-        rules = tuple(HistoryRule(str(i["pattern"]), int(i.get("size", 0)), float(i.get("ttl", 0))) for i in items)
-        if any(r.size < 0 or r.ttl < 0 for r in rules):
-            raise ValueError("history size and ttl must not be negative")
-        return cls(rules, **bounds)
+        return cls(tuple(_rule(n, item) for n, item in enumerate(items, 1)), **bounds)
 
     def rule_for(self, topic: str) -> HistoryRule | None:
         for rule in self.rules:
             if fnmatchcase(topic, rule.pattern):
                 return rule if rule.size > 0 and rule.ttl > 0 else None
         return None
+
+
+def _rule(n: int, item: object) -> HistoryRule:
+    """Rule `n` of the JSON list, checked: a rule that keeps messages says for how long (a missing
+    ttl was 0, which kept none, silently)."""
+    if not isinstance(item, dict) or not isinstance(item.get("pattern"), str) or not item["pattern"]:
+        raise ValueError(f"history rule {n} must be an object with a pattern (a string), e.g. "
+                         '{"pattern": "chat:*", "size": 100, "ttl": 60}')
+    size, ttl = item.get("size", 0), item.get("ttl")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"history rule {n} ({item['pattern']}): size must be a whole number, 0 or more")
+    if ttl is None and size > 0:
+        raise ValueError(f"history rule {n} ({item['pattern']}): a rule that keeps messages needs a ttl (seconds)")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0):
+        raise ValueError(f"history rule {n} ({item['pattern']}): ttl must be a number of seconds, 0 or more")
+    return HistoryRule(item["pattern"], size, float(ttl or 0))
 
 
 @dataclass(frozen=True, slots=True)
