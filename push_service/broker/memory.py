@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from ..core.claims import ClientIdClaims
@@ -15,15 +16,22 @@ from ..core.publication import Ack, Publication
 from .base import Broker, BrokerUnavailable, PublicationHandler, PublishLane, ReconnectHandler
 from .presence import MemoryPresence
 
+# How long a topic's retained state is kept after it was published, as the Redis engines keep it: a
+# topic's last state outlives its history, but not for ever (one state per task, room or entity,
+# published once, would otherwise be kept as long as the process lives).
+RETAINED_SECONDS = 24 * 3600.0
+
 
 class MemoryBroker(Broker):
     def __init__(self, history: HistoryPolicy | None = None, idempotency: IdempotencyCache | None = None,
-                 sweep_interval: float = 1.0, presence_max_clients: int = 1000) -> None:
+                 sweep_interval: float = 1.0, presence_max_clients: int = 1000,
+                 retained_ttl: float = RETAINED_SECONDS) -> None:
         self.presence = MemoryPresence(presence_max_clients)
         self._idempotency = idempotency or IdempotencyCache()
         self._handler: PublicationHandler | None = None
         self._channels: set[str] = set()
-        self._retained: dict[str, Publication] = {}
+        self._retained: OrderedDict[str, tuple[float, Publication]] = OrderedDict()  # oldest first
+        self._retained_ttl = retained_ttl
         self._claims = ClientIdClaims()
         # One life of this process is one epoch: after a restart, old positions are refused.
         self._history = HistoryStore(history or HistoryPolicy(), epoch=uuid.uuid4().hex[:12])
@@ -41,6 +49,14 @@ class MemoryBroker(Broker):
             now = time.monotonic()
             self._history.sweep(now)
             self._idempotency.expire(now)
+            self._expire_retained(now)
+
+    def _expire_retained(self, now: float) -> None:
+        while self._retained:
+            topic, (published, _) = next(iter(self._retained.items()))
+            if now - published < self._retained_ttl:
+                break
+            del self._retained[topic]
 
     async def publish(self, publication: Publication, idempotency_key: str = "") -> Ack:
         return self.publish_now(publication, idempotency_key)
@@ -57,7 +73,8 @@ class MemoryBroker(Broker):
         if idempotency_key:
             self._idempotency.remember(idempotency_key, publication.ack, now)
         if publication.retain:
-            self._retained[publication.topic] = publication
+            self._retained[publication.topic] = (now, publication)
+            self._retained.move_to_end(publication.topic)
         if self._handler is not None and publication.channel in self._channels:
             self._handler(publication)
         return publication.ack
@@ -85,7 +102,8 @@ class MemoryBroker(Broker):
         self._channels.difference_update(channels)
 
     async def retained(self, topic: str) -> Publication | None:
-        return self._retained.get(topic)
+        kept = self._retained.get(topic)
+        return kept[1] if kept is not None and time.monotonic() - kept[0] < self._retained_ttl else None
 
     async def claim_client_id(self, client_id: str, owner: str, hold: float) -> bool:
         return self._claims.claim(client_id, owner, time.monotonic(), hold)

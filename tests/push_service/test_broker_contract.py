@@ -551,3 +551,21 @@ async def test_a_lost_connection_refuses_everything_after_it_and_publishes_none_
     assert isinstance(fresh, Ack) and fresh.offset == 2  # m0 was 1: none of m1-m11 was published
     got = await engine.wait_for(2)
     assert [p.id for p in got] == ["m0", "m12"]
+
+
+async def test_the_memory_engine_lets_a_retained_state_go_after_its_ttl_as_redis_does():
+    """One state per task, room or entity, published once: kept as long as the process lived."""
+    from push_service.broker.memory import MemoryBroker
+
+    broker = MemoryBroker(sweep_interval=0.05, retained_ttl=2.0)
+    await broker.start(lambda publication: None)
+    try:
+        await broker.publish(pub("old", 1, retain=True))
+        await broker.publish(pub("kept", 1, retain=True))
+        await asyncio.sleep(1.2)
+        await broker.publish(pub("kept", 2, retain=True))  # a newer state: its own ttl
+        await asyncio.sleep(1.2)  # past the first two's ttl, within the newer one's (by 0.8 s)
+        assert await broker.retained("old") is None and list(broker._retained) == ["kept"]
+        assert orjson.loads((await broker.retained("kept")).frame)["id"] == "m2"  # type: ignore[union-attr]
+    finally:
+        await broker.close()
