@@ -8,6 +8,7 @@ from common.presence_rules import PresenceRules
 from tests.support.asyncapi import check_client_frame, check_server_frame
 from tests.support.deliveries import D
 from tests.ws_edge.test_session import frames, kinds, opened
+from ws_edge.core.hooks import HookRules
 from ws_edge.core.session import AddInterest, Close, DropInterest, Guard, JoinLeave, ReadPresence, Send
 
 RULES = PresenceRules.parse("room:*:presence+joinleave,task:*:presence")
@@ -71,6 +72,23 @@ def test_presence_reads_are_for_those_allowed_to_subscribe_to_topics_with_presen
     [ack] = frames(s.effects())
     assert ack["data"] == {"type": "presence", "topic": "room:1", "clients": clients}
     check_server_frame(ack)
+
+
+def test_the_presence_of_a_topic_behind_a_token_or_the_subscribe_hook_is_for_its_subscribers():
+    """The topic rules allow anyone to ask for `room:*`; who may subscribe is decided per subscribe (a
+    subscription token, the backend's Subscribe hook): the rules alone let anyone list the members."""
+    for gate in ({"needs_subscription_token": lambda t: t.startswith("room:")},
+                 {"hooks": HookRules(subscribe=lambda t: t.startswith("room:"))}):
+        s = opened(presence=lambda: RULES, **gate)
+        s.server_subscribe(["room:2"])  # the backend subscribed it (no gate then)
+        [add] = s.effects()
+        s.interest_applied(add.ticket)
+        s.effects()
+        [error] = frames(send(s, {"type": "presence", "id": "p0", "data": {"topic": "room:1"}}))
+        assert (error["id"], error["error"]["code"]) == ("p0", "FORBIDDEN")
+        assert error["error"]["message"] == "the presence of room:1 is for its subscribers"
+        effects = send(s, {"type": "presence_stats", "id": "p1", "data": {"topic": "room:2"}})
+        assert effects == [ReadPresence(effects[0].ticket, "room:2", True)]
 
 
 def test_a_server_subscribe_adds_interest_then_tells_the_client_with_its_retained_state():

@@ -621,6 +621,10 @@ class Session:
         assert isinstance(topic, str)
         if not self.rules.may_subscribe(self.principal, topic):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not allowed to see the presence of {topic}", message.id)
+        if topic not in self.topics and (self.rules.needs_subscription_token(topic) or self.rules.hooks.subscribe(topic)):
+            # Who may subscribe is decided per subscribe there (a token, the backend): the topic rules
+            # alone would let anyone they allow list a private room's members.
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"the presence of {topic} is for its subscribers", message.id)
         if not self.rules.presence().has_presence(topic):
             raise ProtocolError(ErrorCode.PRESENCE_DISABLED, f"{topic} keeps no presence", message.id)
         ticket = next(_tickets)
