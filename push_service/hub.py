@@ -295,6 +295,8 @@ class Hub:
     def _resync(self) -> None:
         for session in list(self._open):
             session.request_resync()
+            if session.presence is not None:  # the broker may have lost what the edge declared (a Redis
+                session.presence.dirty = True  # restarted empty): all of it again with its next request
 
     async def close(self) -> None:
         if self._refresher is not None:

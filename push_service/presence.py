@@ -98,8 +98,10 @@ class Roster:
             holds, releases = [], []
         mirror.update(changes, holds, releases, reset=first)
         try:
-            if report is not None:
-                await self._store.beat(edge, self.ttl, report)
+            if report is not None and await self._store.beat(edge, self.ttl, report) and not first:
+                # The store did not know it alive: swept while it lived (its reports late past the TTL),
+                # or lost (a Redis restarted empty, whose refusal another caller took): all of it again.
+                mirror.dirty = True
             if first or mirror.dirty:
                 applied = await self._store.apply(edge, mirror.changes(), snapshot=True)
                 occupancy = await self._store.occupancy(edge, list(mirror.holds), [], snapshot=True)

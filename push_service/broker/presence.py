@@ -36,7 +36,9 @@ class Applied:
 
 class PresenceStore(abc.ABC):
     @abc.abstractmethod
-    async def beat(self, node: str, ttl: float, report: bytes) -> None: ...
+    async def beat(self, node: str, ttl: float, report: bytes) -> bool:
+        """`node` is alive for `ttl` more seconds; True when it was not known alive (new, swept, or the
+        store lost it): what it declared before is not recorded, and its stream gives all of it again."""
 
     @abc.abstractmethod
     async def apply(self, edge: str, changes: Sequence[PresenceChange], snapshot: bool = False) -> Applied: ...
@@ -61,8 +63,8 @@ class MemoryPresence(PresenceStore):
     def __init__(self, max_clients: int = 1000) -> None:
         self.table = PresenceTable(max_clients)
 
-    async def beat(self, node: str, ttl: float, report: bytes) -> None:
-        self.table.beat(node, time.monotonic() + ttl, report)
+    async def beat(self, node: str, ttl: float, report: bytes) -> bool:
+        return self.table.beat(node, time.monotonic() + ttl, report)
 
     async def apply(self, edge: str, changes: Sequence[PresenceChange], snapshot: bool = False) -> Applied:
         refused = self.table.refused

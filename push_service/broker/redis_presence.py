@@ -62,7 +62,7 @@ end
 # ARGV: prefix, node, ttl ms, report, safety ttl ms.
 BEAT_SCRIPT = LUA_COMMON + """
 local node, ttl, keep = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
-redis.call('ZADD', p .. 'alive', now_ms() + ttl, node)
+local new = redis.call('ZADD', p .. 'alive', now_ms() + ttl, node)
 redis.call('SET', p .. 'r:' .. node, ARGV[4], 'PX', ttl)
 for _, topic in ipairs(redis.call('SMEMBERS', p .. 'et:' .. node)) do
   redis.call('PEXPIRE', hash(topic, node), keep)
@@ -71,7 +71,7 @@ end
 redis.call('PEXPIRE', p .. 'et:' .. node, keep)
 redis.call('PEXPIRE', p .. 'eo:' .. node, keep)
 redis.call('PEXPIRE', p .. 'alive', keep)
-return 1
+return new
 """
 
 # ARGV: prefix, edge, cap, snapshot ("1"/"0"), then (topic, client id, entry JSON or "" for a leave)...
@@ -191,10 +191,11 @@ class RedisPresence(PresenceStore):
         self._reports = redis.register_script(REPORTS_SCRIPT)
         self._keys = ["{%s:pn}:alive" % prefix]  # noqa: UP031 (braces are the key's hash tag)
 
-    async def beat(self, node: str, ttl: float, report: bytes) -> None:
+    async def beat(self, node: str, ttl: float, report: bytes) -> bool:
         ttl_ms = max(1, int(ttl * 1000))
         with unavailable_as("presence", self._events):
-            await self._beat(keys=self._keys, args=[self._prefix, node, ttl_ms, report, 3 * ttl_ms + 60_000])
+            new = await self._beat(keys=self._keys, args=[self._prefix, node, ttl_ms, report, 3 * ttl_ms + 60_000])
+        return bool(int(new))
 
     async def apply(self, edge: str, changes: Sequence[PresenceChange], snapshot: bool = False) -> Applied:
         args: list[object] = [self._prefix, edge, self._max_clients, "1" if snapshot else "0"]

@@ -102,10 +102,13 @@ class PresenceTable:
 
     # --- edges ------------------------------------------------------------------------------------
 
-    def beat(self, edge: str, alive_until: float, report: bytes | None = None) -> None:
+    def beat(self, edge: str, alive_until: float, report: bytes | None = None) -> bool:
+        """Whether `edge` was not known (new, or swept: what it declared is gone)."""
+        new = edge not in self._alive
         self._alive[edge] = alive_until
         if report is not None:
             self._reports[edge] = report
+        return new
 
     def alive(self, edge: str, now: float) -> bool:
         return self._alive.get(edge, 0.0) > now

@@ -1,3 +1,5 @@
+import asyncio
+
 import orjson
 import pytest
 
@@ -152,3 +154,27 @@ async def test_a_refused_change_is_recorded_with_the_edges_whole_state_once_the_
     assert not mirror.dirty and await store.clients("room:1") == [b]
     kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
     assert kinds == [("join", "a"), ("leave", "a"), ("join", "b")]
+
+
+async def test_an_edge_swept_while_it_lived_is_recorded_again_with_its_next_report():
+    """Its reports came late past the TTL (a frozen process, a slow stream): the sweep told its clients'
+    leaves, and its next report made it alive again with nothing listed, for good."""
+    broker = MemoryBroker()
+    told: list[Publication] = []
+
+    async def signal(publication: Publication) -> bool:
+        told.append(publication)
+        return True
+
+    broker.signal = signal  # type: ignore[method-assign]
+    roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=0.3)
+    mirror = EdgeMirror()
+    a = entry("a")
+    await roster.on_edge_request(mirror, "e1", first=True, report=b"{}", presence=[join("room:1", a)])
+    await asyncio.sleep(0.5)
+    await roster.sweep_once()
+    assert await broker.presence.clients("room:1") == []
+    await roster.on_edge_request(mirror, "e1", first=False, report=b"{}", presence=[])
+    assert await broker.presence.clients("room:1") == [a]
+    kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
+    assert kinds == [("join", "a"), ("leave", "a"), ("join", "a")]

@@ -91,3 +91,15 @@ async def test_a_silent_edge_is_unseen_then_swept_once_with_its_leaves_and_holds
     await store.apply("lives", [leave("k", y)])
     if engine.kind == "memory":
         assert engine.broker.presence.table.size()["entries"] == 0
+
+
+async def test_a_beat_tells_whether_the_store_knew_the_edge_alive(engine: Engine):
+    """An edge the store did not know alive (swept while it lived, or lost with Redis's data) has
+    nothing of what it declared recorded: its stream gives all of it again (push_service/presence.py)."""
+    store = engine.broker.presence
+    assert [await store.beat("e", 0.3, b"{}"), await store.beat("e", 0.3, b"{}")] == [True, False]
+    await asyncio.sleep(0.5)
+    await store.sweep()
+    assert [await store.beat("e", 30, b"{}"), await store.beat("e", 30, b"{}")] == [True, False]
+    await engine.lose_everything()
+    assert await engine.broker.presence.beat("e", 30, b"{}") is True
