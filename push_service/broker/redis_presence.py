@@ -69,6 +69,9 @@ for _, topic in ipairs(redis.call('SMEMBERS', p .. 'et:' .. node)) do
   redis.call('PEXPIRE', p .. 'te:' .. topic, keep)
 end
 redis.call('PEXPIRE', p .. 'et:' .. node, keep)
+for _, hk in ipairs(redis.call('SMEMBERS', p .. 'eo:' .. node)) do
+  redis.call('PEXPIRE', p .. 'o:' .. hk, keep)
+end
 redis.call('PEXPIRE', p .. 'eo:' .. node, keep)
 redis.call('PEXPIRE', p .. 'alive', keep)
 return new

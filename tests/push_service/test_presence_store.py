@@ -103,3 +103,20 @@ async def test_a_beat_tells_whether_the_store_knew_the_edge_alive(engine: Engine
     assert [await store.beat("e", 30, b"{}"), await store.beat("e", 30, b"{}")] == [True, False]
     await engine.lose_everything()
     assert await engine.broker.presence.beat("e", 30, b"{}") is True
+
+
+async def test_every_key_an_edge_keeps_in_redis_expires_if_nobody_beats(engine: Engine):
+    """With every replica away past the keys' safety TTL, a dead edge's occupancy sets stayed for ever
+    (and a topic it held was never told occupied or vacated again)."""
+    if engine.kind != "redis":  # (a cluster runs the same scripts; its keys are on its nodes)
+        return
+    store = engine.broker.presence
+    await store.beat("e", 30, b"{}")
+    await store.apply("e", [join("k", entry("x"))])
+    await store.occupancy("e", [("user", "u"), ("topic", "k")], [])
+    await store.beat("e", 30, b"{}")
+    prefix = f"{{{engine.broker.keys.prefix}:pn}}:"
+    keys = sorted(k.decode() for k in await engine.broker._redis.keys(prefix.replace("{", "\\{") + "*"))
+    assert keys == sorted(prefix + k for k in ("alive", "r:e", "h:k:e", "te:k", "et:e", "eo:e", "o:user:u", "o:topic:k"))
+    for key in keys:
+        assert 0 < await engine.broker._redis.pttl(key) <= 3 * 30_000 + 60_000, key
