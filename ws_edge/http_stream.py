@@ -40,6 +40,7 @@ from .core.streams import (
 )
 from .door import door_refusal
 from .edge import Edge
+from .http_body import BodyTooLarge, ClientDisconnect, bounded_body
 from .session_driver import SessionDriver
 
 log = logging.getLogger("ws_edge.http_stream")
@@ -239,11 +240,13 @@ async def emulation(request: Request) -> JSONResponse:
         metrics.REFUSED.labels("origin").inc()
         return JSONResponse({"error": "origin not allowed"}, status_code=403)
     limit = edge.settings.max_frame_bytes * 4
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return JSONResponse({"error": f"body over {limit} bytes"}, status_code=413)
+    try:
+        body = await bounded_body(request, limit)
+    except BodyTooLarge as exc:
+        return JSONResponse({"error": str(exc)}, status_code=413)
+    except ClientDisconnect:  # (nobody reads the answer; an uncaught one was a traceback at ERROR)
+        log.debug("an emulation request's client went away before its body was read")
+        return JSONResponse({"error": "the body was not sent whole"}, status_code=400)
     try:
         parsed = parse_emulation(body, limit)
     except EmulationError as exc:

@@ -3,14 +3,21 @@ callers that are not browsers on a WebSocket. The caller is checked like a WebSo
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+import orjson
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 
 from .core.auth import ANONYMOUS, AuthError, Principal
 from .edge import Edge
+from .http_body import BodyTooLarge, ClientDisconnect, bounded_body
 from .task_gateway import TaskGatewayError
+
+log = logging.getLogger("ws_edge.task_api")
+# A start's body at most: its params (TASK_MAX_PARAMS_BYTES, 16 KiB by default) and the envelope around them.
+MAX_START_BODY = 64 * 1024
 
 tasks_router = APIRouter(prefix="/api/tasks")
 BEARER = {"WWW-Authenticate": "Bearer"}
@@ -56,9 +63,27 @@ async def list_tasks(request: Request) -> dict[str, Any]:
 
 
 @tasks_router.post("", status_code=201)
-async def start_task(request: Request, body: dict[str, Any] = Body(default_factory=dict),  # noqa: B008
-                     caller: Principal = Depends(task_controller)) -> dict[str, Any]:  # noqa: B008
-    return {"task": await _tasks_call(_edge(request).tasks.start(body, caller))}
+async def start_task(request: Request, caller: Principal = Depends(task_controller)) -> dict[str, Any]:  # noqa: B008
+    return {"task": await _tasks_call(_edge(request).tasks.start(await _start_body(request), caller))}
+
+
+async def _start_body(request: Request) -> dict[str, Any]:
+    """The JSON object of a start, read only now that the caller may start tasks, and bounded: a body
+    parameter was read and parsed whole first, so that anyone could make the edge hold 100 MB for a 401."""
+    try:
+        raw = await bounded_body(request, MAX_START_BODY)
+    except BodyTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    except ClientDisconnect:
+        log.debug("a task start's caller went away before its body was read")
+        raise HTTPException(400, "the body was not sent whole") from None
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return body
 
 
 @tasks_router.get("/{task_id}", dependencies=[Depends(api_caller)])

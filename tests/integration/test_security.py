@@ -232,6 +232,27 @@ async def test_task_control_needs_a_user_over_http(secure: System):
     assert await asyncio.to_thread(post, {"authorization": f"Bearer {token('alice')}"}) == 201
 
 
+async def test_a_task_start_is_answered_before_its_body_is_read_and_its_body_is_bounded(secure: System):
+    """A body parameter was read and parsed whole before the credential was checked: anyone could make
+    the edge hold 100 MB (and parse it) for a 401."""
+    host = f"127.0.0.1:{secure.edge_port}"
+
+    def start(headers: str, length: int) -> bytes:
+        return (f"POST /api/tasks HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {length}\r\nConnection: close\r\n{headers}\r\n").encode()
+
+    # The headers alone: answered at once, though 100 MB are announced and none sent.
+    status, body = http_answer(await raw_exchange(secure.edge_port, start("", 100_000_000)))
+    assert (status, orjson.loads(body)) == (401, {"detail": "authentication required: Authorization: Bearer <token>"})
+    bearer = f"Authorization: Bearer {token('alice')}\r\n"
+    status, body = http_answer(await raw_exchange(secure.edge_port, start(bearer, 100_000_000)))
+    assert (status, orjson.loads(body)) == (413, {"detail": "body over 65536 bytes"})
+    for sent, detail in ((b"[1]", "the body must be a JSON object"), (b"{", "the body is not JSON: ")):
+        raw = await raw_exchange(secure.edge_port, start(bearer, len(sent)) + sent)
+        status, body = http_answer(raw)
+        assert status == 400 and orjson.loads(body)["detail"].startswith(detail), body
+
+
 def http_get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
     import urllib.request
 
