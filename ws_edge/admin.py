@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import REGISTRY
 from push.v1 import server_api_pb2 as api_pb
 from pydantic import BaseModel, Field, ValidationError
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .edge import Edge
 
 log = logging.getLogger("ws_edge.admin")
+ADMIN_PAGE = "admin.html"
 # Counters and gauges of this edge the page shows (rates are per second between two reads).
 COUNTERS = ("ws_edge_messages_received_total", "ws_edge_messages_delivered_total", "ws_edge_client_frames_total",
             "ws_edge_connections_opened_total", "ws_edge_connections_refused_total", "ws_edge_error_frames_total")
@@ -228,8 +230,8 @@ class TailSubscriber:
 async def _tail_stream(edge: Edge, topic: str) -> AsyncIterator[bytes]:
     subscriber = TailSubscriber()
     waits, _ = edge.interests.route(subscriber, [topic])  # live frames only: no retained state
-    await edge.confirmed(waits)
     try:
+        await edge.confirmed(waits)  # (inside: a caller gone while it waits leaves no subscriber behind)
         yield tail_events("ready", {"topic": topic, "edge": edge.client_id_mark})
         quiet = 0.0
         while not edge.draining:
@@ -248,6 +250,16 @@ async def _tail_stream(edge: Edge, topic: str) -> AsyncIterator[bytes]:
         edge.drop_interest(subscriber, [topic])  # type: ignore[arg-type]
 
 
+class PublicStatic(StaticFiles):
+    """The static files but the admin page's HTML: that is served at /admin only, with its headers (no
+    framing, its content policy, no-store), and only while the admin is on."""
+
+    async def get_response(self, path: str, scope: Any) -> Any:
+        if path == ADMIN_PAGE:  # (normalized by StaticFiles.get_path)
+            raise HTTPException(404)
+        return await super().get_response(path, scope)
+
+
 def install_admin(app: FastAPI, edge: Edge, static: Any) -> None:
     """The admin page and API on `app` when EDGE_ADMIN_TOKEN is set; otherwise nothing (404)."""
     if edge.settings.admin_token is None:
@@ -255,5 +267,5 @@ def install_admin(app: FastAPI, edge: Edge, static: Any) -> None:
     app.state.admin_rates = RateMeter()
     app.add_exception_handler(AdminRefused, refused_response)
     app.include_router(api)
-    page = static / "admin.html"
+    page = static / ADMIN_PAGE
     app.add_api_route("/admin", lambda: FileResponse(page, headers=PAGE_HEADERS), include_in_schema=False)

@@ -14,14 +14,13 @@ import jwt
 import prometheus_client
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.requests import HTTPConnection
 
 from common.client_ids import assign_client_id
 from common.logs import connection_id
 
 from . import metrics
-from .admin import install_admin
+from .admin import PublicStatic, install_admin
 from .config import EdgeSettings
 from .connection import Connection, WebSocketSink
 from .core.frames import ProtocolError, split_topics_param
@@ -96,7 +95,7 @@ def create_app(settings: EdgeSettings | None = None, handlers: HandlerRegistry |
         app.include_router(dev_router)
     app.add_api_route("/emulation", emulation, methods=["POST"], include_in_schema=False)
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", PublicStatic(directory=STATIC), name="static")
     install_admin(app, edge, STATIC)  # /admin and /admin/api/*: only with EDGE_ADMIN_TOKEN
     return EdgeApp(app, edge, split_topics_param(settings.task_endpoint_topics))
 

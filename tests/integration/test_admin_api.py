@@ -155,6 +155,15 @@ def test_the_page_is_served_with_a_strict_policy(admin_system: System):
     assert headers["x-frame-options"] == "DENY"
 
 
+def test_the_page_is_not_served_as_a_static_file_without_its_policy(admin_system: System, system: System):
+    for edge in (admin_system, system):
+        for path in ("/static/admin.html", "/static/./admin.html", "/static/x/../admin.html"):
+            status, _, _ = call(edge.http_url + path, "GET", None, {})
+            assert status == 404, path
+        status, _, raw = call(edge.http_url + "/static/admin.js", "GET", None, {})
+        assert status == 200 and raw
+
+
 @pytest.mark.parametrize("path", ["/admin", *[e[1] for e in ENDPOINTS]])
 def test_without_an_admin_token_there_is_no_admin_page(system: System, path):
     method, body = next(((m, b) for m, p, b in ENDPOINTS if p == path), ("GET", None))
