@@ -68,6 +68,9 @@ def server_config(app: EdgeApp, settings: EdgeSettings) -> uvicorn.Config:
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours (one format, connection ids, redaction)
         access_log=False,
+        # The client's address from X-Forwarded-For only behind proxies named in EDGE_TRUSTED_PROXIES.
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_TIMEOUT,
     )
 

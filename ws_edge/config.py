@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import resource
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import LogFormat, LogLevel, TracingSettings
@@ -83,6 +84,11 @@ class EdgeSettings(TracingSettings):
     allowed_origins: str = ""
     max_connections_per_user: int = Field(100, ge=1)
     max_connections_per_ip: int = Field(1000, ge=1)
+    # The proxies in front of the edge whose X-Forwarded-For / X-Forwarded-Proto it believes: addresses
+    # or networks, comma-separated (an Ingress's pods: its pod network), or "*". Empty: none, and every
+    # per-address limit counts the TCP peer. (uvicorn's default believes 127.0.0.1: behind a proxy
+    # elsewhere every browser had the proxy's address, and on the host a client chose its own.)
+    trusted_proxies: str = ""
     # Before its first request is in (a WebSocket handshake, an HTTP request), a connection has this
     # many seconds (else 408 and close), and is one of at most `max_pending_per_ip` from its address
     # and `max_pending_connections` in all (else 429 / 503 and close at once). The total's default is
@@ -140,6 +146,17 @@ class EdgeSettings(TracingSettings):
         return {"address": self.advertised_address or f"{self.host}:{self.port}",
                 "join_leave_rate": self.join_leave_rate, "summary_interval": self.join_leave_summary_interval,
                 "report_max_topics": self.report_max_topics}
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        for item in (v.strip() for v in value.split(",") if v.strip()):
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an address or a network (e.g. 10.0.0.0/8)") from None
+        return value
 
     @model_validator(mode="after")
     def _check_security(self) -> EdgeSettings:

@@ -190,6 +190,7 @@ async def test_json_logs_carry_the_connection_id(own_system: System):
         ("ws_edge", [], {"EDGE_LOG_FORMAT": "xml"}, "log_format"),
         ("ws_edge", [], {"EDGE_METRICS_PORT": "70000"}, "metrics_port"),
         ("ws_edge", [], {"EDGE_ALLOW_ANONYMOUS": "false"}, "EDGE_ALLOW_ANONYMOUS=false needs"),
+        ("ws_edge", [], {"EDGE_TRUSTED_PROXIES": "10.0.0.0/8,ingress"}, "'ingress' is not an address or a network"),
     ],
 )
 def test_a_bad_setting_stops_the_start_with_a_clear_message(module: str, args: list[str], env: dict, fragment: str):

@@ -457,6 +457,39 @@ async def test_connection_attempts_and_connections_per_address_are_limited(throt
     assert 429 in statuses, statuses  # the burst of 10 attempts per address is spent
 
 
+async def test_a_forwarded_address_is_not_believed_from_a_peer_that_is_no_trusted_proxy(throttled: System):
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default: a client on the host chose its own
+    address for every per-address limit (behind a proxy elsewhere, every browser had the proxy's)."""
+    url = throttled.ws_url + "/ws"
+    held = [await websockets.connect(url, additional_headers={"X-Forwarded-For": f"10.0.0.{n}"}) for n in range(6)]
+    try:
+        assert (await closed_with(url, additional_headers={"X-Forwarded-For": "10.0.0.99"}))[0] == 4029
+    finally:
+        for connection in held:
+            await connection.close()
+
+
+@pytest.fixture
+def behind_a_proxy(tmp_path_factory: pytest.TempPathFactory):
+    system = start_system(tmp_path_factory, "behind-a-proxy",
+                          edge_env={"EDGE_MAX_CONNECTIONS_PER_IP": "2", "EDGE_TRUSTED_PROXIES": "127.0.0.0/8, ::1"})
+    yield system
+    system.stop()
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_limits(behind_a_proxy: System):
+    url = behind_a_proxy.ws_url + "/ws"
+    alice = {"additional_headers": {"X-Forwarded-For": "198.51.100.7"}}
+    held = [await websockets.connect(url, **alice) for _ in range(2)]
+    try:
+        assert (await closed_with(url, **alice))[0] == 4029
+        async with websockets.connect(url, additional_headers={"X-Forwarded-For": "198.51.100.8"}) as other:
+            assert orjson.loads(await other.recv())["type"] == "connected"
+    finally:
+        for connection in held:
+            await connection.close()
+
+
 @pytest.fixture
 def crowded(tmp_path_factory: pytest.TempPathFactory):
     system = start_system(tmp_path_factory, "crowded", edge_env={
