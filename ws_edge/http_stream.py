@@ -46,23 +46,31 @@ from .session_driver import SessionDriver
 log = logging.getLogger("ws_edge.http_stream")
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 INBOX_FRAMES = 256  # client frames waiting for a session (the socket's buffer, on a WebSocket)
+# And their characters: a POST brings up to 4 × EDGE_MAX_FRAME_BYTES, and 256 frames of 256 KiB waiting
+# for a session that reads none meanwhile (its subscribe waits for the push service) would be 64 MiB.
+INBOX_CHARS = 1 << 20
 
 
 class Inbox:
     """A stream session's client frames, as `POST /emulation` brings them, read by its driver."""
 
-    __slots__ = ("_frames", "_ready", "_ended")
+    __slots__ = ("_frames", "_ready", "_ended", "_chars")
 
     def __init__(self) -> None:
         self._frames: deque[str] = deque()
         self._ready = asyncio.Event()
         self._ended = False
+        self._chars = 0
 
     def put(self, frames: list[str]) -> bool:
-        """False (nothing taken) when the session is gone or this would hold over INBOX_FRAMES."""
-        if self._ended or len(self._frames) + len(frames) > INBOX_FRAMES:
+        """False (nothing taken) when the session is gone or this would hold over INBOX_FRAMES frames or
+        INBOX_CHARS characters (one request's frames are taken whatever their size, if none wait)."""
+        chars = sum(map(len, frames))
+        if self._ended or len(self._frames) + len(frames) > INBOX_FRAMES or (
+                self._frames and self._chars + chars > INBOX_CHARS):
             return False
         self._frames.extend(frames)
+        self._chars += chars
         self._ready.set()
         return True
 
@@ -76,7 +84,9 @@ class Inbox:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        return self._frames.popleft()
+        frame = self._frames.popleft()
+        self._chars -= len(frame)
+        return frame
 
 
 class HttpStreamSink:
