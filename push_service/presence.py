@@ -41,6 +41,7 @@ class EdgeMirror:
         self.entries: dict[tuple[str, str], PresenceChange] = {}
         self.holds: set[tuple[str, str]] = set()
         self.dirty = False
+        self.refused = False  # some entries were over their topic's cap: tried again with each report
 
     def update(self, changes: Sequence[PresenceChange], holds: Sequence[tuple[str, str]],
                releases: Sequence[tuple[str, str]], reset: bool) -> None:
@@ -102,7 +103,12 @@ class Roster:
                 # The store did not know it alive: swept while it lived (its reports late past the TTL),
                 # or lost (a Redis restarted empty, whose refusal another caller took): all of it again.
                 mirror.dirty = True
-            if first or mirror.dirty:
+            if report is not None and mirror.refused:
+                # Entries refused at a topic's cap get in once there is room (e.g. a dead edge's entries
+                # swept): nothing else would give them again.
+                mirror.dirty = True
+            snapshot = first or mirror.dirty
+            if snapshot:
                 applied = await self._store.apply(edge, mirror.changes(), snapshot=True)
                 occupancy = await self._store.occupancy(edge, list(mirror.holds), [], snapshot=True)
                 mirror.dirty = False
@@ -114,9 +120,11 @@ class Roster:
                 log.warning("edge %s: presence not recorded, again once the broker answers: %s", edge, exc)
             mirror.dirty = True
             return
-        if applied.refused:
-            log.warning("edge %s: %d presence entries refused (topic at PUSH_PRESENCE_MAX_CLIENTS)", edge,
-                        applied.refused)
+        if applied.refused and not mirror.refused:
+            log.warning("edge %s: %d presence entries refused (topic at PUSH_PRESENCE_MAX_CLIENTS); tried again"
+                        " with its reports", edge, applied.refused)
+        # A snapshot tells whether any is still out; a change, only of its own.
+        mirror.refused = bool(applied.refused) or (mirror.refused and not snapshot)
         await self._tell(applied.events)
         await self._announce(occupancy)
 

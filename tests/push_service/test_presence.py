@@ -178,3 +178,29 @@ async def test_an_edge_swept_while_it_lived_is_recorded_again_with_its_next_repo
     assert await broker.presence.clients("room:1") == [a]
     kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
     assert kinds == [("join", "a"), ("leave", "a"), ("join", "a")]
+
+
+async def test_an_entry_refused_at_the_cap_gets_in_with_a_report_once_there_is_room():
+    """A dead edge's entries filled the topic until swept; the clients refused meanwhile (reconnected to
+    another edge) were never given again: subscribed, and never listed."""
+    broker = MemoryBroker(presence_max_clients=2)
+    told: list[Publication] = []
+
+    async def signal(publication: Publication) -> bool:
+        told.append(publication)
+        return True
+
+    broker.signal = signal  # type: ignore[method-assign]
+    roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=0.6)
+    dies, lives = EdgeMirror(), EdgeMirror()
+    a, b, c = entry("a"), entry("b"), entry("c")
+    await roster.on_edge_request(dies, "e1", first=True, report=b"{}", presence=[join("room:1", a), join("room:1", b)])
+    await roster.on_edge_request(lives, "e2", first=True, report=b"{}", presence=[join("room:1", c)])
+    await roster.on_edge_request(lives, "e2", first=False, report=None, presence=[])
+    assert lives.refused and await broker.presence.clients("room:1") == [a, b]
+    await asyncio.sleep(0.8)  # e1 is dead (e2 too, unless a report came: either way it gives all again)
+    await roster.sweep_once()
+    await roster.on_edge_request(lives, "e2", first=False, report=b"{}", presence=[])
+    assert not lives.refused and await broker.presence.clients("room:1") == [c]
+    kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
+    assert kinds == [("join", "a"), ("join", "b"), ("leave", "a"), ("leave", "b"), ("join", "c")]
