@@ -45,6 +45,17 @@ def _json(value: str) -> bytes:
     return value.encode()
 
 
+def _json_object(value: str) -> bytes:
+    """A task's params: a JSON object (the task service refuses anything else; say so as a bad argument)."""
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value.encode()
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -108,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--kind", default="", help="the task service's default kind when absent")
     start.add_argument("--symbols", help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     start.add_argument("--interval", type=float, help="seconds per symbol")
-    start.add_argument("--params", type=_json, help="all parameters as a JSON object")
+    start.add_argument("--params", type=_json_object, help="all parameters as a JSON object")
     task_commands.add_parser("list")
     for name in ("get", "cancel"):
         task_commands.add_parser(name).add_argument("task_id")
@@ -199,8 +210,6 @@ async def run_task_command(args: argparse.Namespace) -> None:
         try:
             if args.task_command == "start":
                 params: dict[str, Any] = orjson.loads(args.params) if args.params else {}
-                if not isinstance(params, dict):
-                    raise CliError("--params must be a JSON object")
                 if args.symbols:
                     params["symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
                 if args.interval is not None:
@@ -230,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             args.trace_file.open("ab").close()  # spans are written later, from a thread: say now if they cannot be
         except OSError as exc:
             parser.error(f"--trace-file: {exc.strerror}: {args.trace_file}")
+    if args.tls_ca is not None:
+        try:
+            args.tls_ca.read_bytes()  # read only when a command makes its channel: say now if it cannot be
+        except OSError as exc:
+            parser.error(f"--tls-ca: {exc.strerror or exc}: {args.tls_ca}")
     if args.trace_file or args.trace_otlp:  # its spans are flushed when the process exits
         tracing.configure("pushctl", "file" if args.trace_file else "otlp", file=args.trace_file)
     try:

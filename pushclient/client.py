@@ -5,17 +5,19 @@
     await client.send_personal_message({"type": "notification", "data": {...}}, client_id)
 
 `StreamPublisher` is for high-rate producers: `submit()` never blocks; a background task streams the
-messages over `PublishStream`, reconnecting when the push service goes away.
+messages over `PublishStream`, reconnecting when the push service goes away. What it holds meanwhile is
+a `PublishBuffer` (no I/O): bounded in messages and bytes, newer messages superseding older unsent
+ones with the same conflation key.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -39,7 +41,12 @@ MAX_REQUEST_BYTES = 1 << 20  # a PublishStream request's messages, about (the pu
 
 # A producer's buffer, visible to Prometheus (a process that serves its default registry exposes them).
 BUFFERED = Gauge("push_publisher_buffered_messages", "Messages waiting for the push service's answer")
+BUFFERED_BYTES = Gauge("push_publisher_buffered_bytes", "Encoded bytes of the messages waiting for an answer")
 DROPPED = Counter("push_publisher_dropped_messages", "Messages dropped because the publish buffer was full")
+DROPPED_UNKEYED = Counter("push_publisher_dropped_unconflatable_messages",
+                          "Messages without a conflation key dropped: the full buffer held no other that could go")
+CONFLATED = Counter("push_publisher_conflated_messages",
+                    "Unsent messages replaced by a newer one with the same topic and conflation key")
 ACCEPTED = Counter("push_publisher_accepted_messages", "Messages the push service accepted")
 REJECTED = Counter("push_publisher_rejected_messages", "Messages the push service refused (invalid)")
 RECONNECTS = Counter("push_publisher_stream_reconnects", "Publish streams started again after one was lost")
@@ -199,9 +206,141 @@ class PushClient:
         finally:
             call.cancel()
 
-    def stream_publisher(self, *, max_buffer: int = 10_000, idempotent: bool = False,
+    def stream_publisher(self, *, max_buffer: int = 10_000, max_buffer_bytes: int | None = None,
+                         conflate_after: int | None = None, idempotent: bool = False,
                          max_in_flight: int = 1) -> StreamPublisher:
-        return StreamPublisher(self.stub, max_buffer=max_buffer, idempotent=idempotent, max_in_flight=max_in_flight)
+        return StreamPublisher(self.stub, max_buffer=max_buffer, max_buffer_bytes=max_buffer_bytes,
+                               conflate_after=conflate_after, idempotent=idempotent, max_in_flight=max_in_flight)
+
+
+@dataclass(slots=True)
+class BufferedMessage:
+    sequence: int
+    message: pb.OutgoingMessage
+    size: int  # encoded bytes
+    key: tuple[str, str] | None  # (topic, conflation_key); None: no newer message supersedes it
+
+
+@dataclass(slots=True)
+class Added:
+    """What `PublishBuffer.add` did besides keeping the new message."""
+
+    superseded: BufferedMessage | None = None  # the unsent message of the same key that the new one replaced
+    dropped: list[BufferedMessage] = field(default_factory=list)  # to make room, oldest first (maybe the new one)
+
+
+class PublishBuffer:
+    """A stream publisher's messages not answered yet, oldest first, bounded in count and in encoded
+    bytes. No I/O: the publisher adds to it, takes its requests from it and settles answers into it.
+
+    A message with a `conflation_key` supersedes an unsent older one with the same topic and key (a
+    task's earlier progress, an older task list): once the buffer holds `conflate_after` messages
+    (None: only when it is full), the older one goes and the new one is added at the end. So what
+    is sent is always a subsequence of what was submitted, in submission order: a newer message never
+    overtakes one submitted before it (a task list showing a task completed never precedes the
+    `completed` status), which keeping the older one's place would break. A message already sent on
+    the current stream is not replaced (it is on the wire). The mark counts those too: a request
+    taken by a stream that then fails must not lower it (while the push service is away, every
+    attempt takes one).
+
+    When full (count or bytes), what goes, in this order: the unsent message the new one supersedes;
+    the oldest message with a conflation key (the new one, when no other has a key: a progress step is
+    what loses least, a later one of its task tells as much); only then the oldest message without one
+    (a status, say), which the publisher reports as such. Oldest first also means sent messages first,
+    those the push service most likely took already. A lone message over `max_bytes` is kept (the push
+    service judges its size).
+    """
+
+    def __init__(self, max_messages: int = 10_000, max_bytes: int | None = None,
+                 conflate_after: int | None = None) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.conflate_after = conflate_after
+        # Sent on the current stream and not answered yet, then not sent yet; each oldest first.
+        # Every sent message is older than every unsent one: a request takes the oldest unsent.
+        self._sent: OrderedDict[int, BufferedMessage] = OrderedDict()
+        self._unsent: OrderedDict[int, BufferedMessage] = OrderedDict()
+        self._keyed: OrderedDict[int, None] = OrderedDict()  # the messages with a key, oldest first
+        self._newest: dict[tuple[str, str], int] = {}  # a key's newest message
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._sent) + len(self._unsent)
+
+    def __contains__(self, sequence: int) -> bool:
+        return sequence in self._sent or sequence in self._unsent
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
+
+    def messages(self) -> list[pb.OutgoingMessage]:
+        """Every message held, oldest first."""
+        return [entry.message for entry in (*self._sent.values(), *self._unsent.values())]
+
+    def add(self, sequence: int, message: pb.OutgoingMessage, *, supersede: bool = False) -> Added:
+        """Keep `message` (`sequence`: greater than any before); `supersede`: replace the unsent one
+        of its key whatever the backlog."""
+        key = (message.topic, message.conflation_key) if message.conflation_key else None
+        entry = BufferedMessage(sequence, message, message.ByteSize(), key)
+        added = Added()
+        older = self._unsent.get(self._newest.get(key, -1)) if key is not None else None
+        if older is not None and (supersede or self._conflating() or self._full_for(entry.size)):
+            added.superseded = self._remove(older.sequence)
+        self._unsent[sequence] = entry
+        self.bytes += entry.size
+        if key is not None:
+            self._keyed[sequence] = None
+            self._newest[key] = sequence
+        while len(self) > 1 and (len(self) > self.max_messages
+                                 or (self.max_bytes is not None and self.bytes > self.max_bytes)):
+            victim = next(iter(self._keyed)) if self._keyed else next(iter(self._sent or self._unsent))
+            added.dropped.append(self._remove(victim))
+        return added
+
+    def take(self, max_messages: int, max_data_bytes: int) -> list[BufferedMessage]:
+        """The next request's messages, now sent: the oldest unsent, at most `max_messages` and about
+        `max_data_bytes` of their data (at least one message)."""
+        batch: list[BufferedMessage] = []
+        size = 0
+        while self._unsent and len(batch) < max_messages:
+            entry = self._unsent[next(iter(self._unsent))]
+            size += len(entry.message.data)
+            if batch and size > max_data_bytes:
+                break
+            del self._unsent[entry.sequence]
+            self._sent[entry.sequence] = entry
+            batch.append(entry)
+        return batch
+
+    def settle(self, sequence: int) -> BufferedMessage | None:
+        """An answered message leaves; None when it was dropped while it was on the wire."""
+        return self._remove(sequence) if sequence in self._sent else None
+
+    def unsend_all(self) -> None:
+        """The stream is gone: what was sent and not answered is sent again, first."""
+        if self._sent:
+            self._sent.update(self._unsent)
+            self._sent, self._unsent = OrderedDict(), self._sent
+
+    def _conflating(self) -> bool:
+        return self.conflate_after is not None and len(self) >= self.conflate_after
+
+    def _full_for(self, size: int) -> bool:
+        return len(self) >= self.max_messages or (self.max_bytes is not None and self.bytes + size > self.max_bytes)
+
+    def _remove(self, sequence: int) -> BufferedMessage:
+        entry = self._unsent.pop(sequence, None)
+        if entry is None:
+            entry = self._sent.pop(sequence)
+        self.bytes -= entry.size
+        if entry.key is not None:
+            del self._keyed[sequence]
+            if self._newest.get(entry.key) == sequence:
+                del self._newest[entry.key]
+        return entry
 
 
 class StreamPublisher:
@@ -209,9 +348,15 @@ class StreamPublisher:
 
     A message stays in the buffer until the push service has answered it, so a stream that breaks
     loses nothing: the unanswered messages are sent again, in order, on the next stream (at least
-    once; exactly once with `idempotent=True`, which gives every message an idempotency key). The buffer holds at most `max_buffer` messages; when it is full the oldest is dropped and
-    counted in `dropped` with a warning in the log, never silently. Rejections (e.g. an invalid
-    topic) are counted in `rejected` and logged.
+    once; exactly once with `idempotent=True`, which gives every message an idempotency key). The
+    buffer (`PublishBuffer`) holds at most `max_buffer` messages and `max_buffer_bytes` bytes (None:
+    no byte bound). Once it holds `conflate_after` messages (None: only when full), a message with a
+    conflation key replaces the unsent one with the same topic and key. When full, messages with a
+    conflation key are dropped first, oldest first; one without is dropped only when nothing else can
+    go. Every drop is counted in `dropped` with a warning in the log (an error for one without a
+    key), never silently. Rejections (e.g. an invalid topic) are counted in `rejected` and logged.
+    `on_connect` is called each time a stream connects (a producer re-sends its retained state then:
+    a push service that restarted with the memory broker lost it).
 
     Batching follows back-pressure, as TCP's Nagle does: at most `max_in_flight` requests are
     unanswered at a time, and what is submitted meanwhile leaves as one request (up to `max_batch`
@@ -224,30 +369,33 @@ class StreamPublisher:
     """
 
     def __init__(
-        self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000, max_batch: int = 200, idempotent: bool = False,
-        max_in_flight: int = 1,
+        self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000, max_buffer_bytes: int | None = None,
+        conflate_after: int | None = None, max_batch: int = 200, idempotent: bool = False, max_in_flight: int = 1,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self._stub = stub
         # Resent messages (after a broken stream) carry the same key, so they are delivered once.
         self._key_prefix = f"{uuid.uuid4().hex}:" if idempotent else None
-        self._max_buffer = max_buffer
+        self._buffer = PublishBuffer(max_buffer, max_buffer_bytes, conflate_after)
         self._max_batch = max_batch  # messages per request: what is waiting goes out together
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._max_in_flight = max_in_flight
-        self._in_flight = 0  # requests sent on the current stream and not answered yet
+        # Each request sent on the current stream and not answered yet: its messages' sequences, by
+        # which its answer's results are matched (a full buffer may have dropped some meanwhile).
+        self._requests: deque[list[int]] = deque()
         self.requests = 0  # requests sent, every stream
-        self._pending: deque[tuple[int, pb.OutgoingMessage]] = deque()  # oldest first, unanswered
-        self._sent = 0  # how many of `_pending` went out on the current stream
         self._sequence = 0
         self._generation = 0
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self.on_connect = on_connect
         self.accepted = 0
         self.rejected = 0
         self.dropped = 0
+        self.conflated = 0
         self.connected = False
 
     def start(self) -> None:
@@ -257,36 +405,59 @@ class StreamPublisher:
         try:
             await asyncio.wait_for(self.flush(), drain_timeout)
         except TimeoutError:
-            log.warning("closing with %d messages unanswered", len(self._pending))
+            log.warning("closing with %d messages unanswered", len(self._buffer))
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     @property
     def buffered(self) -> int:
-        return len(self._pending)
+        return len(self._buffer)
 
-    def submit(self, message: pb.OutgoingMessage) -> None:
-        if len(self._pending) >= self._max_buffer:
-            self._pending.popleft()
-            self._sent = max(0, self._sent - 1)
-            self.dropped += 1
-            DROPPED.inc()
-            BUFFERED.dec()
-            log.warning("publish buffer full (%d): oldest message dropped (%d so far)", self._max_buffer, self.dropped)
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffer.bytes
+
+    def submit(self, message: pb.OutgoingMessage, *, supersede: bool = False) -> None:
+        """Queue `message` (never blocks). `supersede`: it replaces the unsent message with the same
+        topic and conflation key whatever the backlog (a state that makes older unsent copies useless)."""
         self._sequence += 1
         if tracing.ENABLED and (span := _publish_span(message)) is not None:
             message.traceparent = tracing.traceparent(span)  # a stream carries each message's own context
             span.end()  # the span is the hand-over: the push service's spans follow as its children
         if self._key_prefix is not None and not message.idempotency_key:
             message.idempotency_key = f"{self._key_prefix}{self._sequence}"
-        self._pending.append((self._sequence, message))
-        BUFFERED.inc()
+        held, held_bytes = len(self._buffer), self._buffer.bytes
+        added = self._buffer.add(self._sequence, message, supersede=supersede)
+        self._count_buffer(held, held_bytes)
+        if added.superseded is not None:
+            self.conflated += 1
+            CONFLATED.inc()
+        for entry in added.dropped:
+            self._report_drop(entry)
         self._idle.clear()
         self._has_work.set()
 
+    def _count_buffer(self, held: int, held_bytes: int) -> None:
+        BUFFERED.inc(len(self._buffer) - held)
+        BUFFERED_BYTES.inc(self._buffer.bytes - held_bytes)
+
+    def _report_drop(self, entry: BufferedMessage) -> None:
+        self.dropped += 1
+        DROPPED.inc()
+        buffer, message = self._buffer, entry.message
+        bound = str(buffer.max_messages) if len(buffer) >= buffer.max_messages else f"{buffer.max_bytes} bytes"
+        if entry.key is not None:
+            log.warning("publish buffer full (%s): oldest message dropped of those with a conflation key "
+                        "(%s %s, key %s; %d dropped so far)", bound, message.topic, message.type,
+                        message.conflation_key, self.dropped)
+        else:
+            DROPPED_UNKEYED.inc()
+            log.error("publish buffer full (%s): oldest message dropped, one without a conflation key: nothing "
+                      "else could go (%s %s; %d dropped so far)", bound, message.topic, message.type, self.dropped)
+
     async def flush(self) -> None:
-        """Wait until every submitted message has been answered by the push service."""
+        """Wait until every submitted message has been answered by the push service (or dropped)."""
         await self._idle.wait()
 
     async def _run(self) -> None:
@@ -297,10 +468,11 @@ class StreamPublisher:
         try:
             await self._stream(up)
         finally:
-            if self._pending:
-                log.info("publish stream: %d messages unanswered, sent again on the next stream", len(self._pending))
+            if self._buffer:
+                log.info("publish stream: %d messages unanswered, sent again on the next stream", len(self._buffer))
             self.connected = False
-            self._sent = 0  # resend whatever was not answered
+            self._buffer.unsend_all()  # resend whatever was not answered
+            self._requests.clear()
             RECONNECTS.inc()
 
     async def _stream(self, up: Callable[[], None]) -> None:
@@ -311,75 +483,63 @@ class StreamPublisher:
 
         async def requests():  # type: ignore[no-untyped-def]
             while True:
-                while ((self._sent >= len(self._pending) or self._in_flight >= self._max_in_flight)
+                while ((not self._buffer.unsent or len(self._requests) >= self._max_in_flight)
                        and generation == self._generation):
                     self._has_work.clear()
                     await self._has_work.wait()
                 if generation != self._generation:
                     return
-                batch = self._next_batch()
-                self._sent += len(batch)
-                self._in_flight += 1
+                # About MAX_REQUEST_BYTES of data at most, so that a request stays under gRPC's 4 MiB.
+                # (Counting `data` alone: it is what can be large.)
+                batch = self._buffer.take(self._max_batch, MAX_REQUEST_BYTES)
+                self._requests.append([entry.sequence for entry in batch])
                 self.requests += 1
                 REQUESTS.inc()
-                yield pb.PublishStreamRequest(sequence=batch[-1][0], messages=[m for _, m in batch])
+                yield pb.PublishStreamRequest(sequence=batch[-1].sequence, messages=[e.message for e in batch])
 
-        self._sent = 0
-        self._in_flight = 0
         call = self._stub.PublishStream(requests())
         try:
             await call.wait_for_connection()
             self.connected = True
+            if self.on_connect is not None:
+                try:
+                    self.on_connect()
+                except Exception:
+                    log.exception("publish stream: on_connect failed")
             await self._read_answers(call, up)
         finally:
             self._generation += 1
             self._has_work.set()  # wake the stale generator so that it ends
             call.cancel()
 
-    def _next_batch(self) -> list[tuple[int, pb.OutgoingMessage]]:
-        """What waits to be sent, oldest first: at most `max_batch` messages and about
-        MAX_REQUEST_BYTES of their data (at least one message), so that a request stays under gRPC's
-        4 MiB. (Counting `data` alone: it is what can be large, and encoding each message to measure
-        it would encode it twice.)"""
-        batch, size = [], 0
-        for entry in itertools.islice(self._pending, self._sent, self._sent + self._max_batch):
-            size += len(entry[1].data)
-            if batch and size > MAX_REQUEST_BYTES:
-                break
-            batch.append(entry)
-        return batch
-
     async def _read_answers(self, call, up: Callable[[], None]) -> None:  # type: ignore[no-untyped-def]
         """Settle what the push service answered. The backoff starts over only once messages are
         accepted: a stream that connects while the broker refuses everything keeps slowing down."""
         async for response in call:
-            self._in_flight -= 1
+            sequences = self._requests.popleft() if self._requests else []
             self._has_work.set()  # what waited for this answer goes out as the next request
-            answered = []
-            while self._pending and self._pending[0][0] <= response.sequence:
-                answered.append(self._pending.popleft())
-                self._sent = max(0, self._sent - 1)
-            retry = []
-            # The results of a request's messages, the last ones matched to what is still pending (a
-            # full buffer may have dropped its oldest messages while they were in flight).
-            results = response.results[max(0, len(response.results) - len(answered)):]
-            for entry, result in zip(answered, results, strict=False):
+            held, held_bytes = len(self._buffer), self._buffer.bytes
+            retry = 0
+            for sequence, result in zip(sequences, response.results, strict=False):
+                if sequence not in self._buffer:
+                    continue  # dropped by a full buffer while it was on the wire
                 if result.error_code == UNAVAILABLE:
-                    retry.append(entry)  # the push service cannot publish now (its broker is down)
-                elif result.error_code:
+                    # The push service cannot publish now (its broker is down): kept, in order, and
+                    # sent again on a new stream after a pause (with idempotency keys, whatever went
+                    # through meanwhile is not published twice).
+                    retry += 1
+                    continue
+                self._buffer.settle(sequence)
+                if result.error_code:
                     self.rejected += 1
                     REJECTED.inc()
-                    BUFFERED.dec()
                     log.warning("message rejected: %s", result.error_message)
                 else:
                     self.accepted += 1
                     ACCEPTED.inc()
-                    BUFFERED.dec()
+            self._count_buffer(held, held_bytes)
             if retry:
-                # Kept, in order, at the front: a new stream sends them again after a pause (with
-                # idempotency keys, whatever went through meanwhile is not published twice).
-                self._pending.extendleft(reversed(retry))
-                raise PublishError(grpc.StatusCode.UNAVAILABLE, f"{len(retry)} messages refused for now, retrying")
+                raise PublishError(grpc.StatusCode.UNAVAILABLE, f"{retry} messages refused for now, retrying")
             up()
-            if not self._pending:
+            if not self._buffer:
                 self._idle.set()

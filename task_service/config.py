@@ -16,8 +16,14 @@ class TaskSettings(TracingSettings):
     host: str = "127.0.0.1"
     port: int = Field(50052, ge=0, le=65535)
     push_address: str = "127.0.0.1:50051"
-    # Messages kept while the push service is unreachable; past this the oldest are dropped (logged).
+    # The publish buffer (messages not answered yet, e.g. while the push service is unreachable): at most
+    # so many messages and bytes (a task_list may be 48 KiB: 10,000 of them would be ~500 MB). When full,
+    # progress and lists go first (oldest first), a status only when nothing else can (logged, counted).
     publish_buffer: int = Field(10_000, ge=1)
+    publish_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024)
+    # Past this many messages held, a task's newer progress replaces its unsent one, and a newer list
+    # the unsent list (0: always). Below it every step is published: a short outage loses none.
+    publish_conflate_after: int = Field(1000, ge=0)
     keep_finished: int = Field(100, ge=0)
     # Bounds on what callers can make the service hold (README: Tasks): a task's params as JSON, tasks
     # pending or running in all and per user (anonymous browsers share one allowance).

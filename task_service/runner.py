@@ -2,6 +2,10 @@
 
 Topics (the guide's): `task:progress` (`task_progress`), `task:status` (`task_status`) and
 `task:list` (`task_list`, retained, so a new subscriber gets the current list at once).
+
+Progress and lists carry a conflation key (the task id; one fixed key for every list): a newer one
+may replace an older one not sent yet in the publisher's buffer, and a full buffer drops them first.
+Statuses carry none: they are dropped only when nothing else can go (pushclient.PublishBuffer).
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from .kinds import InvalidParams, KindRegistry
 from .metrics import FINISHED, STARTED
 
 log = logging.getLogger("task_service.runner")
+# Every task_list supersedes every earlier one (it is the retained state, not an event): one key for all.
+LIST_CONFLATION_KEY = "task_list"
+# Why a task whose kind was cancelled by something other than TaskRunner.cancel ended (kept short: it is
+# published in task_status and the list).
+STRAY_CANCEL_ERROR = "interrupted: the task's code was cancelled, not by a cancel request"
 
 
 class UnknownKind(InvalidParams):
@@ -39,6 +48,8 @@ class _Context:
         self._record = record
 
     def progress(self, *, completed: int, total: int, current: str) -> None:
+        if self._record.status.finished:
+            return  # cancelled while the kind's code went on: nothing may follow the final status
         progress = self._record.progress
         progress.completed, progress.total, progress.current = completed, total, current
         self._record.updated_at_ms = now_ms()
@@ -72,7 +83,8 @@ class TaskRunner:
         self.book.add(record)
         STARTED.labels(kind_name).inc()
         self._publish_status(record)
-        self._running[record.task_id] = asyncio.create_task(self._run(record, kind, config))
+        self._running[record.task_id] = asyncio.create_task(self._run(record, kind, config),
+                                                            name=f"task:{record.task_id}")
         return record
 
     def get(self, task_id: str) -> TaskRecord:
@@ -109,12 +121,20 @@ class TaskRunner:
             self._publish_status(record)
             await kind.run(_Context(self, record), config)
         except asyncio.CancelledError:
-            return  # `cancel` already recorded and published it
+            if record.status.finished:
+                return  # `cancel` (or `close`) already recorded and published it
+            # Something the kind awaited was cancelled, or someone cancelled this asyncio task, without
+            # TaskRunner.cancel: left running, the task would hold its slot in the limits for ever.
+            log.warning("task %s: its code was cancelled without a cancel request", record.task_id)
+            outcome, error = Status.FAILED, STRAY_CANCEL_ERROR
         except Exception as exc:
             log.warning("task %s failed: %s", record.task_id, exc)
-            record.move_to(Status.FAILED, now_ms(), error=str(exc))
+            outcome, error = Status.FAILED, str(exc)
         else:
-            record.move_to(Status.COMPLETED, now_ms())
+            outcome, error = Status.COMPLETED, ""
+        if record.status.finished:
+            return  # cancelled while the kind's code went on (it caught the cancellation): that status stands
+        record.move_to(outcome, now_ms(), error=error)
         self._running.pop(record.task_id, None)
         self._finish(record)
 
@@ -124,8 +144,8 @@ class TaskRunner:
 
     def _finish(self, record: TaskRecord) -> None:
         FINISHED.labels(record.status.value).inc()
+        self.book.prune()  # first: a task forgotten now must not be in the list (GetTask would not find it)
         self._publish_status(record)
-        self.book.prune()
 
     # --- publishing -----------------------------------------------------------------------------
 
@@ -147,6 +167,16 @@ class TaskRunner:
         self._publisher.submit(
             outgoing("task:status", "task_status", data, id=f"status_{record.task_id}_{next(self._ids)}")
         )
+        self._submit_list()
+
+    def publish_list(self) -> None:
+        """The current list (possibly empty), retained, replacing an older list not sent yet. Called
+        at start, so that a list a previous process left (its tasks can never finish now) is replaced,
+        and each time the publisher's stream connects, since a push service that restarted (memory
+        broker) has lost it and new dashboards would stay empty until the next status change."""
+        self._submit_list(supersede=True)
+
+    def _submit_list(self, *, supersede: bool = False) -> None:
         self._publisher.submit(
             outgoing(
                 "task:list",
@@ -154,6 +184,8 @@ class TaskRunner:
                 task_list_data(self.book.all(), self._list_max_bytes),
                 id=f"list_{next(self._ids)}",
                 retain=True,
-            )
+                conflation_key=LIST_CONFLATION_KEY,
+            ),
+            supersede=supersede,
         )
 

@@ -49,12 +49,18 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
         tls_key_file=settings.push_tls_key_file,
         tls_server_name=settings.push_tls_server_name,
     )
-    publisher = push.stream_publisher(max_buffer=settings.publish_buffer, idempotent=True)
-    publisher.start()
+    publisher = push.stream_publisher(max_buffer=settings.publish_buffer, max_buffer_bytes=settings.publish_buffer_bytes,
+                                      conflate_after=settings.publish_conflate_after, idempotent=True)
     limits = TaskLimits(max_params_bytes=settings.max_params_bytes, max_active=settings.max_active_tasks,
                         max_active_per_user=settings.max_active_tasks_per_user)
     runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished, limits=limits,
                         list_max_bytes=settings.list_max_bytes)
+    # The retained list is this process's from the start (a previous process's may list tasks that can
+    # never finish now), and again on every (re)connection of the stream (a restarted push service has
+    # none). The first connection re-sends it too; the newer replaces the older if it is still unsent.
+    publisher.on_connect = runner.publish_list
+    runner.publish_list()
+    publisher.start()
     RUNNERS.runners.add(runner)
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 1024 * 1024)],

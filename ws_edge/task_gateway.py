@@ -95,7 +95,12 @@ def start_request(fields: dict[str, Any], principal: Principal) -> pb.StartTaskR
     if not isinstance(kind, str) or not len(kind) <= MAX_KIND_CHARS:
         raise TaskGatewayError(ErrorCode.INVALID_MESSAGE,
                                f"`kind` must be a task kind name of at most {MAX_KIND_CHARS} characters", 400)
-    params = orjson.dumps(fields.get("params", {}))
+    try:
+        params = orjson.dumps(fields.get("params", {}))
+    except TypeError as exc:
+        # orjson.JSONEncodeError: what a decoder may give and orjson cannot encode (nesting deeper than
+        # 254, which orjson's decoder takes up to 1,024; integers beyond 64 bits, which `json` takes).
+        raise TaskGatewayError(ErrorCode.INVALID_MESSAGE, f"`params` cannot be sent on as JSON: {exc}", 400) from None
     if len(params) > MAX_PARAMS_BYTES:
         raise TaskGatewayError(ErrorCode.MESSAGE_TOO_LARGE, f"`params` over {MAX_PARAMS_BYTES} bytes of JSON", 413)
     return pb.StartTaskRequest(kind=kind, params=params, caller=caller(principal))

@@ -155,3 +155,47 @@ async def test_answers_stay_matched_when_a_full_buffer_drops_a_message_in_flight
     await asyncio.wait_for(publisher.flush(), timeout(10))
     assert (publisher.accepted, publisher.rejected, publisher.buffered) == (4, 0, 0)
     await publisher.close()
+
+
+def progress(id_: str, task: str = "t1"):  # type: ignore[no-untyped-def]
+    return outgoing("task:progress", "task_progress", {"task_id": task}, id=id_, conflation_key=task)
+
+
+def status(id_: str):  # type: ignore[no-untyped-def]
+    return outgoing("task:status", "task_status", {"status": "running"}, id=id_)
+
+
+async def test_a_full_buffer_gives_up_superseded_progress_and_keeps_every_status(held, caplog):  # type: ignore[no-untyped-def]
+    # The review's case in small: statuses used to go with the rest, oldest first, while a flood of
+    # progress filled the buffer.
+    servicer, client = held
+    publisher = await started(servicer, client, max_buffer=4)
+    for message in (status("s1"), progress("p1"), progress("p2"), progress("p3"), status("s2"), progress("p4")):
+        publisher.submit(message)
+    servicer.answer_one()
+    assert await next_request(servicer) == ["s1", "s2", "p4"]
+    # p2, then p3, replaced by a newer step of the same task; s2 took the place of the oldest step, p1.
+    assert (publisher.conflated, publisher.dropped) == (2, 1)
+    servicer.answer_one()
+    await asyncio.wait_for(publisher.flush(), timeout(10))
+    assert (publisher.accepted, publisher.buffered, publisher.buffered_bytes) == (4, 0, 0)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pushclient"] == [
+        ("WARNING", "publish buffer full (4): oldest message dropped of those with a conflation key "
+                    "(task:progress task_progress, key t1; 1 dropped so far)")]
+    await publisher.close()
+
+
+async def test_a_status_goes_only_when_nothing_else_can_and_that_is_an_error(held, caplog):  # type: ignore[no-untyped-def]
+    servicer, client = held
+    publisher = await started(servicer, client, max_buffer=2)
+    publisher.submit(status("s1"))
+    publisher.submit(status("s2"))  # nothing with a conflation key: the oldest, m1 (on the wire), goes
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pushclient"] == [
+        ("ERROR", "publish buffer full (2): oldest message dropped, one without a conflation key: nothing else "
+                  "could go (t tick; 1 dropped so far)")]
+    servicer.answer_one()  # m1's answer finds nothing to settle
+    assert await next_request(servicer) == ["s1", "s2"]
+    servicer.answer_one()
+    await asyncio.wait_for(publisher.flush(), timeout(10))
+    assert (publisher.accepted, publisher.dropped) == (2, 1)
+    await publisher.close()

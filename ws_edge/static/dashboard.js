@@ -43,6 +43,16 @@ function upsert(taskId, patch) {
   scheduleRender();
 }
 
+function forget(taskId) {
+  tasks.delete(taskId);
+  dirty.delete(taskId);
+  $(`#tasks tr[data-task-id="${CSS.escape(taskId)}"]`)?.remove();
+  clearTimeout(recount.get(taskId));
+  recount.delete(taskId);
+  if (watched.delete(taskId)) client.unsubscribe(WATCH_PREFIX + taskId).catch(() => {}); // a free slot for another
+  $("#no-tasks").hidden = tasks.size > 0;
+}
+
 function scheduleRender() {
   if (frameRequested) return;
   frameRequested = true;
@@ -125,8 +135,17 @@ for (const type of ["join", "leave", "presence_summary"]) {
   });
 }
 
-client.on("task:list", (data) => {
+client.on("task:list", (data, message) => {
   for (const task of data.tasks) upsert(task.task_id, task);
+  // The newest list is the truth: a task it leaves out was forgotten by the task service (or belonged to
+  // a task service that restarted). Only a whole list says so: one cut to its size bound
+  // (TASK_LIST_MAX_BYTES) counts the tasks it left out in `omitted`, and those are still there.
+  if (data.omitted !== 0) return;
+  const listed = new Set(data.tasks.map((task) => task.task_id));
+  for (const [taskId, task] of tasks) {
+    // A task started after the list was published (its ack came first) cannot be in it.
+    if (!listed.has(taskId) && !(task.created_at > message.timestamp)) forget(taskId);
+  }
 });
 client.on("task:status", (data) => upsert(data.task_id, { status: data.status, error: data.error }));
 client.on("task:progress", (data) => upsert(data.task_id, { progress: data.progress }));
