@@ -132,7 +132,10 @@ def own_system(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
     system.stop()
 
 
-@pytest.mark.parametrize("own_system", [{"push_env": {"PUSH_BROKER_URL": "redis://127.0.0.1:1/0"}}], indirect=True)
+# (The task service publishes elsewhere: its retained task list, sent at start and on every reconnect,
+# would count its own failed publishes here.)
+@pytest.mark.parametrize("own_system", [{"push_env": {"PUSH_BROKER_URL": "redis://127.0.0.1:1/0"},
+                                         "task_env": {"TASK_PUSH_ADDRESS": "127.0.0.1:1"}}], indirect=True)
 async def test_redis_errors_are_counted(own_system: System):
     """The Redis engine counts what failed; here Redis is not there at all."""
     async with PushClient(own_system.push_address) as push:
