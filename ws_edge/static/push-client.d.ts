@@ -30,7 +30,10 @@ export interface WebSocketConfig {
    * both send the client's frames by POST /emulation. Same API, events, acks and recovery on each.
    */
   transports?: Transport[];
-  /** ms to wait for the edge's first frame (`connected`) before trying the next transport (5000). */
+  /**
+   * ms to wait for the edge's first frame (`connected`) before trying the next transport (10000: longer
+   * than a connect that recovers topics may take at the edge, twice EDGE_SUBSCRIBE_CONFIRM_TIMEOUT).
+   */
   connectTimeout?: number;
   /**
    * The token of a topic that needs a subscription token (a JWT with `sub` and `topic`, signed by your
@@ -46,6 +49,16 @@ export interface WebSocketConfig {
   /** Refresh the token in band by itself (true); false: only on close 4001, by reconnecting with getToken's token. */
   autoRefresh?: boolean;
 }
+
+/**
+ * The configuration in effect: every default filled in, `url` too (this page's host when not given);
+ * `token`, `getToken` and `getSubscriptionToken` stay undefined unless given.
+ */
+export type ResolvedConfig = Required<Omit<WebSocketConfig, "token" | "getToken" | "getSubscriptionToken">> &
+  Pick<WebSocketConfig, "token" | "getToken" | "getSubscriptionToken">;
+
+/** Frames `send()` keeps while offline (1000); past it the oldest is dropped, with an "$error". */
+export declare const MAX_OUTBOX: number;
 
 /** When to refresh a token with `remainingMs` left (the jitter of the in-band refresh). */
 export declare function refreshDelay(remainingMs: number, random?: () => number, window?: [number, number]): number;
@@ -119,7 +132,8 @@ export interface PresenceSummary {
 
 export declare class WebSocketService {
   constructor(config?: WebSocketConfig);
-  readonly config: Required<WebSocketConfig>;
+  readonly config: ResolvedConfig;
+  /** True from the edge's `connected` frame (not the transport's open: the edge may still refuse) until the close. */
   readonly connected: boolean;
   /** The id the edge gave this connection (or the client_id query parameter). */
   readonly clientId: string | null;
@@ -132,12 +146,25 @@ export declare class WebSocketService {
   /** The transport in use (or last used); null before the first connection. */
   readonly transport: Transport | null;
   connect(): void;
+  /** Close for good: pending requests are rejected, and what `send()` queued offline is dropped. */
   disconnect(): void;
-  /** Returns the message id (filled in when absent, as is the timestamp). */
+  /**
+   * Returns the message id (filled in when absent, as is the timestamp). Offline, the frame waits for the
+   * next connection (at most MAX_OUTBOX frames: past it the oldest is dropped, with an "$error").
+   */
   send(message: OutgoingMessage): string;
-  /** Resolves with the ack's data (or the pong); rejects with ProtocolError on an error frame, or on timeout. */
+  /**
+   * Resolves with the ack's data (or the pong); rejects with ProtocolError on an error frame, or on timeout,
+   * or when the connection (or an attempt, while offline) closes. A request rejected before it was sent is
+   * never sent.
+   */
   request<T = any>(message: OutgoingMessage, options?: { timeout?: number }): Promise<T>;
-  /** `joinLeave`: also deliver the topics' "join" / "leave" events (each topic needs a presence+joinleave rule). */
+  /**
+   * `joinLeave`: also deliver the topics' "join" / "leave" events (each topic needs a presence+joinleave rule).
+   * Offline: resolves at once with `queued: true` (the next connection subscribes them; a topic the edge
+   * refuses then is dropped, with "$subscribe_failed"). Refused (ProtocolError): the topics this call added
+   * are forgotten. Subscribes and unsubscribes reach the edge in call order.
+   */
   subscribe(topics: string | string[], options?: { joinLeave?: boolean }):
     Promise<{ type: "subscribe"; topics: string[]; join_leave?: true; queued?: boolean }>;
   /** Who is subscribed to `topic` (those allowed to subscribe may ask); rejects with ProtocolError PRESENCE_DISABLED, FORBIDDEN. */
@@ -151,8 +178,11 @@ export declare class WebSocketService {
    * "$transport" {transport, previous} (a connection on another transport than before),
    * "$fallback" {from, to} (a transport failed before the edge's first frame; the next one is tried at once),
    * "$refreshed" {type: "refresh", expires_at, topic?} (a token replaced in band),
-   * "$unsubscribed" {topic, code, reason} (a subscription token ran out; it is subscribed again when
-   * getSubscriptionToken gives a new one),
+   * "$unsubscribed" {topic, code, reason} (a subscription token ran out; it is subscribed again, from its
+   * position, when getSubscriptionToken gives a new one),
+   * "$subscribe_failed" {topic, code, message} (a topic the edge refused when this client subscribed it
+   * again, after a reconnect or a subscription token's expiry: forbidden, invalid, too many topics, a
+   * hook's refusal; it is dropped from `topics`. RATE_LIMITED is not final: that topic is asked again),
    * "$server_subscribe" / "$server_unsubscribe" {topics} (the backend changed this connection's topics).
    * "join" / "leave" (data: PresenceClient, message.topic: the topic) and "presence_summary" go to type
    * handlers only, never to the topic's. Returns a function that removes the handler.

@@ -15,6 +15,12 @@
 // position `{offset, epoch}` seen per topic is sent on resubscribe, so the edge delivers exactly what
 // was missed, or says it cannot (`$recovery_failed`: re-sync that topic's state).
 //
+// A connection counts as made when the edge's `connected` frame arrives, not when the transport
+// opens: the edge accepts the upgrade before it checks the token and its limits, and may still close
+// (4001, 4029, 4503, 1011, 1013). Only then are the attempts reset, the topics resubscribed and what
+// was sent meanwhile (`send()` while offline, at most MAX_OUTBOX frames) flushed. A refused
+// resubscribe is retried topic by topic, and a topic the edge refuses is dropped (`$subscribe_failed`).
+//
 // Transports (`transports`, default ["websocket", "sse", "http_stream"]): the same session over a
 // WebSocket, Server-Sent Events (GET /sse) or HTTP-streaming (GET /stream, newline-delimited JSON),
 // the client's frames then going by POST /emulation (to any edge). Each attempt starts with the
@@ -41,6 +47,10 @@ export const TRANSPORTS = ["websocket", "sse", "http_stream"];
 const PRESENCE_EVENTS = new Set(["join", "leave", "presence_summary"]);
 const STREAM_PATHS = { sse: "/sse", http_stream: "/stream" };
 const MAX_POST_FRAMES = 100; // = ws_edge/core/streams.py MAX_EMULATION_FRAMES
+/** Frames kept while offline; past it the oldest goes (an app offline for long must not grow without end). */
+export const MAX_OUTBOX = 1000;
+/** A topic whose resubscribe was RATE_LIMITED is asked again after 1-2 s (the edge's limit is per second). */
+const RESUBSCRIBE_RETRY_MS = 1000;
 const OPEN = 1;
 const CLOSED = 3;
 
@@ -57,7 +67,10 @@ const DEFAULTS = {
   token: undefined,
   getToken: undefined,
   transports: TRANSPORTS,
-  connectTimeout: 5000,
+  // Longer than the edge's slowest `connected`: a connect that recovers topics waits up to twice
+  // EDGE_SUBSCRIBE_CONFIRM_TIMEOUT (2 x 3 s) for the push service; a shorter wait would give up on
+  // a working transport and try the next one.
+  connectTimeout: 10000,
   getSubscriptionToken: undefined,
   autoRefresh: true,
   refreshWindow: [0.6, 0.85],
@@ -237,7 +250,11 @@ export class WebSocketService {
     this._handlers = new Map(); // topic or type -> Set of handlers
     this._connectionHandlers = new Set();
     this._pending = new Map(); // message id -> { resolve, reject, timer }
-    this._outbox = []; // frames sent while not connected, flushed on open
+    this._outbox = []; // {id, text} of frames sent while not connected, flushed at `connected`
+    // Subscribes and unsubscribes wait here for the one before to be sent: a subscribe's tokens may
+    // take a while, and an unsubscribe that overtook it would leave the edge subscribed.
+    this._order = Promise.resolve();
+    this._heard = false; // a frame from the edge on this attempt
     this._counter = 0;
     this._stopped = true;
     this._reconnectTimer = null;
@@ -256,11 +273,12 @@ export class WebSocketService {
   connect() {
     this._stopped = false;
     this.reconnectAttempts = 0;
+    this._refreshing = false;
     clearTimeout(this._reconnectTimer);
     if (!this.ws || this.ws.readyState > OPEN) this._open();
   }
 
-  /** Close for good: no reconnect; pending requests are rejected. */
+  /** Close for good: no reconnect; pending requests are rejected and what waited to be sent is dropped. */
   disconnect() {
     this._stopped = true;
     clearTimeout(this._reconnectTimer);
@@ -275,6 +293,7 @@ export class WebSocketService {
       this._setConnected(false);
     }
     this._rejectPending(new Error("disconnected"));
+    this._outbox = [];
   }
 
   /** Send a message; `id` and `timestamp` are filled in when absent. Returns the id. */
@@ -284,16 +303,20 @@ export class WebSocketService {
     if (frame.timestamp === undefined) frame.timestamp = Date.now();
     const text = JSON.stringify(frame);
     if (this.connected && this.ws) this.ws.send(text);
-    else this._outbox.push(text);
+    else this._queue(frame.id, text);
     return frame.id;
   }
 
-  /** Send and await the answer: resolves with an ack's `data` (or the pong), rejects on an error frame or timeout. */
+  /**
+   * Send and await the answer: resolves with an ack's `data` (or the pong), rejects on an error frame or timeout.
+   * A request rejected before it went out (offline) is never sent: the app was told it failed.
+   */
   request(message, { timeout = this.config.requestTimeout } = {}) {
     return new Promise((resolve, reject) => {
       const id = this.send(message);
       const timer = setTimeout(() => {
         this._pending.delete(id);
+        this._unqueue(id);
         reject(new Error(`request ${id} timed out after ${timeout} ms`));
       }, timeout);
       this._pending.set(id, { resolve, reject, timer });
@@ -301,16 +324,25 @@ export class WebSocketService {
   }
 
   /**
-   * Subscribe to topics; kept across reconnects. Resolves when the edge acknowledges.
+   * Subscribe to topics; kept across reconnects. Resolves when the edge acknowledges; offline, at once
+   * with `queued: true` (the next connection subscribes them). Refused by the edge (ProtocolError):
+   * the topics this call added are forgotten, so that they do not spoil the next resubscribe.
    * `joinLeave`: also receive the topics' `join` / `leave` events (or `presence_summary` under churn).
    */
   subscribe(topics, { joinLeave = false } = {}) {
     const list = [].concat(topics);
-    list.forEach((t) => this.topics.add(t));
-    if (joinLeave) list.forEach((t) => this.joinLeave.add(t));
-    if (!this.connected) return Promise.resolve({ type: "subscribe", topics: list, queued: true });
+    const added = list.filter((t) => !this.topics.has(t));
+    const marked = joinLeave ? list.filter((t) => !this.joinLeave.has(t)) : [];
+    added.forEach((t) => this.topics.add(t));
+    marked.forEach((t) => this.joinLeave.add(t));
+    const queued = { type: "subscribe", topics: list, queued: true };
+    if (!this.connected) return Promise.resolve(queued);
     const data = joinLeave ? { topics: list, join_leave: true } : { topics: list };
-    return this._subscribeFrame(data).then((frame) => this.request({ type: "subscribe", data: frame }));
+    return this._inOrder(() => this._subscribeFrame(data).then((frame) => ({ type: "subscribe", data: frame })), queued)
+      .catch((err) => {
+        if (err instanceof ProtocolError) this._forget(added, marked);
+        throw err;
+      });
   }
 
   /** Who is subscribed to a topic with presence: [{client_id, user, joined, info?}], in join order. */
@@ -349,8 +381,9 @@ export class WebSocketService {
     const list = [].concat(topics);
     list.forEach((t) => this.topics.delete(t));
     list.forEach((t) => this.joinLeave.delete(t));
-    if (!this.connected) return Promise.resolve({ type: "unsubscribe", topics: list, queued: true });
-    return this.request({ type: "unsubscribe", data: { topics: list } });
+    const queued = { type: "unsubscribe", topics: list, queued: true };
+    if (!this.connected) return Promise.resolve(queued);
+    return this._inOrder(() => ({ type: "unsubscribe", data: { topics: list } }), queued);
   }
 
   /** Listen by topic (`task:progress`) or by type (`notification`): handler(data, message). */
@@ -400,14 +433,16 @@ export class WebSocketService {
   _open() {
     this._emit("$connecting", { attempt: this.reconnectAttempts });
     this.ws = null;
+    this._heard = false; // (the last socket's frames say nothing of this attempt)
     const opening = (this._opening = this._urlWithToken()
       .then((url) => {
         if (this._opening === opening && !this._stopped) this._connectTo(url);
       })
       .catch((err) => {
         // No token now (e.g. the server that issues it is down): a failed attempt, retried on schedule.
+        // No transport was tried, so none is to blame: the next attempt uses the same one.
         this._emit("$error", err);
-        if (this._opening === opening) this._closed(1006, "getToken failed");
+        if (this._opening === opening) this._closed(1006, "getToken failed", { transportFailed: false });
       }));
   }
 
@@ -430,25 +465,9 @@ export class WebSocketService {
       }
       this._closed(1006, `no frame within ${this.config.connectTimeout} ms over ${transport}`);
     }, this.config.connectTimeout);
-    ws.onopen = () => {
-      if (this.ws !== ws) return;
-      this.reconnectAttempts = 0;
-      this._refreshing = false;
-      this._setConnected(true);
-      this._startHeartbeat();
-      if (this.topics.size) {
-        const topics = [...this.topics];
-        const since = {};
-        for (const topic of topics) if (this.positions.has(topic)) since[topic] = this.positions.get(topic);
-        this._subscribeFrame(Object.keys(since).length ? { topics, since } : { topics })
-          .then((data) => this.request({ type: "subscribe", data }))
-          .then((ack) => this._recovered(ack && ack.recovery))
-          .catch((err) => this._emit("$error", err));
-      }
-      const outbox = this._outbox.splice(0);
-      outbox.forEach((text) => ws.send(text));
-    };
+    // No onopen: an open transport is not a connection yet (see _established).
     ws.onmessage = (event) => {
+      if (this.ws !== ws) return;
       if (!this._heard) {
         this._heard = true;
         clearTimeout(this._connectTimer);
@@ -465,6 +484,110 @@ export class WebSocketService {
       if (this.ws === ws) this._closed(event.code, event.reason);
     };
     ws.onerror = () => {}; // onclose follows; nothing to add
+  }
+
+  /**
+   * The edge's `connected`: the connection is made (auth and admission passed). Only now are the
+   * attempts reset, the topics subscribed again and what waited sent: a socket the edge closes before
+   * it would otherwise count as a success (a reconnect loop with no backoff) and swallow the outbox.
+   */
+  _established() {
+    this.reconnectAttempts = 0;
+    this._refreshing = false;
+    this._setConnected(true);
+    this._startHeartbeat();
+    this._resubscribe();
+    const outbox = this._outbox.splice(0);
+    outbox.forEach(({ text }) => this.ws.send(text));
+  }
+
+  /**
+   * Every topic again, with its position, token and join/leave: the join/leave topics in one subscribe,
+   * the others in another (a separate join/leave request could reach the edge before the recovering
+   * subscribe, which would then replay what was already delivered live).
+   */
+  _resubscribe() {
+    const joinLeave = [...this.topics].filter((t) => this.joinLeave.has(t));
+    const others = [...this.topics].filter((t) => !this.joinLeave.has(t));
+    if (joinLeave.length) this._resubscribeGroup(joinLeave);
+    if (others.length) this._resubscribeGroup(others);
+  }
+
+  /** One subscribe for `topics`; refused (the edge refuses a subscribe whole), then one per topic. */
+  _resubscribeGroup(topics) {
+    const ws = this.ws;
+    this._inOrder(() => this._subscribeFrame(this._resubscribeData(topics)).then((data) => ({ type: "subscribe", data })),
+                  null, ws)
+      .then((ack) => this._recovered(ack && ack.recovery))
+      .catch((err) => {
+        if (!(err instanceof ProtocolError)) this._emit("$error", err);
+        else if (this.ws === ws) topics.forEach((t) => this._resubscribeTopic(t));
+      });
+  }
+
+  /**
+   * One topic again, on this connection: after a refused resubscribe, or when its subscription token
+   * ran out. Refused: dropped (`$subscribe_failed`), except RATE_LIMITED, which only says "later".
+   */
+  _resubscribeTopic(topic) {
+    const ws = this.ws;
+    const build = () => (this.topics.has(topic)
+      ? this._subscribeFrame(this._resubscribeData([topic])).then((data) => ({ type: "subscribe", data }))
+      : null); // unsubscribed meanwhile
+    this._inOrder(build, null, ws)
+      .then((ack) => this._recovered(ack && ack.recovery))
+      .catch((err) => {
+        // (A refusal on a connection since lost changes nothing: the next one subscribes it anyway.)
+        if (!(err instanceof ProtocolError)) this._emit("$error", err);
+        else if (this.ws === ws && err.code === "RATE_LIMITED") this._retryTopic(topic, ws);
+        else if (this.ws === ws) this._subscribeFailed(topic, err);
+      });
+  }
+
+  _retryTopic(topic, ws) {
+    setTimeout(() => {
+      if (this.ws === ws && this.connected && this.topics.has(topic)) this._resubscribeTopic(topic);
+    }, RESUBSCRIBE_RETRY_MS * (1 + this.config.random()));
+  }
+
+  /** The edge will not have this topic (forbidden, invalid, too many, a hook's no): forgotten, and told. */
+  _subscribeFailed(topic, err) {
+    this.topics.delete(topic);
+    this.joinLeave.delete(topic);
+    this.positions.delete(topic);
+    const error = (err.frame && err.frame.error) || {};
+    this._emit("$subscribe_failed", { topic, code: err.code, message: error.message });
+  }
+
+  /** A subscribe's data for topics this client holds: their positions, and join_leave if they want it. */
+  _resubscribeData(topics) {
+    const data = { topics };
+    const since = {};
+    for (const topic of topics) if (this.positions.has(topic)) since[topic] = this.positions.get(topic);
+    if (Object.keys(since).length) data.since = since;
+    if (topics.every((t) => this.joinLeave.has(t))) data.join_leave = true;
+    return data;
+  }
+
+  /** A refused subscribe() leaves no trace: only the topics and marks it added (not ones held before). */
+  _forget(topics, marks) {
+    topics.forEach((t) => this.topics.delete(t));
+    marks.forEach((t) => this.joinLeave.delete(t));
+  }
+
+  /**
+   * Subscribes and unsubscribes go on the wire in call order, whatever `build` (their tokens) takes.
+   * `build()` gives the message (or null: nothing to send); offline by then, or on another connection
+   * than `ws`, it is not sent (the next connection subscribes `this.topics`) and resolves with `queued`.
+   */
+  _inOrder(build, queued, ws = null) {
+    const sent = this._order.then(build).then((message) => {
+      if (!message) return { answer: null };
+      if (!this.connected || (ws && this.ws !== ws)) return { answer: queued };
+      return { answer: this.request(message) }; // (boxed: the next one waits for the send, not the ack)
+    });
+    this._order = sent.catch(() => {});
+    return sent.then(({ answer }) => answer);
   }
 
   /** A subscribe's data with the subscription tokens of its topics that need one (getSubscriptionToken). */
@@ -513,7 +636,8 @@ export class WebSocketService {
     }, soon);
   }
 
-  _closed(code, reason) {
+  /** The attempt or connection is over; `transportFailed: false` when no transport was even tried. */
+  _closed(code, reason, { transportFailed = true } = {}) {
     this.ws = null;
     clearTimeout(this._connectTimer);
     clearTimeout(this._refreshTimer);
@@ -525,7 +649,7 @@ export class WebSocketService {
     // Nothing from the edge on this transport (and no close code of the edge's): the next one, at once,
     // until a whole round has failed; then the usual schedule, from the transport that last worked.
     const transports = this.config.transports;
-    if (!this._heard && code < 4000 && code !== 1001 && code !== 1013) {
+    if (transportFailed && !this._heard && code < 4000 && code !== 1001 && code !== 1013) {
       this._transportIndex = (this._transportIndex + 1) % transports.length;
       if (this._transportIndex !== this._roundStart) {
         this._emit("$fallback", { from: transports[(this._transportIndex + transports.length - 1) % transports.length],
@@ -536,13 +660,14 @@ export class WebSocketService {
     } else {
       this._transportIndex = this._roundStart;
     }
+    // One immediate retry with a fresh token per connection lost (reset only at `connected`): a token
+    // that getToken gives stale again then waits its turn on the schedule, like any refusal.
     if (code === TOKEN_EXPIRED && this.config.getToken && !this._refreshing) {
-      this._refreshing = true; // one immediate retry with a fresh token; then the usual schedule
+      this._refreshing = true;
       this._emit("$reconnect", { attempt: this.reconnectAttempts, delay: 0, reason: "token expired" });
       this._reconnectTimer = setTimeout(() => this._open(), 0);
       return;
     }
-    this._refreshing = false;
     // 4010 and 4100-4399: the backend disconnected this client (server API Disconnect).
     if (TERMINAL_CLOSE_CODES.has(code) || (code >= 4100 && code <= 4399)) {
       this._stopped = true;
@@ -566,10 +691,22 @@ export class WebSocketService {
       if (report.recovered) {
         this._emit("$recovered", { topic, ...report });
       } else {
-        this.positions.set(topic, { offset: report.offset, epoch: report.epoch });
+        // Where the topic is now, as the edge says (even if that is behind); without an epoch
+        // ("history unavailable") it says nothing, and the position held is still the one to ask from.
+        if (report.epoch) this.positions.set(topic, { offset: report.offset, epoch: report.epoch });
         this._emit("$recovery_failed", { topic, ...report });
       }
     }
+  }
+
+  /**
+   * A message's position. Never backwards within an epoch: a retained state replayed after a
+   * recovering subscribe is older than what was delivered, and the next reconnect would repeat it all.
+   */
+  _saw(topic, offset, epoch) {
+    const held = this.positions.get(topic);
+    if (held && held.epoch === epoch && held.offset >= offset) return;
+    this.positions.set(topic, { offset, epoch });
   }
 
   _reconnectNow() {
@@ -595,15 +732,11 @@ export class WebSocketService {
       case "connected": {
         this.clientId = message.data && message.data.client_id;
         this.expiresAt = (message.data && message.data.expires_at) || null;
+        this._established(); // (join/leave is asked for by the resubscribe, with the positions)
         this._scheduleRefresh(this.expiresAt, message.timestamp);
         // The URL's recoveries; those of topics this client subscribes itself come with that ack.
         const recovery = (message.data && message.data.recovery) || {};
         this._recovered(Object.fromEntries(Object.entries(recovery).filter(([topic]) => !this.topics.has(topic))));
-        if (this.joinLeave.size) {
-          // The URL subscribed these again; their join/leave events are asked for again.
-          this.request({ type: "subscribe", data: { topics: [...this.joinLeave], join_leave: true } })
-            .catch((err) => this._emit("$error", err));
-        }
         break;
       }
       case "pong":
@@ -615,7 +748,7 @@ export class WebSocketService {
         if (message.data && message.data.server) {
           // The backend (un)subscribed this connection: kept across reconnects like the client's own.
           const subscribed = message.data.type === "subscribe";
-          message.data.topics.forEach((t) => (subscribed ? this.topics.add(t) : this.topics.delete(t)));
+          message.data.topics.forEach((t) => (subscribed ? this.topics.add(t) : this._dropped(t)));
           this._emit(subscribed ? "$server_subscribe" : "$server_unsubscribe", message.data, message);
         }
         if (message.data && message.data.type === "refresh" && !message.data.topic) {
@@ -630,12 +763,10 @@ export class WebSocketService {
       case "refresh_required":
         this._refreshRequired(message);
         break;
-      case "unsubscribed": // its subscription token ran out: subscribe again with a fresh one
+      case "unsubscribed": // its subscription token ran out: subscribe again with a fresh one, from where it was
         this._emit("$unsubscribed", message.data);
         if (this.topics.has(message.data.topic) && this.config.getSubscriptionToken) {
-          this._subscribeFrame({ topics: [message.data.topic] })
-            .then((data) => this.request({ type: "subscribe", data }))
-            .catch((err) => this._emit("$error", err));
+          this._resubscribeTopic(message.data.topic);
         }
         break;
       case "error": {
@@ -647,7 +778,7 @@ export class WebSocketService {
         break;
     }
     if (message.topic && typeof message.offset === "number" && message.epoch) {
-      this.positions.set(message.topic, { offset: message.offset, epoch: message.epoch });
+      this._saw(message.topic, message.offset, message.epoch);
     }
     if (message.topic && !PRESENCE_EVENTS.has(message.type)) this._emit(message.topic, message.data, message);
     this._emit(message.type, message.data, message);
@@ -711,9 +842,31 @@ export class WebSocketService {
   _rejectPending(error) {
     for (const [id, pending] of this._pending) {
       clearTimeout(pending.timer);
-      pending.reject(error);
       this._pending.delete(id);
+      this._unqueue(id);
+      pending.reject(error);
     }
+  }
+
+  /** A frame for the next connection; past MAX_OUTBOX the oldest is dropped (its request rejected). */
+  _queue(id, text) {
+    this._outbox.push({ id, text });
+    if (this._outbox.length <= MAX_OUTBOX) return;
+    const dropped = this._outbox.shift();
+    const error = new Error(`outbox full (${MAX_OUTBOX} frames while offline): ${dropped.id} dropped`);
+    this._settle(dropped.id, (p) => p.reject(error));
+    this._emit("$error", error);
+  }
+
+  _unqueue(id) {
+    const at = this._outbox.findIndex((entry) => entry.id === id);
+    if (at >= 0) this._outbox.splice(at, 1);
+  }
+
+  /** The backend unsubscribed this connection: not subscribed again, not even for join/leave. */
+  _dropped(topic) {
+    this.topics.delete(topic);
+    this.joinLeave.delete(topic);
   }
 }
 
