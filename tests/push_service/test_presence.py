@@ -131,9 +131,8 @@ class FlakyStore(MemoryPresence):
         return await super().apply(edge, changes, snapshot)
 
 
-async def test_a_refused_change_is_recorded_with_the_edges_whole_state_once_the_broker_answers():
-    broker = MemoryBroker()
-    broker.presence = store = FlakyStore()
+def told_by(broker: MemoryBroker) -> list[Publication]:
+    """The join/leave events the broker is given to tell (as they are published), in order."""
     told: list[Publication] = []
 
     async def signal(publication: Publication) -> bool:
@@ -141,6 +140,17 @@ async def test_a_refused_change_is_recorded_with_the_edges_whole_state_once_the_
         return True
 
     broker.signal = signal  # type: ignore[method-assign]
+    return told
+
+
+def events(told: list[Publication]) -> list[tuple[str, str]]:
+    return [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
+
+
+async def test_a_refused_change_is_recorded_with_the_edges_whole_state_once_the_broker_answers():
+    broker = MemoryBroker()
+    broker.presence = store = FlakyStore()
+    told = told_by(broker)
     roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=30)
     mirror = EdgeMirror()
     a, b = entry("a"), entry("b")
@@ -152,21 +162,14 @@ async def test_a_refused_change_is_recorded_with_the_edges_whole_state_once_the_
     store.away = False
     await roster.on_edge_request(mirror, "e1", first=False, report=b"{}", presence=[])
     assert not mirror.dirty and await store.clients("room:1") == [b]
-    kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
-    assert kinds == [("join", "a"), ("leave", "a"), ("join", "b")]
+    assert events(told) == [("join", "a"), ("leave", "a"), ("join", "b")]
 
 
 async def test_an_edge_swept_while_it_lived_is_recorded_again_with_its_next_report():
     """Its reports came late past the TTL (a frozen process, a slow stream): the sweep told its clients'
     leaves, and its next report made it alive again with nothing listed, for good."""
     broker = MemoryBroker()
-    told: list[Publication] = []
-
-    async def signal(publication: Publication) -> bool:
-        told.append(publication)
-        return True
-
-    broker.signal = signal  # type: ignore[method-assign]
+    told = told_by(broker)
     roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=0.3)
     mirror = EdgeMirror()
     a = entry("a")
@@ -176,21 +179,14 @@ async def test_an_edge_swept_while_it_lived_is_recorded_again_with_its_next_repo
     assert await broker.presence.clients("room:1") == []
     await roster.on_edge_request(mirror, "e1", first=False, report=b"{}", presence=[])
     assert await broker.presence.clients("room:1") == [a]
-    kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
-    assert kinds == [("join", "a"), ("leave", "a"), ("join", "a")]
+    assert events(told) == [("join", "a"), ("leave", "a"), ("join", "a")]
 
 
 async def test_an_entry_refused_at_the_cap_gets_in_with_a_report_once_there_is_room():
     """A dead edge's entries filled the topic until swept; the clients refused meanwhile (reconnected to
     another edge) were never given again: subscribed, and never listed."""
     broker = MemoryBroker(presence_max_clients=2)
-    told: list[Publication] = []
-
-    async def signal(publication: Publication) -> bool:
-        told.append(publication)
-        return True
-
-    broker.signal = signal  # type: ignore[method-assign]
+    told = told_by(broker)
     roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=0.6)
     dies, lives = EdgeMirror(), EdgeMirror()
     a, b, c = entry("a"), entry("b"), entry("c")
@@ -202,5 +198,4 @@ async def test_an_entry_refused_at_the_cap_gets_in_with_a_report_once_there_is_r
     await roster.sweep_once()
     await roster.on_edge_request(lives, "e2", first=False, report=b"{}", presence=[])
     assert not lives.refused and await broker.presence.clients("room:1") == [c]
-    kinds = [(orjson.loads(p.frame)["type"], orjson.loads(p.frame)["data"]["client_id"]) for p in told]
-    assert kinds == [("join", "a"), ("join", "b"), ("leave", "a"), ("leave", "b"), ("join", "c")]
+    assert events(told) == [("join", "a"), ("join", "b"), ("leave", "a"), ("leave", "b"), ("join", "c")]
