@@ -125,8 +125,17 @@ class Roster:
                         " with its reports", edge, applied.refused)
         # A snapshot tells whether any is still out; a change, only of its own.
         mirror.refused = bool(applied.refused) or (mirror.refused and not snapshot)
-        await self._tell(applied.events)
-        await self._announce(occupancy)
+        await self._tell_and_announce(edge, applied.events, occupancy)
+
+    async def _tell_and_announce(self, edge: str, events: Sequence[PresenceEvent], changes: Sequence[Occupancy]) -> None:
+        """The events of a change already recorded. One the broker refuses is lost (said in the log):
+        raised, it ended the edge's stream, which lost them just the same (its state given again is all
+        repeats) and interrupted every delivery to the edge's clients besides."""
+        for step, items in ((self._tell, events), (self._announce, changes)):
+            try:
+                await step(items)  # type: ignore[operator]
+            except BrokerUnavailable as exc:
+                log.warning("edge %s: presence events not told (the broker refused): %s", edge, exc)
 
     async def _tell(self, events: Sequence[PresenceEvent]) -> None:
         for event in events:
@@ -159,8 +168,7 @@ class Roster:
         events, changes = await self._store.sweep()
         if events or changes:
             log.info("swept edges that stopped reporting: %d leaves, %d occupancy changes", len(events), len(changes))
-        await self._tell(events)
-        await self._announce(changes)
+        await self._tell_and_announce("(swept)", events, changes)
 
     async def _sweep_forever(self) -> None:
         failing = False

@@ -8,7 +8,7 @@ from push_service.broker.base import BrokerUnavailable
 from push_service.broker.memory import MemoryBroker
 from push_service.broker.presence import MemoryPresence
 from push_service.core.presence import ClientEntry, Occupancy, PresenceChange, PresenceEvent, PresenceTable, stats
-from push_service.core.publication import Publication
+from push_service.core.publication import Publication, topic_channel
 from push_service.presence import EdgeMirror, Roster
 
 
@@ -199,3 +199,24 @@ async def test_an_entry_refused_at_the_cap_gets_in_with_a_report_once_there_is_r
     await roster.on_edge_request(lives, "e2", first=False, report=b"{}", presence=[])
     assert not lives.refused and await broker.presence.clients("room:1") == [c]
     assert events(told) == [("join", "a"), ("join", "b"), ("leave", "a"), ("leave", "b"), ("join", "c")]
+
+
+async def test_a_join_the_broker_refuses_to_tell_ends_nothing_and_occupancy_is_still_told():
+    """The change is recorded before its events are published: a refused publish raised, which ended
+    the edge's stream (every delivery to its clients interrupted) and skipped the occupancy events."""
+    broker = MemoryBroker()
+
+    async def refused(publication: Publication) -> bool:
+        raise BrokerUnavailable("away")
+
+    broker.signal = refused  # type: ignore[method-assign]
+    roster = Roster(broker, PresenceRules.parse("room:*:presence+joinleave"), ttl=30, occupancy_topic="occupancy")
+    await broker.subscribe(topic_channel("occupancy"))
+    published: list[Publication] = []
+    broker._handler = published.append
+    a = entry("a")
+    await roster.on_edge_request(EdgeMirror(), "e1", first=True, report=b"{}", presence=[join("room:1", a)],
+                                 add_topics=["room:1"])
+    assert await broker.presence.clients("room:1") == [a]
+    assert [orjson.loads(p.frame)["data"] for p in published] == [
+        {"kind": "topic", "key": "room:1", "state": "occupied"}]
