@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import orjson
@@ -21,6 +22,7 @@ from tests.support.processes import ServiceProcess, free_port, wait_grpc_serving
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
+T = TypeVar("T")
 HISTORY = '[{"pattern": "big:*", "size": 1000, "ttl": 600}, {"pattern": "*", "size": 100, "ttl": 600}]'
 
 
@@ -32,6 +34,12 @@ async def push_service(**settings: object) -> AsyncIterator[tuple[RunningPushSer
             yield running, pb_grpc.PushServiceStub(channel)
     finally:
         await running.stop(0)
+
+
+async def requests_from(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
+    """A streaming call's requests, as the test puts them in `queue` (None: the end of the stream)."""
+    while (request := await queue.get()) is not None:
+        yield request
 
 
 def message(topic: str, n: int, pad: int = 0) -> pb.OutgoingMessage:
@@ -100,11 +108,7 @@ async def test_every_rpc_answers_unavailable_while_redis_is_away(redis: RedisSer
         interest = asyncio.Queue[pb.EdgeStreamRequest | None]()
         await interest.put(pb.EdgeStreamRequest(add_topics=["r:t"], sequence=1))
 
-        async def edge_requests() -> AsyncIterator[pb.EdgeStreamRequest]:
-            while (change := await interest.get()) is not None:
-                yield change
-
-        edge = stub.EdgeStream(edge_requests(), timeout=timeout(30))
+        edge = stub.EdgeStream(requests_from(interest), timeout=timeout(30))
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             async for _ in edge:
                 pass
@@ -151,21 +155,13 @@ async def test_a_stopping_service_refuses_what_it_would_not_deliver_and_delivers
             interest = asyncio.Queue[pb.EdgeStreamRequest | None]()
             await interest.put(pb.EdgeStreamRequest(add_topics=["s:t"], sequence=1))
 
-            async def edge_requests() -> AsyncIterator[pb.EdgeStreamRequest]:
-                while (change := await interest.get()) is not None:
-                    yield change
-
-            edge = stub.EdgeStream(edge_requests(), timeout=timeout(30))
+            edge = stub.EdgeStream(requests_from(interest), timeout=timeout(30))
             async for response in edge:  # (a heartbeat first)
                 if response.applied_sequence == 1:
                     break
             publishes = asyncio.Queue[pb.PublishStreamRequest | None]()
 
-            async def publish_requests() -> AsyncIterator[pb.PublishStreamRequest]:
-                while (request := await publishes.get()) is not None:
-                    yield request
-
-            answers = aiter(stub.PublishStream(publish_requests(), timeout=timeout(30)))
+            answers = aiter(stub.PublishStream(requests_from(publishes), timeout=timeout(30)))
             await publishes.put(pb.PublishStreamRequest(sequence=1, messages=[message("s:t", 1)]))
             first = await anext(answers)
             assert (first.sequence, [(r.error_code, r.id) for r in first.results]) == (1, [(0, "m1")])
