@@ -557,14 +557,16 @@ async def test_the_memory_engine_lets_a_retained_state_go_after_its_ttl_as_redis
     """One state per task, room or entity, published once: kept as long as the process lived."""
     from push_service.broker.memory import MemoryBroker
 
-    broker = MemoryBroker(sweep_interval=0.05, retained_ttl=2.0)
+    broker = MemoryBroker(sweep_interval=0.05, retained_ttl=4.0)
     await broker.start(lambda publication: None)
     try:
         await broker.publish(pub("old", 1, retain=True))
         await broker.publish(pub("kept", 1, retain=True))
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(3.0)
         await broker.publish(pub("kept", 2, retain=True))  # a newer state: its own ttl
-        await asyncio.sleep(1.2)  # past the first two's ttl, within the newer one's (by 0.8 s)
+        # Past the first two's ttl (a sleep is never short), within the newer one's unless this sleep
+        # overruns by 2.8 s.
+        await asyncio.sleep(1.2)
         assert await broker.retained("old") is None and list(broker._retained) == ["kept"]
         assert orjson.loads((await broker.retained("kept")).frame)["id"] == "m2"  # type: ignore[union-attr]
     finally:
