@@ -32,12 +32,14 @@ from common.disconnect_codes import APPLICATION_CODES
 from common.topics import topic_error
 
 from .admin_core import RateMeter, Refusal, credential_refusal, tail_events
+from .http_body import BodyTooLarge, ClientDisconnect, bounded_body
 
 if TYPE_CHECKING:
     from .edge import Edge
 
 log = logging.getLogger("ws_edge.admin")
 ADMIN_PAGE = "admin.html"
+MAX_ADMIN_BODY = 16 * 1024  # a user, a client id, a topic, a reason: far less
 # Counters and gauges of this edge the page shows (rates are per second between two reads).
 COUNTERS = ("ws_edge_messages_received_total", "ws_edge_messages_delivered_total", "ws_edge_client_frames_total",
             "ws_edge_connections_opened_total", "ws_edge_connections_refused_total", "ws_edge_error_frames_total")
@@ -166,9 +168,13 @@ class SubscriptionBody(Target):
 
 async def _body(request: Request, model: type[BodyT]) -> BodyT:
     """The JSON body, read only now that the credential passed (a FastAPI body parameter would be
-    parsed first, and answer strangers 422 before 401)."""
+    parsed first, and answer strangers 422 before 401), and bounded like every body the edge reads."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(await bounded_body(request, MAX_ADMIN_BODY))
+    except BodyTooLarge as exc:
+        raise AdminRefused(Refusal(413, "body_too_large", str(exc))) from None
+    except ClientDisconnect:
+        raise AdminRefused(Refusal(400, "invalid_body", "the body was not sent whole")) from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise AdminRefused(Refusal(400, "invalid_body", problems)) from None

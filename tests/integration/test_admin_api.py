@@ -111,6 +111,9 @@ def test_a_bad_body_with_the_credential_is_a_json_error(admin_system: System):
     error = json.loads(raw)["error"]
     assert (status, error["code"]) == (400, "invalid_body")
     assert error["message"].startswith("code: Input should be a valid integer")
+    status, _, raw = call(admin_system.http_url + "/admin/api/disconnect", "POST", {"user": "x" * 20_000},
+                          {"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert (status, json.loads(raw)["error"]) == (413, {"code": "body_too_large", "message": "body over 16384 bytes"})
 
 
 @pytest.mark.parametrize(("path", "body", "status", "code", "message"), [
