@@ -368,8 +368,8 @@ class Hub:
         finally:
             self._published()
 
-    def lane(self) -> PublishLane:
-        """A publishing stream's order (the broker keeps it while pipelining)."""
+    def lane(self) -> StoppableLane:
+        """A publishing stream's order (the broker's lane keeps it while pipelining)."""
         return StoppableLane(self, self._broker.lane())
 
     async def signal(self, publication: Publication) -> bool:
@@ -517,9 +517,10 @@ class Hub:
                 session.enqueue(publication)
 
 
-class StoppableLane(PublishLane):
-    """A publishing stream's lane that the hub's stop refuses from then on (each later message
-    UNAVAILABLE, as after a broker's refusal), and whose requests the stop waits for."""
+class StoppableLane:
+    """A publishing stream's lane (`publish_many` of the broker's) that the hub's stop refuses from then
+    on (each later message UNAVAILABLE, as after a broker's refusal), and whose requests the stop waits
+    for."""
 
     def __init__(self, hub: Hub, lane: PublishLane) -> None:
         self._hub = hub
