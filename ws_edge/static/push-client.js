@@ -379,8 +379,7 @@ export class WebSocketService {
 
   unsubscribe(topics) {
     const list = [].concat(topics);
-    list.forEach((t) => this.topics.delete(t));
-    list.forEach((t) => this.joinLeave.delete(t));
+    list.forEach((t) => this._dropped(t));
     const queued = { type: "unsubscribe", topics: list, queued: true };
     if (!this.connected) return Promise.resolve(queued);
     return this._inOrder(() => ({ type: "unsubscribe", data: { topics: list } }), queued);
@@ -433,7 +432,6 @@ export class WebSocketService {
   _open() {
     this._emit("$connecting", { attempt: this.reconnectAttempts });
     this.ws = null;
-    this._heard = false; // (the last socket's frames say nothing of this attempt)
     const opening = (this._opening = this._urlWithToken()
       .then((url) => {
         if (this._opening === opening && !this._stopped) this._connectTo(url);
@@ -442,7 +440,7 @@ export class WebSocketService {
         // No token now (e.g. the server that issues it is down): a failed attempt, retried on schedule.
         // No transport was tried, so none is to blame: the next attempt uses the same one.
         this._emit("$error", err);
-        if (this._opening === opening) this._closed(1006, "getToken failed", { transportFailed: false });
+        if (this._opening === opening) this._closed(1006, "getToken failed");
       }));
   }
 
@@ -509,51 +507,44 @@ export class WebSocketService {
   _resubscribe() {
     const joinLeave = [...this.topics].filter((t) => this.joinLeave.has(t));
     const others = [...this.topics].filter((t) => !this.joinLeave.has(t));
-    if (joinLeave.length) this._resubscribeGroup(joinLeave);
-    if (others.length) this._resubscribeGroup(others);
-  }
-
-  /** One subscribe for `topics`; refused (the edge refuses a subscribe whole), then one per topic. */
-  _resubscribeGroup(topics) {
-    const ws = this.ws;
-    this._inOrder(() => this._subscribeFrame(this._resubscribeData(topics)).then((data) => ({ type: "subscribe", data })),
-                  null, ws)
-      .then((ack) => this._recovered(ack && ack.recovery))
-      .catch((err) => {
-        if (!(err instanceof ProtocolError)) this._emit("$error", err);
-        else if (this.ws === ws) topics.forEach((t) => this._resubscribeTopic(t));
-      });
+    if (joinLeave.length) this._resubscribeTopics(joinLeave);
+    if (others.length) this._resubscribeTopics(others);
   }
 
   /**
-   * One topic again, on this connection: after a refused resubscribe, or when its subscription token
-   * ran out. Refused: dropped (`$subscribe_failed`), except RATE_LIMITED, which only says "later".
+   * Topics again, on this connection, in one subscribe: on a new connection, or when a topic's
+   * subscription token ran out. Those unsubscribed meanwhile are left out. Refused RATE_LIMITED: the
+   * same again a little later (it only says "later"); refused otherwise (the edge refuses a subscribe
+   * whole): one subscribe per topic, and a lone topic refused is dropped (`$subscribe_failed`).
    */
-  _resubscribeTopic(topic) {
+  _resubscribeTopics(topics) {
     const ws = this.ws;
-    const build = () => (this.topics.has(topic)
-      ? this._subscribeFrame(this._resubscribeData([topic])).then((data) => ({ type: "subscribe", data }))
-      : null); // unsubscribed meanwhile
+    const build = () => {
+      const held = topics.filter((t) => this.topics.has(t));
+      return held.length ? this._subscribeFrame(this._resubscribeData(held)).then((data) => ({ type: "subscribe", data }))
+        : null;
+    };
     this._inOrder(build, null, ws)
       .then((ack) => this._recovered(ack && ack.recovery))
       .catch((err) => {
-        // (A refusal on a connection since lost changes nothing: the next one subscribes it anyway.)
+        // (A refusal on a connection since lost changes nothing: the next one subscribes them anyway.)
         if (!(err instanceof ProtocolError)) this._emit("$error", err);
-        else if (this.ws === ws && err.code === "RATE_LIMITED") this._retryTopic(topic, ws);
-        else if (this.ws === ws) this._subscribeFailed(topic, err);
+        else if (this.ws !== ws) return;
+        else if (err.code === "RATE_LIMITED") this._retryLater(topics, ws);
+        else if (topics.length > 1) topics.forEach((t) => this._resubscribeTopics([t]));
+        else this._subscribeFailed(topics[0], err);
       });
   }
 
-  _retryTopic(topic, ws) {
+  _retryLater(topics, ws) {
     setTimeout(() => {
-      if (this.ws === ws && this.connected && this.topics.has(topic)) this._resubscribeTopic(topic);
+      if (this.ws === ws && this.connected) this._resubscribeTopics(topics);
     }, RESUBSCRIBE_RETRY_MS * (1 + this.config.random()));
   }
 
   /** The edge will not have this topic (forbidden, invalid, too many, a hook's no): forgotten, and told. */
   _subscribeFailed(topic, err) {
-    this.topics.delete(topic);
-    this.joinLeave.delete(topic);
+    this._dropped(topic);
     this.positions.delete(topic);
     const error = (err.frame && err.frame.error) || {};
     this._emit("$subscribe_failed", { topic, code: err.code, message: error.message });
@@ -636,8 +627,9 @@ export class WebSocketService {
     }, soon);
   }
 
-  /** The attempt or connection is over; `transportFailed: false` when no transport was even tried. */
-  _closed(code, reason, { transportFailed = true } = {}) {
+  /** The attempt or connection is over (no socket: no transport was even tried, e.g. getToken failed). */
+  _closed(code, reason) {
+    const tried = this.ws !== null;
     this.ws = null;
     clearTimeout(this._connectTimer);
     clearTimeout(this._refreshTimer);
@@ -649,7 +641,7 @@ export class WebSocketService {
     // Nothing from the edge on this transport (and no close code of the edge's): the next one, at once,
     // until a whole round has failed; then the usual schedule, from the transport that last worked.
     const transports = this.config.transports;
-    if (transportFailed && !this._heard && code < 4000 && code !== 1001 && code !== 1013) {
+    if (tried && !this._heard && code < 4000 && code !== 1001 && code !== 1013) {
       this._transportIndex = (this._transportIndex + 1) % transports.length;
       if (this._transportIndex !== this._roundStart) {
         this._emit("$fallback", { from: transports[(this._transportIndex + transports.length - 1) % transports.length],
@@ -766,7 +758,7 @@ export class WebSocketService {
       case "unsubscribed": // its subscription token ran out: subscribe again with a fresh one, from where it was
         this._emit("$unsubscribed", message.data);
         if (this.topics.has(message.data.topic) && this.config.getSubscriptionToken) {
-          this._resubscribeTopic(message.data.topic);
+          this._resubscribeTopics([message.data.topic]);
         }
         break;
       case "error": {
@@ -863,7 +855,7 @@ export class WebSocketService {
     if (at >= 0) this._outbox.splice(at, 1);
   }
 
-  /** The backend unsubscribed this connection: not subscribed again, not even for join/leave. */
+  /** Unsubscribed (by this client, or the backend): not subscribed again, not even for join/leave. */
   _dropped(topic) {
     this.topics.delete(topic);
     this.joinLeave.delete(topic);
