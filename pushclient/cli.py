@@ -37,23 +37,23 @@ def _topic(value: str) -> str:
     return value
 
 
+def _parsed(value: str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
 def _json(value: str) -> bytes:
-    try:
-        orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    _parsed(value)
     return value.encode()
 
 
-def _json_object(value: str) -> bytes:
+def _json_object(value: str) -> dict[str, Any]:
     """A task's params: a JSON object (the task service refuses anything else; say so as a bad argument)."""
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed := _parsed(value), dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
-    return value.encode()
+    return parsed
 
 
 def _positive_int(value: str) -> int:
@@ -209,7 +209,7 @@ async def run_task_command(args: argparse.Namespace) -> None:
         stub = task_grpc.TaskServiceStub(channel)
         try:
             if args.task_command == "start":
-                params: dict[str, Any] = orjson.loads(args.params) if args.params else {}
+                params: dict[str, Any] = args.params or {}
                 if args.symbols:
                     params["symbols"] = [s.strip() for s in args.symbols.split(",") if s.strip()]
                 if args.interval is not None:

@@ -371,7 +371,6 @@ class StreamPublisher:
     def __init__(
         self, stub: pb_grpc.PushServiceStub, *, max_buffer: int = 10_000, max_buffer_bytes: int | None = None,
         conflate_after: int | None = None, max_batch: int = 200, idempotent: bool = False, max_in_flight: int = 1,
-        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self._stub = stub
         # Resent messages (after a broken stream) carry the same key, so they are delivered once.
@@ -391,7 +390,7 @@ class StreamPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self.on_connect = on_connect
+        self.on_connect: Callable[[], None] | None = None  # set by the producer
         self.accepted = 0
         self.rejected = 0
         self.dropped = 0
@@ -516,7 +515,7 @@ class StreamPublisher:
         """Settle what the push service answered. The backoff starts over only once messages are
         accepted: a stream that connects while the broker refuses everything keeps slowing down."""
         async for response in call:
-            sequences = self._requests.popleft() if self._requests else []
+            sequences = self._requests.popleft()  # (the push service answers each request, in order)
             self._has_work.set()  # what waited for this answer goes out as the next request
             held, held_bytes = len(self._buffer), self._buffer.bytes
             retry = 0

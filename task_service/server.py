@@ -55,11 +55,10 @@ async def start_task_server(settings: TaskSettings) -> RunningTaskServer:
                         max_active_per_user=settings.max_active_tasks_per_user)
     runner = TaskRunner(kinds, publisher, keep_finished=settings.keep_finished, limits=limits,
                         list_max_bytes=settings.list_max_bytes)
-    # The retained list is this process's from the start (a previous process's may list tasks that can
-    # never finish now), and again on every (re)connection of the stream (a restarted push service has
-    # none). The first connection re-sends it too; the newer replaces the older if it is still unsent.
+    # The retained list is this process's from its stream's first connection (a previous process's may
+    # list tasks that can never finish now), and again on every reconnection (a restarted push service
+    # has none).
     publisher.on_connect = runner.publish_list
-    runner.publish_list()
     publisher.start()
     RUNNERS.runners.add(runner)
     server = grpc.aio.server(

@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pushclient import PublishError, PushClient
 from pushclient.client import outgoing
 from tests.conftest import TEST_USER, start_system
-from tests.support.metrics import moved, scrape, value
+from tests.support.metrics import moved, publisher_settled, scrape, value
 from tests.support.processes import ROOT, System
 from tests.support.timing import timeout
 from tests.support.tokens import token
@@ -100,7 +99,7 @@ async def test_metrics_move_on_every_service(system: System, ws, push: PushClien
 
 @portable
 async def test_task_service_metrics_move_with_a_task(system: System, ws):
-    before = await publisher_settled(system)
+    before = await publisher_settled(system.task_metrics_url, timeout(10))
     watcher = await ws("/ws/task", topics="task:status")
     started = await watcher.request({"type": "task_start", "id": "go",
                                      "data": {"params": {"symbols": ["A"], "interval": 0}}})
@@ -125,20 +124,6 @@ async def test_task_service_metrics_move_with_a_task(system: System, ws):
         after = scrape(system.task_metrics_url)
     assert moved(before, after, "push_publisher_accepted_messages_total") == 8
     assert value(after, "push_publisher_dropped_messages_total") == 0
-
-
-async def publisher_settled(system: System) -> dict:
-    """The task service's metrics once its publisher has had its retained task list accepted (sent at
-    start and when its stream connects: a system just started for this test answers them meanwhile) and
-    holds nothing unanswered: what it counts from then on is the test's own."""
-    deadline = time.monotonic() + timeout(10)
-    while True:
-        samples = scrape(system.task_metrics_url)
-        if (value(samples, "push_publisher_accepted_messages_total") >= 2
-                and value(samples, "push_publisher_buffered_messages") == 0):
-            return samples
-        assert time.monotonic() < deadline, "the task service's publisher did not settle"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,3 +46,20 @@ async def falls_to(url: str, name: str, at_most: float, within: float) -> None:
     async with asyncio.timeout(within):
         while value(scrape(url), name) > at_most:
             await asyncio.sleep(0.05)
+
+
+async def publisher_settled(metrics_url: str, limit: float) -> Samples:
+    """A task service's metrics once its publisher has had its retained task list accepted (sent when
+    its stream first connects) and holds nothing unanswered: what it counts from then on is a test's
+    own. On a loaded machine the stream connects late, and that list, with the tasks a test had started
+    meanwhile, came after the lists the test waited for."""
+    deadline = time.monotonic() + limit
+    while True:
+        samples = await asyncio.to_thread(scrape, metrics_url)
+        figures = {name: value(samples, name) for name in ("push_publisher_accepted_messages_total",
+                                                           "push_publisher_buffered_messages")}
+        if figures["push_publisher_accepted_messages_total"] >= 1 and figures["push_publisher_buffered_messages"] == 0:
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the task service's publisher did not settle: {figures}")
+        await asyncio.sleep(0.05)

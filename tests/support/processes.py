@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .metrics import scrape, value
+from .metrics import publisher_settled
 from .targets import SERVICE_ENV_PREFIXES, pushtest_env
 from .timing import timeout
 from .tokens import SECRET
@@ -218,20 +218,10 @@ class System:
             await self.wait_task_list_published()
 
     async def wait_task_list_published(self) -> None:
-        """Until the task service's publisher has had its retained task list accepted, at start and when
-        its stream connected (2 messages), and holds nothing unanswered: on a loaded machine the stream
-        connects late, and its list, published then with the tasks a test already started, came after
-        the lists the test waited for."""
-        deadline = time.monotonic() + timeout(30)
-        while True:
-            samples = await asyncio.to_thread(scrape, self.task_metrics_url)
-            figures = {name: value(samples, name) for name in ("push_publisher_accepted_messages_total",
-                                                               "push_publisher_buffered_messages")}
-            if figures["push_publisher_accepted_messages_total"] >= 2 and figures["push_publisher_buffered_messages"] == 0:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the task service's publisher did not settle: {figures} (log: {self.tasks.log_path})")
-            await asyncio.sleep(0.05)
+        try:
+            await publisher_settled(self.task_metrics_url, timeout(30))
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc} (log: {self.tasks.log_path})") from None
 
     async def wait_push(self) -> None:
         await wait_grpc_serving(self.push_address, self.push)

@@ -1,5 +1,5 @@
 """The retained `task:list` is the running task service's, whatever restarted: published when the
-service starts (replacing a previous process's) and each time its stream to the push service
+service's stream to the push service first connects (replacing a previous process's) and each time it
 connects again (a push service with the memory broker comes back without it)."""
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ async def test_a_starting_task_service_replaces_the_list_a_previous_process_left
             await client.publish("task:list", "task_list", stale, retain=True)
         tasks = await task_service(push.port)
         try:
-            await asyncio.wait_for(tasks.publisher.flush(), timeout(10))  # what it published at start is answered
+            # What it published when its stream connected (at start) is answered.
+            await until(lambda: tasks.publisher.connected, "the task service's stream connected")
+            await asyncio.wait_for(tasks.publisher.flush(), timeout(10))
             assert await list_seen_by_a_new_subscriber(push.port) == {"tasks": [], "omitted": 0}
         finally:
             await tasks.stop(0)
