@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -221,12 +221,15 @@ class BufferedMessage:
     key: tuple[str, str] | None  # (topic, conflation_key); None: no newer message supersedes it
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Added:
     """What `PublishBuffer.add` did besides keeping the new message."""
 
     superseded: BufferedMessage | None = None  # the unsent message of the same key that the new one replaced
-    dropped: list[BufferedMessage] = field(default_factory=list)  # to make room, oldest first (maybe the new one)
+    dropped: tuple[BufferedMessage, ...] = ()  # to make room, oldest first (maybe the new one)
+
+
+NOTHING_ELSE = Added()  # what nearly every add did: nothing allocated for it
 
 
 class PublishBuffer:
@@ -285,20 +288,21 @@ class PublishBuffer:
         of its key whatever the backlog."""
         key = (message.topic, message.conflation_key) if message.conflation_key else None
         entry = BufferedMessage(sequence, message, message.ByteSize(), key)
-        added = Added()
+        superseded = None
         older = self._unsent.get(self._newest.get(key, -1)) if key is not None else None
         if older is not None and (supersede or self._conflating() or self._full_for(entry.size)):
-            added.superseded = self._remove(older.sequence)
+            superseded = self._remove(older.sequence)
         self._unsent[sequence] = entry
         self.bytes += entry.size
         if key is not None:
             self._keyed[sequence] = None
             self._newest[key] = sequence
-        while len(self) > 1 and (len(self) > self.max_messages
-                                 or (self.max_bytes is not None and self.bytes > self.max_bytes)):
+        dropped: list[BufferedMessage] = []
+        while (held := len(self._sent) + len(self._unsent)) > 1 and (
+                held > self.max_messages or (self.max_bytes is not None and self.bytes > self.max_bytes)):
             victim = next(iter(self._keyed)) if self._keyed else next(iter(self._sent or self._unsent))
-            added.dropped.append(self._remove(victim))
-        return added
+            dropped.append(self._remove(victim))
+        return Added(superseded, tuple(dropped)) if superseded is not None or dropped else NOTHING_ELSE
 
     def take(self, max_messages: int, max_data_bytes: int) -> list[BufferedMessage]:
         """The next request's messages, now sent: the oldest unsent, at most `max_messages` and about
@@ -306,18 +310,20 @@ class PublishBuffer:
         batch: list[BufferedMessage] = []
         size = 0
         while self._unsent and len(batch) < max_messages:
-            entry = self._unsent[next(iter(self._unsent))]
+            sequence, entry = self._unsent.popitem(last=False)
             size += len(entry.message.data)
             if batch and size > max_data_bytes:
+                self._unsent[sequence] = entry  # (the next request's first)
+                self._unsent.move_to_end(sequence, last=False)
                 break
-            del self._unsent[entry.sequence]
-            self._sent[entry.sequence] = entry
+            self._sent[sequence] = entry
             batch.append(entry)
         return batch
 
     def settle(self, sequence: int) -> BufferedMessage | None:
         """An answered message leaves; None when it was dropped while it was on the wire."""
-        return self._remove(sequence) if sequence in self._sent else None
+        entry = self._sent.pop(sequence, None)
+        return self._forget(entry) if entry is not None else None
 
     def unsend_all(self) -> None:
         """The stream is gone: what was sent and not answered is sent again, first."""
@@ -333,8 +339,11 @@ class PublishBuffer:
 
     def _remove(self, sequence: int) -> BufferedMessage:
         entry = self._unsent.pop(sequence, None)
-        if entry is None:
-            entry = self._sent.pop(sequence)
+        return self._forget(entry if entry is not None else self._sent.pop(sequence))
+
+    def _forget(self, entry: BufferedMessage) -> BufferedMessage:
+        """What `entry` counted for (its bytes, its key), now that it has left either queue."""
+        sequence = entry.sequence
         self.bytes -= entry.size
         if entry.key is not None:
             del self._keyed[sequence]
